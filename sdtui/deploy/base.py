@@ -1,0 +1,169 @@
+"""The deployment interface both options implement, and the typed events it reports.
+
+A deployment is an ordered list of named, idempotent steps. `provision` runs them and reports
+each one's start, progress, log lines and outcome; a step that finds its work already done is
+reported as skipped. Front ends only ever see this module's types.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from sdtui.errors import DeploymentError, Interrupted, SdtuiError
+
+if TYPE_CHECKING:
+    from sdtui.client import WorkerClient
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    step: str
+    title: str
+
+
+@dataclass(frozen=True)
+class StepProgress:
+    step: str
+    done: int
+    total: int | None
+    unit: Literal["bytes", "items", "steps"] = "bytes"
+
+
+@dataclass(frozen=True)
+class StepLog:
+    step: str
+    line: str
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    step: str
+    outcome: Literal["done", "skipped", "failed"]
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class CostUpdate:
+    """Option A only: what the running deployment costs."""
+
+    hourly_usd: float
+    so_far_usd: float
+    idle_stop_in_s: int | None = None
+
+
+DeployEvent = StepStarted | StepProgress | StepLog | StepFinished | CostUpdate
+OnEvent = Callable[[DeployEvent], None]
+
+
+# --- steps ----------------------------------------------------------------------------------
+
+
+class StepContext:
+    """What a running step uses to report, and to notice a cancel request."""
+
+    def __init__(self, step: str, on_event: OnEvent, cancel: threading.Event) -> None:
+        self.step = step
+        self._on_event = on_event
+        self._cancel = cancel
+
+    def progress(self, done: int, total: int | None, unit: str = "bytes") -> None:
+        self._on_event(StepProgress(self.step, done, total, unit))  # type: ignore[arg-type]
+
+    def log(self, line: str) -> None:
+        self._on_event(StepLog(self.step, line.rstrip("\n")))
+
+    def check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise Interrupted(f"cancelled during {self.step}", fix="run the same command to resume")
+
+
+@dataclass
+class Step:
+    name: str
+    title: str
+    run: Callable[[StepContext], str | None]
+    # Returns a reason when the work is already done; the step is then skipped.
+    already_done: Callable[[], str | None] = lambda: None
+
+
+def run_steps(steps: list[Step], on_event: OnEvent, cancel: threading.Event | None = None) -> None:
+    cancel = cancel or threading.Event()
+    for step in steps:
+        on_event(StepStarted(step.name, step.title))
+        started = time.monotonic()
+        ctx = StepContext(step.name, on_event, cancel)
+        try:
+            ctx.check_cancel()
+            reason = step.already_done()
+            if reason is not None:
+                on_event(StepFinished(step.name, "skipped", reason, time.monotonic() - started))
+                continue
+            detail = step.run(ctx) or ""
+        except SdtuiError as exc:
+            on_event(StepFinished(step.name, "failed", str(exc), time.monotonic() - started))
+            raise
+        except Exception as exc:  # an unexpected failure still names its step
+            on_event(StepFinished(step.name, "failed", str(exc), time.monotonic() - started))
+            raise DeploymentError(f"step {step.name!r} failed: {exc}") from exc
+        on_event(StepFinished(step.name, "done", detail, time.monotonic() - started))
+
+
+# --- the interface ---------------------------------------------------------------------------
+
+
+@dataclass
+class Resource:
+    kind: str  # "container", "volume", "image", "bucket", "instance", ...
+    id: str
+    state: str = ""
+    kept_on_teardown: bool = False
+    note: str = ""
+
+
+@dataclass
+class DeploymentStatus:
+    name: str
+    option: Literal["local", "aws"]
+    state: str  # "absent", "provisioning", "ready", "stopped", "failed", ...
+    resources: list[Resource] = field(default_factory=list)
+    hourly_usd: float | None = None
+    cost_so_far_usd: float | None = None
+    idle_stop_in_s: int | None = None
+
+
+@dataclass
+class TeardownReport:
+    removed: list[Resource] = field(default_factory=list)
+    kept: list[Resource] = field(default_factory=list)
+    # What could not be deleted, with what it still costs; empty means nothing leaked.
+    left: list[Resource] = field(default_factory=list)
+
+
+class Deployment(ABC):
+    name: str
+    option: Literal["local", "aws"]
+
+    @abstractmethod
+    def plan(self) -> list[Step]:
+        """The ordered steps `provision` will run (nothing is created by planning)."""
+
+    def provision(self, on_event: OnEvent, cancel: threading.Event | None = None) -> None:
+        run_steps(self.plan(), on_event, cancel)
+
+    @abstractmethod
+    def connect(self) -> WorkerClient: ...
+
+    @abstractmethod
+    def status(self) -> DeploymentStatus: ...
+
+    @abstractmethod
+    def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport: ...

@@ -1,0 +1,52 @@
+"""The one error hierarchy. Every failure a user can meet is an SdtuiError whose class decides
+the exit code; its message is one line that says what is wrong and how to fix it."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_DEPLOYMENT = 3
+EXIT_GENERATION = 4
+EXIT_INTERRUPTED = 130
+
+
+class SdtuiError(Exception):
+    exit_code = 1
+
+    def __init__(self, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.fix = fix
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.fix}" if self.fix else self.message
+
+
+class BadInput(SdtuiError):
+    """Rejected before anything was created or sent."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class DeploymentError(SdtuiError):
+    exit_code = EXIT_DEPLOYMENT
+
+
+class EngineUnreachable(DeploymentError):
+    pass
+
+
+class BuildFailed(DeploymentError):
+    pass
+
+
+class GenerationError(SdtuiError):
+    exit_code = EXIT_GENERATION
+
+
+class WorkerDied(GenerationError):
+    pass
+
+
+class Interrupted(SdtuiError):
+    exit_code = EXIT_INTERRUPTED

@@ -1,0 +1,271 @@
+"""The wire protocol between the client and the worker. Stdlib only: both sides import it.
+
+One JSON object per line, each with a "type". Every message is checked against its schema:
+unknown fields, missing required fields, wrong types and out-of-range values are rejected
+with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# Canonical scheduler names, in the order they are listed to users.
+SCHEDULERS = (
+    "ddim",
+    "pndm",
+    "lms",
+    "euler",
+    "euler_a",
+    "heun",
+    "dpm2",
+    "dpm2_a",
+    "dpmpp_2m",
+    "dpmpp_2m_karras",
+)
+# The guide's dream> `-A` sampler names and other common spellings.
+SCHEDULER_ALIASES = {
+    "plms": "pndm",
+    "k_lms": "lms",
+    "k_euler": "euler",
+    "k_euler_a": "euler_a",
+    "k_heun": "heun",
+    "k_dpm_2": "dpm2",
+    "k_dpm_2_a": "dpm2_a",
+    "dpm++_2m": "dpmpp_2m",
+    "dpm++_2m_karras": "dpmpp_2m_karras",
+}
+DEFAULT_SCHEDULER = "euler_a"
+
+MAX_SEED = 2**32 - 1
+MAX_LINE_BYTES = 64 * 1024 * 1024
+
+
+class ProtocolError(ValueError):
+    """A message that does not follow the protocol. `code` goes into the error event."""
+
+    def __init__(self, message: str, code: str = "bad_request") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def normalize_scheduler(name: str) -> str:
+    key = name.strip().lower().replace("-", "_")
+    key = SCHEDULER_ALIASES.get(key, key)
+    if key not in SCHEDULERS:
+        raise ProtocolError(
+            f"unknown scheduler {name!r}; valid schedulers: {', '.join(SCHEDULERS)}"
+        )
+    return key
+
+
+# --- field checks -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    kind: type | tuple[type, ...]
+    required: bool = False
+    default: Any = None
+    check: Callable[[str, Any], Any] | None = None
+    nullable: bool = False
+
+
+def _int_range(lo: int, hi: int, multiple: int = 1) -> Callable[[str, Any], Any]:
+    def check(name: str, value: int) -> int:
+        if not lo <= value <= hi:
+            raise ProtocolError(f"{name} must be from {lo} to {hi}, got {value}")
+        if value % multiple:
+            raise ProtocolError(f"{name} must be a multiple of {multiple}, got {value}")
+        return value
+
+    return check
+
+
+def _float_range(lo: float, hi: float) -> Callable[[str, Any], Any]:
+    def check(name: str, value: float) -> float:
+        value = float(value)
+        if not lo <= value <= hi:
+            raise ProtocolError(f"{name} must be from {lo:g} to {hi:g}, got {value:g}")
+        return value
+
+    return check
+
+
+def _text(max_len: int, *, non_empty: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: str) -> str:
+        if non_empty and not value.strip():
+            raise ProtocolError(f"{name} must not be empty")
+        if len(value) > max_len:
+            raise ProtocolError(f"{name} is longer than {max_len} characters")
+        return value
+
+    return check
+
+
+def _scheduler(name: str, value: str) -> str:
+    return normalize_scheduler(value)
+
+
+_ID = Field(str, required=True, check=_text(64, non_empty=True))
+_INT = (int,)
+_NUM = (int, float)
+
+GENERATE_FIELDS: dict[str, Field] = {
+    "id": _ID,
+    "prompt": Field(str, required=True, check=_text(20_000, non_empty=True)),
+    "negative_prompt": Field(str, default="", check=_text(20_000)),
+    "steps": Field(_INT, default=30, check=_int_range(1, 150)),
+    "cfg": Field(_NUM, default=7.5, check=_float_range(0.0, 50.0)),
+    "width": Field(_INT, default=512, check=_int_range(64, 2048, 8)),
+    "height": Field(_INT, default=512, check=_int_range(64, 2048, 8)),
+    "seed": Field(_INT, default=None, check=_int_range(0, MAX_SEED), nullable=True),
+    "scheduler": Field(str, default=DEFAULT_SCHEDULER, check=_scheduler),
+    "count": Field(_INT, default=1, check=_int_range(1, 16)),
+    "preview_every": Field(_INT, default=5, check=_int_range(0, 150)),
+}
+
+REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
+    "generate": GENERATE_FIELDS,
+    "cancel": {"id": _ID},
+    "info": {},
+    "fetch": {},
+    "ack": {"id": _ID, "index": Field(_INT, default=None, check=_int_range(0, 15), nullable=True)},
+}
+
+_B64 = Field(str, required=True)
+EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
+    "ready": {
+        "protocol": Field(_INT, required=True),
+        "model": Field(str, required=True),
+        "format": Field(str, required=True),
+        "device": Field(str, required=True),
+        "dtype": Field(str, required=True),
+        "torch": Field(str, required=True),
+        "diffusers": Field(str, required=True),
+        "load_seconds": Field(_NUM, required=True),
+    },
+    "progress": {
+        "id": _ID,
+        "index": Field(_INT, required=True),
+        "step": Field(_INT, required=True),
+        "total": Field(_INT, required=True),
+    },
+    "preview": {
+        "id": _ID,
+        "index": Field(_INT, required=True),
+        "step": Field(_INT, required=True),
+        "png": _B64,
+    },
+    "image": {
+        "id": _ID,
+        "index": Field(_INT, required=True),
+        "seed": Field(_INT, required=True),
+        "png": _B64,
+        "params": Field(dict, required=True),
+        "seconds": Field(_NUM, default=None, nullable=True),
+        # True when the image is sent again in answer to `fetch`.
+        "recovered": Field(bool, default=False),
+    },
+    "done": {
+        "id": _ID,
+        "seconds": Field(_NUM, required=True),
+        "images": Field(_INT, default=0),
+        "cancelled": Field(bool, default=False),
+    },
+    "error": {
+        "id": Field(str, required=True, nullable=True),
+        "code": Field(str, required=True),
+        "message": Field(str, required=True),
+    },
+    "log": {
+        "level": Field(str, default="info"),
+        "message": Field(str, required=True),
+    },
+    # Answer to `info`: what the worker is doing now.
+    "info": {
+        "busy": Field(str, default=None, nullable=True),
+        "queued": Field(_INT, default=0),
+        "unacked": Field(_INT, default=0),
+        "model": Field(str, required=True),
+        "device": Field(str, required=True),
+        "uptime": Field(_NUM, required=True),
+    },
+    # Answer to `fetch`, after the recovered `image` events.
+    "fetched": {"count": Field(_INT, required=True)},
+}
+
+
+def _validate(obj: Any, schemas: dict[str, dict[str, Field]], what: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ProtocolError(f"a {what} must be a JSON object", code="malformed")
+    kind = obj.get("type")
+    if kind not in schemas:
+        valid = ", ".join(schemas)
+        raise ProtocolError(f"unknown {what} type {kind!r}; valid types: {valid}")
+    schema = schemas[kind]
+    unknown = sorted(set(obj) - set(schema) - {"type"})
+    if unknown:
+        raise ProtocolError(f"{kind}: unknown field(s) {', '.join(unknown)}")
+    out: dict[str, Any] = {"type": kind}
+    for name, field in schema.items():
+        if name not in obj:
+            if field.required:
+                raise ProtocolError(f"{kind}: missing field {name!r}")
+            out[name] = field.default
+            continue
+        value = obj[name]
+        if value is None:
+            if not field.nullable:
+                raise ProtocolError(f"{kind}: {name} must not be null")
+            out[name] = None
+            continue
+        kinds = field.kind if isinstance(field.kind, tuple) else (field.kind,)
+        # bool is an int in Python; a JSON true is never a number here.
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ProtocolError(f"{kind}: {name} must be {names}, got {json.dumps(value)[:40]}")
+        out[name] = field.check(name, value) if field.check else value
+    return out
+
+
+def validate_request(obj: Any) -> dict[str, Any]:
+    return _validate(obj, REQUEST_SCHEMAS, "request")
+
+
+def validate_event(obj: Any) -> dict[str, Any]:
+    return _validate(obj, EVENT_SCHEMAS, "event")
+
+
+def _decode(line: bytes | str) -> Any:
+    if len(line) > MAX_LINE_BYTES:
+        raise ProtocolError("line too long", code="malformed")
+    try:
+        return json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not a JSON line: {exc}", code="malformed") from None
+
+
+def parse_request(line: bytes | str) -> dict[str, Any]:
+    return validate_request(_decode(line))
+
+
+def parse_event(line: bytes | str) -> dict[str, Any]:
+    return validate_event(_decode(line))
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+
+
+def request(kind: str, **fields: Any) -> dict[str, Any]:
+    """Build and validate a request, filling in defaults."""
+    return validate_request({"type": kind, **fields})
+
+
+def event(kind: str, **fields: Any) -> dict[str, Any]:
+    return validate_event({"type": kind, **fields})
