@@ -1,0 +1,41 @@
+"""Where sdtui keeps its state, its config and the user's images.
+
+Each location follows the platform's conventions (platformdirs) and can be overridden with an
+environment variable, which is how tests and scripts keep sdtui away from the real home dir.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "sdtui"
+
+
+def _override(var: str) -> Path | None:
+    value = os.environ.get(var, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def state_dir() -> Path:
+    """Ledgers of deployments (SDTUI_STATE_DIR overrides)."""
+    return _override("SDTUI_STATE_DIR") or Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def config_dir() -> Path:
+    """Where config.toml lives (SDTUI_CONFIG_DIR overrides)."""
+    return _override("SDTUI_CONFIG_DIR") or Path(platformdirs.user_config_dir(APP_NAME))
+
+
+def default_outputs_dir() -> Path:
+    """The user's pictures dir / sdtui, or the data dir when there is no pictures dir
+    (SDTUI_OUTPUTS_DIR overrides)."""
+    override = _override("SDTUI_OUTPUTS_DIR")
+    if override:
+        return override
+    pictures = Path(platformdirs.user_pictures_dir())
+    if pictures.is_dir():
+        return pictures / APP_NAME
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "outputs"
