@@ -424,4 +424,3 @@ def read_index(out_dir: Path) -> list[dict[str, Any]]:
             if isinstance(record, dict) and "file" in record:
                 records.append(record)
     return records
-
