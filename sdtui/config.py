@@ -1,0 +1,279 @@
+"""The user's config file, config_dir()/config.toml: defaults for the forms and flags.
+
+    [local]
+    docker_host = "unix:///var/run/docker.sock"
+    volume = "sdtui-models"
+    base_image = "python:3.11-slim"
+    models = ["~/models/sd-v1-4.ckpt"]
+
+    [aws]
+    profile = "default"
+    region = "us-east-1"
+    bucket = "my-sd-models"
+    instance_type = "g4dn.xlarge"
+    spot = false
+    idle_minutes = 30
+    models = []
+
+    [generate]
+    steps = 30
+    cfg = 7.5
+    width = 512
+    height = 512
+    scheduler = "euler_a"
+    out_dir = "~/Pictures/sdtui"
+
+A missing file means all defaults. Unknown keys and wrong types are rejected with the file, the
+key and its line. Relative paths are taken relative to the config file's directory.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdtui.errors import BadInput
+from sdtui.paths import config_dir
+from sdtui.protocol import DEFAULT_SCHEDULER, GENERATE_FIELDS, ProtocolError, normalize_scheduler
+
+CONFIG_NAME = "config.toml"
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    docker_host: str | None = None
+    volume: str = "sdtui-models"
+    base_image: str = "python:3.11-slim"
+    models: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    profile: str | None = None
+    region: str = "us-east-1"
+    bucket: str | None = None
+    instance_type: str = "g4dn.xlarge"
+    spot: bool = False
+    idle_minutes: int = 30
+    models: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    steps: int = 30
+    cfg: float = 7.5
+    width: int = 512
+    height: int = 512
+    scheduler: str = DEFAULT_SCHEDULER
+    out_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    local: LocalConfig = field(default_factory=LocalConfig)
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    path: Path | None = None  # the file it was read from; None when there was none
+
+
+SECTIONS: dict[str, type] = {"local": LocalConfig, "aws": AwsConfig, "generate": GenerateConfig}
+
+
+def config_path() -> Path:
+    return config_dir() / CONFIG_NAME
+
+
+# --- value checks: each takes the raw TOML value and returns the typed one or raises ValueError
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("a string")
+    return value
+
+
+def _pattern(regex: str, what: str) -> Callable[[Any], str]:
+    compiled = re.compile(regex)
+
+    def check(value: Any) -> str:
+        text = _string(value)
+        if not compiled.fullmatch(text):
+            raise ValueError(f"not a valid {what}: {text!r}")
+        return text
+
+    return check
+
+
+def _integer(lo: int, hi: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError("an integer")
+        if not lo <= value <= hi:
+            raise ValueError(f"must be from {lo} to {hi}, got {value}")
+        return value
+
+    return check
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("true or false")
+    return value
+
+
+def _generate_field(name: str) -> Callable[[Any], Any]:
+    """Check steps/cfg/width/height exactly as a generate request would."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, GENERATE_FIELDS[name].kind):
+            raise TypeError("a number" if name == "cfg" else "an integer")
+        try:
+            return GENERATE_FIELDS[name].check(name, value)
+        except ProtocolError as exc:
+            raise ValueError(str(exc).removeprefix(f"{name} ")) from None
+
+    return check
+
+
+def _scheduler(value: Any) -> str:
+    try:
+        return normalize_scheduler(_string(value))
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _path(base: Path) -> Callable[[Any], Path]:
+    def check(value: Any) -> Path:
+        path = Path(_string(value)).expanduser()
+        return path if path.is_absolute() else base / path
+
+    return check
+
+
+def _paths(base: Path) -> Callable[[Any], list[Path]]:
+    one = _path(base)
+
+    def check(value: Any) -> list[Path]:
+        if not isinstance(value, list):
+            raise TypeError("a list of paths")
+        try:
+            return [one(item) for item in value]
+        except TypeError:
+            raise TypeError("a list of paths (strings)") from None
+
+    return check
+
+
+def _checks(base: Path) -> dict[str, dict[str, Callable[[Any], Any]]]:
+    return {
+        "local": {
+            "docker_host": _string,
+            "volume": _pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "Docker volume name"),
+            "base_image": _pattern(r"[^\s]+", "image name"),
+            "models": _paths(base),
+        },
+        "aws": {
+            "profile": _pattern(r"[^\s\[\]]+", "profile name"),
+            "region": _pattern(r"[a-z]{2}(-[a-z]+)+-\d+", "AWS region (e.g. us-east-1)"),
+            "bucket": _pattern(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "S3 bucket name"),
+            "instance_type": _pattern(r"[a-z0-9-]+\.[a-z0-9-]+", "instance type"),
+            "spot": _boolean,
+            "idle_minutes": _integer(0, 7 * 24 * 60),
+            "models": _paths(base),
+        },
+        "generate": {
+            "steps": _generate_field("steps"),
+            "cfg": _generate_field("cfg"),
+            "width": _generate_field("width"),
+            "height": _generate_field("height"),
+            "scheduler": _scheduler,
+            "out_dir": _path(base),
+        },
+    }
+
+
+# --- locating keys for error messages ------------------------------------------------------------
+
+_HEADER = re.compile(r"\s*\[\s*([A-Za-z0-9_.\"' -]+?)\s*\]")
+_KEY = re.compile(r"\s*([A-Za-z0-9_-]+|\"[^\"]*\")\s*=")
+
+
+def _line_of(text: str, section: str, key: str | None) -> int | None:
+    """The line where `key` is set in `[section]` (or the header line when key is None).
+    A plain scan: good enough for naming a line in an error message."""
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header and not line.lstrip().startswith("[["):
+            current = header.group(1).strip("\"'")
+            if key is None and current == section:
+                return number
+            continue
+        found = _KEY.match(line)
+        if found and current == section and found.group(1).strip('"') == key:
+            return number
+    return None
+
+
+def _bad(path: Path, text: str, section: str, key: str | None, problem: str, fix: str) -> BadInput:
+    line = _line_of(text, section, key)
+    where = f"{path}" + (f", line {line}" if line else "")
+    name = f"[{section}] {key}" if key else f"[{section}]"
+    return BadInput(f"{where}: {name} {problem}", fix=fix)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read the config file (config_dir()/config.toml unless `path` is given)."""
+    path = Path(path) if path else config_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return Config()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read {path}: {exc}", fix="fix or remove that file") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path} is not valid TOML: {exc}", fix="fix the syntax there") from None
+
+    checks = _checks(path.parent)
+    sections: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in SECTIONS:
+            raise BadInput(
+                f"{path}: unknown section [{section}]",
+                fix=f"valid sections: {', '.join(f'[{s}]' for s in SECTIONS)}",
+            )
+        if not isinstance(values, dict):
+            raise _bad(path, text, section, None, "must be a table", f"write it as [{section}]")
+        valid = checks[section]
+        typed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in valid:
+                raise _bad(
+                    path,
+                    text,
+                    section,
+                    key,
+                    "is not a known key",
+                    f"valid keys: {', '.join(valid)}",
+                )
+            try:
+                typed[key] = valid[key](value)
+            except TypeError as exc:
+                raise _bad(
+                    path, text, section, key, f"must be {exc}", "fix its value or remove the line"
+                ) from None
+            except ValueError as exc:
+                raise _bad(
+                    path, text, section, key, f"{exc}", "fix its value or remove the line"
+                ) from None
+        sections[section] = SECTIONS[section](**typed)
+    return Config(**sections, path=path)
