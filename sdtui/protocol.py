@@ -191,9 +191,9 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "busy": Field(str, default=None, nullable=True),
         "queued": Field(_INT, default=0),
         "unacked": Field(_INT, default=0),
-        "model": Field(str, required=True),
-        "device": Field(str, required=True),
         "uptime": Field(_NUM, required=True),
+        # The `ready` event's fields, for a client that attached after it was sent.
+        "ready": Field(dict, required=True),
     },
     # Answer to `fetch`, after the recovered `image` events.
     "fetched": {"count": Field(_INT, required=True)},

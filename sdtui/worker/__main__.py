@@ -1,0 +1,70 @@
+"""`python -m sdtui.worker --model PATH [--outputs DIR]`: load the model once, then serve."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from sdtui import protocol
+
+EXIT_MODEL_INVALID = 2
+
+
+def _claim_stdout() -> object:
+    """Keep the real stdout for protocol lines and point fd 1 at stderr, so nothing a library
+    prints can corrupt the event stream."""
+    sys.stdout.flush()
+    protocol_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(protocol_fd, "wb", buffering=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
+    parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
+    parser.add_argument("--outputs", type=Path, help="also keep a copy of every image here")
+    parser.add_argument("--device", help="force a torch device (default: cuda if present)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    out = _claim_stdout()
+
+    from sdtui.worker.models import ModelInvalid, load_model
+
+    try:
+        model = load_model(args.model, device=args.device)
+    except ModelInvalid as exc:
+        out.write(protocol.encode({"type": "error", "id": None, "code": "model_invalid",
+                                   "message": str(exc)}))
+        logging.getLogger("sdtui.worker").error("%s", exc)
+        return EXIT_MODEL_INVALID
+
+    import diffusers
+    import torch
+
+    from sdtui.worker.sampling import Sampler
+    from sdtui.worker.server import Worker
+
+    info = {
+        "protocol": protocol.PROTOCOL_VERSION,
+        "model": model.path,
+        "format": model.format,
+        "device": model.device,
+        "dtype": model.dtype,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "load_seconds": round(model.load_seconds, 3),
+    }
+    Worker(Sampler(model), info, out, args.outputs).serve(sys.stdin.buffer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

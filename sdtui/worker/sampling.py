@@ -1,0 +1,151 @@
+"""One `generate` request run on a loaded pipeline: schedulers, seeds, previews and cancel.
+
+The pipeline is called with output_type="latent" and the VAE decode happens here, so a
+cancelled image never pays for a decode and previews never touch the VAE.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import diffusers
+import torch
+from PIL import Image
+
+from sdtui import __version__
+from sdtui.worker.models import LoadedModel
+
+# Linear latent -> RGB projection for SD 1.x latents: a preview costs a matmul, not a decode.
+_LATENT_RGB = torch.tensor(
+    [
+        [0.3512, 0.2297, 0.3227],
+        [0.3250, 0.4974, 0.2350],
+        [-0.2829, 0.1762, 0.2721],
+        [-0.2120, -0.2616, -0.7177],
+    ]
+)
+
+_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddim": ("DDIMScheduler", {}),
+    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "euler": ("EulerDiscreteScheduler", {}),
+    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+    "heun": ("HeunDiscreteScheduler", {}),
+    "dpm2": ("KDPM2DiscreteScheduler", {}),
+    "dpm2_a": ("KDPM2AncestralDiscreteScheduler", {}),
+    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
+    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+}
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class Cancelled(Exception):
+    pass
+
+
+def png_bytes(image: Image.Image, compress_level: int = 4) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def latent_preview(latents: torch.Tensor) -> Image.Image:
+    rgb = torch.einsum("chw,cr->hwr", latents[0, :4].float().cpu(), _LATENT_RGB)
+    pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
+    return Image.fromarray(pixels)
+
+
+class Sampler:
+    def __init__(self, model: LoadedModel) -> None:
+        self.model = model
+        self.pipe = model.pipe
+        self.pipe.set_progress_bar_config(disable=True)
+        self._base_scheduler_config = dict(self.pipe.scheduler.config)
+        self._scheduler_cache: dict[str, Any] = {}
+
+    def use_scheduler(self, name: str) -> None:
+        if name not in self._scheduler_cache:
+            cls_name, extra = _SCHEDULERS[name]
+            cls = getattr(diffusers, cls_name)
+            self._scheduler_cache[name] = cls.from_config(self._base_scheduler_config, **extra)
+        self.pipe.scheduler = self._scheduler_cache[name]
+
+    def decode(self, latents: torch.Tensor) -> Image.Image:
+        vae = self.pipe.vae
+        with torch.inference_mode():
+            image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(image, output_type="pil")[0]
+
+    def params_for(self, req: dict[str, Any], seed: int, index: int) -> dict[str, Any]:
+        params = {k: v for k, v in req.items() if k not in ("type", "id")}
+        params.update(
+            seed=seed,
+            base_seed=req["seed"],
+            index=index,
+            model=self.model.path,
+            model_format=self.model.format,
+            device=self.model.device,
+            dtype=self.model.dtype,
+            generator="sdtui " + __version__,
+        )
+        return params
+
+    def run(self, req: dict[str, Any], emit: Emit, cancel: threading.Event) -> int:
+        """Generate every image of `req`, emitting events. Returns how many images finished.
+        Raises Cancelled after emitting the images that finished before the cancel."""
+        self.use_scheduler(req["scheduler"])
+        rid, every = req["id"], req["preview_every"]
+        finished = 0
+        for index in range(req["count"]):
+            if cancel.is_set():
+                raise Cancelled(finished)
+            seed = req["seed"] + index
+            started = time.monotonic()
+
+            def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+                if cancel.is_set():
+                    pipe._interrupt = True
+                    return kwargs
+                done, total = step + 1, pipe.num_timesteps
+                emit("progress", {"id": rid, "index": index, "step": done, "total": total})
+                if every and (done % every == 0) and done < total:
+                    preview = png_bytes(latent_preview(kwargs["latents"]), compress_level=1)
+                    emit("preview", {"id": rid, "index": index, "step": done, "png": preview})
+                return kwargs
+
+            generator = torch.Generator("cpu").manual_seed(seed)
+            with torch.inference_mode():
+                latents = self.pipe(
+                    prompt=req["prompt"],
+                    negative_prompt=req["negative_prompt"] or None,
+                    num_inference_steps=req["steps"],
+                    guidance_scale=req["cfg"],
+                    width=req["width"],
+                    height=req["height"],
+                    generator=generator,
+                    output_type="latent",
+                    callback_on_step_end=on_step,
+                    callback_on_step_end_tensor_inputs=["latents"],
+                ).images
+            if cancel.is_set():
+                raise Cancelled(finished)
+            image = self.decode(latents)
+            emit(
+                "image",
+                {
+                    "id": rid,
+                    "index": index,
+                    "seed": seed,
+                    "png": png_bytes(image),
+                    "params": self.params_for(req, seed, index),
+                    "seconds": round(time.monotonic() - started, 3),
+                },
+            )
+            finished += 1
+        return finished

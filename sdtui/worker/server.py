@@ -1,0 +1,198 @@
+"""The worker's request loop: requests on stdin, events on stdout, logs on stderr.
+
+A reader thread parses every line as it arrives, so `cancel`, `info`, `fetch` and `ack` are
+answered while a generation runs; `generate` requests queue up and run strictly in order on
+the main thread. Finished images are kept until acknowledged, so a client that lost its
+stream can `fetch` them again.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import queue
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from sdtui import protocol
+from sdtui.protocol import ProtocolError
+
+log = logging.getLogger("sdtui.worker")
+
+_STOP = object()
+
+
+class Worker:
+    def __init__(self, sampler: Any, model_info: dict[str, Any], out: IO[bytes],
+                 outputs_dir: Path | None = None) -> None:
+        self.sampler = sampler
+        self.model_info = model_info
+        self.outputs_dir = outputs_dir
+        self._out = out
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queued_ids: list[str] = []
+        self._busy: str | None = None
+        self._cancel = threading.Event()
+        self._cancelled_in_queue: set[str] = set()
+        self._unacked: dict[tuple[str, int], dict[str, Any]] = {}
+        self._started = time.monotonic()
+
+    # --- output ------------------------------------------------------------------------------
+
+    def emit(self, kind: str, fields: dict[str, Any]) -> None:
+        if isinstance(fields.get("png"), bytes):
+            fields = {**fields, "png": base64.b64encode(fields["png"]).decode("ascii")}
+        message = {"type": kind, **fields}
+        line = protocol.encode(message)
+        if kind == "image":
+            with self._state_lock:
+                self._unacked[(fields["id"], fields["index"])] = message
+            self._save_copy(message)
+        with self._write_lock:
+            self._out.write(line)
+            self._out.flush()
+
+    def error(self, rid: str | None, code: str, message: str) -> None:
+        self.emit("error", {"id": rid, "code": code, "message": message})
+
+    def _save_copy(self, message: dict[str, Any]) -> None:
+        if self.outputs_dir is None:
+            return
+        from sdtui.outputs import save_image
+
+        try:
+            save_image(self.outputs_dir, base64.b64decode(message["png"]), message["params"])
+        except Exception as exc:  # the client still gets the image over the stream
+            log.warning("could not keep a copy in %s: %s", self.outputs_dir, exc)
+
+    # --- input -------------------------------------------------------------------------------
+
+    def handle_line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            req = protocol.parse_request(line)
+        except ProtocolError as exc:
+            rid = _id_of(line)
+            self.error(rid, exc.code, str(exc))
+            return
+        handler = getattr(self, "_on_" + req["type"])
+        handler(req)
+
+    def _on_generate(self, req: dict[str, Any]) -> None:
+        if req["seed"] is None:
+            req["seed"] = secrets.randbelow(protocol.MAX_SEED - req["count"])
+        with self._state_lock:
+            if req["id"] == self._busy or req["id"] in self._queued_ids:
+                self.error(req["id"], "duplicate_id", f"request id {req['id']!r} is in use")
+                return
+            self._queued_ids.append(req["id"])
+        self._queue.put(req)
+
+    def _on_cancel(self, req: dict[str, Any]) -> None:
+        rid = req["id"]
+        with self._state_lock:
+            if rid == self._busy:
+                self._cancel.set()
+                return
+            if rid in self._queued_ids:
+                self._queued_ids.remove(rid)
+                self._cancelled_in_queue.add(rid)
+                queued = True
+            else:
+                queued = False
+        if queued:
+            self.emit("done", {"id": rid, "seconds": 0.0, "images": 0, "cancelled": True})
+        else:
+            self.error(rid, "not_found", f"no running or queued request with id {rid!r}")
+
+    def _on_info(self, req: dict[str, Any]) -> None:
+        with self._state_lock:
+            fields = {
+                "busy": self._busy,
+                "queued": len(self._queued_ids),
+                "unacked": len(self._unacked),
+            }
+        fields.update(uptime=round(time.monotonic() - self._started, 3), ready=self.model_info)
+        self.emit("info", fields)
+
+    def _on_fetch(self, req: dict[str, Any]) -> None:
+        with self._state_lock:
+            pending = list(self._unacked.values())
+        with self._write_lock:
+            for message in pending:
+                self._out.write(protocol.encode({**message, "recovered": True}))
+            self._out.write(protocol.encode({"type": "fetched", "count": len(pending)}))
+            self._out.flush()
+
+    def _on_ack(self, req: dict[str, Any]) -> None:
+        with self._state_lock:
+            for key in list(self._unacked):
+                if key[0] == req["id"] and req["index"] in (None, key[1]):
+                    del self._unacked[key]
+
+    # --- loop --------------------------------------------------------------------------------
+
+    def _read(self, stdin: IO[bytes]) -> None:
+        try:
+            for line in stdin:
+                self.handle_line(line)
+        finally:
+            self._queue.put(_STOP)
+
+    def serve(self, stdin: IO[bytes]) -> None:
+        self.emit("ready", self.model_info)
+        reader = threading.Thread(target=self._read, args=(stdin,), daemon=True, name="stdin")
+        reader.start()
+        while (req := self._queue.get()) is not _STOP:
+            self.run_generate(req)
+
+    def run_generate(self, req: dict[str, Any]) -> None:
+        from sdtui.worker.sampling import Cancelled
+
+        rid = req["id"]
+        with self._state_lock:
+            if rid in self._cancelled_in_queue:
+                self._cancelled_in_queue.discard(rid)
+                return
+            if rid in self._queued_ids:
+                self._queued_ids.remove(rid)
+            self._busy = rid
+            self._cancel.clear()
+        started = time.monotonic()
+        images, cancelled = 0, False
+        try:
+            images = self.sampler.run(req, self.emit, self._cancel)
+        except Cancelled as exc:
+            images, cancelled = exc.args[0], True
+        except Exception as exc:
+            log.exception("generation %s failed", rid)
+            self.error(rid, _error_code(exc), f"generation failed: {exc}")
+            return
+        finally:
+            with self._state_lock:
+                self._busy = None
+        seconds = round(time.monotonic() - started, 3)
+        self.emit("done", {"id": rid, "seconds": seconds, "images": images, "cancelled": cancelled})
+
+
+def _id_of(line: bytes) -> str | None:
+    """The request id of a rejected line, when one can be read, so the client can match it."""
+    try:
+        import json
+
+        rid = json.loads(line).get("id")
+    except Exception:
+        return None
+    return rid if isinstance(rid, str) else None
+
+
+def _error_code(exc: Exception) -> str:
+    if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError):
+        return "out_of_memory"
+    return "generation_failed"
