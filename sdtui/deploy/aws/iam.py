@@ -1,0 +1,132 @@
+"""The instance's role: trusted by EC2 only, allowed to read the model bucket and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+from botocore.exceptions import ClientError
+
+from sdtui.deploy.aws.naming import (
+    POLICY_NAME,
+    TAG_KEY,
+    error_code,
+    instance_profile_name,
+    role_name,
+)
+
+TRUST_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+def read_bucket_policy(bucket: str) -> dict:
+    # s3fs lists the bucket as well as reading objects; the guide's policy forgot the list.
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+        ],
+    }
+
+
+def _tags(name: str) -> list[dict[str, str]]:
+    return [{"Key": TAG_KEY, "Value": name}]
+
+
+def ensure_role(iam, name: str, bucket: str) -> tuple[str, str]:
+    """Role, inline policy and instance profile (role attached); returns (role, profile)."""
+    role = role_name(name)
+    profile = instance_profile_name(name)
+    try:
+        iam.create_role(
+            RoleName=role,
+            AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
+            Description=f"sdtui deployment {name}: read its model bucket",
+            Tags=_tags(name),
+        )
+    except ClientError as exc:
+        if error_code(exc) != "EntityAlreadyExists":
+            raise
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(TRUST_POLICY))
+        iam.tag_role(RoleName=role, Tags=_tags(name))
+    iam.put_role_policy(
+        RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(read_bucket_policy(bucket))
+    )
+    for other in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        if other != POLICY_NAME:  # "nothing else": drop anything added by hand
+            iam.delete_role_policy(RoleName=role, PolicyName=other)
+    try:
+        iam.create_instance_profile(InstanceProfileName=profile, Tags=_tags(name))
+    except ClientError as exc:
+        if error_code(exc) != "EntityAlreadyExists":
+            raise
+    attached = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
+    if not any(r["RoleName"] == role for r in attached):
+        iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
+    return role, profile
+
+
+def role_ready(iam, name: str, bucket: str) -> bool:
+    """Describe-only: the profile carries the role, and the role has exactly our policy."""
+    try:
+        roles = iam.get_instance_profile(InstanceProfileName=instance_profile_name(name))[
+            "InstanceProfile"
+        ]["Roles"]
+        policies = iam.list_role_policies(RoleName=role_name(name))["PolicyNames"]
+        document = iam.get_role_policy(RoleName=role_name(name), PolicyName=POLICY_NAME)[
+            "PolicyDocument"
+        ]
+    except ClientError:
+        return False
+    if isinstance(document, str):
+        document = json.loads(document)
+    return (
+        [r["RoleName"] for r in roles] == [role_name(name)]
+        and policies == [POLICY_NAME]
+        and document == read_bucket_policy(bucket)
+    )
+
+
+def delete_instance_profile(iam, name: str) -> bool:
+    """Detach the role and delete the profile; False when there was none."""
+    profile = instance_profile_name(name)
+    try:
+        attached = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return False
+        raise
+    for r in attached:
+        iam.remove_role_from_instance_profile(InstanceProfileName=profile, RoleName=r["RoleName"])
+    iam.delete_instance_profile(InstanceProfileName=profile)
+    return True
+
+
+def delete_role(iam, name: str) -> bool:
+    """The role's policies, then the role; False when there was none."""
+    role = role_name(name)
+    try:
+        policies = iam.list_role_policies(RoleName=role)["PolicyNames"]
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return False
+        raise
+    for policy in policies:
+        iam.delete_role_policy(RoleName=role, PolicyName=policy)
+    for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role):
+        for policy in page["AttachedPolicies"]:
+            iam.detach_role_policy(RoleName=role, PolicyArn=policy["PolicyArn"])
+    for extra in iam.list_instance_profiles_for_role(RoleName=role)["InstanceProfiles"]:
+        iam.remove_role_from_instance_profile(
+            InstanceProfileName=extra["InstanceProfileName"], RoleName=role
+        )
+    iam.delete_role(RoleName=role)
+    return True

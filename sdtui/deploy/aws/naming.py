@@ -1,0 +1,47 @@
+"""Names and tags of everything a deployment creates, derived from the deployment name alone,
+so that a crashed run, `status` and teardown all find the same resources."""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+TAG_KEY = "sdtui:deployment"
+
+
+def tags(name: str) -> list[dict[str, str]]:
+    return [{"Key": TAG_KEY, "Value": name}]
+
+
+def tag_filter(name: str) -> dict:
+    return {"Name": f"tag:{TAG_KEY}", "Values": [name]}
+
+
+def role_name(name: str) -> str:
+    return f"sdtui-{name}-role"
+
+
+def instance_profile_name(name: str) -> str:
+    return f"sdtui-{name}"
+
+
+def key_pair_name(name: str) -> str:
+    return f"sdtui-{name}"
+
+
+def security_group_name(name: str) -> str:
+    return f"sdtui-{name}"
+
+
+POLICY_NAME = "sdtui-read-model-bucket"
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", ""))
+    return str(exc)

@@ -1,0 +1,144 @@
+"""What an Option A deployment is asked to be, and the local checks that run before any call."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+
+from sdtui.errors import BadInput
+from sdtui.ledger import validate_name
+from sdtui.modelfiles import detect_format
+
+# GPU instance types that run Stable Diffusion well (x86_64, NVIDIA, >= 16 GB of GPU memory).
+GPU_INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
+    "g4dn": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
+    "g5": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
+    "g6": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
+    "g6e": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
+    "p3": ("2xlarge", "8xlarge", "16xlarge"),
+    "p4d": ("24xlarge",),
+    "p5": ("48xlarge",),
+}
+
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+MIN_VOLUME_GB = 60  # the Deep Learning AMI itself takes about 45 GB
+
+
+@dataclass
+class AwsSettings:
+    name: str
+    region: str | None
+    bucket: str
+    models: list[Path] = field(default_factory=list)
+    profile: str | None = None
+    instance_type: str = "g4dn.xlarge"
+    spot: bool = False
+    idle_minutes: int = 30
+    ami: str | None = None
+    ssh_cidr: str | None = None
+    volume_gb: int = 100
+
+    def validate(self) -> None:
+        """Everything that can be checked without calling AWS; raises BadInput on the first
+        problem. Also fills in the region from the profile's config when none was given."""
+        validate_name(self.name)
+        self.region = resolve_region(self.region, self.profile)
+        check_bucket_name(self.bucket)
+        check_instance_type(self.instance_type)
+        if self.ami is not None and not AMI_ID.match(self.ami):
+            raise BadInput(f"--ami {self.ami!r} is not an AMI id", fix="pass one like ami-0abc1234")
+        if self.ssh_cidr is not None:
+            self.ssh_cidr = check_cidr(self.ssh_cidr)
+        if self.idle_minutes < 1:
+            raise BadInput(f"--idle-minutes {self.idle_minutes} is too small", fix="pass 1 or more")
+        if self.volume_gb < MIN_VOLUME_GB:
+            raise BadInput(
+                f"a {self.volume_gb} GB root volume is too small for the CUDA image",
+                fix=f"pass --volume-gb {MIN_VOLUME_GB} or more (100 is the default)",
+            )
+        check_model_paths(self.models)
+
+
+def check_bucket_name(bucket: str) -> None:
+    """S3's naming rules for general purpose buckets."""
+    fix = "use 3-63 lowercase letters, digits, hyphens and dots, starting and ending alphanumeric"
+    problem = None
+    if not 3 <= len(bucket) <= 63:
+        problem = f"is {len(bucket)} characters long"
+    elif not BUCKET_NAME.match(bucket):
+        problem = "has characters S3 does not allow"
+    elif ".." in bucket or ".-" in bucket or "-." in bucket:
+        problem = "has adjacent dots or a dot next to a hyphen"
+    elif _is_ipv4(bucket):
+        problem = "looks like an IP address"
+    elif bucket.startswith(("xn--", "sthree-", "amzn-s3-demo-")):
+        problem = "starts with a prefix S3 reserves"
+    elif bucket.endswith(("-s3alias", "--ol-s3", "--x-s3", ".mrap", "--table-s3")):
+        problem = "ends with a suffix S3 reserves"
+    if problem:
+        raise BadInput(f"bucket name {bucket!r} {problem}", fix=fix)
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def known_regions() -> set[str]:
+    session = boto3.session.Session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        regions.update(session.get_available_regions("ec2", partition_name=partition))
+    return regions
+
+
+def resolve_region(region: str | None, profile: str | None) -> str:
+    if region is None:
+        try:
+            region = boto3.session.Session(profile_name=profile).region_name
+        except Exception:  # a missing profile is reported by the identity step
+            region = None
+    if not region:
+        raise BadInput(
+            "no AWS region given", fix="pass --region (e.g. us-east-1) or set AWS_REGION"
+        )
+    if region not in known_regions():
+        raise BadInput(
+            f"unknown AWS region {region!r}",
+            fix="pass a region EC2 offers, e.g. us-east-1, us-west-2 or eu-west-1",
+        )
+    return region
+
+
+def check_instance_type(instance_type: str) -> None:
+    family, _, size = instance_type.partition(".")
+    if size not in GPU_INSTANCE_TYPES.get(family, ()):
+        allowed = ", ".join(f"{f}.*" for f in GPU_INSTANCE_TYPES)
+        raise BadInput(
+            f"instance type {instance_type!r} is not a supported NVIDIA GPU type",
+            fix=f"pass --instance-type from {allowed} (default g4dn.xlarge)",
+        )
+
+
+def check_cidr(cidr: str) -> str:
+    try:
+        return str(ipaddress.ip_network(cidr, strict=False))
+    except ValueError:
+        raise BadInput(
+            f"--ssh-cidr {cidr!r} is not an address range", fix="pass one like 203.0.113.7/32"
+        ) from None
+
+
+def check_model_paths(models: list[Path]) -> None:
+    if not models:
+        raise BadInput("no model files given", fix="pass --model PATH to a checkpoint or folder")
+    for path in models:
+        detect_format(path)
