@@ -17,6 +17,7 @@ from PIL import Image, PngImagePlugin
 from sdtui import outputs
 from sdtui.errors import EXIT_GENERATION, BadInput, GenerationError
 from sdtui.outputs import OutputWriteError, read_index, read_metadata, save_image
+from sdtui.paths import default_outputs_dir
 
 PARAMS = {
     "prompt": "A lighthouse at dusk, oil painting",
@@ -300,3 +301,17 @@ def test_read_metadata_of_png_without_parameters_is_bad_input(tmp_path: Path) ->
         read_metadata(path)
     with pytest.raises(BadInput, match="cannot read"):
         read_metadata(tmp_path / "missing.png")
+
+
+def test_default_outputs_dir_follows_the_users_pictures_dir(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("SDTUI_OUTPUTS_DIR", raising=False)
+    for var in ("XDG_PICTURES_DIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert default_outputs_dir() == tmp_path / ".local/share/sdtui/outputs"
+
+    (tmp_path / "Pictures").mkdir()
+    assert default_outputs_dir() == tmp_path / "Pictures/sdtui"
+
+    monkeypatch.setenv("SDTUI_OUTPUTS_DIR", str(tmp_path / "elsewhere"))
+    assert default_outputs_dir() == tmp_path / "elsewhere"
