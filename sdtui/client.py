@@ -9,6 +9,7 @@ events and hands each to the callers waiting for it, so a generation, an `info` 
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import logging
 import queue
@@ -202,14 +203,10 @@ class WorkerClient:
 
     def close(self) -> None:
         """Detach. The worker keeps running and keeps unacknowledged images."""
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             self._raw.shutdown(2)
-        except (OSError, AttributeError):
-            pass
-        try:
+        with contextlib.suppress(OSError):
             self._sock.close()
-        except OSError:
-            pass
 
     @property
     def closed(self) -> bool:

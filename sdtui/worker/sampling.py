@@ -108,7 +108,8 @@ class Sampler:
             seed = req["seed"] + index
             started = time.monotonic()
 
-            def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+            def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any],
+                        index: int = index) -> dict:
                 if cancel.is_set():
                     pipe._interrupt = True
                     return kwargs

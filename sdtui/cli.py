@@ -1,0 +1,94 @@
+"""The `sdtui` command: the Textual app by default, the headless runner with --no-ui.
+
+Only argparse and the protocol are imported here, so `sdtui --help` stays fast and neither
+front end (nor torch) is loaded before it is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sdtui import __version__, errors
+from sdtui.protocol import DEFAULT_SCHEDULER, SCHEDULERS
+
+EPILOG = """\
+exit codes: 0 ok, 2 bad input, 3 deployment failed, 4 generation failed, 130 interrupted
+
+examples:
+  sdtui                                   # the terminal app
+  sdtui --no-ui --model ~/Downloads/sd-v1-4.ckpt --prompt "a lighthouse at dusk" -n 2
+  sdtui --no-ui --prompt-file prompts.txt --json
+  sdtui --no-ui --status
+  sdtui --no-ui --teardown --purge-volume
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="sdtui",
+        description="Deploy Stable Diffusion in a Docker container (locally or on an AWS GPU "
+        "instance) and generate images from your terminal.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"sdtui {__version__}")
+    p.add_argument("--no-ui", action="store_true", help="run headless (for scripts and tests)")
+
+    d = p.add_argument_group("deployment")
+    d.add_argument("--option", choices=["local", "aws"], default="local",
+                   help="local: Docker on this machine (Option B); aws: a GPU instance (Option A)")
+    d.add_argument("--name", help="deployment name (default: the option's name)")
+    d.add_argument("--model", action="append", type=Path, default=[], metavar="PATH",
+                   help="model: .ckpt, .safetensors or a diffusers folder; repeat for extra "
+                   "files such as GFPGANv1.3.pth (default: the deployment's last models)")
+    d.add_argument("--base-image", help="base image for the worker image build")
+    d.add_argument("--volume", help="Docker volume for the model files (default sdtui-models)")
+    d.add_argument("--docker-host", help="Docker engine URL (default: DOCKER_HOST or context)")
+    d.add_argument("--status", action="store_true", help="print what exists and its state")
+    d.add_argument("--teardown", action="store_true", help="remove the deployment's container")
+    d.add_argument("--purge-volume", action="store_true",
+                   help="with --teardown: also delete the model volume")
+
+    g = p.add_argument_group("generation")
+    g.add_argument("--prompt", help="what to draw")
+    g.add_argument("--prompt-file", metavar="FILE",
+                   help="one prompt per line ('-' reads stdin), like the guide's --from_file")
+    g.add_argument("--negative-prompt", default="")
+    g.add_argument("--steps", type=int, help="sampling steps, 1-150 (default 30)")
+    g.add_argument("--cfg", type=float, help="guidance scale (default 7.5)")
+    g.add_argument("--width", type=int, help="multiple of 8, 64-2048 (default 512)")
+    g.add_argument("--height", type=int, help="multiple of 8, 64-2048 (default 512)")
+    g.add_argument("--seed", type=int, help="seed; images of a batch use seed, seed+1, ...")
+    g.add_argument("--scheduler", metavar="NAME",
+                   help=f"one of {', '.join(SCHEDULERS)} (default {DEFAULT_SCHEDULER}); "
+                   "the guide's k_lms, k_euler_a, plms... are accepted")
+    g.add_argument("-n", "--count", type=int, help="images per prompt, 1-16 (default 1)")
+    g.add_argument("--preview-every", type=int, default=0, help=argparse.SUPPRESS)
+    g.add_argument("--out", type=Path, help="where images are saved (default: ~/Pictures/sdtui)")
+    g.add_argument("--json", action="store_true",
+                   help="print one JSON event per line on stdout instead of paths")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.no_ui:
+            from sdtui.headless import run
+
+            return run(args)
+        from sdtui.ui.app import run_app
+
+        return run_app(args)
+    except errors.SdtuiError as exc:
+        print(f"sdtui: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("sdtui: interrupted", file=sys.stderr)
+        return errors.EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The long-lived worker container, the same for both options: found by label, created once,
+attached through the SDK's attach socket, and diagnosed when it dies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+from docker.models.containers import Container
+from docker.types import DeviceRequest, LogConfig, Mount
+
+from sdtui.client import WorkerClient
+from sdtui.errors import WorkerDied
+
+log = logging.getLogger(__name__)
+
+LABEL = "sdtui.deployment"
+ROLE_LABEL = "sdtui.role"
+DATA_DIR = "/data"
+OUTPUTS_DIR = "/outputs"
+READY_TIMEOUT_S = 900
+
+
+@dataclass
+class WorkerSpec:
+    deployment: str
+    image: str
+    model: str  # path inside the container, under /data
+    data_mount: Mount  # read-only at /data: a volume (local) or a bind of the s3fs mount (aws)
+    outputs_host_dir: str | None = None
+    gpu: bool = False
+    user: str | None = None
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {LABEL: self.deployment, ROLE_LABEL: "worker", "sdtui.model": self.model,
+                "sdtui.image": self.image, **self.extra_labels}
+
+
+def find_worker(client: docker.DockerClient, deployment: str) -> Container | None:
+    found = client.containers.list(
+        all=True, filters={"label": [f"{LABEL}={deployment}", f"{ROLE_LABEL}=worker"]}
+    )
+    return found[0] if found else None
+
+
+def is_current(container: Container, spec: WorkerSpec) -> bool:
+    """A container made from another image or for another model must be replaced."""
+    labels = container.labels
+    return labels.get("sdtui.image") == spec.image and labels.get("sdtui.model") == spec.model
+
+
+def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
+    command = ["--model", spec.model]
+    mounts = [spec.data_mount]
+    if spec.outputs_host_dir:
+        command += ["--outputs", OUTPUTS_DIR]
+        mounts.append(Mount(OUTPUTS_DIR, spec.outputs_host_dir, type="bind"))
+    return client.containers.create(
+        spec.image,
+        command=command,
+        name=f"sdtui-{spec.deployment}-worker",
+        labels=spec.labels,
+        mounts=mounts,
+        stdin_open=True,
+        tty=False,
+        user=spec.user,
+        device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if spec.gpu else None,
+        # Events carry base64 PNGs: keep the log bounded, but keep it for diagnosis.
+        log_config=LogConfig(type="json-file", config={"max-size": "20m", "max-file": "2"}),
+        restart_policy={"Name": "no"},
+    )
+
+
+def attach(container: Container, on_log: Callable[[dict[str, Any]], None] | None = None
+           ) -> WorkerClient:
+    """Attach to the worker (starting it if needed). A fresh worker announces itself with
+    `ready`; one that was already running is asked with `info`, and never reloads."""
+    api = container.client.api
+    sock = api.attach_socket(
+        container.id, params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1}
+    )
+    api._disable_socket_timeout(sock)
+    client = WorkerClient(sock, diagnose=lambda: diagnose(container), on_log=on_log)
+    container.reload()
+    if container.status != "running":
+        container.start()
+        client.wait_ready(timeout=READY_TIMEOUT_S)
+    else:
+        client.info()
+    return client
+
+
+def memory_limit_bytes(container: Container) -> int:
+    """The container's own limit, else the engine's total memory (what it can really use)."""
+    limit = container.attrs.get("HostConfig", {}).get("Memory") or 0
+    return limit or int(container.client.info().get("MemTotal", 0))
+
+
+def diagnose(container: Container) -> WorkerDied:
+    """Why the worker's stream ended, in one line."""
+    try:
+        container.reload()
+    except docker.errors.NotFound:
+        return WorkerDied("the worker container was removed", fix="run sdtui again to recreate it")
+    state = container.attrs.get("State", {})
+    if state.get("Running"):
+        return WorkerDied("the connection to the worker dropped; the worker is still running",
+                          fix="run sdtui again to reattach; finished images are kept")
+    if state.get("OOMKilled") or state.get("ExitCode") == 137:
+        gib = memory_limit_bytes(container) / 2**30
+        return WorkerDied(
+            f"the worker was OOM-killed (memory limit {gib:.1f} GiB)",
+            fix="use a smaller size or count, or give Docker more memory",
+        )
+    tail = container.logs(stdout=False, stderr=True, tail=5).decode(errors="replace").strip()
+    last = tail.splitlines()[-1] if tail else "no output"
+    return WorkerDied(
+        f"the worker exited with code {state.get('ExitCode')}: {last}",
+        fix="see `docker logs " + container.name + "`",
+    )
