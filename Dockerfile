@@ -1,0 +1,1 @@
+sdtui/container/Dockerfile
