@@ -11,7 +11,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from sdtui.deploy.base import CostUpdate
 
-PRICING_REGION = "us-east-1"  # the Pricing API's own endpoint; it prices every region
 # us-east-1 Linux on-demand USD/hour; only used when the Pricing API cannot be asked.
 FALLBACK_HOURLY = {
     "g4dn.xlarge": 0.526,

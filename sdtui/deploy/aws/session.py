@@ -25,6 +25,9 @@ from sdtui.errors import BadInput, DeploymentError
 
 # botocore's "standard" mode retries throttling and transient errors only, with backoff.
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})
+# Prices are informative: ask once, briefly, and fall back to the built-in table.
+PRICING_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2},
+                        connect_timeout=5, read_timeout=10)
 
 CREDENTIAL_SOURCES = (
     "env vars AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials and ~/.aws/config "
@@ -51,6 +54,11 @@ def make_session(profile: str | None, region: str) -> boto3.Session:
 
 def client(session: boto3.Session, service: str, region: str | None = None):  # noqa: ANN201
     return session.client(service, region_name=region, config=CLIENT_CONFIG)
+
+
+def pricing_client(session: boto3.Session):  # noqa: ANN201
+    """The Pricing API answers from us-east-1 only, for every region."""
+    return session.client("pricing", region_name="us-east-1", config=PRICING_CONFIG)
 
 
 def _login_fix(profile: str | None) -> str:

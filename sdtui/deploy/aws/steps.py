@@ -11,7 +11,7 @@ from functools import cached_property
 
 from sdtui.deploy.aws import access, ami, bucket, iam, instance, pricing, upload
 from sdtui.deploy.aws.naming import instance_profile_name, key_pair_name
-from sdtui.deploy.aws.session import client, identity, make_session
+from sdtui.deploy.aws.session import client, identity, make_session, pricing_client
 from sdtui.deploy.aws.settings import AwsSettings
 from sdtui.deploy.base import CostUpdate, Step, StepContext
 from sdtui.ledger import Ledger
@@ -175,7 +175,7 @@ class AwsRun:
         s = self.settings
         price = pricing.hourly_price(
             s.instance_type, str(s.region), spot=s.spot,
-            pricing=client(self.session, "pricing", pricing.PRICING_REGION),
+            pricing=pricing_client(self.session),
             ec2=self.client("ec2"), zone=found.get("Placement", {}).get("AvailabilityZone"),
         )
         self.ledger.set_params(hourly_usd=price.hourly_usd, price_source=price.source)
