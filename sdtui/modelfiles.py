@@ -1,0 +1,122 @@
+"""Which model files sdtui can read, and which files travel with each. Stdlib only: the client
+imports this to check a path and to list what to copy to the worker before anything is created.
+
+Formats:
+- "diffusers": a folder holding model_index.json (the layout `save_pretrained` writes).
+- "ckpt": the original single-file SD 1.x checkpoint, a torch pickle (the guide's sd-v1-4.ckpt).
+- "safetensors": the same weights as a .safetensors file.
+
+A checkpoint FILE with stem S may have sidecars beside it, found the way other SD tools find a
+same-named .yaml (the worker resolves them in this order; see sdtui.worker.models):
+1. `S.config/` — a diffusers-layout folder of configs and tokenizer, no weights;
+2. `S.yaml` — the original LDM config.
+Without either the worker uses the SD 1.x configs shipped in sdtui/assets/sd1/.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+from sdtui.errors import BadInput
+
+ModelFormat = Literal["diffusers", "ckpt", "safetensors"]
+
+DIFFUSERS_INDEX = "model_index.json"
+CONFIG_DIR_SUFFIX = ".config"
+YAML_SUFFIX = ".yaml"
+# A safetensors header is a JSON object; real ones are kilobytes, this only rejects nonsense.
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+# Legacy (pre-zip) torch.save files start with a pickle protocol 2+ opcode.
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+_FIX = "pass the path of sd-v1-4.ckpt, of a .safetensors checkpoint or of a diffusers model folder"
+
+
+def _not_a_model(path: Path, why: str) -> BadInput:
+    return BadInput(
+        f"model file {path} is not a Stable Diffusion checkpoint (.ckpt, .safetensors) "
+        f"or a diffusers folder: {why}",
+        fix=_FIX,
+    )
+
+
+def _looks_like_torch_checkpoint(path: Path) -> bool:
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return any(name == "data.pkl" or name.endswith("/data.pkl") for name in names)
+    with path.open("rb") as f:
+        return f.read(2) in PICKLE_MAGIC
+
+
+def _has_safetensors_header(path: Path) -> bool:
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            return False
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len < 2 or header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
+            return False
+        header = f.read(header_len)
+    try:
+        parsed = json.loads(header)
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(parsed, dict)
+
+
+def detect_format(path: str | Path) -> ModelFormat:
+    """Name the format of a model path, or raise BadInput saying what is wrong with it."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BadInput(f"model file {path} does not exist", fix="check the path")
+    if path.is_dir():
+        if (path / DIFFUSERS_INDEX).is_file():
+            return "diffusers"
+        raise _not_a_model(path, f"the folder has no {DIFFUSERS_INDEX}")
+    suffix = path.suffix.lower()
+    if suffix == ".ckpt":
+        if _looks_like_torch_checkpoint(path):
+            return "ckpt"
+        raise _not_a_model(path, "it is not a torch checkpoint (truncated or corrupt?)")
+    if suffix == ".safetensors":
+        if _has_safetensors_header(path):
+            return "safetensors"
+        raise _not_a_model(path, "it has no valid safetensors header (truncated or corrupt?)")
+    raise _not_a_model(path, f"unsupported file type {suffix or '(no extension)'}")
+
+
+def sidecars(path: str | Path) -> list[Path]:
+    """The sidecars that exist beside checkpoint file `path`, in resolution order."""
+    path = Path(path).expanduser().absolute()
+    found = [path.with_name(path.stem + CONFIG_DIR_SUFFIX), path.with_name(path.stem + YAML_SUFFIX)]
+    return [p for p in found if p.exists()]
+
+
+def _files_under(folder: Path, prefix: str) -> list[tuple[Path, str]]:
+    return [
+        (file, f"{prefix}/{file.relative_to(folder).as_posix()}")
+        for file in sorted(folder.rglob("*"))
+        if file.is_file()
+    ]
+
+
+def model_files(path: str | Path) -> list[tuple[Path, str]]:
+    """Every file the worker needs for this model, as (absolute source, name relative to the
+    destination directory). Copying them all into one directory keeps sidecars beside their
+    checkpoint, so the worker finds them from the checkpoint path alone."""
+    path = Path(path).expanduser().absolute()
+    if detect_format(path) == "diffusers":
+        return _files_under(path, path.name)
+    files = [(path, path.name)]
+    for sidecar in sidecars(path):
+        if sidecar.is_dir():
+            files += _files_under(sidecar, sidecar.name)
+        else:
+            files.append((sidecar, sidecar.name))
+    return files
