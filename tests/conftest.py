@@ -1,0 +1,72 @@
+"""Session fixtures shared by every test: the Docker engine and the worker image.
+
+Without an engine the Docker tests skip with a loud reason; under CI=true they fail instead,
+because a green CI run must mean the container tests ran.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from sdtui.container.build import build_image, image_exists
+from sdtui.container.docker_engine import connect_engine
+from sdtui.errors import EngineUnreachable
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+OFFLINE_BASE = os.environ.get("SDTUI_TEST_BASE_IMAGE", "sdtui-base:offline")
+_LOUD = "!!! DOCKER TESTS DID NOT RUN !!!"
+_skipped_for_docker: list[str] = []
+
+
+def unavailable(reason: str) -> None:
+    """Skip loudly here; fail under CI=true, where everything must run."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: Docker tests must run)", pytrace=False)
+    _skipped_for_docker.append(reason)
+    pytest.skip(f"{_LOUD} {reason}")
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[docker.DockerClient]:
+    try:
+        client = connect_engine()
+    except EngineUnreachable as exc:
+        unavailable(f"no Docker engine: {exc} (scripts/start-dockerd.sh starts one)")
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _docker_marked_tests_need_the_engine(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("docker") is not None:
+        request.getfixturevalue("docker_client")
+
+
+@pytest.fixture(scope="session")
+def worker_image(docker_client: docker.DockerClient) -> str:
+    """The worker image from Dockerfile.local on the offline base, built through build_image."""
+    if not image_exists(docker_client, OFFLINE_BASE):
+        unavailable(f"base image {OFFLINE_BASE} is missing: run scripts/offline-base-image.sh")
+    return build_image(docker_client, dockerfile="Dockerfile.local", base_image=OFFLINE_BASE,
+                       on_log=lambda line: None)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _skipped_for_docker:
+        terminalreporter.section(_LOUD, sep="!", red=True, bold=True)
+        for reason in sorted(set(_skipped_for_docker)):
+            terminalreporter.write_line(reason, red=True)
+
+
+# --- tiny models ------------------------------------------------------------------------------
+# The models engineer's fixtures (`tiny_models` and friends) live in tests/helpers_models.py and
+# are re-exported here so that every test module can use them.
+try:
+    from helpers_models import *  # noqa: F403
+except ModuleNotFoundError as exc:
+    if exc.name != "helpers_models":
+        raise
