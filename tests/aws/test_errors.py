@@ -127,7 +127,8 @@ def test_the_launch_request_is_spot_one_time_and_terminates(aws):
     request = instance.launch_request(spec, "subnet-1")
     assert request["InstanceMarketOptions"] == {
         "MarketType": "spot",
-        "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+        "SpotOptions": {"SpotInstanceType": "one-time",
+                        "InstanceInterruptionBehavior": "terminate"},
     }
     found = instance.ensure_instance(aws["ec2"], spec, sleep=lambda s: None)
     assert found.get("InstanceLifecycle") == "spot"

@@ -1,0 +1,109 @@
+"""Bad input is refused with one clear line before anything is created in AWS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sdtui.deploy.aws.steps import aws_steps
+from sdtui.deploy.base import run_steps
+from sdtui.errors import EXIT_BAD_INPUT, BadInput
+from sdtui.ledger import Ledger
+
+from .helpers import no_public_ip, settings
+
+
+def nothing_created(aws) -> bool:
+    ec2, iam, s3 = aws["ec2"], aws["iam"], aws["s3"]
+    return (
+        s3.list_buckets()["Buckets"] == []
+        and iam.list_roles()["Roles"] == []
+        and iam.list_instance_profiles()["InstanceProfiles"] == []
+        and ec2.describe_key_pairs()["KeyPairs"] == []
+        and ec2.describe_instances()["Reservations"] == []
+        and [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]]
+        == ["default"]
+    )
+
+
+def refused(model, **overrides) -> BadInput:
+    with pytest.raises(BadInput) as err:
+        steps = aws_steps(settings(model, **overrides), Ledger.open("t1", "aws"),
+                          public_ip=no_public_ip)
+        run_steps(steps, lambda event: None)
+    assert err.value.exit_code == EXIT_BAD_INPUT and err.value.fix
+    assert "\n" not in str(err.value)
+    return err.value
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("ab", "2 characters long"),
+    ("My_Models", "characters S3 does not allow"),
+    ("models-", "characters S3 does not allow"),
+    ("192.168.5.4", "IP address"),
+    ("xn--models", "prefix"),
+    ("models-s3alias", "suffix"),
+    ("a..b", "adjacent dots"),
+])
+def test_an_invalid_bucket_name(model, aws, name, problem):
+    error = refused(model, bucket=name)
+    assert problem in str(error) and "--bucket" in str(error)
+    assert nothing_created(aws)
+
+
+def test_an_unknown_region(model, aws):
+    error = refused(model, region="moon-central-1")
+    assert "unknown AWS region 'moon-central-1'" in str(error) and "us-east-1" in str(error)
+    assert nothing_created(aws)
+
+
+def test_an_unknown_instance_type(model, aws):
+    error = refused(model, instance_type="t2.micro")
+    assert "'t2.micro' is not a supported NVIDIA GPU type" in str(error)
+    assert "g4dn.*" in str(error)
+    assert nothing_created(aws)
+
+
+def test_missing_credentials_name_where_they_were_looked_for(model, aws, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    error = refused(model)
+    text = str(error)
+    assert "no AWS credentials found" in text
+    assert "AWS_ACCESS_KEY_ID" in text and "~/.aws/credentials" in text and "SSO" in text
+    assert "aws configure" in text and "aws sso login" in text
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    assert nothing_created(aws)
+
+
+def test_an_unknown_profile(model, aws):
+    error = refused(model, profile="nope")
+    assert "profile 'nope'" in str(error) and "aws configure --profile nope" in str(error)
+    assert nothing_created(aws)
+
+
+def test_missing_model_files(model, aws):
+    error = refused(model, models=[Path("/nowhere/sd-v1-4.ckpt")])
+    assert "/nowhere/sd-v1-4.ckpt does not exist" in str(error)
+    assert nothing_created(aws)
+
+
+def test_a_file_that_is_not_a_model(model, aws, tmp_path):
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("hello")
+    assert "not a Stable Diffusion checkpoint" in str(refused(model, models=[bogus]))
+    assert nothing_created(aws)
+
+
+def test_a_malformed_ssh_cidr_and_ami(model, aws):
+    assert "--ssh-cidr" in str(refused(model, ssh_cidr="my laptop"))
+    assert "--ami" in str(refused(model, ami="ubuntu"))
+    assert nothing_created(aws)
+
+
+def test_a_pinned_ami_that_does_not_exist_stops_before_the_bucket(model, aws):
+    error = refused(model, ami="ami-0123456789abcdef0")
+    assert "AMI ami-0123456789abcdef0 does not exist" in str(error)
+    assert nothing_created(aws)
