@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from docker.utils.socket import STDOUT, frames_iter
 
@@ -38,13 +38,17 @@ class _Waiter:
 class WorkerClient:
     def __init__(
         self,
-        sock: Any,
+        chunks: Iterator[bytes],
+        write: Callable[[bytes], None],
+        close: Callable[[], None],
         *,
         diagnose: Callable[[], WorkerDied] | None = None,
         on_log: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
-        self._sock = sock
-        self._raw = getattr(sock, "_sock", sock)
+        """`chunks` yields the worker's stdout in pieces of any size; `write` feeds its stdin."""
+        self._chunks = chunks
+        self._write = write
+        self._close = close
         self._diagnose = diagnose or (lambda: WorkerDied("the worker's stream closed"))
         self._on_log = on_log or (lambda e: log.info("worker: %s", e.get("message")))
         self._waiters: list[_Waiter] = []
@@ -57,14 +61,41 @@ class WorkerClient:
         self._reader = threading.Thread(target=self._read_loop, daemon=True, name="worker-events")
         self._reader.start()
 
+    @classmethod
+    def over_attach_socket(cls, sock: Any, **kw: Any) -> WorkerClient:
+        """The Docker SDK's attach socket (no tty): stdout arrives in multiplexed frames."""
+        raw = getattr(sock, "_sock", sock)
+
+        def chunks() -> Iterator[bytes]:
+            for stream, chunk in frames_iter(sock, tty=False):
+                if stream == STDOUT and chunk:
+                    yield chunk
+
+        def close() -> None:
+            # Ends this attachment only: the worker's stdin stays open (stdin_once=False).
+            with contextlib.suppress(OSError, AttributeError):
+                raw.shutdown(2)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+        return cls(chunks(), raw.sendall, close, **kw)
+
+    @classmethod
+    def over_pipes(cls, stdout: IO[bytes], stdin: IO[bytes], **kw: Any) -> WorkerClient:
+        """A worker run as a plain process (tests, benchmarks)."""
+
+        def write(data: bytes) -> None:
+            stdin.write(data)
+            stdin.flush()
+
+        return cls(iter(lambda: stdout.read1(65536), b""), write, stdin.close, **kw)
+
     # --- plumbing ----------------------------------------------------------------------------
 
     def _read_loop(self) -> None:
         buf = b""
         try:
-            for stream, chunk in frames_iter(self._sock, tty=False):
-                if stream != STDOUT or not chunk:
-                    continue
+            for chunk in self._chunks:
                 buf += chunk
                 *lines, buf = buf.split(b"\n")
                 for line in lines:
@@ -105,8 +136,8 @@ class WorkerClient:
         data = protocol.encode(message)
         with self._send_lock:
             try:
-                self._raw.sendall(data)
-            except OSError as exc:
+                self._write(data)
+            except (OSError, ValueError) as exc:
                 raise self._diagnose() from exc
 
     def _subscribe(self, wants: Callable[[dict[str, Any]], bool]) -> _Waiter:
@@ -203,10 +234,7 @@ class WorkerClient:
 
     def close(self) -> None:
         """Detach. The worker keeps running and keeps unacknowledged images."""
-        with contextlib.suppress(OSError, AttributeError):
-            self._raw.shutdown(2)
-        with contextlib.suppress(OSError):
-            self._sock.close()
+        self._close()
 
     @property
     def closed(self) -> bool:

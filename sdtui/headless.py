@@ -171,19 +171,18 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     report = Reporter(args.json)
-    deployment = deployment_from_args(args)
-
     if args.status:
-        return print_status(deployment, report)
+        return print_status(deployment_from_args(args), report)
     if args.teardown:
-        result = deployment.teardown(report.deploy, purge=args.purge_volume)
+        result = deployment_from_args(args).teardown(report.deploy, purge=args.purge_volume)
         if not args.json:
             for r in result.kept:
                 report.line(f"kept {r.kind} {r.id} (use --purge-volume to delete it)")
         return errors.EXIT_OK if not result.left else errors.EXIT_DEPLOYMENT
 
-    prompts = read_prompts(args)
-    requests = [generation_params(args, p) for p in prompts]  # bad input fails before provision
+    # Every input is checked before anything is created.
+    requests = [generation_params(args, p) for p in read_prompts(args)]
+    deployment = deployment_from_args(args)
     out_dir = args.out or load_config().generate.out_dir or default_outputs_dir()
 
     cancel = threading.Event()

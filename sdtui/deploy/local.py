@@ -207,7 +207,7 @@ class LocalDeployment(Deployment):
         container = worker_container.find_worker(self.engine, self.name)
         if container is None or not worker_container.is_current(container, self._spec()):
             return None
-        self.ledger.record("container", container.name, id=container.id)
+        self.ledger.record("container", container.name, container_id=container.id)
         return f"{container.name} ({container.status})"
 
     def _create_container(self, ctx: StepContext) -> str:
@@ -216,7 +216,7 @@ class LocalDeployment(Deployment):
             ctx.log(f"replacing {old.name}: the image or the model changed")
             old.remove(force=True)
         container = worker_container.create_worker(self.engine, self._spec())
-        self.ledger.record("container", container.name, id=container.id)
+        self.ledger.record("container", container.name, container_id=container.id)
         gib = worker_container.memory_limit_bytes(container) / 2**30
         return f"{container.name}, memory limit {gib:.1f} GiB"
 

@@ -85,7 +85,8 @@ def attach(container: Container, on_log: Callable[[dict[str, Any]], None] | None
         container.id, params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1}
     )
     api._disable_socket_timeout(sock)
-    client = WorkerClient(sock, diagnose=lambda: diagnose(container), on_log=on_log)
+    client = WorkerClient.over_attach_socket(sock, diagnose=lambda: diagnose(container),
+                                             on_log=on_log)
     container.reload()
     if container.status != "running":
         container.start()

@@ -172,7 +172,8 @@ class Worker:
             images, cancelled = exc.args[0], True
         except Exception as exc:
             log.exception("generation %s failed", rid)
-            self.error(rid, _error_code(exc), f"generation failed: {exc}")
+            # One line: some library messages span several.
+            self.error(rid, _error_code(exc), "generation failed: " + " ".join(str(exc).split()))
             return
         finally:
             with self._state_lock:
