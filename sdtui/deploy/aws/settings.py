@@ -66,7 +66,10 @@ class AwsSettings:
 
 def check_bucket_name(bucket: str) -> None:
     """S3's naming rules for general purpose buckets."""
-    fix = "use 3-63 lowercase letters, digits, hyphens and dots, starting and ending alphanumeric"
+    fix = (
+        "pass a --bucket of 3-63 lowercase letters, digits, hyphens and dots, "
+        "alphanumeric at both ends"
+    )
     problem = None
     if not 3 <= len(bucket) <= 63:
         problem = f"is {len(bucket)} characters long"
