@@ -1,0 +1,120 @@
+"""`sdtui` without --no-ui: the keyboard-driven terminal app.
+
+Screens: deployments (choose, resume, tear down) → provisioning → prompt panel; a teardown
+modal from any of them. The app only calls the core (see core.Services).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterable
+from functools import partial
+from typing import Any
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.reactive import reactive
+from textual.screen import Screen
+
+from sdtui import errors
+from sdtui.client import WorkerClient
+from sdtui.deploy.base import Deployment
+from sdtui.ui.core import Services
+from sdtui.ui.images import image_protocol, image_widget_class
+from sdtui.ui.screens.deploy import DeployScreen
+from sdtui.ui.screens.prompt import PromptScreen
+from sdtui.ui.screens.provision import ProvisionScreen
+from sdtui.ui.screens.teardown import TeardownModal
+
+
+class SdtuiApp(App[int]):
+    CSS_PATH = "app.tcss"
+    TITLE = "sdtui"
+    deployment_label = reactive("")
+    worker_state = reactive("")
+    cost_label = reactive("")
+
+    def __init__(self, services: Services | None = None, image: str | None = None) -> None:
+        super().__init__()
+        self.services = services or Services()
+        self.image_class = image_widget_class(image_protocol(image))
+        self.deployment: Deployment | None = None
+
+    def on_mount(self) -> None:
+        self.push_screen(DeployScreen())
+
+    # --- flow ------------------------------------------------------------------------------------
+
+    def _use(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.deployment_label = f"{deployment.name} ({deployment.option})"
+
+    def start_provision(self, deployment: Deployment) -> None:
+        self._use(deployment)
+        self._to_deployments()
+        self.push_screen(ProvisionScreen(deployment))
+
+    def open_prompt(self, deployment: Deployment, client: WorkerClient) -> None:
+        self._use(deployment)
+        self.switch_screen(PromptScreen(deployment, client))
+
+    def back_to_deployments(self) -> None:
+        self.worker_state = ""
+        self._to_deployments()
+
+    def _to_deployments(self) -> None:
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, DeployScreen):
+            self.pop_screen()
+
+    def confirm_teardown(self, deployment: Deployment) -> None:
+        self._teardown_status(deployment)
+
+    @work(thread=True, exclusive=True, group="teardown-status", exit_on_error=False)
+    def _teardown_status(self, deployment: Deployment) -> None:
+        try:
+            status = deployment.status()
+        except errors.SdtuiError as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", title="Teardown")
+            return
+        self.call_from_thread(self._ask_teardown, deployment, status)
+
+    def _ask_teardown(self, deployment: Deployment, status: Any) -> None:
+        def confirmed(purge: bool | None) -> None:
+            if purge is None:
+                return
+            self._use(deployment)
+            if isinstance(self.screen, PromptScreen):
+                self.screen.session.client.close()
+            self._to_deployments()
+            self.push_screen(ProvisionScreen(deployment, mode="teardown", purge=purge))
+
+        self.push_screen(TeardownModal(status, self.services.outputs()), confirmed)
+
+    # --- command palette: an entry for every action of the screen --------------------------------
+
+    def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for title, help_text, action in getattr(screen, "PALETTE", ()):
+            yield SystemCommand(title, help_text, partial(screen.run_action, action))
+
+
+def services_from_args(args: argparse.Namespace) -> Services:
+    initial: dict[str, Any] = {
+        "option": getattr(args, "option", "local") or "local",
+        "name": getattr(args, "name", None),
+        "volume": getattr(args, "volume", None),
+        "base_image": getattr(args, "base_image", None),
+        "docker_host": getattr(args, "docker_host", None),
+        "generate": {k: getattr(args, k, None) for k in (
+            "prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed",
+            "scheduler", "count")},
+    }
+    if getattr(args, "model", None):
+        initial["models"] = ", ".join(str(m) for m in args.model)
+    return Services(out_dir=getattr(args, "out", None), initial=initial)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    app = SdtuiApp(services_from_args(args))
+    result = app.run()
+    return errors.EXIT_OK if result is None else result

@@ -1,0 +1,258 @@
+"""Choose Option A or B, fill its form, see what is ready, resume or tear down what exists."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import (
+    Button,
+    Checkbox,
+    DataTable,
+    Footer,
+    Header,
+    Input,
+    Label,
+    RadioButton,
+    RadioSet,
+    Static,
+)
+
+from sdtui.errors import SdtuiError
+from sdtui.ledger import Ledger
+from sdtui.ui.checks import Check
+from sdtui.ui.forms import FIELDS, Option, defaults, field_errors
+from sdtui.ui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from sdtui.ui.app import SdtuiApp
+
+OPTION_TITLES: dict[Option, str] = {
+    "aws": "Option A — cloud: AWS GPU instance + S3",
+    "local": "Option B — local: Docker volume on this machine",
+}
+CHECK_DELAY_S = 0.6
+
+
+class DeployScreen(Screen[None]):
+    BINDINGS = [
+        Binding("ctrl+s", "provision", "Provision"),
+        Binding("ctrl+r", "resume", "Resume selected"),
+        Binding("ctrl+t", "teardown", "Tear down selected"),
+        Binding("ctrl+l", "checks", "Re-check"),
+    ]
+    PALETTE = [
+        ("Provision", "Provision the chosen option with this form", "provision"),
+        ("Resume selected deployment", "Provision again (existing work is skipped)", "resume"),
+        ("Tear down selected deployment", "Show what will be deleted, then delete it", "teardown"),
+        ("Re-run the checks", "Docker engine, GPU runtime, AWS identity, model files", "checks"),
+        ("Choose Option A (cloud)", "AWS GPU instance + S3", "choose('aws')"),
+        ("Choose Option B (local)", "Docker on this machine", "choose('local')"),
+    ]
+
+    app: SdtuiApp
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.option: Option = "local"
+        self._ledgers: list[Ledger] = []
+        self._check_timer: Any = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="deploy-body"):
+            with VerticalScroll(id="deploy-form"):
+                with RadioSet(id="option"):
+                    yield RadioButton(OPTION_TITLES["aws"], id="choose-aws")
+                    yield RadioButton(OPTION_TITLES["local"], id="choose-local", value=True)
+                for option, fields in FIELDS.items():
+                    with Vertical(id=f"form-{option}", classes="form"):
+                        for f in fields:
+                            if f.kind == "bool":
+                                yield Checkbox(f.label, id=f"{option}-{f.name}")
+                            else:
+                                yield Label(f.label, classes="field-label")
+                                yield Input(placeholder=f.placeholder, id=f"{option}-{f.name}")
+                            yield Static("", id=f"{option}-{f.name}-error", classes="field-error")
+                yield Static("", id="form-error", classes="field-error")
+                yield Button("Provision  (ctrl+s)", id="provision", variant="primary")
+            with Vertical(id="deploy-side"):
+                yield Label("Checks", classes="section")
+                yield Static("checking…", id="checks")
+                yield Label("Existing deployments", classes="section")
+                yield DataTable(id="deployments", cursor_type="row", zebra_stripes=True)
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "sdtui — choose a deployment"
+        table = self.query_one("#deployments", DataTable)
+        table.add_columns("name", "option", "state", "resources")
+        config = self.app.services.load_config()
+        ledgers = {ledger.option: ledger for ledger in self.app.services.list_deployments()}
+        initial = self.app.services.initial
+        for option in FIELDS:
+            values = defaults(option, config, ledgers.get(option))
+            if initial.get("option", "local") == option:
+                values.update({k: v for k, v in initial.items() if v not in (None, "")})
+            self._fill(option, values)
+        self.choose(initial.get("option", "local"))
+        self.refresh_deployments()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_deployments()
+
+    # --- the form ----------------------------------------------------------------------------
+
+    def _fill(self, option: Option, values: dict[str, Any]) -> None:
+        for f in FIELDS[option]:
+            widget = self.query_one(f"#{option}-{f.name}")
+            value = values.get(f.name)
+            if isinstance(widget, Checkbox):
+                widget.value = bool(value)
+            elif isinstance(widget, Input):
+                widget.value = "" if value is None else str(value)
+
+    def values(self, option: Option | None = None) -> dict[str, Any]:
+        option = option or self.option
+        out: dict[str, Any] = {}
+        for f in FIELDS[option]:
+            widget = self.query_one(f"#{option}-{f.name}")
+            out[f.name] = widget.value.strip() if isinstance(widget, Input) else widget.value
+        return out
+
+    def choose(self, option: Option) -> None:
+        self.option = option
+        for other in FIELDS:
+            self.query_one(f"#form-{other}").display = other == option
+        self.query_one(f"#choose-{option}", RadioButton).value = True
+        self.query_one("#form-error", Static).update("")
+        self.action_checks()
+
+    def action_choose(self, option: Option) -> None:
+        self.choose(option)
+
+    @on(RadioSet.Changed, "#option")
+    def _option_changed(self, event: RadioSet.Changed) -> None:
+        option: Option = "aws" if event.pressed.id == "choose-aws" else "local"
+        if option != self.option:
+            self.choose(option)
+
+    @on(Input.Changed)
+    def _field_changed(self, event: Input.Changed) -> None:
+        error = self.query(f"#{event.input.id}-error")
+        if error:
+            error.first(Static).update("")
+        if self._check_timer is not None:
+            self._check_timer.stop()
+        self._check_timer = self.set_timer(CHECK_DELAY_S, self.action_checks)
+
+    def show_errors(self, errors: dict[str, str]) -> None:
+        for f in FIELDS[self.option]:
+            message = errors.get(f.name, "")
+            self.query_one(f"#{self.option}-{f.name}-error", Static).update(
+                Text(f"✗ {message}", "red") if message else "")
+
+    @on(Button.Pressed, "#provision")
+    @on(Input.Submitted)
+    def action_provision(self) -> None:
+        values = self.values()
+        errors = field_errors(self.option, values)
+        self.show_errors(errors)
+        form_error = self.query_one("#form-error", Static)
+        if errors:
+            form_error.update(Text("Fix the fields marked ✗ first.", "red"))
+            first = next(f for f in FIELDS[self.option] if f.name in errors)
+            self.query_one(f"#{self.option}-{first.name}").focus()
+            return
+        try:
+            deployment = self.app.services.make_deployment(self.option, values)
+        except SdtuiError as exc:
+            form_error.update(Text(f"✗ {exc}", "red"))
+            return
+        form_error.update("")
+        self.app.start_provision(deployment)
+
+    # --- live checks -------------------------------------------------------------------------
+
+    def action_checks(self) -> None:
+        self.query_one("#checks", Static).update(Text("checking…", "dim"))
+        self._run_checks(self.option, self.values())
+
+    @work(thread=True, exclusive=True, group="checks")
+    def _run_checks(self, option: Option, values: dict[str, Any]) -> None:
+        checks = self.app.services.live_checks(option, values)
+        self.app.call_from_thread(self._show_checks, checks)
+
+    def _show_checks(self, checks: list[Check]) -> None:
+        text = Text()
+        for c in checks:
+            text.append("✓ " if c.ok else "✗ ", "green" if c.ok else "red")
+            text.append(c.name, "bold")
+            text.append(f"  {c.detail}\n", "dim")
+        self.query_one("#checks", Static).update(text)
+
+    # --- existing deployments ----------------------------------------------------------------
+
+    def refresh_deployments(self) -> None:
+        self._ledgers = self.app.services.list_deployments()
+        table = self.query_one("#deployments", DataTable)
+        table.clear()
+        for ledger in self._ledgers:
+            kinds = ", ".join(f"{e.kind} {e.id}" for e in ledger.resources()) or "-"
+            table.add_row(ledger.name, ledger.option, "…", kinds, key=ledger.name)
+        if not self._ledgers:
+            table.add_row("(none yet)", "", "", "")
+        self._fetch_states(list(self._ledgers))
+
+    @work(thread=True, exclusive=True, group="deployment-states")
+    def _fetch_states(self, ledgers: list[Ledger]) -> None:
+        for ledger in ledgers:
+            try:
+                state = self.app.services.resume_deployment(ledger).status().state
+            except SdtuiError as exc:
+                state = f"unknown ({exc.message})"
+            except Exception as exc:
+                state = f"unknown ({exc})"
+            self.app.call_from_thread(self._set_state, ledger.name, state)
+
+    def _set_state(self, name: str, state: str) -> None:
+        table = self.query_one("#deployments", DataTable)
+        if name in {row.value for row in table.rows}:
+            table.update_cell(name, table.ordered_columns[2].key, state)
+
+    def _selected(self) -> Ledger | None:
+        table = self.query_one("#deployments", DataTable)
+        if not self._ledgers:
+            self.notify("There are no deployments yet.", severity="warning")
+            return None
+        return self._ledgers[min(table.cursor_row, len(self._ledgers) - 1)]
+
+    def _selected_deployment(self) -> Any:
+        ledger = self._selected()
+        if ledger is None:
+            return None
+        try:
+            return self.app.services.resume_deployment(ledger)
+        except SdtuiError as exc:
+            self.query_one("#form-error", Static).update(Text(f"✗ {exc}", "red"))
+            return None
+
+    def action_resume(self) -> None:
+        deployment = self._selected_deployment()
+        if deployment is not None:
+            self.app.start_provision(deployment)
+
+    def action_teardown(self) -> None:
+        deployment = self._selected_deployment()
+        if deployment is not None:
+            self.app.confirm_teardown(deployment)
+
+    @on(DataTable.RowSelected, "#deployments")
+    def _row_selected(self) -> None:
+        self.action_resume()

@@ -1,0 +1,340 @@
+"""The prompt panel: the form, one key to generate, live previews, the final image, the gallery."""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image as PILImage
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import (
+    Checkbox,
+    Footer,
+    Header,
+    Input,
+    Label,
+    ProgressBar,
+    Select,
+    Static,
+    TextArea,
+)
+from textual.worker import Worker, WorkerState
+
+from sdtui import protocol
+from sdtui.client import WorkerClient
+from sdtui.config import GenerateConfig
+from sdtui.deploy.base import Deployment
+from sdtui.errors import SdtuiError
+from sdtui.ledger import Ledger
+from sdtui.session import SavedImage, Session
+from sdtui.ui.pump import EventPump
+from sdtui.ui.widgets.gallery import Gallery
+from sdtui.ui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from sdtui.ui.app import SdtuiApp
+
+FRAME_S = 1 / 15
+NUMBER_FIELDS = {"steps": int, "cfg": float, "width": int, "height": int, "count": int}
+FORM_FIELDS = ("prompt", "negative_prompt", *NUMBER_FIELDS, "seed", "scheduler")
+LEDGER_KEY = "ui_generate"  # the form's last-used values, kept with the deployment
+
+
+def _coalesce_key(ev: dict[str, Any]) -> tuple[str, ...] | None:
+    return (ev["type"],) if ev["type"] in ("progress", "preview") else None
+
+
+def field_of(message: str) -> str:
+    """The form field a protocol error names ('steps must be from 1 to 150, got 0')."""
+    word = message.removeprefix("generate: ").split(" ", 1)[0]
+    return word if word in FORM_FIELDS else "prompt"
+
+
+class PromptScreen(Screen[None]):
+    BINDINGS = [
+        Binding("ctrl+g", "generate", "Generate", priority=True),
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+o", "randomize_seed", "New seed"),
+        Binding("ctrl+l", "focus_gallery", "Gallery"),
+        Binding("ctrl+t", "teardown", "Tear down"),
+        Binding("ctrl+b", "back", "Deployments"),
+    ]
+    PALETTE = [
+        ("Generate", "Generate images with this form", "generate"),
+        ("Cancel generation", "Stop sampling; finished images are kept", "cancel"),
+        ("Randomise seed", "Pick a new random seed", "randomize_seed"),
+        ("Re-run with the same seed", "Generate the selected gallery image again", "rerun"),
+        ("Copy prompt back", "Put the selected image's parameters in the form", "copy_prompt"),
+        ("Show saved path", "Where the selected image was saved", "show_path"),
+        ("Focus the gallery", "Browse this session's images", "focus_gallery"),
+        ("Tear down this deployment", "Show what will be deleted, then delete it", "teardown"),
+        ("Back to deployments", "Detach; the worker keeps running", "back"),
+    ]
+
+    app: SdtuiApp
+
+    def __init__(self, deployment: Deployment, client: WorkerClient) -> None:
+        super().__init__()
+        self.deployment = deployment
+        self.session = Session(client, self.app.services.outputs())
+        self.pump = EventPump(_coalesce_key)
+        self.generating = False
+        self.request_total = 1
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="prompt-body"):
+            with VerticalScroll(id="prompt-form"):
+                yield Label("Prompt", classes="field-label")
+                yield TextArea(id="prompt", soft_wrap=True, show_line_numbers=False)
+                yield Static("", id="prompt-error", classes="field-error")
+                yield Label("Negative prompt", classes="field-label")
+                yield Input(id="negative_prompt", placeholder="what to avoid")
+                yield Static("", id="negative_prompt-error", classes="field-error")
+                with Horizontal(classes="param-row"):
+                    for name in ("steps", "cfg", "count"):
+                        with Vertical(classes="param"):
+                            yield Label(name, classes="field-label")
+                            yield Input(id=name)
+                with Horizontal(classes="param-row"):
+                    for name in ("width", "height"):
+                        with Vertical(classes="param"):
+                            yield Label(name, classes="field-label")
+                            yield Input(id=name)
+                    with Vertical(classes="param"):
+                        yield Label("seed", classes="field-label")
+                        yield Input(id="seed", placeholder="random")
+                yield Checkbox("Lock seed (otherwise a new one each time)", id="lock-seed")
+                yield Label("Scheduler", classes="field-label")
+                yield Select([(s, s) for s in protocol.SCHEDULERS], id="scheduler",
+                             allow_blank=False, value=protocol.DEFAULT_SCHEDULER)
+                for name in ("steps", "cfg", "count", "width", "height", "seed", "scheduler"):
+                    yield Static("", id=f"{name}-error", classes="field-error")
+            with Vertical(id="prompt-output"):
+                with Horizontal(id="gen-row"):
+                    yield Label("", id="gen-status")
+                    yield ProgressBar(id="gen-progress", show_eta=False)
+                yield Vertical(self.app.image_class(id="image"), id="image-box")
+                yield Static("", id="saved-path")
+                yield Label("Gallery  (r re-run · c copy prompt · o show path)", classes="section")
+                yield Gallery(id="gallery")
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = f"sdtui — {self.deployment.name} ({self.deployment.option})"
+        self.app.worker_state = "ready"
+        self._fill(self._remembered())
+        self.set_interval(FRAME_S, self._frame)
+        self.query_one("#prompt", TextArea).focus()
+        self._recover()
+
+    # --- form ----------------------------------------------------------------------------------
+
+    def _remembered(self) -> dict[str, Any]:
+        g = self.app.services.load_config().generate
+        values: dict[str, Any] = {k: getattr(g, k) for k in GenerateConfig.__dataclass_fields__
+                                  if k != "out_dir"}
+        values["count"] = 1
+        try:
+            ledger = Ledger.load(self.deployment.name)
+        except SdtuiError:
+            ledger = None
+        if ledger is not None:
+            values.update(ledger.params.get(LEDGER_KEY) or {})
+        values.update({k: v for k, v in self.app.services.initial.get("generate", {}).items()
+                       if v is not None})
+        return values
+
+    def _fill(self, values: dict[str, Any]) -> None:
+        if "prompt" in values:
+            self.query_one("#prompt", TextArea).text = str(values["prompt"])
+        for name in ("negative_prompt", *NUMBER_FIELDS, "seed"):
+            if name in values:
+                value = values[name]
+                self.query_one(f"#{name}", Input).value = "" if value is None else f"{value:g}" \
+                    if isinstance(value, float) else str(value)
+        if values.get("scheduler") in protocol.SCHEDULERS:
+            self.query_one("#scheduler", Select).value = values["scheduler"]
+
+    def _clear_errors(self) -> None:
+        for error in self.query(".field-error"):
+            error.update("")  # type: ignore[attr-defined]
+
+    def _error(self, field: str, message: str) -> None:
+        self.query_one(f"#{field}-error", Static).update(Text(f"✗ {message}", "red"))
+
+    def read_params(self) -> dict[str, Any] | None:
+        """The form as checked request parameters; None after showing the errors inline."""
+        self._clear_errors()
+        params: dict[str, Any] = {
+            "prompt": self.query_one("#prompt", TextArea).text.strip(),
+            "negative_prompt": self.query_one("#negative_prompt", Input).value,
+            "scheduler": self.query_one("#scheduler", Select).value,
+        }
+        ok = True
+        for name, kind in NUMBER_FIELDS.items():
+            raw = self.query_one(f"#{name}", Input).value.strip()
+            try:
+                params[name] = kind(raw)
+            except ValueError:
+                self._error(name, f"{name} must be a {'whole ' if kind is int else ''}number")
+                ok = False
+        seed_input = self.query_one("#seed", Input)
+        if not self.query_one("#lock-seed", Checkbox).value or not seed_input.value.strip():
+            seed_input.value = str(random.randint(0, protocol.MAX_SEED))
+        try:
+            params["seed"] = int(seed_input.value)
+        except ValueError:
+            self._error("seed", "seed must be a whole number (or untick Lock seed)")
+            ok = False
+        if not ok:
+            return None
+        try:
+            checked = protocol.request("generate", id="check", **params)
+        except protocol.ProtocolError as exc:
+            message = str(exc).removeprefix("generate: ")
+            self._error(field_of(message), message)
+            return None
+        return {k: v for k, v in checked.items() if k not in ("type", "id", "preview_every")}
+
+    def _remember(self, params: dict[str, Any]) -> None:
+        try:
+            ledger = Ledger.load(self.deployment.name)
+            if ledger is not None:
+                ledger.set_params(**{LEDGER_KEY: params})
+        except SdtuiError as exc:
+            self.notify(f"could not remember the form: {exc}", severity="warning")
+
+    # --- generation ----------------------------------------------------------------------------
+
+    def action_generate(self, params: dict[str, Any] | None = None) -> None:
+        if self.generating:
+            self.notify("Already generating: Escape cancels.", severity="warning")
+            return
+        params = params or self.read_params()
+        if params is None:
+            return
+        self._remember(params)
+        self.generating = True
+        self.request_total = params["count"]
+        self.app.worker_state = "generating"
+        self.query_one("#gen-status", Label).update("starting…")
+        self.query_one("#gen-progress", ProgressBar).update(total=params["steps"], progress=0)
+        self.run_worker(lambda: self.session.generate(params, self.pump.put), thread=True,
+                        exit_on_error=False, group="generate", name="generate")
+
+    def action_cancel(self) -> None:
+        if self.generating and self.session.cancel():
+            self.query_one("#gen-status", Label).update("cancelling…")
+
+    @work(thread=True, exit_on_error=False, group="recover")
+    def _recover(self) -> None:
+        for image in self.session.recover():
+            self.pump.put({"type": "recovered", "image": image})
+
+    def _frame(self) -> None:
+        for ev in self.pump.drain():
+            self.apply(ev)
+
+    def apply(self, ev: dict[str, Any]) -> None:
+        kind = ev["type"]
+        if kind == "progress":
+            self.query_one("#gen-progress", ProgressBar).update(total=ev["total"],
+                                                                progress=ev["step"])
+            self.query_one("#gen-status", Label).update(
+                f"image {ev['index'] + 1}/{self.request_total} · step {ev['step']}/{ev['total']}")
+        elif kind == "preview":
+            self.show_image(PILImage.open(io.BytesIO(base64.b64decode(ev["png"]))))
+        elif kind == "image":
+            self._saved(SavedImage(Path(ev["path"]), ev["id"], ev["index"], ev["seed"],
+                                   ev["params"]))
+        elif kind == "recovered":
+            self._saved(ev["image"])
+            self.notify(f"recovered an image finished while detached: {ev['image'].path}")
+
+    def _saved(self, image: SavedImage) -> None:
+        self.show_image(image.path)
+        self.query_one("#gallery", Gallery).add_image(image)
+        self.query_one("#saved-path", Static).update(f"saved {image.path}")
+
+    def show_image(self, image: Any) -> None:
+        self.query_one("#image").image = image  # type: ignore[attr-defined]
+
+    @on(Worker.StateChanged)
+    def _worker_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "generate" or event.state in (WorkerState.PENDING,
+                                                               WorkerState.RUNNING):
+            return
+        self._frame()
+        self.generating = False
+        self.app.worker_state = "ready"
+        status = self.query_one("#gen-status", Label)
+        if event.state == WorkerState.SUCCESS:
+            saved, cancelled = event.worker.result
+            status.update(f"{'cancelled: ' if cancelled else ''}{len(saved)} image(s) saved")
+        else:
+            exc = event.worker.error
+            self.app.worker_state = "error"
+            status.update(Text(f"✗ {exc}", "red"))
+
+    # --- gallery -------------------------------------------------------------------------------
+
+    def _selected(self) -> SavedImage | None:
+        image = self.query_one("#gallery", Gallery).selected
+        if image is None:
+            self.notify("No images yet: ctrl+g generates.", severity="warning")
+        return image
+
+    def action_focus_gallery(self) -> None:
+        self.query_one("#gallery", Gallery).focus()
+
+    def action_rerun(self) -> None:
+        image = self._selected()
+        if image is not None:
+            params = {k: v for k, v in image.params.items() if k in FORM_FIELDS}
+            params.update(seed=image.seed, count=1)
+            self._fill(params)
+            self.query_one("#lock-seed", Checkbox).value = True
+            self.action_generate()
+
+    def action_copy_prompt(self) -> None:
+        image = self._selected()
+        if image is not None:
+            self._fill({**image.params, "seed": image.seed})
+            self.query_one("#prompt", TextArea).focus()
+            self.notify("Copied the prompt and parameters into the form.")
+
+    def action_show_path(self) -> None:
+        image = self._selected()
+        if image is not None:
+            self.query_one("#saved-path", Static).update(f"saved {image.path}")
+            self.show_image(image.path)
+            self.notify(str(image.path), title="Saved at")
+
+    def action_randomize_seed(self) -> None:
+        self.query_one("#lock-seed", Checkbox).value = False
+        self.query_one("#seed", Input).value = str(random.randint(0, protocol.MAX_SEED))
+
+    # --- leaving ---------------------------------------------------------------------------------
+
+    def action_teardown(self) -> None:
+        if self.generating:
+            self.notify("Generating: Escape cancels first.", severity="warning")
+            return
+        self.app.confirm_teardown(self.deployment)
+
+    def action_back(self) -> None:
+        if self.generating:
+            self.notify("Generating: Escape cancels first.", severity="warning")
+            return
+        self.session.client.close()
+        self.app.back_to_deployments()

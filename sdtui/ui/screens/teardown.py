@@ -1,0 +1,70 @@
+"""Confirm a teardown: what will be deleted and what is kept (models and images, by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Label, Static
+
+from sdtui.deploy.base import DeploymentStatus
+
+
+def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
+    text = Text()
+    deleted = [r for r in status.resources if purge or not r.kept_on_teardown]
+    kept = [r for r in status.resources if not purge and r.kept_on_teardown]
+    text.append("Will be deleted:\n", "bold red")
+    for r in deleted:
+        text.append(f"  ✗ {r.kind} {r.id} {r.state}\n".rstrip() + "\n")
+    if not deleted:
+        text.append("  (nothing running)\n", "dim")
+    text.append("Kept:\n", "bold green")
+    for r in kept:
+        text.append(f"  ✓ {r.kind} {r.id}  {r.note}".rstrip() + "\n")
+    text.append(f"  ✓ your images in {outputs}\n")
+    return text
+
+
+class TeardownModal(ModalScreen[bool | None]):
+    """Returns the purge choice when confirmed, None when cancelled."""
+
+    BINDINGS = [Binding("escape", "dismiss_modal", "Cancel")]
+
+    def __init__(self, status: DeploymentStatus, outputs: Path) -> None:
+        super().__init__()
+        self.status = status
+        self.outputs = outputs
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="teardown-dialog"):
+            yield Label(f"Tear down {self.status.name} ({self.status.option}, "
+                        f"{self.status.state})?", id="teardown-title")
+            yield Static(describe(self.status, self.outputs, False), id="teardown-list")
+            if any(r.kept_on_teardown for r in self.status.resources):
+                yield Checkbox("Also delete the models (the kept resources)", id="purge")
+            with Horizontal(id="teardown-buttons"):
+                yield Button("Tear down", id="confirm", variant="error")
+                yield Button("Cancel", id="cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    @on(Checkbox.Changed, "#purge")
+    def _purge_changed(self, event: Checkbox.Changed) -> None:
+        self.query_one("#teardown-list", Static).update(
+            describe(self.status, self.outputs, event.value))
+
+    @on(Button.Pressed, "#confirm")
+    def _confirm(self) -> None:
+        purge = self.query("#purge")
+        self.dismiss(bool(purge) and purge.first(Checkbox).value)
+
+    @on(Button.Pressed, "#cancel")
+    def action_dismiss_modal(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,64 @@
+"""Fixtures for the app's tests: isolated dirs, a tiny model, a real worker process, a fake
+deployment wired into the app's services."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sdtui.ui.checks import Check
+from sdtui.ui.core import Services
+from .fakes import FakeDeployment
+from .worker_relay import SubprocessWorker
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var, sub in (("SDTUI_STATE_DIR", "state"), ("SDTUI_CONFIG_DIR", "config"),
+                     ("SDTUI_OUTPUTS_DIR", "outputs")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("SDTUI_IMAGE_PROTOCOL", "halfcell")
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ui-model") / "tiny"
+    subprocess.run([sys.executable, "-m", "sdtui.devtools.tiny_model", str(out),
+                    "--format", "diffusers"], check=True, capture_output=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def worker(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[SubprocessWorker]:
+    proc = SubprocessWorker(tiny_model, tmp_path_factory.mktemp("worker") / "worker.log")
+    client = proc.attach()
+    client.wait_ready(timeout=120)
+    client.close()
+    yield proc
+    proc.stop()
+
+
+def quiet_checks(option: str, values: dict) -> list[Check]:
+    return [Check("Docker engine reachable", True, "Docker (fake)"),
+            Check("Model files readable", bool(values.get("models")), values.get("models", ""))]
+
+
+def fake_services(deployment: FakeDeployment, outputs: Path, **initial: object) -> Services:
+    from sdtui.ledger import list_ledgers
+
+    return Services(
+        make_deployment=lambda option, values: deployment,
+        resume_deployment=lambda ledger: deployment,
+        list_deployments=list_ledgers,
+        live_checks=quiet_checks,
+        out_dir=outputs,
+        initial={"models": str(outputs), **initial},
+    )
+

@@ -1,0 +1,94 @@
+"""A deployment that runs no Docker and no AWS (what cannot exist here: a GPU instance boot),
+emitting the real event types; its worker is a real worker process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Literal
+
+from sdtui.client import WorkerClient
+from sdtui.deploy.base import (
+    CostUpdate,
+    Deployment,
+    DeploymentStatus,
+    OnEvent,
+    Resource,
+    Step,
+    StepContext,
+    StepFinished,
+    StepStarted,
+    TeardownReport,
+)
+from sdtui.errors import DeploymentError
+from sdtui.ledger import Ledger
+from .worker_relay import SubprocessWorker
+
+UPLOAD_BYTES = 64 * 2**20
+
+
+class FakeDeployment(Deployment):
+    def __init__(self, worker: SubprocessWorker | None, name: str = "fake",
+                 option: Literal["local", "aws"] = "local", *, fail_once: bool = False,
+                 hold: threading.Event | None = None) -> None:
+        self.worker = worker
+        self.name = name
+        self.option = option
+        self.fail_once = fail_once
+        self.hold = hold  # while set... cleared: the upload waits for it (cancel tests)
+        self.provisioned = 0
+        self.teardowns: list[bool] = []
+        self.ledger = Ledger.open(name, option)
+
+    def plan(self) -> list[Step]:
+        return [
+            Step("engine", "Check the engine", lambda ctx: "engine 27.0, no GPU runtime"),
+            Step("volume", "Create the volume", lambda ctx: "created", lambda: None),
+            Step("image", "Build the worker image", lambda ctx: "", lambda: "up to date"),
+            Step("models", "Upload the model files", self._upload),
+            Step("container", "Start the worker", self._start),
+        ]
+
+    def _upload(self, ctx: StepContext) -> str:
+        ctx.log("uploading model.safetensors (64.0 MiB)")
+        for done in range(0, UPLOAD_BYTES + 1, UPLOAD_BYTES // 64):
+            ctx.progress(done, UPLOAD_BYTES, "bytes")
+            if self.hold is not None:
+                while not self.hold.wait(0.05):
+                    ctx.check_cancel()
+            ctx.check_cancel()
+        if self.fail_once:
+            self.fail_once = False
+            raise DeploymentError("the upload was refused: disk quota exceeded",
+                                  fix="free some space, then retry")
+        return "copied 1 file, 64.0 MiB"
+
+    def _start(self, ctx: StepContext) -> str:
+        self.ledger.set_params(models=["/models/tiny"])
+        self.ledger.record("container", f"sdtui-{self.name}")
+        self.ledger.record("volume", "sdtui-models")
+        if self.option == "aws":
+            ctx._on_event(CostUpdate(0.526, 0.03, 29 * 60))
+        self.provisioned += 1
+        time.sleep(0.05)
+        return "running"
+
+    def connect(self) -> WorkerClient:
+        assert self.worker is not None, "this fake has no worker"
+        return self.worker.attach()
+
+    def status(self) -> DeploymentStatus:
+        return DeploymentStatus(self.name, self.option, "ready", [
+            Resource("container", f"sdtui-{self.name}", "running"),
+            Resource("volume", "sdtui-models", "present", kept_on_teardown=True),
+        ], hourly_usd=0.526 if self.option == "aws" else None)
+
+    def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport:
+        self.teardowns.append(purge)
+        on_event(StepStarted("teardown", f"Tear down {self.name}"))
+        report = TeardownReport(removed=[Resource("container", f"sdtui-{self.name}")])
+        volume = Resource("volume", "sdtui-models", kept_on_teardown=not purge)
+        (report.removed if purge else report.kept).append(volume)
+        self.ledger.delete()
+        on_event(StepFinished("teardown", "done", "removed container"))
+        return report

@@ -1,0 +1,340 @@
+"""Every flow of the app, driven with the Pilot, against a fake deployment and a real worker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input, Static, TextArea
+
+from sdtui.outputs import read_metadata
+from sdtui.ui.app import SdtuiApp
+from sdtui.ui.screens.deploy import DeployScreen
+from sdtui.ui.screens.prompt import PromptScreen
+from sdtui.ui.screens.provision import ProvisionScreen
+from sdtui.ui.screens.teardown import TeardownModal
+from sdtui.ui.widgets.gallery import Gallery
+from sdtui.ui.widgets.steps import StepRow
+
+from .conftest import fake_services
+from .fakes import FakeDeployment
+
+pytestmark = pytest.mark.asyncio
+SIZE = (140, 45)
+
+
+async def until(pilot: object, condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Let the app run until condition holds (a worker thread is doing the work)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {condition}")
+        await pilot.pause(0.05)  # type: ignore[attr-defined]
+
+
+def text_of(app: SdtuiApp, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+def make_app(deployment: FakeDeployment, dirs: Path, model: Path, **initial: object) -> SdtuiApp:
+    return SdtuiApp(fake_services(deployment, dirs / "outputs", models=str(model), **initial))
+
+
+async def provision(app: SdtuiApp, pilot: object) -> PromptScreen:
+    await pilot.press("ctrl+s")  # type: ignore[attr-defined]
+    await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+    return app.screen  # type: ignore[return-value]
+
+
+async def generate(app: SdtuiApp, pilot: object, prompt: str, count_before: int = 0) -> Gallery:
+    screen = app.screen
+    screen.query_one("#prompt", TextArea).text = prompt
+    for name, value in (("steps", "4"), ("width", "64"), ("height", "64")):
+        screen.query_one(f"#{name}", Input).value = value
+    await pilot.press("ctrl+g")  # type: ignore[attr-defined]
+    gallery = screen.query_one("#gallery", Gallery)
+    await until(pilot, lambda: len(gallery.images) > count_before and not screen.generating)
+    return gallery
+
+
+async def test_choose_provision_prompt_image(worker, tiny_model, isolated_dirs) -> None:
+    deployment = FakeDeployment(worker)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        assert isinstance(app.screen, DeployScreen)
+        screen = await provision(app, pilot)
+        assert app.deployment_label == "fake (local)"
+        gallery = await generate(app, pilot, "a lighthouse at dusk")
+        image = gallery.images[0]
+        assert image.path.is_file() and image.path.parent == isolated_dirs / "outputs"
+        assert read_metadata(image.path)["params"]["prompt"] == "a lighthouse at dusk"
+        assert str(image.path) in text_of(app, "#saved-path")
+        assert screen.query_one("#image").image is not None
+        assert "1 image(s) saved" in str(screen.query_one("#gen-status").render())
+
+
+async def test_provisioning_screen_shows_steps_progress_and_log(tiny_model, isolated_dirs
+                                                                 ) -> None:
+    hold = threading.Event()
+    deployment = FakeDeployment(None, hold=hold)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen))
+        screen = app.screen
+        await until(pilot, lambda: screen.query_one("#progress-row").display)
+        states = {row.step_name: row.state for row in screen.query(StepRow)}
+        assert states == {"engine": "done", "volume": "done", "image": "skipped",
+                          "models": "running", "container": "pending"}
+        assert "MiB" in str(screen.query_one("#progress-label").render())
+        assert "elapsed 0:0" in text_of(app, "#elapsed")
+        lines = [str(line.text) for line in screen.query_one("#log").lines]
+        assert any("uploading model.safetensors" in line for line in lines)
+        assert app.worker_state == "provisioning"
+        hold.set()
+        await until(pilot, lambda: not screen.running)
+
+
+async def test_escape_cancels_provisioning_and_retry_resumes(worker, tiny_model, isolated_dirs
+                                                            ) -> None:
+    hold = threading.Event()
+    deployment = FakeDeployment(worker, hold=hold)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen))
+        screen = app.screen
+        await until(pilot, lambda: screen.query_one("#step-models", StepRow).state == "running")
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.running)
+        assert screen.query_one("#step-models", StepRow).state == "failed"
+        assert "cancelled during models" in text_of(app, "#error")
+        assert app.worker_state == "cancelled"
+        assert deployment.provisioned == 0
+        hold.set()
+        await pilot.press("ctrl+r")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        assert deployment.provisioned == 1
+
+
+async def test_failure_shows_error_with_fix_then_retry(worker, tiny_model, isolated_dirs) -> None:
+    deployment = FakeDeployment(worker, fail_once=True)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
+                    and not app.screen.running)
+        error = text_of(app, "#error")
+        assert "disk quota exceeded" in error and "fix: free some space, then retry" in error
+        assert app.screen.query_one("#failure-actions").display
+        await pilot.click("#retry")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+
+
+async def test_cloud_cost_and_idle_countdown_show(worker, tiny_model, isolated_dirs) -> None:
+    hold = threading.Event()
+    deployment = FakeDeployment(worker, name="cloud", option="aws", hold=hold)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen))
+        screen = app.screen
+        assert not screen.query_one("#cost").display
+        hold.set()
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        assert app.cost_label == "$0.526/h · $0.03 so far · idle auto-stop in 29:00"
+        assert "$0.526/h" in str(app.screen.query_one("StatusBar").render())
+
+
+async def test_bad_form_shows_errors_next_to_fields(tiny_model, isolated_dirs) -> None:
+    deployment = FakeDeployment(None)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = app.screen
+        screen.query_one("#local-models", Input).value = str(isolated_dirs / "missing.ckpt")
+        screen.query_one("#local-name", Input).value = "Bad Name"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "does not exist" in text_of(app, "#local-models-error")
+        assert "invalid deployment name" in text_of(app, "#local-name-error")
+        assert isinstance(app.screen, DeployScreen)
+        screen.query_one("#local-models", Input).value = str(tiny_model)
+        await pilot.pause()
+        assert text_of(app, "#local-models-error") == ""
+
+
+async def test_option_a_validates_then_says_not_available_yet(tiny_model, isolated_dirs) -> None:
+    from sdtui.ui.core import Services
+
+    app = SdtuiApp(Services(out_dir=isolated_dirs / "outputs",
+                            live_checks=lambda option, values: []))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.click("#choose-aws")
+        screen = app.screen
+        assert screen.query_one("#form-aws").display
+        assert not screen.query_one("#form-local").display
+        screen.query_one("#aws-bucket", Input).value = "Not_A_Bucket"
+        screen.query_one("#aws-models", Input).value = str(tiny_model)
+        screen.query_one("#aws-instance_type", Input).value = "t3.micro"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "characters S3 does not allow" in text_of(app, "#aws-bucket-error")
+        assert "not a supported NVIDIA GPU type" in text_of(app, "#aws-instance_type-error")
+        screen.query_one("#aws-bucket", Input).value = "my-sd-models"
+        screen.query_one("#aws-instance_type", Input).value = "g4dn.xlarge"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "not available yet" in text_of(app, "#form-error")
+        assert isinstance(app.screen, DeployScreen)
+
+
+async def test_live_checks_report_an_unreachable_engine(tiny_model, isolated_dirs) -> None:
+    from sdtui.ui.core import Services
+
+    app = SdtuiApp(Services(out_dir=isolated_dirs / "outputs", initial={
+        "models": str(tiny_model), "docker_host": "unix:///nonexistent/docker.sock"}))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "Docker engine" in text_of(app, "#checks"))
+        checks = text_of(app, "#checks")
+        assert "✗ Docker engine reachable" in checks and "cannot reach" in checks
+        assert "✓ Model files readable" in checks
+        app.screen.query_one("#local-models", Input).value = "/nope"
+        await until(pilot, lambda: "✗ Model files readable" in text_of(app, "#checks"))
+
+
+async def test_bad_parameters_are_shown_next_to_the_field(worker, tiny_model, isolated_dirs
+                                                         ) -> None:
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        screen.query_one("#prompt", TextArea).text = "a cat"
+        screen.query_one("#steps", Input).value = "0"
+        await pilot.press("ctrl+g")
+        assert "steps must be from 1 to 150" in text_of(app, "#steps-error")
+        screen.query_one("#steps", Input).value = "4"
+        screen.query_one("#width", Input).value = "65"
+        await pilot.press("ctrl+g")
+        assert "multiple of 8" in text_of(app, "#width-error")
+        screen.query_one("#width", Input).value = "64"
+        screen.query_one("#prompt", TextArea).text = "   "
+        await pilot.press("ctrl+g")
+        assert "prompt must not be empty" in text_of(app, "#prompt-error")
+        assert not screen.generating
+
+
+async def test_gallery_rerun_same_seed_copy_prompt_and_path(worker, tiny_model, isolated_dirs
+                                                           ) -> None:
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        gallery = await generate(app, pilot, "first prompt")
+        first = gallery.images[0]
+        await generate(app, pilot, "second prompt", count_before=1)
+        assert gallery.images[1].seed != first.seed  # unlocked: a new seed each time
+        await pilot.press("ctrl+l")
+        await pilot.press("up")  # select the first image
+        await pilot.press("c")
+        assert screen.query_one("#prompt", TextArea).text == "first prompt"
+        assert screen.query_one("#seed", Input).value == str(first.seed)
+        await pilot.press("ctrl+l", "up", "o")
+        assert str(first.path) in text_of(app, "#saved-path")
+        await pilot.press("ctrl+l", "up", "r")
+        await until(pilot, lambda: len(gallery.images) == 3 and not screen.generating)
+        again = gallery.images[2]
+        assert again.seed == first.seed and again.params["prompt"] == "first prompt"
+        assert again.path.read_bytes() != b"" and again.path != first.path
+
+
+async def test_escape_cancels_a_generation_and_keys_are_answered(worker, tiny_model,
+                                                                 isolated_dirs) -> None:
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        prompt = screen.query_one("#prompt", TextArea)
+        prompt.text = "slow"
+        screen.query_one("#steps", Input).value = "150"
+        screen.query_one("#count", Input).value = "3"
+        for name in ("width", "height"):
+            screen.query_one(f"#{name}", Input).value = "64"
+        await pilot.press("ctrl+g")
+        await until(pilot, lambda: "step" in str(screen.query_one("#gen-status").render()))
+        prompt.focus()
+        await pilot.press("end", "x", "y")
+        assert prompt.text == "slowxy" and screen.generating  # typed while it samples
+        await pilot.press("escape")
+        await until(pilot, lambda: not screen.generating)
+        assert "cancelled" in str(screen.query_one("#gen-status").render())
+        assert app.worker_state == "ready"
+
+
+async def test_teardown_modal_lists_deleted_and_kept_then_purges(worker, tiny_model,
+                                                                 isolated_dirs) -> None:
+    deployment = FakeDeployment(worker)
+    deployment.ledger.record("container", "sdtui-fake")
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "ready" in str(
+            app.screen.query_one("#deployments").get_row_at(0)))
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, TeardownModal))
+        listing = text_of(app, "#teardown-list")
+        deleted, kept = listing.split("Kept:")
+        assert "container sdtui-fake" in deleted and "volume sdtui-models" in kept
+        assert "your images in" in kept
+        await pilot.click("#purge")
+        assert "volume sdtui-models" in text_of(app, "#teardown-list").split("Kept:")[0]
+        await pilot.click("#confirm")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
+                    and not app.screen.running)
+        assert deployment.teardowns == [True]
+        assert "removed volume sdtui-models" in text_of(app, "#error")
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        assert "(none yet)" in str(app.screen.query_one("#deployments").get_row_at(0))
+
+
+async def test_teardown_cancelled_keeps_everything(worker, tiny_model, isolated_dirs) -> None:
+    deployment = FakeDeployment(worker)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await provision(app, pilot)
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, TeardownModal))
+        await pilot.press("escape")
+        await pilot.pause()
+        assert isinstance(app.screen, PromptScreen) and deployment.teardowns == []
+
+
+async def test_resume_an_existing_deployment_remembers_the_form(worker, tiny_model,
+                                                                isolated_dirs) -> None:
+    deployment = FakeDeployment(worker)
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await provision(app, pilot)
+        await generate(app, pilot, "remember me")
+        await pilot.press("ctrl+b")
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        table = app.screen.query_one("#deployments")
+        assert table.get_row_at(0)[0] == "fake"
+        await pilot.press("ctrl+r")
+        screen = await until(pilot, lambda: isinstance(app.screen, PromptScreen)) or app.screen
+        assert screen.query_one("#prompt", TextArea).text == "remember me"
+        assert screen.query_one("#steps", Input).value == "4"
+
+
+async def test_command_palette_runs_screen_actions(worker, tiny_model, isolated_dirs) -> None:
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        titles = {c.title for c in app.get_system_commands(screen)}
+        assert {t for t, _, _ in PromptScreen.PALETTE} <= titles
+        before = screen.query_one("#seed", Input).value
+        await pilot.press("ctrl+p")
+        await pilot.press(*"randomise seed")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await until(pilot, lambda: screen.query_one("#seed", Input).value != before)

@@ -1,0 +1,73 @@
+"""A real worker process (`python -m sdtui.worker`) that WorkerClient talks to as if over a
+Docker attach socket: its stdout is framed like Docker's multiplexed stream. Attaching again
+after a client closed reaches the same worker, which keeps its model and unacked images."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from sdtui.client import WorkerClient
+
+STDOUT_FRAME = 1
+
+
+class SubprocessWorker:
+    def __init__(self, model: Path, log: Path) -> None:
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sdtui.worker", "--model", str(model), "--device", "cpu"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        self._peer: socket.socket | None = None
+        self._lock = threading.Lock()
+        threading.Thread(target=self._pump_stdout, daemon=True).start()
+
+    def _pump_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while chunk := os.read(fd, 65536):
+            with self._lock:
+                peer = self._peer
+            if peer is None:
+                continue  # nobody attached: like Docker, the output is not kept
+            with contextlib.suppress(OSError):
+                peer.sendall(struct.pack(">BxxxL", STDOUT_FRAME, len(chunk)) + chunk)
+
+    def _pump_stdin(self, peer: socket.socket) -> None:
+        assert self.proc.stdin is not None
+        while True:
+            try:
+                data = peer.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            self.proc.stdin.write(data)
+            self.proc.stdin.flush()
+        with self._lock:
+            if self._peer is peer:
+                self._peer = None
+
+    def attach(self) -> WorkerClient:
+        ours, theirs = socket.socketpair()
+        with self._lock:
+            self._peer = theirs
+        threading.Thread(target=self._pump_stdin, args=(theirs,), daemon=True).start()
+        return WorkerClient.over_attach_socket(ours)
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
