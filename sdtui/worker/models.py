@@ -100,7 +100,8 @@ def _load_diffusers_folder(path: Path, dtype: torch.dtype) -> Any:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return pipe.to(dtype=dtype)
+    # Casting to float32 (what it already holds) only makes diffusers log noise.
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
 
 
 # --- reading checkpoints
@@ -208,12 +209,18 @@ def _load_strict(
     misshapen = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
     if missing or unexpected or misshapen:
         example = (missing or unexpected or misshapen)[0]
+        if sources.uses_yaml(what):
+            origin, hint = sources.original_yaml, "the checkpoint is incomplete or not for it"
+        elif sources.folder(what).parent == SD1_ASSETS:
+            origin = "the shipped SD 1.x configs"
+            sidecar = sources.checkpoint.stem + CONFIG_DIR_SUFFIX
+            hint = f"a checkpoint with other dims needs {sidecar}/ beside it"
+        else:
+            origin, hint = sources.folder(what), "the checkpoint is incomplete or not for it"
         raise ModelInvalid(
             f"model file {sources.checkpoint}: its {what} weights do not fit the {what} config "
-            f"from {sources.folder(what) if not sources.uses_yaml(what) else sources.original_yaml}"
-            f" ({len(missing)} missing, {len(unexpected)} unexpected, {len(misshapen)} of another"
-            f" shape, e.g. {example}); a checkpoint with non-SD-1.x dims needs "
-            f"{sources.checkpoint.stem}{CONFIG_DIR_SUFFIX}/ beside it"
+            f"from {origin} ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(misshapen)} of another shape, e.g. {example}); {hint}"
         )
     model.load_state_dict(weights, strict=True, assign=True)
 
@@ -299,14 +306,16 @@ def _load_single_file(path: Path, fmt: str, dtype: torch.dtype) -> Any:
     check_sd1_keys(path, state)
     sources = ConfigSources.beside(path)
     log.info("loading %s with configs from %s", path, sources)
-    pipe = StableDiffusionPipeline(
+    # Cast once here: fp16 checkpoints run in float32 on a CPU, fp32 ones in float16 on a GPU.
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    text_encoder = _text_encoder(state, sources).to(dtype)
+    return StableDiffusionPipeline(
         unet=_unet(state, sources),
         vae=_vae(state, sources),
-        text_encoder=_text_encoder(state, sources),
+        text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(sources.folder("tokenizer"), local_files_only=True),
         scheduler=_scheduler(sources),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return pipe.to(dtype=dtype)

@@ -1,0 +1,79 @@
+"""Plain helpers for the model tests (no fixtures here: tests/conftest.py belongs elsewhere)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import zipfile
+from pathlib import Path
+
+# The original LDM config (the kind of S.yaml other SD tools read) for the tiny model's UNet
+# and VAE: sdtui.devtools.tiny_model's TINY_UNET / TINY_VAE in LDM terms.
+TINY_LDM_YAML = """\
+model:
+  target: ldm.models.diffusion.ddpm.LatentDiffusion
+  params:
+    linear_start: 0.00085
+    linear_end: 0.0120
+    timesteps: 1000
+    image_size: 8
+    channels: 4
+    conditioning_key: crossattn
+    scale_factor: 0.18215
+    unet_config:
+      target: ldm.modules.diffusionmodules.openaimodel.UNetModel
+      params:
+        image_size: 8
+        in_channels: 4
+        out_channels: 4
+        model_channels: 32
+        attention_resolutions: [2]
+        num_res_blocks: 1
+        channel_mult: [1, 2]
+        num_heads: 8
+        use_spatial_transformer: true
+        transformer_depth: 1
+        context_dim: 32
+        legacy: false
+    first_stage_config:
+      target: ldm.models.autoencoder.AutoencoderKL
+      params:
+        embed_dim: 4
+        ddconfig:
+          double_z: true
+          z_channels: 4
+          resolution: 64
+          in_channels: 3
+          out_ch: 3
+          ch: 32
+          ch_mult: [1, 1, 1, 1]
+          num_res_blocks: 1
+          attn_resolutions: []
+          dropout: 0.0
+    cond_stage_config:
+      target: ldm.modules.encoders.modules.FrozenCLIPEmbedder
+"""
+
+
+def block_network(monkeypatch) -> None:
+    """Make every outgoing connection fail, as in a container with no network."""
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(f"network blocked in this test (connect {args!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def write_fake_torch_zip(path: Path) -> Path:
+    """A file with the structure torch.save writes (a zip holding archive/data.pkl)."""
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("archive/version", b"3\n")
+    return path
+
+
+def write_fake_safetensors(path: Path, header: bytes = b'{"__metadata__": {}}') -> Path:
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    return path
