@@ -262,3 +262,38 @@ def test_derived_tokenizer_matches_open_clip_simple_tokenizer() -> None:
 def test_bpe_source_is_the_open_clip_table() -> None:
     lines = gzip.decompress(clip_vocab.open_clip_bpe_path().read_bytes()).decode().split("\n")
     assert len(lines) > clip_vocab.MERGE_COUNT
+
+
+def test_sd_v1_4_key_layout_fits_the_shipped_configs(tmp_path: Path) -> None:
+    """A checkpoint laid out like sd-v1-4.ckpt (original LDM keys, SD 1.x shapes, on the meta
+    device so it costs no memory) loads with the shipped configs and no sidecar."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from sdtui.devtools.tiny_model import (
+        text_encoder_to_original,
+        unet_to_original,
+        vae_to_original,
+    )
+    from sdtui.worker.models import _text_encoder, _unet, _vae, check_sd1_keys
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(
+            UNet2DConditionModel.load_config(SD1_ASSETS / "unet")
+        )
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD1_ASSETS / "vae"))
+        text = CLIPTextModel(CLIPTextConfig.from_pretrained(SD1_ASSETS / "text_encoder"))
+    state = {
+        **unet_to_original(unet),
+        **vae_to_original(vae),
+        **text_encoder_to_original(text.state_dict()),
+        "model_ema.decay": torch.empty(0, device="meta"),  # sd-v1-4.ckpt carries EMA extras
+    }
+    assert "model.diffusion_model.input_blocks.1.1.proj_in.weight" in state
+    assert state["first_stage_model.decoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
+    assert "cond_stage_model.transformer.text_model.final_layer_norm.weight" in state
+    sources = ConfigSources.beside(tmp_path / "sd-v1-4.ckpt")
+    check_sd1_keys(sources.checkpoint, state)
+    assert _unet(state, sources).config.cross_attention_dim == 768
+    assert list(_vae(state, sources).config.block_out_channels) == [128, 256, 512, 512]
+    assert _text_encoder(state, sources).config.hidden_size == 768
