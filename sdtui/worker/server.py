@@ -23,6 +23,7 @@ from sdtui.protocol import ProtocolError
 log = logging.getLogger("sdtui.worker")
 
 _STOP = object()
+ACTIVITY_FILE = ".last-activity"
 
 
 class Worker:
@@ -49,6 +50,8 @@ class Worker:
             fields = {**fields, "png": base64.b64encode(fields["png"]).decode("ascii")}
         message = {"type": kind, **fields}
         line = protocol.encode(message)
+        if kind in ("image", "done"):
+            self.touch_activity()
         if kind == "image":
             with self._state_lock:
                 self._unacked[(fields["id"], fields["index"])] = message
@@ -59,6 +62,15 @@ class Worker:
 
     def error(self, rid: str | None, code: str, message: str) -> None:
         self.emit("error", {"id": rid, "code": code, "message": message})
+
+    def touch_activity(self) -> None:
+        """Mark the worker busy for the host's idle auto-stop (it reads this file's mtime)."""
+        if self.outputs_dir is None:
+            return
+        try:
+            (self.outputs_dir / ACTIVITY_FILE).touch()
+        except OSError as exc:
+            log.debug("cannot mark activity: %s", exc)
 
     def _save_copy(self, message: dict[str, Any]) -> None:
         if self.outputs_dir is None:
@@ -75,6 +87,7 @@ class Worker:
     def handle_line(self, line: bytes) -> None:
         if not line.strip():
             return
+        self.touch_activity()
         try:
             req = protocol.parse_request(line)
         except ProtocolError as exc:
