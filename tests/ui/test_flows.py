@@ -34,6 +34,7 @@ async def until(pilot: object, condition: Callable[[], bool], timeout: float = 6
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {condition}")
         await pilot.pause(0.05)  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]  # let a screen that just opened mount
 
 
 def text_of(app: SdtuiApp, selector: str) -> str:

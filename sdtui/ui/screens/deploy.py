@@ -62,6 +62,7 @@ class DeployScreen(Screen[None]):
         self.option: Option = "local"
         self._ledgers: list[Ledger] = []
         self._check_timer: Any = None
+        self.title = "sdtui — choose a deployment"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -90,7 +91,6 @@ class DeployScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title = "sdtui — choose a deployment"
         table = self.query_one("#deployments", DataTable)
         table.add_columns("name", "option", "state", "resources")
         config = self.app.services.load_config()

@@ -88,6 +88,7 @@ class PromptScreen(Screen[None]):
         self.pump = EventPump(_coalesce_key)
         self.generating = False
         self.request_total = 1
+        self.title = f"sdtui — {deployment.name} ({deployment.option})"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -130,7 +131,6 @@ class PromptScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.title = f"sdtui — {self.deployment.name} ({self.deployment.option})"
         self.app.worker_state = "ready"
         self._fill(self._remembered())
         self.set_interval(FRAME_S, self._frame)

@@ -86,6 +86,8 @@ class ProvisionScreen(Screen[None]):
         self.finished_at: float | None = None
         self.running = False
         self.report: TeardownReport | None = None
+        verb = "Provisioning" if mode == "provision" else "Tearing down"
+        self.title = f"sdtui — {verb} {deployment.name} ({deployment.option})"
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -107,8 +109,6 @@ class ProvisionScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        verb = "Provisioning" if self.mode == "provision" else "Tearing down"
-        self.title = f"sdtui — {verb} {self.deployment.name} ({self.deployment.option})"
         self.query_one("#progress-row").display = False
         self.query_one("#cost").display = False
         self.query_one("#failure-actions").display = False
