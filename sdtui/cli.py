@@ -22,6 +22,9 @@ examples:
   sdtui --no-ui --prompt-file prompts.txt --json
   sdtui --no-ui --status
   sdtui --no-ui --teardown --purge-volume
+  sdtui --no-ui --option aws --bucket my-sd-models --model sd-v1-4.ckpt --prompt "a fox"
+  sdtui --no-ui --option aws --status
+  sdtui --no-ui --option aws --teardown --purge-bucket
 """
 
 
@@ -50,6 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teardown", action="store_true", help="remove the deployment's container")
     d.add_argument("--purge-volume", action="store_true",
                    help="with --teardown: also delete the model volume")
+
+    a = p.add_argument_group("aws (with --option aws)")
+    a.add_argument("--profile", help="AWS profile (default: the standard credential chain)")
+    a.add_argument("--region", help="AWS region (default: the profile's, or us-east-1)")
+    a.add_argument("--bucket", help="private S3 bucket for the model files (kept on teardown)")
+    a.add_argument("--instance-type", help="NVIDIA GPU instance type (default g4dn.xlarge)")
+    a.add_argument("--spot", action=argparse.BooleanOptionalAction, default=None,
+                   help="use a spot instance (cheaper; AWS may take it back)")
+    a.add_argument("--idle-minutes", type=int, metavar="N",
+                   help="the instance stops itself after N idle minutes (default 30)")
+    a.add_argument("--ami", help="pin an AMI id (default: the current Deep Learning GPU AMI)")
+    a.add_argument("--ssh-cidr", metavar="CIDR",
+                   help="who may SSH in (default: this machine's public address /32)")
+    a.add_argument("--purge-bucket", action="store_true",
+                   help="with --teardown: also delete the bucket and its model files")
 
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", help="what to draw")

@@ -14,8 +14,7 @@ from sdtui.ledger import Ledger
 
 def deployment_from_args(args: argparse.Namespace) -> Deployment:
     if args.option == "aws":
-        raise BadInput("cloud provisioning (Option A) is not available yet",
-                       fix="use --option local")
+        return _aws_deployment(args)
     from sdtui.deploy.local import DEFAULT_NAME, LocalDeployment, LocalSettings
 
     cfg = load_config().local
@@ -34,3 +33,46 @@ def deployment_from_args(args: argparse.Namespace) -> Deployment:
     if needs_model:
         settings.validate()
     return LocalDeployment(settings)
+
+
+def _aws_deployment(args: argparse.Namespace) -> Deployment:
+    """Option A: flags > the deployment's ledger > the config's [aws] section > defaults.
+    SDTUI_TEST_DOCKERFILE (tests only) builds another Dockerfile, e.g. Dockerfile.local."""
+    import os
+
+    from sdtui.deploy.aws.deployment import DEFAULT_NAME, AwsDeployment
+    from sdtui.deploy.aws.settings import DEFAULT_BASE_IMAGE, AwsSettings, resolve_region
+
+    cfg = load_config().aws
+    name = args.name or DEFAULT_NAME
+    previous = Ledger.load(name)
+    last = previous.params if previous else {}
+
+    def pick(flag, key: str, default):  # noqa: ANN001, ANN202
+        if flag is not None:
+            return flag
+        return last[key] if last.get(key) is not None else default
+
+    settings = AwsSettings(
+        name=name,
+        region=pick(args.region, "region", cfg.region),
+        bucket=pick(args.bucket, "bucket", cfg.bucket) or "",
+        models=args.model or [Path(m) for m in last.get("models", [])] or list(cfg.models),
+        profile=pick(args.profile, "profile", cfg.profile),
+        instance_type=pick(args.instance_type, "instance_type", cfg.instance_type),
+        spot=pick(args.spot, "spot", cfg.spot),
+        idle_minutes=pick(args.idle_minutes, "idle_minutes", cfg.idle_minutes),
+        ami=args.ami,
+        ssh_cidr=args.ssh_cidr,
+        base_image=pick(args.base_image, "base_image", DEFAULT_BASE_IMAGE),
+        dockerfile=os.environ.get("SDTUI_TEST_DOCKERFILE") or "Dockerfile",
+    )
+    if args.status or args.teardown:
+        settings.region = resolve_region(settings.region, settings.profile)
+    else:
+        if not settings.bucket:
+            raise BadInput("no S3 bucket given for the model files",
+                           fix="pass --bucket NAME (a globally unique name) or set bucket in "
+                           "the [aws] section of the config")
+        settings.validate()
+    return AwsDeployment(settings, purge_bucket=args.purge_bucket)

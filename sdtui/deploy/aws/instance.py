@@ -47,6 +47,7 @@ class LaunchSpec:
     key_name: str
     security_group_id: str
     spot: bool = False
+    user_data: str = ""  # cloud-init: the deployment's SSH host key (see ssh.py)
 
 
 def launch_request(spec: LaunchSpec, subnet_id: str) -> dict:
@@ -90,7 +91,12 @@ def launch_request(spec: LaunchSpec, subnet_id: str) -> dict:
             {"ResourceType": "network-interface", "Tags": tags(spec.name)},
         ],
         "ClientToken": uuid.uuid4().hex,  # botocore's own retries then cannot launch twice
+        # The idle auto-stop shuts the OS down: that stops an on-demand instance (its disk and
+        # image cache survive) and ends a one-time spot instance, which cannot be stopped.
+        "InstanceInitiatedShutdownBehavior": "terminate" if spec.spot else "stop",
     }
+    if spec.user_data:
+        request["UserData"] = spec.user_data  # boto3 base64-encodes it
     if spec.spot:
         request["InstanceMarketOptions"] = {
             "MarketType": "spot",

@@ -26,6 +26,7 @@ GPU_INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
 
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
+DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"  # Dockerfile's default
 MIN_VOLUME_GB = 60  # the Deep Learning AMI itself takes about 45 GB
 
 
@@ -42,6 +43,8 @@ class AwsSettings:
     ami: str | None = None
     ssh_cidr: str | None = None
     volume_gb: int = 100
+    base_image: str = DEFAULT_BASE_IMAGE
+    dockerfile: str = "Dockerfile"  # tests build Dockerfile.local (SDTUI_TEST_DOCKERFILE)
 
     def validate(self) -> None:
         """Everything that can be checked without calling AWS; raises BadInput on the first

@@ -25,8 +25,10 @@ class AwsRun:
     def __init__(self, settings: AwsSettings, ledger: Ledger, *,
                  public_ip: Callable[[], str] = access.detect_public_ip,
                  on_cost: OnCost | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep,
+                 user_data: Callable[[], str] | None = None) -> None:
         self.settings = settings
+        self._user_data = user_data
         self.ledger = ledger
         self._public_ip = public_ip
         self.on_cost = on_cost
@@ -54,6 +56,7 @@ class AwsRun:
         self.ledger.set_params(
             account=who.account, region=s.region, bucket=s.bucket, instance_type=s.instance_type,
             spot=s.spot, idle_minutes=s.idle_minutes, profile=s.profile,
+            models=[str(m.expanduser().absolute()) for m in s.models], base_image=s.base_image,
         )
         return f"{who.arn} in {s.region}"
 
@@ -162,6 +165,7 @@ class AwsRun:
             root_device_name=p.get("root_device_name", "/dev/sda1"), volume_gb=s.volume_gb,
             instance_profile=instance_profile_name(s.name), key_name=key_pair_name(s.name),
             security_group_id=group.id if group else "", spot=s.spot,
+            user_data=self._user_data() if self._user_data else "",
         )
         found = instance.ensure_instance(self.client("ec2"), spec, log=ctx.log, sleep=self.sleep)
         zone = found.get("Placement", {}).get("AvailabilityZone")
@@ -192,10 +196,13 @@ def aws_steps(
     public_ip: Callable[[], str] = access.detect_public_ip,
     on_cost: OnCost | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    user_data: Callable[[], str] | None = None,
 ) -> list[Step]:
-    """Validate locally (raises BadInput before anything is called), then the ordered steps."""
+    """Validate locally (raises BadInput before anything is called), then the ordered steps.
+    `user_data` is called once, at launch, for the instance's cloud-init user data."""
     settings.validate()
-    run = AwsRun(settings, ledger, public_ip=public_ip, on_cost=on_cost, sleep=sleep)
+    run = AwsRun(settings, ledger, public_ip=public_ip, on_cost=on_cost, sleep=sleep,
+                 user_data=user_data)
     return [
         Step("identity", "Check AWS credentials", run.run_identity),
         Step("ami", "Find the Deep Learning GPU AMI", run.run_ami, run.ami_done),

@@ -1,0 +1,237 @@
+"""The instance's host bootstrap: one idempotent bash script, built by pure functions from a
+`HostPlan`, run over SSH (stdin, never argv) with its output streamed as step logs.
+
+It makes sure s3fs is installed, mounts the bucket read-only with the instance role (cache on
+the instance's NVMe when there is one) and keeps the mount in /etc/fstab, checks Docker and the
+NVIDIA runtime with a probe container, prepares the worker's outputs dir, and installs the
+systemd timer that stops the instance after N idle minutes.
+
+Test-only settings (read by `host_plan_from_env`, documented in the README):
+  SDTUI_TEST_HOST_PREFIX=DIR  every host path (mount point, fstab, outputs, idle check, units)
+                              lives under DIR, so a local sshd can stand in for the instance;
+                              systemd is then optional.
+  SDTUI_TEST_NO_GPU=1         skip the NVIDIA probe and run the worker without a GPU request.
+With an S3 endpoint override (AWS_ENDPOINT_URL[_S3]) s3fs uses that endpoint, path-style
+requests and static credentials from a 0600 passwd file instead of the instance role.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+
+from sdtui.worker.server import ACTIVITY_FILE
+
+MOUNT_POINT = "/mnt/sd-data"
+OUTPUTS_DIR = "/var/lib/sdtui/outputs"
+IDLE_CHECK = "/usr/local/sbin/sdtui-idle-check"
+UNITS_DIR = "/etc/systemd/system"
+PASSWD_FILE = "/etc/sdtui/s3fs-passwd"
+NVME_DIR = "/opt/dlami/nvme"  # the Deep Learning AMI mounts the instance store here
+FALLBACK_CACHE = "/var/cache/s3fs"
+WORKER_UID = 1000  # the worker image's user
+DOCKER_INFO_FORMAT = (
+    "Docker {{.ServerVersion}}, runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}"
+)
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    bucket: str
+    region: str
+    idle_minutes: int
+    gpu_probe_image: str | None  # a CUDA image to run nvidia-smi in; None: no check (tests)
+    user: str = "ubuntu"
+    prefix: str = ""  # test sandbox root; "" on a real instance
+    s3_endpoint: str | None = None
+    s3_credentials: tuple[str, str] | None = None  # only with s3_endpoint
+
+    def path(self, absolute: str) -> str:
+        return f"{self.prefix}{absolute}"
+
+    @property
+    def mount_point(self) -> str:
+        return self.path(MOUNT_POINT)
+
+    @property
+    def outputs_dir(self) -> str:
+        return self.path(OUTPUTS_DIR)
+
+    @property
+    def activity_file(self) -> str:
+        return f"{self.outputs_dir}/{ACTIVITY_FILE}"
+
+
+def host_plan_from_env(bucket: str, region: str, idle_minutes: int, *, user: str,
+                       probe_image: str, s3_endpoint: str | None,
+                       credentials: tuple[str, str] | None) -> HostPlan:
+    no_gpu = os.environ.get("SDTUI_TEST_NO_GPU", "") == "1"
+    return HostPlan(
+        bucket=bucket, region=region, idle_minutes=idle_minutes, user=user,
+        gpu_probe_image=None if no_gpu else probe_image,
+        prefix=os.environ.get("SDTUI_TEST_HOST_PREFIX", "").rstrip("/"),
+        s3_endpoint=s3_endpoint, s3_credentials=credentials if s3_endpoint else None,
+    )
+
+
+def s3fs_options(plan: HostPlan, cache_dir: str) -> str:
+    options = ["ro", "allow_other", "umask=0022", f"use_cache={cache_dir}"]
+    if plan.s3_endpoint:
+        options += [f"url={plan.s3_endpoint}", "use_path_request_style",
+                    f"passwd_file={plan.path(PASSWD_FILE)}"]
+    else:
+        options += ["iam_role=auto", f"url=https://s3.{plan.region}.amazonaws.com",
+                    f"endpoint={plan.region}"]
+    return ",".join(options)
+
+
+def idle_check_script(activity_file: str, idle_minutes: int, uptime_file: str = "/proc/uptime",
+                      shutdown: str = "shutdown -h now") -> str:
+    """Run every minute: shut down once the worker has been idle for `idle_minutes`. Idle time
+    counts from the later of the last activity and the boot, so a restarted instance gets a
+    full period. EC2 turns the shutdown into a stop (on-demand) or a termination (spot)."""
+    return f"""#!/bin/sh
+# Installed by sdtui: stop this instance after {idle_minutes} idle minutes.
+set -eu
+{idle_seconds_shell(activity_file, uptime_file)}
+if [ "$idle" -ge {idle_minutes * 60} ]; then
+  echo "sdtui: idle for $((idle / 60)) min; shutting down"
+  {shutdown}
+fi
+"""
+
+
+def idle_seconds_shell(activity_file: str, uptime_file: str = "/proc/uptime") -> str:
+    """Shell lines that set $idle: seconds since the last activity or the boot."""
+    return f"""now=$(date +%s)
+boot=$((now - $(cut -d. -f1 {shlex.quote(uptime_file)})))
+last=$(stat -c %Y {shlex.quote(activity_file)} 2>/dev/null || echo 0)
+[ "$last" -lt "$boot" ] && last=$boot
+idle=$((now - last))"""
+
+
+def idle_probe_command(plan: HostPlan) -> str:
+    """Prints the idle seconds; status() turns it into the time left."""
+    return f"sh -c {shlex.quote(idle_seconds_shell(plan.activity_file) + chr(10) + 'echo $idle')}"
+
+
+IDLE_SERVICE = """[Unit]
+Description=sdtui idle auto-stop check
+
+[Service]
+Type=oneshot
+ExecStart={check}
+"""
+
+IDLE_TIMER = """[Unit]
+Description=sdtui idle auto-stop, checked every minute
+
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec=1min
+AccuracySec=10s
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def _write_file(path: str, content: str, mode: str) -> str:
+    marker = "SDTUI_EOF"
+    assert marker not in content
+    q = shlex.quote(path)
+    return (f"mkdir -p \"$(dirname {q})\"\n"
+            f"cat > {q}.tmp <<'{marker}'\n{content}{marker}\n"
+            f"chmod {mode} {q}.tmp && mv {q}.tmp {q}\n")
+
+
+def bootstrap_script(plan: HostPlan) -> str:
+    """The whole bootstrap. Contains credentials only with an endpoint override (tests), and is
+    sent on stdin, so it must never be logged."""
+    q = shlex.quote
+    mount, outputs = q(plan.mount_point), q(plan.outputs_dir)
+    fstab = q(plan.path("/etc/fstab"))
+    sandbox = "1" if plan.prefix else ""
+    parts = ["""#!/bin/bash
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+fail() { echo "ERROR: $*"; exit 3; }
+
+echo "== s3fs"
+if command -v s3fs >/dev/null; then
+  echo "s3fs is installed ($(s3fs --version 2>/dev/null | head -n1))"
+else
+  echo "installing s3fs"
+  apt-get update -q >/dev/null && apt-get install -y -q s3fs >/dev/null \\
+    || fail "could not install s3fs (apt-get install s3fs)"
+fi
+"""]
+    if plan.s3_endpoint and plan.s3_credentials:
+        key, secret = plan.s3_credentials
+        passwd = q(plan.path(PASSWD_FILE))
+        parts.append(f"""mkdir -p "$(dirname {passwd})"
+(umask 077 && printf '%s:%s\\n' {q(key)} {q(secret)} > {passwd})
+""")
+    parts.append(f"""
+echo "== mount s3://{plan.bucket} read-only at {plan.mount_point}"
+if [ -d {q(plan.path(NVME_DIR))} ]; then cache={q(plan.path(NVME_DIR))}/s3fs-cache
+else cache={q(plan.path(FALLBACK_CACHE))}; fi
+mkdir -p "$cache" {mount}
+opts="{s3fs_options(plan, '$cache')}"
+entry="{plan.bucket} {plan.mount_point} fuse.s3fs _netdev,$opts 0 0"
+touch {fstab}
+if ! grep -qxF "$entry" {fstab}; then
+  grep -v " {plan.mount_point} fuse.s3fs " {fstab} > {fstab}.tmp || true
+  echo "$entry" >> {fstab}.tmp && mv {fstab}.tmp {fstab}
+  echo "fstab entry written: the mount survives a reboot"
+fi
+if mountpoint -q {mount}; then
+  echo "already mounted (cache in $cache)"
+else
+  s3fs {q(plan.bucket)} {mount} -o "$opts" || fail "s3fs could not mount s3://{plan.bucket}"
+  echo "mounted (cache in $cache)"
+fi
+ls {mount} >/dev/null || fail "the mount at {plan.mount_point} is not readable"
+
+echo "== docker"
+docker info --format {q(DOCKER_INFO_FORMAT)} \\
+  || fail "Docker is not running on the instance"
+""")
+    if plan.user != "root":
+        user = q(plan.user)
+        parts.append(f"id -nG {user} | grep -qw docker || usermod -aG docker {user}\n")
+    if plan.gpu_probe_image:
+        parts.append(f"""
+echo "== NVIDIA GPU in a probe container"
+docker run --rm --gpus all {q(plan.gpu_probe_image)} nvidia-smi -L \\
+  || fail "no NVIDIA GPU is usable from Docker (driver or nvidia-container-toolkit missing)"
+""")
+    else:
+        parts.append('\necho "== GPU check skipped (SDTUI_TEST_NO_GPU=1)"\n')
+    parts.append(f"""
+echo "== worker outputs at {plan.outputs_dir}"
+install -d -m 0755 -o {WORKER_UID} -g {WORKER_UID} {outputs}
+touch {q(plan.activity_file)} && chown {WORKER_UID}:{WORKER_UID} {q(plan.activity_file)}
+
+echo "== idle auto-stop after {plan.idle_minutes} min"
+""")
+    check = plan.path(IDLE_CHECK)
+    parts.append(_write_file(check, idle_check_script(plan.activity_file, plan.idle_minutes),
+                             "0755"))
+    units = plan.path(UNITS_DIR)
+    parts.append(_write_file(f"{units}/sdtui-idle.service", IDLE_SERVICE.format(check=check),
+                             "0644"))
+    parts.append(_write_file(f"{units}/sdtui-idle.timer", IDLE_TIMER, "0644"))
+    parts.append(f"""if [ -d /run/systemd/system ] && [ -z "{sandbox}" ]; then
+  systemctl daemon-reload && systemctl enable --now sdtui-idle.timer >/dev/null \\
+    || fail "could not start the idle auto-stop timer"
+  echo "timer sdtui-idle.timer is active"
+elif [ -n "{sandbox}" ]; then
+  echo "test sandbox: the timer is installed, not started"
+else
+  fail "systemd is not running; the idle auto-stop cannot be enforced"
+fi
+echo "== host ready"
+""")
+    return "".join(parts)

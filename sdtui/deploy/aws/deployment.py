@@ -1,0 +1,360 @@
+"""Option A as a Deployment: the AWS steps, then the host bootstrap over SSH, the worker image
+built on the instance and the worker container run there, all through the Docker SDK over
+ssh:// with the deployment's pinned host key; the same WorkerClient streams the images back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable
+from functools import cached_property
+
+import docker
+from botocore.exceptions import BotoCoreError, ClientError
+from docker.types import Mount
+
+from sdtui.client import WorkerClient
+from sdtui.container.build import build_image, existing_image
+from sdtui.deploy import worker_container
+from sdtui.deploy.aws import access, instance, pricing, ssh
+from sdtui.deploy.aws import teardown as aws_teardown
+from sdtui.deploy.aws.bootstrap import (
+    HostPlan,
+    bootstrap_script,
+    host_plan_from_env,
+    idle_probe_command,
+)
+from sdtui.deploy.aws.docker_ssh import docker_over_ssh
+from sdtui.deploy.aws.session import client, make_session
+from sdtui.deploy.aws.settings import AwsSettings
+from sdtui.deploy.aws.steps import aws_steps
+from sdtui.deploy.base import (
+    CostUpdate,
+    Deployment,
+    DeploymentStatus,
+    OnEvent,
+    Resource,
+    Step,
+    StepContext,
+    StepFinished,
+    StepLog,
+    StepStarted,
+    TeardownReport,
+    run_steps,
+)
+from sdtui.errors import BadInput, DeploymentError, SdtuiError
+from sdtui.ledger import Ledger
+from sdtui.modelfiles import model_files
+
+DEFAULT_NAME = "aws"
+STATUS_SSH_WAIT_S = 5
+
+
+def model_in_container(models: list) -> str:
+    """Where the primary model appears under /data (the bucket keeps Option B's layout)."""
+    return f"{worker_container.DATA_DIR}/{model_files(models[0])[0][1].split('/')[0]}"
+
+
+class AwsDeployment(Deployment):
+    option = "aws"
+
+    def __init__(self, settings: AwsSettings, *, purge_bucket: bool = False,
+                 public_ip: Callable[[], str] = access.detect_public_ip,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.purge_bucket = purge_bucket  # --purge-bucket, honoured by teardown()
+        self.ledger = Ledger.open(settings.name, "aws")
+        self._public_ip = public_ip
+        self._sleep = sleep
+        self._on_event: OnEvent = lambda event: None
+        self._engine: docker.DockerClient | None = None
+        self._image: str | None = None
+        self._worker: WorkerClient | None = None
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    @cached_property
+    def session(self):  # noqa: ANN201
+        return make_session(self.settings.profile, str(self.settings.region))
+
+    @cached_property
+    def ec2(self):  # noqa: ANN201
+        return client(self.session, "ec2")
+
+    def _emit(self, event: CostUpdate | StepLog) -> None:
+        self._on_event(event)
+
+    def _find_running(self) -> dict:
+        """Our instance, running; a clear error (spot interruption included) otherwise."""
+        found = instance.find_instance(self.ec2, self.name)
+        if found is None:
+            entry = self.ledger.get("instance")
+            if entry is not None:
+                with contextlib.suppress(ClientError, IndexError):
+                    if message := instance.spot_interruption(instance.describe(self.ec2, entry.id)):
+                        raise DeploymentError(message, fix="run sdtui again to launch a new one")
+            raise BadInput(f"deployment {self.name!r} has no instance",
+                           fix="run sdtui --no-ui --option aws with --model and --bucket to "
+                           "provision it")
+        state = found["State"]["Name"]
+        if state != "running":
+            raise DeploymentError(
+                f"instance {found['InstanceId']} is {state} (the idle auto-stop stops it after "
+                f"{self.settings.idle_minutes} idle minutes)",
+                fix="run sdtui again with a prompt to start it and reattach",
+            )
+        return found
+
+    def _target(self, found: dict) -> ssh.SshTarget:
+        return ssh.instance_target(found.get("PublicIpAddress"))
+
+    def _open_ssh(self, target: ssh.SshTarget, *, wait_s: float = ssh.CONNECT_WAIT_S,
+                  log: Callable[[str], None] = lambda line: None):  # noqa: ANN202
+        known_hosts = ssh.pin_host_key(self.name, target)
+        return ssh.open_ssh(target, access.private_key_path(self.name), known_hosts,
+                            wait_s=wait_s, log=log, sleep=self._sleep)
+
+    def host_plan(self, target: ssh.SshTarget) -> HostPlan:
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        credentials = None
+        if endpoint:  # tests and private endpoints: no instance role there
+            frozen = self.session.get_credentials().get_frozen_credentials()
+            credentials = (frozen.access_key, frozen.secret_key)
+        s = self.settings
+        return host_plan_from_env(s.bucket, str(s.region), s.idle_minutes, user=target.user,
+                                  probe_image=s.base_image, s3_endpoint=endpoint,
+                                  credentials=credentials)
+
+    @property
+    def engine(self) -> docker.DockerClient:
+        if self._engine is None:
+            target = self._target(self._find_running())
+            # sshd may still be starting: wait for it here, where the wait is bounded
+            self._open_ssh(target).close()
+            self._engine = docker_over_ssh(target, access.private_key_path(self.name),
+                                           ssh.known_hosts_path(self.name))
+        return self._engine
+
+    def _cost(self, found: dict, idle_stop_in_s: int | None) -> CostUpdate | None:
+        hourly = self.ledger.params.get("hourly_usd")
+        if hourly is None or "LaunchTime" not in found:
+            return None
+        return pricing.cost_update(found["LaunchTime"], float(hourly),
+                                   idle_stop_in_s=idle_stop_in_s)
+
+    # --- steps -------------------------------------------------------------------------------
+
+    def provision(self, on_event: OnEvent, cancel: threading.Event | None = None) -> None:
+        self._on_event = on_event
+        run_steps(self.plan(), on_event, cancel)
+
+    def plan(self) -> list[Step]:
+        steps = aws_steps(self.settings, self.ledger, public_ip=self._public_ip,
+                          on_cost=self._emit, sleep=self._sleep,
+                          user_data=lambda: ssh.user_data(self.name))
+        return steps + [
+            Step("bootstrap", "Prepare the instance: s3fs mount, Docker, GPU, idle stop",
+                 self._bootstrap),
+            Step("image", "Build the worker image on the instance", self._build_image,
+                 self._image_exists),
+            Step("container", "Start the worker container", self._create_container,
+                 self._container_current),
+            Step("attach", "Load the model and attach", self._attach),
+        ]
+
+    def _bootstrap(self, ctx: StepContext) -> str:
+        found = self._find_running()
+        target = self._target(found)
+        plan = self.host_plan(target)
+        errors: list[str] = []
+
+        def on_line(line: str) -> None:
+            if line.startswith("ERROR: "):
+                errors.append(line.removeprefix("ERROR: "))
+            ctx.log(line)
+
+        connection = self._open_ssh(target, log=ctx.log)
+        try:
+            status = ssh.run_script(connection, bootstrap_script(plan),
+                                    sudo=target.user != "root", on_line=on_line)
+        finally:
+            connection.close()
+        if status != 0:
+            reason = errors[-1] if errors else f"exit status {status}"
+            raise DeploymentError(f"the host bootstrap on {target.host} failed: {reason}",
+                                  fix="read the step's output above, then run sdtui again")
+        self.ledger.set_params(mount_point=plan.mount_point, outputs_dir=plan.outputs_dir)
+        if cost := self._cost(found, self.settings.idle_minutes * 60):
+            self._emit(cost)
+        return (f"s3://{plan.bucket} read-only at {plan.mount_point}, Docker ready, "
+                f"idle stop after {plan.idle_minutes} min")
+
+    def _image_exists(self) -> str | None:
+        s = self.settings
+        self._image = existing_image(self.engine, dockerfile=s.dockerfile, base_image=s.base_image)
+        return f"{self._image} is up to date" if self._image else None
+
+    def _build_image(self, ctx: StepContext) -> str:
+        s = self.settings
+        self._image = build_image(self.engine, dockerfile=s.dockerfile, base_image=s.base_image,
+                                  on_log=ctx.log)
+        return self._image
+
+    def _spec(self) -> worker_container.WorkerSpec:
+        plan = self.host_plan(self._target(self._find_running()))
+        return worker_container.WorkerSpec(
+            deployment=self.name,
+            image=self._image or "",
+            model=model_in_container(self.settings.models),
+            data_mount=Mount(worker_container.DATA_DIR, plan.mount_point, type="bind",
+                             read_only=True),
+            outputs_host_dir=plan.outputs_dir,
+            gpu=plan.gpu_probe_image is not None,
+        )
+
+    def _container_current(self) -> str | None:
+        container = worker_container.find_worker(self.engine, self.name)
+        if container is None or not worker_container.is_current(container, self._spec()):
+            return None
+        self.ledger.record("container", container.name, container_id=container.id)
+        return f"{container.name} ({container.status})"
+
+    def _create_container(self, ctx: StepContext) -> str:
+        old = worker_container.find_worker(self.engine, self.name)
+        if old is not None:
+            ctx.log(f"replacing {old.name}: the image or the model changed")
+            old.remove(force=True)
+        container = worker_container.create_worker(self.engine, self._spec())
+        self.ledger.record("container", container.name, container_id=container.id)
+        return container.name
+
+    def _attach(self, ctx: StepContext) -> str:
+        container = worker_container.find_worker(self.engine, self.name)
+        was_running = container.status == "running"
+        self._worker = worker_container.attach(container)
+        ready = self._worker.ready or {}
+        how = "reattached, model already loaded" if was_running else (
+            f"model loaded in {ready.get('load_seconds', 0):.1f} s")
+        return f"{how}: {ready.get('device')}/{ready.get('dtype')}"
+
+    # --- the interface -----------------------------------------------------------------------
+
+    def connect(self) -> WorkerClient:
+        if self._worker is not None and not self._worker.closed:
+            return self._worker
+        container = worker_container.find_worker(self.engine, self.name)
+        if container is None:
+            raise BadInput(f"deployment {self.name!r} has no worker container",
+                           fix="run sdtui again to provision it")
+        self._worker = worker_container.attach(container)
+        return self._worker
+
+    def idle_stop_in_s(self, target: ssh.SshTarget) -> int | None:
+        """Seconds until the instance stops itself, read from the activity file's mtime."""
+        try:
+            connection = self._open_ssh(target, wait_s=STATUS_SSH_WAIT_S)
+        except SdtuiError:
+            return None
+        try:
+            idle = int(ssh.run_command(connection, idle_probe_command(self.host_plan(target))))
+        except (ValueError, OSError):
+            return None
+        finally:
+            connection.close()
+        return max(self.settings.idle_minutes * 60 - idle, 0)
+
+    def status(self) -> DeploymentStatus:
+        ledger = Ledger.load(self.name)
+        if ledger is None:
+            return DeploymentStatus(self.name, "aws", "absent")
+        self.ledger = ledger
+        resources = [Resource(e.kind, e.id, "recorded", kept_on_teardown=e.kind == "bucket")
+                     for e in ledger.resources() if e.kind not in {"instance", "object"}]
+        for r in resources:
+            if r.kind == "bucket":
+                r.note = "model files; kept on teardown unless --purge-bucket"
+        hourly = ledger.params.get("hourly_usd")
+        status = DeploymentStatus(self.name, "aws", "absent", resources,
+                                  hourly_usd=float(hourly) if hourly is not None else None)
+        try:
+            found = instance.find_instance(self.ec2, self.name)
+            entry = ledger.get("instance")
+            if found is None and entry is not None:
+                gone = instance.describe(self.ec2, entry.id)
+                if message := instance.spot_interruption(gone):
+                    status.state = "interrupted"
+                    resources.insert(0, Resource("instance", entry.id, "terminated",
+                                                 note=message))
+                    return status
+        except (ClientError, BotoCoreError, IndexError, SdtuiError) as exc:
+            status.state = f"unknown ({exc})"
+            return status
+        if found is None:
+            status.state = "provisioning" if resources else "absent"
+            return status
+        state = found["State"]["Name"]
+        ip = found.get("PublicIpAddress", "no address")
+        detail = f"{state}, {ip}"
+        if state == "running":
+            status.state = "ready" if ledger.get("container") else "provisioning"
+            status.idle_stop_in_s = self.idle_stop_in_s(self._target(found))
+            if status.idle_stop_in_s is not None:
+                detail += f", idle stop in {status.idle_stop_in_s // 60} min"
+            if cost := self._cost(found, status.idle_stop_in_s):
+                status.cost_so_far_usd = cost.so_far_usd
+        else:
+            status.state = state
+        resources.insert(0, Resource("instance", found["InstanceId"], detail,
+                                     note=found.get("InstanceType", "")))
+        return status
+
+    def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport:
+        on_event(StepStarted("teardown", f"Tear down {self.name}"))
+        started = time.monotonic()
+
+        def log(line: str) -> None:
+            on_event(StepLog("teardown", line))
+
+        ledger = Ledger.load(self.name)
+        self._remove_worker(log)
+        report = aws_teardown.teardown(self.session, self.name, ledger,
+                                       purge_bucket=purge or self.purge_bucket, log=log,
+                                       sleep=self._sleep)
+        if not any(r.kind == "instance" for r in report.left):
+            ssh.delete_host_key(self.name)
+        outcome = "failed" if report.left else "done"
+        on_event(StepFinished("teardown", outcome, _summary(report), time.monotonic() - started))
+        return report
+
+    def _remove_worker(self, log: Callable[[str], None]) -> None:
+        """The worker container, when the instance can be reached (it goes with the instance
+        anyway; removing it first ends its stream cleanly)."""
+        try:
+            found = instance.find_instance(self.ec2, self.name)
+            if found is None or found["State"]["Name"] != "running":
+                return
+            target = self._target(found)
+            self._open_ssh(target, wait_s=STATUS_SSH_WAIT_S).close()
+            engine = docker_over_ssh(target, access.private_key_path(self.name),
+                                     ssh.known_hosts_path(self.name))
+            for container in engine.containers.list(
+                    all=True, filters={"label": f"{worker_container.LABEL}={self.name}"}):
+                container.remove(force=True)
+                log(f"removed container {container.name}")
+            engine.close()
+        except (SdtuiError, ClientError, BotoCoreError, docker.errors.DockerException,
+                OSError) as exc:
+            log(f"worker container not removed ({exc}); it goes with the instance")
+
+
+def _summary(report: TeardownReport) -> str:
+    removed = ", ".join(f"{r.kind} {r.id}" for r in report.removed) or "nothing"
+    text = f"removed {removed}"
+    if report.kept:
+        text += "; kept " + ", ".join(f"{r.kind} {r.id} ({r.note})" for r in report.kept)
+    if report.left:
+        text += "; LEFT " + ", ".join(f"{r.kind} {r.id} ({r.note})" for r in report.left)
+    return text
