@@ -122,7 +122,7 @@ class PromptScreen(Screen[None]):
             with Vertical(id="prompt-output"):
                 with Horizontal(id="gen-row"):
                     yield Label("", id="gen-status")
-                    yield ProgressBar(id="gen-progress", show_eta=False)
+                    yield ProgressBar(id="gen-progress", show_eta=False, total=1)
                 yield Vertical(self.app.image_class(id="image"), id="image-box")
                 yield Static("", id="saved-path")
                 yield Label("Gallery  (r re-run · c copy prompt · o show path)", classes="section")
