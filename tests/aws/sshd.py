@@ -1,0 +1,72 @@
+"""An OpenSSH server on 127.0.0.1 standing in for the instance: its host key is the one the
+deployment put in the instance's user data, and it lets in the deployment's key pair only."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+
+SSHD = "/usr/sbin/sshd"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def host_key_from_user_data(ec2, instance_id: str) -> str:
+    """What cloud-init would install: the ed25519 private host key from the user data."""
+    value = ec2.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")
+    text = base64.b64decode(value["UserData"]["Value"]).decode()
+    header, _, body = text.partition("\n")
+    assert header == "#cloud-config"
+    return json.loads(body)["ssh_keys"]["ed25519_private"]
+
+
+def public_key_of(private_key: Path) -> str:
+    key = serialization.load_ssh_private_key(private_key.read_bytes(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                         serialization.PublicFormat.OpenSSH).decode()
+
+
+class Sshd:
+    def __init__(self, folder: Path, port: int, host_key_pem: str, authorized_public: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.port = folder, port
+        host_key = folder / "ssh_host_ed25519_key"
+        host_key.write_text(host_key_pem)
+        host_key.chmod(0o600)
+        (folder / "authorized_keys").write_text(authorized_public + "\n")
+        config = folder / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
+            f"AuthorizedKeysFile {folder / 'authorized_keys'}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
+            f"PidFile {folder / 'sshd.pid'}\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+        self.log = open(folder / "sshd.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((folder / "sshd.log").read_text()) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()

@@ -1,0 +1,139 @@
+"""Option A end to end, with everything real but the instance: moto over HTTP for S3, IAM, EC2,
+STS and SSM (the Pricing API falls back to the built-in table), an sshd on 127.0.0.1 in place of
+the instance, the real bootstrap script over SSH, s3fs mounting the moto bucket, the Docker SDK
+over ssh:// driving this machine's engine, and the real worker reading the tiny model through
+the mount. The "EC2 boot" is the one fake: when moto shows the instance running, the test starts
+the sshd with the host key from the instance's user data.
+
+Test settings used (documented in sdtui/deploy/aws/bootstrap.py and ssh.py):
+SDTUI_INSTANCE_SSH, SDTUI_TEST_HOST_PREFIX, SDTUI_TEST_NO_GPU, SDTUI_TEST_DOCKERFILE."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sdtui import cli
+from sdtui.deploy.aws.access import private_key_path
+from sdtui.deploy.aws.naming import tag_filter
+from sdtui.deploy.worker_container import LABEL
+
+from .sshd import Sshd, free_port, host_key_from_user_data, public_key_of
+
+BUCKET = "sdtui-e2e-models"
+NAME = "e2e"
+
+
+def tiny_checkpoint(folder: Path) -> Path:
+    folder.mkdir()
+    out = subprocess.run([sys.executable, "-m", "sdtui.devtools.tiny_model",
+                          str(folder / "tiny.ckpt"), "--format", "ckpt"],
+                         check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip())
+
+
+class FakeBoot(threading.Thread):
+    """Waits for the instance in moto, then 'boots' it: an sshd with the user data's host key
+    that accepts the deployment's key pair."""
+
+    def __init__(self, ec2, folder: Path, port: int) -> None:
+        super().__init__(daemon=True)
+        self.ec2, self.folder, self.port = ec2, folder, port
+        self.sshd: Sshd | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                found = self.ec2.describe_instances(Filters=[
+                    tag_filter(NAME), {"Name": "instance-state-name", "Values": ["running"]}
+                ])["Reservations"]
+                if found:
+                    instance_id = found[0]["Instances"][0]["InstanceId"]
+                    self.sshd = Sshd(self.folder, self.port,
+                                     host_key_from_user_data(self.ec2, instance_id),
+                                     public_key_of(private_key_path(NAME)))
+                    return
+                time.sleep(0.2)
+        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+            self.error = exc
+
+
+def sdtui(*args: str) -> int:
+    return cli.main(["--no-ui", "--option", "aws", "--name", NAME, *args])
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeypatch, capsys):
+    from conftest import OFFLINE_BASE
+
+    model = tiny_checkpoint(tmp_path / "models")
+    host = tmp_path / "host"
+    port = free_port()
+    monkeypatch.setenv("SDTUI_INSTANCE_SSH", f"root@127.0.0.1:{port}")
+    monkeypatch.setenv("SDTUI_TEST_HOST_PREFIX", str(host))
+    monkeypatch.setenv("SDTUI_TEST_NO_GPU", "1")
+    monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
+    out = tmp_path / "out"
+    mount = host / "mnt/sd-data"
+    boot = FakeBoot(aws["ec2"], tmp_path / "sshd", port)
+    boot.start()
+    try:
+        rc = sdtui("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,
+                   "--ssh-cidr", "203.0.113.7/32", "--idle-minutes", "20",
+                   "--prompt", "a lighthouse at dusk", "-n", "2", "--steps", "2",
+                   "--width", "64", "--height", "64", "--seed", "7", "--out", str(out))
+        captured = capsys.readouterr()
+        assert boot.error is None
+        assert rc == 0, captured.err
+
+        # images arrived in the outputs dir, and the worker kept its copies on the "host"
+        saved = sorted(out.glob("*.png"))
+        assert len(saved) == 2
+        assert [str(p) for p in saved] == sorted(captured.out.split())
+        assert len(list((host / "var/lib/sdtui/outputs").glob("**/*.png"))) == 2
+        # the worker read the model through the s3fs mount, bound read-only at /data
+        assert subprocess.run(["mountpoint", "-q", str(mount)]).returncode == 0
+        assert (mount / model.name).stat().st_size == model.stat().st_size
+        worker = docker_client.containers.get(f"sdtui-{NAME}-worker")
+        data = next(m for m in worker.attrs["Mounts"] if m["Destination"] == "/data")
+        assert (data["Source"], data["RW"]) == (str(mount), False)
+        assert "fuse.s3fs" in (host / "etc/fstab").read_text()
+        assert "SDTUI_EOF" not in captured.err and "testing:testing" not in captured.err
+        assert (host / "usr/local/sbin/sdtui-idle-check").stat().st_mode & 0o111
+
+        # status: running, the idle stop counting down from 20 minutes, the bucket kept
+        assert sdtui("--status") == 0
+        status = capsys.readouterr().out
+        assert "aws): ready" in status
+        assert "idle stop in 19 min" in status or "idle stop in 20 min" in status
+        assert "bucket" in status and "kept on teardown" in status
+
+        # teardown leaves nothing tagged in moto, and the worker container is gone
+        assert sdtui("--teardown", "--purge-bucket") == 0
+        ec2 = aws["ec2"]
+        live = ec2.describe_instances(Filters=[tag_filter(NAME), {
+            "Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}])
+        assert live["Reservations"] == []
+        assert ec2.describe_security_groups(Filters=[tag_filter(NAME)])["SecurityGroups"] == []
+        assert ec2.describe_key_pairs(Filters=[tag_filter(NAME)])["KeyPairs"] == []
+        assert not any(r["RoleName"].startswith(f"sdtui-{NAME}")
+                       for r in aws["iam"].list_roles()["Roles"])
+        assert BUCKET not in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
+        assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={NAME}"})
+    finally:
+        boot.stop.set()
+        boot.join(5)
+        for container in docker_client.containers.list(
+                all=True, filters={"label": f"{LABEL}={NAME}"}):
+            container.remove(force=True)
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+        if boot.sshd is not None:
+            boot.sshd.stop()
