@@ -229,7 +229,12 @@ def _validate(obj: Any, schemas: dict[str, dict[str, Field]], what: str) -> dict
         if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
             names = " or ".join(k.__name__ for k in kinds)
             raise ProtocolError(f"{kind}: {name} must be {names}, got {json.dumps(value)[:40]}")
-        out[name] = field.check(name, value) if field.check else value
+        if field.check:
+            try:
+                value = field.check(name, value)
+            except ProtocolError as exc:
+                raise ProtocolError(f"{kind}: {exc}") from None
+        out[name] = value
     return out
 
 

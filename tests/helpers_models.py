@@ -1,4 +1,4 @@
-"""Plain helpers for the model tests (no fixtures here: tests/conftest.py belongs elsewhere)."""
+"""Helpers for tests that need models; tests/conftest.py re-exports the fixtures."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import socket
 import struct
 import zipfile
 from pathlib import Path
+
+import pytest
+
+from sdtui.devtools.tiny_model import write_tiny_model
 
 # The original LDM config (the kind of S.yaml other SD tools read) for the tiny model's UNet
 # and VAE: sdtui.devtools.tiny_model's TINY_UNET / TINY_VAE in LDM terms.
@@ -77,3 +81,19 @@ def write_fake_torch_zip(path: Path) -> Path:
 def write_fake_safetensors(path: Path, header: bytes = b'{"__metadata__": {}}') -> Path:
     path.write_bytes(struct.pack("<Q", len(header)) + header)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The three tiny formats from one seed: the same weights, so the same pixels."""
+    root = tmp_path_factory.mktemp("tiny")
+    return {
+        "diffusers": write_tiny_model(root / "tiny-sd", "diffusers", seed=7),
+        "ckpt": write_tiny_model(root / "tiny.ckpt", "ckpt", seed=7),
+        "safetensors": write_tiny_model(root / "tiny.safetensors", "safetensors", seed=7),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusers(tiny_models: dict[str, Path]) -> Path:
+    return tiny_models["diffusers"]

@@ -25,13 +25,8 @@ PROMPT = "a lighthouse on a cliff at dusk"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    return {
-        "diffusers": write_tiny_model(root / "tiny-sd", "diffusers", seed=7),
-        "ckpt": write_tiny_model(root / "tiny.ckpt", "ckpt", seed=7),
-        "safetensors": write_tiny_model(root / "tiny.safetensors", "safetensors", seed=7),
-    }
+def tiny(tiny_models: dict[str, Path]) -> dict[str, Path]:
+    return tiny_models
 
 
 @pytest.fixture(scope="module")

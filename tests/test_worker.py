@@ -1,0 +1,183 @@
+"""The worker as a real process speaking the protocol on its stdin/stdout (no container)."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from PIL import Image
+
+from sdtui.client import WorkerClient, decode_png
+from sdtui.protocol import ProtocolError
+from sdtui.outputs import read_metadata
+
+FAST = {"steps": 4, "width": 64, "height": 64, "preview_every": 2}
+
+
+class WorkerProcess:
+    def __init__(self, model, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sdtui.worker", "--model", str(model), *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.client = WorkerClient.over_pipes(self.proc.stdout, self.proc.stdin)
+
+    def stop(self) -> tuple[int, str]:
+        self.proc.stdin.close()
+        rc = self.proc.wait(timeout=120)
+        return rc, self.proc.stderr.read().decode()
+
+
+@pytest.fixture(scope="module")
+def worker(tiny_diffusers, tmp_path_factory):
+    outputs = tmp_path_factory.mktemp("worker-outputs")
+    w = WorkerProcess(tiny_diffusers, "--outputs", str(outputs))
+    w.outputs = outputs
+    w.client.wait_ready(timeout=300)
+    yield w
+    w.stop()
+
+
+def run(client, **params):
+    return list(client.generate(**{"prompt": "a red fox", "seed": 11, **FAST, **params}))
+
+
+def test_ready_reports_model_device_and_versions(worker, tiny_diffusers):
+    ready = worker.client.ready
+    assert ready["protocol"] == 1
+    assert ready["model"] == str(tiny_diffusers) and ready["format"] == "diffusers"
+    assert (ready["device"], ready["dtype"]) == ("cpu", "float32")
+    assert ready["torch"] and ready["diffusers"] and ready["load_seconds"] > 0
+
+
+def test_generate_streams_progress_previews_and_a_png_of_the_requested_size(worker):
+    events = run(worker.client, width=64, height=128, count=1)
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "done" and kinds.count("image") == 1
+    assert [e["step"] for e in events if e["type"] == "progress"] == [1, 2, 3, 4]
+    assert [e["step"] for e in events if e["type"] == "preview"] == [2]
+    image = next(e for e in events if e["type"] == "image")
+    png = Image.open(io.BytesIO(decode_png(image)))
+    assert png.format == "PNG" and png.size == (64, 128)
+    preview = Image.open(io.BytesIO(decode_png(next(e for e in events if e["type"] == "preview"))))
+    assert preview.size == (8, 16)  # the latent grid: a projection, not a VAE decode
+    assert image["params"]["prompt"] == "a red fox" and image["params"]["steps"] == 4
+
+
+def test_seeds_count_up_and_the_same_request_gives_the_same_pixels(worker):
+    first = [e for e in run(worker.client, count=2) if e["type"] == "image"]
+    again = [e for e in run(worker.client, count=2) if e["type"] == "image"]
+    assert [e["seed"] for e in first] == [11, 12]
+    pixels = [Image.open(io.BytesIO(decode_png(e))).tobytes() for e in first + again]
+    assert pixels[0] == pixels[2] and pixels[1] == pixels[3] and pixels[0] != pixels[1]
+
+
+def test_cancel_stops_within_a_step_and_keeps_finished_images(worker):
+    events, sent_cancel_at = [], None
+    for ev in worker.client.generate(prompt="a slow one", seed=1, steps=60, width=64, height=64,
+                                     count=3, preview_every=0):
+        events.append(ev)
+        if ev["type"] == "image" and sent_cancel_at is None:
+            sent_cancel_at = len(events)
+        if sent_cancel_at is not None and len(events) == sent_cancel_at + 3:
+            worker.client.cancel(ev["id"])
+            sent_cancel_at = len(events)
+            cancel_sent = True
+    done = events[-1]
+    assert cancel_sent and done["type"] == "done" and done["cancelled"] is True
+    assert done["images"] == 1 == sum(e["type"] == "image" for e in events)
+    after = [e for e in events[sent_cancel_at:] if e["type"] == "progress"]
+    assert len(after) <= 2, "the sampler ran on for more than a step after cancel"
+
+
+def test_info_is_answered_while_a_generation_runs(worker):
+    gen = worker.client.generate(prompt="busy", seed=3, steps=40, width=64, height=64,
+                                 preview_every=0)
+    first = next(gen)
+    info = worker.client.info()
+    rest = list(gen)
+    assert info["busy"] == first["id"]
+    assert rest[-1]["type"] == "done"
+
+
+def test_bad_lines_get_error_events_and_the_worker_carries_on(tiny_diffusers):
+    lines = [
+        {"type": "generate", "id": "w", "prompt": "p", "width": 100},
+        {"type": "generate", "id": "s", "prompt": "p", "scheduler": "warp"},
+        {"type": "generate", "id": "f", "prompt": "p", "colour": "red"},
+        "{not json",
+        {"type": "generate", "id": "ok", "prompt": "p", **FAST},
+    ]
+    stdin = b"".join((ln if isinstance(ln, str) else json.dumps(ln)).encode() + b"\n"
+                     for ln in lines)
+    proc = subprocess.run([sys.executable, "-m", "sdtui.worker", "--model", str(tiny_diffusers)],
+                          input=stdin, capture_output=True, timeout=300)
+    evs = [json.loads(line) for line in proc.stdout.splitlines()]
+    errors = [(e["id"], e["code"], e["message"]) for e in evs if e["type"] == "error"]
+    assert errors[0] == ("w", "bad_request", "generate: width must be a multiple of 8, got 100")
+    assert errors[1][:2] == ("s", "bad_request") and "valid schedulers: ddim" in errors[1][2]
+    assert errors[2] == ("f", "bad_request", "generate: unknown field(s) colour")
+    assert errors[3][:2] == (None, "malformed")
+    assert [e["type"] for e in evs if e.get("id") == "ok"][-1] == "done"
+
+
+def test_the_client_rejects_bad_values_before_sending(worker):
+    with pytest.raises(ProtocolError, match="width must be a multiple of 8"):
+        run(worker.client, width=100)
+
+
+def test_unacked_images_can_be_fetched_until_acked(worker):
+    worker.client.fetch()  # earlier tests left images unacked: clear them
+    for ev in worker.client.fetch():
+        worker.client.ack(ev["id"])
+    for ev in worker.client.fetch():
+        worker.client.ack(ev["id"])
+    events = run(worker.client, count=2)
+    rid = events[-1]["id"]
+    fetched = worker.client.fetch()
+    assert sorted((e["id"], e["index"]) for e in fetched) == [(rid, 0), (rid, 1)]
+    assert all(e["recovered"] for e in fetched)
+    worker.client.ack(rid, 0)
+    assert [(e["id"], e["index"]) for e in worker.client.fetch()] == [(rid, 1)]
+    worker.client.ack(rid)
+    assert worker.client.fetch() == []
+
+
+def test_the_worker_keeps_a_copy_with_metadata_in_outputs(worker):
+    before = set(worker.outputs.glob("*.png"))
+    events = run(worker.client, prompt="copy me")
+    image = next(e for e in events if e["type"] == "image")
+    deadline = time.monotonic() + 10
+    while not (new := set(worker.outputs.glob("*.png")) - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (copy,) = new
+    meta = read_metadata(copy)
+    assert meta["params"]["prompt"] == "copy me" and meta["params"]["seed"] == image["seed"]
+
+
+def test_stdout_carries_only_protocol_lines(tiny_diffusers):
+    proc = subprocess.run(
+        [sys.executable, "-m", "sdtui.worker", "--model", str(tiny_diffusers)],
+        input=json.dumps({"type": "generate", "id": "a", "prompt": "p", **FAST}).encode() + b"\n",
+        capture_output=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    kinds = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
+    assert kinds[0] == "ready" and kinds[-1] == "done" and "image" in kinds
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02 not a dict"])
+def test_a_corrupt_checkpoint_is_model_invalid_naming_the_file(tmp_path, content):
+    bad = tmp_path / "sd-v1-4.ckpt"
+    bad.write_bytes(content)
+    proc = subprocess.run([sys.executable, "-m", "sdtui.worker", "--model", str(bad)],
+                          capture_output=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode != 0
+    (line,) = proc.stdout.splitlines()
+    ev = json.loads(line)
+    assert ev["type"] == "error" and ev["code"] == "model_invalid" and ev["id"] is None
+    assert str(bad) in ev["message"]
