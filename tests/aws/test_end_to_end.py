@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from sdtui import cli
 from sdtui.deploy.aws.access import private_key_path
 from sdtui.deploy.aws.naming import tag_filter
 from sdtui.deploy.worker_container import LABEL
@@ -65,13 +64,15 @@ class FakeBoot(threading.Thread):
             self.error = exc
 
 
-def sdtui(*args: str) -> int:
-    return cli.main(["--no-ui", "--option", "aws", "--name", NAME, *args])
+def sdtui(*args: str) -> subprocess.CompletedProcess:
+    """The real command, in its own process (the environment carries the test settings)."""
+    return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--option", "aws",
+                           "--name", NAME, *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeypatch, capsys):
+def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeypatch):
     from conftest import OFFLINE_BASE
 
     model = tiny_checkpoint(tmp_path / "models")
@@ -86,18 +87,17 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
     boot = FakeBoot(aws["ec2"], tmp_path / "sshd", port)
     boot.start()
     try:
-        rc = sdtui("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,
+        run = sdtui("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,
                    "--ssh-cidr", "203.0.113.7/32", "--idle-minutes", "20",
                    "--prompt", "a lighthouse at dusk", "-n", "2", "--steps", "2",
                    "--width", "64", "--height", "64", "--seed", "7", "--out", str(out))
-        captured = capsys.readouterr()
         assert boot.error is None
-        assert rc == 0, captured.err
+        assert run.returncode == 0, run.stderr
 
         # images arrived in the outputs dir, and the worker kept its copies on the "host"
         saved = sorted(out.glob("*.png"))
         assert len(saved) == 2
-        assert [str(p) for p in saved] == sorted(captured.out.split())
+        assert [str(p) for p in saved] == sorted(run.stdout.split())
         assert len(list((host / "var/lib/sdtui/outputs").glob("**/*.png"))) == 2
         # the worker read the model through the s3fs mount, bound read-only at /data
         assert subprocess.run(["mountpoint", "-q", str(mount)]).returncode == 0
@@ -106,18 +106,20 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         data = next(m for m in worker.attrs["Mounts"] if m["Destination"] == "/data")
         assert (data["Source"], data["RW"]) == (str(mount), False)
         assert "fuse.s3fs" in (host / "etc/fstab").read_text()
-        assert "SDTUI_EOF" not in captured.err and "testing:testing" not in captured.err
+        assert "SDTUI_EOF" not in run.stderr and "testing:testing" not in run.stderr
         assert (host / "usr/local/sbin/sdtui-idle-check").stat().st_mode & 0o111
 
         # status: running, the idle stop counting down from 20 minutes, the bucket kept
-        assert sdtui("--status") == 0
-        status = capsys.readouterr().out
+        status = sdtui("--status")
+        assert status.returncode == 0, status.stderr
+        status = status.stdout
         assert "aws): ready" in status
         assert "idle stop in 19 min" in status or "idle stop in 20 min" in status
         assert "bucket" in status and "kept on teardown" in status
 
         # teardown leaves nothing tagged in moto, and the worker container is gone
-        assert sdtui("--teardown", "--purge-bucket") == 0
+        down = sdtui("--teardown", "--purge-bucket")
+        assert down.returncode == 0, down.stderr
         ec2 = aws["ec2"]
         live = ec2.describe_instances(Filters=[tag_filter(NAME), {
             "Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}])
