@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -17,7 +17,6 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from sdtui import errors
-from sdtui.client import WorkerClient
 from sdtui.deploy.base import Deployment
 from sdtui.ui.core import Services
 from sdtui.ui.images import image_protocol, image_widget_class
@@ -25,6 +24,9 @@ from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
 from sdtui.ui.screens.teardown import TeardownModal
+
+if TYPE_CHECKING:
+    from sdtui.client import WorkerClient
 
 
 class SdtuiApp(App[int]):

@@ -12,6 +12,7 @@ import pytest
 
 from sdtui.ui.checks import Check
 from sdtui.ui.core import Services
+
 from .fakes import FakeDeployment
 from .worker_relay import SubprocessWorker
 

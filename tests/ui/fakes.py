@@ -22,6 +22,7 @@ from sdtui.deploy.base import (
 )
 from sdtui.errors import DeploymentError
 from sdtui.ledger import Ledger
+
 from .worker_relay import SubprocessWorker
 
 UPLOAD_BYTES = 64 * 2**20

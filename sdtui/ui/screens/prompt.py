@@ -29,17 +29,17 @@ from textual.widgets import (
 from textual.worker import Worker, WorkerState
 
 from sdtui import protocol
-from sdtui.client import WorkerClient
 from sdtui.config import GenerateConfig
-from sdtui.deploy.base import Deployment
 from sdtui.errors import SdtuiError
 from sdtui.ledger import Ledger
-from sdtui.session import SavedImage, Session
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
+    from sdtui.client import WorkerClient
+    from sdtui.deploy.base import Deployment
+    from sdtui.session import SavedImage
     from sdtui.ui.app import SdtuiApp
 
 FRAME_S = 1 / 15
@@ -84,6 +84,8 @@ class PromptScreen(Screen[None]):
     def __init__(self, deployment: Deployment, client: WorkerClient) -> None:
         super().__init__()
         self.deployment = deployment
+        from sdtui.session import Session  # the Docker SDK loads after the first frame
+
         self.session = Session(client, self.app.services.outputs())
         self.pump = EventPump(_coalesce_key)
         self.generating = False
@@ -255,6 +257,8 @@ class PromptScreen(Screen[None]):
         elif kind == "preview":
             self.show_image(PILImage.open(io.BytesIO(base64.b64decode(ev["png"]))))
         elif kind == "image":
+            from sdtui.session import SavedImage
+
             self._saved(SavedImage(Path(ev["path"]), ev["id"], ev["index"], ev["seed"],
                                    ev["params"]))
         elif kind == "recovered":

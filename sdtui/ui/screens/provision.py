@@ -16,7 +16,6 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Header, Label, ProgressBar, RichLog, Static
 from textual.worker import Worker, WorkerState
 
-from sdtui.client import WorkerClient
 from sdtui.deploy.base import (
     CostUpdate,
     Deployment,
@@ -32,6 +31,7 @@ from sdtui.ui.widgets.status_bar import StatusBar
 from sdtui.ui.widgets.steps import StepRow
 
 if TYPE_CHECKING:
+    from sdtui.client import WorkerClient
     from sdtui.ui.app import SdtuiApp
 
 FRAME_S = 1 / 15

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-from sdtui.session import SavedImage
+if TYPE_CHECKING:
+    from sdtui.session import SavedImage
 
 
 class Gallery(DataTable[str]):

@@ -1,0 +1,126 @@
+"""Speed of the app: `sdtui` to its first frame, and key press to screen update while a
+generation runs (Pilot, against a real worker process with the tiny model).
+
+    python bench/bench_tui.py [--model DIR] [--presses 40]
+
+Prints each figure next to its target and the ratio (figure / target; below 1 meets it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+FIRST_FRAME_TARGET_S = 1.0
+KEY_MEDIAN_TARGET_MS = 100.0
+KEY_P95_TARGET_MS = 250.0
+ENV_OF = {"state": "SDTUI_STATE_DIR", "config": "SDTUI_CONFIG_DIR", "out": "SDTUI_OUTPUTS_DIR"}
+
+
+def first_frame_seconds(model: Path, tmp: Path, runs: int = 3) -> float:
+    """From starting `sdtui` in tmux until its first screen is on the terminal."""
+    exe = Path(sys.executable).with_name("sdtui")
+    times = []
+    for i in range(runs):
+        session = f"sdtui-bench-{os.getpid()}-{i}"
+        env = (f"SDTUI_STATE_DIR={tmp}/state SDTUI_CONFIG_DIR={tmp}/config "
+               f"SDTUI_OUTPUTS_DIR={tmp}/out")
+        start = time.monotonic()
+        subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
+                        f"env {env} {exe} --model {model}"], check=True)
+        try:
+            while "Provision" not in subprocess.run(
+                    ["tmux", "capture-pane", "-p", "-t", session],
+                    capture_output=True, text=True).stdout:
+                if time.monotonic() - start > 30:
+                    raise RuntimeError("no first frame within 30 s")
+                time.sleep(0.005)
+            times.append(time.monotonic() - start)
+        finally:
+            subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+    return statistics.median(times)
+
+
+async def key_latencies_ms(model: Path, tmp: Path, presses: int) -> list[float]:
+    from textual.widgets import Input, TextArea
+
+    from sdtui.ui.app import SdtuiApp
+    from tests.ui.conftest import fake_services
+    from tests.ui.fakes import FakeDeployment
+    from tests.ui.worker_relay import SubprocessWorker
+
+    worker = SubprocessWorker(model, tmp / "worker.log")
+    worker.attach().wait_ready(timeout=300)
+    app = SdtuiApp(fake_services(FakeDeployment(worker, name="bench"), tmp / "out",
+                                 models=str(model)))
+    latencies: list[float] = []
+    async with app.run_test(size=(140, 45)) as pilot:
+        await pilot.press("ctrl+s")
+        while type(app.screen).__name__ != "PromptScreen":
+            await pilot.pause(0.05)
+        await pilot.pause()
+        screen = app.screen
+        prompt = screen.query_one("#prompt", TextArea)
+        prompt.text = "latency"
+        for name, value in (("steps", "150"), ("count", "16"), ("width", "64"), ("height", "64")):
+            screen.query_one(f"#{name}", Input).value = value
+        await pilot.press("ctrl+g")
+        while "step" not in str(screen.query_one("#gen-status").render()):
+            await pilot.pause(0.05)
+        prompt.focus()
+        for _ in range(presses):
+            before = len(prompt.text)
+            start = time.perf_counter()
+            await pilot.press("x")
+            while len(prompt.text) == before:
+                await asyncio.sleep(0.001)
+            await pilot.wait_for_scheduled_animations()
+            latencies.append((time.perf_counter() - start) * 1000)
+            await pilot.pause(0.05)
+        assert screen.generating, "the generation ended before the measurement"
+        await pilot.press("escape")
+        while screen.generating:
+            await pilot.pause(0.05)
+    worker.stop()
+    return latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", type=Path, help="a diffusers folder (default: a tiny one)")
+    parser.add_argument("--presses", type=int, default=40)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        for sub in ("state", "config", "out"):
+            (tmp / sub).mkdir()
+            os.environ[ENV_OF[sub]] = str(tmp / sub)
+        os.environ["SDTUI_IMAGE_PROTOCOL"] = "halfcell"
+        model = args.model
+        if model is None:
+            model = tmp / "tiny"
+            subprocess.run([sys.executable, "-m", "sdtui.devtools.tiny_model", str(model),
+                            "--format", "diffusers"], check=True, capture_output=True)
+        frame = first_frame_seconds(model, tmp)
+        lat = sorted(asyncio.run(key_latencies_ms(model, tmp, args.presses)))
+    median = statistics.median(lat)
+    p95 = lat[min(len(lat) - 1, int(round(0.95 * len(lat))) - 1)]
+    print(f"first frame (tmux, median of 3): {frame:.3f} s   target {FIRST_FRAME_TARGET_S} s"
+          f"   ratio {frame / FIRST_FRAME_TARGET_S:.2f}")
+    print(f"key → update while generating:   median {median:.1f} ms   target "
+          f"{KEY_MEDIAN_TARGET_MS:.0f} ms   ratio {median / KEY_MEDIAN_TARGET_MS:.2f}")
+    print(f"                                 p95 {p95:.1f} ms      target "
+          f"{KEY_P95_TARGET_MS:.0f} ms   ratio {p95 / KEY_P95_TARGET_MS:.2f}   (n={len(lat)})")
+
+
+if __name__ == "__main__":
+    main()
