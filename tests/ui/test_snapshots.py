@@ -31,7 +31,16 @@ class _IdleWorker:
 
 
 def test_deployment_screen(snap_compare, isolated_dirs) -> None:
-    assert snap_compare(SdtuiApp(_services(isolated_dirs / "outputs")), terminal_size=SIZE)
+    app = SdtuiApp(_services(isolated_dirs / "outputs"))
+
+    async def checked(pilot) -> None:  # the checks run in a thread: wait for their result
+        for _ in range(200):
+            if "Docker engine" in str(app.screen.query_one("#checks").render()):
+                break
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(app, run_before=checked, terminal_size=SIZE)
 
 
 def test_prompt_panel_with_an_image(snap_compare, isolated_dirs) -> None:
