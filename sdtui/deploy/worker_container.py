@@ -60,20 +60,23 @@ def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
     if spec.outputs_host_dir:
         command += ["--outputs", OUTPUTS_DIR]
         mounts.append(Mount(OUTPUTS_DIR, spec.outputs_host_dir, type="bind"))
-    return client.containers.create(
-        spec.image,
-        command=command,
-        name=f"sdtui-{spec.deployment}-worker",
-        labels=spec.labels,
+    api = client.api
+    host_config = api.create_host_config(
         mounts=mounts,
-        stdin_open=True,
-        tty=False,
-        user=spec.user,
         device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if spec.gpu else None,
         # Events carry base64 PNGs: keep the log bounded, but keep it for diagnosis.
         log_config=LogConfig(type="json-file", config={"max-size": "20m", "max-file": "2"}),
         restart_policy={"Name": "no"},
     )
+    config = api.create_container_config(
+        spec.image, command, stdin_open=True, tty=False, user=spec.user, labels=spec.labels,
+        host_config=host_config,
+    )
+    # The SDK sets StdinOnce with stdin_open, and then the worker's stdin closes when the first
+    # client detaches (or dies). The worker must outlive its clients.
+    config["StdinOnce"] = False
+    created = api.create_container_from_config(config, name=f"sdtui-{spec.deployment}-worker")
+    return client.containers.get(created["Id"])
 
 
 def attach(container: Container, on_log: Callable[[dict[str, Any]], None] | None = None

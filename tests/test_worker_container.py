@@ -1,0 +1,75 @@
+"""The worker inside a real container built from Dockerfile.local, over the SDK attach socket."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+
+import pytest
+from docker.types import Mount
+from PIL import Image
+
+from sdtui.client import decode_png
+from sdtui.deploy import model_copy, worker_container
+from sdtui.errors import WorkerDied
+from sdtui.modelfiles import model_files
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def volume(docker_client, worker_image, tiny_models, tmp_path_factory):
+    """One volume holding all three tiny formats and a corrupt checkpoint."""
+    name = f"sdtui-test-{uuid.uuid4().hex[:6]}"
+    docker_client.volumes.create(name)
+    bad = tmp_path_factory.mktemp("bad") / "broken.ckpt"
+    with zipfile.ZipFile(bad, "w") as zf:  # looks like a torch zip, holds nonsense
+        zf.writestr("broken/data.pkl", b"\x80\x02garbage")
+    files = [f for path in (*tiny_models.values(), bad) for f in model_files(path)]
+    with model_copy.VolumeCopier(docker_client, name, worker_image, {}) as copier:
+        copier.copy(model_copy.describe(files), {}, lambda n: None)
+    yield name
+    for c in docker_client.containers.list(all=True, filters={"label": "sdtui.test=container"}):
+        c.remove(force=True)
+    docker_client.volumes.get(name).remove(force=True)
+
+
+def start_worker(docker_client, image, volume, model):
+    spec = worker_container.WorkerSpec(
+        deployment=f"wc-{uuid.uuid4().hex[:6]}", image=image, model=f"/data/{model}",
+        data_mount=Mount("/data", volume, type="volume", read_only=True),
+        extra_labels={"sdtui.test": "container"},
+    )
+    container = worker_container.create_worker(docker_client, spec)
+    return container, worker_container.attach(container)
+
+
+@pytest.mark.parametrize("fmt", ["diffusers", "ckpt", "safetensors"])
+def test_each_model_format_generates_in_the_container(docker_client, worker_image, volume,
+                                                      tiny_models, fmt):
+    container, client = start_worker(docker_client, worker_image, volume, tiny_models[fmt].name)
+    try:
+        assert client.ready["format"] == fmt and client.ready["device"] == "cpu"
+        events = list(client.generate(prompt="a tiny castle", seed=5, steps=4, width=64,
+                                      height=96, preview_every=2))
+        kinds = {e["type"] for e in events}
+        assert {"progress", "preview", "image", "done"} <= kinds
+        image = next(e for e in events if e["type"] == "image")
+        png = Image.open(io.BytesIO(decode_png(image)))
+        assert png.format == "PNG" and png.size == (64, 96)
+        top = container.top()
+        assert all(row[0] != "root" for row in top["Processes"]), "the worker must not be root"
+    finally:
+        client.close()
+        container.remove(force=True)
+
+
+def test_a_corrupt_checkpoint_is_model_invalid_through_the_container(docker_client, worker_image,
+                                                                    volume):
+    with pytest.raises(WorkerDied) as info:
+        start_worker(docker_client, worker_image, volume, "broken.ckpt")
+    assert "/data/broken.ckpt" in str(info.value)
+    (container,) = docker_client.containers.list(
+        all=True, filters={"label": "sdtui.test=container"})
+    assert container.wait(timeout=60)["StatusCode"] != 0
