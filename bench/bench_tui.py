@@ -34,6 +34,7 @@ def first_frame_seconds(model: Path, tmp: Path, runs: int = 3) -> float:
         session = f"sdtui-bench-{os.getpid()}-{i}"
         env = (f"SDTUI_STATE_DIR={tmp}/state SDTUI_CONFIG_DIR={tmp}/config "
                f"SDTUI_OUTPUTS_DIR={tmp}/out")
+        time.sleep(0.3)  # let the tmux server of the previous run exit
         start = time.monotonic()
         subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "120", "-y", "40",
                         f"env {env} {exe} --model {model}"], check=True)
