@@ -6,9 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from sdtui import cli
+from sdtui.deploy.aws.deployment import AwsDeployment
 from sdtui.deploy.settings import deployment_from_args
-from sdtui.errors import EXIT_BAD_INPUT
+from sdtui.errors import EXIT_BAD_INPUT, DeploymentError
 from sdtui.ledger import Ledger
 
 from .conftest import write_safetensors
@@ -98,3 +101,30 @@ def test_a_safetensors_model_is_accepted(tmp_path, aws):
         "identity", "ami", "bucket", "upload", "iam", "access", "instance", "bootstrap",
         "image", "container", "attach"]
     assert nothing_created(aws)  # planning creates nothing
+
+
+def test_a_spot_interruption_is_reported_by_status_and_connect(model, aws):
+    """moto cannot take a spot instance back: its StateReason is added to EC2's answer."""
+    deployment = deployment_from_args(args("--bucket", "ok-bucket", "--model", str(model),
+                                           "--ssh-cidr", "203.0.113.7/32", "--prompt", "x"))
+    assert isinstance(deployment, AwsDeployment)
+    ec2 = deployment.ec2
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    instance_id = ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0][
+        "InstanceId"]
+    deployment.ledger.record("instance", instance_id, spot=True)
+    ec2.terminate_instances(InstanceIds=[instance_id])
+
+    def taken_back(parsed, **kwargs):
+        for reservation in parsed.get("Reservations", []):
+            for found in reservation["Instances"]:
+                found["StateReason"] = {"Code": "Server.SpotInstanceTermination",
+                                        "Message": "Server.SpotInstanceTermination: Spot "
+                                        "Instance Terminated"}
+
+    ec2.meta.events.register("after-call.ec2.DescribeInstances", taken_back)
+    status = deployment.status()
+    assert status.state == "interrupted"
+    assert "interrupted by AWS" in status.resources[0].note
+    with pytest.raises(DeploymentError, match="interrupted by AWS"):
+        deployment.connect()

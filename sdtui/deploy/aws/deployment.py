@@ -266,6 +266,16 @@ class AwsDeployment(Deployment):
             connection.close()
         return max(self.settings.idle_minutes * 60 - idle, 0)
 
+    def cost_update(self) -> CostUpdate | None:
+        """What the running instance costs now, with the idle stop countdown; None when it is
+        not running. Front ends call it periodically (it asks EC2 and reads the instance's
+        activity file over SSH)."""
+        try:
+            found = self._find_running()
+        except SdtuiError:
+            return None
+        return self._cost(found, self.idle_stop_in_s(self._target(found)))
+
     def status(self) -> DeploymentStatus:
         ledger = Ledger.load(self.name)
         if ledger is None:
