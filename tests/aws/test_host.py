@@ -69,7 +69,8 @@ def test_bootstrap_mounts_read_only_with_the_instance_role_and_checks_the_gpu():
     script = bootstrap_script(plan())
     assert "iam_role=auto" in script and "ro,allow_other" in script
     assert "my-models /mnt/sd-data fuse.s3fs _netdev," in script  # the fstab entry
-    assert "docker run --rm --gpus all pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime" in script
+    assert "docker run --rm --gpus all" in script
+    assert "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime nvidia-smi -L" in script
     assert "passwd_file" not in script
     assert "systemctl daemon-reload && systemctl enable --now sdtui-idle.timer" in script
 

@@ -204,7 +204,8 @@ docker info --format {q(DOCKER_INFO_FORMAT)} \\
     if plan.gpu_probe_image:
         parts.append(f"""
 echo "== NVIDIA GPU in a probe container"
-docker run --rm --gpus all {q(plan.gpu_probe_image)} nvidia-smi -L \\
+docker run --rm --gpus all -e NVIDIA_DRIVER_CAPABILITIES=compute,utility \\
+  {q(plan.gpu_probe_image)} nvidia-smi -L \\
   || fail "no NVIDIA GPU is usable from Docker (driver or nvidia-container-toolkit missing)"
 """)
     else:
