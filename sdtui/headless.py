@@ -146,19 +146,23 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
     """Run fn; on the first Ctrl-C call on_interrupt and keep waiting for fn to finish."""
     result: list[Any] = []
     failure: list[BaseException] = []
+    finished = threading.Event()
 
     def target() -> None:
         try:
             result.append(fn())
         except BaseException as exc:
             failure.append(exc)
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=target, daemon=True)
-    worker.start()
+    # An Event, not Thread.join: a join interrupted by Ctrl-C can leave is_alive() wrong.
+    threading.Thread(target=target, daemon=True).start()
     interrupted = False
-    while worker.is_alive():
+    while True:
         try:
-            worker.join(0.2)
+            if finished.wait(0.2):
+                break
         except KeyboardInterrupt:
             if interrupted:
                 raise

@@ -127,6 +127,28 @@ def test_a_killed_client_loses_no_finished_image(cli):
     assert seeds == sorted(set(seeds)) and set(seeds) <= {7, 8, 9}
 
 
+def test_ctrl_c_cancels_the_request_keeps_its_images_and_the_container(cli, docker_client):
+    before = set(cli.out.glob("*.png"))
+    proc = cli.popen("--prompt", "interrupted", "-n", "4", "--steps", "30", "--width", "64",
+                     "--height", "64", "--json")
+    images = 0
+    for line in proc.stdout:
+        if '"event": "image"' in line:
+            images += 1
+        if images == 1 and '"event": "progress"' in line and '"index": 1' in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    done = [e for e in events(rest) if e["event"] == "done"]
+    assert done and done[-1]["cancelled"] is True and done[-1]["images"] >= 1
+    assert len(set(cli.out.glob("*.png")) - before) == done[-1]["images"]
+    (container,) = labelled(docker_client, cli.name)[0]
+    assert container.status == "running"
+    r = cli.run("--status")
+    assert f"{cli.name} (local): ready" in r.stdout
+
+
 def test_status_lists_what_exists(cli):
     r = cli.run("--status")
     assert r.returncode == 0, r.stderr

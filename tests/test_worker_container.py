@@ -35,11 +35,11 @@ def volume(docker_client, worker_image, tiny_models, tmp_path_factory):
     docker_client.volumes.get(name).remove(force=True)
 
 
-def start_worker(docker_client, image, volume, model):
+def start_worker(docker_client, image, volume, model, **spec_args):
     spec = worker_container.WorkerSpec(
         deployment=f"wc-{uuid.uuid4().hex[:6]}", image=image, model=f"/data/{model}",
         data_mount=Mount("/data", volume, type="volume", read_only=True),
-        extra_labels={"sdtui.test": "container"},
+        extra_labels={"sdtui.test": "container"}, **spec_args,
     )
     container = worker_container.create_worker(docker_client, spec)
     return container, worker_container.attach(container)
@@ -71,5 +71,13 @@ def test_a_corrupt_checkpoint_is_model_invalid_through_the_container(docker_clie
         start_worker(docker_client, worker_image, volume, "broken.ckpt")
     assert "/data/broken.ckpt" in str(info.value)
     (container,) = docker_client.containers.list(
-        all=True, filters={"label": "sdtui.test=container"})
+        all=True, filters={"label": ["sdtui.test=container", "sdtui.model=/data/broken.ckpt"]})
     assert container.wait(timeout=60)["StatusCode"] != 0
+
+
+def test_an_oom_killed_worker_says_so_with_its_memory_limit(docker_client, worker_image, volume,
+                                                            tiny_models):
+    with pytest.raises(WorkerDied) as info:
+        start_worker(docker_client, worker_image, volume, tiny_models["ckpt"].name,
+                     mem_limit="96m")
+    assert "OOM-killed (memory limit 0.1 GiB)" in str(info.value)

@@ -83,7 +83,7 @@ class StepContext:
 
     def check_cancel(self) -> None:
         if self._cancel.is_set():
-            raise Interrupted(f"cancelled during {self.step}", fix="run the same command to resume")
+            raise Interrupted(f"cancelled during {self.step}", fix="provision again to resume")
 
 
 @dataclass

@@ -33,6 +33,7 @@ class WorkerSpec:
     outputs_host_dir: str | None = None
     gpu: bool = False
     user: str | None = None
+    mem_limit: str | None = None  # e.g. "8g"; None leaves the engine's whole memory
     extra_labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -67,6 +68,7 @@ def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
         # Events carry base64 PNGs: keep the log bounded, but keep it for diagnosis.
         log_config=LogConfig(type="json-file", config={"max-size": "20m", "max-file": "2"}),
         restart_policy={"Name": "no"},
+        mem_limit=spec.mem_limit,
     )
     config = api.create_container_config(
         spec.image, command, stdin_open=True, tty=False, user=spec.user, labels=spec.labels,
