@@ -84,7 +84,7 @@ def test_first_run_provisions_everything_and_saves_two_images(cli, tiny_models, 
         assert Image.open(path).size == (64, 64)
         meta = read_metadata(path)
         assert meta["params"]["seed"] == seed and meta["params"]["prompt"] == "a red barn"
-        assert "Seed: %d" % seed in meta["parameters"] and "Steps: 4" in meta["parameters"]
+        assert f"Seed: {seed}" in meta["parameters"] and "Steps: 4" in meta["parameters"]
     index = read_index(cli.out)
     assert sorted(line["params"]["seed"] for line in index) == [42, 43]
     # the sidecar config travelled with the checkpoint without being named

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from sdtui.devtools import clip_vocab
-from sdtui.devtools.tiny_model import write_tiny_model
 from sdtui.modelfiles import model_files
 from sdtui.worker.models import SD1_ASSETS, ConfigSources, LoadedModel, ModelInvalid, load_model
 from tests.helpers_models import TINY_LDM_YAML, block_network

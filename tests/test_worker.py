@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from sdtui.client import WorkerClient, decode_png
-from sdtui.protocol import ProtocolError
 from sdtui.outputs import read_metadata
+from sdtui.protocol import ProtocolError
 
 FAST = {"steps": 4, "width": 64, "height": 64, "preview_every": 2}
 
