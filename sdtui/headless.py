@@ -37,9 +37,11 @@ _GEN_FLAGS = ("steps", "cfg", "width", "height", "seed", "scheduler", "count", "
 class Reporter:
     """Renders deployment and worker events for people (stderr) or scripts (--json, stdout)."""
 
-    def __init__(self, as_json: bool, err: TextIO = sys.stderr, out: TextIO = sys.stdout) -> None:
-        self.as_json, self.err, self.out = as_json, err, out
-        self.tty = err.isatty()
+    def __init__(self, as_json: bool, err: TextIO | None = None, out: TextIO | None = None
+                 ) -> None:
+        self.as_json = as_json
+        self.err, self.out = err or sys.stderr, out or sys.stdout
+        self.tty = self.err.isatty()
         self._last_bar = 0.0
 
     def json(self, kind: str, **fields: Any) -> None:
@@ -178,10 +180,14 @@ def run(args: argparse.Namespace) -> int:
     if args.status:
         return print_status(deployment_from_args(args), report)
     if args.teardown:
-        result = deployment_from_args(args).teardown(report.deploy, purge=args.purge_volume)
+        flag = "--purge-bucket" if args.option == "aws" else "--purge-volume"
+        purge = args.purge_bucket if args.option == "aws" else args.purge_volume
+        result = deployment_from_args(args).teardown(report.deploy, purge=purge)
         if not args.json:
             for r in result.kept:
-                report.line(f"kept {r.kind} {r.id} (use --purge-volume to delete it)")
+                report.line(f"kept {r.kind} {r.id} (use {flag} to delete it)")
+            for r in result.left:
+                report.line(f"LEFT {r.kind} {r.id}: {r.note}")
         return errors.EXIT_OK if not result.left else errors.EXIT_DEPLOYMENT
 
     # Every input is checked before anything is created.
@@ -230,5 +236,7 @@ def print_status(deployment: Deployment, report: Reporter) -> int:
         print(f"  {r.kind:<10} {r.id}  {r.state}{kept}")
     if status.hourly_usd is not None:
         print(f"  cost: ${status.hourly_usd:.3f}/h, ${status.cost_so_far_usd or 0:.2f} so far")
+    if status.idle_stop_in_s is not None:
+        print(f"  idle auto-stop in {status.idle_stop_in_s // 60} min")
     return errors.EXIT_OK
 

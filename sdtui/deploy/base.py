@@ -147,6 +147,17 @@ class TeardownReport:
     # What could not be deleted, with what it still costs; empty means nothing leaked.
     left: list[Resource] = field(default_factory=list)
 
+    def summary(self) -> str:
+        def names(rs: list[Resource]) -> str:
+            return ", ".join(f"{r.kind} {r.id}" + (f" ({r.note})" if r.note else "") for r in rs)
+
+        text = f"removed {names(self.removed) or 'nothing'}"
+        if self.kept:
+            text += f"; kept {names(self.kept)}"
+        if self.left:
+            text += f"; LEFT {names(self.left)}"
+        return text
+
 
 class Deployment(ABC):
     name: str

@@ -14,8 +14,6 @@ from pathlib import Path
 import docker
 from docker.types import Mount
 
-from sdtui.client import WorkerClient
-from sdtui.container.build import build_image, existing_image
 from sdtui.container.docker_engine import connect_engine, has_nvidia_runtime
 from sdtui.deploy import model_copy, worker_container
 from sdtui.deploy.base import (
@@ -29,6 +27,7 @@ from sdtui.deploy.base import (
     StepStarted,
     TeardownReport,
 )
+from sdtui.deploy.worker_steps import WorkerSteps
 from sdtui.errors import BadInput
 from sdtui.ledger import Ledger
 from sdtui.modelfiles import detect_format, model_files
@@ -63,21 +62,18 @@ class LocalSettings:
         files += [(Path(p).expanduser().absolute(), Path(p).name) for p in self.models[1:]]
         return files
 
-    @property
-    def model_in_container(self) -> str:
-        return f"{worker_container.DATA_DIR}/{model_files(self.models[0])[0][1].split('/')[0]}"
 
 
-class LocalDeployment(Deployment):
+class LocalDeployment(WorkerSteps, Deployment):
     option = "local"
+    dockerfile = "Dockerfile.local"
 
     def __init__(self, settings: LocalSettings) -> None:
         self.settings = settings
         self.name = settings.name
         self.ledger = Ledger.open(settings.name, "local")
+        self.base_image = settings.base_image
         self._client: docker.DockerClient | None = None
-        self._image: str | None = None
-        self._worker: WorkerClient | None = None
 
     @classmethod
     def from_ledger(cls, ledger: Ledger) -> LocalDeployment:
@@ -121,12 +117,10 @@ class LocalDeployment(Deployment):
             Step("engine", "Check the Docker engine", self._check_engine),
             Step("volume", f"Create volume {self.settings.volume}", self._create_volume,
                  self._volume_exists),
-            Step("image", "Build the worker image", self._build_image, self._image_exists),
+            self.image_step(),
             Step("models", "Copy the model files into the volume", self._copy_models,
                  self._models_in_volume),
-            Step("container", "Start the worker container", self._create_container,
-                 self._container_current),
-            Step("attach", "Load the model and attach", self._attach),
+            *self.container_steps(),
         ]
 
     def _check_engine(self, ctx: StepContext) -> str:
@@ -151,20 +145,6 @@ class LocalDeployment(Deployment):
         self.ledger.record("volume", self.settings.volume)
         self.engine.volumes.create(self.settings.volume, labels=self.labels)
         return "created"
-
-    def _image_exists(self) -> str | None:
-        self._image = existing_image(self.engine, dockerfile="Dockerfile.local",
-                                     base_image=self.settings.base_image)
-        if self._image:
-            self.ledger.record("image", self._image)
-            return f"{self._image} is up to date"
-        return None
-
-    def _build_image(self, ctx: StepContext) -> str:
-        self._image = build_image(self.engine, dockerfile="Dockerfile.local",
-                                  base_image=self.settings.base_image, on_log=ctx.log)
-        self.ledger.record("image", self._image)
-        return self._image
 
     def _models_in_volume(self) -> str | None:
         cache = self.ledger.params.get("hash_cache", {})
@@ -191,11 +171,11 @@ class LocalDeployment(Deployment):
             copier.copy(self._todo, self._manifest, on_bytes)
         return f"copied {len(self._todo)} of {len(self._files)} file(s), {total / 2**20:.1f} MiB"
 
-    def _spec(self) -> worker_container.WorkerSpec:
+    def worker_spec(self) -> worker_container.WorkerSpec:
         return worker_container.WorkerSpec(
             deployment=self.name,
             image=self._image or "",
-            model=self.settings.model_in_container,
+            model=worker_container.model_in_container(self.settings.models),
             data_mount=Mount(worker_container.DATA_DIR, self.settings.volume, type="volume",
                              read_only=True),
             outputs_host_dir=str(self.worker_outputs_dir()),
@@ -203,43 +183,7 @@ class LocalDeployment(Deployment):
             user=self._user(),
         )
 
-    def _container_current(self) -> str | None:
-        container = worker_container.find_worker(self.engine, self.name)
-        if container is None or not worker_container.is_current(container, self._spec()):
-            return None
-        self.ledger.record("container", container.name, container_id=container.id)
-        return f"{container.name} ({container.status})"
-
-    def _create_container(self, ctx: StepContext) -> str:
-        old = worker_container.find_worker(self.engine, self.name)
-        if old is not None:
-            ctx.log(f"replacing {old.name}: the image or the model changed")
-            old.remove(force=True)
-        container = worker_container.create_worker(self.engine, self._spec())
-        self.ledger.record("container", container.name, container_id=container.id)
-        gib = worker_container.memory_limit_bytes(container) / 2**30
-        return f"{container.name}, memory limit {gib:.1f} GiB"
-
-    def _attach(self, ctx: StepContext) -> str:
-        container = worker_container.find_worker(self.engine, self.name)
-        was_running = container.status == "running"
-        self._worker = worker_container.attach(container)
-        ready = self._worker.ready or {}
-        how = "reattached, model already loaded" if was_running else (
-            f"model loaded in {ready.get('load_seconds', 0):.1f} s")
-        return f"{how}: {ready.get('device')}/{ready.get('dtype')}"
-
     # --- the interface -----------------------------------------------------------------------
-
-    def connect(self) -> WorkerClient:
-        if self._worker is not None and not self._worker.closed:
-            return self._worker
-        container = worker_container.find_worker(self.engine, self.name)
-        if container is None:
-            raise BadInput(f"deployment {self.name!r} has no worker container",
-                           fix="run sdtui again to provision it")
-        self._worker = worker_container.attach(container)
-        return self._worker
 
     def status(self) -> DeploymentStatus:
         resources: list[Resource] = []
@@ -284,12 +228,6 @@ class LocalDeployment(Deployment):
             self.ledger.forget("volume", self.settings.volume)
         if purge or not self.ledger.resources("volume"):
             self.ledger.delete()
-        on_event(StepFinished("teardown", "done", _summary(report)))
+        on_event(StepFinished("teardown", "done", report.summary()))
         return report
-
-
-def _summary(report: TeardownReport) -> str:
-    removed = ", ".join(f"{r.kind} {r.id}" for r in report.removed) or "nothing"
-    kept = ", ".join(f"{r.kind} {r.id}" for r in report.kept)
-    return f"removed {removed}" + (f"; kept {kept}" if kept else "")
 

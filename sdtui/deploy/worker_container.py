@@ -42,6 +42,13 @@ class WorkerSpec:
                 "sdtui.image": self.image, **self.extra_labels}
 
 
+def model_in_container(models: list) -> str:
+    """Where the primary model appears under /data: both options keep modelfiles' layout."""
+    from sdtui.modelfiles import model_files
+
+    return f"{DATA_DIR}/{model_files(models[0])[0][1].split('/')[0]}"
+
+
 def find_worker(client: docker.DockerClient, deployment: str) -> Container | None:
     found = client.containers.list(
         all=True, filters={"label": [f"{LABEL}={deployment}", f"{ROLE_LABEL}=worker"]}

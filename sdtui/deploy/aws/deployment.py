@@ -15,8 +15,6 @@ import docker
 from botocore.exceptions import BotoCoreError, ClientError
 from docker.types import Mount
 
-from sdtui.client import WorkerClient
-from sdtui.container.build import build_image, existing_image
 from sdtui.deploy import worker_container
 from sdtui.deploy.aws import access, instance, pricing, ssh
 from sdtui.deploy.aws import teardown as aws_teardown
@@ -44,20 +42,15 @@ from sdtui.deploy.base import (
     TeardownReport,
     run_steps,
 )
+from sdtui.deploy.worker_steps import WorkerSteps
 from sdtui.errors import BadInput, DeploymentError, SdtuiError
 from sdtui.ledger import Ledger
-from sdtui.modelfiles import model_files
 
 DEFAULT_NAME = "aws"
 STATUS_SSH_WAIT_S = 5
 
 
-def model_in_container(models: list) -> str:
-    """Where the primary model appears under /data (the bucket keeps Option B's layout)."""
-    return f"{worker_container.DATA_DIR}/{model_files(models[0])[0][1].split('/')[0]}"
-
-
-class AwsDeployment(Deployment):
+class AwsDeployment(WorkerSteps, Deployment):
     option = "aws"
 
     def __init__(self, settings: AwsSettings, *, purge_bucket: bool = False,
@@ -71,8 +64,8 @@ class AwsDeployment(Deployment):
         self._sleep = sleep
         self._on_event: OnEvent = lambda event: None
         self._engine: docker.DockerClient | None = None
-        self._image: str | None = None
-        self._worker: WorkerClient | None = None
+        self.dockerfile = settings.dockerfile
+        self.base_image = settings.base_image
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -158,11 +151,8 @@ class AwsDeployment(Deployment):
         return steps + [
             Step("bootstrap", "Prepare the instance: s3fs mount, Docker, GPU, idle stop",
                  self._bootstrap),
-            Step("image", "Build the worker image on the instance", self._build_image,
-                 self._image_exists),
-            Step("container", "Start the worker container", self._create_container,
-                 self._container_current),
-            Step("attach", "Load the model and attach", self._attach),
+            self.image_step("Build the worker image on the instance"),
+            *self.container_steps(),
         ]
 
     def _bootstrap(self, ctx: StepContext) -> str:
@@ -192,65 +182,19 @@ class AwsDeployment(Deployment):
         return (f"s3://{plan.bucket} read-only at {plan.mount_point}, Docker ready, "
                 f"idle stop after {plan.idle_minutes} min")
 
-    def _image_exists(self) -> str | None:
-        s = self.settings
-        self._image = existing_image(self.engine, dockerfile=s.dockerfile, base_image=s.base_image)
-        return f"{self._image} is up to date" if self._image else None
-
-    def _build_image(self, ctx: StepContext) -> str:
-        s = self.settings
-        self._image = build_image(self.engine, dockerfile=s.dockerfile, base_image=s.base_image,
-                                  on_log=ctx.log)
-        return self._image
-
-    def _spec(self) -> worker_container.WorkerSpec:
+    def worker_spec(self) -> worker_container.WorkerSpec:
         plan = self.host_plan(self._target(self._find_running()))
         return worker_container.WorkerSpec(
             deployment=self.name,
             image=self._image or "",
-            model=model_in_container(self.settings.models),
+            model=worker_container.model_in_container(self.settings.models),
             data_mount=Mount(worker_container.DATA_DIR, plan.mount_point, type="bind",
                              read_only=True),
             outputs_host_dir=plan.outputs_dir,
             gpu=plan.gpu_probe_image is not None,
         )
 
-    def _container_current(self) -> str | None:
-        container = worker_container.find_worker(self.engine, self.name)
-        if container is None or not worker_container.is_current(container, self._spec()):
-            return None
-        self.ledger.record("container", container.name, container_id=container.id)
-        return f"{container.name} ({container.status})"
-
-    def _create_container(self, ctx: StepContext) -> str:
-        old = worker_container.find_worker(self.engine, self.name)
-        if old is not None:
-            ctx.log(f"replacing {old.name}: the image or the model changed")
-            old.remove(force=True)
-        container = worker_container.create_worker(self.engine, self._spec())
-        self.ledger.record("container", container.name, container_id=container.id)
-        return container.name
-
-    def _attach(self, ctx: StepContext) -> str:
-        container = worker_container.find_worker(self.engine, self.name)
-        was_running = container.status == "running"
-        self._worker = worker_container.attach(container)
-        ready = self._worker.ready or {}
-        how = "reattached, model already loaded" if was_running else (
-            f"model loaded in {ready.get('load_seconds', 0):.1f} s")
-        return f"{how}: {ready.get('device')}/{ready.get('dtype')}"
-
     # --- the interface -----------------------------------------------------------------------
-
-    def connect(self) -> WorkerClient:
-        if self._worker is not None and not self._worker.closed:
-            return self._worker
-        container = worker_container.find_worker(self.engine, self.name)
-        if container is None:
-            raise BadInput(f"deployment {self.name!r} has no worker container",
-                           fix="run sdtui again to provision it")
-        self._worker = worker_container.attach(container)
-        return self._worker
 
     def idle_stop_in_s(self, target: ssh.SshTarget) -> int | None:
         """Seconds until the instance stops itself, read from the activity file's mtime."""
@@ -336,7 +280,7 @@ class AwsDeployment(Deployment):
         if not any(r.kind == "instance" for r in report.left):
             ssh.delete_host_key(self.name)
         outcome = "failed" if report.left else "done"
-        on_event(StepFinished("teardown", outcome, _summary(report), time.monotonic() - started))
+        on_event(StepFinished("teardown", outcome, report.summary(), time.monotonic() - started))
         return report
 
     def _remove_worker(self, log: Callable[[str], None]) -> None:
@@ -359,12 +303,3 @@ class AwsDeployment(Deployment):
                 OSError) as exc:
             log(f"worker container not removed ({exc}); it goes with the instance")
 
-
-def _summary(report: TeardownReport) -> str:
-    removed = ", ".join(f"{r.kind} {r.id}" for r in report.removed) or "nothing"
-    text = f"removed {removed}"
-    if report.kept:
-        text += "; kept " + ", ".join(f"{r.kind} {r.id} ({r.note})" for r in report.kept)
-    if report.left:
-        text += "; LEFT " + ", ".join(f"{r.kind} {r.id} ({r.note})" for r in report.left)
-    return text

@@ -1,0 +1,91 @@
+"""The steps both options end with: build the worker image, start the worker container, attach.
+Only where the engine is (local socket or ssh://) and what is mounted at /data differ."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import docker
+
+from sdtui.client import WorkerClient
+from sdtui.container.build import build_image, existing_image
+from sdtui.deploy import worker_container
+from sdtui.deploy.base import Step, StepContext
+from sdtui.errors import BadInput
+from sdtui.ledger import Ledger
+
+
+class WorkerSteps:
+    name: str
+    ledger: Ledger
+    dockerfile: str
+    base_image: str
+    _image: str | None = None
+    _worker: WorkerClient | None = None
+
+    @property
+    @abstractmethod
+    def engine(self) -> docker.DockerClient: ...
+
+    @abstractmethod
+    def worker_spec(self) -> worker_container.WorkerSpec: ...
+
+    def image_step(self, title: str = "Build the worker image") -> Step:
+        return Step("image", title, self._build_image, self._image_exists)
+
+    def container_steps(self) -> list[Step]:
+        return [
+            Step("container", "Start the worker container", self._create_container,
+                 self._container_current),
+            Step("attach", "Load the model and attach", self._attach),
+        ]
+
+    def _image_exists(self) -> str | None:
+        self._image = existing_image(self.engine, dockerfile=self.dockerfile,
+                                     base_image=self.base_image)
+        if self._image is None:
+            return None
+        self.ledger.record("image", self._image)
+        return f"{self._image} is up to date"
+
+    def _build_image(self, ctx: StepContext) -> str:
+        self._image = build_image(self.engine, dockerfile=self.dockerfile,
+                                  base_image=self.base_image, on_log=ctx.log)
+        self.ledger.record("image", self._image)
+        return self._image
+
+    def _container_current(self) -> str | None:
+        container = worker_container.find_worker(self.engine, self.name)
+        if container is None or not worker_container.is_current(container, self.worker_spec()):
+            return None
+        self.ledger.record("container", container.name, container_id=container.id)
+        return f"{container.name} ({container.status})"
+
+    def _create_container(self, ctx: StepContext) -> str:
+        old = worker_container.find_worker(self.engine, self.name)
+        if old is not None:
+            ctx.log(f"replacing {old.name}: the image or the model changed")
+            old.remove(force=True)
+        container = worker_container.create_worker(self.engine, self.worker_spec())
+        self.ledger.record("container", container.name, container_id=container.id)
+        gib = worker_container.memory_limit_bytes(container) / 2**30
+        return f"{container.name}, memory limit {gib:.1f} GiB"
+
+    def _attach(self, ctx: StepContext) -> str:
+        container = worker_container.find_worker(self.engine, self.name)
+        was_running = container.status == "running"
+        self._worker = worker_container.attach(container)
+        ready = self._worker.ready or {}
+        how = "reattached, model already loaded" if was_running else (
+            f"model loaded in {ready.get('load_seconds', 0):.1f} s")
+        return f"{how}: {ready.get('device')}/{ready.get('dtype')}"
+
+    def connect(self) -> WorkerClient:
+        if self._worker is not None and not self._worker.closed:
+            return self._worker
+        container = worker_container.find_worker(self.engine, self.name)
+        if container is None:
+            raise BadInput(f"deployment {self.name!r} has no worker container",
+                           fix="run sdtui again to provision it")
+        self._worker = worker_container.attach(container)
+        return self._worker
