@@ -7,6 +7,8 @@ with a message that names the field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,6 +113,33 @@ def _scheduler(name: str, value: str) -> str:
     return normalize_scheduler(value)
 
 
+def _one_of(*choices: Any) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value not in choices:
+            valid = ", ".join(str(c) for c in choices)
+            raise ProtocolError(f"{name} must be one of {valid}, got {json.dumps(value)[:40]}")
+        return value
+
+    return check
+
+
+# Magic numbers of the init image formats a user may send (PNG, JPEG).
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+MAX_INIT_IMAGE_BYTES = 32 * 1024 * 1024
+
+
+def _init_image(name: str, value: str) -> str:
+    if len(value) * 3 // 4 > MAX_INIT_IMAGE_BYTES:
+        raise ProtocolError(f"{name} is larger than {MAX_INIT_IMAGE_BYTES // 2**20} MiB")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"{name} must be a base64-encoded PNG or JPEG image") from None
+    if not data.startswith(_IMAGE_MAGIC):
+        raise ProtocolError(f"{name} is not a PNG or JPEG image")
+    return value
+
+
 _ID = Field(str, required=True, check=_text(64, non_empty=True))
 _INT = (int,)
 _NUM = (int, float)
@@ -127,6 +156,20 @@ GENERATE_FIELDS: dict[str, Field] = {
     "scheduler": Field(str, default=DEFAULT_SCHEDULER, check=_scheduler),
     "count": Field(_INT, default=1, check=_int_range(1, 16)),
     "preview_every": Field(_INT, default=5, check=_int_range(0, 150)),
+    # img2img (the guide's -I/-f): the init image travels in the request, base64.
+    "init_image": Field(str, default=None, check=_init_image, nullable=True),
+    "strength": Field(_NUM, default=0.75, check=_float_range(0.0, 1.0)),
+    "fit": Field(str, default="resize", check=_one_of("resize", "crop")),
+    # Face restoration with GFPGAN (-G): 0 is off.
+    "gfpgan": Field(_NUM, default=0.0, check=_float_range(0.0, 1.0)),
+    # Real-ESRGAN upscaling (-U 2|4 strength); strength blends with a plain resize.
+    "upscale": Field(_INT, default=None, check=_one_of(2, 4), nullable=True),
+    "upscale_strength": Field(_NUM, default=0.75, check=_float_range(0.0, 1.0)),
+    # Variations (-v/-V): noise slerped from seed towards variation_seed.
+    "variation_amount": Field(_NUM, default=0.0, check=_float_range(0.0, 1.0)),
+    "variation_seed": Field(_INT, default=None, check=_int_range(0, MAX_SEED), nullable=True),
+    # A grid PNG of the batch (-g); the client makes it, the worker ignores it.
+    "grid": Field(bool, default=False),
 }
 
 REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
@@ -238,8 +281,17 @@ def _validate(obj: Any, schemas: dict[str, dict[str, Field]], what: str) -> dict
     return out
 
 
+def _check_generate(req: dict[str, Any]) -> None:
+    if req["init_image"] and req["variation_amount"]:
+        raise ProtocolError("generate: variations apply to text-to-image only; "
+                            "drop init_image or set variation_amount to 0")
+
+
 def validate_request(obj: Any) -> dict[str, Any]:
-    return _validate(obj, REQUEST_SCHEMAS, "request")
+    req = _validate(obj, REQUEST_SCHEMAS, "request")
+    if req["type"] == "generate":
+        _check_generate(req)
+    return req
 
 
 def validate_event(obj: Any) -> dict[str, Any]:
