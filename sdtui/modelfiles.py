@@ -15,6 +15,7 @@ Without either the worker uses the SD 1.x configs shipped in sdtui/assets/sd1/.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import zipfile
@@ -120,3 +121,29 @@ def model_files(path: str | Path) -> list[tuple[Path, str]]:
         else:
             files.append((sidecar, sidecar.name))
     return files
+
+
+def check_models(models: list[Path]) -> None:
+    """The first model must be a Stable Diffusion model; the others (e.g. GFPGANv1.3.pth) are
+    files that travel beside it."""
+    if not models:
+        raise BadInput("no model given", fix="pass --model PATH (e.g. ~/Downloads/sd-v1-4.ckpt)")
+    detect_format(models[0])
+    for extra in models[1:]:
+        if not Path(extra).expanduser().is_file():
+            raise BadInput(f"model file {extra} does not exist", fix="check the path")
+
+
+def deployment_files(models: list[Path]) -> list[tuple[Path, str]]:
+    """What a deployment copies: the model with its sidecars, then the extra files by name."""
+    files = model_files(models[0])
+    files += [(Path(p).expanduser().absolute(), Path(p).name) for p in models[1:]]
+    return files
+
+
+def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

@@ -40,6 +40,8 @@ def test_context_holds_package_dockerfiles_and_generated_pyproject() -> None:
     assert files["Dockerfile"] == (PACKAGE_DIR / "container/Dockerfile").read_bytes()
     assert "sdtui/worker/__init__.py" in files
     assert "sdtui/protocol.py" in files
+    # the client's front ends and deployments stay out: changing them rebuilds nothing
+    assert not [n for n in files if n.startswith(("sdtui/ui/", "sdtui/deploy/", "sdtui/cli"))]
     assert not [n for n in files if "__pycache__" in n or n.endswith(".pyc")]
     project = tomllib.loads(files["pyproject.toml"].decode())["project"]
     assert project["version"] == sdtui.__version__

@@ -105,6 +105,14 @@ def _repository_for(dockerfile: str) -> str:
         ) from None
 
 
+# What the worker imports. Only these go into the image, so a change to the client (the UI,
+# the deployments) neither rebuilds the image nor replaces a running worker.
+WORKER_PARTS = (
+    "__init__.py", "errors.py", "protocol.py", "outputs.py", "modelfiles.py", "worker", "assets",
+    "container/requirements-worker.txt",
+)
+
+
 def _package_root() -> Traversable:
     return files("sdtui")
 
@@ -121,7 +129,13 @@ def _context_files(ca_bundle: Path | None) -> Iterator[tuple[str, bytes]]:
     for name in DOCKERFILES:
         yield name, container.joinpath(name).read_bytes()
     yield "pyproject.toml", worker_pyproject().encode()
-    yield from _package_files(_package_root(), "sdtui")
+    root = _package_root()
+    for part in WORKER_PARTS:
+        node = root.joinpath(part)
+        if node.is_dir():
+            yield from _package_files(node, f"sdtui/{part}")
+        else:
+            yield f"sdtui/{part}", node.read_bytes()
     if ca_bundle is not None:
         yield EXTRA_CA_NAME, _read_ca_bundle(ca_bundle)
 

@@ -28,9 +28,8 @@ from sdtui.deploy.base import (
     TeardownReport,
 )
 from sdtui.deploy.worker_steps import WorkerSteps
-from sdtui.errors import BadInput
 from sdtui.ledger import Ledger
-from sdtui.modelfiles import detect_format, model_files
+from sdtui.modelfiles import check_models, deployment_files
 from sdtui.paths import state_dir
 
 DEFAULT_NAME = "local"
@@ -48,20 +47,10 @@ class LocalSettings:
 
     def validate(self) -> None:
         """Everything that can be checked before anything is created."""
-        if not self.models:
-            raise BadInput("no model given",
-                           fix="pass --model PATH (e.g. ~/Downloads/sd-v1-4.ckpt)")
-        detect_format(self.models[0])
-        for extra in self.models[1:]:
-            if not Path(extra).expanduser().is_file():
-                raise BadInput(f"model file {extra} does not exist", fix="check the path")
+        check_models(self.models)
 
     def files(self) -> list[tuple[Path, str]]:
-        """The primary model with its sidecars, then any extra files (e.g. GFPGANv1.3.pth)."""
-        files = model_files(self.models[0])
-        files += [(Path(p).expanduser().absolute(), Path(p).name) for p in self.models[1:]]
-        return files
-
+        return deployment_files(self.models)
 
 
 class LocalDeployment(WorkerSteps, Deployment):

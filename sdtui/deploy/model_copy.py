@@ -7,7 +7,6 @@ that has the volume mounted, so no file is ever held whole in memory. A manifest
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import tarfile
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import docker
 from docker.types import Mount
+
+from sdtui.modelfiles import sha256_file
 
 MANIFEST = ".sdtui-manifest.json"
 CHUNK = 1024 * 1024
@@ -38,13 +39,10 @@ def sha256_of(path: Path, cache: dict[str, dict] | None = None) -> str:
     key = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
     if cache is not None and key in cache:
         return cache[key]["sha256"]
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
+    digest = sha256_file(path)
     if cache is not None:
-        cache[key] = {"sha256": digest.hexdigest()}
-    return digest.hexdigest()
+        cache[key] = {"sha256": digest}
+    return digest
 
 
 def describe(files: list[tuple[Path, str]], hash_cache: dict | None = None) -> list[ModelFile]:

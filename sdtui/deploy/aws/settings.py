@@ -11,7 +11,7 @@ import boto3
 
 from sdtui.errors import BadInput
 from sdtui.ledger import validate_name
-from sdtui.modelfiles import detect_format
+from sdtui.modelfiles import check_models
 
 # GPU instance types that run Stable Diffusion well (x86_64, NVIDIA, >= 16 GB of GPU memory).
 GPU_INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
@@ -64,7 +64,7 @@ class AwsSettings:
                 f"a {self.volume_gb} GB root volume is too small for the CUDA image",
                 fix=f"pass --volume-gb {MIN_VOLUME_GB} or more (100 is the default)",
             )
-        check_model_paths(self.models)
+        check_models(self.models)
 
 
 def check_bucket_name(bucket: str) -> None:
@@ -141,10 +141,3 @@ def check_cidr(cidr: str) -> str:
         raise BadInput(
             f"--ssh-cidr {cidr!r} is not an address range", fix="pass one like 203.0.113.7/32"
         ) from None
-
-
-def check_model_paths(models: list[Path]) -> None:
-    if not models:
-        raise BadInput("no model files given", fix="pass --model PATH to a checkpoint or folder")
-    for path in models:
-        detect_format(path)

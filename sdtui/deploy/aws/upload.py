@@ -3,7 +3,6 @@ skipped by size and sha256 kept in the object's metadata; no multipart upload is
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -13,7 +12,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from sdtui.deploy.aws.naming import error_code
-from sdtui.modelfiles import model_files
+from sdtui.modelfiles import deployment_files, sha256_file
 
 MiB = 1024 * 1024
 # Bigger parts and more threads than boto3's defaults (8 MiB, 10): fewer requests per GB.
@@ -43,19 +42,11 @@ class UploadResult:
 def local_files(models: list[Path]) -> list[LocalFile]:
     """Every file to upload, a checkpoint's sidecars included, keyed as Option B lays them out."""
     files: dict[str, LocalFile] = {}
-    for model in models:
-        for path, relative in model_files(Path(model)):
-            stat = Path(path).stat()
-            files[relative] = LocalFile(Path(path), relative, stat.st_size, stat.st_mtime_ns)
+    for path, relative in deployment_files(models):
+        stat = path.stat()
+        files[relative] = LocalFile(path, relative, stat.st_size, stat.st_mtime_ns)
     return list(files.values())
 
-
-def sha256_of(path: Path, chunk: int = 4 * MiB) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def remote_sha256(s3, bucket: str, key: str, size: int) -> str | None:
@@ -151,4 +142,4 @@ def upload_models(
 def _local_digest(file: LocalFile, known: dict | None) -> str:
     if known and known.get("size") == file.size and known.get("mtime_ns") == file.mtime_ns:
         return str(known["sha256"])
-    return sha256_of(file.path)
+    return sha256_file(file.path)
