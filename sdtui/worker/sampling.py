@@ -1,4 +1,5 @@
-"""One `generate` request run on a loaded pipeline: schedulers, seeds, previews and cancel.
+"""One `generate` request run on a loaded pipeline: schedulers, seeds, previews and cancel;
+img2img, weighted prompts, variations, and face restoration / upscaling after the decode.
 
 The pipeline is called with output_type="latent" and the VAE decode happens here, so a
 cancelled image never pays for a decode and previews never touch the VAE.
@@ -7,6 +8,7 @@ cancelled image never pays for a decode and previews never touch the VAE.
 from __future__ import annotations
 
 import io
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -16,8 +18,12 @@ import diffusers
 import torch
 from PIL import Image
 
-from sdtui import __version__
+from sdtui import __version__, protocol
+from sdtui.worker.img2img import decode_init_image, fit_image
 from sdtui.worker.models import LoadedModel
+from sdtui.worker.postprocess import PostProcessor
+from sdtui.worker.prompts import PromptEncoder
+from sdtui.worker.variations import variation_noise
 
 # Linear latent -> RGB projection for SD 1.x latents: a preview costs a matmul, not a decode.
 _LATENT_RGB = torch.tensor(
@@ -68,6 +74,23 @@ class Sampler:
         self.pipe.set_progress_bar_config(disable=True)
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
         self._scheduler_cache: dict[str, Any] = {}
+        self._img2img: Any = None
+        self._prompts: PromptEncoder | None = None
+        self.post = PostProcessor(model.path, model.device)
+
+    @property
+    def img2img(self) -> Any:
+        if self._img2img is None:
+            self._img2img = diffusers.StableDiffusionImg2ImgPipeline(**self.pipe.components)
+            self._img2img.set_progress_bar_config(disable=True)
+        self._img2img.scheduler = self.pipe.scheduler
+        return self._img2img
+
+    @property
+    def prompts(self) -> PromptEncoder:
+        if self._prompts is None:
+            self._prompts = PromptEncoder(self.pipe)
+        return self._prompts
 
     def use_scheduler(self, name: str) -> None:
         if name not in self._scheduler_cache:
@@ -82,10 +105,12 @@ class Sampler:
             image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(image, output_type="pil")[0]
 
-    def params_for(self, req: dict[str, Any], seed: int, index: int) -> dict[str, Any]:
+    def params_for(self, req: dict[str, Any], seed: int, index: int,
+                   variation_seed: int | None = None) -> dict[str, Any]:
         params = {k: v for k, v in req.items() if k not in ("type", "id")}
         params.update(
             seed=seed,
+            variation_seed=variation_seed,
             base_seed=req["seed"],
             index=index,
             model=self.model.path,
@@ -96,16 +121,64 @@ class Sampler:
         )
         return params
 
+    def _seeds(self, req: dict[str, Any], index: int) -> tuple[int, int | None]:
+        """An image's seed and variation seed. A batch of variations keeps the seed and walks
+        the variation seed; otherwise the seed walks."""
+        if not req["variation_amount"]:
+            return req["seed"] + index, None
+        return req["seed"], (req["variation_seed"] + index) % (protocol.MAX_SEED + 1)
+
+    def _sample(self, req: dict[str, Any], seed: int, variation_seed: int | None,
+                init: Image.Image | None, on_step: Any) -> torch.Tensor | Image.Image:
+        """Latents, or the init image itself when img2img has no step to take."""
+        prompt_embeds, negative_embeds = self.prompts.encode(req["prompt"],
+                                                             req["negative_prompt"])
+        common = {
+            "prompt_embeds": prompt_embeds,
+            "negative_prompt_embeds": negative_embeds,
+            "num_inference_steps": req["steps"],
+            "guidance_scale": req["cfg"],
+            "generator": torch.Generator("cpu").manual_seed(seed),
+            "output_type": "latent",
+            "callback_on_step_end": on_step,
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        with torch.inference_mode():
+            if init is not None:
+                if int(req["steps"] * req["strength"]) < 1:
+                    return init  # strength 0 (or too few steps to change anything)
+                return self.img2img(image=init, strength=req["strength"], **common).images
+            latents = None
+            if variation_seed is not None:
+                shape = (1, self.pipe.unet.config.in_channels,
+                         req["height"] // self.pipe.vae_scale_factor,
+                         req["width"] // self.pipe.vae_scale_factor)
+                noise = variation_noise(seed, variation_seed, req["variation_amount"], shape)
+                latents = noise.to(self.pipe.device, self.pipe.unet.dtype)
+            return self.pipe(width=req["width"], height=req["height"], latents=latents,
+                             **common).images
+
     def run(self, req: dict[str, Any], emit: Emit, cancel: threading.Event) -> int:
         """Generate every image of `req`, emitting events. Returns how many images finished.
         Raises Cancelled after emitting the images that finished before the cancel."""
         self.use_scheduler(req["scheduler"])
+        self.post.check(req)
+        init = None
+        if req["init_image"]:
+            init = fit_image(decode_init_image(req["init_image"]), req["width"], req["height"],
+                             req["fit"])
+        if req["variation_amount"] and req["variation_seed"] is None:
+            req["variation_seed"] = secrets.randbelow(protocol.MAX_SEED + 1)
         rid, every = req["id"], req["preview_every"]
+
+        def note(message: str) -> None:
+            emit("log", {"level": "warning", "message": message})
+
         finished = 0
         for index in range(req["count"]):
             if cancel.is_set():
                 raise Cancelled(finished)
-            seed = req["seed"] + index
+            seed, variation_seed = self._seeds(req, index)
             started = time.monotonic()
 
             def on_step(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any],
@@ -120,23 +193,11 @@ class Sampler:
                     emit("preview", {"id": rid, "index": index, "step": done, "png": preview})
                 return kwargs
 
-            generator = torch.Generator("cpu").manual_seed(seed)
-            with torch.inference_mode():
-                latents = self.pipe(
-                    prompt=req["prompt"],
-                    negative_prompt=req["negative_prompt"] or None,
-                    num_inference_steps=req["steps"],
-                    guidance_scale=req["cfg"],
-                    width=req["width"],
-                    height=req["height"],
-                    generator=generator,
-                    output_type="latent",
-                    callback_on_step_end=on_step,
-                    callback_on_step_end_tensor_inputs=["latents"],
-                ).images
+            result = self._sample(req, seed, variation_seed, init, on_step)
             if cancel.is_set():
                 raise Cancelled(finished)
-            image = self.decode(latents)
+            image = result if isinstance(result, Image.Image) else self.decode(result)
+            image = self.post.apply(image, req, note)
             emit(
                 "image",
                 {
@@ -144,7 +205,7 @@ class Sampler:
                     "index": index,
                     "seed": seed,
                     "png": png_bytes(image),
-                    "params": self.params_for(req, seed, index),
+                    "params": self.params_for(req, seed, index, variation_seed),
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )

@@ -1,0 +1,28 @@
+"""The init image of img2img: decoded from the request and fitted to the requested size."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+from PIL import Image, ImageOps
+
+
+class InitImageInvalid(ValueError):
+    pass
+
+
+def decode_init_image(data_b64: str) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(base64.b64decode(data_b64)))
+        image.load()
+    except Exception as exc:
+        raise InitImageInvalid(f"init_image cannot be decoded: {exc}") from None
+    return ImageOps.exif_transpose(image).convert("RGB")
+
+
+def fit_image(image: Image.Image, width: int, height: int, fit: str) -> Image.Image:
+    """`resize` stretches to the size; `crop` scales to cover it and cuts the centre."""
+    if fit == "crop":
+        return ImageOps.fit(image, (width, height), Image.LANCZOS)
+    return image.resize((width, height), Image.LANCZOS)

@@ -1,0 +1,58 @@
+"""Weighted prompts through compel: `(word:1.3)` and the guide's `a:0.3 b:0.7` blends.
+
+Prompts longer than CLIP's 77 tokens are not cut: compel encodes them in 77-token chunks and
+the two conditionings are padded to the same length.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+
+# A1111's `(text:1.3)` becomes compel's `(text)1.3`.
+_A1111_WEIGHT = re.compile(r"\(([^()]+?):\s*([0-9]*\.?[0-9]+)\s*\)")
+# One `text:weight` part of the guide's blend syntax, `a cat:0.3 a dog:0.7`.
+_GUIDE_PART = re.compile(r"\s*([^:()]+?):\s*(-?[0-9]*\.?[0-9]+)(?=\s|$)")
+
+
+def guide_blend(prompt: str) -> list[tuple[str, float]] | None:
+    """The parts of a prompt written entirely in the guide's `a:0.3 b:0.7` form, else None."""
+    parts, pos = [], 0
+    for match in _GUIDE_PART.finditer(prompt):
+        if match.start() != pos:
+            return None
+        parts.append((match.group(1).strip(), float(match.group(2))))
+        pos = match.end()
+    if not parts or prompt[pos:].strip():
+        return None
+    return parts
+
+
+def to_compel(prompt: str) -> str:
+    """The prompt in compel's syntax."""
+    blend = guide_blend(prompt)
+    if blend and len(blend) > 1:
+        texts = ", ".join('"' + text.replace('"', "'") + '"' for text, _ in blend)
+        weights = ", ".join(f"{weight:g}" for _, weight in blend)
+        return f"({texts}).blend({weights})"
+    if blend:  # a single `text:weight` is a weighted prompt
+        text, weight = blend[0]
+        return f"({text}){weight:g}"
+    return _A1111_WEIGHT.sub(lambda m: f"({m.group(1)}){m.group(2)}", prompt)
+
+
+class PromptEncoder:
+    def __init__(self, pipe: Any) -> None:
+        from compel import Compel
+
+        self.compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,
+                             truncate_long_prompts=False)
+
+    def encode(self, prompt: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():
+            positive = self.compel(to_compel(prompt))
+            negative_embeds = self.compel(to_compel(negative))
+            return tuple(self.compel.pad_conditioning_tensors_to_same_length(
+                [positive, negative_embeds]))  # type: ignore[return-value]
