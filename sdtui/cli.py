@@ -83,6 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"one of {', '.join(SCHEDULERS)} (default {DEFAULT_SCHEDULER}); "
                    "the guide's k_lms, k_euler_a, plms... are accepted")
     g.add_argument("-n", "--count", type=int, help="images per prompt, 1-16 (default 1)")
+    g.add_argument("--init-image", metavar="FILE", type=Path,
+                   help="img2img: start from this PNG or JPEG (the guide's -I)")
+    g.add_argument("--strength", type=float,
+                   help="img2img: how much to change the init image, 0-1 (default 0.75; -f)")
+    g.add_argument("--fit", choices=["resize", "crop"],
+                   help="img2img: resize the init image to the size, or crop it (default resize)")
+    g.add_argument("--gfpgan", type=float, metavar="F",
+                   help="restore faces with GFPGANv1.3.pth at strength 0-1 (-G)")
+    g.add_argument("--upscale", type=int, metavar="2|4",
+                   help="upscale with Real-ESRGAN (RealESRGAN_x2plus/x4plus.pth) (-U)")
+    g.add_argument("--upscale-strength", type=float, metavar="F",
+                   help="blend of the upscale with a plain resize, 0-1 (default 0.75)")
+    g.add_argument("--variation-amount", type=float, metavar="F",
+                   help="variations: how far from the seed's image, 0-1 (-v)")
+    g.add_argument("--variation-seed", type=int, metavar="N",
+                   help="variations: the seed the noise moves towards (-V; default random)")
+    g.add_argument("--grid", action="store_true", default=None,
+                   help="also save a grid PNG of each batch beside the images (-g)")
+    g.add_argument("--from-png", metavar="FILE", type=Path,
+                   help="re-run the generation recorded in a saved image's metadata; other "
+                   "flags override its values")
     g.add_argument("--preview-every", type=int, default=0, help=argparse.SUPPRESS)
     g.add_argument("--out", type=Path, help="where images are saved (default: ~/Pictures/sdtui)")
     g.add_argument("--json", action="store_true",

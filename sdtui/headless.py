@@ -8,6 +8,7 @@ keeps running and the ledger stays true.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import threading
@@ -28,10 +29,13 @@ from sdtui.deploy.base import (
     StepStarted,
 )
 from sdtui.deploy.settings import deployment_from_args
+from sdtui.grid import save_grid
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 
-_GEN_FLAGS = ("steps", "cfg", "width", "height", "seed", "scheduler", "count", "preview_every")
+_GEN_FLAGS = ("steps", "cfg", "width", "height", "seed", "scheduler", "count", "preview_every",
+              "strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
+              "variation_seed", "grid")
 
 
 class Reporter:
@@ -76,6 +80,8 @@ class Reporter:
         elif ev["type"] == "image":
             self.out.write(ev["path"] + "\n")
             self.out.flush()
+        elif ev["type"] == "log":
+            self.line(f"worker: {ev['message']}")
         elif ev["type"] == "done" and ev["cancelled"]:
             self.line(f"cancelled; {ev['images']} finished image(s) kept")
 
@@ -123,11 +129,31 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return [args.prompt] if args.prompt else []
 
 
-def generation_params(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
-    """The request's parameters, checked by the protocol itself before anything is created."""
+def read_init_image(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise errors.BadInput(f"cannot read init image {path}: {exc.strerror}",
+                              fix="check the path") from None
+    return base64.b64encode(data).decode("ascii")
+
+
+def png_params(path: Path) -> dict[str, Any]:
+    """The request recorded in a saved image, for one image exactly like it."""
+    from sdtui.outputs import read_metadata
+
+    recorded = read_metadata(path)["params"]
+    params = {k: v for k, v in recorded.items() if k in protocol.GENERATE_FIELDS and k != "id"}
+    params["count"] = 1
+    return params
+
+
+def generation_params(args: argparse.Namespace, prompt: str | None,
+                      base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The request's parameters, checked by the protocol itself before anything is created.
+    `base` (a saved image's params) overrides the config; flags override both."""
     defaults = load_config().generate
     params: dict[str, Any] = {
-        "prompt": prompt,
         "negative_prompt": args.negative_prompt,
         "steps": defaults.steps,
         "cfg": defaults.cfg,
@@ -135,7 +161,14 @@ def generation_params(args: argparse.Namespace, prompt: str) -> dict[str, Any]:
         "height": defaults.height,
         "scheduler": defaults.scheduler,
     }
-    params.update({k: getattr(args, k) for k in _GEN_FLAGS if getattr(args, k) is not None})
+    params.update(base or {})
+    if prompt is not None:
+        params["prompt"] = prompt
+    if args.negative_prompt and base:
+        params["negative_prompt"] = args.negative_prompt
+    params.update({k: getattr(args, k) for k in _GEN_FLAGS if getattr(args, k, None) is not None})
+    if getattr(args, "init_image", None):
+        params["init_image"] = read_init_image(args.init_image)
     try:
         checked = protocol.request("generate", id="check", **params)
     except protocol.ProtocolError as exc:
@@ -191,7 +224,11 @@ def run(args: argparse.Namespace) -> int:
         return errors.EXIT_OK if not result.left else errors.EXIT_DEPLOYMENT
 
     # Every input is checked before anything is created.
-    requests = [generation_params(args, p) for p in read_prompts(args)]
+    if getattr(args, "from_png", None):
+        base = png_params(args.from_png)
+        requests = [generation_params(args, args.prompt, base)]
+    else:
+        requests = [generation_params(args, p) for p in read_prompts(args)]
     deployment = deployment_from_args(args)
     out_dir = args.out or load_config().generate.out_dir or default_outputs_dir()
 
@@ -208,13 +245,23 @@ def run(args: argparse.Namespace) -> int:
 
     interrupted = False
     for params in requests:
-        (_, was_cancelled), interrupted = _interruptible(
+        (saved, was_cancelled), interrupted = _interruptible(
             lambda p=params: session.generate(p, report.worker), session.cancel
         )
+        if params.get("grid") and len(saved) > 1:
+            _announce_grid(report, save_grid([image.path for image in saved]))
         if interrupted or was_cancelled:
             break
     session.client.close()
     return errors.EXIT_INTERRUPTED if interrupted else errors.EXIT_OK
+
+
+def _announce_grid(report: Reporter, path: Path) -> None:
+    if report.as_json:
+        report.json("grid", path=str(path))
+    else:
+        report.out.write(f"{path}\n")
+        report.out.flush()
 
 
 def _announce_recovered(report: Reporter, image: SavedImage) -> None:
