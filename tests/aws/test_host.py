@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from sdtui.deploy.aws import ssh
-from sdtui.deploy.aws.access import _write_private_key
+from sdtui.deploy.aws.access import write_private_key
 from sdtui.deploy.aws.bootstrap import HostPlan, bootstrap_script, idle_check_script
 from sdtui.deploy.aws.instance import LaunchSpec, launch_request
 from sdtui.errors import DeploymentError
@@ -126,9 +126,9 @@ def test_ssh_refuses_a_host_that_presents_another_key(tmp_path, monkeypatch):
     """No trust on first use: only the key sdtui generated for the instance is accepted."""
     monkeypatch.setenv("SDTUI_STATE_DIR", str(tmp_path / "state"))
     user_key = tmp_path / "id"
-    _write_private_key(user_key)
+    write_private_key(user_key)
     impostor_key = tmp_path / "impostor"
-    _write_private_key(impostor_key)
+    write_private_key(impostor_key)
     ours, _ = ssh.ensure_host_key("t1")
     port = free_port()
     target = ssh.SshTarget("root", "127.0.0.1", port)

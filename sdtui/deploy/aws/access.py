@@ -52,7 +52,7 @@ def detect_public_ip(url: str = PUBLIC_IP_URL, timeout: float = 5.0) -> str:
 # --- key pair -------------------------------------------------------------------------------
 
 
-def _write_private_key(path: Path) -> str:
+def write_private_key(path: Path) -> str:
     """Generate a key, write it mode 0600 (never readable by others, not even briefly) and
     return the OpenSSH public key."""
     key = Ed25519PrivateKey.generate()
@@ -95,7 +95,7 @@ def ensure_key_pair(ec2, name: str) -> KeyPair:
         return KeyPair(key_name, path)
     if _remote_key_exists(ec2, key_name):  # its private half is lost: replace it
         ec2.delete_key_pair(KeyName=key_name)
-    public = _public_key(path) if path.exists() else _write_private_key(path)
+    public = _public_key(path) if path.exists() else write_private_key(path)
     ec2.import_key_pair(
         KeyName=key_name,
         PublicKeyMaterial=public.encode(),

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import paramiko
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sdtui.deploy.aws.access import write_private_key
 from sdtui.errors import DeploymentError
 from sdtui.paths import state_dir
 
@@ -77,16 +77,7 @@ def ensure_host_key(name: str) -> tuple[str, str]:
     """The deployment's host key (OpenSSH private PEM, public line), generated once, 0600."""
     path = host_key_path(name)
     if not path.exists():
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption())
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        os.replace(tmp, path)
+        write_private_key(path)
     pem = path.read_bytes()
     key = serialization.load_ssh_private_key(pem, password=None)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
