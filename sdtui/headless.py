@@ -80,8 +80,6 @@ class Reporter:
         elif ev["type"] == "image":
             self.out.write(ev["path"] + "\n")
             self.out.flush()
-        elif ev["type"] == "log":
-            self.line(f"worker: {ev['message']}")
         elif ev["type"] == "done" and ev["cancelled"]:
             self.line(f"cancelled; {ev['images']} finished image(s) kept")
 
