@@ -1,0 +1,69 @@
+"""Issue 6 features through the real worker container with the tiny SD model over a volume:
+img2img from a client-sent image, variations, weighted prompts, and the GFPGAN weights error."""
+
+from __future__ import annotations
+
+import base64
+import io
+import uuid
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from sdtui.client import decode_png
+from sdtui.deploy import model_copy
+from sdtui.errors import GenerationError
+from sdtui.modelfiles import model_files
+from tests.test_worker_container import start_worker
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+FAST = {"steps": 4, "width": 64, "height": 64, "preview_every": 0, "seed": 3}
+
+
+@pytest.fixture(scope="module")
+def volume(docker_client, worker_image, tiny_models):
+    name = f"sdtui-test-feat-{uuid.uuid4().hex[:6]}"
+    docker_client.volumes.create(name)
+    files = list(model_files(tiny_models["ckpt"]))
+    with model_copy.VolumeCopier(docker_client, name, worker_image, {}) as copier:
+        copier.copy(model_copy.describe(files), {}, lambda n: None)
+    yield name
+    for c in docker_client.containers.list(all=True, filters={"label": "sdtui.test=container"}):
+        c.remove(force=True)
+    docker_client.volumes.get(name).remove(force=True)
+
+
+def pixels(event) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(decode_png(event))).convert("RGB"), dtype=int)
+
+
+def test_features_in_the_container(docker_client, worker_image, volume, tiny_models):
+    container, client = start_worker(docker_client, worker_image, volume,
+                                     tiny_models["ckpt"].name)
+    try:
+        buf = io.BytesIO()
+        Image.fromarray(skimage.data.astronaut()).save(buf, format="JPEG")
+        init = base64.b64encode(buf.getvalue()).decode()
+
+        def image(**params):
+            events = list(client.generate(prompt="a cat:0.3 a dog:0.7", **{**FAST, **params}))
+            return next(e for e in events if e["type"] == "image")
+
+        same = image(init_image=init, strength=0.0, fit="crop")
+        expected = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").resize((64, 64),
+                                                                                Image.LANCZOS)
+        assert np.abs(pixels(same) - np.asarray(expected, dtype=int)).max() <= 1
+
+        varied = image(variation_amount=0.5, variation_seed=9, count=1)
+        assert varied["params"]["variation_seed"] == 9 and varied["seed"] == 3
+        again = image(variation_amount=0.5, variation_seed=9, count=1)
+        assert np.array_equal(pixels(varied), pixels(again))
+
+        with pytest.raises(GenerationError, match=r"/data/GFPGANv1\.3\.pth"):
+            image(gfpgan=0.5)
+    finally:
+        client.close()
+        container.remove(force=True)
