@@ -17,8 +17,9 @@ from textual.reactive import reactive
 from textual.screen import Screen
 
 from sdtui import errors
-from sdtui.deploy.base import Deployment
+from sdtui.deploy.base import CostUpdate, Deployment
 from sdtui.ui.core import Services
+from sdtui.ui.cost import CostMeter
 from sdtui.ui.images import image_protocol, image_widget_class
 from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
@@ -27,6 +28,8 @@ from sdtui.ui.screens.teardown import TeardownModal
 
 if TYPE_CHECKING:
     from sdtui.client import WorkerClient
+
+COST_POLL_S = 15.0  # each poll asks EC2 and reads the instance's activity file over SSH
 
 
 class SdtuiApp(App[int]):
@@ -41,15 +44,22 @@ class SdtuiApp(App[int]):
         self.services = services or Services()
         self.image_class = image_widget_class(image_protocol(image))
         self.deployment: Deployment | None = None
+        self.cost_meter = CostMeter()
+        self._cost_poll: Any = None
 
     def on_mount(self) -> None:
         self.push_screen(DeployScreen())
+        self.set_interval(1.0, self._tick_cost)
 
     # --- flow ------------------------------------------------------------------------------------
 
     def _use(self, deployment: Deployment) -> None:
+        if deployment is not self.deployment:
+            self.stop_cost()
         self.deployment = deployment
         self.deployment_label = f"{deployment.name} ({deployment.option})"
+        if callable(getattr(deployment, "cost_update", None)) and self._cost_poll is None:
+            self._cost_poll = self.set_interval(COST_POLL_S, self._poll_cost)
 
     def start_provision(self, deployment: Deployment) -> None:
         self._use(deployment)
@@ -63,6 +73,37 @@ class SdtuiApp(App[int]):
     def back_to_deployments(self) -> None:
         self.worker_state = ""
         self._to_deployments()
+
+    # --- Option A's cost: reported while provisioning, polled afterwards --------------------------
+
+    def report_cost(self, update: CostUpdate | None) -> None:
+        if update is None:
+            self.cost_meter.clear()
+        else:
+            self.cost_meter.update(update)
+        self._tick_cost()
+
+    def stop_cost(self) -> None:
+        if self._cost_poll is not None:
+            self._cost_poll.stop()
+            self._cost_poll = None
+        self.report_cost(None)
+
+    def _tick_cost(self) -> None:
+        self.cost_label = self.cost_meter.label()
+
+    def _poll_cost(self) -> None:
+        busy = isinstance(self.screen, ProvisionScreen) and self.screen.running
+        if self.deployment is not None and not busy:  # one thread at a time uses its clients
+            self._fetch_cost(self.deployment)
+
+    @work(thread=True, exclusive=True, group="cost", exit_on_error=False)
+    def _fetch_cost(self, deployment: Any) -> None:
+        try:
+            update = deployment.cost_update()
+        except Exception:  # a missed poll is retried at the next one
+            return
+        self.call_from_thread(self.report_cost, update)
 
     def _to_deployments(self) -> None:
         while len(self.screen_stack) > 2 and not isinstance(self.screen, DeployScreen):
@@ -107,6 +148,8 @@ def services_from_args(args: argparse.Namespace) -> Services:
         "volume": getattr(args, "volume", None),
         "base_image": getattr(args, "base_image", None),
         "docker_host": getattr(args, "docker_host", None),
+        **{k: getattr(args, k, None) for k in (
+            "profile", "region", "bucket", "instance_type", "spot", "idle_minutes")},
         "generate": {k: getattr(args, k, None) for k in (
             "prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed",
             "scheduler", "count")},

@@ -5,6 +5,7 @@ No widget creates a deployment or talks to a worker directly: screens call these
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,28 +13,36 @@ from typing import Any
 
 from sdtui.config import Config, load_config
 from sdtui.deploy.base import Deployment
-from sdtui.errors import BadInput
 from sdtui.ledger import Ledger, list_ledgers
 from sdtui.paths import default_outputs_dir
 from sdtui.ui.checks import Check, live_checks
 from sdtui.ui.forms import Option, split_paths
 
-AWS_NOT_YET = BadInput("cloud provisioning (Option A) is not available yet",
-                       fix="choose Option B (local) for now")
+
+def _aws_args(**flags: Any) -> argparse.Namespace:
+    """The headless mode's flags for Option A, so the app builds the deployment exactly as
+    `sdtui --no-ui --option aws` does (flags > ledger > config > defaults)."""
+    from sdtui.cli import build_parser
+
+    args = build_parser().parse_args(["--option", "aws"])
+    for key, value in flags.items():
+        setattr(args, key, value)
+    return args
 
 
 def make_deployment(option: Option, values: dict[str, Any]) -> Deployment:
     """A deployment from a submitted form, validated before anything is created."""
     if option == "aws":
-        from sdtui.deploy.aws.settings import AwsSettings
+        from sdtui.deploy.settings import deployment_from_args
 
-        AwsSettings(
-            name=values["name"], region=values.get("region") or None, bucket=values["bucket"],
-            models=split_paths(values["models"]), profile=values.get("profile") or None,
-            instance_type=values["instance_type"], spot=bool(values.get("spot")),
-            idle_minutes=int(values["idle_minutes"]),
-        ).validate()
-        raise AWS_NOT_YET
+        idle = str(values.get("idle_minutes") or "").strip()
+        return deployment_from_args(_aws_args(
+            name=values.get("name") or None, model=split_paths(values.get("models", "")),
+            profile=values.get("profile") or None, region=values.get("region") or None,
+            bucket=values.get("bucket") or None,
+            instance_type=values.get("instance_type") or None, spot=bool(values.get("spot")),
+            idle_minutes=int(idle) if idle else None,
+        ))
     from sdtui.deploy.local import LocalDeployment, LocalSettings
 
     settings = LocalSettings(
@@ -47,8 +56,12 @@ def make_deployment(option: Option, values: dict[str, Any]) -> Deployment:
 
 
 def resume_deployment(ledger: Ledger) -> Deployment:
+    """The deployment a ledger records, as it was last made (its status and teardown work
+    even when its model files have moved since)."""
     if ledger.option == "aws":
-        raise AWS_NOT_YET
+        from sdtui.deploy.settings import deployment_from_args
+
+        return deployment_from_args(_aws_args(name=ledger.name, status=True))
     from sdtui.deploy.local import LocalDeployment
 
     return LocalDeployment.from_ledger(ledger)

@@ -93,3 +93,55 @@ class FakeDeployment(Deployment):
         self.ledger.delete()
         on_event(StepFinished("teardown", "done", "removed container"))
         return report
+
+
+class FakeAwsDeployment(FakeDeployment):
+    """Option A's steps, upload progress, cost and teardown, with no instance behind them."""
+
+    def __init__(self, worker: SubprocessWorker | None, name: str = "cloud", **kw: object
+                 ) -> None:
+        super().__init__(worker, name, "aws", **kw)  # type: ignore[arg-type]
+        self.polls = 0
+
+    def plan(self) -> list[Step]:
+        titles = {"identity": "Check the AWS identity", "ami": "Find the Deep Learning AMI",
+                  "bucket": "Create the private bucket", "iam": "Create the instance role",
+                  "access": "Create the key pair and security group",
+                  "instance": "Launch the GPU instance", "bootstrap": "Bootstrap the host",
+                  "image": "Build the worker image", "container": "Start the worker",
+                  "attach": "Attach to the worker"}
+        steps = [Step(name, title, lambda ctx: "ok") for name, title in titles.items()]
+        steps.insert(3, Step("upload", "Upload the model files", self._upload))
+        steps[7] = Step("instance", titles["instance"], self._launch)
+        steps[-2] = Step("container", titles["container"], self._start)
+        return steps
+
+    def _launch(self, ctx: StepContext) -> str:
+        ctx._on_event(CostUpdate(0.526, 0.0, 30 * 60))
+        return "i-0fake (g4dn.xlarge, on-demand)"
+
+    def cost_update(self) -> CostUpdate | None:
+        self.polls += 1
+        return CostUpdate(0.526, 0.50, 12 * 60)
+
+    def status(self) -> DeploymentStatus:
+        return DeploymentStatus(self.name, "aws", "ready", [
+            Resource("instance", "i-0fake", "running, 203.0.113.7", note="g4dn.xlarge"),
+            Resource("security_group", "sg-0fake"), Resource("key_pair", f"sdtui-{self.name}"),
+            Resource("role", f"sdtui-{self.name}"),
+            Resource("instance_profile", f"sdtui-{self.name}"),
+            Resource("bucket", "my-sd-models", kept_on_teardown=True,
+                     note="model files; kept on teardown unless --purge-bucket"),
+        ], hourly_usd=0.526, cost_so_far_usd=0.5)
+
+    def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport:
+        self.teardowns.append(purge)
+        on_event(StepStarted("teardown", f"Tear down {self.name}"))
+        status = self.status()
+        report = TeardownReport(removed=[r for r in status.resources
+                                         if purge or not r.kept_on_teardown],
+                                kept=[r for r in status.resources
+                                      if not purge and r.kept_on_teardown])
+        self.ledger.delete()
+        on_event(StepFinished("teardown", "done", "removed the instance and its access"))
+        return report

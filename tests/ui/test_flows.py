@@ -168,31 +168,6 @@ async def test_bad_form_shows_errors_next_to_fields(tiny_model, isolated_dirs) -
         assert text_of(app, "#local-models-error") == ""
 
 
-async def test_option_a_validates_then_says_not_available_yet(tiny_model, isolated_dirs) -> None:
-    from sdtui.ui.core import Services
-
-    app = SdtuiApp(Services(out_dir=isolated_dirs / "outputs",
-                            live_checks=lambda option, values: []))
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.click("#choose-aws")
-        screen = app.screen
-        assert screen.query_one("#form-aws").display
-        assert not screen.query_one("#form-local").display
-        screen.query_one("#aws-bucket", Input).value = "Not_A_Bucket"
-        screen.query_one("#aws-models", Input).value = str(tiny_model)
-        screen.query_one("#aws-instance_type", Input).value = "t3.micro"
-        await pilot.press("ctrl+s")
-        await pilot.pause()
-        assert "characters S3 does not allow" in text_of(app, "#aws-bucket-error")
-        assert "not a supported NVIDIA GPU type" in text_of(app, "#aws-instance_type-error")
-        screen.query_one("#aws-bucket", Input).value = "my-sd-models"
-        screen.query_one("#aws-instance_type", Input).value = "g4dn.xlarge"
-        await pilot.press("ctrl+s")
-        await pilot.pause()
-        assert "not available yet" in text_of(app, "#form-error")
-        assert isinstance(app.screen, DeployScreen)
-
-
 async def test_live_checks_report_an_unreachable_engine(tiny_model, isolated_dirs) -> None:
     from sdtui.ui.core import Services
 

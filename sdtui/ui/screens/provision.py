@@ -26,6 +26,7 @@ from sdtui.deploy.base import (
     TeardownReport,
 )
 from sdtui.errors import Interrupted, SdtuiError
+from sdtui.ui.cost import format_duration
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.status_bar import StatusBar
 from sdtui.ui.widgets.steps import StepRow
@@ -50,11 +51,6 @@ def format_amount(done: int, total: int | None, unit: str) -> str:
         mib = f"{done / 2**20:.1f}"
         return f"{mib} / {total / 2**20:.1f} MiB" if total else f"{mib} MiB"
     return f"{done} / {total} {unit}" if total else f"{done} {unit}"
-
-
-def format_duration(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
 
 
 class ProvisionScreen(Screen[None]):
@@ -150,6 +146,10 @@ class ProvisionScreen(Screen[None]):
             self.apply(ev)
         end = self.finished_at or time.monotonic()
         self.query_one("#elapsed", Static).update(f"elapsed {format_duration(end - self.started)}")
+        cost = self.query_one("#cost", Static)
+        if self.app.cost_label and self.deployment.option == "aws":
+            cost.display = True
+            cost.update(self.app.cost_label)
 
     def _row(self, step: str, title: str | None = None) -> StepRow:
         rows = self.query(f"#step-{step}")
@@ -178,14 +178,8 @@ class ProvisionScreen(Screen[None]):
                 self._row(step).set_state(outcome, detail, seconds)
                 self.query_one("#progress-row").display = False
                 log.write(Text(f"   {outcome}: {detail}", "red" if outcome == "failed" else "dim"))
-            case CostUpdate(hourly, so_far, idle):
-                cost = self.query_one("#cost", Static)
-                cost.display = True
-                label = f"${hourly:.3f}/h · ${so_far:.2f} so far"
-                if idle is not None:
-                    label += f" · idle auto-stop in {format_duration(idle)}"
-                cost.update(label)
-                self.app.cost_label = label
+            case CostUpdate():
+                self.app.report_cost(ev)
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
@@ -222,7 +216,8 @@ class ProvisionScreen(Screen[None]):
     def _torn_down(self, report: TeardownReport) -> None:
         self.report = report
         self.app.worker_state = "torn down"
-        self.app.cost_label = ""
+        if not report.left:
+            self.app.stop_cost()
         lines = [f"removed {r.kind} {r.id}" for r in report.removed]
         lines += [f"kept {r.kind} {r.id}" for r in report.kept]
         lines += [f"COULD NOT DELETE {r.kind} {r.id} {r.note}" for r in report.left]

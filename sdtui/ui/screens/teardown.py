@@ -24,6 +24,10 @@ def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
         text.append(f"  ✗ {r.kind} {r.id} {r.state}\n".rstrip() + "\n")
     if not deleted:
         text.append("  (nothing running)\n", "dim")
+    if status.hourly_usd:
+        spent = (f", ${status.cost_so_far_usd:.2f} spent so far"
+                 if status.cost_so_far_usd is not None else "")
+        text.append(f"  this stops ${status.hourly_usd:.3f}/h{spent}\n", "yellow")
     text.append("Kept:\n", "bold green")
     for r in kept:
         text.append(f"  ✓ {r.kind} {r.id}  {r.note}".rstrip() + "\n")
@@ -46,8 +50,11 @@ class TeardownModal(ModalScreen[bool | None]):
             yield Label(f"Tear down {self.status.name} ({self.status.option}, "
                         f"{self.status.state})?", id="teardown-title")
             yield Static(describe(self.status, self.outputs, False), id="teardown-list")
-            if any(r.kept_on_teardown for r in self.status.resources):
-                yield Checkbox("Also delete the models (the kept resources)", id="purge")
+            kept = [r for r in self.status.resources if r.kept_on_teardown]
+            if kept:
+                what = ("the bucket and its model files" if any(r.kind == "bucket" for r in kept)
+                        else "the model volume")
+                yield Checkbox(f"Also delete {what}", id="purge")
             with Horizontal(id="teardown-buttons"):
                 yield Button("Tear down", id="confirm", variant="error")
                 yield Button("Cancel", id="cancel")
