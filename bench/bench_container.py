@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from sdtui import protocol
 from sdtui.deploy.local import LocalDeployment, LocalSettings
 from sdtui.devtools.tiny_model import write_tiny_model
 from sdtui.worker.models import load_model
@@ -85,8 +86,8 @@ def main() -> None:
                               height=size, seed=3, scheduler="euler_a", preview_every=0, count=1)
 
                 def in_process(params: dict = params) -> None:
-                    sampler.run({"id": "b", **params}, lambda kind, fields: None,
-                                threading.Event())
+                    sampler.run(protocol.request("generate", id="b", **params),
+                                lambda kind, fields: None, threading.Event())
 
                 def container(params: dict = params) -> None:
                     for _ in client.generate(**params):

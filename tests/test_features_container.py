@@ -67,3 +67,31 @@ def test_features_in_the_container(docker_client, worker_image, volume, tiny_mod
     finally:
         client.close()
         container.remove(force=True)
+
+
+def test_face_restoration_and_upscaling_in_the_container(docker_client, worker_image, tiny_models,
+                                                          tmp_path):
+    from sdtui.devtools.esrgan_weights import write_esrgan_weights
+    from sdtui.devtools.gfpgan_weights import write_gfpgan_weights
+
+    weights = [write_gfpgan_weights(tmp_path / "GFPGANv1.3.pth"),
+               write_esrgan_weights(tmp_path / "RealESRGAN_x2plus.pth", scale=2, blocks=2)]
+    name = f"sdtui-test-post-{uuid.uuid4().hex[:6]}"
+    docker_client.volumes.create(name)
+    try:
+        files = list(model_files(tiny_models["ckpt"])) + [(w, w.name) for w in weights]
+        with model_copy.VolumeCopier(docker_client, name, worker_image, {}) as copier:
+            copier.copy(model_copy.describe(files), {}, lambda n: None)
+        container, client = start_worker(docker_client, worker_image, name,
+                                         tiny_models["ckpt"].name)
+        try:
+            events = list(client.generate(prompt="a portrait", gfpgan=0.5, upscale=2,
+                                          upscale_strength=1.0, **FAST))
+            image = next(e for e in events if e["type"] == "image")
+            assert Image.open(io.BytesIO(decode_png(image))).size == (128, 128)
+            assert image["params"]["gfpgan"] == 0.5 and image["params"]["upscale"] == 2
+        finally:
+            client.close()
+            container.remove(force=True)
+    finally:
+        docker_client.volumes.get(name).remove(force=True)

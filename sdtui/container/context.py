@@ -109,7 +109,7 @@ def _repository_for(dockerfile: str) -> str:
 # the deployments) neither rebuilds the image nor replaces a running worker.
 WORKER_PARTS = (
     "__init__.py", "errors.py", "protocol.py", "outputs.py", "modelfiles.py", "worker", "assets",
-    "container/requirements-worker.txt",
+    "container/requirements-worker.txt", "container/requirements-worker-nodeps.txt",
 )
 
 
