@@ -20,7 +20,7 @@ from sdtui import errors
 from sdtui.deploy.base import CostUpdate, Deployment
 from sdtui.ui.core import Services
 from sdtui.ui.cost import CostMeter
-from sdtui.ui.images import image_protocol, image_widget_class
+from sdtui.ui.images import ImageSupport
 from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
@@ -39,10 +39,11 @@ class SdtuiApp(App[int]):
     worker_state = reactive("")
     cost_label = reactive("")
 
-    def __init__(self, services: Services | None = None, image: str | None = None) -> None:
+    def __init__(self, services: Services | None = None,
+                 images: ImageSupport | None = None) -> None:
         super().__init__()
         self.services = services or Services()
-        self.image_class = image_widget_class(image_protocol(image))
+        self.images = images or ImageSupport()
         self.deployment: Deployment | None = None
         self.cost_meter = CostMeter()
         self._cost_poll: Any = None
@@ -50,6 +51,11 @@ class SdtuiApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(DeployScreen())
         self.set_interval(1.0, self._tick_cost)
+        self.call_after_refresh(self.images.start)  # a forced renderer loads after the frame
+
+    @property
+    def image_class(self) -> type:
+        return self.images.widget_class()
 
     # --- flow ------------------------------------------------------------------------------------
 
@@ -159,7 +165,9 @@ def services_from_args(args: argparse.Namespace) -> Services:
     return Services(out_dir=getattr(args, "out", None), initial=initial)
 
 
-def run_app(args: argparse.Namespace) -> int:
-    app = SdtuiApp(services_from_args(args))
+def run_app(args: argparse.Namespace, images: ImageSupport | None = None) -> int:
+    images = images or ImageSupport().start()
+    images.before_app_runs()
+    app = SdtuiApp(services_from_args(args), images)
     result = app.run()
     return errors.EXIT_OK if result is None else result

@@ -10,6 +10,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import (
     Button,
     Checkbox,
@@ -60,26 +61,22 @@ class DeployScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.option: Option = "local"
+        self._initial_values: dict[Option, dict[str, Any]] | None = None
         self._ledgers: list[Ledger] = []
         self._check_timer: Any = None
         self.title = "sdtui — choose a deployment"
 
     def compose(self) -> ComposeResult:
+        self.option = self.app.services.initial.get("option", "local")
         yield Header()
         with Horizontal(id="deploy-body"):
             with VerticalScroll(id="deploy-form"):
                 with RadioSet(id="option"):
-                    yield RadioButton(OPTION_TITLES["aws"], id="choose-aws")
-                    yield RadioButton(OPTION_TITLES["local"], id="choose-local", value=True)
-                for option, fields in FIELDS.items():
-                    with Vertical(id=f"form-{option}", classes="form"):
-                        for f in fields:
-                            if f.kind == "bool":
-                                yield Checkbox(f.label, id=f"{option}-{f.name}")
-                            else:
-                                yield Label(f.label, classes="field-label")
-                                yield Input(placeholder=f.placeholder, id=f"{option}-{f.name}")
-                            yield Static("", id=f"{option}-{f.name}-error", classes="field-error")
+                    for option, title in OPTION_TITLES.items():
+                        yield RadioButton(title, id=f"choose-{option}", value=option == self.option)
+                for option in FIELDS:  # the other option's form is built when it is chosen
+                    yield Vertical(*self._form(option) if option == self.option else (),
+                                   id=f"form-{option}", classes="form")
                 yield Static("", id="form-error", classes="field-error")
                 yield Button("Provision  (ctrl+s)", id="provision", variant="primary")
             with Vertical(id="deploy-side"):
@@ -90,33 +87,47 @@ class DeployScreen(Screen[None]):
         yield StatusBar()
         yield Footer()
 
+    def _form(self, option: Option) -> list[Widget]:
+        """The option's fields, filled in from the flags, the config file and its ledger."""
+        if self._initial_values is None:
+            config = self.app.services.load_config()
+            ledgers = {ledger.option: ledger for ledger in self.app.services.list_deployments()}
+            initial = self.app.services.initial
+            self._initial_values = {}
+            for name in FIELDS:
+                values = defaults(name, config, ledgers.get(name))
+                if initial.get("option", "local") == name:
+                    values.update({k: v for k, v in initial.items() if v not in (None, "")})
+                self._initial_values[name] = values
+        values = self._initial_values[option]
+        widgets: list[Widget] = []
+        for f in FIELDS[option]:
+            value = values.get(f.name)
+            if f.kind == "bool":
+                widgets.append(Checkbox(f.label, bool(value), id=f"{option}-{f.name}"))
+            else:
+                widgets.append(Label(f.label, classes="field-label"))
+                widgets.append(Input("" if value is None else str(value),
+                                     placeholder=f.placeholder, id=f"{option}-{f.name}"))
+            widgets.append(Static("", id=f"{option}-{f.name}-error", classes="field-error"))
+        return widgets
+
     def on_mount(self) -> None:
         table = self.query_one("#deployments", DataTable)
         table.add_columns("name", "option", "state", "resources")
-        config = self.app.services.load_config()
-        ledgers = {ledger.option: ledger for ledger in self.app.services.list_deployments()}
-        initial = self.app.services.initial
-        for option in FIELDS:
-            values = defaults(option, config, ledgers.get(option))
-            if initial.get("option", "local") == option:
-                values.update({k: v for k, v in initial.items() if v not in (None, "")})
-            self._fill(option, values)
-        self.choose(initial.get("option", "local"))
-        self.refresh_deployments()
+        self.choose(self.option, check=False)
+        self.refresh_deployments(states=False)
+        # The checks and states load the Docker SDK and boto3: after the first frame is shown.
+        self.call_after_refresh(self._after_first_frame)
+
+    def _after_first_frame(self) -> None:
+        self.action_checks()
+        self._fetch_states(list(self._ledgers))
 
     def on_screen_resume(self) -> None:
         self.refresh_deployments()
 
     # --- the form ----------------------------------------------------------------------------
-
-    def _fill(self, option: Option, values: dict[str, Any]) -> None:
-        for f in FIELDS[option]:
-            widget = self.query_one(f"#{option}-{f.name}")
-            value = values.get(f.name)
-            if isinstance(widget, Checkbox):
-                widget.value = bool(value)
-            elif isinstance(widget, Input):
-                widget.value = "" if value is None else str(value)
 
     def values(self, option: Option | None = None) -> dict[str, Any]:
         option = option or self.option
@@ -126,13 +137,17 @@ class DeployScreen(Screen[None]):
             out[f.name] = widget.value.strip() if isinstance(widget, Input) else widget.value
         return out
 
-    def choose(self, option: Option) -> None:
+    def choose(self, option: Option, check: bool = True) -> None:
         self.option = option
+        form = self.query_one(f"#form-{option}", Vertical)
+        if not form.children:
+            form.mount_all(self._form(option))
         for other in FIELDS:
             self.query_one(f"#form-{other}").display = other == option
         self.query_one(f"#choose-{option}", RadioButton).value = True
         self.query_one("#form-error", Static).update("")
-        self.action_checks()
+        if check:
+            self.action_checks()
 
     def action_choose(self, option: Option) -> None:
         self.choose(option)
@@ -199,7 +214,7 @@ class DeployScreen(Screen[None]):
 
     # --- existing deployments ----------------------------------------------------------------
 
-    def refresh_deployments(self) -> None:
+    def refresh_deployments(self, states: bool = True) -> None:
         self._ledgers = self.app.services.list_deployments()
         table = self.query_one("#deployments", DataTable)
         table.clear()
@@ -208,7 +223,8 @@ class DeployScreen(Screen[None]):
             table.add_row(ledger.name, ledger.option, "…", kinds, key=ledger.name)
         if not self._ledgers:
             table.add_row("(none yet)", "", "", "")
-        self._fetch_states(list(self._ledgers))
+        if states:
+            self._fetch_states(list(self._ledgers))
 
     @work(thread=True, exclusive=True, group="deployment-states")
     def _fetch_states(self, ledgers: list[Ledger]) -> None:

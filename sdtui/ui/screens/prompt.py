@@ -8,7 +8,6 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image as PILImage
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -255,6 +254,8 @@ class PromptScreen(Screen[None]):
             self.query_one("#gen-status", Label).update(
                 f"image {ev['index'] + 1}/{self.request_total} · step {ev['step']}/{ev['total']}")
         elif kind == "preview":
+            from PIL import Image as PILImage  # loaded with textual-image, after the first frame
+
             self.show_image(PILImage.open(io.BytesIO(base64.b64decode(ev["png"]))))
         elif kind == "image":
             from sdtui.session import SavedImage
