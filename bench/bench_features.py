@@ -21,15 +21,24 @@ import time
 from pathlib import Path
 
 PEAK_CHILD = """
-import resource, sys, torch
+import sys, torch
 from pathlib import Path
 from sdtui.worker.restorers import load_restorer
 from sdtui.worker.upscale import upscale_tensor
+
+def hwm_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
 model = load_restorer(Path(sys.argv[1]), "ESRGAN")
 size, tile = int(sys.argv[2]), (None if sys.argv[3] == "none" else int(sys.argv[3]))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-upscale_tensor(model, torch.rand(1, 3, size, size), tile)
-print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+x = torch.rand(1, 3, size, size)
+open("/proc/self/clear_refs", "w").write("5")  # resets the peak to what is resident now
+base = hwm_kib()
+with torch.inference_mode():
+    upscale_tensor(model, x, tile)
+print(base, hwm_kib())
 """
 
 
