@@ -134,6 +134,8 @@ class PromptScreen(Screen[None]):
     def on_mount(self) -> None:
         self.app.worker_state = "ready"
         self._fill(self._remembered())
+        if self.app.services.initial.get("generate", {}).get("seed") is not None:
+            self.query_one("#lock-seed", Checkbox).value = True  # --seed means this seed
         self.set_interval(FRAME_S, self._frame)
         self.query_one("#prompt", TextArea).focus()
         self._recover()

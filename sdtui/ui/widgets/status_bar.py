@@ -7,7 +7,10 @@ from textual.widgets import Static
 
 class StatusBar(Static):
     DEFAULT_CSS = """
-    StatusBar { dock: bottom; height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    StatusBar {  /* docks above the Footer (same-edge docks overlap) */
+        dock: bottom; height: 1; margin-bottom: 1;
+        background: $panel; color: $text-muted; padding: 0 1;
+    }
     """
 
     def on_mount(self) -> None:

@@ -1,0 +1,185 @@
+"""The app against the real Option B: the real Docker engine, the worker image built from
+Dockerfile.local on the offline base, the tiny model copied into a real volume, the real worker
+container. Driven with the Pilot, and as the `sdtui` executable in tmux."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from textual.widgets import Input, TextArea
+
+from sdtui.outputs import read_metadata
+from sdtui.ui.app import SdtuiApp
+from sdtui.ui.core import Services
+from sdtui.ui.screens.prompt import PromptScreen
+from sdtui.ui.screens.provision import ProvisionScreen
+from sdtui.ui.screens.teardown import TeardownModal
+from sdtui.ui.widgets.gallery import Gallery
+from sdtui.ui.widgets.steps import StepRow
+
+from .test_flows import SIZE, text_of, until
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+BASE = os.environ.get("SDTUI_TEST_BASE_IMAGE", "sdtui-base:offline")
+SLOW_S = 900  # building, copying and loading on a busy 2-core machine
+
+
+def labelled(client: docker.DockerClient, name: str) -> list:
+    return client.containers.list(all=True, filters={"label": f"sdtui.deployment={name}"})
+
+
+@pytest.fixture
+def deployment_name(docker_client: docker.DockerClient, worker_image: str) -> Iterator[str]:
+    """A unique deployment and volume name, removed from the engine afterwards."""
+    name = f"ui-{uuid.uuid4().hex[:6]}"
+    yield name
+    for container in labelled(docker_client, name):
+        container.remove(force=True)
+    for volume in docker_client.volumes.list(filters={"name": f"sdtui-test-{name}"}):
+        volume.remove(force=True)
+
+
+@pytest.mark.asyncio
+async def test_pilot_choose_provision_generate_teardown(
+        deployment_name, tiny_models, isolated_dirs, docker_client) -> None:
+    volume = f"sdtui-test-{deployment_name}"
+    out = isolated_dirs / "outputs"
+    app = SdtuiApp(Services(out_dir=out, initial={
+        "option": "local", "name": deployment_name, "volume": volume, "base_image": BASE,
+        "models": str(tiny_models["ckpt"])}))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen))
+        provision = app.screen
+        states: dict[str, str] = {}
+
+        def provisioned() -> bool:  # the rows as last seen before the prompt panel replaced them
+            if app.screen is provision:
+                states.update({row.step_name: row.state for row in provision.query(StepRow)})
+            return isinstance(app.screen, PromptScreen)
+
+        await until(pilot, provisioned, timeout=SLOW_S)
+        assert list(states) == ["engine", "volume", "image", "models", "container", "attach"]
+        assert states["volume"] == states["models"] == states["container"] == "done"
+        assert app.deployment_label == f"{deployment_name} (local)"
+        assert [c.status for c in labelled(docker_client, deployment_name)] == ["running"]
+
+        screen = app.screen
+        screen.query_one("#prompt", TextArea).text = "a red barn"
+        for name, value in (("steps", "4"), ("width", "64"), ("height", "64")):
+            screen.query_one(f"#{name}", Input).value = value
+        await pilot.press("ctrl+g")
+        gallery = screen.query_one("#gallery", Gallery)
+        await until(pilot, lambda: gallery.images and not screen.generating, timeout=SLOW_S)
+        image = gallery.images[0]
+        assert image.path.is_file() and image.path.parent == out
+        assert read_metadata(image.path)["params"]["prompt"] == "a red barn"
+        assert f"saved {image.path}" in text_of(app, "#saved-path")
+        assert screen.query_one("#image").image is not None
+
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, TeardownModal), timeout=120)
+        deleted, kept = text_of(app, "#teardown-list").split("Kept:")
+        assert "container" in deleted and f"volume {volume}" in kept
+        await pilot.click("#confirm")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
+                    and app.screen.mode == "teardown" and not app.screen.running, timeout=300)
+        assert "removed container" in text_of(app, "#error")
+        assert labelled(docker_client, deployment_name) == []
+        assert docker_client.volumes.get(volume).name == volume  # the models are kept
+        assert image.path.is_file()  # and so are the images
+
+
+class Tmux:
+    """A real terminal: the `sdtui` executable in a detached tmux session."""
+
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self.frames: list[str] = []
+
+    def start(self, command: str) -> None:
+        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", "120", "-y", "40",
+                        command], check=True)
+
+    def keys(self, *keys: str) -> None:
+        subprocess.run(["tmux", "send-keys", "-t", self.session, *keys], check=True)
+
+    def screen(self) -> str:
+        text = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session],
+                              capture_output=True, text=True).stdout
+        self.frames.append(text)
+        return text
+
+    def alive(self) -> bool:
+        return subprocess.run(["tmux", "has-session", "-t", self.session],
+                              capture_output=True).returncode == 0
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if text in screen:
+                return screen
+            if not self.alive():
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{text!r} never appeared; last screen:\n{self.frames[-1:]}")
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
+
+
+def sdtui_executable() -> Path:
+    exe = Path(sys.executable).with_name("sdtui")
+    if not exe.exists():
+        pytest.fail(f"{exe} is missing: pip install -e . (it installs the sdtui command)")
+    return exe
+
+
+def test_sdtui_in_a_terminal_choose_provision_prompt_image_quit(
+        deployment_name, tiny_models, isolated_dirs, docker_client) -> None:
+    out = isolated_dirs / "outputs"
+    env = {"SDTUI_STATE_DIR": isolated_dirs / "state", "SDTUI_CONFIG_DIR": isolated_dirs / "config",
+           "SDTUI_OUTPUTS_DIR": out, "SDTUI_IMAGE_PROTOCOL": "halfcell", "TERM": "xterm-256color"}
+    argv = [str(sdtui_executable()), "--name", deployment_name,
+            "--volume", f"sdtui-test-{deployment_name}", "--base-image", BASE,
+            "--model", str(tiny_models["diffusers"]), "--prompt", "a lighthouse at dusk",
+            "--steps", "4", "--width", "64", "--height", "64", "--seed", "42"]
+    command = "env " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + " " \
+        + shlex.join(argv)
+    term = Tmux(f"sdtui-test-{deployment_name}")
+    term.start(command)
+    try:
+        first = term.wait_for("Provision", timeout=60)
+        assert "Option B — local" in first and "Existing deployments" in first
+        term.keys("C-s")
+        term.wait_for("Provisioning", timeout=60)
+        term.wait_for("Gallery", timeout=SLOW_S)
+        term.wait_for("a lighthouse at dusk", timeout=30)  # the --prompt flag filled the form
+        term.wait_for(f"deployment: {deployment_name} (local)  │  worker: ready", timeout=30)
+        seen = "\n".join(term.frames)
+        assert "✓ Check the Docker engine" in seen  # the step marks were on the screen
+        term.keys("C-g")
+        shown = term.wait_for("saved ", timeout=SLOW_S)
+        pngs = sorted(out.glob("*.png"))
+        assert len(pngs) == 1 and read_metadata(pngs[0])["params"]["seed"] == 42
+        assert "1 image(s) saved" in term.wait_for("image(s) saved", timeout=60)
+        assert "▀" in shown or "▄" in shown  # the half-cell image region is drawn
+        term.keys("C-q")
+        deadline = time.monotonic() + 30
+        while term.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not term.alive(), "ctrl+q did not quit the app"
+        assert [c.status for c in labelled(docker_client, deployment_name)] == ["running"]
+    finally:
+        term.kill()
