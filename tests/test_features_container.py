@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import io
-import uuid
 
 import numpy as np
 import pytest
@@ -13,10 +12,9 @@ import skimage.data
 from PIL import Image
 
 from sdtui.client import decode_png
-from sdtui.deploy import model_copy
 from sdtui.errors import GenerationError
 from sdtui.modelfiles import model_files
-from tests.test_worker_container import start_worker
+from tests.test_worker_container import model_volume, start_worker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -25,15 +23,8 @@ FAST = {"steps": 4, "width": 64, "height": 64, "preview_every": 0, "seed": 3}
 
 @pytest.fixture(scope="module")
 def volume(docker_client, worker_image, tiny_models):
-    name = f"sdtui-test-feat-{uuid.uuid4().hex[:6]}"
-    docker_client.volumes.create(name)
-    files = list(model_files(tiny_models["ckpt"]))
-    with model_copy.VolumeCopier(docker_client, name, worker_image, {}) as copier:
-        copier.copy(model_copy.describe(files), {}, lambda n: None)
-    yield name
-    for c in docker_client.containers.list(all=True, filters={"label": "sdtui.test=container"}):
-        c.remove(force=True)
-    docker_client.volumes.get(name).remove(force=True)
+    with model_volume(docker_client, worker_image, model_files(tiny_models["ckpt"])) as name:
+        yield name
 
 
 def pixels(event) -> np.ndarray:
@@ -76,12 +67,8 @@ def test_face_restoration_and_upscaling_in_the_container(docker_client, worker_i
 
     weights = [write_gfpgan_weights(tmp_path / "GFPGANv1.3.pth"),
                write_esrgan_weights(tmp_path / "RealESRGAN_x2plus.pth", scale=2, blocks=2)]
-    name = f"sdtui-test-post-{uuid.uuid4().hex[:6]}"
-    docker_client.volumes.create(name)
-    try:
-        files = list(model_files(tiny_models["ckpt"])) + [(w, w.name) for w in weights]
-        with model_copy.VolumeCopier(docker_client, name, worker_image, {}) as copier:
-            copier.copy(model_copy.describe(files), {}, lambda n: None)
+    files = list(model_files(tiny_models["ckpt"])) + [(w, w.name) for w in weights]
+    with model_volume(docker_client, worker_image, files) as name:
         container, client = start_worker(docker_client, worker_image, name,
                                          tiny_models["ckpt"].name)
         try:
@@ -92,6 +79,3 @@ def test_face_restoration_and_upscaling_in_the_container(docker_client, worker_i
             assert image["params"]["gfpgan"] == 0.5 and image["params"]["upscale"] == 2
         finally:
             client.close()
-            container.remove(force=True)
-    finally:
-        docker_client.volumes.get(name).remove(force=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import uuid
 import zipfile
@@ -18,21 +19,32 @@ from sdtui.modelfiles import model_files
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
+@contextlib.contextmanager
+def model_volume(docker_client, image, files):
+    """A fresh volume holding `files` ((source, name) pairs), removed afterwards with every
+    test worker container."""
+    name = f"sdtui-test-{uuid.uuid4().hex[:6]}"
+    docker_client.volumes.create(name)
+    try:
+        with model_copy.VolumeCopier(docker_client, name, image, {}) as copier:
+            copier.copy(model_copy.describe(files), {}, lambda n: None)
+        yield name
+    finally:
+        for c in docker_client.containers.list(all=True,
+                                               filters={"label": "sdtui.test=container"}):
+            c.remove(force=True)
+        docker_client.volumes.get(name).remove(force=True)
+
+
 @pytest.fixture(scope="module")
 def volume(docker_client, worker_image, tiny_models, tmp_path_factory):
     """One volume holding all three tiny formats and a corrupt checkpoint."""
-    name = f"sdtui-test-{uuid.uuid4().hex[:6]}"
-    docker_client.volumes.create(name)
     bad = tmp_path_factory.mktemp("bad") / "broken.ckpt"
     with zipfile.ZipFile(bad, "w") as zf:  # looks like a torch zip, holds nonsense
         zf.writestr("broken/data.pkl", b"\x80\x02garbage")
     files = [f for path in (*tiny_models.values(), bad) for f in model_files(path)]
-    with model_copy.VolumeCopier(docker_client, name, worker_image, {}) as copier:
-        copier.copy(model_copy.describe(files), {}, lambda n: None)
-    yield name
-    for c in docker_client.containers.list(all=True, filters={"label": "sdtui.test=container"}):
-        c.remove(force=True)
-    docker_client.volumes.get(name).remove(force=True)
+    with model_volume(docker_client, worker_image, files) as name:
+        yield name
 
 
 def start_worker(docker_client, image, volume, model, **spec_args):
