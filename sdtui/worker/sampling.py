@@ -129,10 +129,10 @@ class Sampler:
         return req["seed"], (req["variation_seed"] + index) % (protocol.MAX_SEED + 1)
 
     def _sample(self, req: dict[str, Any], seed: int, variation_seed: int | None,
-                init: Image.Image | None, on_step: Any) -> torch.Tensor | Image.Image:
+                init: Image.Image | None, embeds: tuple[torch.Tensor, torch.Tensor],
+                on_step: Any) -> torch.Tensor | Image.Image:
         """Latents, or the init image itself when img2img has no step to take."""
-        prompt_embeds, negative_embeds = self.prompts.encode(req["prompt"],
-                                                             req["negative_prompt"])
+        prompt_embeds, negative_embeds = embeds
         common = {
             "prompt_embeds": prompt_embeds,
             "negative_prompt_embeds": negative_embeds,
@@ -170,6 +170,7 @@ class Sampler:
         if req["variation_amount"] and req["variation_seed"] is None:
             req["variation_seed"] = secrets.randbelow(protocol.MAX_SEED + 1)
         rid, every = req["id"], req["preview_every"]
+        embeds = self.prompts.encode(req["prompt"], req["negative_prompt"])  # once per batch
 
         def note(message: str) -> None:
             emit("log", {"level": "warning", "message": message})
@@ -193,7 +194,7 @@ class Sampler:
                     emit("preview", {"id": rid, "index": index, "step": done, "png": preview})
                 return kwargs
 
-            result = self._sample(req, seed, variation_seed, init, on_step)
+            result = self._sample(req, seed, variation_seed, init, embeds, on_step)
             if cancel.is_set():
                 raise Cancelled(finished)
             image = result if isinstance(result, Image.Image) else self.decode(result)
