@@ -158,8 +158,11 @@ def services_from_args(args: argparse.Namespace) -> Services:
             "profile", "region", "bucket", "instance_type", "spot", "idle_minutes")},
         "generate": {k: getattr(args, k, None) for k in (
             "prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed",
-            "scheduler", "count")},
+            "scheduler", "count", "strength", "fit", "gfpgan", "upscale", "upscale_strength",
+            "variation_amount", "variation_seed", "grid")},
     }
+    if getattr(args, "init_image", None):
+        initial["generate"]["init_image_path"] = str(args.init_image)
     if getattr(args, "model", None):
         initial["models"] = ", ".join(str(m) for m in args.model)
     return Services(out_dir=getattr(args, "out", None), initial=initial)

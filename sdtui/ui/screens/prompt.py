@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import (
     Checkbox,
+    Collapsible,
     Footer,
     Header,
     Input,
@@ -29,7 +30,7 @@ from textual.worker import Worker, WorkerState
 
 from sdtui import protocol
 from sdtui.config import GenerateConfig
-from sdtui.errors import SdtuiError
+from sdtui.errors import BadInput, SdtuiError
 from sdtui.ledger import Ledger
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.gallery import Gallery
@@ -43,7 +44,15 @@ if TYPE_CHECKING:
 
 FRAME_S = 1 / 15
 NUMBER_FIELDS = {"steps": int, "cfg": float, "width": int, "height": int, "count": int}
-FORM_FIELDS = ("prompt", "negative_prompt", *NUMBER_FIELDS, "seed", "scheduler")
+# The guide's other switches (-I/-f, -G, -U, -v/-V, -g), in the collapsed "More" section.
+MORE_NUMBER_FIELDS = {"strength": float, "gfpgan": float, "upscale_strength": float,
+                      "variation_amount": float}
+MORE_FIELDS = ("init_image", *MORE_NUMBER_FIELDS, "fit", "upscale", "variation_seed", "grid")
+FORM_FIELDS = ("prompt", "negative_prompt", *NUMBER_FIELDS, "seed", "scheduler", *MORE_FIELDS)
+UPSCALE_CHOICES = (("off", "off"), ("×2", "2"), ("×4", "4"))
+# What the request carries but the form does not show as such (the init image is sent as
+# base64: the form and the ledger keep its path instead).
+NOT_REMEMBERED = ("init_image", "type", "id", "preview_every")
 LEDGER_KEY = "ui_generate"  # the form's last-used values, kept with the deployment
 
 
@@ -55,6 +64,27 @@ def field_of(message: str) -> str:
     """The form field a protocol error names ('steps must be from 1 to 150, got 0')."""
     word = message.removeprefix("generate: ").split(" ", 1)[0]
     return word if word in FORM_FIELDS else "prompt"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _init_image(path: Path) -> str:
+    """The init image file as base64, checked to be a PNG or JPEG (BadInput otherwise)."""
+    from sdtui.headless import read_init_image  # the headless runner's reader, loaded on use
+
+    if not path.is_file():
+        raise BadInput(f"init image {path} does not exist", fix="check the path")
+    data = read_init_image(path)
+    try:
+        protocol.request("generate", id="check", prompt="-", init_image=data)
+    except protocol.ProtocolError as exc:
+        problem = str(exc).removeprefix("generate: ").replace("init_image", path.name, 1)
+        raise BadInput(problem, fix="choose a PNG or JPEG file") from exc
+    return data
 
 
 class PromptScreen(Screen[None]):
@@ -120,6 +150,9 @@ class PromptScreen(Screen[None]):
                              allow_blank=False, value=protocol.DEFAULT_SCHEDULER)
                 for name in ("steps", "cfg", "count", "width", "height", "seed", "scheduler"):
                     yield Static("", id=f"{name}-error", classes="field-error")
+                with Collapsible(title="More: init image, faces, upscale, variations, grid",
+                                 collapsed=True, id="more"):
+                    yield from self._compose_more()
             with Vertical(id="prompt-output"):
                 with Horizontal(id="gen-row"):
                     yield Label("", id="gen-status")
@@ -130,6 +163,40 @@ class PromptScreen(Screen[None]):
                 yield Gallery(id="gallery")
         yield StatusBar()
         yield Footer()
+
+    def _compose_more(self) -> ComposeResult:
+        yield Label("Init image (PNG or JPEG; img2img)", classes="field-label")
+        yield Input(id="init_image", placeholder="none: text to image")
+        yield Static("", id="init_image-error", classes="field-error")
+        with Horizontal(classes="param-row"):
+            with Vertical(classes="param"):
+                yield Label("strength", classes="field-label")
+                yield Input(id="strength")
+            with Vertical(classes="param"):
+                yield Label("fit", classes="field-label")
+                yield Select([("resize", "resize"), ("crop", "crop")], id="fit",
+                             allow_blank=False, value="resize")
+        with Horizontal(classes="param-row"):
+            with Vertical(classes="param"):
+                yield Label("face restore (GFPGAN)", classes="field-label")
+                yield Input(id="gfpgan", placeholder="0 = off")
+            with Vertical(classes="param"):
+                yield Label("upscale", classes="field-label")
+                yield Select(UPSCALE_CHOICES, id="upscale", allow_blank=False, value="off")
+            with Vertical(classes="param"):
+                yield Label("upscale strength", classes="field-label")
+                yield Input(id="upscale_strength")
+        with Horizontal(classes="param-row"):
+            with Vertical(classes="param"):
+                yield Label("variation amount", classes="field-label")
+                yield Input(id="variation_amount", placeholder="0 = off")
+            with Vertical(classes="param"):
+                yield Label("variation seed", classes="field-label")
+                yield Input(id="variation_seed", placeholder="random")
+        yield Checkbox("Grid of the batch (saved beside the images)", id="grid")
+        for name in ("strength", "fit", "gfpgan", "upscale", "upscale_strength",
+                     "variation_amount", "variation_seed", "grid"):
+            yield Static("", id=f"{name}-error", classes="field-error")
 
     def on_mount(self) -> None:
         self.app.worker_state = "ready"
@@ -147,6 +214,8 @@ class PromptScreen(Screen[None]):
         values: dict[str, Any] = {k: getattr(g, k) for k in GenerateConfig.__dataclass_fields__
                                   if k != "out_dir"}
         values["count"] = 1
+        values.update({name: protocol.GENERATE_FIELDS[name].default for name in MORE_FIELDS
+                       if name != "init_image"})
         try:
             ledger = Ledger.load(self.deployment.name)
         except SdtuiError:
@@ -162,11 +231,20 @@ class PromptScreen(Screen[None]):
             self.query_one("#prompt", TextArea).text = str(values["prompt"])
         for name in ("negative_prompt", *NUMBER_FIELDS, "seed"):
             if name in values:
-                value = values[name]
-                self.query_one(f"#{name}", Input).value = "" if value is None else f"{value:g}" \
-                    if isinstance(value, float) else str(value)
+                self.query_one(f"#{name}", Input).value = _shown(values[name])
         if values.get("scheduler") in protocol.SCHEDULERS:
             self.query_one("#scheduler", Select).value = values["scheduler"]
+        for name in (*MORE_NUMBER_FIELDS, "variation_seed"):
+            if name in values:
+                self.query_one(f"#{name}", Input).value = _shown(values[name])
+        if "init_image_path" in values:
+            self.query_one("#init_image", Input).value = values["init_image_path"] or ""
+        if values.get("fit") in ("resize", "crop"):
+            self.query_one("#fit", Select).value = values["fit"]
+        if "upscale" in values:
+            self.query_one("#upscale", Select).value = str(values["upscale"] or "off")
+        if "grid" in values:
+            self.query_one("#grid", Checkbox).value = bool(values["grid"])
 
     def _clear_errors(self) -> None:
         for error in self.query(".field-error"):
@@ -199,6 +277,7 @@ class PromptScreen(Screen[None]):
         except ValueError:
             self._error("seed", "seed must be a whole number (or untick Lock seed)")
             ok = False
+        ok = self._read_more(params) and ok
         if not ok:
             return None
         try:
@@ -209,11 +288,45 @@ class PromptScreen(Screen[None]):
             return None
         return {k: v for k, v in checked.items() if k not in ("type", "id", "preview_every")}
 
+    def _read_more(self, params: dict[str, Any]) -> bool:
+        """The "More" fields into params; False after showing an error next to a field."""
+        ok = True
+        for name in MORE_NUMBER_FIELDS:
+            raw = self.query_one(f"#{name}", Input).value.strip()
+            try:
+                params[name] = float(raw) if raw else protocol.GENERATE_FIELDS[name].default
+            except ValueError:
+                self._error(name, f"{name} must be a number from 0 to 1")
+                ok = False
+        raw = self.query_one("#variation_seed", Input).value.strip()
+        try:
+            params["variation_seed"] = int(raw) if raw else None
+        except ValueError:
+            self._error("variation_seed", "variation seed must be a whole number (or empty)")
+            ok = False
+        params["fit"] = self.query_one("#fit", Select).value
+        upscale = self.query_one("#upscale", Select).value
+        params["upscale"] = None if upscale == "off" else int(str(upscale))
+        params["grid"] = self.query_one("#grid", Checkbox).value
+        path = self.query_one("#init_image", Input).value.strip()
+        params["init_image"] = None
+        if path:
+            try:
+                params["init_image"] = _init_image(Path(path).expanduser())
+            except SdtuiError as exc:
+                self._error("init_image", str(exc))
+                ok = False
+        if not ok:
+            self.query_one("#more", Collapsible).collapsed = False
+        return ok
+
     def _remember(self, params: dict[str, Any]) -> None:
+        remembered = {k: v for k, v in params.items() if k not in NOT_REMEMBERED}
+        remembered["init_image_path"] = self.query_one("#init_image", Input).value.strip()
         try:
             ledger = Ledger.load(self.deployment.name)
             if ledger is not None:
-                ledger.set_params(**{LEDGER_KEY: params})
+                ledger.set_params(**{LEDGER_KEY: remembered})
         except SdtuiError as exc:
             self.notify(f"could not remember the form: {exc}", severity="warning")
 
@@ -232,8 +345,18 @@ class PromptScreen(Screen[None]):
         self.app.worker_state = "generating"
         self.query_one("#gen-status", Label).update("starting…")
         self.query_one("#gen-progress", ProgressBar).update(total=params["steps"], progress=0)
-        self.run_worker(lambda: self.session.generate(params, self.pump.put), thread=True,
+        self.run_worker(lambda: self._generate_batch(params), thread=True,
                         exit_on_error=False, group="generate", name="generate")
+
+    def _generate_batch(self, params: dict[str, Any]) -> tuple[list[SavedImage], bool, Path | None]:
+        """In a worker thread: the request, then the batch's grid when asked for one."""
+        saved, cancelled = self.session.generate(params, self.pump.put)
+        grid = None
+        if params.get("grid") and len(saved) > 1:
+            from sdtui.grid import save_grid
+
+            grid = save_grid([image.path for image in saved])
+        return saved, cancelled, grid
 
     def action_cancel(self) -> None:
         if self.generating and self.session.cancel():
@@ -286,8 +409,12 @@ class PromptScreen(Screen[None]):
         self.app.worker_state = "ready"
         status = self.query_one("#gen-status", Label)
         if event.state == WorkerState.SUCCESS:
-            saved, cancelled = event.worker.result
+            saved, cancelled, grid = event.worker.result
             status.update(f"{'cancelled: ' if cancelled else ''}{len(saved)} image(s) saved")
+            if grid is not None:
+                self.show_image(grid)
+                self.query_one("#saved-path", Static).update(f"grid saved {grid}")
+                self.notify(str(grid), title="Grid saved")
         else:
             exc = event.worker.error
             self.app.worker_state = "error"
@@ -307,18 +434,22 @@ class PromptScreen(Screen[None]):
     def action_rerun(self) -> None:
         image = self._selected()
         if image is not None:
-            params = {k: v for k, v in image.params.items() if k in FORM_FIELDS}
-            params.update(seed=image.seed, count=1)
+            # The recorded request, every option included (the init image too), not the form.
+            params = {k: v for k, v in image.params.items()
+                      if k in protocol.GENERATE_FIELDS and k not in ("id", "preview_every")}
+            params.update(seed=image.seed, count=1, grid=False)
             self._fill(params)
             self.query_one("#lock-seed", Checkbox).value = True
-            self.action_generate()
+            self.action_generate(params)
 
     def action_copy_prompt(self) -> None:
         image = self._selected()
         if image is not None:
             self._fill({**image.params, "seed": image.seed})
             self.query_one("#prompt", TextArea).focus()
-            self.notify("Copied the prompt and parameters into the form.")
+            note = " The init image is not: r re-runs with it." if image.params.get(
+                "init_image") else ""
+            self.notify(f"Copied the prompt and parameters into the form.{note}")
 
     def action_show_path(self) -> None:
         image = self._selected()
