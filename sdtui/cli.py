@@ -118,9 +118,14 @@ def main(argv: list[str] | None = None) -> int:
             from sdtui.headless import run
 
             return run(args)
+        from sdtui.ui.images import ImageSupport
+
+        images = ImageSupport()
+        if images.protocol == "auto":
+            images.start()  # the terminal probe's waits overlap the app's imports
         from sdtui.ui.app import run_app
 
-        return run_app(args)
+        return run_app(args, images)
     except errors.SdtuiError as exc:
         print(f"sdtui: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -22,12 +22,11 @@ from sdtui.ui.core import Services
 from sdtui.ui.cost import CostMeter
 from sdtui.ui.images import ImageSupport
 from sdtui.ui.screens.deploy import DeployScreen
-from sdtui.ui.screens.prompt import PromptScreen
-from sdtui.ui.screens.provision import ProvisionScreen
-from sdtui.ui.screens.teardown import TeardownModal
 
 if TYPE_CHECKING:
     from sdtui.client import WorkerClient
+
+# The later screens are imported where they are opened: the first frame needs only DeployScreen.
 
 COST_POLL_S = 15.0  # each poll asks EC2 and reads the instance's activity file over SSH
 
@@ -69,10 +68,14 @@ class SdtuiApp(App[int]):
 
     def start_provision(self, deployment: Deployment) -> None:
         self._use(deployment)
+        from sdtui.ui.screens.provision import ProvisionScreen
+
         self._to_deployments()
         self.push_screen(ProvisionScreen(deployment))
 
     def open_prompt(self, deployment: Deployment, client: WorkerClient) -> None:
+        from sdtui.ui.screens.prompt import PromptScreen
+
         self._use(deployment)
         self.switch_screen(PromptScreen(deployment, client))
 
@@ -99,6 +102,8 @@ class SdtuiApp(App[int]):
         self.cost_label = self.cost_meter.label()
 
     def _poll_cost(self) -> None:
+        from sdtui.ui.screens.provision import ProvisionScreen
+
         busy = isinstance(self.screen, ProvisionScreen) and self.screen.running
         if self.deployment is not None and not busy:  # one thread at a time uses its clients
             self._fetch_cost(self.deployment)
@@ -128,10 +133,15 @@ class SdtuiApp(App[int]):
         self.call_from_thread(self._ask_teardown, deployment, status)
 
     def _ask_teardown(self, deployment: Deployment, status: Any) -> None:
+        from sdtui.ui.screens.provision import ProvisionScreen
+        from sdtui.ui.screens.teardown import TeardownModal
+
         def confirmed(purge: bool | None) -> None:
             if purge is None:
                 return
             self._use(deployment)
+            from sdtui.ui.screens.prompt import PromptScreen
+
             if isinstance(self.screen, PromptScreen):
                 self.screen.session.client.close()
             self._to_deployments()
