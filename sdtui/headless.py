@@ -8,7 +8,6 @@ keeps running and the ledger stays true.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
 import threading
@@ -30,6 +29,7 @@ from sdtui.deploy.base import (
 )
 from sdtui.deploy.settings import deployment_from_args
 from sdtui.grid import save_grid
+from sdtui.inputs import read_init_image
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 
@@ -125,15 +125,6 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
                                   fix="write one prompt per line")
         return prompts
     return [args.prompt] if args.prompt else []
-
-
-def read_init_image(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise errors.BadInput(f"cannot read init image {path}: {exc.strerror}",
-                              fix="check the path") from None
-    return base64.b64encode(data).decode("ascii")
 
 
 def png_params(path: Path) -> dict[str, Any]:

@@ -74,7 +74,7 @@ def _shown(value: Any) -> str:
 
 def _init_image(path: Path) -> str:
     """The init image file as base64, checked to be a PNG or JPEG (BadInput otherwise)."""
-    from sdtui.headless import read_init_image  # the headless runner's reader, loaded on use
+    from sdtui.inputs import read_init_image
 
     if not path.is_file():
         raise BadInput(f"init image {path} does not exist", fix="check the path")

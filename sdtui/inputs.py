@@ -1,0 +1,18 @@
+"""Files the user hands to a generation, read the same way by both front ends."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from sdtui.errors import BadInput
+
+
+def read_init_image(path: Path) -> str:
+    """An img2img init image as the protocol carries it (base64); the worker checks the bytes."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read init image {path}: {exc.strerror}",
+                       fix="check the path") from None
+    return base64.b64encode(data).decode("ascii")
