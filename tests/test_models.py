@@ -269,7 +269,7 @@ def test_sd_v1_4_key_layout_fits_the_shipped_configs(tmp_path: Path) -> None:
         unet_to_original,
         vae_to_original,
     )
-    from sdtui.worker.models import _text_encoder, _unet, _vae, check_sd1_keys
+    from sdtui.worker.models import _ldm_component, _text_encoder, check_sd1_keys
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(
@@ -288,6 +288,7 @@ def test_sd_v1_4_key_layout_fits_the_shipped_configs(tmp_path: Path) -> None:
     assert "cond_stage_model.transformer.text_model.final_layer_norm.weight" in state
     sources = ConfigSources.beside(tmp_path / "sd-v1-4.ckpt")
     check_sd1_keys(sources.checkpoint, state)
-    assert _unet(state, sources).config.cross_attention_dim == 768
-    assert list(_vae(state, sources).config.block_out_channels) == [128, 256, 512, 512]
+    assert _ldm_component("unet", state, sources).config.cross_attention_dim == 768
+    assert list(_ldm_component("vae", state, sources).config.block_out_channels) == [
+        128, 256, 512, 512]
     assert _text_encoder(state, sources).config.hidden_size == 768

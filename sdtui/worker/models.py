@@ -231,40 +231,26 @@ def _build_from_meta(cls: Any, config: dict[str, Any]) -> Any:
         return cls.from_config(config)
 
 
-def _unet(state: dict[str, torch.Tensor], sources: ConfigSources) -> Any:
-    from diffusers import UNet2DConditionModel
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_unet_checkpoint,
-        create_unet_diffusers_config_from_ldm,
-        fetch_original_config,
-    )
+def _ldm_component(kind: str, state: dict[str, torch.Tensor], sources: ConfigSources) -> Any:
+    """The UNet or the VAE: its config from the sidecar folder, the .yaml or the shipped
+    assets, then the checkpoint's weights converted from the LDM layout and loaded strictly."""
+    import diffusers
+    from diffusers.loaders import single_file_utils as sfu
 
-    if sources.uses_yaml("unet"):
-        original = fetch_original_config(str(sources.original_yaml), local_files_only=True)
-        config = create_unet_diffusers_config_from_ldm(original, state)
+    cls, config_from_ldm, convert = {
+        "unet": (diffusers.UNet2DConditionModel, sfu.create_unet_diffusers_config_from_ldm,
+                 sfu.convert_ldm_unet_checkpoint),
+        "vae": (diffusers.AutoencoderKL, sfu.create_vae_diffusers_config_from_ldm,
+                sfu.convert_ldm_vae_checkpoint),
+    }[kind]
+    if sources.uses_yaml(kind):
+        original = sfu.fetch_original_config(str(sources.original_yaml), local_files_only=True)
+        config = config_from_ldm(original, state)
     else:
-        config = UNet2DConditionModel.load_config(sources.folder("unet"), local_files_only=True)
-    unet = _build_from_meta(UNet2DConditionModel, config)
-    _load_strict(unet, convert_ldm_unet_checkpoint(state, unet.config), "unet", sources)
-    return unet
-
-
-def _vae(state: dict[str, torch.Tensor], sources: ConfigSources) -> Any:
-    from diffusers import AutoencoderKL
-    from diffusers.loaders.single_file_utils import (
-        convert_ldm_vae_checkpoint,
-        create_vae_diffusers_config_from_ldm,
-        fetch_original_config,
-    )
-
-    if sources.uses_yaml("vae"):
-        original = fetch_original_config(str(sources.original_yaml), local_files_only=True)
-        config = create_vae_diffusers_config_from_ldm(original, state)
-    else:
-        config = AutoencoderKL.load_config(sources.folder("vae"), local_files_only=True)
-    vae = _build_from_meta(AutoencoderKL, config)
-    _load_strict(vae, convert_ldm_vae_checkpoint(state, vae.config), "vae", sources)
-    return vae
+        config = cls.load_config(sources.folder(kind), local_files_only=True)
+    model = _build_from_meta(cls, config)
+    _load_strict(model, convert(state, model.config), kind, sources)
+    return model
 
 
 def _text_encoder(state: dict[str, torch.Tensor], sources: ConfigSources) -> Any:
@@ -310,8 +296,8 @@ def _load_single_file(path: Path, fmt: str, dtype: torch.dtype) -> Any:
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     text_encoder = _text_encoder(state, sources).to(dtype)
     return StableDiffusionPipeline(
-        unet=_unet(state, sources),
-        vae=_vae(state, sources),
+        unet=_ldm_component("unet", state, sources),
+        vae=_ldm_component("vae", state, sources),
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(sources.folder("tokenizer"), local_files_only=True),
         scheduler=_scheduler(sources),
