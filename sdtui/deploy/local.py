@@ -64,16 +64,6 @@ class LocalDeployment(WorkerSteps, Deployment):
         self.base_image = settings.base_image
         self._client: docker.DockerClient | None = None
 
-    @classmethod
-    def from_ledger(cls, ledger: Ledger) -> LocalDeployment:
-        p = ledger.params
-        return cls(LocalSettings(
-            models=[Path(m) for m in p.get("models", [])], name=ledger.name,
-            volume=p.get("volume", DEFAULT_VOLUME),
-            base_image=p.get("base_image", DEFAULT_BASE_IMAGE),
-            docker_host=p.get("docker_host"),
-        ))
-
     # --- helpers -----------------------------------------------------------------------------
 
     @property

@@ -19,52 +19,41 @@ from sdtui.ui.checks import Check, live_checks
 from sdtui.ui.forms import Option, split_paths
 
 
-def _aws_args(**flags: Any) -> argparse.Namespace:
-    """The headless mode's flags for Option A, so the app builds the deployment exactly as
-    `sdtui --no-ui --option aws` does (flags > ledger > config > defaults)."""
+def _args(option: Option, **flags: Any) -> argparse.Namespace:
+    """The headless mode's flags, so the app builds a deployment exactly as `sdtui --no-ui`
+    does (flags > ledger > config > defaults). An empty form field is no flag."""
     from sdtui.cli import build_parser
 
-    args = build_parser().parse_args(["--option", "aws"])
+    args = build_parser().parse_args(["--option", option])
     for key, value in flags.items():
-        setattr(args, key, value)
+        setattr(args, key, value if value not in ("", None) else getattr(args, key))
     return args
 
 
 def make_deployment(option: Option, values: dict[str, Any]) -> Deployment:
     """A deployment from a submitted form, validated before anything is created."""
+    from sdtui.deploy.settings import deployment_from_args
+
+    common = {"name": values.get("name"), "model": split_paths(values.get("models", ""))}
     if option == "aws":
-        from sdtui.deploy.settings import deployment_from_args
-
         idle = str(values.get("idle_minutes") or "").strip()
-        return deployment_from_args(_aws_args(
-            name=values.get("name") or None, model=split_paths(values.get("models", "")),
-            profile=values.get("profile") or None, region=values.get("region") or None,
-            bucket=values.get("bucket") or None,
-            instance_type=values.get("instance_type") or None, spot=bool(values.get("spot")),
-            idle_minutes=int(idle) if idle else None,
+        return deployment_from_args(_args(
+            "aws", **common, profile=values.get("profile"), region=values.get("region"),
+            bucket=values.get("bucket"), instance_type=values.get("instance_type"),
+            spot=bool(values.get("spot")), idle_minutes=int(idle) if idle else None,
         ))
-    from sdtui.deploy.local import LocalDeployment, LocalSettings
-
-    settings = LocalSettings(
-        models=split_paths(values["models"]), name=values["name"] or "local",
-        volume=values.get("volume") or "sdtui-models",
-        base_image=values.get("base_image") or "python:3.11-slim",
-        docker_host=values.get("docker_host") or None,
-    )
-    settings.validate()
-    return LocalDeployment(settings)
+    return deployment_from_args(_args(
+        "local", **common, volume=values.get("volume"), base_image=values.get("base_image"),
+        docker_host=values.get("docker_host"),
+    ))
 
 
 def resume_deployment(ledger: Ledger) -> Deployment:
     """The deployment a ledger records, as it was last made (its status and teardown work
     even when its model files have moved since)."""
-    if ledger.option == "aws":
-        from sdtui.deploy.settings import deployment_from_args
+    from sdtui.deploy.settings import deployment_from_args
 
-        return deployment_from_args(_aws_args(name=ledger.name, status=True))
-    from sdtui.deploy.local import LocalDeployment
-
-    return LocalDeployment.from_ledger(ledger)
+    return deployment_from_args(_args(ledger.option, name=ledger.name, status=True))
 
 
 @dataclass
