@@ -137,12 +137,13 @@ def png_params(path: Path) -> dict[str, Any]:
     return params
 
 
-def generation_params(args: argparse.Namespace, prompt: str | None,
-                      base: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The request's parameters, checked by the protocol itself before anything is created.
-    `base` (a saved image's params) overrides the config; flags override both."""
+def generation_requests(args: argparse.Namespace, prompts: list[str | None],
+                        base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Each prompt's request parameters, checked by the protocol itself before anything is
+    created. `base` (a saved image's params) overrides the config; flags override both. The
+    config and the init image are read once, however many prompts there are."""
     defaults = load_config().generate
-    params: dict[str, Any] = {
+    shared: dict[str, Any] = {
         "negative_prompt": args.negative_prompt,
         "steps": defaults.steps,
         "cfg": defaults.cfg,
@@ -150,14 +151,21 @@ def generation_params(args: argparse.Namespace, prompt: str | None,
         "height": defaults.height,
         "scheduler": defaults.scheduler,
     }
-    params.update(base or {})
-    if prompt is not None:
-        params["prompt"] = prompt
+    shared.update(base or {})
     if args.negative_prompt and base:
-        params["negative_prompt"] = args.negative_prompt
-    params.update({k: getattr(args, k) for k in _GEN_FLAGS if getattr(args, k, None) is not None})
+        shared["negative_prompt"] = args.negative_prompt
+    shared.update({k: getattr(args, k) for k in _GEN_FLAGS if getattr(args, k, None) is not None})
     if getattr(args, "init_image", None):
-        params["init_image"] = read_init_image(args.init_image)
+        shared["init_image"] = read_init_image(args.init_image)
+    return [_checked({**shared, **({"prompt": p} if p is not None else {})}) for p in prompts]
+
+
+def generation_params(args: argparse.Namespace, prompt: str | None,
+                      base: dict[str, Any] | None = None) -> dict[str, Any]:
+    return generation_requests(args, [prompt], base)[0]
+
+
+def _checked(params: dict[str, Any]) -> dict[str, Any]:
     try:
         checked = protocol.request("generate", id="check", **params)
     except protocol.ProtocolError as exc:
@@ -214,10 +222,9 @@ def run(args: argparse.Namespace) -> int:
 
     # Every input is checked before anything is created.
     if getattr(args, "from_png", None):
-        base = png_params(args.from_png)
-        requests = [generation_params(args, args.prompt, base)]
+        requests = generation_requests(args, [args.prompt], png_params(args.from_png))
     else:
-        requests = [generation_params(args, p) for p in read_prompts(args)]
+        requests = generation_requests(args, list(read_prompts(args)))
     deployment = deployment_from_args(args)
     out_dir = args.out or load_config().generate.out_dir or default_outputs_dir()
 

@@ -108,6 +108,15 @@ def test_second_run_reuses_everything_without_reloading(cli, tiny_models, docker
     assert len([e for e in evs if e["event"] == "image"]) == 1
 
 
+def test_a_prompt_file_on_stdin_runs_one_request_per_line(cli):
+    r = cli.run("--prompt-file", "-", *FAST, "--seed", "5", "--json",
+                input="# a comment line\na green barn\n\na yellow barn\n")
+    assert r.returncode == 0, r.stderr
+    saved = [Path(e["path"]) for e in events(r.stdout) if e["event"] == "image"]
+    assert [read_metadata(p)["params"]["prompt"] for p in saved] == ["a green barn",
+                                                                    "a yellow barn"]
+
+
 def test_a_killed_client_loses_no_finished_image(cli):
     before = {p.name for p in cli.out.glob("*.png")}
     proc = cli.popen("--prompt", "a long batch", "-n", "3", "--steps", "25", "--width", "64",
