@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sdtui import __version__, errors
-from sdtui.protocol import DEFAULT_SCHEDULER, SCHEDULERS
+from sdtui.protocol import DEFAULT_SCHEDULER, SCHEDULERS, SCHEDULES
 
 EPILOG = """\
 exit codes: 0 ok, 2 bad input, 3 deployment failed, 4 generation failed, 130 interrupted
@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed; images of a batch use seed, seed+1, ...")
     g.add_argument("--scheduler", metavar="NAME",
                    help=f"one of {', '.join(SCHEDULERS)} (default {DEFAULT_SCHEDULER}); "
-                   "the guide's k_lms, k_euler_a, plms... are accepted")
+                   "the guide's k_lms, k_euler_a, plms... and A1111's names are accepted")
+    g.add_argument("--schedule", choices=SCHEDULES,
+                   help="noise schedule (A1111's Schedule type; default: the sampler's own)")
     g.add_argument("-n", "--count", type=int, help="images per prompt, 1-16 (default 1)")
     g.add_argument("--init-image", metavar="FILE", type=Path,
                    help="img2img: start from this PNG or JPEG (the guide's -I)")

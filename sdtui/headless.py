@@ -33,9 +33,9 @@ from sdtui.inputs import read_init_image
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 
-_GEN_FLAGS = ("steps", "cfg", "width", "height", "seed", "scheduler", "count", "preview_every",
-              "strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
-              "variation_seed", "grid")
+_GEN_FLAGS = ("steps", "cfg", "width", "height", "seed", "scheduler", "schedule", "count",
+              "preview_every", "strength", "fit", "gfpgan", "upscale", "upscale_strength",
+              "variation_amount", "variation_seed", "grid")
 
 
 class Reporter:

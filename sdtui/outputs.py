@@ -24,9 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sdtui import __version__
+from sdtui import __version__, samplers
 from sdtui.errors import BadInput, GenerationError
-from sdtui.protocol import SCHEDULER_ALIASES, SCHEDULERS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 INDEX_NAME = "index.jsonl"
@@ -34,23 +33,6 @@ SLUG_MAX = 40
 METADATA_KEYS = ("parameters", "sd-metadata")
 _MAX_NAME_TRIES = 10_000
 
-A1111_SAMPLERS = {
-    "ddim": "DDIM",
-    "pndm": "PLMS",
-    "lms": "LMS",
-    "euler": "Euler",
-    "euler_a": "Euler a",
-    "heun": "Heun",
-    "dpm2": "DPM2",
-    "dpm2_a": "DPM2 a",
-    "dpmpp_2m": "DPM++ 2M",
-    "dpmpp_2m_karras": "DPM++ 2M Karras",
-}
-# dream> `-A` names: the first alias spelled for each canonical scheduler.
-DREAM_SAMPLERS = {"ddim": "ddim"} | {
-    canon: alias for alias, canon in reversed(SCHEDULER_ALIASES.items())
-}
-assert set(A1111_SAMPLERS) == set(SCHEDULERS) == set(DREAM_SAMPLERS)
 
 
 class OutputWriteError(GenerationError):
@@ -159,9 +141,12 @@ def a1111_parameters(params: dict[str, Any]) -> str:
     if params.get("negative_prompt"):
         lines.append(f"Negative prompt: {params['negative_prompt']}")
     scheduler = str(params.get("scheduler", ""))
+    schedule = params.get("schedule") or samplers.DEFAULT_SCHEDULE
+    known = scheduler in samplers.SAMPLERS
     fields = [
         ("Steps", params.get("steps")),
-        ("Sampler", A1111_SAMPLERS.get(scheduler, scheduler or None)),
+        ("Sampler", samplers.a1111_label(scheduler) if known else scheduler or None),
+        ("Schedule type", samplers.SCHEDULE_A1111[schedule] if known else None),
         ("CFG scale", params.get("cfg")),
         ("Seed", params.get("seed")),
         ("Size", f"{params['width']}x{params['height']}" if "width" in params else None),
@@ -192,7 +177,8 @@ def sd_metadata(params: dict[str, Any]) -> dict[str, Any]:
         "seed": params.get("seed"),
         "width": params.get("width"),
         "height": params.get("height"),
-        "sampler": DREAM_SAMPLERS.get(scheduler, scheduler),
+        "sampler": samplers.dream_name(scheduler) if scheduler in samplers.SAMPLERS
+        else scheduler,
         "type": "img2img" if params.get("init_image") else "txt2img",
         "postprocessing": None,
         "variations": [],
@@ -230,7 +216,6 @@ def parse_a1111_parameters(text: str) -> dict[str, Any]:
             line = line.removeprefix("Negative prompt:").strip()
         (negative if in_negative else prompt).append(line)
     params: dict[str, Any] = {"prompt": "\n".join(prompt), "negative_prompt": "\n".join(negative)}
-    by_label = {label: canon for canon, label in A1111_SAMPLERS.items()}
     for key, raw in _A1111_LINE.findall(settings):
         value = json.loads(raw) if raw.startswith('"') else raw.strip()
         key = key.strip()
@@ -238,8 +223,12 @@ def parse_a1111_parameters(text: str) -> dict[str, Any]:
             if key in _A1111_KEYS:
                 name, kind = _A1111_KEYS[key]
                 params[name] = kind(value)
-            elif key == "Sampler" and value in by_label:
-                params["scheduler"] = by_label[value]
+            elif key == "Sampler":
+                params["scheduler"], implied = samplers.parse(value)
+                if implied:
+                    params["schedule"] = implied
+            elif key == "Schedule type":
+                params["schedule"] = samplers.parse_schedule(value)
             elif key == "Size":
                 width, height = value.split("x")
                 params["width"], params["height"] = int(width), int(height)

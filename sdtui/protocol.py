@@ -14,34 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sdtui import samplers
+
 PROTOCOL_VERSION = 1
 
-# Canonical scheduler names, in the order they are listed to users.
-SCHEDULERS = (
-    "ddim",
-    "pndm",
-    "lms",
-    "euler",
-    "euler_a",
-    "heun",
-    "dpm2",
-    "dpm2_a",
-    "dpmpp_2m",
-    "dpmpp_2m_karras",
-)
-# The guide's dream> `-A` sampler names and other common spellings.
-SCHEDULER_ALIASES = {
-    "plms": "pndm",
-    "k_lms": "lms",
-    "k_euler": "euler",
-    "k_euler_a": "euler_a",
-    "k_heun": "heun",
-    "k_dpm_2": "dpm2",
-    "k_dpm_2_a": "dpm2_a",
-    "dpm++_2m": "dpmpp_2m",
-    "dpm++_2m_karras": "dpmpp_2m_karras",
-}
-DEFAULT_SCHEDULER = "euler_a"
+# Canonical sampler names, in the order they are listed to users (the table: sdtui.samplers).
+SCHEDULERS = tuple(samplers.SAMPLERS)
+SCHEDULES = samplers.SCHEDULES
+DEFAULT_SCHEDULER = samplers.DEFAULT_SAMPLER
+DEFAULT_SCHEDULE = samplers.DEFAULT_SCHEDULE
 
 MAX_SEED = 2**32 - 1
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -56,13 +37,11 @@ class ProtocolError(ValueError):
 
 
 def normalize_scheduler(name: str) -> str:
-    key = name.strip().lower().replace("-", "_")
-    key = SCHEDULER_ALIASES.get(key, key)
-    if key not in SCHEDULERS:
-        raise ProtocolError(
-            f"unknown scheduler {name!r}; valid schedulers: {', '.join(SCHEDULERS)}"
-        )
-    return key
+    """The canonical sampler id for any accepted spelling (A1111's, the guide's, ours)."""
+    try:
+        return samplers.parse(name)[0]
+    except samplers.UnknownSampler as exc:
+        raise ProtocolError(str(exc)) from None
 
 
 # --- field checks -------------------------------------------------------------------------
@@ -113,6 +92,13 @@ def _scheduler(name: str, value: str) -> str:
     return normalize_scheduler(value)
 
 
+def _schedule(name: str, value: str) -> str:
+    try:
+        return samplers.parse_schedule(value)
+    except samplers.UnknownSampler as exc:
+        raise ProtocolError(str(exc)) from None
+
+
 def _one_of(*choices: Any) -> Callable[[str, Any], Any]:
     def check(name: str, value: Any) -> Any:
         if value not in choices:
@@ -154,6 +140,9 @@ GENERATE_FIELDS: dict[str, Field] = {
     "height": Field(_INT, default=512, check=_int_range(64, 2048, 8)),
     "seed": Field(_INT, default=None, check=_int_range(0, MAX_SEED), nullable=True),
     "scheduler": Field(str, default=DEFAULT_SCHEDULER, check=_scheduler),
+    # The noise schedule (A1111's "Schedule type"); a combined name such as
+    # "DPM++ 2M Karras" in `scheduler` implies it.
+    "schedule": Field(str, default=DEFAULT_SCHEDULE, check=_schedule),
     "count": Field(_INT, default=1, check=_int_range(1, 16)),
     "preview_every": Field(_INT, default=5, check=_int_range(0, 150)),
     # img2img (the guide's -I/-f): the init image travels in the request, base64.
@@ -281,7 +270,15 @@ def _validate(obj: Any, schemas: dict[str, dict[str, Field]], what: str) -> dict
     return out
 
 
-def _check_generate(req: dict[str, Any]) -> None:
+def _check_generate(req: dict[str, Any], raw: dict[str, Any]) -> None:
+    if "scheduler" in raw:
+        implied = samplers.parse(raw["scheduler"])[1]
+        if implied and req["schedule"] == DEFAULT_SCHEDULE:
+            req["schedule"] = implied
+    try:
+        samplers.check_combination(req["scheduler"], req["schedule"])
+    except samplers.UnknownSampler as exc:
+        raise ProtocolError(f"generate: {exc}") from None
     if req["init_image"] and req["variation_amount"]:
         raise ProtocolError("generate: variations apply to text-to-image only; "
                             "drop init_image or set variation_amount to 0")
@@ -290,7 +287,7 @@ def _check_generate(req: dict[str, Any]) -> None:
 def validate_request(obj: Any) -> dict[str, Any]:
     req = _validate(obj, REQUEST_SCHEMAS, "request")
     if req["type"] == "generate":
-        _check_generate(req)
+        _check_generate(req, obj)
     return req
 
 

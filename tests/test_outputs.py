@@ -63,7 +63,8 @@ def test_saved_png_carries_a1111_parameters_and_sd_metadata(tmp_path: Path) -> N
     assert text["parameters"] == (
         "A lighthouse at dusk, oil painting\n"
         "Negative prompt: blurry\n"
-        "Steps: 30, Sampler: Euler a, CFG scale: 7.5, Seed: 123, Size: 64x48, Model: sd-v1-4"
+        "Steps: 30, Sampler: Euler a, Schedule type: Uniform, CFG scale: 7.5, Seed: 123, "
+        "Size: 64x48, Model: sd-v1-4"
     )
     meta = json.loads(text["sd-metadata"])
     assert meta["model_weights"] == "sd-v1-4"
@@ -285,7 +286,8 @@ def test_read_metadata_of_another_tools_png(tmp_path: Path) -> None:
         "prompt": "a cat",
         "negative_prompt": "dog",
         "steps": 20,
-        "scheduler": "dpmpp_2m_karras",
+        "scheduler": "dpmpp_2m",
+        "schedule": "karras",
         "cfg": 6.0,
         "seed": 42,
         "width": 512,

@@ -18,7 +18,7 @@ import diffusers
 import torch
 from PIL import Image
 
-from sdtui import __version__, protocol
+from sdtui import __version__, protocol, samplers
 from sdtui.worker.img2img import decode_init_image, fit_image
 from sdtui.worker.models import LoadedModel
 from sdtui.worker.postprocess import PostProcessor
@@ -35,18 +35,9 @@ _LATENT_RGB = torch.tensor(
     ]
 )
 
-_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
-    "lms": ("LMSDiscreteScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-    "heun": ("HeunDiscreteScheduler", {}),
-    "dpm2": ("KDPM2DiscreteScheduler", {}),
-    "dpm2_a": ("KDPM2AncestralDiscreteScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
-    "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-}
+# A schedule other than the default is one flag on the diffusers class.
+_SCHEDULE_OPTIONS = {"karras": {"use_karras_sigmas": True},
+                     "exponential": {"use_exponential_sigmas": True}}
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -92,12 +83,14 @@ class Sampler:
             self._prompts = PromptEncoder(self.pipe)
         return self._prompts
 
-    def use_scheduler(self, name: str) -> None:
-        if name not in self._scheduler_cache:
-            cls_name, extra = _SCHEDULERS[name]
-            cls = getattr(diffusers, cls_name)
-            self._scheduler_cache[name] = cls.from_config(self._base_scheduler_config, **extra)
-        self.pipe.scheduler = self._scheduler_cache[name]
+    def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
+        key = f"{name}/{schedule}"
+        if key not in self._scheduler_cache:
+            spec = samplers.SAMPLERS[name]
+            cls = getattr(diffusers, spec.diffusers_class)
+            options = dict(spec.options) | _SCHEDULE_OPTIONS.get(schedule, {})
+            self._scheduler_cache[key] = cls.from_config(self._base_scheduler_config, **options)
+        self.pipe.scheduler = self._scheduler_cache[key]
 
     def decode(self, latents: torch.Tensor) -> Image.Image:
         vae = self.pipe.vae
@@ -161,7 +154,7 @@ class Sampler:
     def run(self, req: dict[str, Any], emit: Emit, cancel: threading.Event) -> int:
         """Generate every image of `req`, emitting events. Returns how many images finished.
         Raises Cancelled after emitting the images that finished before the cancel."""
-        self.use_scheduler(req["scheduler"])
+        self.use_scheduler(req["scheduler"], req["schedule"])
         self.post.check(req)
         init = None
         if req["init_image"]:
