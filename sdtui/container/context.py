@@ -9,6 +9,7 @@ package, base image and build arguments always give the same tag.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import io
 import json
@@ -105,12 +106,13 @@ def _repository_for(dockerfile: str) -> str:
         ) from None
 
 
-# What the worker imports. Only these go into the image, so a change to the client (the UI,
-# the deployments) neither rebuilds the image nor replaces a running worker.
-WORKER_PARTS = (
-    "__init__.py", "errors.py", "protocol.py", "outputs.py", "modelfiles.py", "worker", "assets",
-    "container/requirements-worker.txt", "container/requirements-worker-nodeps.txt",
+# What the worker needs besides the code it imports. Only the worker's import closure and these
+# go into the image, so a change to the client (the UI, the deployments) neither rebuilds the
+# image nor replaces a running worker.
+WORKER_DATA = (
+    "assets", "container/requirements-worker.txt", "container/requirements-worker-nodeps.txt",
 )
+WORKER_ENTRY = "worker"
 
 
 def _package_root() -> Traversable:
@@ -130,7 +132,7 @@ def _context_files(ca_bundle: Path | None) -> Iterator[tuple[str, bytes]]:
         yield name, container.joinpath(name).read_bytes()
     yield "pyproject.toml", worker_pyproject().encode()
     root = _package_root()
-    for part in WORKER_PARTS:
+    for part in (*worker_modules(), *WORKER_DATA):
         node = root.joinpath(part)
         if node.is_dir():
             yield from _package_files(node, f"sdtui/{part}")
@@ -138,6 +140,51 @@ def _context_files(ca_bundle: Path | None) -> Iterator[tuple[str, bytes]]:
             yield f"sdtui/{part}", node.read_bytes()
     if ca_bundle is not None:
         yield EXTRA_CA_NAME, _read_ca_bundle(ca_bundle)
+
+
+def worker_modules() -> list[str]:
+    """The package's modules the worker imports, found by reading (never importing) the code:
+    every `sdtui` import, lazy ones included, from the worker package outwards."""
+    root = _package_root()
+    todo = [f"{WORKER_ENTRY}/{c.name}" for c in root.joinpath(WORKER_ENTRY).iterdir()
+            if c.name.endswith(".py")]
+    seen: set[str] = {"__init__.py"}
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        tree = ast.parse(root.joinpath(module).read_text("utf-8"))
+        for node in ast.walk(tree):
+            for name in _imported_sdtui_modules(node):
+                todo.extend(_module_files(root, name))
+    return sorted(seen)
+
+
+def _imported_sdtui_modules(node: ast.AST) -> Iterator[str]:
+    """Dotted names under sdtui that an import statement may load."""
+    if isinstance(node, ast.Import):
+        yield from (a.name for a in node.names if a.name.split(".")[0] == "sdtui")
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and (
+            node.module.split(".")[0] == "sdtui"):
+        yield node.module
+        yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+def _module_files(root: Traversable, dotted: str) -> list[str]:
+    """The files that importing `dotted` runs: each package's __init__.py on the way, then the
+    module itself (nothing when the last part is not a module, e.g. a function)."""
+    parts, found = dotted.split(".")[1:], []
+    for depth in range(1, len(parts) + 1):
+        path = "/".join(parts[:depth])
+        if root.joinpath(path, "__init__.py").is_file():
+            found.append(f"{path}/__init__.py")
+        elif root.joinpath(f"{path}.py").is_file():
+            found.append(f"{path}.py")
+            break
+        else:
+            break
+    return found
 
 
 def _package_files(node: Traversable, prefix: str) -> Iterator[tuple[str, bytes]]:
