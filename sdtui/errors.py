@@ -48,5 +48,9 @@ class WorkerDied(GenerationError):
     pass
 
 
+class Detached(WorkerDied):
+    """This client closed its own connection (quitting); the worker goes on."""
+
+
 class Interrupted(SdtuiError):
     exit_code = EXIT_INTERRUPTED

@@ -2,7 +2,9 @@
 
 People get progress on stderr; scripts get one JSON event per line on stdout with --json.
 Ctrl-C cancels the current request; the images it finished are still saved, the container
-keeps running and the ledger stays true.
+keeps running and the ledger stays true. A second Ctrl-C leaves at once. A request whose client
+died is adopted by the next run: its remaining images are saved, with progress, before the new
+prompts run (with no prompt, the run ends when it is done).
 """
 
 from __future__ import annotations
@@ -175,7 +177,8 @@ def _checked(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _interruptible(fn: Any, on_interrupt: Any) -> Any:
-    """Run fn; on the first Ctrl-C call on_interrupt and keep waiting for fn to finish."""
+    """Run fn; on the first Ctrl-C call on_interrupt and keep waiting for fn to finish; on the
+    second, leave at once (fn's thread is a daemon: it never holds the process)."""
     result: list[Any] = []
     failure: list[BaseException] = []
     finished = threading.Event()
@@ -197,7 +200,10 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
                 break
         except KeyboardInterrupt:
             if interrupted:
-                raise
+                raise errors.Interrupted(
+                    "interrupted again: left without waiting for the worker",
+                    fix="it stops the cancelled request after the current step; run the same "
+                    "command again to save the images it finished") from None
             interrupted = True
             on_interrupt()
     if failure:
@@ -212,10 +218,14 @@ def run(args: argparse.Namespace) -> int:
     if args.teardown:
         flag = "--purge-bucket" if args.option == "aws" else "--purge-volume"
         purge = args.purge_bucket if args.option == "aws" else args.purge_volume
-        result = deployment_from_args(args).teardown(report.deploy, purge=purge)
+        deployment = deployment_from_args(args)
+        if purge:
+            deployment.refuse_foreign_purge()
+        _save_unsaved(deployment, _out_dir(args), report)
+        result = deployment.teardown(report.deploy, purge=purge)
         if not args.json:
             for r in result.kept:
-                report.line(f"kept {r.kind} {r.id} (use {flag} to delete it)")
+                report.line(f"kept {r.kind} {r.id}: {r.note or f'{flag} deletes it'}")
             for r in result.left:
                 report.line(f"LEFT {r.kind} {r.id}: {r.note}")
         return errors.EXIT_OK if not result.left else errors.EXIT_DEPLOYMENT
@@ -226,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         requests = generation_requests(args, list(read_prompts(args)))
     deployment = deployment_from_args(args)
-    out_dir = args.out or load_config().generate.out_dir or default_outputs_dir()
+    out_dir = _out_dir(args)
 
     cancel = threading.Event()
     try:
@@ -235,12 +245,57 @@ def run(args: argparse.Namespace) -> int:
         cancel.set()
         raise errors.Interrupted("interrupted while provisioning",
                                  fix="run the same command again to resume") from None
-    session = Session(deployment.connect(), out_dir)
-    for image in session.recover():
-        _announce_recovered(report, image)
+    session = Session(deployment.connect(), out_dir, name=deployment.name)
+    try:
+        interrupted = _generate(session, requests, report)
+    finally:
+        session.close()
+    return errors.EXIT_INTERRUPTED if interrupted else errors.EXIT_OK
 
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return args.out or load_config().generate.out_dir or default_outputs_dir()
+
+
+def _save_unsaved(deployment: Deployment, out_dir: Path, report: Reporter) -> None:
+    """Before a teardown: save the images the worker finished that no client saved (only when
+    its container is running: this never starts anything)."""
+    try:
+        if deployment.status().state != "ready":
+            return
+        session = Session(deployment.connect(), out_dir, name=deployment.name)
+    except errors.SdtuiError:
+        return
+    try:
+        recovery = session.take_over()
+        for image in recovery.saved:
+            _announce_recovered(report, image)
+        if recovery.adopted is not None:  # the teardown ends it; its finished images are saved
+            recovery.adopted.close()
+    except errors.SdtuiError as exc:
+        report.line(f"could not save the worker's unsaved images first: {exc}")
+    finally:
+        session.close()
+
+
+def _generate(session: Session, requests: list[dict[str, Any]], report: Reporter) -> bool:
+    """Save what a departed client left, follow the request it left running, then run ours.
+    Returns whether Ctrl-C stopped it."""
+    recovery = session.take_over()
+    for image in recovery.saved:
+        _announce_recovered(report, image)
+    if recovery.other_client:
+        _announce(report, "other_client", "another sdtui is attached to this deployment; "
+                  "it saves its own images")
     interrupted = False
-    for params in requests:
+    if (adopted := recovery.adopted) is not None:
+        _announce(report, "adopted", f"adopted request {adopted.id}, left running by a client "
+                  f"that quit: {adopted.params.get('count', 1)} image(s) of "
+                  f"{adopted.params.get('prompt', '?')!r}", id=adopted.id,
+                  params=adopted.params)
+        (_saved, was_cancelled), interrupted = _interruptible(
+            lambda: session.follow(adopted, report.worker), session.cancel)
+    for params in [] if interrupted else requests:
         (saved, was_cancelled), interrupted = _interruptible(
             lambda p=params: session.generate(p, report.worker), session.cancel
         )
@@ -248,8 +303,14 @@ def run(args: argparse.Namespace) -> int:
             _announce_grid(report, save_grid([image.path for image in saved]))
         if interrupted or was_cancelled:
             break
-    session.client.close()
-    return errors.EXIT_INTERRUPTED if interrupted else errors.EXIT_OK
+    return interrupted
+
+
+def _announce(report: Reporter, kind: str, text: str, **fields: Any) -> None:
+    if report.as_json:
+        report.json(kind, **fields)
+    else:
+        report.line(text)
 
 
 def _announce_grid(report: Reporter, path: Path) -> None:
@@ -262,7 +323,10 @@ def _announce_grid(report: Reporter, path: Path) -> None:
 
 def _announce_recovered(report: Reporter, image: SavedImage) -> None:
     if report.as_json:
-        report.json("recovered", path=str(image.path), id=image.request_id, index=image.index)
+        report.json("recovered", path=str(image.path), id=image.request_id, index=image.index,
+                    already_saved=image.already_saved)
+    elif image.already_saved:
+        report.line(f"an image the worker sent again was already saved: {image.path}")
     else:
         report.line(f"recovered an image that finished while detached: {image.path}")
         report.out.write(f"{image.path}\n")
@@ -276,7 +340,8 @@ def print_status(deployment: Deployment, report: Reporter) -> int:
     print(f"{status.name} ({status.option}): {status.state}")
     for r in status.resources:
         kept = " (kept on teardown)" if r.kept_on_teardown else ""
-        print(f"  {r.kind:<10} {r.id}  {r.state}{kept}")
+        note = f" — {r.note}" if r.note else ""
+        print(f"  {r.kind:<10} {r.id}  {r.state}{kept}{note}")
     if status.hourly_usd is not None:
         print(f"  cost: ${status.hourly_usd:.3f}/h, ${status.cost_so_far_usd or 0:.2f} so far")
     if status.idle_stop_in_s is not None:

@@ -350,11 +350,14 @@ def _append_index(out_dir: Path, line: bytes) -> None:
         os.close(fd)
 
 
-def save_image(out_dir: Path, png: bytes, params: dict[str, Any]) -> Path:
+def save_image(out_dir: Path, png: bytes, params: dict[str, Any],
+               request: tuple[str, int] | None = None) -> Path:
     """Save the worker's PNG with its parameters embedded and return the saved path.
 
     Either the image and its index line are both written, or neither is (and OutputWriteError
     says why): the caller then keeps the image unacknowledged so the worker can send it again.
+    `request` (the worker's request id and image index) goes into the index line, so an image
+    sent again is recognised (find_saved).
     """
     out_dir = Path(out_dir)
     params = {key: value for key, value in params.items() if key != "png"}
@@ -388,6 +391,8 @@ def save_image(out_dir: Path, png: bytes, params: dict[str, Any]) -> Path:
             "time": datetime.now().astimezone().isoformat(timespec="seconds"),
             "params": params,
         }
+        if request is not None:
+            record["request"], record["index"] = request
         _append_index(out_dir, json.dumps(record, ensure_ascii=False).encode() + b"\n")
         _fsync_dir(out_dir)
         return final
@@ -397,6 +402,16 @@ def save_image(out_dir: Path, png: bytes, params: dict[str, Any]) -> Path:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
         raise _write_error(out_dir, exc) from exc
+
+
+def find_saved(out_dir: Path, request_id: str, index: int) -> Path | None:
+    """The file an image of a worker request was already saved as, if it still exists."""
+    for record in read_index(out_dir):
+        if record.get("request") == request_id and record.get("index") == index:
+            path = Path(out_dir) / str(record["file"])
+            if path.is_file():
+                return path
+    return None
 
 
 def read_index(out_dir: Path) -> list[dict[str, Any]]:

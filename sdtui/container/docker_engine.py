@@ -28,7 +28,7 @@ def connect_engine(base_url: str | None = None) -> docker.DockerClient:
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
         raise EngineUnreachable(
-            f"cannot reach the Docker engine at {where} ({_reason(exc)})", fix=ENGINE_FIX
+            f"cannot reach the Docker engine at {where} ({error_reason(exc)})", fix=ENGINE_FIX
         ) from None
     # Pings are quick; builds and long attaches are not.
     client.api.timeout = None
@@ -66,7 +66,7 @@ def _current_context(config_dir: Path) -> str | None:
     return config.get("currentContext") if isinstance(config, dict) else None
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """The innermost OS error (what the socket said), else the exception's first line."""
     seen: BaseException | None = exc
     while seen is not None:

@@ -176,5 +176,10 @@ class Deployment(ABC):
     @abstractmethod
     def status(self) -> DeploymentStatus: ...
 
+    def refuse_foreign_purge(self) -> None:
+        """Raise BadInput when a purge would delete something sdtui did not create (teardown
+        calls it first too; front ends call it before anything else)."""
+        return None
+
     @abstractmethod
     def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport: ...

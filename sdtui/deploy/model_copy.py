@@ -94,10 +94,12 @@ def tar_stream(files: list[ModelFile], extra: dict[str, bytes],
 class VolumeCopier:
     """Reads and writes one volume through a stopped helper container."""
 
-    def __init__(self, client: docker.DockerClient, volume: str, image: str, labels: dict) -> None:
+    def __init__(self, client: docker.DockerClient, volume: str, image: str, labels: dict,
+                 name: str | None = None) -> None:
         self.client = client
         self.helper = client.containers.create(
             image,
+            name=name,
             entrypoint=["true"],
             mounts=[Mount("/data", volume, type="volume")],
             labels={**labels, "sdtui.role": "copy-helper"},

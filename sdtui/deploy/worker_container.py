@@ -13,6 +13,7 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount
 
 from sdtui.client import WorkerClient
+from sdtui.container.docker_engine import error_reason
 from sdtui.errors import WorkerDied
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,10 @@ def model_in_container(models: list) -> str:
     from sdtui.modelfiles import model_files
 
     return f"{DATA_DIR}/{model_files(models[0])[0][1].split('/')[0]}"
+
+
+def container_name(deployment: str) -> str:
+    return f"sdtui-{deployment}-worker"
 
 
 def find_worker(client: docker.DockerClient, deployment: str) -> Container | None:
@@ -84,7 +89,7 @@ def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
     # The SDK sets StdinOnce with stdin_open, and then the worker's stdin closes when the first
     # client detaches (or dies). The worker must outlive its clients.
     config["StdinOnce"] = False
-    created = api.create_container_from_config(config, name=f"sdtui-{spec.deployment}-worker")
+    created = api.create_container_from_config(config, name=container_name(spec.deployment))
     return client.containers.get(created["Id"])
 
 
@@ -93,6 +98,10 @@ def attach(container: Container, on_log: Callable[[dict[str, Any]], None] | None
     """Attach to the worker (starting it if needed). A fresh worker announces itself with
     `ready`; one that was already running is asked with `info`, and never reloads."""
     api = container.client.api
+    container.reload()
+    if container.status == "paused":  # frozen, not stopped: it goes on where it was
+        container.unpause()
+        container.reload()
     sock = api.attach_socket(
         container.id, params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1}
     )
@@ -116,20 +125,31 @@ def memory_limit_bytes(container: Container) -> int:
 
 def diagnose(container: Container) -> WorkerDied:
     """Why the worker's stream ended, in one line."""
+    again = "run sdtui again: it restarts the worker, and finished images are kept"
     try:
         container.reload()
     except docker.errors.NotFound:
         return WorkerDied("the worker container was removed", fix="run sdtui again to recreate it")
+    except (docker.errors.DockerException, OSError) as exc:
+        return WorkerDied(f"the Docker engine stopped answering ({error_reason(exc)})",
+                          fix=f"once it is back, {again}")
     state = container.attrs.get("State", {})
     if state.get("Running"):
         return WorkerDied("the connection to the worker dropped; the worker is still running",
                           fix="run sdtui again to reattach; finished images are kept")
-    if state.get("OOMKilled") or state.get("ExitCode") == 137:
+    limited = bool(container.attrs.get("HostConfig", {}).get("Memory"))
+    # Some engines (cgroup v2) do not set OOMKilled: a SIGKILL under a memory limit is one.
+    if state.get("OOMKilled") or (limited and state.get("ExitCode") == 137):
         gib = memory_limit_bytes(container) / 2**30
         return WorkerDied(
             f"the worker was OOM-killed (memory limit {gib:.1f} GiB)",
             fix="use a smaller size or count, or give Docker more memory",
         )
+    if state.get("ExitCode") == 137:
+        gib = memory_limit_bytes(container) / 2**30
+        return WorkerDied(
+            "the worker was killed (SIGKILL: `docker kill`, the engine stopping, or out of "
+            f"memory; limit {gib:.1f} GiB)", fix=again)
     tail = container.logs(stdout=False, stderr=True, tail=5).decode(errors="replace").strip()
     last = tail.splitlines()[-1] if tail else "no output"
     return WorkerDied(

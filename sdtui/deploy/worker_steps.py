@@ -66,7 +66,9 @@ class WorkerSteps:
         if old is not None:
             ctx.log(f"replacing {old.name}: the image or the model changed")
             old.remove(force=True)
-        container = worker_container.create_worker(self.engine, self.worker_spec())
+        spec = self.worker_spec()
+        self.ledger.record("container", worker_container.container_name(self.name))  # first
+        container = worker_container.create_worker(self.engine, spec)
         self.ledger.record("container", container.name, container_id=container.id)
         gib = worker_container.memory_limit_bytes(container) / 2**30
         return f"{container.name}, memory limit {gib:.1f} GiB"

@@ -26,7 +26,9 @@ def _claim_stdout() -> object:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
     parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
-    parser.add_argument("--outputs", type=Path, help="also keep a copy of every image here")
+    parser.add_argument("--outputs", type=Path,
+                        help="the worker's own directory: finished images wait in its spool/ "
+                        "until a client acknowledges them, across restarts")
     parser.add_argument("--device", help="force a torch device (default: cuda if present)")
     args = parser.parse_args(argv)
 

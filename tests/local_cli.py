@@ -1,0 +1,83 @@
+"""`sdtui --no-ui` as a user runs it for Option B, with its own state, config and outputs dirs,
+and what the tests read back: its --json events, what carries the deployment's label, and
+every image the worker finished (from the worker container's own log of its stdout)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+
+BASE = os.environ.get("SDTUI_TEST_BASE_IMAGE", "sdtui-base:offline")
+FAST = ["--steps", "4", "--width", "64", "--height", "64"]
+
+
+class Cli:
+    def __init__(self, root: Path, name: str, volume: str, *, out: Path | None = None,
+                 docker_host: str | None = None) -> None:
+        self.root, self.name, self.volume = root, name, volume
+        self.out = out or root / "out"
+        self.state = root / "state"
+        self.env = {**os.environ, "SDTUI_STATE_DIR": str(self.state),
+                    "SDTUI_CONFIG_DIR": str(root / "config"), "PYTHONUNBUFFERED": "1"}
+        if docker_host:
+            self.env["DOCKER_HOST"] = docker_host
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "sdtui", "--no-ui", "--name", self.name,
+                "--volume", self.volume, "--base-image", BASE, "--out", str(self.out), *args]
+
+    def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True,
+                              timeout=900, **kw)
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(self.argv(*args), env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def read_events(proc: subprocess.Popen) -> Iterator[dict]:
+    """The --json events of a running sdtui, as they arrive."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            yield json.loads(line)
+
+
+def step_outcomes(evs: list[dict]) -> dict[str, str]:
+    return {e["step"]: e["outcome"] for e in evs if e["event"] == "StepFinished"}
+
+
+def labelled(client: docker.DockerClient, name: str) -> tuple[list, list]:
+    f = {"label": f"sdtui.deployment={name}"}
+    return client.containers.list(all=True, filters=f), client.volumes.list(filters=f)
+
+
+def finished_by_worker(container) -> dict[tuple[str, int], dict]:
+    """Every image the worker sent (not resent), by (request id, index), read from the
+    container's log of its own stdout: what the worker finished, whatever the client saw."""
+    found = {}
+    for line in container.logs(stdout=True, stderr=False).splitlines():
+        if b'"type":"image"' not in line:
+            continue
+        ev = json.loads(line)
+        if not ev.get("recovered"):
+            found[(ev["id"], ev["index"])] = ev
+    return found
+
+
+def one_line(stderr: str) -> str:
+    """The single error line a failure prints: never a traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.strip().splitlines() if ln.startswith("sdtui: ")]
+    assert len(lines) == 1, stderr
+    return lines[0]
