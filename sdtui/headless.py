@@ -32,6 +32,7 @@ from sdtui.deploy.base import (
 from sdtui.deploy.settings import deployment_from_args
 from sdtui.grid import save_grid
 from sdtui.inputs import read_init_image
+from sdtui.ledger import Ledger
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 
@@ -261,6 +262,9 @@ def _save_unsaved(deployment: Deployment, out_dir: Path, report: Reporter) -> No
     """Before a teardown: save the images the worker finished that no client saved (only when
     its container is running: this never starts anything)."""
     try:
+        ledger = Ledger.load(deployment.name)
+        if ledger is None or not ledger.resources("container"):
+            return
         if deployment.status().state != "ready":
             return
         session = Session(deployment.connect(), out_dir, name=deployment.name)

@@ -94,11 +94,13 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert boot.error is None
         assert run.returncode == 0, run.stderr
 
-        # images arrived in the outputs dir, and the worker kept its copies on the "host"
+        # images arrived in the outputs dir; the worker's spool on the "host" let them go once
+        # they were saved (acknowledged)
         saved = sorted(out.glob("*.png"))
         assert len(saved) == 2
         assert [str(p) for p in saved] == sorted(run.stdout.split())
-        assert len(list((host / "var/lib/sdtui/outputs").glob("**/*.png"))) == 2
+        assert (host / "var/lib/sdtui/outputs/spool").is_dir()
+        assert list((host / "var/lib/sdtui/outputs/spool").iterdir()) == []
         # the worker read the model through the s3fs mount, bound read-only at /data
         assert subprocess.run(["mountpoint", "-q", str(mount)]).returncode == 0
         assert (mount / model.name).stat().st_size == model.stat().st_size

@@ -283,7 +283,7 @@ class AwsDeployment(WorkerSteps, Deployment):
             on_event(StepLog("teardown", line))
 
         report = TeardownReport()
-        if ledger is not None:
+        if ledger is not None and ledger.resources("container"):
             self._remove_worker(ledger, log, report)
         found = aws_teardown.teardown(self.session, self.name, ledger, purge_bucket=purge,
                                       log=log, sleep=self._sleep)
