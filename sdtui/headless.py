@@ -298,16 +298,21 @@ def _generate(session: Session, requests: list[dict[str, Any]], report: Reporter
                   f"{adopted.params.get('prompt', '?')!r}", id=adopted.id,
                   params=adopted.params)
         (_saved, was_cancelled), interrupted = _interruptible(
-            lambda: session.follow(adopted, report.worker), session.cancel)
+            lambda: session.follow(adopted, report.worker), lambda: _cancel(session, report))
     for params in [] if interrupted else requests:
         (saved, was_cancelled), interrupted = _interruptible(
-            lambda p=params: session.generate(p, report.worker), session.cancel
+            lambda p=params: session.generate(p, report.worker), lambda: _cancel(session, report)
         )
         if params.get("grid") and len(saved) > 1:
             _announce_grid(report, save_grid([image.path for image in saved]))
         if interrupted or was_cancelled:
             break
     return interrupted
+
+
+def _cancel(session: Session, report: Reporter) -> None:
+    session.cancel()
+    report.line("cancelling: the images already finished are kept (Ctrl-C again leaves now)")
 
 
 def _announce(report: Reporter, kind: str, text: str, **fields: Any) -> None:

@@ -7,7 +7,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from local_cli import FAST, Cli, events, finished_by_worker, labelled, read_events, step_outcomes
+from local_cli import (
+    FAST,
+    Cli,
+    events,
+    finished_by_worker,
+    labelled,
+    one_line,
+    read_events,
+    step_outcomes,
+)
 from PIL import Image
 
 from sdtui.outputs import read_index, read_metadata
@@ -129,6 +138,27 @@ def test_ctrl_c_cancels_the_request_keeps_its_images_and_the_container(cli, dock
     assert container.status == "running"
     r = cli.run("--status")
     assert f"{cli.name} (local): ready" in r.stdout
+
+
+def test_a_second_ctrl_c_leaves_at_once_without_waiting_for_the_worker(cli, docker_client):
+    """The first Ctrl-C asks the worker to cancel; the second leaves without waiting for it.
+    The worker is frozen (docker pause) in between, so a client that waited would never
+    return."""
+    proc = cli.popen("--prompt", "leave now", "-n", "4", "--steps", "150", "--width", "64",
+                     "--height", "64", "--json")
+    next(ev for ev in read_events(proc) if ev["event"] == "progress")
+    (worker,) = labelled(docker_client, cli.name)[0]
+    worker.pause()
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert "Ctrl-C again leaves now" in next(line for line in proc.stderr
+                                                 if "cancelling" in line)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        worker.unpause()
+    err = proc.stderr.read()
+    assert "interrupted again: left without waiting for the worker" in one_line(err)
 
 
 def test_status_lists_what_exists(cli):
