@@ -63,14 +63,13 @@ def labelled(client: docker.DockerClient, name: str) -> tuple[list, list]:
 
 
 def finished_by_worker(container) -> dict[tuple[str, int], dict]:
-    """Every image the worker sent (not resent), by (request id, index), read from the
-    container's log of its own stdout: what the worker finished, whatever the client saw."""
+    """Every image the worker sent (first, or again from its spool), by (request id, index),
+    read from the container's log of its own stdout, across its restarts: what the worker
+    finished, whatever any client saw."""
     found = {}
     for line in container.logs(stdout=True, stderr=False).splitlines():
-        if b'"type":"image"' not in line:
-            continue
-        ev = json.loads(line)
-        if not ev.get("recovered"):
+        if b'"type":"image"' in line:
+            ev = json.loads(line)
             found[(ev["id"], ev["index"])] = ev
     return found
 

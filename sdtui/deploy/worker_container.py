@@ -130,9 +130,9 @@ def diagnose(container: Container) -> WorkerDied:
         container.reload()
     except docker.errors.NotFound:
         return WorkerDied("the worker container was removed", fix="run sdtui again to recreate it")
-    except (docker.errors.DockerException, OSError) as exc:
-        return WorkerDied(f"the Docker engine stopped answering ({error_reason(exc)})",
-                          fix=f"once it is back, {again}")
+    except (docker.errors.DockerException, OSError) as exc:  # the engine, or SSH, went away
+        return WorkerDied(f"lost the connection to the Docker engine ({error_reason(exc)})",
+                          fix=f"once it answers again, {again}")
     state = container.attrs.get("State", {})
     if state.get("Running"):
         return WorkerDied("the connection to the worker dropped; the worker is still running",
@@ -145,6 +145,9 @@ def diagnose(container: Container) -> WorkerDied:
             f"the worker was OOM-killed (memory limit {gib:.1f} GiB)",
             fix="use a smaller size or count, or give Docker more memory",
         )
+    if state.get("ExitCode") == 143:  # SIGTERM: the worker leaves at once, its spool kept
+        return WorkerDied("the worker was stopped (`docker stop`, or the Docker engine "
+                          "stopped or restarted)", fix=again)
     if state.get("ExitCode") == 137:
         gib = memory_limit_bytes(container) / 2**30
         return WorkerDied(

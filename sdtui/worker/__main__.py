@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -23,6 +24,13 @@ def _claim_stdout() -> object:
     return os.fdopen(protocol_fd, "wb", buffering=0)
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_TERMINATED)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
     parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
@@ -35,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
+    # As a container's PID 1 the worker would ignore SIGTERM, and `docker stop` or an engine
+    # shutting down would wait 10 s to kill it. Nothing is lost by leaving at once: finished
+    # images are already in the spool.
+    signal.signal(signal.SIGTERM, _terminated)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = _claim_stdout()
 

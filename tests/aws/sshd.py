@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+
+from sdtui.deploy.aws.access import private_key_path
+from sdtui.deploy.aws.naming import tag_filter
 
 SSHD = "/usr/sbin/sshd"
 
@@ -70,3 +75,40 @@ class Sshd:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.close()
+
+    def drop_sessions(self) -> int:
+        """Kill every per-connection sshd process (the listener stays): each SSH connection
+        drops, as when the network between the laptop and the instance goes away."""
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for pid in children:
+            subprocess.run(["kill", f"-{signal.SIGKILL.value}", pid], capture_output=True)
+        return len(children)
+
+
+class FakeBoot(threading.Thread):
+    """Waits for the deployment's instance in moto, then 'boots' it: an sshd with the user
+    data's host key that accepts the deployment's key pair."""
+
+    def __init__(self, ec2, folder: Path, port: int, name: str) -> None:
+        super().__init__(daemon=True)
+        self.ec2, self.folder, self.port, self.name = ec2, folder, port, name
+        self.sshd: Sshd | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                found = self.ec2.describe_instances(Filters=[
+                    tag_filter(self.name), {"Name": "instance-state-name", "Values": ["running"]}
+                ])["Reservations"]
+                if found:
+                    instance_id = found[0]["Instances"][0]["InstanceId"]
+                    self.sshd = Sshd(self.folder, self.port,
+                                     host_key_from_user_data(self.ec2, instance_id),
+                                     public_key_of(private_key_path(self.name)))
+                    return
+                time.sleep(0.2)
+        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+            self.error = exc
