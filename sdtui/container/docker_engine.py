@@ -9,6 +9,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests
 
 from sdtui.errors import EngineUnreachable
 
@@ -33,6 +34,21 @@ def connect_engine(base_url: str | None = None) -> docker.DockerClient:
     # Pings are quick; builds and long attaches are not.
     client.api.timeout = None
     return client
+
+
+def engine_lost(exc: BaseException) -> EngineUnreachable | None:
+    """The error to show when a Docker call failed because the engine, or the connection to it
+    (a socket, SSH), went away mid-way; None for any other failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, EOFError, requests.exceptions.ConnectionError)) \
+                or type(seen).__name__ in ("SSHException", "ChannelException"):
+            return EngineUnreachable(
+                f"lost the connection to the Docker engine ({error_reason(exc)})",
+                fix="once it answers again, run the same command: it resumes where it stopped, "
+                "and finished images are kept")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def has_nvidia_runtime(client: docker.DockerClient) -> bool:

@@ -13,7 +13,7 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount
 
 from sdtui.client import WorkerClient
-from sdtui.container.docker_engine import error_reason
+from sdtui.container.docker_engine import engine_lost
 from sdtui.errors import WorkerDied
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,19 @@ def memory_limit_bytes(container: Container) -> int:
 
 def diagnose(container: Container) -> WorkerDied:
     """Why the worker's stream ended, in one line."""
-    again = "run sdtui again: it restarts the worker, and finished images are kept"
     try:
-        container.reload()
+        return _diagnose(container)
     except docker.errors.NotFound:
         return WorkerDied("the worker container was removed", fix="run sdtui again to recreate it")
-    except (docker.errors.DockerException, OSError) as exc:  # the engine, or SSH, went away
-        return WorkerDied(f"lost the connection to the Docker engine ({error_reason(exc)})",
-                          fix=f"once it answers again, {again}")
+    except Exception as exc:  # noqa: BLE001 (the engine, or SSH to it, is gone: say so)
+        if (lost := engine_lost(exc)) is None:
+            raise
+        return WorkerDied(lost.message, fix=lost.fix)
+
+
+def _diagnose(container: Container) -> WorkerDied:
+    again = "run sdtui again: it restarts the worker, and finished images are kept"
+    container.reload()
     state = container.attrs.get("State", {})
     if state.get("Running"):
         return WorkerDied("the connection to the worker dropped; the worker is still running",

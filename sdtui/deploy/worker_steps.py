@@ -9,9 +9,10 @@ import docker
 
 from sdtui.client import WorkerClient
 from sdtui.container.build import build_image, existing_image
+from sdtui.container.docker_engine import engine_lost
 from sdtui.deploy import worker_container
 from sdtui.deploy.base import Step, StepContext
-from sdtui.errors import BadInput
+from sdtui.errors import BadInput, SdtuiError
 from sdtui.ledger import Ledger
 
 
@@ -29,6 +30,9 @@ class WorkerSteps:
 
     @abstractmethod
     def worker_spec(self) -> worker_container.WorkerSpec: ...
+
+    def explain(self, exc: Exception) -> SdtuiError | None:
+        return engine_lost(exc)
 
     def image_step(self, title: str = "Build the worker image") -> Step:
         return Step("image", title, self._build_image, self._image_exists)

@@ -144,7 +144,7 @@ class AwsDeployment(WorkerSteps, Deployment):
 
     def provision(self, on_event: OnEvent, cancel: threading.Event | None = None) -> None:
         self._on_event = on_event
-        run_steps(self.plan(), on_event, cancel)
+        run_steps(self.plan(), on_event, cancel, self.explain)
 
     def plan(self) -> list[Step]:
         steps = aws_steps(self.settings, self.ledger, public_ip=self._public_ip,
