@@ -103,6 +103,12 @@ class Reporter:
         else:
             self.line(text)
 
+    def warn(self, text: str) -> None:
+        if self.as_json:
+            self.json("warning", message=text)
+        else:
+            self.line(f"warning: {text}")
+
     def line(self, text: str) -> None:
         self.err.write(text + "\n")
         self.err.flush()
@@ -127,13 +133,18 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return [args.prompt] if args.prompt else []
 
 
-def png_params(path: Path) -> dict[str, Any]:
-    """The request recorded in a saved image, for one image exactly like it."""
-    from sdtui.outputs import read_metadata
+def png_params(path: Path, args: argparse.Namespace | None = None,
+               report: Reporter | None = None) -> dict[str, Any]:
+    """The request recorded in a saved image, for one image exactly like it; what cannot be
+    reproduced is named in one warning line."""
+    from sdtui.metadata.reader import request_from_png
 
-    recorded = read_metadata(path)["params"]
-    params = {k: v for k, v in recorded.items() if k in protocol.GENERATE_FIELDS and k != "id"}
-    params["count"] = 1
+    given = {k for k in (*_GEN_FLAGS, "prompt", "negative_prompt", "init_image")
+             if getattr(args, k, None) not in (None, "")}
+    params, warnings = request_from_png(path, given)
+    for warning in warnings:
+        if report is not None:
+            report.warn(warning)
     return params
 
 
@@ -222,7 +233,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Every input is checked before anything is created.
     if getattr(args, "from_png", None):
-        requests = generation_requests(args, [args.prompt], png_params(args.from_png))
+        requests = generation_requests(args, [args.prompt],
+                                       png_params(args.from_png, args, report))
     else:
         requests = generation_requests(args, list(read_prompts(args)))
     deployment = deployment_from_args(args)
