@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from sdtui import samplers
+from sdtui.errors import BadInput
 from sdtui.metadata.parsed import Parsed, bad_value, to_float, to_int
 
 INFOTEXT_MIN_PAIRS = 3  # A1111's own test for a settings line
+# Real settings lines are a few KiB even with LoRA and extension fields; a longer one is refused
+# before its pairs are held in memory.
+MAX_SETTINGS_CHARS = 64 * 1024
 GFPGAN_LABEL = "GFPGAN"
 LANCZOS = "Lanczos"
 # Real-ESRGAN weights sdtui runs for -U 2|4, by A1111's upscaler names.
@@ -205,6 +209,9 @@ class Infotext:
 def parse_infotext(text: str) -> Infotext | None:
     """The parts of an infotext, or None when its last line is not a settings line."""
     *lines, last = text.strip().split("\n")
+    if len(last) > MAX_SETTINGS_CHARS:
+        raise BadInput(f"the infotext's last line is {len(last) // 1024} KiB long; real settings "
+                       "lines are a few KiB", fix="pass a PNG with ordinary metadata")
     pairs = settings_pairs(last)
     if len(pairs) < INFOTEXT_MIN_PAIRS:
         return None
