@@ -244,3 +244,30 @@ def test_a_recorded_input_path_outside_the_folder_is_refused(tmp_path, recorded)
     path.write_bytes(embed_text(path.read_bytes(), {"sd-metadata": json.dumps(meta)}))
     with pytest.raises(BadInput, match="not inside the image's folder"):
         request_from_png(path, set())
+
+
+class Spans:
+    """A compiled pattern that records the span each match call scanned."""
+
+    def __init__(self, pattern) -> None:
+        self.pattern, self.spans = pattern, []
+
+    def match(self, line, pos):
+        found = self.pattern.match(line, pos)
+        self.spans.append((pos, found.end()))
+        return found
+
+
+@pytest.mark.parametrize("line", [
+    "Steps: 20, Sampler: Euler, Seed: 1, " + "word " * 40_000,  # A1111's regex: quadratic
+    "Steps: 20, " + "a-b/c d" * 20_000 + ": 1",
+    "Steps: 20, " + "k: v, " * 20_000,
+], ids=["200 KB of words", "one long key run", "many pairs"])
+def test_the_settings_scanner_reads_each_character_of_a_key_once(monkeypatch, line):
+    """The time bound, structurally: key runs are scanned once each (A1111's regex rescans a
+    run from every position in it), and values are found with one pass (see _free_quotes)."""
+    spans = Spans(a1111._KEY_CHARS)
+    monkeypatch.setattr(a1111, "_KEY_CHARS", spans)
+    a1111.settings_pairs(line)
+    assert sum(end - start for start, end in spans.spans) <= len(line)
+    assert all(a[1] <= b[0] for a, b in zip(spans.spans, spans.spans[1:], strict=False))
