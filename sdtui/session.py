@@ -62,7 +62,7 @@ class Session:
                 if ev["type"] == "image":
                     image = self._save(ev)
                     saved.append(image)
-                    ev = {**ev, "path": str(image.path)}
+                    ev = {**ev, "path": str(image.path), "params": image.params}
                 elif ev["type"] == "done":
                     cancelled = ev["cancelled"]
                 if on_event:

@@ -271,3 +271,30 @@ def test_the_settings_scanner_reads_each_character_of_a_key_once(monkeypatch, li
     a1111.settings_pairs(line)
     assert sum(end - start for start, end in spans.spans) <= len(line)
     assert all(a[1] <= b[0] for a, b in zip(spans.spans, spans.spans[1:], strict=False))
+
+
+def test_a_mask_is_recorded_and_read_like_the_init_image():
+    """Inpainting's mask is another stored input image: the dream layout's -M / init_mask."""
+    from sdtui.metadata import dream
+
+    params = {"prompt": "a cat", "steps": 20, "seed": 1, "width": 64, "height": 64, "cfg": 7.0,
+              "scheduler": "euler", "strength": 0.7,
+              "init_image": {"sha256": "ab" * 32, "path": f"inputs/{'ab' * 32}.png"},
+              "mask": {"sha256": "cd" * 32, "path": f"inputs/{'cd' * 32}.png"}}
+    command = dream.dream_command(params)
+    assert f"-I inputs/{'ab' * 32}.png" in command and f"-M inputs/{'cd' * 32}.png" in command
+    assert dream.read_command(command).params["mask"] == {"path": params["mask"]["path"]}
+    image = dream.sd_metadata(params)["image"]
+    assert image["init_mask"] == params["mask"]["path"]
+    assert dream.read_sd_metadata({"image": image}).params["mask"]["path"] == image["init_mask"]
+
+
+def test_an_image_from_before_inputs_were_stored_still_reruns(tmp_path):
+    """sdtui's first files carried the init image inline, base64, in their recorded request."""
+    inline = base64.b64encode(init_png()).decode()
+    meta = {"sdtui": {"version": 1, "params": {
+        "prompt": "a red barn", "seed": 4, "steps": 5, "cfg": 7.0, "width": 64, "height": 64,
+        "scheduler": "euler_a", "init_image": inline, "strength": 0.4}}}
+    request, warnings = rerun(png_with(tmp_path, sd_metadata=json.dumps(meta)))
+    assert (request["init_image"], request["strength"], request["seed"]) == (inline, 0.4, 4)
+    assert warnings == []

@@ -89,6 +89,8 @@ def sd_metadata(params: dict[str, Any]) -> dict[str, Any]:
         ref = params["init_image"]
         image["init_img"] = _input_path(params, "init_image")
         image["orig_hash"] = ref.get("sha256") if isinstance(ref, dict) else None
+        if _input_path(params, "mask"):
+            image["init_mask"] = _input_path(params, "mask")
     sha = params.get("model_sha256")
     return {
         "model": "stable diffusion",
@@ -117,6 +119,8 @@ def dream_command(params: dict[str, Any]) -> str:
         switches.append(f"-I {init}")
     switches.append(f"-A {_sampler(params)}")
     if init:
+        mask = _input_path(params, "mask")
+        switches += [f"-M {mask}"] if mask else []
         switches.append(f"-f {_num(params.get('strength'))}")
     if params.get("gfpgan"):
         switches += [f"-G {_num(params['gfpgan'])}", "-ft gfpgan"]
@@ -192,6 +196,8 @@ def read_command(text: str, tool: str = "dream") -> Parsed:
             found.set_sampler(value)
         elif switch in ("-I", "--init_img"):
             found.params["init_image"] = {"path": value}
+        elif switch in ("-M", "--init_mask"):
+            found.params["mask"] = {"path": value}
         elif switch in ("-ft", "--facetool"):
             if value != "gfpgan":
                 found.ignore(switch, value)
@@ -268,6 +274,9 @@ def read_sd_metadata(meta: dict[str, Any]) -> Parsed:
     if init:
         params["init_image"] = {"path": init, **({"sha256": image["orig_hash"]} if isinstance(
             image.get("orig_hash"), str) else {})}
+        mask = _typed(found, image, "init_mask", (str,))
+        if mask:
+            params["mask"] = {"path": mask}
     elif image.get("type") == "img2img":
         found.ignore("type", "img2img (no init image recorded)")
     variations = _typed(found, image, "variations", (list,)) or []
