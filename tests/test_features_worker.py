@@ -144,6 +144,7 @@ def test_missing_gfpgan_weights_fail_before_sampling_naming_the_file(tiny_diffus
         w.stop()
 
 
+@pytest.mark.slow
 def test_a_real_a1111_file_reruns_in_the_worker_with_its_values(worker):
     """An A1111 PNG (sd-parsers' fixture): its seed, steps, cfg and size reach the sampler; its
     UniPC sampler, which sdtui does not have, is replaced only because --scheduler says so."""

@@ -298,3 +298,18 @@ def test_an_image_from_before_inputs_were_stored_still_reruns(tmp_path):
     request, warnings = rerun(png_with(tmp_path, sd_metadata=json.dumps(meta)))
     assert (request["init_image"], request["strength"], request["seed"]) == (inline, 0.4, 4)
     assert warnings == []
+
+
+@pytest.mark.parametrize(("settings", "schedule", "named"), [
+    ("Sampler: DPM++ 2M, Schedule type: Automatic", "default", True),
+    ("Sampler: DPM++ 2M, Version: v1.10.1", "default", True),  # 1.9+: automatic
+    ("Sampler: DPM++ 2M, Version: v1.6.0", "default", False),  # before 1.9: uniform
+    ("Sampler: DPM++ 2M Karras, Version: v1.10.1", "karras", False),
+    ("Sampler: DDIM, Schedule type: Automatic", "default", False),  # DDIM has one schedule
+])
+def test_a1111s_automatic_schedule_is_never_silently_uniform(tmp_path, settings, schedule,
+                                                             named):
+    text = f"a cat\nSteps: 20, {settings}, CFG scale: 7, Seed: 1, Size: 64x64"
+    request, warnings = rerun(png_with(tmp_path, parameters=text))
+    assert request["schedule"] == schedule
+    assert bool(warnings and "Schedule type: Automatic" in warnings[0]) == named

@@ -234,7 +234,10 @@ def parse_infotext(text: str) -> Infotext | None:
 _DESCRIPTIVE = {"Model", "Model hash", "Version", "Lora hashes", "TI hashes", "Hashes", "VAE",
                 "VAE hash"}
 # Settings at A1111's defaults, which are sdtui's behaviour too.
-_AT_DEFAULT = {("Clip skip", "1"), ("RNG", "GPU"), ("Schedule type", "Automatic")}
+_AT_DEFAULT = {("Clip skip", "1"), ("RNG", "GPU")}
+# From 1.9 A1111 writes "Schedule type"; before, the schedule was part of the sampler's name.
+_SCHEDULE_TYPE_SINCE = (1, 9)
+_A1111_VERSION = re.compile(r"v(\d+)\.(\d+)")
 _UPSCALE_KEYS = ("Postprocess upscale by", "Postprocess upscaler", "Postprocess upscaler 2",
                  "Postprocess upscaler 2 visibility")
 TOOL = "A1111"
@@ -256,8 +259,7 @@ def read(text: str) -> Parsed | None:
             params[name] = convert(TOOL, key, settings.pop(key))
     if "Sampler" in settings:
         found.set_sampler(settings.pop("Sampler"))
-    if "Schedule type" in settings:
-        found.set_schedule(settings.pop("Schedule type"))
+    _read_schedule(found, settings)
     if "Size" in settings:
         size = settings.pop("Size")
         width, x, height = size.partition("x")
@@ -277,6 +279,23 @@ def read(text: str) -> Parsed | None:
         if key not in _DESCRIPTIVE and (key, value) not in _AT_DEFAULT:
             found.ignore(key, value)
     return found
+
+
+def _read_schedule(found: Parsed, settings: dict[str, str]) -> None:
+    label = settings.pop("Schedule type", None)
+    sampler = found.params.get("scheduler")
+    if label is None:
+        version = _A1111_VERSION.search(settings.get("Version", ""))
+        newer = version and (int(version[1]), int(version[2])) >= _SCHEDULE_TYPE_SINCE
+        label = "Automatic" if newer else None
+    if label is None or "schedule" in found.params and label == "Automatic":
+        return  # before 1.9: the sampler's own schedule, or the one its name implies
+    if label == "Automatic" and sampler in samplers.SAMPLERS and \
+            samplers.SAMPLERS[sampler].schedules:
+        # A1111 picks a schedule per sampler (Karras for DPM++ 2M); the file does not say which.
+        found.ignore("Schedule type", "Automatic (pass --schedule to choose one)")
+        return
+    found.set_schedule(label)
 
 
 def _read_face_restoration(found: Parsed, settings: dict[str, str]) -> None:
