@@ -142,11 +142,12 @@ def text_of(chunk: Chunk) -> tuple[str, str]:
         raise PngError(f"malformed {what}: it ends after the keyword",
                        fix="pass an undamaged copy of the file")
     compressed, method = rest[0], rest[1]
-    body = bytes(rest[2:]) if len(rest) <= MAX_TEXT_BYTES + 2 * 256 else None
-    if body is None:
+    # Deflated text is never much longer than the text (a few bytes per 64 KiB block), so a
+    # body over the limit is too long compressed or not: refused before it is copied.
+    if len(rest) > MAX_TEXT_BYTES + 2 * (_MAX_KEYWORD + 1) + 2:
         raise PngError(f"{what} is larger than {MAX_TEXT_BYTES // 2**20} MiB",
                        fix="pass a PNG with ordinary metadata")
-    _lang, nul1, body = body.partition(b"\0")
+    _lang, nul1, body = bytes(rest[2:]).partition(b"\0")
     _translated, nul2, value = body.partition(b"\0")
     if not (nul1 and nul2) or compressed not in (0, 1) or (compressed and method != 0):
         raise PngError(f"malformed {what}", fix="pass an undamaged copy of the file")
