@@ -162,6 +162,9 @@ GENERATE_FIELDS: dict[str, Field] = {
     "grid": Field(bool, default=False),
 }
 
+# The fields that carry an input image (base64 here); saved images record a stored copy instead.
+INPUT_IMAGE_FIELDS = tuple(name for name, f in GENERATE_FIELDS.items() if f.check is _init_image)
+
 REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
     "generate": GENERATE_FIELDS,
     "cancel": {"id": _ID},
@@ -222,7 +225,7 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
     # Answer to `info`: what the worker is doing now.
     "info": {
         "busy": Field(str, default=None, nullable=True),
-        # The busy request's parameters (its init image left out).
+        # The busy request's parameters (its input images left out).
         "request": Field(dict, default=None, nullable=True),
         "queued": Field(_INT, default=0),
         "unacked": Field(_INT, default=0),

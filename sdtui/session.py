@@ -25,7 +25,7 @@ from typing import Any
 from sdtui import protocol
 from sdtui.client import RunningRequest, WorkerClient, decode_png
 from sdtui.errors import WorkerDied
-from sdtui.outputs import find_saved, save_image
+from sdtui.outputs import find_saved, save_image, store_inputs
 from sdtui.paths import state_dir
 
 
@@ -96,15 +96,17 @@ class Session:
         """Save an image event (once), then acknowledge it. `sent_before`: the worker may have
         sent it to a client that saved it and died before acknowledging."""
         key = (ev["id"], ev["index"])
+        # The recorded request: input images as references to their one stored copy.
+        params = store_inputs(self.out_dir, ev["params"])
         path = self._saved.get(key)
         if path is None and sent_before:
             path = find_saved(self.out_dir, *key)
         already = path is not None
         if path is None:
-            path = save_image(self.out_dir, decode_png(ev), ev["params"], request=key)
+            path = save_image(self.out_dir, decode_png(ev), params, request=key)
         self._saved[key] = path
         self.client.ack(*key)
-        return SavedImage(path, ev["id"], ev["index"], ev["seed"], ev["params"], already)
+        return SavedImage(path, ev["id"], ev["index"], ev["seed"], params, already)
 
     def recover(self) -> list[SavedImage]:
         """Save the images that finished while no client was attached."""
@@ -150,7 +152,7 @@ class Session:
                 if ev["type"] == "image":
                     image = self._save(ev, sent_before=sent_before)
                     saved.append(image)
-                    ev = {**ev, "path": str(image.path)}
+                    ev = {**ev, "path": str(image.path), "params": image.params}
                 elif ev["type"] == "done":
                     cancelled = ev["cancelled"]
                 if on_event:

@@ -54,7 +54,7 @@ def read_events(proc: subprocess.Popen) -> Iterator[dict]:
 
 
 def step_outcomes(evs: list[dict]) -> dict[str, str]:
-    return {e["step"]: e["outcome"] for e in evs if e["event"] == "StepFinished"}
+    return {e["step"]: e["outcome"] for e in evs if e["event"] == "step_finished"}
 
 
 def labelled(client: docker.DockerClient, name: str) -> tuple[list, list]:

@@ -46,7 +46,7 @@ def test_models_copied_into_the_users_volume_leave_it_theirs(users_volume, docke
         assert run.returncode == 0, run.stderr
         evs = events(run.stdout)
         assert step_outcomes(evs)["volume"] == "skipped" and step_outcomes(evs)["models"] == "done"
-        volume_step = next(e for e in evs if e["event"] == "StepFinished"
+        volume_step = next(e for e in evs if e["event"] == "step_finished"
                            and e["step"] == "volume")
         assert "yours (not created by sdtui)" in volume_step["detail"]
         status = cli.run("--status")

@@ -129,9 +129,10 @@ class Worker:
                 "queued": len(self._queued_ids),
                 "unacked": len(self.spool),
                 # What the busy request asks for, so a client that adopts it can show it
-                # (the init image stays out: it can be megabytes).
+                # (input images stay out: they can be megabytes).
                 "request": None if running is None else {
-                    k: v for k, v in running.items() if k not in ("type", "init_image")},
+                    k: v for k, v in running.items()
+                    if k != "type" and k not in protocol.INPUT_IMAGE_FIELDS},
             }
         fields.update(uptime=round(time.monotonic() - self._started, 3), ready=self.model_info)
         self.emit("info", fields)

@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from sdtui.deploy.aws.naming import tag_filter
 from sdtui.deploy.worker_container import LABEL
+from sdtui.modelfiles import sha256_file
 
 from .sshd import FakeBoot, free_port
 
@@ -70,6 +72,10 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert [str(p) for p in saved] == sorted(run.stdout.split())
         assert (host / "var/lib/sdtui/outputs/spool").is_dir()
         assert list((host / "var/lib/sdtui/outputs/spool").iterdir()) == []
+        # the model's sha256, hashed for the upload, is in every image
+        sha = sha256_file(model)
+        for png in saved:
+            assert f"Model hash: {sha[:10]}," in Image.open(png).text["parameters"]
         # the worker read the model through the s3fs mount, bound read-only at /data
         assert subprocess.run(["mountpoint", "-q", str(mount)]).returncode == 0
         assert (mount / model.name).stat().st_size == model.stat().st_size

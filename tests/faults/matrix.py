@@ -48,7 +48,7 @@ def reached(fault: Fault, step: str, ev: dict) -> bool:
     fault's event has arrived)."""
     if step == "generate":
         return ev["event"] == fault.generate_at
-    return ev["event"] == "StepStarted" and ev["step"] == step
+    return ev["event"] == "step_started" and ev["step"] == step
 
 
 def wait_for(condition: Callable[[], bool], *, unless: Callable[[], bool],
