@@ -287,14 +287,18 @@ def _generate(session: Session, requests: list[dict[str, Any]], report: Reporter
     for image in recovery.saved:
         _announce_recovered(report, image)
     if recovery.other_client:
-        _announce(report, "other_client", "another sdtui is attached to this deployment; "
-                  "it saves its own images")
+        if report.as_json:
+            report.json("other_client")
+        else:
+            report.line("another sdtui is attached to this deployment; it saves its own images")
     interrupted = False
     if (adopted := recovery.adopted) is not None:
-        _announce(report, "adopted", f"adopted request {adopted.id}, left running by a client "
-                  f"that quit: {adopted.params.get('count', 1)} image(s) of "
-                  f"{adopted.params.get('prompt', '?')!r}", id=adopted.id,
-                  params=adopted.params)
+        if report.as_json:
+            report.json("adopted", id=adopted.id, params=adopted.params)
+        else:
+            report.line(f"adopted request {adopted.id}, left running by a client that quit: "
+                        f"{adopted.params.get('count', 1)} image(s) of "
+                        f"{adopted.params.get('prompt', '?')!r}")
         (_saved, was_cancelled), interrupted = _interruptible(
             lambda: session.follow(adopted, report.worker), lambda: _cancel(session, report))
     for params in [] if interrupted else requests:
@@ -311,13 +315,6 @@ def _generate(session: Session, requests: list[dict[str, Any]], report: Reporter
 def _cancel(session: Session, report: Reporter) -> None:
     session.cancel()
     report.line("cancelling: the images already finished are kept (Ctrl-C again leaves now)")
-
-
-def _announce(report: Reporter, kind: str, text: str, **fields: Any) -> None:
-    if report.as_json:
-        report.json(kind, **fields)
-    else:
-        report.line(text)
 
 
 def _teardown(args: argparse.Namespace, given: Given, report: Reporter) -> int:

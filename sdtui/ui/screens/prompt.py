@@ -37,7 +37,7 @@ from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from sdtui.client import WorkerClient
+    from sdtui.client import RunningRequest, WorkerClient
     from sdtui.deploy.base import Deployment
     from sdtui.session import SavedImage
     from sdtui.ui.app import SdtuiApp
@@ -114,7 +114,7 @@ class PromptScreen(Screen[None]):
         self.deployment = deployment
         from sdtui.session import Session  # the Docker SDK loads after the first frame
 
-        self.session = Session(client, self.app.services.outputs())
+        self.session = Session(client, self.app.services.outputs(), name=deployment.name)
         self.pump = EventPump(_coalesce_key)
         self.generating = False
         self.request_total = 1
@@ -357,8 +357,26 @@ class PromptScreen(Screen[None]):
 
     @work(thread=True, exit_on_error=False, group="recover")
     def _recover(self) -> None:
-        for image in self.session.recover():
+        recovery = self.session.take_over()
+        for image in recovery.saved:
             self.pump.put({"type": "recovered", "image": image})
+        if recovery.adopted is not None:
+            self.app.call_from_thread(self._adopt, recovery.adopted)
+
+    def _adopt(self, adopted: RunningRequest) -> None:
+        """The request a client that quit left running: shown in the form, and followed like
+        our own (progress, previews, images saved to the gallery)."""
+        params = adopted.params
+        self._fill(params)
+        self.generating = True
+        self.request_total = params.get("count", 1)
+        self.app.worker_state = "generating"
+        self.query_one("#gen-status", Label).update("adopted: left running by a client that quit")
+        self.query_one("#gen-progress", ProgressBar).update(total=params.get("steps"), progress=0)
+        self.notify(f"Following {params.get('prompt', 'a request')!r}, left running by a client "
+                    "that quit; its images are saved here.")
+        self.run_worker(lambda: (*self.session.follow(adopted, self.pump.put), None),
+                        thread=True, exit_on_error=False, group="generate", name="adopted")
 
     def _frame(self) -> None:
         for ev in self.pump.drain():
@@ -476,5 +494,10 @@ class PromptScreen(Screen[None]):
         if self.generating:
             self.notify("Generating: Escape cancels first.", severity="warning")
             return
-        self.session.client.close()
+        self.session.close()
         self.app.back_to_deployments()
+
+    def on_unmount(self) -> None:
+        # Quitting never waits for a generation: the worker thread gets Detached at once, and
+        # the request goes on in the worker, adopted by the next session.
+        self.session.close()
