@@ -37,6 +37,13 @@ async def until(pilot: object, condition: Callable[[], bool], timeout: float = 6
     await pilot.pause()  # type: ignore[attr-defined]  # let a screen that just opened mount
 
 
+def _palette_offers(app: SdtuiApp, title: str) -> bool:
+    from textual.command import CommandList
+
+    found = app.screen.query(CommandList)
+    return bool(found) and any(title in str(option.prompt) for option in found.first().options)
+
+
 def text_of(app: SdtuiApp, selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
 
@@ -311,6 +318,6 @@ async def test_command_palette_runs_screen_actions(worker, tiny_model, isolated_
         before = screen.query_one("#seed", Input).value
         await pilot.press("ctrl+p")
         await pilot.press(*"randomise seed")
-        await pilot.pause(0.3)
+        await until(pilot, lambda: _palette_offers(app, "Randomise seed"))  # searched in a task
         await pilot.press("enter")
         await until(pilot, lambda: screen.query_one("#seed", Input).value != before)

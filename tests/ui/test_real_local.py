@@ -125,16 +125,19 @@ class Tmux:
         return subprocess.run(["tmux", "has-session", "-t", self.session],
                               capture_output=True).returncode == 0
 
-    def wait_for(self, text: str, timeout: float) -> str:
+    def wait_for(self, text: str, timeout: float, *also: str) -> str:
+        """The first frame that shows `text` and, when given, any one of `also` (what is drawn
+        after the text, a frame or more later, like an image)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.screen()
-            if text in screen:
+            if text in screen and (not also or any(a in screen for a in also)):
                 return screen
             if not self.alive():
                 break
             time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared; last screen:\n{self.frames[-1:]}")
+        raise AssertionError(f"{text!r} {also or ''} never appeared; last screen:\n"
+                             f"{self.frames[-1:]}")
 
     def kill(self) -> None:
         subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
@@ -171,7 +174,8 @@ def test_sdtui_in_a_terminal_choose_provision_prompt_image_quit(
         seen = "\n".join(term.frames)
         assert "✓ Check the Docker engine" in seen  # the step marks were on the screen
         term.keys("C-g")
-        shown = term.wait_for("saved ", timeout=SLOW_S)
+        # the path is shown a frame or more before the half-cell image region is drawn
+        shown = term.wait_for("saved ", SLOW_S, "▀", "▄")
         pngs = sorted(out.glob("*.png"))
         assert len(pngs) == 1 and read_metadata(pngs[0])["params"]["seed"] == 42
         assert "1 image(s) saved" in term.wait_for("image(s) saved", timeout=60)

@@ -12,6 +12,7 @@ from sdtui.ui.core import Services
 
 from .conftest import given, quiet_checks
 from .fakes import FakeDeployment
+from .test_flows import until
 
 SIZE = (120, 40)
 
@@ -29,16 +30,19 @@ class _IdleWorker:
     def fetch(self) -> list[dict[str, Any]]:
         return []
 
+    def watch_running(self) -> None:  # nothing left running by a client that quit
+        return None
+
+    def close(self) -> None:
+        self.closed = True
+
 
 def test_deployment_screen(snap_compare, isolated_dirs) -> None:
     app = SdtuiApp(_services(isolated_dirs / "outputs"))
 
     async def checked(pilot) -> None:  # the checks run in a thread: wait for their result
-        for _ in range(200):
-            if "Docker engine" in str(app.screen.query_one("#checks").render()):
-                break
-            await pilot.pause(0.02)
-        await pilot.pause()
+        await until(pilot, lambda: "Docker engine" in str(app.screen.query_one("#checks")
+                                                          .render()))
 
     assert snap_compare(app, run_before=checked, terminal_size=SIZE)
 
