@@ -95,7 +95,7 @@ def test_a_killed_client_loses_no_finished_image(cli, tiny_models, docker_client
     (docker pause) from the kill until the new run attaches (attaching unpauses a paused
     worker), so the request is still running then however fast or slow this machine is."""
     killed = cli.popen("--model", str(tiny_models["ckpt"]), "--prompt", "a long batch", "-n",
-                       "3", "--steps", "40", "--width", "64", "--height", "64", "--seed", "7",
+                       "3", "--steps", "20", "--width", "64", "--height", "64", "--seed", "7",
                        "--json")
     for ev in read_events(killed):
         if ev["event"] == "progress" and ev["index"] == 1:
