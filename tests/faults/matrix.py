@@ -29,6 +29,9 @@ class Fault:
     steps: tuple[str, ...]  # where it applies (the others: see each module's docstring)
     repair: Inject = lambda cell: None  # undo the cause before the same command runs again
     generate_at: str = "image"  # the --json event that marks "during generation"
+    # During a provisioning step: once it has started, or (when set) once it logs a line, i.e.
+    # is well under way (its remote script runs).
+    step_at: str = "step_started"
     needs: str = ""  # "private_engine", "tmpfs"
     slow: bool = False
 
@@ -48,7 +51,7 @@ def reached(fault: Fault, step: str, ev: dict) -> bool:
     fault's event has arrived)."""
     if step == "generate":
         return ev["event"] == fault.generate_at
-    return ev["event"] == "step_started" and ev["step"] == step
+    return ev["event"] == fault.step_at and ev.get("step") == step
 
 
 def wait_for(condition: Callable[[], bool], *, unless: Callable[[], bool],

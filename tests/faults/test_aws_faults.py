@@ -133,7 +133,7 @@ FAULTS = [
     Fault("sigint", interrupt_client, interrupted, ("generate",)),
     Fault("ssh-dropped", drop_ssh,
           error_line((EXIT_DEPLOYMENT, EXIT_GENERATION), "connection", "SSH", "bootstrap"),
-          ("bootstrap", "generate")),
+          ("bootstrap", "generate"), step_at="step_log"),
     Fault("container-killed", kill_container,
           error_line(EXIT_GENERATION, "the worker was killed"), ("generate",)),
     Fault("disk-full", fill_disk, error_line(EXIT_GENERATION, "No space left on device"),
