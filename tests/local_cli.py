@@ -4,11 +4,16 @@ every image the worker finished (from the worker container's own log of its stdo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import termios
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import docker
@@ -80,3 +85,34 @@ def one_line(stderr: str) -> str:
     lines = [ln for ln in stderr.strip().splitlines() if ln.startswith("sdtui: ")]
     assert len(lines) == 1, stderr
     return lines[0]
+
+
+def wait_for(condition: Callable[[], bool], *, unless: Callable[[], bool],
+             timeout: float = 300) -> None:
+    """Poll a condition; fail if `unless` turns true first (it can no longer happen)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if unless() or time.monotonic() > deadline:
+            raise AssertionError("the condition was never reached")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def frozen(container) -> Iterator[Callable[[], bool]]:
+    """The worker process stopped (SIGSTOP) for the block, whatever it was doing; yields a
+    condition that turns true once bytes wait on its stdin (a client's request reached it)."""
+    container.reload()
+    pid = container.attrs["State"]["Pid"]
+    os.kill(pid, signal.SIGSTOP)
+    stdin = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+
+    def waiting() -> bool:
+        count = bytearray(4)
+        fcntl.ioctl(stdin, termios.FIONREAD, count)
+        return int.from_bytes(count, sys.byteorder) > 0
+
+    try:
+        yield waiting
+    finally:
+        os.close(stdin)
+        os.kill(pid, signal.SIGCONT)

@@ -12,10 +12,12 @@ from local_cli import (
     Cli,
     events,
     finished_by_worker,
+    frozen,
     labelled,
     one_line,
     read_events,
     step_outcomes,
+    wait_for,
 )
 from PIL import Image
 
@@ -91,9 +93,9 @@ def test_a_prompt_file_on_stdin_runs_one_request_per_line(cli):
 
 def test_a_killed_client_loses_no_finished_image(cli, tiny_models, docker_client):
     """SIGKILL mid-batch, then a run without a prompt: it adopts the request the worker is still
-    running, follows it to the end and saves every image exactly once. The worker is frozen
-    (docker pause) from the kill until the new run attaches (attaching unpauses a paused
-    worker), so the request is still running then however fast or slow this machine is."""
+    running, follows it to the end and saves every image exactly once. The worker process is
+    stopped (SIGSTOP) from the kill until the new run's question has reached its stdin, so the
+    request is still running when it is asked about, however fast or slow this machine is."""
     killed = cli.popen("--model", str(tiny_models["ckpt"]), "--prompt", "a long batch", "-n",
                        "3", "--steps", "20", "--width", "64", "--height", "64", "--seed", "7",
                        "--json")
@@ -104,11 +106,13 @@ def test_a_killed_client_loses_no_finished_image(cli, tiny_models, docker_client
     killed.kill()
     killed.wait()
     (worker,) = labelled(docker_client, cli.name)[0]
-    worker.pause()
-    rerun = cli.run("--json")
-    assert rerun.returncode == 0, rerun.stderr
-    seen = events(rerun.stdout)
-    assert step_outcomes(seen)["container"] == "skipped"  # the same worker, unpaused
+    with frozen(worker) as waiting:
+        rerun = cli.popen("--json")
+        wait_for(waiting, unless=lambda: rerun.poll() is not None)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    seen = events(out)
+    assert step_outcomes(seen)["container"] == "skipped"  # the same worker
     assert [e["id"] for e in seen if e["event"] == "adopted"] == [rid]
     assert any(e["event"] == "progress" and e["id"] == rid for e in seen)  # with progress
     assert [e["images"] for e in seen if e["event"] == "done" and e["id"] == rid] == [3]
@@ -148,21 +152,18 @@ def test_ctrl_c_cancels_the_request_keeps_its_images_and_the_container(cli, dock
 
 def test_a_second_ctrl_c_leaves_at_once_without_waiting_for_the_worker(cli, docker_client):
     """The first Ctrl-C asks the worker to cancel; the second leaves without waiting for it.
-    The worker is frozen (docker pause) in between, so a client that waited would never
+    The worker process is stopped (SIGSTOP) in between, so a client that waited would never
     return."""
     proc = cli.popen("--prompt", "leave now", "-n", "4", "--steps", "150", "--width", "64",
                      "--height", "64", "--json")
     next(ev for ev in read_events(proc) if ev["event"] == "progress")
     (worker,) = labelled(docker_client, cli.name)[0]
-    worker.pause()
-    try:
+    with frozen(worker):
         proc.send_signal(signal.SIGINT)
         assert "Ctrl-C again leaves now" in next(line for line in proc.stderr
                                                  if "cancelling" in line)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=10) == 130
-    finally:
-        worker.unpause()
     err = proc.stderr.read()
     assert "interrupted again: left without waiting for the worker" in one_line(err)
 

@@ -115,10 +115,6 @@ def attach(container: Container, on_log: Callable[[dict[str, Any]], None] | None
     """Attach to the worker (starting it if needed). A fresh worker announces itself with
     `ready`; one that was already running is asked with `info`, and never reloads."""
     api = container.client.api
-    container.reload()
-    if container.status == "paused":  # frozen, not stopped: it goes on where it was
-        container.unpause()
-        container.reload()
     sock = api.attach_socket(
         container.id, params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1}
     )

@@ -7,14 +7,13 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from local_cli import one_line
+from local_cli import one_line, wait_for
 
 from sdtui.outputs import read_index, read_metadata
 
@@ -52,16 +51,6 @@ def reached(fault: Fault, step: str, ev: dict) -> bool:
     if step == "generate":
         return ev["event"] == fault.generate_at
     return ev["event"] == fault.step_at and ev.get("step") == step
-
-
-def wait_for(condition: Callable[[], bool], *, unless: Callable[[], bool],
-             timeout: float = 300) -> None:
-    """Poll a condition; fail if `unless` turns true first (the cell can no longer happen)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if unless() or time.monotonic() > deadline:
-            pytest.fail("the fault's condition was never reached")
-        time.sleep(0.05)
 
 
 # --- how the faulted run must end -------------------------------------------------------------

@@ -40,7 +40,7 @@ import docker
 import pytest
 from aws.conftest import aws, aws_env, moto_url  # noqa: F401 (the moto harness)
 from aws.sshd import FakeBoot, free_port
-from local_cli import BASE, finished_by_worker, labelled, read_events
+from local_cli import BASE, finished_by_worker, labelled, read_events, wait_for
 
 from sdtui.deploy.aws.deployment import AwsDeployment
 from sdtui.deploy.aws.naming import tag_filter
@@ -122,8 +122,6 @@ class Cell:
 
 def drop_ssh(cell: Cell) -> None:
     """Every SSH session to the "instance" dies (the listener stays, as on a network drop)."""
-    from .matrix import wait_for
-
     wait_for(lambda: cell.boot.sshd is not None and cell.boot.sshd.drop_sessions() > 0,
              unless=lambda: cell.proc.poll() is not None)
 
