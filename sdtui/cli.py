@@ -25,6 +25,10 @@ examples:
   sdtui --no-ui --option aws --bucket my-sd-models --model sd-v1-4.ckpt --prompt "a fox"
   sdtui --no-ui --option aws --status
   sdtui --no-ui --option aws --teardown --purge-bucket
+  sdtui --no-ui --option batch --bucket my-sd-models --model sd-v1-4.ckpt \
+        --prompt-file prompts.txt --gpus 4 --estimate
+  sdtui --no-ui --option batch --status [RUN]
+  sdtui --no-ui --option batch --cancel RUN
 """
 
 
@@ -40,8 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="run headless (for scripts and tests)")
 
     d = p.add_argument_group("deployment")
-    d.add_argument("--option", choices=["local", "aws"], default="local",
-                   help="local: Docker on this machine (Option B); aws: a GPU instance (Option A)")
+    d.add_argument("--option", choices=["local", "aws", "batch"], default="local",
+                   help="local: Docker on this machine (Option B); aws: a GPU instance (Option "
+                   "A); batch: a prompt file over N GPUs with AWS Batch")
     d.add_argument("--name", help="deployment name (default: the option's name)")
     d.add_argument("--model", action="append", type=Path, default=[], metavar="PATH",
                    help="model: .ckpt, .safetensors or a diffusers folder; repeat for extra "
@@ -49,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--base-image", help="base image for the worker image build")
     d.add_argument("--volume", help="Docker volume for the model files (default sdtui-models)")
     d.add_argument("--docker-host", help="Docker engine URL (default: DOCKER_HOST or context)")
-    d.add_argument("--status", action="store_true", help="print what exists and its state")
+    d.add_argument("--status", nargs="?", const=True, default=False, metavar="RUN",
+                   help="print what exists and its state (batch: a run's progress per shard; "
+                   "its new images are downloaded)")
     d.add_argument("--teardown", action="store_true", help="remove the deployment's container")
     d.add_argument("--purge-volume", action="store_true",
                    help="with --teardown: also delete the model volume")
@@ -68,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="who may SSH in (default: this machine's public address /32)")
     a.add_argument("--purge-bucket", action="store_true",
                    help="with --teardown: also delete the bucket and its model files")
+
+    b = p.add_argument_group("batch (with --option batch; also --bucket, --region, --profile, "
+                             "--instance-type, --spot)")
+    b.add_argument("--gpus", type=int, metavar="N",
+                   help="shards of the prompt file, one GPU instance each (default 1)")
+    b.add_argument("--estimate", action="store_true",
+                   help="print the cost and wall time for 1, 2, 4 and 8 GPUs, create nothing")
+    b.add_argument("--cancel", metavar="RUN", help="stop a run; its finished images are kept")
 
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", help="what to draw")

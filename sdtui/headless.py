@@ -207,11 +207,15 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     report = Reporter(args.json)
+    if args.option == "batch" and not args.teardown:
+        from sdtui.headless_batch import run_batch
+
+        return run_batch(args, report)
     if args.status:
         return print_status(deployment_from_args(args), report)
     if args.teardown:
-        flag = "--purge-bucket" if args.option == "aws" else "--purge-volume"
-        purge = args.purge_bucket if args.option == "aws" else args.purge_volume
+        flag = "--purge-volume" if args.option == "local" else "--purge-bucket"
+        purge = args.purge_volume if args.option == "local" else args.purge_bucket
         result = deployment_from_args(args).teardown(report.deploy, purge=purge)
         if not args.json:
             for r in result.kept:

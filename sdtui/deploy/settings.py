@@ -15,6 +15,8 @@ from sdtui.ledger import Ledger
 def deployment_from_args(args: argparse.Namespace) -> Deployment:
     if args.option == "aws":
         return _aws_deployment(args)
+    if args.option == "batch":
+        return _batch_deployment(args)
     from sdtui.deploy.local import DEFAULT_NAME, LocalDeployment, LocalSettings
 
     cfg = load_config().local
@@ -76,3 +78,45 @@ def _aws_deployment(args: argparse.Namespace) -> Deployment:
                            "the [aws] section of the config")
         settings.validate()
     return AwsDeployment(settings, purge_bucket=args.purge_bucket)
+
+
+def _batch_deployment(args: argparse.Namespace) -> Deployment:
+    """Scale-out: flags > the deployment's ledger > the config's [aws] section (profile,
+    region, bucket, models) > defaults. Test-only: SDTUI_TEST_DOCKERFILE builds another
+    Dockerfile, SDTUI_TEST_ECR_PUSH=0 tags the image instead of pushing it."""
+    import os
+
+    from sdtui.deploy.aws.settings import DEFAULT_BASE_IMAGE
+    from sdtui.deploy.batch.deployment import BatchDeployment
+    from sdtui.deploy.batch.settings import DEFAULT_NAME, BatchSettings
+
+    cfg = load_config().aws
+    name = args.name or DEFAULT_NAME
+    previous = Ledger.load(name)
+    last = previous.params if previous else {}
+
+    def pick(flag, key: str, default):  # noqa: ANN001, ANN202
+        if flag is not None:
+            return flag
+        return last[key] if last.get(key) is not None else default
+
+    settings = BatchSettings(
+        name=name,
+        region=pick(args.region, "region", cfg.region),
+        bucket=pick(args.bucket, "bucket", cfg.bucket) or "",
+        models=[str(m) for m in args.model] or list(last.get("models", []))
+        or [str(m) for m in cfg.models],
+        profile=pick(args.profile, "profile", cfg.profile),
+        instance_type=pick(args.instance_type, "instance_type", "g4dn.xlarge"),
+        spot=pick(args.spot, "spot", False),
+        gpus=args.gpus if args.gpus is not None else 1,
+        base_image=pick(args.base_image, "base_image", DEFAULT_BASE_IMAGE),
+        dockerfile=os.environ.get("SDTUI_TEST_DOCKERFILE") or "Dockerfile",
+        docker_host=args.docker_host,
+        push=os.environ.get("SDTUI_TEST_ECR_PUSH") != "0",
+    )
+    if args.status or args.teardown or args.cancel:
+        settings.validate_target()
+    else:
+        settings.validate()
+    return BatchDeployment(settings, purge_bucket=args.purge_bucket)

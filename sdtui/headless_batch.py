@@ -1,0 +1,165 @@
+"""`sdtui --no-ui --option batch`: the estimate, then the run submitted and watched, its images
+saved as they land; `--status [RUN]`, `--cancel RUN`. People get progress on stderr and image
+paths on stdout; --json prints one event per line instead."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+from sdtui import errors, sharding
+from sdtui.config import load_config
+from sdtui.deploy.batch.deployment import BatchDeployment
+from sdtui.deploy.batch.estimate import format_table
+from sdtui.deploy.batch.runs import Collected, RunStatus
+from sdtui.deploy.settings import deployment_from_args
+from sdtui.headless import Reporter, generation_requests, print_status, read_prompts
+from sdtui.paths import default_outputs_dir
+
+
+def run_batch(args: argparse.Namespace, report: Reporter) -> int:
+    if args.cancel:
+        return cancel_run(args, report)
+    if isinstance(args.status, str):
+        return run_progress(args, report)
+    if args.status:
+        return print_status(_deployment(args, report), report)
+    return submit(args, report)
+
+
+def _deployment(args: argparse.Namespace, report: Reporter) -> BatchDeployment:
+    deployment = deployment_from_args(args)
+    assert isinstance(deployment, BatchDeployment)
+    deployment.work.warn = report.line
+    return deployment
+
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return args.out or load_config().generate.out_dir or default_outputs_dir()
+
+
+def submit(args: argparse.Namespace, report: Reporter) -> int:
+    # Every input is checked before anything is created: the prompts, the settings, then
+    # (reading only) the credentials, the bucket, the model's keys and the GPU quota.
+    prompts = read_prompts(args)
+    if not prompts:
+        raise errors.BadInput("no prompts given",
+                              fix="pass --prompt-file FILE (one prompt per line) or --prompt")
+    try:
+        lines = sharding.resolve(generation_requests(args, list(prompts)))
+    except sharding.ShardingError as exc:
+        raise errors.BadInput(str(exc), fix="see sdtui --help for valid values") from None
+    deployment = _deployment(args, report)
+    settings = deployment.settings
+    if settings.gpus > len(lines):
+        report.line(f"using {len(lines)} GPU(s): the run has {len(lines)} prompt(s)")
+        settings.gpus = len(lines)
+    deployment.preflight()
+
+    rates, table = deployment.estimates(lines)
+    if report.as_json:
+        report.json("estimate", rates=asdict(rates), table=[asdict(e) for e in table])
+    else:
+        for line in format_table(table, rates):
+            report.line(line)
+    if args.estimate:
+        return errors.EXIT_OK
+
+    cancel = threading.Event()
+    try:
+        deployment.provision(report.deploy, cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise errors.Interrupted("interrupted while provisioning",
+                                 fix="run the same command again to resume") from None
+    record = deployment.submit(lines, _out_dir(args))
+    if report.as_json:
+        report.json("submitted", run=record["run"], job_id=record["job_id"],
+                    shards=record["shards"], images=sum(record["counts"]))
+    else:
+        report.line(f"run {record['run']}: {sum(record['counts'])} image(s) on "
+                    f"{record['shards']} GPU(s) (job {record['job_id']}); Ctrl-C stops watching, "
+                    f"not the run: --status {record['run']} picks it up, "
+                    f"--cancel {record['run']} stops it")
+    return _watch(deployment, record, report)
+
+
+def _watch(deployment: BatchDeployment, record: dict, report: Reporter,
+           out_dir: Path | None = None) -> int:
+    stop = threading.Event()
+    try:
+        status = deployment.watch(record, lambda image: _announce(report, image),
+                                  lambda s: _progress(report, s), stop, out_dir)
+    except KeyboardInterrupt:
+        stop.set()
+        report.line(f"stopped watching; run {record['run']} goes on "
+                    f"(--status {record['run']} collects its images)")
+        return errors.EXIT_INTERRUPTED
+    if status.state == "cancelled":
+        report.line(f"run {status.run} was cancelled; {status.done}/{status.total} finished "
+                    "image(s) kept")
+        return errors.EXIT_INTERRUPTED
+    if status.state == "failed":
+        reasons = "; ".join(f"shard {s.index}: {s.reason}" for s in status.shards
+                            if s.status == "FAILED" and s.reason)
+        raise errors.GenerationError(f"run {status.run} failed ({status.done}/{status.total} "
+                                     f"images made){': ' + reasons if reasons else ''}",
+                                     fix="read the shards' logs in CloudWatch "
+                                     "(/aws/batch/job), then submit again")
+    return errors.EXIT_OK
+
+
+def _announce(report: Reporter, image: Collected) -> None:
+    if report.as_json:
+        report.json("image", path=str(image.path), line=image.line, index=image.index,
+                    seed=image.record["params"].get("seed"), shard=image.record.get("shard"))
+    else:
+        report.out.write(f"{image.path}\n")
+        report.out.flush()
+
+
+def _progress(report: Reporter, status: RunStatus) -> None:
+    if report.as_json:
+        report.json("run_status", **asdict(status))
+        return
+    shards = ", ".join(f"{s.index}:{s.status.lower()} {s.done}/{s.total}"
+                       for s in status.shards)
+    report.line(f"run {status.run} {status.state}: {status.done}/{status.total} images, "
+                f"≈${status.cost_so_far_usd:.2f} so far [{shards}]")
+
+
+def run_progress(args: argparse.Namespace, report: Reporter) -> int:
+    """--status RUN: each shard's state, the images so far (new ones downloaded), the cost."""
+    deployment = _deployment(args, report)
+    record = deployment.run_record(args.status)
+    status = deployment.run_status(record)
+    for image in deployment.collect(record, args.out):
+        _announce(report, image)
+    if report.as_json:
+        report.json("run_status", **asdict(status))
+        return errors.EXIT_OK
+    print(f"run {status.run} ({status.job_id}): {status.state}, {status.done}/{status.total} "
+          f"images, ≈${status.cost_so_far_usd:.2f} so far")
+    for shard in status.shards:
+        retried = f", attempt {shard.attempts}" if shard.attempts > 1 else ""
+        reason = f" — {shard.reason}" if shard.reason else ""
+        print(f"  shard {shard.index}: {shard.status.lower()}, {shard.done}/{shard.total} "
+              f"images{retried}{reason}")
+    return errors.EXIT_OK
+
+
+def cancel_run(args: argparse.Namespace, report: Reporter) -> int:
+    deployment = _deployment(args, report)
+    record = deployment.run_record(args.cancel)
+    told = deployment.cancel(record)
+    status = deployment.run_status(record)
+    if report.as_json:
+        report.json("cancelled", run=record["run"], jobs=told, done=status.done,
+                    total=status.total)
+    else:
+        report.line(f"cancelled run {record['run']} ({len(told)} shard(s) told to stop); "
+                    f"{status.done}/{status.total} finished image(s) are kept "
+                    f"(--status {record['run']} downloads them)")
+    return errors.EXIT_OK
