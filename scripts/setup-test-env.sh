@@ -5,7 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io s3fs openssh-server debootstrap tmux fuse3 python3-venv ca-certificates)
+# docker-registry: a real registry on 127.0.0.1 for the ECR push test.
+APT_PACKAGES=(docker.io s3fs openssh-server debootstrap tmux fuse3 python3-venv ca-certificates
+              docker-registry)
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 

@@ -28,7 +28,19 @@ import pytest
 from sdtui.deploy.aws.naming import TAG_KEY, tag_filter
 from sdtui.outputs import read_index, read_metadata
 
+from ..conftest import serve_moto
+
 PROMPTS = ["a red fox in snow", "a lighthouse at dusk", "a teapot on a table"]
+
+
+@pytest.fixture(scope="module")
+def moto_url(tmp_path_factory):
+    """moto of its own, with what its Batch needs and the other AWS tests should not pay for:
+    AWS managed policies loaded (the instance role attaches the ECS one; a second more per
+    reset), and job containers on the host network, so a shard reaches moto at 127.0.0.1
+    exactly as the client does."""
+    yield from serve_moto(tmp_path_factory, {"MOTO_IAM_LOAD_MANAGED_POLICIES": "true",
+                                             "MOTO_DOCKER_NETWORK_MODE": "host"})
 
 
 def sdtui(name: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
