@@ -138,3 +138,15 @@ def test_policies_follow_the_partition(partition):
                        policies.pass_role_policy(partition, ACCOUNT, NAME)])
     assert "arn:aws:" not in text and f"arn:{partition}:" in text
     assert policies.partition_of(f"arn:{partition}:sts::1:assumed-role/x/y") == partition
+
+
+def test_the_readme_shows_the_policies_the_builders_write():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Least-privilege policies", 1)[1].split("### ", 1)[0]
+    job, pass_role = (json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S))
+    assert job == policies.job_role_policy(
+        "aws", "BUCKET", ["sd-v1-4.ckpt", "sd-v1-4.yaml", "GFPGANv1.3.pth"])
+    assert pass_role == policies.pass_role_policy("aws", "ACCOUNT", "batch")
