@@ -29,6 +29,9 @@ examples:
         --prompt-file prompts.txt --gpus 4 --estimate
   sdtui --no-ui --option batch --status [RUN]
   sdtui --no-ui --option batch --cancel RUN
+
+A bare --status, --teardown or generation uses the default deployment: the last one used, by
+the app or by --no-ui (it says which); --name picks another.
 """
 
 
@@ -44,10 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="run headless (for scripts and tests)")
 
     d = p.add_argument_group("deployment")
-    d.add_argument("--option", choices=["local", "aws", "batch"], default="local",
-                   help="local: Docker on this machine (Option B); aws: a GPU instance (Option "
-                   "A); batch: a prompt file over N GPUs with AWS Batch")
-    d.add_argument("--name", help="deployment name (default: the option's name)")
+    d.add_argument("--option", choices=["local", "aws", "batch"],
+                   help="local: Docker on this machine (Option B); aws: a GPU instance "
+                   "(Option A); batch: a prompt file over N GPUs with AWS Batch (default: the "
+                   "option of the last deployment used, or local)")
+    d.add_argument("--name", help="deployment name (default: the last deployment used, which "
+                   "the app and --no-ui share; else the option's name)")
     d.add_argument("--model", action="append", type=Path, default=[], metavar="PATH",
                    help="model: .ckpt, .safetensors or a diffusers folder; repeat for extra "
                    "files such as GFPGANv1.3.pth (default: the deployment's last models)")
@@ -121,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--from-png", metavar="FILE", type=Path,
                    help="re-run the generation recorded in a saved image's metadata; other "
                    "flags override its values")
-    g.add_argument("--preview-every", type=int, default=0, help=argparse.SUPPRESS)
+    g.add_argument("--preview-every", type=int, help=argparse.SUPPRESS)
     g.add_argument("--out", type=Path, help="where images are saved (default: ~/Pictures/sdtui)")
     g.add_argument("--json", action="store_true",
                    help="print one JSON event per line on stdout instead of paths")
@@ -140,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         images = ImageSupport()
         if images.protocol == "auto":
             images.start()  # the terminal probe's waits overlap the app's imports
+        from sdtui.flags import given_from_args
         from sdtui.ui.app import run_app
 
-        return run_app(args, images)
+        return run_app(given_from_args(args), images, out_dir=args.out)
     except errors.SdtuiError as exc:
         print(f"sdtui: error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,37 +1,49 @@
 """`sdtui --no-ui --option batch`: the estimate, then the run submitted and watched, its images
 saved as they land; `--status [RUN]`, `--cancel RUN`. People get progress on stderr and image
-paths on stdout; --json prints one event per line instead."""
+paths on stdout; --json prints one event per line instead. The headless runner calls it and
+hands it its reporter and its request reader (this module does not import it back)."""
 
 from __future__ import annotations
 
 import argparse
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sdtui import errors, sharding
 from sdtui.config import load_config
+from sdtui.deploy.base import Deployment
 from sdtui.deploy.batch.deployment import BatchDeployment
 from sdtui.deploy.batch.estimate import format_table
 from sdtui.deploy.batch.runs import Collected, RunStatus
-from sdtui.deploy.settings import deployment_from_args
-from sdtui.headless import Reporter, generation_requests, print_status, read_prompts
+from sdtui.deploy.settings import open_deployment, remember_use
 from sdtui.paths import default_outputs_dir
+from sdtui.settings import Given
+
+if TYPE_CHECKING:
+    from sdtui.headless import Reporter
 
 
-def run_batch(args: argparse.Namespace, report: Reporter) -> int:
+def run_batch(args: argparse.Namespace, given: Given, report: Reporter, *,
+              print_status: Callable[[Deployment, Reporter], int],
+              requests: Callable[[], list[dict[str, Any]]]) -> int:
+    """`requests` reads the prompts and checks each one's request (BadInput on the first
+    problem); `print_status` prints a deployment's status as for every option."""
     if args.cancel:
-        return cancel_run(args, report)
+        return cancel_run(args, given, report)
     if isinstance(args.status, str):
-        return run_progress(args, report)
+        return run_progress(args, given, report)
     if args.status:
-        return print_status(_deployment(args, report), report)
-    return submit(args, report)
+        return print_status(_deployment(given, report, for_use=False), report)
+    return submit(args, given, report, requests)
 
 
-def _deployment(args: argparse.Namespace, report: Reporter) -> BatchDeployment:
-    deployment = deployment_from_args(args)
+def _deployment(given: Given, report: Reporter, *, for_use: bool) -> BatchDeployment:
+    target, deployment = open_deployment(given, for_use=for_use)
     assert isinstance(deployment, BatchDeployment)
+    report.using(target)
     deployment.work.warn = report.line
     return deployment
 
@@ -40,18 +52,19 @@ def _out_dir(args: argparse.Namespace) -> Path:
     return args.out or load_config().generate.out_dir or default_outputs_dir()
 
 
-def submit(args: argparse.Namespace, report: Reporter) -> int:
+def submit(args: argparse.Namespace, given: Given, report: Reporter,
+           requests: Callable[[], list[dict[str, Any]]]) -> int:
     # Every input is checked before anything is created: the prompts, the settings, then
     # (reading only) the credentials, the bucket, the model's keys and the GPU quota.
-    prompts = read_prompts(args)
-    if not prompts:
+    checked = requests()
+    if not checked:
         raise errors.BadInput("no prompts given",
                               fix="pass --prompt-file FILE (one prompt per line) or --prompt")
     try:
-        lines = sharding.resolve(generation_requests(args, list(prompts)))
+        lines = sharding.resolve(checked)
     except sharding.ShardingError as exc:
         raise errors.BadInput(str(exc), fix="see sdtui --help for valid values") from None
-    deployment = _deployment(args, report)
+    deployment = _deployment(given, report, for_use=True)
     settings = deployment.settings
     if settings.gpus > len(lines):
         report.line(f"using {len(lines)} GPU(s): the run has {len(lines)} prompt(s)")
@@ -67,6 +80,7 @@ def submit(args: argparse.Namespace, report: Reporter) -> int:
     if args.estimate:
         return errors.EXIT_OK
 
+    remember_use(deployment)
     cancel = threading.Event()
     try:
         deployment.provision(report.deploy, cancel)
@@ -130,9 +144,9 @@ def _progress(report: Reporter, status: RunStatus) -> None:
                 f"≈${status.cost_so_far_usd:.2f} so far [{shards}]")
 
 
-def run_progress(args: argparse.Namespace, report: Reporter) -> int:
+def run_progress(args: argparse.Namespace, given: Given, report: Reporter) -> int:
     """--status RUN: each shard's state, the images so far (new ones downloaded), the cost."""
-    deployment = _deployment(args, report)
+    deployment = _deployment(given, report, for_use=False)
     record = deployment.run_record(args.status)
     status = deployment.run_status(record)
     for image in deployment.collect(record, args.out):
@@ -150,8 +164,8 @@ def run_progress(args: argparse.Namespace, report: Reporter) -> int:
     return errors.EXIT_OK
 
 
-def cancel_run(args: argparse.Namespace, report: Reporter) -> int:
-    deployment = _deployment(args, report)
+def cancel_run(args: argparse.Namespace, given: Given, report: Reporter) -> int:
+    deployment = _deployment(given, report, for_use=False)
     record = deployment.run_record(args.cancel)
     told = deployment.cancel(record)
     status = deployment.run_status(record)
