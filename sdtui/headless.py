@@ -32,6 +32,7 @@ from sdtui.deploy.settings import Target, choose, open_deployment, remember_use
 from sdtui.flags import given_from_args
 from sdtui.generation import init_image_data, request_params, resolve_generate
 from sdtui.grid import save_grid
+from sdtui.inputs import prompts_of, read_prompt_file
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
@@ -121,21 +122,14 @@ class Reporter:
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
-    if args.prompt_file:
+    if args.prompt_file == "-":
         try:
-            if args.prompt_file == "-":
-                text = sys.stdin.read()
-            else:
-                text = Path(args.prompt_file).read_text(encoding="utf-8")
+            return prompts_of(sys.stdin.read(), "-")
         except (OSError, UnicodeDecodeError) as exc:
-            raise errors.BadInput(f"cannot read prompt file {args.prompt_file}: {exc}",
-                                  fix="check the path") from None
-        lines = (ln.strip() for ln in text.splitlines())
-        prompts = [ln for ln in lines if ln and not ln.startswith("#")]
-        if not prompts:
-            raise errors.BadInput(f"prompt file {args.prompt_file} has no prompts",
-                                  fix="write one prompt per line")
-        return prompts
+            raise errors.BadInput(f"cannot read prompts from stdin: {exc}",
+                                  fix="pipe UTF-8 text, one prompt per line") from None
+    if args.prompt_file:
+        return read_prompt_file(Path(args.prompt_file))
     return [args.prompt] if args.prompt else []
 
 
@@ -202,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         from sdtui.headless_batch import run_batch
 
         return run_batch(args, given, report, print_status=print_status,
-                         requests=lambda: generation_requests(args, list(read_prompts(args))))
+                         prompts=lambda: read_prompts(args))
     if args.status:
         target, deployment = open_deployment(given, for_use=False)
         report.using(target)

@@ -10,13 +10,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sdtui import errors, sharding
+from sdtui import errors
 from sdtui.config import load_config
 from sdtui.deploy.base import Deployment
 from sdtui.deploy.batch.deployment import BatchDeployment
 from sdtui.deploy.batch.estimate import format_table
+from sdtui.deploy.batch.requests import run_lines
 from sdtui.deploy.batch.runs import Collected, RunStatus
 from sdtui.deploy.settings import open_deployment, remember_use
 from sdtui.paths import default_outputs_dir
@@ -28,16 +29,16 @@ if TYPE_CHECKING:
 
 def run_batch(args: argparse.Namespace, given: Given, report: Reporter, *,
               print_status: Callable[[Deployment, Reporter], int],
-              requests: Callable[[], list[dict[str, Any]]]) -> int:
-    """`requests` reads the prompts and checks each one's request (BadInput on the first
-    problem); `print_status` prints a deployment's status as for every option."""
+              prompts: Callable[[], list[str]]) -> int:
+    """`prompts` reads the prompt file (or --prompt); `print_status` prints a deployment's
+    status as for every option."""
     if args.cancel:
         return cancel_run(args, given, report)
     if isinstance(args.status, str):
         return run_progress(args, given, report)
     if args.status:
         return print_status(_deployment(given, report, for_use=False), report)
-    return submit(args, given, report, requests)
+    return submit(args, given, report, prompts)
 
 
 def _deployment(given: Given, report: Reporter, *, for_use: bool) -> BatchDeployment:
@@ -53,22 +54,13 @@ def _out_dir(args: argparse.Namespace) -> Path:
 
 
 def submit(args: argparse.Namespace, given: Given, report: Reporter,
-           requests: Callable[[], list[dict[str, Any]]]) -> int:
+           prompts: Callable[[], list[str]]) -> int:
     # Every input is checked before anything is created: the prompts, the settings, then
     # (reading only) the credentials, the bucket, the model's keys and the GPU quota.
-    checked = requests()
-    if not checked:
-        raise errors.BadInput("no prompts given",
-                              fix="pass --prompt-file FILE (one prompt per line) or --prompt")
-    try:
-        lines = sharding.resolve(checked)
-    except sharding.ShardingError as exc:
-        raise errors.BadInput(str(exc), fix="see sdtui --help for valid values") from None
+    lines = run_lines(prompts(), given.generate)
     deployment = _deployment(given, report, for_use=True)
-    settings = deployment.settings
-    if settings.gpus > len(lines):
-        report.line(f"using {len(lines)} GPU(s): the run has {len(lines)} prompt(s)")
-        settings.gpus = len(lines)
+    if note := deployment.fit_to(lines):
+        report.line(note)
     deployment.preflight()
 
     rates, table = deployment.estimates(lines)

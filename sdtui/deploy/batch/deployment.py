@@ -60,6 +60,13 @@ class BatchDeployment(Deployment):
             self._preflight = self.work.preflight()
         return self._preflight
 
+    def fit_to(self, lines: list[dict[str, Any]]) -> str | None:
+        """No more shards than lines (an empty shard would still boot an instance)."""
+        if self.settings.gpus <= len(lines):
+            return None
+        self.settings.gpus = len(lines)
+        return f"using {len(lines)} GPU(s): the run has {len(lines)} prompt(s)"
+
     def price(self) -> pricing.Price:
         s = self.settings
         return pricing.hourly_price(s.instance_type, str(s.region), spot=s.spot,
@@ -103,7 +110,8 @@ class BatchDeployment(Deployment):
         """Upload the run's requests and submit its job; returns the run's record."""
         s, pre = self.settings, self.preflight()
         run = bucket_layout.new_run_id()
-        shards = min(s.gpus, len(lines))
+        self.fit_to(lines)
+        shards = s.gpus
         counts = [line["count"] for line in lines]
         rates = self.rates(lines)
         runs.upload_prompts(self.work.client("s3"), s.bucket, run, lines)
