@@ -47,8 +47,16 @@ def definition_params(name: str, *, image: str, job_role_arn: str,
 def _same(active: dict, params: dict) -> bool:
     mine, theirs = params["containerProperties"], active.get("containerProperties", {})
     return (all(theirs.get(k) == v for k, v in mine.items() if k != "command")
-            and active.get("retryStrategy") == params["retryStrategy"]
+            and _retry(active.get("retryStrategy")) == _retry(params["retryStrategy"])
             and active.get("timeout") == params["timeout"])
+
+
+def _retry(strategy: dict | None) -> dict:
+    """Batch takes the actions in any case (and may echo them lowercased)."""
+    strategy = dict(strategy or {})
+    strategy["evaluateOnExit"] = [{k: v.lower() if k == "action" else v for k, v in rule.items()}
+                                  for rule in strategy.get("evaluateOnExit", [])]
+    return strategy
 
 
 def active_definitions(batch, name: str) -> list[dict]:

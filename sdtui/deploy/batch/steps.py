@@ -69,7 +69,16 @@ class BatchSteps:
         files = models.plan(self.client("s3"), s.bucket, exists, s.models)
         found = quota.check(self.client("service-quotas"), s.gpus, s.spot, str(s.region),
                             warn=self.warn)
+        self._names_are_free_or_ours()
         return Preflight(who, policies.partition_of(who.arn), exists, files, found)
+
+    def _names_are_free_or_ours(self) -> None:
+        """BadInput when a resource of ours by name exists without our tag (never touched)."""
+        name = self.settings.name
+        compute.describe(self.client("batch"), name)
+        job_queue.describe(self.client("batch"), name)
+        ecr.describe(self.client("ecr"), name)
+        launch_template.find(self.client("ec2"), name)
 
     def _bucket_is_ours(self) -> bool:
         """False when it does not exist yet (it will be created); BadInput when it exists and

@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import docker
 import pytest
 
 from sdtui.deploy.aws.naming import TAG_KEY, tag_filter
@@ -197,3 +198,74 @@ def test_scale_out_end_to_end(worker_image, docker_client, aws, tmp_path, monkey
             for tag in image.tags:
                 if f"/sdtui-{name}:" in tag:
                     docker_client.images.remove(tag)
+
+
+@pytest.mark.docker
+def test_provisioning_twice_creates_nothing_twice_and_teardown_leaves_nothing(
+        worker_image, aws, tmp_path, monkeypatch):
+    """The steps alone (no run): a second provision skips or reuses everything, and teardown
+    leaves nothing tagged. A same-named compute environment that is not ours is refused."""
+    import boto3
+    from conftest import OFFLINE_BASE
+
+    from sdtui.deploy.batch.deployment import BatchDeployment
+    from sdtui.deploy.batch.settings import BatchSettings
+    from sdtui.errors import BadInput
+
+    monkeypatch.setenv("SDTUI_TEST_ECR_PUSH", "0")
+    name = f"twice-{uuid.uuid4().hex[:6]}"
+    batch, ecr = boto3.client("batch"), boto3.client("ecr")
+    (tmp_path / "m").mkdir()
+    from ..conftest import write_safetensors
+
+    model = write_safetensors(tmp_path / "m" / "tiny.safetensors")
+
+    def deployment(called: str = name) -> BatchDeployment:
+        return BatchDeployment(BatchSettings(
+            bucket=f"sdtui-{called}", region="us-east-1", name=called, models=[str(model)],
+            gpus=2, dockerfile="Dockerfile.local", base_image=OFFLINE_BASE, push=False))
+
+    try:
+        deployment().provision(lambda event: None)
+        before = sorted(tagged_leftovers(aws, batch, ecr, name))
+        events: list = []
+        deployment().provision(events.append)
+        assert sorted(tagged_leftovers(aws, batch, ecr, name)) == before
+        assert len([d for d in before if ":job-definition/" in d]) == 1
+        finished = {e.step: e.outcome for e in events if type(e).__name__ == "StepFinished"}
+        assert finished["bucket"] == "skipped"
+
+        other = deployment()
+        other.teardown(lambda event: None, purge=True)
+        assert tagged_leftovers(aws, batch, ecr, name) == []
+        assert f"sdtui-{name}" not in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
+
+        # someone else's compute environment under our name is never touched (a fresh name:
+        # moto keeps a deleted resource's tags for the next one of the same ARN)
+        foreign = f"theirs-{uuid.uuid4().hex[:6]}"
+        role = aws["iam"].create_role(RoleName=f"other-{name}", AssumeRolePolicyDocument="{}")
+        profile = aws["iam"].create_instance_profile(InstanceProfileName=f"other-{name}")
+        vpc = aws["ec2"].describe_vpcs()["Vpcs"][0]["VpcId"]
+        group = aws["ec2"].create_security_group(GroupName=f"other-{name}", Description="x",
+                                                 VpcId=vpc)["GroupId"]
+        subnet = aws["ec2"].describe_subnets()["Subnets"][0]["SubnetId"]
+        batch.create_compute_environment(
+            computeEnvironmentName=f"sdtui-{foreign}", type="MANAGED",
+            serviceRole=role["Role"]["Arn"], computeResources={
+                "type": "EC2", "minvCpus": 0, "maxvCpus": 4, "instanceTypes": ["g4dn.xlarge"],
+                "subnets": [subnet], "securityGroupIds": [group],
+                "instanceRole": profile["InstanceProfile"]["Arn"]})
+        with pytest.raises(BadInput, match=f"compute environment sdtui-{foreign} exists and is "
+                                            "not sdtui's"):
+            deployment(foreign).provision(lambda event: None)
+        assert tagged_leftovers(aws, batch, ecr, foreign) == []  # refused before creating
+        assert f"sdtui-{foreign}" not in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
+        report = deployment(foreign).teardown(lambda event: None)
+        assert [r.id for r in report.left] == [f"sdtui-{foreign}"]
+        assert batch.describe_compute_environments(
+            computeEnvironments=[f"sdtui-{foreign}"])["computeEnvironments"]
+    finally:
+        for image in docker.from_env().images.list():
+            for tag in image.tags:
+                if f"/sdtui-{name}:" in tag:
+                    docker.from_env().images.remove(tag)
