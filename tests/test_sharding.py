@@ -98,26 +98,34 @@ def test_each_image_carries_its_metadata_and_index_line(sampler, tmp_path):
 
 
 def test_a_retried_shard_makes_only_what_is_missing(sampler, tmp_path):
-    """A spot reclaim mid-shard: the retry skips finished images and makes the rest."""
+    """A spot reclaim mid-shard: the retry skips finished images and makes the rest, down to
+    the single image of a line of two."""
     from sdtui.worker.batch import run_shard
 
-    lines = lines_for(["one", "two", "three", "four"])
+    lines = lines_for(["one", "two", "three", "four", "five"])
+    lines[4]["count"] = 2
     store = run_all_shards(lines, 2, sampler, tmp_path)
     first = {k: store.read(k, 0) for k in store.keys(bucket_layout.out_prefix(RUN))}
-    # the attempt "died" after line 0's image: lines 2's outputs never landed
-    for key in (bucket_layout.image_key(RUN, 2, 0), bucket_layout.index_key(RUN, 2, 0)):
-        (tmp_path / key).unlink()
+    # the attempt "died" after line 0's image and the first image of line 4: line 2's outputs
+    # and line 4's second image never landed
+    lost = [(2, 0), (4, 1)]
+    for line, index in lost:
+        for key in (bucket_layout.image_key(RUN, line, index),
+                    bucket_layout.index_key(RUN, line, index)):
+            (tmp_path / key).unlink()
     store.writes.clear()
     made = run_shard(run=RUN, lines=lines, shard=0, shards=2, store=store, sampler=sampler,
                      scratch=tmp_path / "retry")
-    assert made == 1
-    # the PNG first, then the index line that marks it done
-    assert store.writes == [bucket_layout.image_key(RUN, 2, 0),
-                            bucket_layout.index_key(RUN, 2, 0)]
+    assert made == 2
+    # each PNG first, then the index line that marks it done; nothing finished is written again
+    assert store.writes == [key for line, index in lost for key in (
+        bucket_layout.image_key(RUN, line, index), bucket_layout.index_key(RUN, line, index))]
     again = {k: store.read(k, 0) for k in store.keys(bucket_layout.out_prefix(RUN))}
-    assert pixels(store, 2, 0) == Image.open(io.BytesIO(first[bucket_layout.image_key(
-        RUN, 2, 0)])).convert("RGB").tobytes()
     assert again.keys() == first.keys()
+    for line, index in lost:
+        key = bucket_layout.image_key(RUN, line, index)
+        assert pixels(store, line, index) == Image.open(io.BytesIO(first[key])).convert(
+            "RGB").tobytes()
     # and a shard with nothing left does nothing at all
     store.writes.clear()
     assert run_shard(run=RUN, lines=lines, shard=1, shards=2, store=store, sampler=sampler,

@@ -31,7 +31,8 @@ def batch(capsys, *args: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
-def created(aws, tmp_path) -> list[str]:
+def created(aws, tmp_path, theirs: tuple[str, ...] = ()) -> list[str]:
+    """Everything in moto and the state dir but the buckets the test itself made (`theirs`)."""
     import boto3
 
     b, ecr = boto3.client("batch"), boto3.client("ecr")
@@ -47,17 +48,17 @@ def created(aws, tmp_path) -> list[str]:
               if g["GroupName"] != "default"]
     found += [t["LaunchTemplateName"] for t in
               aws["ec2"].describe_launch_templates()["LaunchTemplates"]]
-    found += [b["Name"] for b in aws["s3"].list_buckets()["Buckets"] if b["Name"] != BUCKET]
+    found += [b["Name"] for b in aws["s3"].list_buckets()["Buckets"] if b["Name"] not in theirs]
     found += [p.name for p in (tmp_path / "state").rglob("*.json")]
     return found
 
 
-def refused(capsys, aws, tmp_path, *args: str) -> str:
+def refused(capsys, aws, tmp_path, *args: str, theirs: tuple[str, ...] = ()) -> str:
     code, err = batch(capsys, *args)
     assert code == EXIT_BAD_INPUT, err
     assert err.count("\n") == 1 and err.startswith("sdtui: error: "), err  # one line
     assert " — " in err  # with its fix
-    assert created(aws, tmp_path) == []
+    assert created(aws, tmp_path, theirs) == []
     return err
 
 
@@ -107,7 +108,7 @@ def test_a_bucket_that_is_not_ours(capsys, aws, tmp_path, local_model, prompts):
     aws["s3"].put_bucket_tagging(Bucket=BUCKET,
                                  Tagging={"TagSet": [{"Key": "team", "Value": "data"}]})
     err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, "--model", str(local_model),
-                  "--prompt-file", str(prompts))
+                  "--prompt-file", str(prompts), theirs=(BUCKET,))
     assert f"bucket {BUCKET!r} exists but is not sdtui's" in err
     # and it was left exactly as it was
     assert aws["s3"].get_bucket_tagging(Bucket=BUCKET)["TagSet"] == [
@@ -121,7 +122,7 @@ def test_a_model_missing_from_the_bucket(capsys, aws, tmp_path, prompts):
         {"Key": "sdtui:deployment", "Value": "aws"}]})  # Option A's
     aws["s3"].put_object(Bucket=BUCKET, Key="other.ckpt", Body=b"x")
     err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, "--model", "sd-v1-4.ckpt",
-                  "--prompt-file", str(prompts))
+                  "--prompt-file", str(prompts), theirs=(BUCKET,))
     assert f"model sd-v1-4.ckpt is not in s3://{BUCKET}" in err
     assert aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"] == 1  # no runs/ written
 
