@@ -192,7 +192,15 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     report = Reporter(args.json)
     given = given_from_args(args)
-    if not args.teardown and choose(given).option == "batch":
+    option = choose(given).option
+    batch_only = [flag for flag, used in (("--cancel", args.cancel), ("--estimate", args.estimate),
+                                          ("--gpus", args.gpus is not None),
+                                          ("--status RUN", isinstance(args.status, str)))
+                  if used]
+    if batch_only and option != "batch":
+        raise errors.BadInput(f"{batch_only[0]} applies to the scale-out only",
+                              fix="add --option batch (and --name, if it has another name)")
+    if not args.teardown and option == "batch":
         from sdtui.headless_batch import run_batch
 
         return run_batch(args, given, report, print_status=print_status,

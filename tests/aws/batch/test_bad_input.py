@@ -143,3 +143,12 @@ def test_other_bad_flags(capsys, aws, tmp_path, local_model, prompts, flags, pro
     err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, *model,
                   "--prompt-file", str(prompts), *flags)
     assert problem in err
+
+
+@pytest.mark.parametrize("flags", [["--cancel", "20250601-120000-abcd"], ["--estimate"],
+                                   ["--gpus", "2"], ["--status", "20250601-120000-abcd"]])
+def test_scale_out_flags_without_the_scale_out(capsys, aws, tmp_path, flags):
+    code = main(["--no-ui", "--option", "local", *flags])
+    err = capsys.readouterr().err
+    assert code == EXIT_BAD_INPUT and "applies to the scale-out only" in err
+    assert "--option batch" in err and err.count("\n") == 1
