@@ -83,9 +83,9 @@ class S3Store:
     def write(self, key: str, data: bytes, content_type: str) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
-    def download(self, key: str, dest: Path) -> int:
+    def download(self, key: str, dest: Path) -> str:
         """One sequential GET streamed to disk in bounded chunks, checked against the object's
-        size and (when the upload recorded one) its sha256; returns the bytes read."""
+        size and (when the upload recorded one) its sha256; returns the file's sha256."""
         reply = self._get(key)
         expected, digest = reply["ContentLength"], hashlib.sha256()
         wanted = reply.get("Metadata", {}).get(bucket_layout.SHA256_META)
@@ -103,7 +103,8 @@ class S3Store:
             raise ChildError(f"s3://{self.bucket}/{key} arrived damaged ({size} of {expected} "
                              "bytes, or a different sha256)", exit_code=EXIT_GENERATION)
         os.replace(partial, dest)
-        return size
+        log.info("fetched %s (%d MiB)", key, size >> 20)
+        return digest.hexdigest()
 
     def _get(self, key: str) -> dict[str, Any]:
         from botocore.exceptions import ClientError
@@ -117,17 +118,16 @@ class S3Store:
             raise
 
 
-def fetch_files(store: Any, keys: list[str], scratch: Path) -> float:
-    """The model and its extras into scratch, one file after another; returns the seconds."""
-    started = time.monotonic()
+def fetch_files(store: Any, keys: list[str], scratch: Path) -> dict[str, str]:
+    """The model and its extras into scratch, one file after another; returns each key's
+    sha256."""
+    digests = {}
     for key in keys:
-        dest = scratch / key
         if ".." in Path(key).parts or Path(key).is_absolute():
             raise ChildError(f"model key {key!r} leaves the scratch directory")
         log.info("fetching s3://%s/%s", store.bucket, key)
-        size = store.download(key, dest)
-        log.info("fetched %s (%d MiB)", key, size >> 20)
-    return time.monotonic() - started
+        digests[key] = store.download(key, scratch / key)
+    return digests
 
 
 # --- the shard ---------------------------------------------------------------------------------
@@ -223,7 +223,9 @@ def _main(args: argparse.Namespace) -> int:
     if not sharding.pending_lines(lines, shard, args.shards, finished):
         log.info("shard %d/%d: every image is already in the bucket", shard, args.shards)
         return EXIT_OK
-    fetch_seconds = fetch_files(store, args.file or [args.model], args.scratch / "model")
+    started = time.monotonic()
+    digests = fetch_files(store, args.file or [args.model], args.scratch / "model")
+    fetch_seconds = time.monotonic() - started
 
     from sdtui.worker.models import ModelInvalid, load_model
     from sdtui.worker.sampling import Sampler
@@ -238,7 +240,8 @@ def _main(args: argparse.Namespace) -> int:
              "device": model.device}
     try:
         made = run_shard(run=args.run, lines=lines, shard=shard, shards=args.shards, store=store,
-                         sampler=Sampler(model), scratch=args.scratch, extra=extra)
+                         sampler=Sampler(model, digests.get(args.model)), scratch=args.scratch,
+                         extra=extra)
     except ChildError:
         raise
     except Exception as exc:  # one line in the job's log, and a failed (not retried) child

@@ -114,6 +114,7 @@ class BatchDeployment(Deployment):
         shards = s.gpus
         counts = [line["count"] for line in lines]
         rates = self.rates(lines)
+        runs.keep_inputs(out_dir, lines)
         runs.upload_prompts(self.work.client("s3"), s.bucket, run, lines)
         attempt_s = estimate.attempt_timeout_s(
             max(sharding.images_per_shard(counts, shards)), rates)

@@ -15,7 +15,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from sdtui import bucket_layout, sharding
+from sdtui import bucket_layout, protocol, sharding
 from sdtui.deploy.aws.naming import TAG_KEY, error_code
 from sdtui.deploy.aws.pricing import MINIMUM_BILLED_S
 from sdtui.deploy.batch import names
@@ -60,6 +60,20 @@ class RunStatus:
 
 
 # --- submitting ----------------------------------------------------------------------------
+
+
+def keep_inputs(out_dir: Path, lines: list[dict[str, Any]]) -> None:
+    """The run's input images (an init image, a mask), stored once in the outputs dir now: the
+    shards' images refer to them by sha256, as every saved image does."""
+    from sdtui.outputs import store_inputs
+
+    seen: set[tuple] = set()
+    for line in lines:
+        inputs = {k: line[k] for k in protocol.INPUT_IMAGE_FIELDS if line.get(k)}
+        key = tuple(sorted(inputs.items()))  # the lines share one string: hashed once
+        if inputs and key not in seen:
+            seen.add(key)
+            store_inputs(out_dir, inputs)
 
 
 def upload_prompts(s3, bucket: str, run: str, lines: list[dict[str, Any]]) -> None:

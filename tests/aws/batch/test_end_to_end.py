@@ -124,8 +124,11 @@ def test_scale_out_end_to_end(worker_image, docker_client, aws, tmp_path, monkey
         assert len(saved) == 3 and sorted(run.stdout.split()) == [str(p) for p in saved]
         by_prompt = {read_metadata(p)["params"]["prompt"]: read_metadata(p) for p in saved}
         assert sorted(by_prompt) == sorted(PROMPTS)
+        from sdtui.modelfiles import sha256_file
+
         for meta in by_prompt.values():
             assert meta["params"]["seed"] == 7 and meta["params"]["steps"] == 2
+            assert meta["params"]["model_sha256"] == sha256_file(model)  # checked on arrival
             assert "Steps: 2" in meta["parameters"] and "Seed: 7" in meta["parameters"]
         assert len(read_index(out)) == 3
 
