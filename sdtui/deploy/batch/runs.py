@@ -8,15 +8,12 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from sdtui import bucket_layout, protocol, sharding
-from sdtui.deploy.aws.naming import TAG_KEY, error_code
 from sdtui.deploy.aws.pricing import MINIMUM_BILLED_S
 from sdtui.deploy.batch import names
 from sdtui.deploy.batch.models import ModelFiles
@@ -25,6 +22,7 @@ from sdtui.paths import state_dir
 
 RUN_TAG = "sdtui:run"
 FINAL = {"SUCCEEDED", "FAILED"}
+FORGOTTEN_AFTER_S = 3600  # a run whose jobs Batch does not list an hour on is over
 MAX_INDEX_BYTES = 1 << 20
 MAX_PNG_BYTES = 256 << 20
 # Test-only settings the shards inherit from the client (see the README).
@@ -165,7 +163,12 @@ def run_status(batch, s3, bucket: str, run: dict[str, Any], *, boot_s: float,
             billed_s += max(boot_s + running, MINIMUM_BILLED_S)
     status.cost_so_far_usd = float(run.get("hourly_usd") or 0) * billed_s / 3600
     states = {s.status for s in status.shards}
-    if run.get("cancelled") and (states <= FINAL or not jobs):
+    if not jobs:  # not listed yet, or no longer (Batch forgets ended jobs after some days)
+        if status.done == status.total:
+            status.state = "succeeded"
+        elif run.get("cancelled") or _age_s(run, now_ms) > FORGOTTEN_AFTER_S:
+            status.state = "cancelled" if run.get("cancelled") else "failed"
+    elif run.get("cancelled") and states <= FINAL:
         status.state = "cancelled"
     elif jobs and states == {"SUCCEEDED"}:
         status.state = "succeeded"
@@ -174,6 +177,14 @@ def run_status(batch, s3, bucket: str, run: dict[str, Any], *, boot_s: float,
     elif states & {"STARTING", "RUNNING", "SUCCEEDED", "FAILED"}:
         status.state = "running"
     return status
+
+
+def _age_s(run: dict[str, Any], now_ms: int) -> float:
+    try:
+        submitted = datetime.fromisoformat(run["submitted"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return now_ms / 1000 - submitted
 
 
 def cancel(batch, job_id: str, shards: int, reason: str) -> list[str]:
@@ -194,19 +205,6 @@ def list_keys(s3, bucket: str, prefix: str) -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys += [o["Key"] for o in page.get("Contents", [])]
     return keys
-
-
-def list_runs(batch, name: str) -> Iterator[dict]:
-    """Our jobs in the queue (Batch keeps them for a while after they end)."""
-    try:
-        pages = batch.get_paginator("list_jobs").paginate(
-            jobQueue=names.job_queue(name), filters=[{"name": "JOB_NAME",
-                                                      "values": [f"sdtui-{name}-*"]}])
-        for page in pages:
-            yield from page["jobSummaryList"]
-    except ClientError as exc:
-        if error_code(exc) != "ClientException":
-            raise
 
 
 # --- collecting the images -----------------------------------------------------------------
@@ -272,6 +270,3 @@ def _read(s3, bucket: str, key: str, limit: int) -> bytes:
                               fix="check what wrote it; sdtui's shards never do")
     return reply["Body"].read()
 
-
-def tagged_ours(job: dict, name: str) -> bool:
-    return job.get("tags", {}).get(TAG_KEY) == name
