@@ -150,8 +150,10 @@ class BatchSteps:
         s = self.settings
         engine = connect_engine(s.docker_host)
         try:
+            # The cloud image is for the g4dn's x86; the CPU one (tests) for this machine.
             local = build_image(engine, dockerfile=s.dockerfile, base_image=s.base_image,
-                                on_log=ctx.log, platform="linux/amd64" if s.push else None)
+                                on_log=ctx.log,
+                                platform="linux/amd64" if s.dockerfile == "Dockerfile" else None)
             uri = ecr.ensure_repository(self.client("ecr"), s.name)
             self.ledger.record("ecr_repository", names.repository(s.name), uri=uri)
             tag = local.rsplit(":", 1)[1]

@@ -74,8 +74,9 @@ def teardown(session, name: str, ledger: Ledger | None, *, purge_bucket: bool = 
             lambda: ecr.delete_repository(ecr_client, name), "about $0.10/GB-month; ")
 
     _bucket(s3, ledger, purge_bucket, report, attempt)
+    # A kept bucket keeps the ledger: it remembers that this deployment made the bucket.
     if ledger is not None and not report.left and not [
-            e for e in ledger.resources() if e.kind not in {"bucket", "object", "run"}]:
+            e for e in ledger.resources() if e.kind not in {"object", "run"}]:
         ledger.delete()
     return report
 
