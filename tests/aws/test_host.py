@@ -60,7 +60,7 @@ def test_a_restarted_instance_gets_a_full_idle_period(tmp_path):
 
 def plan(**overrides) -> HostPlan:
     values = dict(bucket="my-models", region="eu-west-1", idle_minutes=30,
-                  gpu_probe_image="pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime")
+                  gpu_probe_image="python:3.11-slim")
     values.update(overrides)
     return HostPlan(**values)
 
@@ -70,12 +70,19 @@ def test_bootstrap_mounts_read_only_with_the_instance_role_and_checks_the_gpu():
     assert "iam_role=auto" in script and "ro,allow_other" in script
     assert "my-models /mnt/sd-data fuse.s3fs _netdev," in script  # the fstab entry
     assert "docker run --rm --gpus all" in script
-    assert "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime nvidia-smi -L" in script
+    assert "python:3.11-slim nvidia-smi -L" in script  # the probe pulls the build's base
     assert "passwd_file" not in script
     assert "systemctl daemon-reload && systemctl enable --now sdtui-idle.timer" in script
 
 
-def test_with_an_endpoint_override_s3fs_uses_it_and_a_private_passwd_file():
+def test_an_endpoint_override_is_used_with_the_instance_role():
+    """A VPC or FIPS endpoint (AWS_ENDPOINT_URL) changes where s3fs goes, not whose keys."""
+    script = bootstrap_script(plan(s3_endpoint="https://bucket.vpce-0abc.s3.eu-west-1.vpce.amazonaws.com"))
+    assert "url=https://bucket.vpce-0abc.s3.eu-west-1.vpce.amazonaws.com" in script
+    assert "iam_role=auto" in script and "passwd" not in script
+
+
+def test_test_credentials_go_to_a_private_passwd_file():
     script = bootstrap_script(plan(s3_endpoint="http://127.0.0.1:5000",
                                    s3_credentials=("AKIDTEST", "s3cr3t")))
     assert "url=http://127.0.0.1:5000" in script and "use_path_request_style" in script
@@ -88,7 +95,7 @@ def test_the_bootstrap_fails_without_systemd_outside_the_test_sandbox(tmp_path):
     if Path("/run/systemd/system").is_dir():
         pytest.skip("this machine runs systemd")
     script = bootstrap_script(plan(prefix=""))
-    tail = script[script.index('if [ -d /run/systemd/system ]'):]
+    tail = script[script.index('if [ ! -d /run/systemd/system ]'):]
     result = subprocess.run(["bash", "-c", 'fail() { echo "ERROR: $*"; exit 3; }\n' + tail],
                             capture_output=True, text=True)
     assert result.returncode == 3

@@ -111,15 +111,12 @@ class AwsDeployment(WorkerSteps, Deployment):
                             wait_s=wait_s, log=log, sleep=self._sleep)
 
     def host_plan(self, target: ssh.SshTarget) -> HostPlan:
+        # A VPC or FIPS endpoint the caller set for boto3 is used by s3fs as well, still with
+        # the instance role: the caller's own credentials are never copied to the instance.
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        credentials = None
-        if endpoint:  # tests and private endpoints: no instance role there
-            frozen = self.session.get_credentials().get_frozen_credentials()
-            credentials = (frozen.access_key, frozen.secret_key)
         s = self.settings
         return host_plan_from_env(s.bucket, str(s.region), s.idle_minutes, user=target.user,
-                                  probe_image=s.base_image, s3_endpoint=endpoint,
-                                  credentials=credentials)
+                                  probe_image=s.base_image, s3_endpoint=endpoint)
 
     @property
     def engine(self) -> docker.DockerClient:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import boto3
 
+from sdtui.container.context import DEFAULT_BASE_IMAGE
 from sdtui.errors import BadInput
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import check_models
@@ -26,7 +27,6 @@ GPU_INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
 
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
-DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"  # Dockerfile's default
 MIN_VOLUME_GB = 60  # the Deep Learning AMI itself takes about 45 GB
 
 
