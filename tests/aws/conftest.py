@@ -39,7 +39,7 @@ def _amis_file(path: Path) -> Path:
         "root_device_type": "ebs", "root_device_name": "/dev/sda1",
         "description": "test DLAMI", "image_type": "machine", "platform": None,
         "architecture": "x86_64", "virtualization_type": "hvm", "hypervisor": "xen",
-        "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250601",
+        "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20250601",
     })
     path.write_text(json.dumps(amis))
     return path

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,11 @@ import pytest
 from sdtui.deploy.aws import ssh
 from sdtui.deploy.aws.access import write_private_key
 from sdtui.deploy.aws.bootstrap import HostPlan, bootstrap_script, idle_check_script
+from sdtui.deploy.aws.deployment import AwsDeployment
+from sdtui.deploy.aws.heartbeat import HostHeartbeat, touch_command
 from sdtui.deploy.aws.instance import LaunchSpec, launch_request
+from sdtui.deploy.aws.settings import AwsSettings
+from sdtui.deploy.base import StepContext
 from sdtui.errors import DeploymentError
 
 from .sshd import Sshd, free_port, public_key_of
@@ -168,3 +173,68 @@ def test_instance_ssh_override_is_user_host_port(monkeypatch):
     assert ssh.instance_target(None).user == "ubuntu"
     monkeypatch.delenv("SDTUI_INSTANCE_SSH")
     assert ssh.instance_target("54.1.2.3") == ssh.SshTarget("ubuntu", "54.1.2.3", 22)
+
+
+def test_the_heartbeat_keeps_the_idle_stop_away_while_a_step_runs(tmp_path, monkeypatch):
+    """A long image build or model load sends the worker nothing: the client marks the host
+    busy over SSH, so the idle check (run for real) does not stop it; without the marks it
+    would."""
+    monkeypatch.setenv("SDTUI_STATE_DIR", str(tmp_path / "state"))
+    user_key = tmp_path / "id"
+    write_private_key(user_key)
+    host_key, _ = ssh.ensure_host_key("t1")
+    port = free_port()
+    target = ssh.SshTarget("root", "127.0.0.1", port)
+    known_hosts = ssh.pin_host_key("t1", target)
+    activity = tmp_path / ".last-activity"
+    activity.touch()
+    long_ago = time.time() - 31 * 60
+    os.utime(activity, (long_ago, long_ago))
+    sshd = Sshd(tmp_path / "sshd", port, host_key, public_key_of(user_key))
+    try:
+        connect = lambda: ssh.open_ssh(target, user_key, known_hosts, wait_s=5)  # noqa: E731
+        with HostHeartbeat(connect, touch_command(str(activity), sudo=False), every_s=0.2) as beat:
+            deadline = time.monotonic() + 20
+            while beat.beats < 2 and time.monotonic() < deadline:  # the step "runs"
+                time.sleep(0.05)
+        assert beat.beats >= 2
+    finally:
+        sshd.stop()
+    assert activity.stat().st_mtime > long_ago + 60
+    idle = time.time() - activity.stat().st_mtime
+    (tmp_path / "check").mkdir()
+    assert not run_idle_check(tmp_path / "check", idle_s=idle, uptime_s=86400)
+    assert run_idle_check(tmp_path / "check", idle_s=31 * 60, uptime_s=86400)  # no heartbeat
+
+
+def test_the_image_worker_start_and_model_load_run_under_the_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDTUI_STATE_DIR", str(tmp_path / "state"))
+    model = tmp_path / "tiny.safetensors"
+    model.write_bytes(b"\x13\x00\x00\x00\x00\x00\x00\x00" + b'{"__metadata__":{}}' + b"\0" * 64)
+    deployment = AwsDeployment(AwsSettings(name="t1", region="us-east-1", bucket="my-models",
+                                           models=[model], ssh_cidr="203.0.113.7/32"))
+    active: list[str | None] = []
+
+    class Recorder:
+        def __init__(self, connect, command):
+            self.command = command
+
+        def __enter__(self):
+            active.append(self.command)
+
+        def __exit__(self, *exc_info):
+            active.append(None)
+
+    deployment.heartbeat = Recorder
+    monkeypatch.setattr(deployment, "_find_running", lambda: {"PublicIpAddress": "198.51.100.4"})
+    seen = {}
+    for method, name in (("_build_image", "image"), ("_create_container", "container"),
+                         ("_attach", "attach")):
+        monkeypatch.setattr(deployment, method,
+                            lambda ctx, name=name: seen.setdefault(name, active[-1]))
+    steps = {step.name: step for step in deployment.plan()}
+    for name in ("image", "container", "attach"):
+        steps[name].run(StepContext(name, lambda event: None, threading.Event()))
+    assert seen == dict.fromkeys(
+        ("image", "container", "attach"), "sudo -n touch -c /var/lib/sdtui/outputs/.last-activity")
+    assert active[-1] is None  # the heartbeat stops with the step

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from sdtui.deploy.aws import s3fs
 from sdtui.errors import DeploymentError
-from sdtui.worker.server import ACTIVITY_FILE
+from sdtui.worker.activity import ACTIVITY_FILE
 
 MOUNT_POINT = "/mnt/sd-data"
 OUTPUTS_DIR = "/var/lib/sdtui/outputs"
