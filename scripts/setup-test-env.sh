@@ -35,7 +35,7 @@ fi
 # constraint, so nothing they pull moves a locked package.
 LOCK=sdtui/container/requirements-worker.lock
 stamp=.venv/.sdtui-installed
-wanted="$(cat pyproject.toml sdtui/container/requirements-worker* requirements-dev.txt | sha256sum)"
+wanted="$(cat pyproject.toml sdtui/container/requirements-worker* requirements-dev*.txt | sha256sum)"
 if [[ ! -x .venv/bin/python ]]; then
   quietly python3 -m venv .venv
 fi
@@ -46,6 +46,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
   # Only for its MIT CLIP BPE table (the tokenizer test re-derives the shipped vocab from it);
   # its own dependencies would pull torchvision.
   quietly .venv/bin/pip install --no-deps open-clip-torch
+  quietly .venv/bin/pip install --no-deps -r requirements-dev-nodeps.txt
   quietly .venv/bin/python sdtui/container/lock.py "$LOCK"
   echo "$wanted" >"$stamp"
 fi

@@ -15,6 +15,7 @@ import docker
 import pytest
 from PIL import Image
 
+from sdtui.modelfiles import sha256_file
 from sdtui.outputs import read_index, read_metadata
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -50,7 +51,7 @@ def events(stdout: str) -> list[dict]:
 
 
 def step_outcomes(evs: list[dict]) -> dict[str, str]:
-    return {e["step"]: e["outcome"] for e in evs if e["event"] == "StepFinished"}
+    return {e["step"]: e["outcome"] for e in evs if e["event"] == "step_finished"}
 
 
 def labelled(client: docker.DockerClient, name: str) -> tuple[list, list]:
@@ -77,7 +78,7 @@ def test_first_run_provisions_everything_and_saves_two_images(cli, tiny_models, 
     outcomes = step_outcomes(evs)
     assert list(outcomes) == ["engine", "volume", "image", "models", "container", "attach"]
     assert outcomes["volume"] == outcomes["models"] == outcomes["container"] == "done"
-    assert any(e["event"] == "StepProgress" and e["step"] == "models" for e in evs)
+    assert any(e["event"] == "step_progress" and e["step"] == "models" for e in evs)
     saved = [Path(e["path"]) for e in evs if e["event"] == "image"]
     assert len(saved) == 2 and all(p.parent == cli.out for p in saved)
     for path, seed in zip(saved, (42, 43), strict=True):
@@ -85,6 +86,11 @@ def test_first_run_provisions_everything_and_saves_two_images(cli, tiny_models, 
         meta = read_metadata(path)
         assert meta["params"]["seed"] == seed and meta["params"]["prompt"] == "a red barn"
         assert f"Seed: {seed}" in meta["parameters"] and "Steps: 4" in meta["parameters"]
+        # the checkpoint's sha256, hashed for the copy into the volume: A1111's 10 digits,
+        # InvokeAI's whole hash
+        sha = sha256_file(tiny_models["ckpt"])
+        assert f"Model hash: {sha[:10]}," in meta["parameters"]
+        assert meta["sd-metadata"]["model_hash"] == sha
     index = read_index(cli.out)
     assert sorted(line["params"]["seed"] for line in index) == [42, 43]
     # the sidecar config travelled with the checkpoint without being named
@@ -100,7 +106,7 @@ def test_second_run_reuses_everything_without_reloading(cli, tiny_models, docker
     outcomes = step_outcomes(evs)
     assert outcomes == {"engine": "done", "volume": "skipped", "image": "skipped",
                         "models": "skipped", "container": "skipped", "attach": "done"}
-    attach = next(e for e in evs if e["event"] == "StepFinished" and e["step"] == "attach")
+    attach = next(e for e in evs if e["event"] == "step_finished" and e["step"] == "attach")
     assert "reattached, model already loaded" in attach["detail"]
     (after,) = labelled(docker_client, cli.name)[0]
     assert after.id == before.id
