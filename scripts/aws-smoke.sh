@@ -61,12 +61,18 @@ from pathlib import Path
 
 events_file, images, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 first_image = None
+logs: dict[str, list[str]] = {}
 print(f"{'step':<12}{'outcome':<9}{'seconds':>8}")
 for line in Path(events_file).read_text().splitlines():
     stamp, _, text = line.partition("\t")
     event = json.loads(text)
     if {"step", "outcome", "seconds"} <= event.keys():
         print(f"{event['step']:<12}{event['outcome']:<9}{event['seconds']:>8.1f}")
+        if event["outcome"] == "failed":  # what the step said last explains why
+            for logged in logs.get(event["step"], [])[-20:]:
+                print(f"  | {logged}")
+    elif {"step", "line"} <= event.keys():
+        logs.setdefault(event["step"], []).append(event["line"])
     elif event.get("event") == "image" and first_image is None:
         first_image = float(stamp)
 if first_image is not None:

@@ -215,7 +215,7 @@ else cache={q(plan.path(FALLBACK_CACHE))}; fi
 mkdir -p "$cache" {mount}
 opts="{s3fs_options(plan, '$cache')}"
 entry="{plan.bucket} {plan.mount_point} fuse.s3fs _netdev,$opts 0 0"
-touch {fstab}
+mkdir -p "$(dirname {fstab})" && touch {fstab}
 if ! grep -qxF "$entry" {fstab}; then
   grep -v " {plan.mount_point} fuse.s3fs " {fstab} > {fstab}.tmp || true
   echo "$entry" >> {fstab}.tmp && mv {fstab}.tmp {fstab}
