@@ -110,6 +110,8 @@ def test_the_bootstrap_waits_for_cloud_init(tmp_path, status, outcome):
     assert outcome in result.stdout
     assert result.returncode == (3 if status == 1 else 0)
     assert calls.read_text().split() == ["status", "--wait"]
+    script = bootstrap_script(plan())
+    assert script.index(cloud_init_wait(plan())) < script.index("apt-get")  # waits first
 
 
 def test_a_host_not_booted_by_cloud_init_is_not_waited_for(tmp_path):
