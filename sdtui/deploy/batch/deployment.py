@@ -122,7 +122,7 @@ class BatchDeployment(Deployment):
                                      shards=shards, files=pre.files)
         job_id = runs.submit(self.work.client("batch"), s.name, run, shards=shards,
                              command=command, attempt_s=attempt_s,
-                             environment=runs.child_environment(self.work.session))
+                             environment=runs.child_environment())
         record = {"run": run, "job_id": job_id, "shards": shards, "counts": counts,
                   "bucket": s.bucket, "hourly_usd": self.price().hourly_usd,
                   "boot_s": rates.boot_s, "out_dir": str(out_dir),

@@ -27,6 +27,7 @@ MAX_INDEX_BYTES = 1 << 20
 MAX_PNG_BYTES = 256 << 20
 # Test-only settings the shards inherit from the client (see the README).
 FORWARDED_TEST_SETTINGS = ("SDTUI_TEST_ARRAY_INDEX_FROM_JOB_ID",)
+TEST_CREDENTIALS = "SDTUI_TEST_SHARD_CREDENTIALS"
 
 
 @dataclass
@@ -89,16 +90,18 @@ def child_command(*, bucket: str, region: str, run: str, shards: int,
     return command
 
 
-def child_environment(session) -> list[dict[str, str]]:  # noqa: ANN001
-    """Nothing on real AWS (the job role and the region come with the container). Under
-    AWS_ENDPOINT_URL (moto in tests, as for Option A's bootstrap) there is no job role: the
-    shards get the endpoint and this session's static credentials instead."""
+def child_environment() -> list[dict[str, str]]:
+    """Nothing on real AWS: the job role and the region come with the container. Tests: the
+    endpoint (AWS_ENDPOINT_URL, moto), the static keys of SDTUI_TEST_SHARD_CREDENTIALS (moto's
+    Batch has no task roles; the caller's own keys are never passed) and the test settings the
+    shards read."""
     env = {k: os.environ[k] for k in FORWARDED_TEST_SETTINGS if os.environ.get(k)}
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if endpoint:
-        frozen = session.get_credentials().get_frozen_credentials()
-        env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=frozen.access_key,
-                   AWS_SECRET_ACCESS_KEY=frozen.secret_key)
+        env["AWS_ENDPOINT_URL"] = endpoint
+    key, _, secret = os.environ.get(TEST_CREDENTIALS, "").partition(":")
+    if key and secret:
+        env.update(AWS_ACCESS_KEY_ID=key, AWS_SECRET_ACCESS_KEY=secret)
     return [{"name": k, "value": v} for k, v in sorted(env.items())]
 
 

@@ -9,8 +9,8 @@ moto's gaps, worked around here and nowhere in the product:
   read its index from its job id ("<parent>:<i>"), a test-only setting the client forwards;
 - it ignores the GPU requirement: the child runs on the CPU (the worker falls back by itself);
 - it starts every child at once (no capacity to wait for): nothing to do, shards are
-  independent; the job-role credentials do not exist there either, so under AWS_ENDPOINT_URL
-  the shards get the endpoint and static test credentials (as Option A's bootstrap does)."""
+  independent. Nor are there task roles: SDTUI_TEST_SHARD_CREDENTIALS gives the shards static
+  test keys (never the caller's), and they are given the moto endpoint."""
 
 from __future__ import annotations
 
@@ -100,6 +100,7 @@ def test_scale_out_end_to_end(worker_image, docker_client, aws, tmp_path, monkey
     monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
     monkeypatch.setenv("SDTUI_TEST_ECR_PUSH", "0")
     monkeypatch.setenv("SDTUI_TEST_ARRAY_INDEX_FROM_JOB_ID", "1")
+    monkeypatch.setenv("SDTUI_TEST_SHARD_CREDENTIALS", "shard-key:shard-secret")
     model = tiny_checkpoint(tmp_path / "models")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
