@@ -135,7 +135,12 @@ def test_scale_out_end_to_end(worker_image, docker_client, aws, tmp_path, monkey
 
         # the shards wrote their PNGs (and index lines) back to moto S3, the model came from it
         ledger = json.loads((tmp_path / "state/deployments" / f"{name}.json").read_text())
-        run_id = next(r["id"] for r in ledger["resources"] if r["kind"] == "run")
+        run_id, job_id = next((r["id"], r["meta"]["job_id"]) for r in ledger["resources"]
+                              if r["kind"] == "run")
+        env = {e["name"]: e["value"] for e in batch.describe_jobs(jobs=[f"{job_id}:0"])[
+            "jobs"][0]["container"]["environment"]}
+        assert env["AWS_ACCESS_KEY_ID"] == "shard-key"  # the test keys, never the caller's
+        assert "testing" not in env.values()
         keys = [o["Key"] for o in aws["s3"].list_objects_v2(
             Bucket=bucket, Prefix=f"runs/{run_id}/")["Contents"]]
         assert sorted(k.rsplit("/", 1)[1] for k in keys) == [
