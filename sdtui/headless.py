@@ -29,7 +29,7 @@ from sdtui.deploy.base import (
 )
 from sdtui.deploy.settings import deployment_from_args
 from sdtui.grid import save_grid
-from sdtui.inputs import read_init_image
+from sdtui.inputs import read_init_image, read_mask
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 
@@ -157,6 +157,8 @@ def generation_requests(args: argparse.Namespace, prompts: list[str | None],
     shared.update({k: getattr(args, k) for k in _GEN_FLAGS if getattr(args, k, None) is not None})
     if getattr(args, "init_image", None):
         shared["init_image"] = read_init_image(args.init_image)
+    if getattr(args, "mask", None):
+        shared["mask"] = read_mask(args.mask)
     return [_checked({**shared, **({"prompt": p} if p is not None else {})}) for p in prompts]
 
 
