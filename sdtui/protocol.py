@@ -284,8 +284,8 @@ def _check_generate(req: dict[str, Any], raw: dict[str, Any]) -> None:
         raise ProtocolError("generate: variations apply to text-to-image only; "
                             "drop init_image or set variation_amount to 0")
     if req["mask"] and not req["init_image"]:
-        raise ProtocolError("generate: a mask needs the image it masks; "
-                            "send init_image with it")
+        raise ProtocolError("generate: mask needs the image it masks: send init_image "
+                            "with it (--init-image)")
     try:
         loras.parse_prompt(req["prompt"], req["negative_prompt"])
     except loras.LoraSyntaxError as exc:

@@ -18,9 +18,9 @@ def test_bad_generation_input_exits_2_before_anything_is_created(tmp_path, monke
         (["--scheduler", "DPM++ 2S a Karras"], "sampler 'DPM++ 2S a' is not supported"),
         (["--scheduler", "DPM++ 2M", "--schedule", "Align Your Steps"], "is not supported"),
         (["--scheduler", "euler_a", "--schedule", "karras"], "euler_a has no karras schedule"),
-        (["--mask", str(tmp_path / "init.png")], "a mask needs the image it masks"),
+        (["--mask", str(tmp_path / "init.png")], "needs the image it masks"),
         ([*init, "--mask", str(tmp_path / "missing.png")], "cannot read mask"),
-        ([*init, "--mask", str(tmp_path / "mask.txt")], "mask is not a PNG or JPEG image"),
+        ([*init, "--mask", str(tmp_path / "mask.txt")], "mask.txt is not a PNG or JPEG image"),
         (["--prompt", "a fox <lora:a/b:1>"], "must be a file name in loras/"),
     ]
     for argv, needle in cases:

@@ -219,7 +219,7 @@ def test_a_plain_model_repaints_only_the_masked_part(worker):
 
 
 def test_a_mask_needs_its_image_and_must_be_an_image(worker, tmp_path):
-    with pytest.raises(ProtocolError, match="a mask needs the image it masks"):
+    with pytest.raises(ProtocolError, match="mask needs the image it masks"):
         run(worker, mask=MASK_B64)
     with pytest.raises(ProtocolError, match="mask is not a PNG or JPEG image"):
         run(worker, init_image=INIT_B64, mask=base64.b64encode(b"GIF89a...").decode())
