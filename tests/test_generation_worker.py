@@ -55,6 +55,26 @@ def write_other_family_lora(root, out):
     return out
 
 
+def write_sdxl_layout_lora(out):
+    """Keys as kohya's sd-scripts names an SDXL LoRA (its sgm UNet's input_blocks, two text
+    encoders lora_te1_/lora_te2_), with SDXL's widths and kohya's SDXL metadata."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sdtui.devtools.tiny_lora import kohya_metadata
+
+    layers = {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k": (2048, 640),
+              "lora_te1_text_model_encoder_layers_0_self_attn_q_proj": (768, 768),
+              "lora_te2_text_model_encoder_layers_0_self_attn_q_proj": (1280, 1280)}
+    state = {}
+    for name, (width_in, width_out) in layers.items():
+        state[f"{name}.lora_down.weight"] = torch.zeros(4, width_in)
+        state[f"{name}.lora_up.weight"] = torch.zeros(width_out, 4)
+        state[f"{name}.alpha"] = torch.tensor(4.0)
+    save_file(state, out, metadata=kohya_metadata("sdxl", 4, 4.0))
+    return out
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     """Like the container's /data: the model, with its LoRAs in loras/ beside it."""
@@ -64,6 +84,7 @@ def data_dir(tmp_path_factory):
     write_tiny_lora(d / "tiny-sd", loras / "style.safetensors", seed=1)
     write_tiny_lora(d / "tiny-sd", loras / "detail.safetensors", seed=2)
     write_other_family_lora(tmp_path_factory.mktemp("wide"), loras / "sd2-style.safetensors")
+    write_sdxl_layout_lora(loras / "xl-style.safetensors")
     (loras / "broken.safetensors").write_bytes((loras / "style.safetensors").read_bytes()[:500])
     import torch
     from safetensors.torch import save_file
@@ -180,6 +201,8 @@ def test_several_loras_apply_together_with_separate_weights(worker):
     ("<lora:nope:1>", "LoRA 'nope' not found: no loras/nope.safetensors beside the model"),
     ("<lora:sd2-style:1>", "loras/sd2-style.safetensors does not fit this SD 1.x model: it was "
                            "trained for SD 2.x"),
+    ("<lora:xl-style:1>", "loras/xl-style.safetensors does not fit this SD 1.x model: it was "
+                          "trained for SDXL"),
     ("<lora:broken:1>", "loras/broken.safetensors is not a valid .safetensors file"),
     ("<lora:not-a-lora:1>", "loras/not-a-lora.safetensors is not a LoRA"),
 ])

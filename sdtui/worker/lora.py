@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -85,22 +86,27 @@ def read_lora(path: Path, shown: str) -> LoraFile:
     )
 
 
-def _peft_layers(component: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One component's part of a converted LoRA in peft's layout (`<layer>.lora_A.weight`),
-    converted the way diffusers' loaders convert it before peft applies it."""
-    from diffusers.utils import (
-        convert_state_dict_to_diffusers,
-        convert_state_dict_to_peft,
-        convert_unet_state_dict_to_peft,
-    )
+# The layouts diffusers' LoRA conversion leaves keys in: `<layer>.lora.down.weight`,
+# `<layer>.lora_linear_layer.up.weight`, peft's `<layer>.lora_A.weight`, and the old
+# attention-processor names `<attn>.processor.to_q_lora.down.weight`.
+_PROCESSOR_KEY = re.compile(
+    r"^(.*?)(?:\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+_LAYER_KEY = re.compile(r"^(.*)\.(?:lora(?:_linear_layer)?\.(down|up)|lora_([AB]))\.weight$")
+_PROCESSOR_LAYERS = {
+    "unet": {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"},
+    "text": {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"},
+}
 
-    prefix = component + "."
-    part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not part:
-        return {}
-    if component == "unet":
-        return convert_unet_state_dict_to_peft(part)
-    return convert_state_dict_to_peft(convert_state_dict_to_diffusers(part))
+
+def _layer_of(component: str, key: str) -> tuple[str, str] | None:
+    """(dotted layer path within the component, "down" or "up") of a converted LoRA key."""
+    if match := _PROCESSOR_KEY.match(key):
+        names = _PROCESSOR_LAYERS["unet" if component == "unet" else "text"]
+        return f"{match.group(1)}.{names[match.group(2)]}", match.group(3)
+    if match := _LAYER_KEY.match(key):
+        direction = match.group(2) or {"A": "down", "B": "up"}[match.group(3)]
+        return match.group(1), direction
+    return None
 
 
 def _fits(module: torch.nn.Module, down: torch.Tensor, up: torch.Tensor | None) -> bool:
@@ -115,25 +121,25 @@ def _fits(module: torch.nn.Module, down: torch.Tensor, up: torch.Tensor | None) 
 
 def misfit(pipe: Any, state: dict[str, torch.Tensor]) -> str | None:
     """The first layer of a converted LoRA this pipeline lacks or has in another shape."""
-    components = {key.split(".", 1)[0] for key in state}
-    for component in sorted(components):
+    layers: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        component, _, rest = key.partition(".")
+        found = _layer_of(component, rest)
+        if found is None:
+            return f"{key} is not a LoRA weight"
+        layers.setdefault((component, found[0]), {})[found[1]] = tensor
+    for (component, path), pair in layers.items():
         root = getattr(pipe, component, None)
         if root is None:
             return f"{component} is missing"
-        flattened = not hasattr(root, "text_model")  # transformers 5: no `text_model.` level
-        layers = _peft_layers(component, state)
-        for key, down in layers.items():
-            if ".lora_A." not in key:
-                continue
-            path = key.split(".lora_A.")[0]
-            if flattened and component != "unet":
-                path = path.removeprefix("text_model.")
-            try:
-                module = root.get_submodule(path)
-            except AttributeError:
-                return f"{component}.{path} is missing"
-            if not _fits(module, down, layers.get(key.replace(".lora_A.", ".lora_B."))):
-                return f"{component}.{path} has another shape"
+        if component != "unet" and not hasattr(root, "text_model"):
+            path = path.removeprefix("text_model.")  # transformers 5 dropped that level
+        try:
+            module = root.get_submodule(path)
+        except AttributeError:
+            return f"{component}.{path} is missing"
+        if "down" not in pair or not _fits(module, pair["down"], pair.get("up")):
+            return f"{component}.{path} has another shape"
     return None
 
 
@@ -186,10 +192,24 @@ class LoraSet:
                 f"key layout (e.g. key {keys[0] if keys else '(none)'!r})"
             )
         try:
-            return self.pipe.lora_state_dict(dict(lora.tensors))
+            # The UNet's config lets diffusers map SDXL's sgm block names (kohya trains SDXL on
+            # the original UNet) onto this model's blocks.
+            return self.pipe.lora_state_dict(dict(lora.tensors),
+                                             unet_config=self.pipe.unet.config)
         except Exception as exc:
+            if lora.trained_family() not in (None, self.family):
+                raise self._misfit(lora, ref, "its blocks do not map onto this UNet") from None
             raise LoraInvalid(f"LoRA file {self._shown(ref)} cannot be read as a LoRA: "
-                              f"{type(exc).__name__}: {exc}") from None
+                              f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+
+    def _misfit(self, lora: LoraFile, ref: LoraRef, problem: str) -> LoraInvalid:
+        trained = lora.trained_family()
+        made_for = (f"it was trained for {_FAMILY_NAMES.get(trained, trained)}" if trained
+                    else "it is for another model")
+        return LoraInvalid(
+            f"LoRA file {self._shown(ref)} does not fit this "
+            f"{_FAMILY_NAMES.get(self.family, self.family)} model: {made_for} ({problem})"
+        )
 
     def check(self, lora: LoraFile, ref: LoraRef) -> None:
         """Every layer the LoRA adapts exists here with the same shape, or one line naming
@@ -197,14 +217,7 @@ class LoraSet:
         state, _ = self._converted(lora, ref)
         problem = misfit(self.pipe, state)
         if problem:
-            trained = lora.trained_family()
-            made_for = (f"it was trained for {_FAMILY_NAMES[trained]}" if trained
-                        else "it is for another model")
-            raise LoraInvalid(
-                f"LoRA file {self._shown(ref)} does not fit this "
-                f"{_FAMILY_NAMES.get(self.family, self.family)} model: {made_for} "
-                f"(layer {problem})"
-            )
+            raise self._misfit(lora, ref, f"layer {problem}")
 
     def apply(self, refs: list[LoraRef]) -> list[dict[str, Any]]:
         """Load and activate the request's LoRAs; their records for the image params."""

@@ -65,7 +65,7 @@ class Sampler:
         self._scheduler_cache: dict[str, Any] = {}
         self._img2img: Any = None
         self._inpaint: Any = None
-        self.loras = LoraSet(self.pipe, model.path)
+        self.loras = LoraSet(self.pipe, model.path, getattr(model, "family", "sd1"))
         self._prompts: PromptEncoder | None = None
         self.post = PostProcessor(model.path, model.device)
 
