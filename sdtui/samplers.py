@@ -218,9 +218,16 @@ def resolve(sampler_name: str, schedule_name: str | None = None) -> tuple[str, s
 
 
 def scheduler_options(sampler: str, schedule: str) -> dict[str, object]:
-    """The keyword arguments the sampler's diffusers class takes for this schedule."""
-    options = dict(SAMPLERS[sampler].options) | dict(SCHEDULE_TABLE[schedule].options)
-    spacing = SCHEDULE_TABLE[schedule].spacing
+    """The keyword arguments the sampler's diffusers class takes for this schedule. Every
+    sigma flag the class has is set, so a model's own scheduler config (a diffusers folder
+    may carry use_karras_sigmas) cannot change the schedule asked for."""
+    spec = SAMPLERS[sampler]
+    options = dict(spec.options)
+    if spec.schedules:
+        for other in _RESHAPING:
+            options |= {flag: False for flag, _ in SCHEDULE_TABLE[other].options}
+    options |= dict(SCHEDULE_TABLE[schedule].options)
+    spacing = SCHEDULE_TABLE[schedule].spacing or getattr(spec, "spacing", None)
     if spacing is not None:
         options["timestep_spacing"] = spacing
     return options

@@ -20,7 +20,8 @@ def open_image(data_b64: str) -> Image.Image:
         image = Image.open(io.BytesIO(base64.b64decode(data_b64)))
         image.load()
     except Exception as exc:
-        raise InitImageInvalid(f"init_image cannot be decoded: {exc}") from None
+        raise InitImageInvalid(f"init_image cannot be decoded ({type(exc).__name__}); send a "
+                               "complete PNG or JPEG file") from None
     return ImageOps.exif_transpose(image)
 
 
