@@ -31,3 +31,17 @@ def test_bad_generation_input_exits_2_before_anything_is_created(tmp_path, monke
         assert r.returncode == 2, (argv, r.stderr)
         assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)
     assert not (tmp_path / "state").exists()
+
+
+def test_the_loras_beside_the_model_travel_with_it(tmp_path):
+    from sdtui.modelfiles import deployment_files
+    from tests.helpers_models import write_fake_safetensors
+
+    model = write_fake_safetensors(tmp_path / "model.safetensors")
+    (tmp_path / "loras" / "people").mkdir(parents=True)
+    write_fake_safetensors(tmp_path / "loras" / "style.safetensors")
+    write_fake_safetensors(tmp_path / "loras" / "people" / "face.safetensors")
+    (tmp_path / "loras" / "notes.txt").write_text("not a LoRA")
+    names = [name for _, name in deployment_files([model])]
+    assert names == ["model.safetensors", "loras/people/face.safetensors",
+                     "loras/style.safetensors"]
