@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = _claim_stdout()
 
+    from sdtui.worker import activity
     from sdtui.worker.models import ModelInvalid, load_model
 
     try:
-        model = load_model(args.model, device=args.device)
+        with activity.heartbeat(args.outputs):  # the host must not idle-stop during the load
+            model = load_model(args.model, device=args.device)
     except ModelInvalid as exc:
         out.write(protocol.encode({"type": "error", "id": None, "code": "model_invalid",
                                    "message": str(exc)}))
