@@ -101,12 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed; images of a batch use seed, seed+1, ...")
     g.add_argument("--scheduler", metavar="NAME",
                    help=f"one of {', '.join(SCHEDULERS)} (default {DEFAULT_SCHEDULER}); "
-                   "the guide's k_lms, k_euler_a, plms... and A1111's names are accepted")
-    g.add_argument("--schedule", choices=SCHEDULES,
-                   help="noise schedule (A1111's Schedule type; default: the sampler's own)")
+                   "the guide's k_lms, k_euler_a, plms... and A1111's names (Euler a, "
+                   "DPM++ 2M Karras, UniPC...) are accepted")
+    g.add_argument("--schedule", metavar="NAME",
+                   help=f"noise schedule (A1111's Schedule type): {', '.join(SCHEDULES)}, or "
+                   "automatic (what A1111 picks for the sampler); default: the sampler's own")
     g.add_argument("-n", "--count", type=int, help="images per prompt, 1-16 (default 1)")
     g.add_argument("--init-image", metavar="FILE", type=Path,
                    help="img2img: start from this PNG or JPEG (the guide's -I)")
+    g.add_argument("--mask", metavar="FILE", type=Path,
+                   help="inpainting, with --init-image: repaint where this PNG/JPEG is white "
+                   "(or transparent) and keep the rest (the guide's -M)")
     g.add_argument("--strength", type=float,
                    help="img2img: how much to change the init image, 0-1 (default 0.75; -f)")
     g.add_argument("--fit", choices=["resize", "crop"],

@@ -17,8 +17,8 @@ DEPLOYMENT_FLAGS = ("models", "volume", "base_image", "docker_host", "profile", 
                     "bucket", "instance_type", "spot", "idle_minutes", "ami", "ssh_cidr", "gpus")
 # Flag destinations that are fields of generation.GenerateSettings.
 GENERATE_FLAGS = ("prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed",
-                  "scheduler", "schedule", "count", "preview_every", "init_image", "strength",
-                  "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
+                  "scheduler", "schedule", "count", "preview_every", "init_image", "mask",
+                  "strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
                   "variation_seed", "grid")
 _DEST = {"models": "model"}  # settings field -> argparse destination, where they differ
 

@@ -30,7 +30,7 @@ from sdtui.deploy.base import (
 )
 from sdtui.deploy.settings import Target, choose, open_deployment, remember_use
 from sdtui.flags import given_from_args
-from sdtui.generation import init_image_data, request_params, resolve_generate
+from sdtui.generation import init_image_data, mask_data, request_params, resolve_generate
 from sdtui.grid import save_grid
 from sdtui.inputs import prompts_of, read_prompt_file
 from sdtui.paths import default_outputs_dir
@@ -162,8 +162,8 @@ def generation_requests(args: argparse.Namespace, prompts: list[str | None],
     given.pop("prompt", None)
     given.setdefault("preview_every", 0)  # no previews to draw here
     settings = resolve_generate(given, recorded=recorded)
-    init = init_image_data(settings)
-    return [request_params(settings if p is None else settings.with_prompt(p), init)
+    init, mask = init_image_data(settings), mask_data(settings)
+    return [request_params(settings if p is None else settings.with_prompt(p), init, mask)
             for p in prompts]
 
 
