@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import shutil
 import socket
 import subprocess
@@ -70,15 +71,16 @@ def registry(tmp_path_factory):
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while _get(f"{url}/v2/", None) != 401:  # up, and refusing the anonymous
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"docker-registry did not start: {(root / 'registry.log')}")
-        time.sleep(0.2)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        while _get(f"{url}/v2/", None) != 401:  # up, and refusing the anonymous
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"docker-registry did not start: {root / 'registry.log'}")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture
@@ -91,12 +93,11 @@ def tiny_image(docker_client):
         info = tarfile.TarInfo("hello.bin")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    docker_client.api.import_image_from_data(buffer.getvalue(), repository=name, tag="v1")
+    image_id = json.loads(docker_client.api.import_image_from_data(
+        buffer.getvalue(), repository=name, tag="v1"))["status"]
     yield f"{name}:v1"
-    for image in docker_client.images.list():
-        for tag in image.tags:
-            if name in tag:
-                docker_client.images.remove(tag)
+    for tag in docker_client.images.get(image_id).tags:  # the pushed tags too
+        docker_client.images.remove(tag)
 
 
 def ecr_with_token(registry: str, password: str):

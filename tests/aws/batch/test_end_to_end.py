@@ -274,7 +274,8 @@ def test_provisioning_twice_creates_nothing_twice_and_teardown_leaves_nothing(
         assert batch.describe_compute_environments(
             computeEnvironments=[f"sdtui-{foreign}"])["computeEnvironments"]
     finally:
-        for image in docker.from_env().images.list():
+        engine = docker.from_env()
+        for image in engine.images.list():
             for tag in image.tags:
-                if f"/sdtui-{name}:" in tag:
-                    docker.from_env().images.remove(tag)
+                if f"/sdtui-{name}:" in tag or "/sdtui-theirs-" in tag:
+                    engine.images.remove(tag)
