@@ -87,12 +87,12 @@ class Sshd:
 
 
 class FakeBoot(threading.Thread):
-    """Waits for the deployment's instance in moto, then 'boots' it: an sshd with the user
-    data's host key that accepts the deployment's key pair."""
+    """Waits for the instance in moto, then 'boots' it: an sshd with the user data's host key
+    that accepts the deployment's key pair."""
 
-    def __init__(self, ec2, folder: Path, port: int, name: str) -> None:
+    def __init__(self, ec2, name: str, folder: Path, port: int) -> None:
         super().__init__(daemon=True)
-        self.ec2, self.folder, self.port, self.name = ec2, folder, port, name
+        self.ec2, self.name, self.folder, self.port = ec2, name, folder, port
         self.sshd: Sshd | None = None
         self.error: BaseException | None = None
         self.stop = threading.Event()

@@ -6,7 +6,9 @@ the mount. The "EC2 boot" is the one fake: when moto shows the instance running,
 the sshd with the host key from the instance's user data.
 
 Test settings used (documented in sdtui/deploy/aws/bootstrap.py and ssh.py):
-SDTUI_INSTANCE_SSH, SDTUI_TEST_HOST_PREFIX, SDTUI_TEST_NO_GPU, SDTUI_TEST_DOCKERFILE."""
+SDTUI_INSTANCE_SSH, SDTUI_TEST_HOST_PREFIX, SDTUI_TEST_NO_GPU, SDTUI_TEST_DOCKERFILE,
+SDTUI_TEST_S3FS_CREDENTIALS. The "instance" runs s3fs 1.95 (Debian trixie's build of the version
+the real instance builds); test_s3fs_imdsv2.py runs the same mount with the instance role."""
 
 from __future__ import annotations
 
@@ -17,10 +19,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from sdtui.deploy.aws import s3fs
 from sdtui.deploy.aws.naming import tag_filter
 from sdtui.deploy.worker_container import LABEL
 from sdtui.modelfiles import sha256_file
 
+from .s3fs_builds import install_wrapper
 from .sshd import FakeBoot, free_port
 
 BUCKET = "sdtui-e2e-models"
@@ -53,9 +57,12 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
     monkeypatch.setenv("SDTUI_TEST_HOST_PREFIX", str(host))
     monkeypatch.setenv("SDTUI_TEST_NO_GPU", "1")
     monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
+    # moto has no metadata service: static keys, given as a test setting (never the caller's)
+    monkeypatch.setenv("SDTUI_TEST_S3FS_CREDENTIALS", "testing:testing")
+    install_wrapper(host / s3fs.BINARY.lstrip("/"))  # the "instance" already built its s3fs
     out = tmp_path / "out"
     mount = host / "mnt/sd-data"
-    boot = FakeBoot(aws["ec2"], tmp_path / "sshd", port, NAME)
+    boot = FakeBoot(aws["ec2"], NAME, tmp_path / "sshd", port)
     boot.start()
     try:
         run = sdtui("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,

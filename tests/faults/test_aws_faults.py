@@ -149,7 +149,7 @@ def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image) -> It
     monkeypatch.setenv("SDTUI_TEST_HOST_PREFIX", str(host))
     monkeypatch.setenv("SDTUI_TEST_NO_GPU", "1")
     monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
-    boot = FakeBoot(aws["ec2"], tmp_path / "sshd", port, name)
+    boot = FakeBoot(aws["ec2"], name, tmp_path / "sshd", port)
     disk = Tmpfs(tmp_path / "out") if fault.needs == "tmpfs" else None
     made = Cell(name, tmp_path, docker_client, boot, disk=disk)
     monkeypatch.setenv("SDTUI_STATE_DIR", str(made.state))  # the keys FakeBoot reads

@@ -126,7 +126,7 @@ def _tags_of(kind: str, name: str, ec2, iam_client) -> list[dict] | None:
         raise
 
 
-def _bucket_size_gb(s3, name: str) -> float:
+def bucket_size_gb(s3, name: str) -> float:
     total = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
         total += sum(o["Size"] for o in page.get("Contents", []))
@@ -243,7 +243,7 @@ def teardown(
             continue
         if purge_bucket:
             try:
-                size = _bucket_size_gb(s3, entry.id)
+                size = bucket_size_gb(s3, entry.id)
             except (ClientError, BotoCoreError):
                 size = 0.0
             note = f"about ${size * S3_USD_PER_GB_MONTH:.2f}/month for {size:.1f} GB; "
@@ -252,7 +252,7 @@ def teardown(
                     ledger.forget("object", obj.id)
         else:
             try:
-                size = _bucket_size_gb(s3, entry.id)
+                size = bucket_size_gb(s3, entry.id)
                 note = (f"{size:.1f} GB of model files, about "
                         f"${size * S3_USD_PER_GB_MONTH:.2f}/month; --purge-bucket deletes it")
             except (ClientError, BotoCoreError):
