@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -190,21 +191,32 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
         finally:
             finished.set()
 
-    # An Event, not Thread.join: a join interrupted by Ctrl-C can leave is_alive() wrong.
+    presses = 0
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:  # wherever the main thread is, on_interrupt included
+            raise errors.Interrupted(
+                "interrupted again: left without waiting for the worker",
+                fix="it stops the cancelled request after the current step; run the same "
+                "command again to save the images it finished")
+
     threading.Thread(target=target, daemon=True).start()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     interrupted = False
-    while True:
-        try:
-            if finished.wait(0.2):
-                break
-        except KeyboardInterrupt:
-            if interrupted:
-                raise errors.Interrupted(
-                    "interrupted again: left without waiting for the worker",
-                    fix="it stops the cancelled request after the current step; run the same "
-                    "command again to save the images it finished") from None
-            interrupted = True
-            on_interrupt()
+    try:
+        # An Event, not Thread.join: the wait wakes for each press (a signal handler runs in
+        # the main thread between waits), and a daemon thread never holds the process.
+        while not finished.wait(0.2):
+            if presses and not interrupted:
+                interrupted = True
+                on_interrupt()
+        interrupted = interrupted or presses > 0
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     if failure:
         raise failure[0]
     return result[0], interrupted
