@@ -1,14 +1,17 @@
 """A Docker engine of the tests' own, to restart at will: everybody else's engine is shared and
 is never stopped. Its own socket, data root, exec root (with its own containerd), pid file,
-cgroup parent and bridge interface; no iptables rules and no sysctl changes.
+cgroup parent, an empty config file, and its own network namespace; `--bridge=none
+--iptables=false`, so it makes no interface, no iptables rule and no sysctl change.
 
-Not `--bridge=none`: a dockerd started with it deletes the host's `docker0` interface (moby's
-removeDefaultBridgeInterface), which is the shared engine's bridge. A bridge of its own, made
-here and deleted afterwards, leaves `docker0` alone."""
+The network namespace is what makes `--bridge=none` safe on a shared machine: a dockerd started
+with it deletes the interface named `docker0` (moby's removeDefaultBridgeInterface, "the
+--bridge=none use case"), and in the host's namespace that is the shared engine's bridge. In a
+namespace of its own (`unshare --net`, which then execs dockerd: its pid is the engine's) there
+is no `docker0` to delete. The worker needs no network: it talks over its attached stdin and
+stdout."""
 
 from __future__ import annotations
 
-import random
 import shutil
 import signal
 import subprocess
@@ -26,22 +29,19 @@ class PrivateEngine:
         # Short paths: containerd's socket lives under the exec root (unix sockets: 108 bytes).
         self.root = Path(tempfile.mkdtemp(prefix="sdtui-pd-", dir="/tmp"))
         self.url = f"unix://{self.root}/docker.sock"
-        self.bridge = f"sdtpd{self.root.name[-6:]}"[:15]  # interface names: 15 bytes
-        # Its containers' addresses: a /24 few others use (dockerd reads it from the bridge).
-        self.subnet = f"10.213.{random.randrange(1, 255)}.1/24"
         self.proc: subprocess.Popen | None = None
         self.log = self.root / "dockerd.log"
+        self.host_bridge = host_bridge()
 
     def start(self) -> None:
-        if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode:
-            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
-            subprocess.run(["ip", "addr", "add", self.subnet, "dev", self.bridge], check=True)
-            subprocess.run(["ip", "link", "set", self.bridge, "up"], check=True)
+        config = self.root / "daemon.json"  # never the host's /etc/docker/daemon.json
+        config.write_text("{}")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["dockerd", "--host", self.url, "--data-root", str(self.root / "data"),
+                ["unshare", "--net", "dockerd", "--config-file", str(config),
+                 "--host", self.url, "--data-root", str(self.root / "data"),
                  "--exec-root", str(self.root / "exec"), "--pidfile", str(self.root / "pid"),
-                 "--bridge", self.bridge, "--iptables=false", "--ip6tables=false",
+                 "--bridge=none", "--iptables=false", "--ip6tables=false",
                  "--ip-forward=false", "--ip-masq=false",
                  "--cgroup-parent", f"/{self.root.name}"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -100,7 +100,15 @@ class PrivateEngine:
                     private.close()
         finally:
             self.stop()
-            subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
             subprocess.run(["umount", "-R", "-l", str(self.root / "exec")], capture_output=True)
             subprocess.run(["umount", "-R", "-l", str(self.root / "data")], capture_output=True)
             shutil.rmtree(self.root, ignore_errors=True)
+        assert host_bridge() == self.host_bridge, "the shared engine's docker0 was touched"
+
+
+def host_bridge() -> str | None:
+    """The shared engine's bridge as `ip` shows it (its index and address: deleted and made
+    again, it has another index), or None where there is none."""
+    shown = subprocess.run(["ip", "-o", "link", "show", "docker0"], capture_output=True,
+                           text=True)
+    return shown.stdout.split(":")[0] if shown.returncode == 0 else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -245,10 +247,16 @@ async def test_escape_cancels_a_generation_and_keys_are_answered(worker, tiny_mo
             screen.query_one(f"#{name}", Input).value = "64"
         await pilot.press("ctrl+g")
         await until(pilot, lambda: "step" in str(screen.query_one("#gen-status").render()))
-        prompt.focus()
-        await pilot.press("end", "x", "y")
-        assert prompt.text == "slowxy" and screen.generating  # typed while it samples
-        await pilot.press("escape")
+        # The worker process stopped from its first progress on: the request is still running
+        # while the keys are checked, however fast this machine samples.
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        try:
+            prompt.focus()
+            await pilot.press("end", "x", "y")
+            assert prompt.text == "slowxy" and screen.generating  # typed while it samples
+            await pilot.press("escape")
+        finally:
+            os.kill(worker.proc.pid, signal.SIGCONT)
         await until(pilot, lambda: not screen.generating)
         assert "cancelled" in str(screen.query_one("#gen-status").render())
         assert app.worker_state == "ready"
