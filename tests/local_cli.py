@@ -99,10 +99,17 @@ def wait_for(condition: Callable[[], bool], *, unless: Callable[[], bool],
 
 @contextlib.contextmanager
 def frozen(container) -> Iterator[Callable[[], bool]]:
-    """The worker process stopped (SIGSTOP) for the block, whatever it was doing; yields a
-    condition that turns true once bytes wait on its stdin (a client's request reached it)."""
+    """The worker container's process stopped (SIGSTOP) for the block, whatever it was doing;
+    yields a condition that turns true once bytes wait on its stdin (a client's request
+    reached it)."""
     container.reload()
-    pid = container.attrs["State"]["Pid"]
+    with frozen_process(container.attrs["State"]["Pid"]) as waiting:
+        yield waiting
+
+
+@contextlib.contextmanager
+def frozen_process(pid: int) -> Iterator[Callable[[], bool]]:
+    """`frozen` for any process of this machine."""
     os.kill(pid, signal.SIGSTOP)
     stdin = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
 

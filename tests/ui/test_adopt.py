@@ -3,10 +3,10 @@ shows it in the form and follows it to the end, saving its images once."""
 
 from __future__ import annotations
 
-import os
-import signal
+import contextlib
 
 import pytest
+from local_cli import frozen_process
 from textual.widgets import TextArea
 
 from sdtui.outputs import read_index
@@ -24,15 +24,17 @@ async def test_the_prompt_panel_adopts_a_request_left_running(worker, tiny_model
     events = gone.generate(prompt="left running", seed=3, count=2, steps=60, width=64,
                            height=64, preview_every=0)
     rid = next(events)["id"]
-    # Frozen until the app has attached, so the request still runs then, however slow or fast
-    # this machine is (SIGCONT once the prompt panel is up: its first question is queued).
-    os.kill(worker.proc.pid, signal.SIGSTOP)
+    # Frozen until the app's first question waits on the worker's stdin, so the request still
+    # runs when the app asks about it, however slow or fast this machine is.
+    freeze = contextlib.ExitStack()
+    waiting = freeze.enter_context(frozen_process(worker.proc.pid))
     gone.close()
     app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
     try:
         async with app.run_test(size=SIZE) as pilot:
             screen = await provision(app, pilot)
-            os.kill(worker.proc.pid, signal.SIGCONT)
+            await until(pilot, waiting, timeout=120)
+            freeze.close()
             await until(pilot, lambda: "adopted" in text_of(app, "#gen-status")
                         or len(screen.query_one("#gallery", Gallery).images) == 2, timeout=120)
             assert screen.query_one("#prompt", TextArea).text == "left running"
@@ -44,4 +46,4 @@ async def test_the_prompt_panel_adopts_a_request_left_running(worker, tiny_model
             assert sorted((r["request"], r["index"]) for r in records) == [(rid, 0), (rid, 1)]
             assert "2 image(s) saved" in str(screen.query_one("#gen-status").render())
     finally:
-        os.kill(worker.proc.pid, signal.SIGCONT)
+        freeze.close()
