@@ -39,6 +39,7 @@ from pathlib import Path
 import docker
 import pytest
 from aws.conftest import aws, aws_env, moto_url  # noqa: F401 (the moto harness)
+from aws.instance_sandbox import instance_sandbox
 from aws.sshd import FakeBoot, free_port
 from local_cli import BASE, finished_by_worker, labelled, read_events, wait_for
 
@@ -145,10 +146,7 @@ def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image) -> It
     name = f"fa-{uuid.uuid4().hex[:6]}"
     port = free_port()
     host = tmp_path / "host"
-    monkeypatch.setenv("SDTUI_INSTANCE_SSH", f"root@127.0.0.1:{port}")
-    monkeypatch.setenv("SDTUI_TEST_HOST_PREFIX", str(host))
-    monkeypatch.setenv("SDTUI_TEST_NO_GPU", "1")
-    monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
+    instance_sandbox(monkeypatch, host, port)
     boot = FakeBoot(aws["ec2"], name, tmp_path / "sshd", port)
     disk = Tmpfs(tmp_path / "out") if fault.needs == "tmpfs" else None
     made = Cell(name, tmp_path, docker_client, boot, disk=disk)
