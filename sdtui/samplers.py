@@ -34,11 +34,17 @@ class Sampler:
     # Schedules the diffusers class can apply besides "default".
     schedules: tuple[str, ...] = ("karras", "exponential")
     aliases: tuple[str, ...] = ()
+    # Timestep spacing, pinned so that a model's format (a diffusers folder carries its own
+    # scheduler config, a single file ours) never changes the picture: "leading" for DDIM and
+    # PLMS as in diffusers' and A1111's SD defaults, "linspace" (A1111's k-diffusion "Uniform")
+    # for the others.
+    spacing: str = "linspace"
 
 
 _TABLE = (
-    Sampler("ddim", "DDIM", "ddim", "DDIMScheduler", schedules=()),
-    Sampler("pndm", "PLMS", "plms", "PNDMScheduler", (("skip_prk_steps", True),), schedules=()),
+    Sampler("ddim", "DDIM", "ddim", "DDIMScheduler", schedules=(), spacing="leading"),
+    Sampler("pndm", "PLMS", "plms", "PNDMScheduler", (("skip_prk_steps", True),), schedules=(),
+            spacing="leading"),
     Sampler("lms", "LMS", "k_lms", "LMSDiscreteScheduler"),
     Sampler("euler", "Euler", "k_euler", "EulerDiscreteScheduler"),
     Sampler("euler_a", "Euler a", "k_euler_a", "EulerAncestralDiscreteScheduler", schedules=()),

@@ -12,7 +12,7 @@ import pytest
 from sdtui.devtools.tiny_model import write_tiny_model
 
 # The original LDM config (the kind of S.yaml other SD tools read) for the tiny model's UNet
-# and VAE: sdtui.devtools.tiny_model's TINY_UNET / TINY_VAE in LDM terms.
+# and VAE: sdtui.devtools.tiny_model's TINY["sd1"] / TINY_VAE in LDM terms.
 TINY_LDM_YAML = """\
 model:
   target: ldm.models.diffusion.ddpm.LatentDiffusion
@@ -31,9 +31,9 @@ model:
         in_channels: 4
         out_channels: 4
         model_channels: 32
-        attention_resolutions: [2]
-        num_res_blocks: 1
-        channel_mult: [1, 2]
+        attention_resolutions: [4, 2, 1]
+        num_res_blocks: 2
+        channel_mult: [1, 2, 3, 3]
         num_heads: 8
         use_spatial_transformer: true
         transformer_depth: 1
@@ -50,8 +50,8 @@ model:
           in_channels: 3
           out_ch: 3
           ch: 32
-          ch_mult: [1, 1, 1, 1]
-          num_res_blocks: 1
+          ch_mult: [1, 2, 3, 3]
+          num_res_blocks: 2
           attn_resolutions: []
           dropout: 0.0
     cond_stage_config:
@@ -97,3 +97,19 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_diffusers(tiny_models: dict[str, Path]) -> Path:
     return tiny_models["diffusers"]
+
+
+@pytest.fixture(scope="session")
+def family_models(tiny_models: dict[str, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    """Every family in every format, each family's formats from one seed (the same weights).
+    SD 1.x is `tiny_models`."""
+    models = {"sd1": tiny_models}
+    for family in ("sd2", "sdxl"):
+        root = tmp_path_factory.mktemp(family)
+        models[family] = {
+            fmt: write_tiny_model(root / name, fmt, seed=7, family=family)
+            for fmt, name in (("diffusers", f"tiny-{family}"), ("ckpt", f"{family}.ckpt"),
+                              ("safetensors", f"{family}.safetensors"))
+        }
+    return models

@@ -140,7 +140,7 @@ class PromptScreen(Screen[None]):
                     for name in ("width", "height"):
                         with Vertical(classes="param"):
                             yield Label(name, classes="field-label")
-                            yield Input(id=name)
+                            yield Input(id=name, placeholder="model's")
                     with Vertical(classes="param"):
                         yield Label("seed", classes="field-label")
                         yield Input(id="seed", placeholder="random")
@@ -264,6 +264,9 @@ class PromptScreen(Screen[None]):
         ok = True
         for name, kind in NUMBER_FIELDS.items():
             raw = self.query_one(f"#{name}", Input).value.strip()
+            if not raw and protocol.GENERATE_FIELDS[name].nullable:
+                params[name] = None  # the size: the model's own (1024 for SDXL)
+                continue
             try:
                 params[name] = kind(raw)
             except ValueError:
