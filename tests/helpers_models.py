@@ -59,6 +59,21 @@ model:
 """
 
 
+def open_clip_tokenizer():
+    """open_clip's own tokenizer (the reference for CLIP's BPE), loaded without the package
+    __init__, which imports torchvision."""
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    from sdtui.devtools import clip_vocab
+
+    pytest.importorskip("ftfy", reason="open_clip's tokenizer needs ftfy (pip install ftfy)")
+    source = clip_vocab.open_clip_bpe_path().with_name("tokenizer.py")
+    spec = spec_from_file_location("open_clip_tokenizer", source)
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
+
+
 def block_network(monkeypatch) -> None:
     """Make every outgoing connection fail, as in a container with no network."""
 
@@ -113,3 +128,12 @@ def family_models(tiny_models: dict[str, Path],
                               ("safetensors", f"{family}.safetensors"))
         }
     return models
+
+
+@pytest.fixture(scope="session")
+def loaded_families(family_models):
+    """Every family in every format, loaded by the worker's loader."""
+    from sdtui.worker.models import load_model
+
+    return {family: {fmt: load_model(str(path)) for fmt, path in formats.items()}
+            for family, formats in family_models.items()}

@@ -22,17 +22,26 @@ from sdtui.worker.checkpoint import ModelInvalid
 from sdtui.worker.families import FAMILIES, detect
 from sdtui.worker.models import LoadedModel, load_model
 from sdtui.worker.sampling import Sampler
+from tests.helpers_models import open_clip_tokenizer
 
 FAST = {"steps": 2, "width": 64, "height": 64, "preview_every": 0, "seed": 5}
 
 
 @pytest.fixture(scope="module")
-def loaded(family_models) -> dict[str, dict[str, LoadedModel]]:
-    return {family: {fmt: load_model(str(path)) for fmt, path in formats.items()}
-            for family, formats in family_models.items()}
+def loaded(loaded_families) -> dict[str, dict[str, LoadedModel]]:
+    return loaded_families
 
 
 _SAMPLERS: dict[int, Sampler] = {}
+_PIXELS: dict[tuple[int, str], np.ndarray] = {}
+
+
+def sampled(model: LoadedModel, sampler: str) -> np.ndarray:
+    """The default request's image with `sampler`, computed once per model."""
+    key = (id(model), sampler)
+    if key not in _PIXELS:
+        _PIXELS[key] = pixels(generate(model, scheduler=sampler))[0]
+    return _PIXELS[key]
 
 
 def generate(model: LoadedModel, **params) -> list[tuple[str, dict]]:
@@ -63,13 +72,13 @@ def test_every_format_of_a_family_gives_the_same_pixels_for_every_sampler(loaded
     for fmt, model in models.items():
         assert (model.family.id, model.format) == (family, fmt)
     for sampler in samplers.SAMPLERS:
-        folder = pixels(generate(models["diffusers"], scheduler=sampler))[0]
+        folder = sampled(models["diffusers"], sampler)
         assert folder.std() > 0
-        same = pixels(generate(models["safetensors"], scheduler=sampler))[0]
+        same = sampled(models["safetensors"], sampler)
         assert np.array_equal(folder, same), f"{family}: safetensors differs with {sampler}"
     # After reading, a .ckpt takes the .safetensors path.
-    assert np.array_equal(pixels(generate(models["ckpt"]))[0],
-                          pixels(generate(models["diffusers"]))[0])
+    assert np.array_equal(sampled(models["ckpt"], "euler_a"),
+                          sampled(models["diffusers"], "euler_a"))
 
 
 def test_ready_names_the_family_prediction_and_default_size(loaded):
@@ -205,6 +214,37 @@ def test_the_shipped_configs_are_what_family_assets_derives():
         for relative, content in family_assets.derive(family).items():
             shipped = json.loads((FAMILIES[family].assets / relative).read_text())
             assert shipped == content, f"{family}/{relative}"
+
+
+PROMPTS = ("a photo of an astronaut riding a horse on mars",
+           "café crème brûlée, (masterpiece:1.2), [[ugly]] 東京 🌸",
+           " ".join(["a very long prompt"] * 30))
+
+
+def test_openclip_tokenizers_are_clips_bpe_padded_with_token_zero():
+    """SD 2.x's tokenizer and SDXL's second are OpenCLIP's: the same BPE table as CLIP ViT-L's
+    (sdtui/assets/sd1/tokenizer) but padded with token 0, "!", where OpenAI's CLIP pads with
+    <|endoftext|>. Checked against open_clip's own tokenizer and model configs."""
+    from sdtui.devtools.clip_vocab import open_clip_bpe_path
+
+    configs = open_clip_bpe_path().parent / "model_configs"
+    for name in ("ViT-H-14", "ViT-bigG-14"):  # no tokenizer of their own: the default BPE
+        text = json.loads((configs / f"{name}.json").read_text())["text_cfg"]
+        assert not {"hf_tokenizer_name", "tokenizer_kwargs"} & set(text)
+    reference = open_clip_tokenizer()(list(PROMPTS), context_length=77).tolist()
+    assert reference[0][-1] == 0  # open_clip pads with 0
+    assets = {f: FAMILIES[f].assets for f in FAMILIES}
+    for folder in (assets["sd2"] / "tokenizer", assets["sdxl"] / "tokenizer_2"):
+        ours = ldm.tokenizer(folder)
+        assert ours.pad_token == "!" and ours.pad_token_id == 0
+        assert ours(list(PROMPTS), padding="max_length", max_length=77,
+                    truncation=True).input_ids == reference
+    for folder in (assets["sd1"] / "tokenizer", assets["sdxl"] / "tokenizer"):
+        ours = ldm.tokenizer(folder)
+        ids = ours(list(PROMPTS), padding="max_length", max_length=77, truncation=True).input_ids
+        assert ours.pad_token_id == 49407
+        assert [[i if i != 49407 else 0 for i in row] for row in ids] == [
+            [i if i != 49407 else 0 for i in row] for row in reference]
 
 
 def test_sd2_yaml_parameterization_v_sets_v_prediction(family_models, tmp_path):

@@ -18,7 +18,7 @@ from sdtui.modelfiles import model_files
 from sdtui.worker.families import FAMILIES
 from sdtui.worker.ldm import ConfigSources
 from sdtui.worker.models import SD1_ASSETS, LoadedModel, ModelInvalid, load_model
-from tests.helpers_models import TINY_LDM_YAML, block_network
+from tests.helpers_models import TINY_LDM_YAML, block_network, open_clip_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("diffusers", "ckpt", "safetensors")
@@ -218,17 +218,9 @@ def test_committed_tokenizer_files_are_what_clip_vocab_derives(tmp_path: Path) -
 
 
 def test_derived_tokenizer_matches_open_clip_simple_tokenizer() -> None:
-    pytest.importorskip("ftfy", reason="open_clip's tokenizer needs ftfy (pip install ftfy)")
-    from importlib.util import module_from_spec, spec_from_file_location
-
     from transformers import CLIPTokenizer
 
-    # open_clip's package __init__ imports torchvision; its tokenizer module alone does not.
-    source = clip_vocab.open_clip_bpe_path().with_name("tokenizer.py")
-    spec = spec_from_file_location("open_clip_tokenizer", source)
-    module = module_from_spec(spec)
-    spec.loader.exec_module(module)
-    reference = module.SimpleTokenizer()
+    reference = open_clip_tokenizer()
     ours = CLIPTokenizer.from_pretrained(SD1_ASSETS / "tokenizer")
     for prompt in (
         "a photo of an astronaut riding a horse on mars",

@@ -111,24 +111,49 @@ def read_safetensors(path: Path, wanted: Wanted, dtype: torch.dtype,
                      device: str = "cpu") -> dict[str, torch.Tensor]:
     header, data_start = safetensors_header(path)
     data_size = path.stat().st_size - data_start
-    entries = sorted(header.items(), key=lambda item: item[1].get("data_offsets", [0])[0]
-                     if isinstance(item[1], dict) else 0)
+    entries = []
+    for name, entry in header.items():
+        stored, shape, start, end = _entry(path, name, entry, data_size)
+        if wanted(name):
+            entries.append((start, end, name, stored, shape))
+    entries.sort()
+    staging = _Staging(device)
     tensors: dict[str, torch.Tensor] = {}
     with open(path, "rb", buffering=0) as f:
-        for name, entry in entries:
-            stored, shape, start, end = _entry(path, name, entry, data_size)
-            if not wanted(name):
-                continue
-            raw = torch.empty(end - start, dtype=torch.uint8)
+        for start, end, name, stored, shape in entries:
+            final = device == "cpu" and (stored == dtype or not stored.is_floating_point)
+            # Read straight into the tensor the model keeps; what is cast or moved to a GPU
+            # goes through one reused buffer, so no second copy of the model ever exists.
+            raw = torch.empty(end - start, dtype=torch.uint8) if final else staging.take(
+                end - start)
             f.seek(data_start + start)
-            view, filled = memoryview(raw.numpy()), 0
-            while filled < len(view):
-                got = f.readinto(view[filled:])
-                if not got:
-                    raise ModelInvalid(f"model file {path} is truncated (tensor {name})")
-                filled += got
-            tensors[name] = _final(raw.view(stored).reshape(shape), dtype, device)
+            _read_into(f, raw, path, name)
+            tensor = raw.view(stored).reshape(shape)
+            tensors[name] = tensor if final else _final(tensor.to(device), dtype, device)
     return tensors
+
+
+class _Staging:
+    """One buffer for the tensors that are cast or moved after reading, grown as needed."""
+
+    def __init__(self, device: str) -> None:
+        self.pin = device.startswith("cuda")
+        self.buffer = torch.empty(0, dtype=torch.uint8)
+
+    def take(self, size: int) -> torch.Tensor:
+        if self.buffer.numel() < size:
+            self.buffer = torch.empty(0, dtype=torch.uint8)  # free the old one first
+            self.buffer = torch.empty(size, dtype=torch.uint8, pin_memory=self.pin)
+        return self.buffer[:size]
+
+
+def _read_into(f: Any, raw: torch.Tensor, path: Path, name: str) -> None:
+    view, filled = memoryview(raw.numpy()), 0
+    while filled < len(view):
+        got = f.readinto(view[filled:])
+        if not got:
+            raise ModelInvalid(f"model file {path} is truncated (tensor {name})")
+        filled += got
 
 
 # --- .ckpt -----------------------------------------------------------------------------------
@@ -195,6 +220,17 @@ def _torch_load(path: Path, stubs: list[tuple[type, str]] | None = None) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
 
 
+def python3_name(name: str) -> str:
+    """What a pickled global resolves to: torch.save writes protocol 2, which spells some
+    Python 3 names the Python 2 way (subprocess.call is `commands.call`)."""
+    from _compat_pickle import IMPORT_MAPPING, NAME_MAPPING
+
+    module, _, attr = name.rpartition(".")
+    if (module, attr) in NAME_MAPPING:
+        return ".".join(NAME_MAPPING[(module, attr)])
+    return f"{IMPORT_MAPPING.get(module, module)}.{attr}"
+
+
 def load_pickled(path: Path) -> Any:
     try:
         return _torch_load(path)
@@ -202,7 +238,7 @@ def load_pickled(path: Path) -> Any:
         pass
     allowed = set(torch._weights_only_unpickler._get_allowed_globals())
     named = sorted(_pickled_globals(path) - allowed)
-    hostile = [name for name in named if not is_harmless(name)]
+    hostile = [python3_name(name) for name in named if not is_harmless(python3_name(name))]
     if hostile:
         raise ModelInvalid(
             f"model file {path} holds pickled code, not just weights: {', '.join(hostile)}; "
