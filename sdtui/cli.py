@@ -25,6 +25,9 @@ examples:
   sdtui --no-ui --option aws --bucket my-sd-models --model sd-v1-4.ckpt --prompt "a fox"
   sdtui --no-ui --option aws --status
   sdtui --no-ui --option aws --teardown --purge-bucket
+
+A bare --status, --teardown or generation uses the default deployment: the last one used, by
+the app or by --no-ui (it says which); --name picks another.
 """
 
 
@@ -40,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="run headless (for scripts and tests)")
 
     d = p.add_argument_group("deployment")
-    d.add_argument("--option", choices=["local", "aws"], default="local",
-                   help="local: Docker on this machine (Option B); aws: a GPU instance (Option A)")
-    d.add_argument("--name", help="deployment name (default: the option's name)")
+    d.add_argument("--option", choices=["local", "aws"],
+                   help="local: Docker on this machine (Option B); aws: a GPU instance "
+                   "(Option A) (default: the option of the last deployment used, or local)")
+    d.add_argument("--name", help="deployment name (default: the last deployment used, which "
+                   "the app and --no-ui share; else the option's name)")
     d.add_argument("--model", action="append", type=Path, default=[], metavar="PATH",
                    help="model: .ckpt, .safetensors or a diffusers folder; repeat for extra "
                    "files such as GFPGANv1.3.pth (default: the deployment's last models)")
@@ -107,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--from-png", metavar="FILE", type=Path,
                    help="re-run the generation recorded in a saved image's metadata; other "
                    "flags override its values")
-    g.add_argument("--preview-every", type=int, default=0, help=argparse.SUPPRESS)
+    g.add_argument("--preview-every", type=int, help=argparse.SUPPRESS)
     g.add_argument("--out", type=Path, help="where images are saved (default: ~/Pictures/sdtui)")
     g.add_argument("--json", action="store_true",
                    help="print one JSON event per line on stdout instead of paths")
@@ -126,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         images = ImageSupport()
         if images.protocol == "auto":
             images.start()  # the terminal probe's waits overlap the app's imports
+        from sdtui.flags import given_from_args
         from sdtui.ui.app import run_app
 
-        return run_app(args, images)
+        return run_app(given_from_args(args), images, out_dir=args.out)
     except errors.SdtuiError as exc:
         print(f"sdtui: error: {exc}", file=sys.stderr)
         return exc.exit_code

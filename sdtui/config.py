@@ -78,6 +78,12 @@ class Config:
     aws: AwsConfig = field(default_factory=AwsConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     path: Path | None = None  # the file it was read from; None when there was none
+    # The keys the file sets, per section: the settings layer takes only these from the
+    # config, so a setting's own default (e.g. the AWS profile's region) is not hidden.
+    explicit: dict[str, dict[str, Any]] = field(default_factory=dict, compare=False, repr=False)
+
+    def given(self, section: str) -> dict[str, Any]:
+        return dict(self.explicit.get(section, {}))
 
 
 SECTIONS: dict[str, type] = {"local": LocalConfig, "aws": AwsConfig, "generate": GenerateConfig}
@@ -245,6 +251,7 @@ def load_config(path: Path | None = None) -> Config:
 
     checks = _checks(path.parent)
     sections: dict[str, Any] = {}
+    explicit: dict[str, dict[str, Any]] = {}
     for section, values in raw.items():
         if section not in SECTIONS:
             raise BadInput(
@@ -276,4 +283,5 @@ def load_config(path: Path | None = None) -> Config:
                     path, text, section, key, f"{exc}", "fix its value or remove the line"
                 ) from None
         sections[section] = SECTIONS[section](**typed)
-    return Config(**sections, path=path)
+        explicit[section] = typed
+    return Config(**sections, path=path, explicit=explicit)

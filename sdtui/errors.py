@@ -28,6 +28,15 @@ class BadInput(SdtuiError):
     exit_code = EXIT_BAD_INPUT
 
 
+class BadSetting(BadInput):
+    """Bad input in one named setting (a settings or request field): a form shows it under
+    that field."""
+
+    def __init__(self, setting: str, message: str, *, fix: str | None = None) -> None:
+        super().__init__(message, fix=fix)
+        self.setting = setting
+
+
 class DeploymentError(SdtuiError):
     exit_code = EXIT_DEPLOYMENT
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -16,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TextIO
 
-from sdtui import errors, protocol
+from sdtui import errors
 from sdtui.config import load_config
 from sdtui.deploy.base import (
     CostUpdate,
@@ -27,15 +28,18 @@ from sdtui.deploy.base import (
     StepProgress,
     StepStarted,
 )
-from sdtui.deploy.settings import deployment_from_args
+from sdtui.deploy.settings import Target, choose, open_deployment, remember_use
+from sdtui.flags import given_from_args
+from sdtui.generation import init_image_data, request_params, resolve_generate
 from sdtui.grid import save_grid
-from sdtui.inputs import read_init_image
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
+from sdtui.settings import Given
 
-_GEN_FLAGS = ("steps", "cfg", "width", "height", "seed", "scheduler", "schedule", "count",
-              "preview_every", "strength", "fit", "gfpgan", "upscale", "upscale_strength",
-              "variation_amount", "variation_seed", "grid")
+
+def event_name(ev: object) -> str:
+    """A deployment event's --json name: its class in snake_case (StepStarted: step_started)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(ev).__name__).lower()
 
 
 class Reporter:
@@ -54,7 +58,7 @@ class Reporter:
 
     def deploy(self, ev: DeployEvent) -> None:
         if self.as_json:
-            self.json(type(ev).__name__, **asdict(ev))
+            self.json(event_name(ev), **asdict(ev))
             return
         match ev:
             case StepStarted(step, title):
@@ -82,6 +86,14 @@ class Reporter:
             self.out.flush()
         elif ev["type"] == "done" and ev["cancelled"]:
             self.line(f"cancelled; {ev['images']} finished image(s) kept")
+
+    def using(self, target: Target) -> None:
+        """Which deployment this run uses, and why (a bare command uses the default one)."""
+        if self.as_json:
+            self.json("deployment", name=target.name, option=target.option,
+                      chosen_by=target.chosen_by)
+        elif target.chosen_by != "name":
+            self.line(f"using {target.describe()} (--name picks another)")
 
     def bar(self, label: str, done: int, total: int | None, unit: str) -> None:
         now = time.monotonic()
@@ -128,50 +140,28 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def png_params(path: Path) -> dict[str, Any]:
-    """The request recorded in a saved image, for one image exactly like it."""
+    """The request recorded in a saved image (its metadata), for one image exactly like it."""
     from sdtui.outputs import read_metadata
 
-    recorded = read_metadata(path)["params"]
-    params = {k: v for k, v in recorded.items() if k in protocol.GENERATE_FIELDS and k != "id"}
-    params["count"] = 1
-    return params
+    return read_metadata(path)["params"]
 
 
 def generation_requests(args: argparse.Namespace, prompts: list[str | None],
-                        base: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                        recorded: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each prompt's request parameters, checked by the protocol itself before anything is
-    created. `base` (a saved image's params) overrides the config; flags override both. The
-    config and the init image are read once, however many prompts there are."""
-    defaults = load_config().generate
-    shared: dict[str, Any] = {
-        "negative_prompt": args.negative_prompt,
-        "steps": defaults.steps,
-        "cfg": defaults.cfg,
-        "width": defaults.width,
-        "height": defaults.height,
-        "scheduler": defaults.scheduler,
-    }
-    shared.update(base or {})
-    if args.negative_prompt and base:
-        shared["negative_prompt"] = args.negative_prompt
-    shared.update({k: getattr(args, k) for k in _GEN_FLAGS if getattr(args, k, None) is not None})
-    if getattr(args, "init_image", None):
-        shared["init_image"] = read_init_image(args.init_image)
-    return [_checked({**shared, **({"prompt": p} if p is not None else {})}) for p in prompts]
+    created. The config and the init image are read once, however many prompts there are."""
+    given = dict(given_from_args(args).generate)
+    given.pop("prompt", None)
+    given.setdefault("preview_every", 0)  # no previews to draw here
+    settings = resolve_generate(given, recorded=recorded)
+    init = init_image_data(settings)
+    return [request_params(settings if p is None else settings.with_prompt(p), init)
+            for p in prompts]
 
 
 def generation_params(args: argparse.Namespace, prompt: str | None,
-                      base: dict[str, Any] | None = None) -> dict[str, Any]:
-    return generation_requests(args, [prompt], base)[0]
-
-
-def _checked(params: dict[str, Any]) -> dict[str, Any]:
-    try:
-        checked = protocol.request("generate", id="check", **params)
-    except protocol.ProtocolError as exc:
-        raise errors.BadInput(str(exc).removeprefix("generate: "),
-                              fix="see sdtui --help for valid values") from None
-    return {k: v for k, v in checked.items() if k not in ("type", "id")}
+                      recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    return generation_requests(args, [prompt], recorded)[0]
 
 
 def _interruptible(fn: Any, on_interrupt: Any) -> Any:
@@ -207,26 +197,23 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     report = Reporter(args.json)
+    given = given_from_args(args)
     if args.status:
-        return print_status(deployment_from_args(args), report)
+        target, deployment = open_deployment(given, for_use=False)
+        report.using(target)
+        return print_status(deployment, report)
     if args.teardown:
-        flag = "--purge-bucket" if args.option == "aws" else "--purge-volume"
-        purge = args.purge_bucket if args.option == "aws" else args.purge_volume
-        result = deployment_from_args(args).teardown(report.deploy, purge=purge)
-        if not args.json:
-            for r in result.kept:
-                report.line(f"kept {r.kind} {r.id} (use {flag} to delete it)")
-            for r in result.left:
-                report.line(f"LEFT {r.kind} {r.id}: {r.note}")
-        return errors.EXIT_OK if not result.left else errors.EXIT_DEPLOYMENT
+        return _teardown(args, given, report)
 
     # Every input is checked before anything is created.
-    if getattr(args, "from_png", None):
+    if args.from_png:
         requests = generation_requests(args, [args.prompt], png_params(args.from_png))
     else:
         requests = generation_requests(args, list(read_prompts(args)))
-    deployment = deployment_from_args(args)
+    target, deployment = open_deployment(given, for_use=True)
+    report.using(target)
     out_dir = args.out or load_config().generate.out_dir or default_outputs_dir()
+    remember_use(deployment)
 
     cancel = threading.Event()
     try:
@@ -250,6 +237,22 @@ def run(args: argparse.Namespace) -> int:
             break
     session.client.close()
     return errors.EXIT_INTERRUPTED if interrupted else errors.EXIT_OK
+
+
+def _teardown(args: argparse.Namespace, given: Given, report: Reporter) -> int:
+    target = choose(given)
+    aws = target.option == "aws"
+    flag = "--purge-bucket" if aws else "--purge-volume"
+    purge = args.purge_bucket if aws else args.purge_volume
+    _, deployment = open_deployment(given, for_use=False, purge=purge, target=target)
+    report.using(target)
+    result = deployment.teardown(report.deploy, purge=purge)
+    if not args.json:
+        for r in result.kept:
+            report.line(f"kept {r.kind} {r.id} (use {flag} to delete it)")
+        for r in result.left:
+            report.line(f"LEFT {r.kind} {r.id}: {r.note}")
+    return errors.EXIT_OK if not result.left else errors.EXIT_DEPLOYMENT
 
 
 def _announce_grid(report: Reporter, path: Path) -> None:

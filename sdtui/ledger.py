@@ -64,9 +64,9 @@ def _validate_option(option: str) -> str:
 
 
 @contextlib.contextmanager
-def _locked() -> Iterator[None]:
-    """One lock for the whole deployments dir: changes are rare and short, and a single lock
-    file that is never deleted cannot be split by a concurrent delete."""
+def locked() -> Iterator[None]:
+    """One lock for the whole state (the ledgers and recent.json): changes are rare and short,
+    and a single lock file that is never deleted cannot be split by a concurrent delete."""
     directory = deployments_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,7 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     tmp: str | None = None
     try:
@@ -221,12 +221,12 @@ class Ledger:
     def _change(self, apply: Callable[[Ledger], None]) -> None:
         """Re-read the file under the lock (another process may have written it), apply the
         change to that fresh copy, write it, and only then adopt it in memory."""
-        with _locked():
+        with locked():
             data = _read(self.path)
             fresh = self._from_dict(data, self.path) if data else self._copy()
             apply(fresh)
             fresh.updated_at = _now()
-            _write_atomic(self.path, fresh._to_dict())
+            write_json_atomic(self.path, fresh._to_dict())
         self.params = fresh.params
         self._resources = fresh._resources
         self.created_at, self.updated_at = fresh.created_at, fresh.updated_at
@@ -269,7 +269,7 @@ class Ledger:
 
     def delete(self) -> None:
         """Remove the state file, after a full teardown."""
-        with _locked():
+        with locked():
             try:
                 self.path.unlink(missing_ok=True)
             except OSError as exc:

@@ -75,7 +75,7 @@ def test_headless_rejects_bad_values_before_anything_starts(tmp_path):
     not_image = tmp_path / "notes.txt"
     not_image.write_text("hello")
     args = build_parser().parse_args(["--no-ui", "--prompt", "x", "--init-image", str(not_image)])
-    with pytest.raises(errors.BadInput, match="init_image is not a PNG or JPEG"):
+    with pytest.raises(errors.BadInput, match="notes.txt is not a PNG or JPEG"):
         generation_params(args, "x")
     args = build_parser().parse_args(["--no-ui", "--prompt", "x", "--upscale", "3"])
     with pytest.raises(errors.BadInput, match="upscale must be one of 2, 4"):

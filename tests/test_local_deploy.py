@@ -50,7 +50,7 @@ def events(stdout: str) -> list[dict]:
 
 
 def step_outcomes(evs: list[dict]) -> dict[str, str]:
-    return {e["step"]: e["outcome"] for e in evs if e["event"] == "StepFinished"}
+    return {e["step"]: e["outcome"] for e in evs if e["event"] == "step_finished"}
 
 
 def labelled(client: docker.DockerClient, name: str) -> tuple[list, list]:
@@ -77,7 +77,7 @@ def test_first_run_provisions_everything_and_saves_two_images(cli, tiny_models, 
     outcomes = step_outcomes(evs)
     assert list(outcomes) == ["engine", "volume", "image", "models", "container", "attach"]
     assert outcomes["volume"] == outcomes["models"] == outcomes["container"] == "done"
-    assert any(e["event"] == "StepProgress" and e["step"] == "models" for e in evs)
+    assert any(e["event"] == "step_progress" and e["step"] == "models" for e in evs)
     saved = [Path(e["path"]) for e in evs if e["event"] == "image"]
     assert len(saved) == 2 and all(p.parent == cli.out for p in saved)
     for path, seed in zip(saved, (42, 43), strict=True):
@@ -100,7 +100,7 @@ def test_second_run_reuses_everything_without_reloading(cli, tiny_models, docker
     outcomes = step_outcomes(evs)
     assert outcomes == {"engine": "done", "volume": "skipped", "image": "skipped",
                         "models": "skipped", "container": "skipped", "attach": "done"}
-    attach = next(e for e in evs if e["event"] == "StepFinished" and e["step"] == "attach")
+    attach = next(e for e in evs if e["event"] == "step_finished" and e["step"] == "attach")
     assert "reattached, model already loaded" in attach["detail"]
     (after,) = labelled(docker_client, cli.name)[0]
     assert after.id == before.id

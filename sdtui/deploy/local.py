@@ -8,7 +8,6 @@ leaves `status` and `teardown` true.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -27,30 +26,15 @@ from sdtui.deploy.base import (
     StepStarted,
     TeardownReport,
 )
+from sdtui.deploy.local_settings import (  # noqa: F401  (re-exported)
+    DEFAULT_BASE_IMAGE,
+    DEFAULT_NAME,
+    DEFAULT_VOLUME,
+    LocalSettings,
+)
 from sdtui.deploy.worker_steps import WorkerSteps
 from sdtui.ledger import Ledger
-from sdtui.modelfiles import check_models, deployment_files
 from sdtui.paths import state_dir
-
-DEFAULT_NAME = "local"
-DEFAULT_VOLUME = "sdtui-models"
-DEFAULT_BASE_IMAGE = "python:3.11-slim"
-
-
-@dataclass
-class LocalSettings:
-    models: list[Path] = field(default_factory=list)
-    name: str = DEFAULT_NAME
-    volume: str = DEFAULT_VOLUME
-    base_image: str = DEFAULT_BASE_IMAGE
-    docker_host: str | None = None
-
-    def validate(self) -> None:
-        """Everything that can be checked before anything is created."""
-        check_models(self.models)
-
-    def files(self) -> list[tuple[Path, str]]:
-        return deployment_files(self.models)
 
 
 class LocalDeployment(WorkerSteps, Deployment):

@@ -1,78 +1,222 @@
-"""Which deployment the user means: command-line flags first, then what the deployment was
-last made with (its ledger), then the config file, then defaults."""
+"""Which deployment the user means, and what it is asked to be. Both front ends call this.
+
+- Which: the name given (`--name`, the form's name); else the default deployment, the last one
+  used (sdtui.recent), or the last one of the option given; else the option's own name.
+- What: each field of the option's settings dataclass by the one precedence rule
+  (sdtui.settings): flags or form > the deployment's ledger (or, once it is gone, the values
+  last used) > the config file's section > the dataclass's defaults.
+
+An option is one entry in OPTIONS: its settings dataclass, its config section, what to check
+before use and how to build the deployment.
+"""
 
 from __future__ import annotations
 
-import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
+from sdtui import recent
 from sdtui.config import load_config
 from sdtui.deploy.base import Deployment
 from sdtui.errors import BadInput
-from sdtui.ledger import Ledger
+from sdtui.ledger import Ledger, validate_name
+from sdtui.settings import Given, field_names, resolve
+
+ChosenBy = Literal["name", "option", "default", "first"]
 
 
-def deployment_from_args(args: argparse.Namespace) -> Deployment:
-    if args.option == "aws":
-        return _aws_deployment(args)
-    from sdtui.deploy.local import DEFAULT_NAME, LocalDeployment, LocalSettings
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str
+    title: str
+    default_name: str
+    settings_class: Callable[[], type]  # imported when needed (Docker SDK, boto3)
+    # Fills in what the layers leave open; for_use: also every check that can run before
+    # anything is created (status and teardown only need to find what exists).
+    complete: Callable[[Any, bool], None]
+    build: Callable[[Any, bool], Deployment]  # (settings, purge) -> the deployment
+    # Fields that are never taken from what was used before: they apply to one run only.
+    not_remembered: tuple[str, ...] = ()
 
-    cfg = load_config().local
-    name = args.name or DEFAULT_NAME
-    previous = Ledger.load(name)
-    last = previous.params if previous else {}
-    models = args.model or [Path(m) for m in last.get("models", [])] or list(cfg.models)
-    settings = LocalSettings(
-        models=models,
-        name=name,
-        volume=args.volume or last.get("volume") or cfg.volume,
-        base_image=args.base_image or last.get("base_image") or cfg.base_image,
-        docker_host=args.docker_host or last.get("docker_host") or cfg.docker_host,
-    )
-    needs_model = not (args.status or args.teardown)
-    if needs_model:
+
+# --- Option B ------------------------------------------------------------------------------------
+
+
+def _local_class() -> type:
+    from sdtui.deploy.local_settings import LocalSettings
+
+    return LocalSettings
+
+
+def _local_complete(settings: Any, for_use: bool) -> None:
+    if for_use:
         settings.validate()
+    else:
+        validate_name(settings.name)
+
+
+def _local_build(settings: Any, purge: bool) -> Deployment:
+    from sdtui.deploy.local import LocalDeployment
+
     return LocalDeployment(settings)
 
 
-def _aws_deployment(args: argparse.Namespace) -> Deployment:
-    """Option A: flags > the deployment's ledger > the config's [aws] section > defaults.
-    SDTUI_TEST_DOCKERFILE (tests only) builds another Dockerfile, e.g. Dockerfile.local."""
-    import os
+# --- Option A ------------------------------------------------------------------------------------
 
-    from sdtui.deploy.aws.deployment import DEFAULT_NAME, AwsDeployment
-    from sdtui.deploy.aws.settings import DEFAULT_BASE_IMAGE, AwsSettings, resolve_region
+DEFAULT_REGION = "us-east-1"
 
-    cfg = load_config().aws
-    name = args.name or DEFAULT_NAME
-    previous = Ledger.load(name)
-    last = previous.params if previous else {}
 
-    def pick(flag, key: str, default):  # noqa: ANN001, ANN202
-        if flag is not None:
-            return flag
-        return last[key] if last.get(key) is not None else default
+def _aws_class() -> type:
+    from sdtui.deploy.aws.settings import AwsSettings
 
-    settings = AwsSettings(
-        name=name,
-        region=pick(args.region, "region", cfg.region),
-        bucket=pick(args.bucket, "bucket", cfg.bucket) or "",
-        models=args.model or [Path(m) for m in last.get("models", [])] or list(cfg.models),
-        profile=pick(args.profile, "profile", cfg.profile),
-        instance_type=pick(args.instance_type, "instance_type", cfg.instance_type),
-        spot=pick(args.spot, "spot", cfg.spot),
-        idle_minutes=pick(args.idle_minutes, "idle_minutes", cfg.idle_minutes),
-        ami=args.ami,
-        ssh_cidr=args.ssh_cidr,
-        base_image=pick(args.base_image, "base_image", DEFAULT_BASE_IMAGE),
-        dockerfile=os.environ.get("SDTUI_TEST_DOCKERFILE") or "Dockerfile",
-    )
-    if args.status or args.teardown:
+    return AwsSettings
+
+
+def _profile_region(profile: str | None) -> str | None:
+    import boto3
+
+    try:
+        return boto3.session.Session(profile_name=profile).region_name
+    except Exception:  # a missing profile is reported by the identity step
+        return None
+
+
+def _aws_complete(settings: Any, for_use: bool) -> None:
+    from sdtui.deploy.aws.settings import resolve_region
+
+    # Tests only: build another Dockerfile on the "instance" (e.g. Dockerfile.local).
+    settings.dockerfile = os.environ.get("SDTUI_TEST_DOCKERFILE") or settings.dockerfile
+    settings.region = settings.region or _profile_region(settings.profile) or DEFAULT_REGION
+    settings.bucket = settings.bucket or ""
+    if not for_use:
         settings.region = resolve_region(settings.region, settings.profile)
+        return
+    if not settings.bucket:
+        raise BadInput("no S3 bucket given for the model files",
+                       fix="pass --bucket NAME (a globally unique name) or set bucket in "
+                       "the [aws] section of the config")
+    settings.validate()
+
+
+def _aws_build(settings: Any, purge: bool) -> Deployment:
+    from sdtui.deploy.aws.deployment import AwsDeployment
+
+    return AwsDeployment(settings, purge_bucket=purge)
+
+
+OPTIONS: dict[str, OptionSpec] = {
+    "local": OptionSpec("local", "Option B — local Docker", "local", _local_class,
+                        _local_complete, _local_build),
+    "aws": OptionSpec("aws", "Option A — AWS GPU instance", "aws", _aws_class, _aws_complete,
+                      _aws_build, not_remembered=("ami", "ssh_cidr", "dockerfile")),
+}
+
+
+def option_spec(option: str) -> OptionSpec:
+    try:
+        return OPTIONS[option]
+    except KeyError:
+        raise BadInput(f"unknown deployment option {option!r}",
+                       fix=f"use one of {', '.join(OPTIONS)}") from None
+
+
+# --- which deployment ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    option: str
+    chosen_by: ChosenBy
+
+    def describe(self) -> str:
+        why = {"name": "as named",
+               "option": f"the last {self.option} deployment used",
+               "default": "the default: the last one used",
+               "first": "none used yet"}[self.chosen_by]
+        return f"deployment {self.name} ({self.option}), {why}"
+
+
+def choose(given: Given) -> Target:
+    """The deployment a command or form means."""
+    last = recent.load()
+    if given.option is not None:
+        option_spec(given.option)
+    if given.name:
+        validate_name(given.name)
+        ledger = Ledger.load(given.name)
+        option = given.option or (ledger.option if ledger else None)
+        if option is None:
+            remembered = [o for o, n in last.last_of_option.items() if n == given.name]
+            option = remembered[0] if remembered else "local"
+        return Target(given.name, option, "name")
+    if given.option is not None:
+        if last.current and last.current[1] == given.option:
+            return Target(last.current[0], given.option, "default")
+        name = last.last_of_option.get(given.option)
+        if name:
+            return Target(name, given.option, "option")
+        return Target(OPTIONS[given.option].default_name, given.option, "first")
+    if last.current:
+        name, option = last.current
+        if option in OPTIONS:
+            return Target(name, option, "default")
+    return Target(OPTIONS["local"].default_name, "local", "first")
+
+
+# --- what it is asked to be ------------------------------------------------------------------
+
+
+def layers(target: Target, given: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The precedence layers of a deployment's settings, highest first."""
+    spec = option_spec(target.option)
+    known = set(field_names(spec.settings_class()))
+    ledger = Ledger.load(target.name)
+    if ledger is not None and ledger.option == target.option:
+        before = ledger.params
     else:
-        if not settings.bucket:
-            raise BadInput("no S3 bucket given for the model files",
-                           fix="pass --bucket NAME (a globally unique name) or set bucket in "
-                           "the [aws] section of the config")
-        settings.validate()
-    return AwsDeployment(settings, purge_bucket=args.purge_bucket)
+        before = recent.load().settings.get(target.option, {})
+    before = {k: v for k, v in before.items() if k not in spec.not_remembered}
+    config_section = load_config().given(target.option)
+    return [{k: v for k, v in layer.items() if k in known}
+            for layer in (given, before, config_section)]
+
+
+def unchecked_settings(target: Target, given: Mapping[str, Any]) -> Any:
+    """The option's settings dataclass as the layers fill it in, before any check (what a form
+    shows). Values that belong to another option are ignored."""
+    found = layers(target, given)
+    for layer in found:
+        if layer.get("models"):
+            layer["models"] = [Path(m) for m in layer["models"]]  # type: ignore[index]
+    return resolve(option_spec(target.option).settings_class(), found, name=target.name)
+
+
+def resolve_settings(target: Target, given: Mapping[str, Any], *, for_use: bool) -> Any:
+    """The option's settings, filled in and checked: BadInput before anything is created."""
+    settings = unchecked_settings(target, given)
+    option_spec(target.option).complete(settings, for_use)
+    return settings
+
+
+def open_deployment(given: Given, *, for_use: bool, purge: bool = False,
+                    target: Target | None = None) -> tuple[Target, Deployment]:
+    """The deployment the user means (or `target`), ready to provision (for_use) or to
+    inspect."""
+    target = target or choose(given)
+    settings = resolve_settings(target, given.deployment, for_use=for_use)
+    return target, option_spec(target.option).build(settings, purge)
+
+
+def remember_use(deployment: Deployment) -> None:
+    """This deployment is now the default one, and its settings are the last used."""
+    spec = option_spec(deployment.option)
+    recent.use_deployment(deployment.name, deployment.option)
+    settings = getattr(deployment, "settings", None)
+    if settings is not None:
+        values = {k: v for k, v in asdict(settings).items()
+                  if k != "name" and k not in spec.not_remembered}
+        recent.remember_settings(deployment.option, values)

@@ -6,9 +6,9 @@ modal from any of them. The app only calls the core (see core.Services).
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Iterable
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import work
@@ -18,6 +18,7 @@ from textual.screen import Screen
 
 from sdtui import errors
 from sdtui.deploy.base import CostUpdate, Deployment
+from sdtui.settings import Given
 from sdtui.ui.core import Services
 from sdtui.ui.cost import CostMeter
 from sdtui.ui.images import ImageSupport
@@ -68,6 +69,10 @@ class SdtuiApp(App[int]):
 
     def start_provision(self, deployment: Deployment) -> None:
         self._use(deployment)
+        try:
+            self.services.remember_use(deployment)  # the default deployment, for --no-ui too
+        except errors.SdtuiError as exc:
+            self.notify(f"could not record the default deployment: {exc}", severity="warning")
         from sdtui.ui.screens.provision import ProvisionScreen
 
         self._to_deployments()
@@ -157,30 +162,10 @@ class SdtuiApp(App[int]):
             yield SystemCommand(title, help_text, partial(screen.run_action, action))
 
 
-def services_from_args(args: argparse.Namespace) -> Services:
-    initial: dict[str, Any] = {
-        "option": getattr(args, "option", "local") or "local",
-        "name": getattr(args, "name", None),
-        "volume": getattr(args, "volume", None),
-        "base_image": getattr(args, "base_image", None),
-        "docker_host": getattr(args, "docker_host", None),
-        **{k: getattr(args, k, None) for k in (
-            "profile", "region", "bucket", "instance_type", "spot", "idle_minutes")},
-        "generate": {k: getattr(args, k, None) for k in (
-            "prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed",
-            "scheduler", "count", "strength", "fit", "gfpgan", "upscale", "upscale_strength",
-            "variation_amount", "variation_seed", "grid")},
-    }
-    if getattr(args, "init_image", None):
-        initial["generate"]["init_image_path"] = str(args.init_image)
-    if getattr(args, "model", None):
-        initial["models"] = ", ".join(str(m) for m in args.model)
-    return Services(out_dir=getattr(args, "out", None), initial=initial)
-
-
-def run_app(args: argparse.Namespace, images: ImageSupport | None = None) -> int:
+def run_app(given: Given | None = None, images: ImageSupport | None = None,
+            out_dir: Path | None = None) -> int:
     images = images or ImageSupport().start()
     images.before_app_runs()
-    app = SdtuiApp(services_from_args(args), images)
+    app = SdtuiApp(Services(out_dir=out_dir, given=given or Given()), images)
     result = app.run()
     return errors.EXIT_OK if result is None else result

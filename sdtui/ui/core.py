@@ -1,11 +1,12 @@
 """What the app asks of the core, in one place, so tests can hand it a fake deployment.
 
-No widget creates a deployment or talks to a worker directly: screens call these.
+No widget creates a deployment or talks to a worker directly: screens call these. The forms
+translate into the core's typed settings (sdtui.settings.Given) exactly as the command line
+does, so the app and `--no-ui` resolve a deployment the same way and share the default one.
 """
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,45 +16,48 @@ from sdtui.config import Config, load_config
 from sdtui.deploy.base import Deployment
 from sdtui.ledger import Ledger, list_ledgers
 from sdtui.paths import default_outputs_dir
+from sdtui.settings import Given
 from sdtui.ui.checks import Check, live_checks
-from sdtui.ui.forms import Option, split_paths
-
-
-def _args(option: Option, **flags: Any) -> argparse.Namespace:
-    """The headless mode's flags, so the app builds a deployment exactly as `sdtui --no-ui`
-    does (flags > ledger > config > defaults). An empty form field is no flag."""
-    from sdtui.cli import build_parser
-
-    args = build_parser().parse_args(["--option", option])
-    for key, value in flags.items():
-        setattr(args, key, value if value not in ("", None) else getattr(args, key))
-    return args
+from sdtui.ui.forms import Option, from_form, to_form
 
 
 def make_deployment(option: Option, values: dict[str, Any]) -> Deployment:
     """A deployment from a submitted form, validated before anything is created."""
-    from sdtui.deploy.settings import deployment_from_args
+    from sdtui.deploy.settings import open_deployment
 
-    common = {"name": values.get("name"), "model": split_paths(values.get("models", ""))}
-    if option == "aws":
-        idle = str(values.get("idle_minutes") or "").strip()
-        return deployment_from_args(_args(
-            "aws", **common, profile=values.get("profile"), region=values.get("region"),
-            bucket=values.get("bucket"), instance_type=values.get("instance_type"),
-            spot=bool(values.get("spot")), idle_minutes=int(idle) if idle else None,
-        ))
-    return deployment_from_args(_args(
-        "local", **common, volume=values.get("volume"), base_image=values.get("base_image"),
-        docker_host=values.get("docker_host"),
-    ))
+    return open_deployment(from_form(option, values), for_use=True)[1]
 
 
 def resume_deployment(ledger: Ledger) -> Deployment:
     """The deployment a ledger records, as it was last made (its status and teardown work
     even when its model files have moved since)."""
-    from sdtui.deploy.settings import deployment_from_args
+    from sdtui.deploy.settings import open_deployment
 
-    return deployment_from_args(_args(ledger.option, name=ledger.name, status=True))
+    return open_deployment(Given(option=ledger.option, name=ledger.name), for_use=False)[1]
+
+
+def form_values(option: Option, given: Given) -> dict[str, Any]:
+    """The option's form as the core resolves it: the flags the app was started with, then
+    the deployment's ledger (or the values last used), then the config file, then defaults."""
+    from sdtui.deploy.settings import choose, unchecked_settings
+
+    mine = given.option in (None, option)
+    target = choose(Given(option=option, name=given.name if mine else None))
+    return to_form(option, unchecked_settings(target, given.deployment if mine else {}))
+
+
+def default_option(given: Given) -> Option:
+    """The option the chooser opens on: the one asked for, else the default deployment's."""
+    from sdtui.deploy.settings import choose
+
+    option = given.option or choose(given).option
+    return "aws" if option == "aws" else "local"
+
+
+def remember_use(deployment: Deployment) -> None:
+    from sdtui.deploy.settings import remember_use as remember
+
+    remember(deployment)
 
 
 @dataclass
@@ -63,9 +67,12 @@ class Services:
     list_deployments: Callable[[], list[Ledger]] = list_ledgers
     live_checks: Callable[[Option, dict[str, Any]], list[Check]] = live_checks
     load_config: Callable[[], Config] = load_config
+    form_values: Callable[[Option, Given], dict[str, Any]] = form_values
+    default_option: Callable[[Given], Option] = default_option
+    remember_use: Callable[[Deployment], None] = remember_use
     out_dir: Path | None = None
-    # Form values to start from (the command line's flags), over config and ledger.
-    initial: dict[str, Any] = field(default_factory=dict)
+    # What the command line gave (flags), over the ledger, the last used values and config.
+    given: Given = field(default_factory=Given)
 
     def outputs(self) -> Path:
         return self.out_dir or self.load_config().generate.out_dir or default_outputs_dir()

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sdtui.config import Config
 from sdtui.errors import BadInput
-from sdtui.ledger import Ledger, validate_name
+from sdtui.ledger import validate_name
 from sdtui.modelfiles import detect_format
+from sdtui.settings import Given
 
 Option = Literal["local", "aws"]
 
@@ -38,7 +38,7 @@ AWS_FIELDS = (
     FormField("name", "Deployment name", "aws"),
     FormField("models", "Model files", "~/Downloads/sd-v1-4.ckpt"),
     FormField("profile", "AWS profile", "default"),
-    FormField("region", "Region", "us-east-1"),
+    FormField("region", "Region", "the profile's region, or us-east-1"),
     FormField("bucket", "Bucket", "my-sd-models"),
     FormField("instance_type", "Instance type", "g4dn.xlarge"),
     FormField("spot", "Spot instance", kind="bool"),
@@ -55,30 +55,34 @@ def join_paths(paths: list[Any]) -> str:
     return ", ".join(str(p) for p in paths)
 
 
-def defaults(option: Option, config: Config, ledger: Ledger | None) -> dict[str, Any]:
-    """The form's initial values: the config file, overridden by what the deployment was last
-    made with."""
-    last = ledger.params if ledger and ledger.option == option else {}
-    if option == "local":
-        c = config.local
-        values: dict[str, Any] = {
-            "name": "local", "docker_host": c.docker_host or "", "volume": c.volume,
-            "base_image": c.base_image, "models": join_paths(c.models),
-        }
-    else:
-        a = config.aws
-        values = {
-            "name": "aws", "profile": a.profile or "", "region": a.region,
-            "bucket": a.bucket or "", "instance_type": a.instance_type, "spot": a.spot,
-            "idle_minutes": str(a.idle_minutes), "models": join_paths(a.models),
-        }
-    if ledger and last:
-        values["name"] = ledger.name
-        for key, value in last.items():
-            if key not in values or value in (None, ""):
-                continue
-            values[key] = join_paths(value) if key == "models" else value
+def to_form(option: Option, settings: Any) -> dict[str, Any]:
+    """A settings dataclass as the form's values (text, or a bool for a checkbox)."""
+    values: dict[str, Any] = {}
+    for f in FIELDS[option]:
+        value = getattr(settings, f.name, None)
+        if f.kind == "bool":
+            values[f.name] = bool(value)
+        elif f.name == "models":
+            values[f.name] = join_paths(value or [])
+        else:
+            values[f.name] = "" if value is None else str(value)
     return values
+
+
+def from_form(option: Option, values: dict[str, Any]) -> Given:
+    """The form as what the user gave (an empty field is not given: the lower layers decide).
+    Call it once field_errors() is empty."""
+    given: dict[str, Any] = {}
+    for f in FIELDS[option]:
+        value = values.get(f.name)
+        if f.name == "name" or value is None or value == "":
+            continue
+        if f.name == "models":
+            value = split_paths(value)
+        elif f.name == "idle_minutes":
+            value = int(value)
+        given[f.name] = value
+    return Given(option=option, name=values.get("name") or None, deployment=given)
 
 
 # --- per-field checks: each raises BadInput with the one-line message shown next to the field
@@ -108,7 +112,7 @@ def _aws_check(name: str) -> Callable[[str], None]:
         from sdtui.deploy.aws import settings as aws
 
         {"bucket": aws.check_bucket_name, "instance_type": aws.check_instance_type,
-         "region": lambda v: aws.resolve_region(v or None, None)}[name](value)
+         "region": lambda v: v and aws.resolve_region(v, None)}[name](value)
 
     return check
 

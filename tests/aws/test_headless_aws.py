@@ -10,8 +10,9 @@ import pytest
 
 from sdtui import cli
 from sdtui.deploy.aws.deployment import AwsDeployment
-from sdtui.deploy.settings import deployment_from_args
+from sdtui.deploy.settings import open_deployment
 from sdtui.errors import EXIT_BAD_INPUT, DeploymentError
+from sdtui.flags import given_from_args
 from sdtui.ledger import Ledger
 
 from .conftest import write_safetensors
@@ -19,6 +20,11 @@ from .conftest import write_safetensors
 
 def args(*argv: str):
     return cli.build_parser().parse_args(["--no-ui", "--option", "aws", *argv])
+
+
+def deployment_from_args(ns):  # noqa: ANN001, ANN201
+    """The deployment headless mode builds from these flags (the core's settings layer)."""
+    return open_deployment(given_from_args(ns), for_use=not (ns.status or ns.teardown))[1]
 
 
 def write_config(tmp_path, monkeypatch, text: str) -> None:

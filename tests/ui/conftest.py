@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from sdtui.settings import Given
 from sdtui.ui.checks import Check
 from sdtui.ui.core import Services
+from sdtui.ui.forms import split_paths
 
 from .fakes import FakeDeployment
 from .worker_relay import SubprocessWorker
@@ -51,7 +53,15 @@ def quiet_checks(option: str, values: dict) -> list[Check]:
             Check("Model files readable", bool(values.get("models")), values.get("models", ""))]
 
 
-def fake_services(deployment: FakeDeployment, outputs: Path, **initial: object) -> Services:
+def given(option: str | None = None, name: str | None = None,
+          generate: dict | None = None, **deployment: object) -> Given:
+    """What the command line would give the app (`models` as the form writes it)."""
+    if isinstance(deployment.get("models"), str):
+        deployment["models"] = split_paths(deployment["models"])  # type: ignore[arg-type]
+    return Given(option=option, name=name, deployment=deployment, generate=generate or {})
+
+
+def fake_services(deployment: FakeDeployment, outputs: Path, **flags: object) -> Services:
     from sdtui.ledger import list_ledgers
 
     return Services(
@@ -60,6 +70,6 @@ def fake_services(deployment: FakeDeployment, outputs: Path, **initial: object) 
         list_deployments=list_ledgers,
         live_checks=quiet_checks,
         out_dir=outputs,
-        initial={"models": str(outputs), **initial},
+        given=given(**{"models": str(outputs), **flags}),  # type: ignore[arg-type]
     )
 

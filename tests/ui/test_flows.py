@@ -19,7 +19,7 @@ from sdtui.ui.screens.teardown import TeardownModal
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.steps import StepRow
 
-from .conftest import fake_services
+from .conftest import fake_services, given
 from .fakes import FakeDeployment
 
 pytestmark = pytest.mark.asyncio
@@ -171,8 +171,8 @@ async def test_bad_form_shows_errors_next_to_fields(tiny_model, isolated_dirs) -
 async def test_live_checks_report_an_unreachable_engine(tiny_model, isolated_dirs) -> None:
     from sdtui.ui.core import Services
 
-    app = SdtuiApp(Services(out_dir=isolated_dirs / "outputs", initial={
-        "models": str(tiny_model), "docker_host": "unix:///nonexistent/docker.sock"}))
+    app = SdtuiApp(Services(out_dir=isolated_dirs / "outputs", given=given(
+        models=str(tiny_model), docker_host="unix:///nonexistent/docker.sock")))
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "Docker engine" in text_of(app, "#checks"))
         checks = text_of(app, "#checks")

@@ -26,6 +26,7 @@ from sdtui.ui.screens.teardown import TeardownModal
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.steps import StepRow
 
+from .conftest import given
 from .test_flows import SIZE, text_of, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -54,9 +55,9 @@ async def test_pilot_choose_provision_generate_teardown(
         deployment_name, tiny_models, isolated_dirs, docker_client) -> None:
     volume = f"sdtui-test-{deployment_name}"
     out = isolated_dirs / "outputs"
-    app = SdtuiApp(Services(out_dir=out, initial={
-        "option": "local", "name": deployment_name, "volume": volume, "base_image": BASE,
-        "models": str(tiny_models["ckpt"])}))
+    app = SdtuiApp(Services(out_dir=out, given=given(
+        option="local", name=deployment_name, volume=volume, base_image=BASE,
+        models=str(tiny_models["ckpt"]))))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, ProvisionScreen))

@@ -10,7 +10,7 @@ from PIL import Image
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services
 
-from .conftest import quiet_checks
+from .conftest import given, quiet_checks
 from .fakes import FakeDeployment
 
 SIZE = (120, 40)
@@ -18,7 +18,7 @@ SIZE = (120, 40)
 
 def _services(outputs: Path) -> Services:
     return Services(live_checks=quiet_checks, list_deployments=lambda: [], out_dir=outputs,
-                    initial={"models": "/models/sd-v1-4.ckpt"})
+                    given=given(models="/models/sd-v1-4.ckpt"))
 
 
 class _IdleWorker:

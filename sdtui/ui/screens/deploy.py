@@ -27,7 +27,7 @@ from textual.widgets import (
 from sdtui.errors import SdtuiError
 from sdtui.ledger import Ledger
 from sdtui.ui.checks import Check
-from sdtui.ui.forms import FIELDS, Option, defaults, field_errors
+from sdtui.ui.forms import FIELDS, Option, field_errors
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
@@ -61,13 +61,13 @@ class DeployScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.option: Option = "local"
-        self._initial_values: dict[Option, dict[str, Any]] | None = None
+        self._initial_values: dict[Option, dict[str, Any]] = {}
         self._ledgers: list[Ledger] = []
         self._check_timer: Any = None
         self.title = "sdtui — choose a deployment"
 
     def compose(self) -> ComposeResult:
-        self.option = self.app.services.initial.get("option", "local")
+        self.option = self.app.services.default_option(self.app.services.given)
         yield Header()
         with Horizontal(id="deploy-body"):
             with VerticalScroll(id="deploy-form"):
@@ -88,17 +88,11 @@ class DeployScreen(Screen[None]):
         yield Footer()
 
     def _form(self, option: Option) -> list[Widget]:
-        """The option's fields, filled in from the flags, the config file and its ledger."""
-        if self._initial_values is None:
-            config = self.app.services.load_config()
-            ledgers = {ledger.option: ledger for ledger in self.app.services.list_deployments()}
-            initial = self.app.services.initial
-            self._initial_values = {}
-            for name in FIELDS:
-                values = defaults(name, config, ledgers.get(name))
-                if initial.get("option", "local") == name:
-                    values.update({k: v for k, v in initial.items() if v not in (None, "")})
-                self._initial_values[name] = values
+        """The option's fields, filled in from the flags, the ledger (or the values last used),
+        the config file and the defaults: the core's one precedence rule."""
+        if option not in self._initial_values:
+            self._initial_values[option] = self.app.services.form_values(
+                option, self.app.services.given)
         values = self._initial_values[option]
         widgets: list[Widget] = []
         for f in FIELDS[option]:

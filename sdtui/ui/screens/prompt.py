@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import random
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,10 +29,9 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
-from sdtui import protocol
-from sdtui.config import GenerateConfig
+from sdtui import protocol, recent
 from sdtui.errors import BadInput, SdtuiError
-from sdtui.ledger import Ledger
+from sdtui.generation import resolve_generate
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.status_bar import StatusBar
@@ -53,7 +53,6 @@ UPSCALE_CHOICES = (("off", "off"), ("×2", "2"), ("×4", "4"))
 # What the request carries but the form does not show as such (the init image is sent as
 # base64: the form and the ledger keep its path instead).
 NOT_REMEMBERED = ("init_image", "type", "id", "preview_every")
-LEDGER_KEY = "ui_generate"  # the form's last-used values, kept with the deployment
 
 
 def _coalesce_key(ev: dict[str, Any]) -> tuple[str, ...] | None:
@@ -201,8 +200,9 @@ class PromptScreen(Screen[None]):
     def on_mount(self) -> None:
         self.app.worker_state = "ready"
         self._fill(self._remembered())
-        if self.app.services.initial.get("generate", {}).get("seed") is not None:
-            self.query_one("#lock-seed", Checkbox).value = True  # --seed means this seed
+        given_seed = self.app.services.given.generate.get("seed") is not None
+        lock = given_seed or bool(recent.load().app.get("lock_seed"))
+        self.query_one("#lock-seed", Checkbox).value = lock  # --seed means this seed
         self.set_interval(FRAME_S, self._frame)
         self.query_one("#prompt", TextArea).focus()
         self._recover()
@@ -210,20 +210,14 @@ class PromptScreen(Screen[None]):
     # --- form ----------------------------------------------------------------------------------
 
     def _remembered(self) -> dict[str, Any]:
-        g = self.app.services.load_config().generate
-        values: dict[str, Any] = {k: getattr(g, k) for k in GenerateConfig.__dataclass_fields__
-                                  if k != "out_dir"}
-        values["count"] = 1
-        values.update({name: protocol.GENERATE_FIELDS[name].default for name in MORE_FIELDS
-                       if name != "init_image"})
-        try:
-            ledger = Ledger.load(self.deployment.name)
-        except SdtuiError:
-            ledger = None
-        if ledger is not None:
-            values.update(ledger.params.get(LEDGER_KEY) or {})
-        values.update({k: v for k, v in self.app.services.initial.get("generate", {}).items()
-                       if v is not None})
+        """The form's values: the flags the app was started with, then what the form last had,
+        then the config file, then the defaults."""
+        remembered = recent.load().generate
+        settings = resolve_generate(dict(self.app.services.given.generate),
+                                    remembered=remembered,
+                                    config=self.app.services.load_config())
+        values = asdict(settings)
+        values["init_image_path"] = str(settings.init_image or "")
         return values
 
     def _fill(self, values: dict[str, Any]) -> None:
@@ -325,11 +319,10 @@ class PromptScreen(Screen[None]):
 
     def _remember(self, params: dict[str, Any]) -> None:
         remembered = {k: v for k, v in params.items() if k not in NOT_REMEMBERED}
-        remembered["init_image_path"] = self.query_one("#init_image", Input).value.strip()
+        remembered["init_image"] = self.query_one("#init_image", Input).value.strip() or None
         try:
-            ledger = Ledger.load(self.deployment.name)
-            if ledger is not None:
-                ledger.set_params(**{LEDGER_KEY: remembered})
+            recent.remember_generate(remembered)
+            recent.remember_app(lock_seed=self.query_one("#lock-seed", Checkbox).value)
         except SdtuiError as exc:
             self.notify(f"could not remember the form: {exc}", severity="warning")
 
