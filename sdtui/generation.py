@@ -31,8 +31,8 @@ class GenerateSettings:
     negative_prompt: str = _default("negative_prompt")
     steps: int = _default("steps")
     cfg: float = _default("cfg")
-    width: int = _default("width")
-    height: int = _default("height")
+    width: int | None = _default("width")  # None: the model's own size (1024 for SDXL)
+    height: int | None = _default("height")
     seed: int | None = None  # None: the worker picks one
     scheduler: str = _default("scheduler")
     schedule: str = _default("schedule")
