@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from sdtui import protocol, samplers
 from sdtui.devtools import family_assets
-from sdtui.devtools.tiny_model import original_state_dict, write_tiny_model
+from sdtui.devtools.random_checkpoint import full_size_layout, write_random_checkpoint
+from sdtui.devtools.tiny_model import write_tiny_model
 from sdtui.worker import ldm
 from sdtui.worker.checkpoint import ModelInvalid
 from sdtui.worker.families import FAMILIES, detect
@@ -167,25 +168,6 @@ def test_an_sdxl_decode_in_float16_is_finite(family_models, monkeypatch):
 # --- what a file is --------------------------------------------------------------------------
 
 
-def full_size_layout(family: str) -> dict[str, torch.Tensor]:
-    """A checkpoint laid out like the family's released one, full size, on the meta device."""
-    import diffusers
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    spec = FAMILIES[family]
-    with torch.device("meta"):
-        pipe = type("Pipe", (), {})()
-        pipe.unet = diffusers.UNet2DConditionModel.from_config(
-            diffusers.UNet2DConditionModel.load_config(spec.assets / "unet"))
-        pipe.vae = diffusers.AutoencoderKL.from_config(
-            diffusers.AutoencoderKL.load_config(spec.assets / "vae"))
-        for encoder in spec.text_encoders:
-            cls = CLIPTextModelWithProjection if encoder.with_projection else CLIPTextModel
-            setattr(pipe, encoder.name,
-                    cls(CLIPTextConfig.from_pretrained(spec.assets / encoder.name)))
-    return original_state_dict(pipe, family)
-
-
 @pytest.mark.parametrize(("family", "counts"), [
     ("sd1", {"unet": 859_520_964, "vae": 83_653_863, "text_encoder": 123_060_480}),
     ("sd2", {"unet": 865_910_724, "vae": 83_653_863, "text_encoder": 340_387_840}),
@@ -206,6 +188,20 @@ def test_released_key_layouts_load_with_the_shipped_configs(family, counts, tmp_
         parts[encoder.name] = ldm.text_encoder(encoder, loaded, sources)
     assert {name: sum(p.numel() for p in part.parameters())
             for name, part in parts.items()} == counts
+
+
+def test_the_streamed_random_checkpoint_is_a_safetensors_file(family_models, tmp_path):
+    """bench/'s full-size files are written tensor by tensor; safetensors reads them back."""
+    layout = load_file(family_models["sdxl"]["safetensors"])
+    path = write_random_checkpoint(tmp_path / "r.safetensors", dtype=torch.float16, seed=3,
+                                   layout=layout)
+    back = load_file(path)
+    assert {k: v.shape for k, v in back.items()} == {k: v.shape for k, v in layout.items()}
+    assert {v.dtype for v in back.values()} == {torch.float16}
+    again = write_random_checkpoint(tmp_path / "r.ckpt", dtype=torch.float16, seed=3,
+                                    layout=layout)
+    pickled = torch.load(again, weights_only=True)["state_dict"]
+    assert all(torch.equal(pickled[k], back[k]) for k in back)
 
 
 def test_the_shipped_configs_are_what_family_assets_derives():

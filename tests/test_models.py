@@ -239,7 +239,7 @@ def test_bpe_source_is_the_open_clip_table() -> None:
 def test_sd_v1_4_key_layout_fits_the_shipped_configs(tmp_path: Path) -> None:
     """A checkpoint laid out like sd-v1-4.ckpt (original LDM keys, SD 1.x shapes, on the meta
     device so it costs no memory) loads with the shipped configs and no sidecar."""
-    from tests.test_families import full_size_layout
+    from sdtui.devtools.random_checkpoint import full_size_layout
 
     state = full_size_layout("sd1")
     assert "model.diffusion_model.input_blocks.1.1.proj_in.weight" in state
