@@ -66,7 +66,7 @@ for name in ("unet", "vae", "text_encoder"):
         if key.endswith("position_ids"):
             continue
         digest.update(key.removeprefix("text_model.").encode())
-        digest.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     digests[name] = digest.hexdigest()
 print(json.dumps({"seconds": seconds, "touched": touched, "peak_kib": peak,
                   "digests": digests}))

@@ -77,7 +77,7 @@ def write_safetensors(tensors: Iterator[tuple[str, torch.Tensor]],
     with open(out, "wb") as f:
         f.write(struct.pack("<Q", len(raw)) + raw)
         for _, tensor in tensors:
-            f.write(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+            f.write(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
 
 
 def write_random_checkpoint(out: Path, family: str = "sd1", dtype: torch.dtype = torch.float32,
