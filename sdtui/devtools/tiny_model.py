@@ -285,7 +285,9 @@ def original_state_dict(pipe: Any, family: str = "sd1", seed: int = 0) -> dict[s
 
 
 def write_config_folder(pipe: Any, folder: Path, family: str = "sd1") -> None:
-    """The diffusers-layout sidecar: configs and tokenizers, no weights."""
+    """The diffusers-layout sidecar: configs and tokenizers, no weights. Its scheduler config is
+    the family's shipped one, as a real single file gets (no timestep spacing in it, where a
+    diffusers folder's saved config names one)."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
@@ -293,7 +295,7 @@ def write_config_folder(pipe: Any, folder: Path, family: str = "sd1") -> None:
     shutil.copy(spec.assets / "model_index.json", folder)
     pipe.unet.save_config(folder / "unet")
     pipe.vae.save_config(folder / "vae")
-    pipe.scheduler.save_config(folder / "scheduler")
+    shutil.copytree(spec.assets / "scheduler", folder / "scheduler")
     for encoder in spec.text_encoders:
         getattr(pipe, encoder.name).config.save_pretrained(folder / encoder.name)
         getattr(pipe, encoder.tokenizer).save_pretrained(folder / encoder.tokenizer)
