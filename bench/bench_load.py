@@ -30,11 +30,11 @@ import hashlib, json, sys, time
 from pathlib import Path
 import torch
 loader, path = sys.argv[1], sys.argv[2]
-if loader == "sdtui":
-    from sdtui.worker.models import load_model
-else:
-    from diffusers import StableDiffusionPipeline
-    from sdtui.worker.models import SD1_ASSETS
+# Both loaders' imports before the clock starts (the worker imports them at startup).
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders import single_file_utils
+from transformers import CLIPTextModel, CLIPTokenizer
+from sdtui.worker.models import SD1_ASSETS, load_model
 
 def kib(field):
     for line in open("/proc/self/status"):
