@@ -20,7 +20,7 @@ from sdtui.devtools.random_checkpoint import full_size_layout, write_random_chec
 from sdtui.devtools.tiny_model import write_tiny_model
 from sdtui.worker import ldm
 from sdtui.worker.checkpoint import ModelInvalid
-from sdtui.worker.families import FAMILIES, detect
+from sdtui.worker.families import FAMILIES, detect, is_inpainting
 from sdtui.worker.models import LoadedModel, load_model
 from sdtui.worker.sampling import Sampler
 from tests.helpers_models import open_clip_tokenizer
@@ -174,13 +174,18 @@ def test_an_sdxl_decode_in_float16_is_finite(family_models, monkeypatch):
     ("sdxl", {"unet": 2_567_463_684, "vae": 83_653_863, "text_encoder": 123_060_480,
               "text_encoder_2": 694_659_840}),
 ])
-def test_released_key_layouts_load_with_the_shipped_configs(family, counts, tmp_path):
+@pytest.mark.parametrize("inpainting", [False, True])
+def test_released_key_layouts_load_with_the_shipped_configs(family, counts, inpainting,
+                                                            tmp_path):
     """The released checkpoints' layout at full size (on the meta device, so it costs no
     memory) is detected and fits the shipped configs with no sidecar; parameter counts are the
-    released models'."""
-    state = full_size_layout(family)
-    spec = detect(tmp_path / "model.safetensors", {k: tuple(v.shape) for k, v in state.items()})
-    assert spec.id == family
+    released models' (an inpainting UNet's first conv takes 5 more channels)."""
+    state = full_size_layout(family, inpainting)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    spec = detect(tmp_path / "model.safetensors", shapes)
+    assert spec.id == family and is_inpainting(shapes) == inpainting
+    if inpainting:
+        counts = {**counts, "unet": counts["unet"] + 5 * 320 * 3 * 3}
     sources = ldm.ConfigSources.beside(tmp_path / "model.safetensors", spec)
     loaded = ldm.Loaded(state)
     parts = {kind: ldm.ldm_component(kind, loaded, sources) for kind in ("unet", "vae")}

@@ -28,7 +28,7 @@ SAFETENSORS_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16:
                      torch.int64: "I64"}
 
 
-def full_size_layout(family: str) -> dict[str, torch.Tensor]:
+def full_size_layout(family: str, inpainting: bool = False) -> dict[str, torch.Tensor]:
     """The family's released key layout at full size, as meta tensors (no memory)."""
     import diffusers
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
@@ -36,8 +36,9 @@ def full_size_layout(family: str) -> dict[str, torch.Tensor]:
     spec = FAMILIES[family]
     with torch.device("meta"):
         pipe = type("Pipe", (), {})()
+        unet = diffusers.UNet2DConditionModel.load_config(spec.assets / "unet")
         pipe.unet = diffusers.UNet2DConditionModel.from_config(
-            diffusers.UNet2DConditionModel.load_config(spec.assets / "unet"))
+            {**unet, "in_channels": 9} if inpainting else unet)
         pipe.vae = diffusers.AutoencoderKL.from_config(
             diffusers.AutoencoderKL.load_config(spec.assets / "vae"))
         for encoder in spec.text_encoders:
