@@ -20,7 +20,7 @@ from sdtui.worker.families.base import (
 )
 
 __all__ = ["EPSILON", "FAMILIES", "V_PREDICTION", "Family", "Pipelines", "TextEncoder",
-           "detect", "detect_folder", "is_leftover"]
+           "detect", "detect_folder", "is_inpainting", "is_leftover"]
 
 FAMILIES: dict[str, Family] = {f.id: f for f in (sd1.FAMILY, sd2.FAMILY, sdxl.FAMILY)}
 SUPPORTED = "SD 1.x, SD 2.x and SDXL base"
