@@ -178,12 +178,12 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "model": Field(str, required=True),
         "format": Field(str, required=True),
         # The model family ("sd1", "sd2", "sdxl"), detected from the weights' key layout.
-        "family": Field(str, required=True),
+        "family": Field(str, default=None, nullable=True),
         # A 9-channel inpainting UNet: it needs an init image and a mask.
         "inpainting": Field(bool, default=False),
         "prediction": Field(str, default="epsilon", check=_one_of("epsilon", "v_prediction")),
         # Width and height of a request that names none (1024 for SDXL, 768 for SD 2.x v).
-        "default_size": Field(_INT, required=True),
+        "default_size": Field(_INT, default=None, nullable=True),
         # What the worker noticed while loading, e.g. tensors no component uses.
         "warnings": Field(list, default=None, nullable=True),
         "device": Field(str, required=True),
