@@ -17,6 +17,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ class LoadedModel:
     device: str
     dtype: str
     load_seconds: float
-    family: Family
+    family: Family | None = None  # None only while loading, before it is detected
     inpainting: bool = False  # a 9-channel UNet: needs an init image and a mask
     prediction: str = EPSILON
     warnings: list[str] = field(default_factory=list)
@@ -115,7 +116,7 @@ def load_model(path: str, device: str | None = None,
     device, default_dtype = pick_device(device)
     dtype = dtype or default_dtype
     model = LoadedModel(pipe=None, path=str(path), format=fmt, device=device,
-                        dtype=str(dtype).removeprefix("torch."), load_seconds=0.0, family=SD1)
+                        dtype=str(dtype).removeprefix("torch."), load_seconds=0.0)
     try:
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
@@ -126,9 +127,10 @@ def load_model(path: str, device: str | None = None,
         raise
     except Exception as error:  # any loader failure is a bad model to the user
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        family = model.family
         raise ModelInvalid(
-            f"model {path} ({model.family.label}) could not be loaded: "
-            f"{type(error).__name__}: {first_line}", family=model.family.id) from error
+            f"model {path}{f' ({family.label})' if family else ''} could not be loaded: "
+            f"{type(error).__name__}: {first_line}", family=family and family.id) from error
     _align(model.pipe)
     model.pipe.set_progress_bar_config(disable=True)
     model.load_seconds = time.perf_counter() - started
@@ -162,7 +164,7 @@ def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype) -
         path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options)
 
 
-def _skipped(family: Family) -> Any:
+def _skipped(family: Family) -> Callable[[str], bool]:
     return lambda key: is_leftover(key) or family.unused(key) or key == V_PRED_MARKER
 
 
@@ -206,8 +208,7 @@ def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype, device
 def _prediction(sources: ldm.ConfigSources, shapes: dict[str, Any], unet: Any,
                 inpainting: bool) -> str:
     if sources.sidecar("scheduler") is not None:
-        config = json.loads((sources.folder("scheduler") / "scheduler_config.json")
-                                .read_text())
+        config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
         return config.get("prediction_type", EPSILON)
     if sources.original_yaml is not None:
         return ldm.yaml_prediction(sources.yaml())
