@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
     parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
     parser.add_argument("--outputs", type=Path, help="also keep a copy of every image here")
+    parser.add_argument("--model-sha256", metavar="HEX",
+                        help="the model file's sha256, recorded in every image's metadata")
     parser.add_argument("--device", help="force a torch device (default: cuda if present)")
     args = parser.parse_args(argv)
 
@@ -36,10 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = _claim_stdout()
 
+    from sdtui.worker import activity
     from sdtui.worker.models import ModelInvalid, load_model
 
     try:
-        model = load_model(args.model, device=args.device)
+        with activity.heartbeat(args.outputs):  # the host must not idle-stop during the load
+            model = load_model(args.model, device=args.device)
     except ModelInvalid as exc:
         out.write(protocol.encode({"type": "error", "id": None, "code": "model_invalid",
                                    "message": str(exc), "family": exc.family}))
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
     }
-    Worker(Sampler(model), info, out, args.outputs).serve(sys.stdin.buffer)
+    Worker(Sampler(model, args.model_sha256), info, out, args.outputs).serve(sys.stdin.buffer)
     return 0
 
 

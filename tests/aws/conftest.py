@@ -28,7 +28,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _amis_file(path: Path) -> Path:
+def amis_file(path: Path) -> Path:
     """moto's own AMIs plus a Deep Learning AMI owned by "amazon". (No creation_date: moto
     5.2 fails to reset an AMI that has one.)"""
     with gzip.open(Path(moto.__file__).parent / "ec2/resources/amis.json.gz") as f:
@@ -39,7 +39,7 @@ def _amis_file(path: Path) -> Path:
         "root_device_type": "ebs", "root_device_name": "/dev/sda1",
         "description": "test DLAMI", "image_type": "machine", "platform": None,
         "architecture": "x86_64", "virtualization_type": "hvm", "hypervisor": "xen",
-        "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250601",
+        "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20250601",
     })
     path.write_text(json.dumps(amis))
     return path
@@ -50,7 +50,7 @@ def moto_url(tmp_path_factory):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     binary = shutil.which("moto_server") or "/work/venv/bin/moto_server"
-    amis = _amis_file(tmp_path_factory.mktemp("moto") / "amis.json")
+    amis = amis_file(tmp_path_factory.mktemp("moto") / "amis.json")
     env = dict(os.environ, MOTO_AMIS_PATH=str(amis))
     log = open(tmp_path_factory.mktemp("moto-log") / "moto.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], env=env,

@@ -430,8 +430,17 @@ class PromptScreen(Screen[None]):
     def action_rerun(self) -> None:
         image = self._selected()
         if image is not None:
-            # The recorded request, every option included (the init image too), not the form.
-            params = {k: v for k, v in image.params.items()
+            # The recorded request, every option included (the init image's stored copy too),
+            # not the form.
+            from sdtui.errors import BadInput
+            from sdtui.metadata.reader import resolve_inputs
+
+            try:
+                recorded = resolve_inputs(image.params, image.path.parent, image.path)
+            except BadInput as exc:
+                self.notify(str(exc), severity="error")
+                return
+            params = {k: v for k, v in recorded.items()
                       if k in protocol.GENERATE_FIELDS and k not in ("id", "preview_every")}
             params.update(seed=image.seed, count=1, grid=False)
             self._fill(params)
