@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -41,17 +42,19 @@ def convert(folder: Path, out: Path, family: str, *flags: str) -> Path:
 @pytest.fixture(scope="module")
 def converted(family_models, tmp_path_factory) -> dict[str, Path]:
     """Each family's tiny folder through diffusers' converter, as .safetensors (SD 1.x also as
-    the converter's default .ckpt), with the toy dims' sidecar beside it."""
-    out = {}
+    the converter's default .ckpt), with the toy dims' sidecar beside it. The converters run
+    side by side (each is mostly a Python start-up)."""
+    jobs = {}
     for family, formats in family_models.items():
         folder = tmp_path_factory.mktemp(f"converted-{family}")
-        path = convert(formats["diffusers"], folder / "model.safetensors", family,
-                       "--use_safetensors")
         shutil.copytree(formats["safetensors"].with_suffix(".config"), folder / "model.config")
-        out[family] = path
-    ckpt = convert(family_models["sd1"]["diffusers"], out["sd1"].with_suffix(".ckpt"), "sd1")
-    out["sd1-ckpt"] = ckpt
-    return out
+        jobs[family] = (formats["diffusers"], folder / "model.safetensors", family,
+                        "--use_safetensors")
+    jobs["sd1-ckpt"] = (family_models["sd1"]["diffusers"],
+                        jobs["sd1"][1].with_suffix(".ckpt"), "sd1")
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        paths = list(pool.map(lambda job: convert(*job), jobs.values()))
+    return dict(zip(jobs, paths, strict=True))
 
 
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
