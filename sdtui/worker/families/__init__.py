@@ -31,12 +31,14 @@ _DDPM_BUFFERS = frozenset({
     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
     "sqrt_recipm1_alphas_cumprod", "posterior_variance", "posterior_log_variance_clipped",
     "posterior_mean_coef1", "posterior_mean_coef2", "logvar", "lvlb_weights",
+    "denoiser.sigmas",  # SGM's discretization, recomputed by the scheduler
 })
-_LEFTOVER_PREFIXES = ("model_ema.", "first_stage_model.loss.")
+_LEFTOVER_PREFIXES = ("model_ema.", "first_stage_model.loss.", "embedding_manager.")
 
 
 def is_leftover(key: str) -> bool:
-    """EMA weights, DDPM schedule buffers, VAE training losses, CLIP's position ids."""
+    """EMA weights, DDPM schedule buffers, VAE training losses, textual-inversion training
+    state, CLIP's position ids."""
     return (key in _DDPM_BUFFERS or key.startswith(_LEFTOVER_PREFIXES)
             or key.endswith("embeddings.position_ids"))
 
