@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # cloud-init and shellcheck check the instance's user data and bootstrap script; iproute2 and
-# util-linux give the IMDSv2 test its network namespace.
+# util-linux give the IMDSv2 test its network namespace; docker-registry is a real registry on
+# 127.0.0.1 for the scale-out's ECR push test.
 APT_PACKAGES=(docker.io s3fs openssh-server debootstrap tmux fuse3 python3-venv ca-certificates
-              cloud-init shellcheck iproute2 util-linux curl xz-utils)
+              cloud-init shellcheck iproute2 util-linux curl xz-utils docker-registry)
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 

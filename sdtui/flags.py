@@ -14,11 +14,11 @@ from sdtui.settings import Given
 # Flag destinations that are settings of a deployment option; each option keeps its own fields
 # (sdtui.deploy.settings ignores the others).
 DEPLOYMENT_FLAGS = ("models", "volume", "base_image", "docker_host", "profile", "region",
-                    "bucket", "instance_type", "spot", "idle_minutes", "ami", "ssh_cidr")
+                    "bucket", "instance_type", "spot", "idle_minutes", "ami", "ssh_cidr", "gpus")
 # Flag destinations that are fields of generation.GenerateSettings.
 GENERATE_FLAGS = ("prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed",
-                  "scheduler", "schedule", "count", "preview_every", "init_image", "strength",
-                  "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
+                  "scheduler", "schedule", "count", "preview_every", "init_image", "mask",
+                  "strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
                   "variation_seed", "grid")
 _DEST = {"models": "model"}  # settings field -> argparse destination, where they differ
 

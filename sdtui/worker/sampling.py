@@ -7,7 +7,6 @@ cancelled image never pays for a decode and previews never touch the VAE.
 
 from __future__ import annotations
 
-import inspect
 import io
 import secrets
 import threading
@@ -19,21 +18,15 @@ import diffusers
 import torch
 from PIL import Image
 
-from sdtui import __version__, protocol, samplers
+from sdtui import __version__, loras, protocol, samplers
+from sdtui.worker import inpaint
 from sdtui.worker.families import Family
 from sdtui.worker.img2img import decode_init_image, fit_image
+from sdtui.worker.lora import LoraSet
 from sdtui.worker.models import LoadedModel
 from sdtui.worker.postprocess import PostProcessor
 from sdtui.worker.prompts import PromptEncoder
 from sdtui.worker.variations import variation_noise
-
-# A schedule is flags on the diffusers class; "default" clears any a model's own scheduler
-# config sets, so that the format cannot change the picture.
-_SIGMA_FLAGS = ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas")
-_SCHEDULE_OPTIONS = {"default": dict.fromkeys(_SIGMA_FLAGS, False),
-                     "karras": {**dict.fromkeys(_SIGMA_FLAGS, False), "use_karras_sigmas": True},
-                     "exponential": {**dict.fromkeys(_SIGMA_FLAGS, False),
-                                     "use_exponential_sigmas": True}}
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -67,19 +60,33 @@ class Sampler:
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
         self._scheduler_cache: dict[str, Any] = {}
         self._img2img: Any = None
+        self._inpaint: Any = None
+        self.loras = LoraSet(self.pipe, model.path, model.family.id)
         self._prompts: PromptEncoder | None = None
         self.post = PostProcessor(model.path, model.device)
+
+    def _family_pipeline(self, kind: str) -> Any:
+        """The family's img2img or inpaint pipeline over the loaded components."""
+        components = self.pipe.components
+        options = {k: v for k, v in self.model.family.pipeline_options.items()
+                   if k not in components}
+        pipe = self.model.pipeline_class(kind)(**components, **options)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     @property
     def img2img(self) -> Any:
         if self._img2img is None:
-            components = self.pipe.components
-            options = {k: v for k, v in self.model.family.pipeline_options.items()
-                       if k not in components}
-            self._img2img = self.model.pipeline_class("img2img")(**components, **options)
-            self._img2img.set_progress_bar_config(disable=True)
+            self._img2img = self._family_pipeline("img2img")
         self._img2img.scheduler = self.pipe.scheduler
         return self._img2img
+
+    @property
+    def inpaint(self) -> Any:
+        if self._inpaint is None:
+            self._inpaint = self._family_pipeline("inpaint")
+        self._inpaint.scheduler = self.pipe.scheduler
+        return self._inpaint
 
     @property
     def prompts(self) -> PromptEncoder:
@@ -90,12 +97,8 @@ class Sampler:
     def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
         key = f"{name}/{schedule}"
         if key not in self._scheduler_cache:
-            spec = samplers.SAMPLERS[name]
-            cls = getattr(diffusers, spec.diffusers_class)
-            options = {**dict(spec.options), "timestep_spacing": spec.spacing,
-                       **_SCHEDULE_OPTIONS[schedule]}
-            accepted = inspect.signature(cls.__init__).parameters
-            options = {k: v for k, v in options.items() if k in accepted}
+            cls = getattr(diffusers, samplers.SAMPLERS[name].diffusers_class)
+            options = samplers.scheduler_options(name, schedule)
             self._scheduler_cache[key] = cls.from_config(self._base_scheduler_config, **options)
         self.pipe.scheduler = self._scheduler_cache[key]
 
@@ -138,8 +141,10 @@ class Sampler:
 
     def _sample(self, req: dict[str, Any], seed: int, variation_seed: int | None,
                 init: Image.Image | None, embeds: dict[str, torch.Tensor],
-                on_step: Any) -> torch.Tensor | Image.Image:
+                on_step: Any, mask: Image.Image | None = None) -> torch.Tensor | Image.Image:
         """Latents, or the init image itself when img2img has no step to take."""
+        if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree
+            self.pipe.scheduler.noise_sampler_seed = seed
         common = {
             **embeds,
             "num_inference_steps": req["steps"],
@@ -153,6 +158,10 @@ class Sampler:
             if init is not None:
                 if int(req["steps"] * req["strength"]) < 1:
                     return init  # strength 0 (or too few steps to change anything)
+                if mask is not None:
+                    return self.inpaint(image=init, mask_image=mask, strength=req["strength"],
+                                        width=req["width"], height=req["height"],
+                                        **common).images
                 return self.img2img(image=init, strength=req["strength"], **common).images
             latents = None
             if variation_seed is not None:
@@ -166,20 +175,33 @@ class Sampler:
 
     def run(self, req: dict[str, Any], emit: Emit, cancel: threading.Event) -> int:
         """Generate every image of `req`, emitting events. Returns how many images finished.
-        Raises Cancelled after emitting the images that finished before the cancel."""
-        self.use_scheduler(req["scheduler"], req["schedule"])
-        self.post.check(req)
+        Raises Cancelled after emitting the images that finished before the cancel. The
+        request's LoRAs apply to it alone."""
         # No size given means the model's own (1024 for SDXL); the params record what ran.
         req["width"] = req["width"] or self.model.default_size
         req["height"] = req["height"] or self.model.default_size
-        init = None
-        if req["init_image"]:
+        inpaint.check_request(self.pipe.unet, req)
+        prompt, refs = loras.parse_prompt(req["prompt"], req["negative_prompt"])
+        self.use_scheduler(req["scheduler"], req["schedule"])
+        self.post.check(req)
+        extra = {"loras": self.loras.apply(refs)} if refs else {}
+        try:
+            return self._run(req, emit, cancel, prompt, extra)
+        finally:
+            self.loras.reset()
+
+    def _run(self, req: dict[str, Any], emit: Emit, cancel: threading.Event, prompt: str,
+             extra: dict[str, Any]) -> int:
+        init = mask = None
+        if req["mask"]:
+            init, mask = inpaint.load_inputs(req)
+        elif req["init_image"]:
             init = fit_image(decode_init_image(req["init_image"]), req["width"], req["height"],
                              req["fit"])
         if req["variation_amount"] and req["variation_seed"] is None:
             req["variation_seed"] = secrets.randbelow(protocol.MAX_SEED + 1)
         rid, every = req["id"], req["preview_every"]
-        embeds = self.prompts.encode(req["prompt"], req["negative_prompt"])  # once per batch
+        embeds = self.prompts.encode(prompt, req["negative_prompt"])  # once per batch
 
         def note(message: str) -> None:
             emit("log", {"level": "warning", "message": message})
@@ -204,10 +226,12 @@ class Sampler:
                     emit("preview", {"id": rid, "index": index, "step": done, "png": preview})
                 return kwargs
 
-            result = self._sample(req, seed, variation_seed, init, embeds, on_step)
+            result = self._sample(req, seed, variation_seed, init, embeds, on_step, mask)
             if cancel.is_set():
                 raise Cancelled(finished)
             image = result if isinstance(result, Image.Image) else self.decode(result)
+            if mask is not None:
+                image = inpaint.paste_back(image, init, mask)
             image = self.post.apply(image, req, note)
             emit(
                 "image",
@@ -216,7 +240,7 @@ class Sampler:
                     "index": index,
                     "seed": seed,
                     "png": png_bytes(image),
-                    "params": self.params_for(req, seed, index, variation_seed),
+                    "params": self.params_for(req, seed, index, variation_seed) | extra,
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )

@@ -205,6 +205,10 @@ def _id_of(line: bytes) -> str | None:
 
 
 def _error_code(exc: Exception) -> str:
+    from sdtui.errors import BadInput
+
+    if isinstance(exc, BadInput):  # the request asked for something this model cannot do
+        return "bad_request"
     if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError):
         return "out_of_memory"
     return "generation_failed"

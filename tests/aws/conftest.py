@@ -9,6 +9,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -45,13 +46,15 @@ def amis_file(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory):
+def serve_moto(tmp_path_factory, extra_env: dict[str, str] | None = None):
+    """Run moto_server on a free port until the generator is closed; yields its URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    binary = shutil.which("moto_server") or "/work/venv/bin/moto_server"
+    # The moto installed beside this interpreter (the venv's pinned one), not whatever is on PATH.
+    own = Path(sys.executable).with_name("moto_server")
+    binary = str(own) if own.exists() else shutil.which("moto_server") or "moto_server"
     amis = amis_file(tmp_path_factory.mktemp("moto") / "amis.json")
-    env = dict(os.environ, MOTO_AMIS_PATH=str(amis))
+    env = dict(os.environ, MOTO_AMIS_PATH=str(amis), **(extra_env or {}))
     log = open(tmp_path_factory.mktemp("moto-log") / "moto.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -69,6 +72,11 @@ def moto_url(tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    yield from serve_moto(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

@@ -29,7 +29,7 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
-from sdtui import protocol, recent
+from sdtui import protocol, recent, samplers
 from sdtui.errors import BadInput, SdtuiError
 from sdtui.generation import resolve_generate
 from sdtui.ui.pump import EventPump
@@ -47,12 +47,17 @@ NUMBER_FIELDS = {"steps": int, "cfg": float, "width": int, "height": int, "count
 # The guide's other switches (-I/-f, -G, -U, -v/-V, -g), in the collapsed "More" section.
 MORE_NUMBER_FIELDS = {"strength": float, "gfpgan": float, "upscale_strength": float,
                       "variation_amount": float}
-MORE_FIELDS = ("init_image", *MORE_NUMBER_FIELDS, "fit", "upscale", "variation_seed", "grid")
-FORM_FIELDS = ("prompt", "negative_prompt", *NUMBER_FIELDS, "seed", "scheduler", *MORE_FIELDS)
+MORE_FIELDS = ("init_image", "mask", *MORE_NUMBER_FIELDS, "fit", "upscale", "variation_seed",
+               "grid")
+FORM_FIELDS = ("prompt", "negative_prompt", *NUMBER_FIELDS, "seed", "scheduler", "schedule",
+               *MORE_FIELDS)
+# A1111's Schedule type labels; "automatic" is what A1111 picks for the sampler.
+SCHEDULE_CHOICES = (*((samplers.SCHEDULE_A1111[s], s) for s in protocol.SCHEDULES),
+                    ("Automatic", samplers.AUTOMATIC))
 UPSCALE_CHOICES = (("off", "off"), ("×2", "2"), ("×4", "4"))
 # What the request carries but the form does not show as such (the init image is sent as
 # base64: the form and the ledger keep its path instead).
-NOT_REMEMBERED = ("init_image", "type", "id", "preview_every")
+NOT_REMEMBERED = ("init_image", "mask", "type", "id", "preview_every")
 
 
 def _coalesce_key(ev: dict[str, Any]) -> tuple[str, ...] | None:
@@ -71,12 +76,14 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _init_image(path: Path) -> str:
-    """The init image file as base64, checked to be a PNG or JPEG (BadInput otherwise)."""
+def _image_file(path: Path, field: str = "init_image") -> str:
+    """The init image (or mask) file as base64, checked to be a PNG or JPEG (BadInput
+    otherwise)."""
     from sdtui.inputs import read_init_image
 
+    what = field.replace("_", " ")
     if not path.is_file():
-        raise BadInput(f"init image {path} does not exist", fix="check the path")
+        raise BadInput(f"{what} {path} does not exist", fix="check the path")
     data = read_init_image(path)
     try:
         protocol.request("generate", id="check", prompt="-", init_image=data)
@@ -144,12 +151,20 @@ class PromptScreen(Screen[None]):
                         yield Label("seed", classes="field-label")
                         yield Input(id="seed", placeholder="random")
                 yield Checkbox("Lock seed (otherwise a new one each time)", id="lock-seed")
-                yield Label("Scheduler", classes="field-label")
-                yield Select([(s, s) for s in protocol.SCHEDULERS], id="scheduler",
-                             allow_blank=False, value=protocol.DEFAULT_SCHEDULER)
-                for name in ("steps", "cfg", "count", "width", "height", "seed", "scheduler"):
+                with Horizontal(classes="param-row"):
+                    with Vertical(classes="param"):
+                        yield Label("Scheduler", classes="field-label")
+                        yield Select([(s, s) for s in protocol.SCHEDULERS], id="scheduler",
+                                     allow_blank=False, value=protocol.DEFAULT_SCHEDULER)
+                    with Vertical(classes="param"):
+                        yield Label("Schedule", classes="field-label")
+                        yield Select(SCHEDULE_CHOICES, id="schedule", allow_blank=False,
+                                     value=protocol.DEFAULT_SCHEDULE)
+                for name in ("steps", "cfg", "count", "width", "height", "seed", "scheduler",
+                             "schedule"):
                     yield Static("", id=f"{name}-error", classes="field-error")
-                with Collapsible(title="More: init image, faces, upscale, variations, grid",
+                with Collapsible(title="More: init image, mask, faces, upscale, variations, "
+                                 "grid",
                                  collapsed=True, id="more"):
                     yield from self._compose_more()
             with Vertical(id="prompt-output"):
@@ -167,6 +182,9 @@ class PromptScreen(Screen[None]):
         yield Label("Init image (PNG or JPEG; img2img)", classes="field-label")
         yield Input(id="init_image", placeholder="none: text to image")
         yield Static("", id="init_image-error", classes="field-error")
+        yield Label("Mask (inpainting: white or transparent is repainted)", classes="field-label")
+        yield Input(id="mask", placeholder="none: the whole image")
+        yield Static("", id="mask-error", classes="field-error")
         with Horizontal(classes="param-row"):
             with Vertical(classes="param"):
                 yield Label("strength", classes="field-label")
@@ -218,6 +236,7 @@ class PromptScreen(Screen[None]):
                                     config=self.app.services.load_config())
         values = asdict(settings)
         values["init_image_path"] = str(settings.init_image or "")
+        values["mask_path"] = str(settings.mask or "")
         return values
 
     def _fill(self, values: dict[str, Any]) -> None:
@@ -228,11 +247,14 @@ class PromptScreen(Screen[None]):
                 self.query_one(f"#{name}", Input).value = _shown(values[name])
         if values.get("scheduler") in protocol.SCHEDULERS:
             self.query_one("#scheduler", Select).value = values["scheduler"]
+        if values.get("schedule") in protocol.SCHEDULES:
+            self.query_one("#schedule", Select).value = values["schedule"]
         for name in (*MORE_NUMBER_FIELDS, "variation_seed"):
             if name in values:
                 self.query_one(f"#{name}", Input).value = _shown(values[name])
-        if "init_image_path" in values:
-            self.query_one("#init_image", Input).value = values["init_image_path"] or ""
+        for name in ("init_image", "mask"):
+            if f"{name}_path" in values:
+                self.query_one(f"#{name}", Input).value = values[f"{name}_path"] or ""
         if values.get("fit") in ("resize", "crop"):
             self.query_one("#fit", Select).value = values["fit"]
         if "upscale" in values:
@@ -254,6 +276,7 @@ class PromptScreen(Screen[None]):
             "prompt": self.query_one("#prompt", TextArea).text.strip(),
             "negative_prompt": self.query_one("#negative_prompt", Input).value,
             "scheduler": self.query_one("#scheduler", Select).value,
+            "schedule": self.query_one("#schedule", Select).value,
         }
         ok = True
         for name, kind in NUMBER_FIELDS.items():
@@ -305,21 +328,23 @@ class PromptScreen(Screen[None]):
         upscale = self.query_one("#upscale", Select).value
         params["upscale"] = None if upscale == "off" else int(str(upscale))
         params["grid"] = self.query_one("#grid", Checkbox).value
-        path = self.query_one("#init_image", Input).value.strip()
-        params["init_image"] = None
-        if path:
-            try:
-                params["init_image"] = _init_image(Path(path).expanduser())
-            except SdtuiError as exc:
-                self._error("init_image", str(exc))
-                ok = False
+        for name in ("init_image", "mask"):
+            path = self.query_one(f"#{name}", Input).value.strip()
+            params[name] = None
+            if path:
+                try:
+                    params[name] = _image_file(Path(path).expanduser(), name)
+                except SdtuiError as exc:
+                    self._error(name, str(exc))
+                    ok = False
         if not ok:
             self.query_one("#more", Collapsible).collapsed = False
         return ok
 
     def _remember(self, params: dict[str, Any]) -> None:
         remembered = {k: v for k, v in params.items() if k not in NOT_REMEMBERED}
-        remembered["init_image"] = self.query_one("#init_image", Input).value.strip() or None
+        for name in ("init_image", "mask"):
+            remembered[name] = self.query_one(f"#{name}", Input).value.strip() or None
         try:
             recent.remember_generate(remembered)
             recent.remember_app(lock_seed=self.query_one("#lock-seed", Checkbox).value)
