@@ -58,6 +58,8 @@ TINY = {
         "text_encoder_2": _TEXT,
     },
 }
+# SD 1.x's, by the names tests used before there were families.
+TINY_UNET, TINY_TEXT = TINY["sd1"]["unet"], TINY["sd1"]["text_encoder"]
 # SD 2.x checkpoints hold all 24 OpenCLIP blocks; the pipeline runs 23 (the penultimate layer).
 OPEN_CLIP_UNUSED_BLOCKS = {"sd2": 1, "sdxl": 0}
 
