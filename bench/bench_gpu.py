@@ -15,6 +15,7 @@ medians compared.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 import warnings
@@ -28,15 +29,21 @@ PROMPT = "a lighthouse on a cliff at dusk, dramatic sky"
 
 
 class Sink:
+    """The worker's stdout: keeps the last event, so a failed generation is never timed as one."""
+
+    def __init__(self) -> None:
+        self.last: dict = {}
+
     def write(self, data: bytes) -> int:
+        self.last = json.loads(data.decode().strip().splitlines()[-1])
         return len(data)
 
     def flush(self) -> None:
         pass
 
 
-def bench_model(path: Path, size: int, steps: int, runs: int,
-                device: str = "cuda") -> dict[str, float]:
+def bench_model(path: Path, size: int, steps: int, runs: int, device: str = "cuda",
+                dtype: torch.dtype = torch.float16) -> dict[str, float]:
     """Median seconds per image, bare and through the worker, for the model at `path`."""
     from sdtui import protocol
     from sdtui.worker.models import load_model
@@ -48,22 +55,27 @@ def bench_model(path: Path, size: int, steps: int, runs: int,
             torch.cuda.synchronize()
 
     started = time.perf_counter()
-    model = load_model(str(path), device=device, dtype=torch.float16)
+    model = load_model(str(path), device=device, dtype=dtype)
     load_seconds = time.perf_counter() - started
-    worker = Worker(Sampler(model), model.info(), Sink())
+    sink = Sink()
+    worker = Worker(Sampler(model), model.info(), sink)
 
     def bare() -> None:
         worker.sampler.use_scheduler("euler_a")
         # As diffusers leaves it: the worker keeps an upcast SDXL VAE in float32, and
         # diffusers' SDXL pipeline decodes float16 latents only with a float16 VAE.
+        vae_dtype = model.pipe.vae.dtype
         model.pipe.vae.to(model.pipe.unet.dtype)
         model.pipe(prompt=PROMPT, num_inference_steps=steps, width=size, height=size,
                    generator=torch.Generator("cpu").manual_seed(7), output_type="pil")
+        model.pipe.vae.to(vae_dtype)
 
     def through_worker() -> None:
         worker.run_generate(protocol.request(
             "generate", id=f"g{time.monotonic_ns()}", prompt=PROMPT, steps=steps, width=size,
             height=size, seed=7, scheduler="euler_a", preview_every=0))
+        if sink.last.get("type") != "done" or sink.last.get("images") != 1:
+            raise SystemExit(f"bench_gpu: the worker did not make the image: {sink.last}")
 
     cases = {"bare": bare, "worker": through_worker}
     for fn in cases.values():  # warm-up: kernels, cuDNN autotuning, the scheduler cache
