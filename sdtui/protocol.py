@@ -308,6 +308,15 @@ def _check_generate(req: dict[str, Any], raw: dict[str, Any]) -> None:
         raise ProtocolError(f"generate: {exc}") from None
 
 
+def model_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """Why the model its `ready` event describes cannot run this generate request, as one line,
+    or None. The worker refuses with it; a client checks it before sending anything."""
+    if ready.get("inpainting") and not (req.get("init_image") and req.get("mask")):
+        return ("this model is an inpainting checkpoint (its UNet takes 9 input channels): it "
+                "needs an init image and a mask; pass --init-image FILE --mask FILE")
+    return None
+
+
 def validate_request(obj: Any) -> dict[str, Any]:
     req = _validate(obj, REQUEST_SCHEMAS, "request")
     if req["type"] == "generate":

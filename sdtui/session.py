@@ -15,6 +15,7 @@ from typing import Any
 
 from sdtui import protocol
 from sdtui.client import WorkerClient, decode_png
+from sdtui.errors import RequestRejected
 from sdtui.outputs import save_image, store_inputs
 
 
@@ -53,6 +54,9 @@ class Session:
         """Run one request. Returns the saved images and whether it was cancelled."""
         request = protocol.request("generate", id=self.client.new_id(), **params)
         del request["type"]
+        refusal = protocol.model_refusal(self.client.ready or {}, request)
+        if refusal:  # refused here, as the worker would, before anything is sent
+            raise RequestRejected(refusal)
         saved: list[SavedImage] = []
         cancelled = False
         with self._lock:
