@@ -137,3 +137,15 @@ def loaded_families(family_models):
 
     return {family: {fmt: load_model(str(path)) for fmt, path in formats.items()}
             for family, formats in family_models.items()}
+
+
+@pytest.fixture
+def one_thread():
+    """CPU kernels pick their path by thread count and by the weights' memory alignment; one
+    thread (a one-CPU container) is where a misaligned format shows: run there."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

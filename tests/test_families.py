@@ -72,16 +72,6 @@ def pixels(events) -> list[np.ndarray]:
 SPACINGS = {s.spacing: s.id for s in samplers.SAMPLERS.values()}
 
 
-@pytest.fixture
-def one_thread():
-    """CPU kernels pick their path by thread count and by the weights' memory alignment; one
-    thread (a one-CPU container) is where a misaligned format shows: run there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
 def test_every_format_of_a_family_gives_the_same_pixels(loaded, family, one_thread):
     models = loaded[family]
