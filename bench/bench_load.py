@@ -6,11 +6,12 @@ the file size).
 
 A random-weight SD 1.5-architecture checkpoint (1.07 B parameters, float32, 4.3 GB) is written
 under a temporary directory with sdtui.devtools.random_checkpoint (the released layout, as the
-tests write it), and deleted afterwards. Each loader runs in a fresh process on the CPU; its
-peak RSS is the high-water mark from after its imports until every weight has been touched once
-(diffusers maps a .safetensors file and reads a weight when it is first used; sdtui reads it
-whole, sequentially, which is what s3fs needs). Afterwards each process hashes every weight it
-loaded: the two loaders must agree bit for bit (the full-size weight check).
+tests write it), and deleted afterwards. Each loader runs in a fresh process on the CPU, with
+the file in the page cache (read once just before); its peak RSS is the high-water mark from
+after its imports until every weight has been touched once (diffusers maps a .safetensors file
+and reads a weight when it is first used; sdtui reads it whole, sequentially, which is what
+s3fs needs). Afterwards each process hashes every weight it loaded: the two loaders must agree
+bit for bit (the full-size weight check).
 """
 
 from __future__ import annotations
@@ -73,7 +74,17 @@ print(json.dumps({"seconds": seconds, "touched": touched, "peak_kib": peak,
 """
 
 
+def cache(path: Path) -> None:
+    """Read the file once, so that each loader reads it from the page cache: otherwise the
+    first one to run pays for the disk (and the comparison is of the disk, not the loaders)."""
+    chunk = bytearray(64 * 2**20)
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(chunk):
+            pass
+
+
 def run_loader(loader: str, path: Path) -> dict:
+    cache(path)
     result = subprocess.run([sys.executable, "-c", _LOAD, loader, str(path)], cwd=REPO,
                             capture_output=True, text=True,
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
