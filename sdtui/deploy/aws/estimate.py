@@ -1,0 +1,46 @@
+"""What an Option A launch costs and how long it takes, said before anything is created: the
+instance's hourly price (pricing.py), the cold-start estimate (the README's table, which a
+test keeps equal to COLD_START) and the idle auto-stop."""
+
+from __future__ import annotations
+
+from sdtui.deploy.aws.pricing import Price, hourly_price
+
+# (step, fastest s, slowest s) on a g4dn.xlarge: the README's "Cold start" table.
+COLD_START: tuple[tuple[str, int, int], ...] = (
+    ("instance boot to sshd answering", 45, 70),
+    ("bootstrap: s3fs install, mount, GPU probe", 90, 120),
+    ("image build on the instance", 40, 60),
+    ("first model read through s3fs", 25, 45),
+    ("model to GPU and first image", 15, 15),
+)
+
+
+def cold_start_s() -> tuple[int, int]:
+    return sum(s[1] for s in COLD_START), sum(s[2] for s in COLD_START)
+
+
+def _minutes(seconds: int) -> str:
+    return f"{seconds / 60:.1f}".removesuffix(".0")
+
+
+def launch_line(instance_type: str, region: str | None, *, spot: bool, idle_minutes: int | None,
+                price: Price | None = None) -> str:
+    """One line: the hourly price, the cold start and the idle auto-stop. `price` is a price
+    asked from AWS; without one, the built-in table's on-demand price (for spot, an upper
+    bound: spot is cheaper)."""
+    price = price or hourly_price(instance_type, region or "us-east-1", spot=spot)
+    if price.source == "unknown":
+        cost = f"{instance_type}: price unknown"
+    elif spot and price.source != "spot-price":
+        cost = f"{instance_type} spot ≤ ${price.hourly_usd:.3f}/h (on-demand price)"
+    else:
+        cost = f"{instance_type} {'spot' if spot else 'on-demand'} ${price.hourly_usd:.3f}/h"
+    fastest, slowest = cold_start_s()
+    line = f"{cost} · cold start ≈ {_minutes(fastest)}–{_minutes(slowest)} min"
+    if idle_minutes:
+        idle_cost = price.hourly_usd * idle_minutes / 60
+        line += f" · idle auto-stop after {idle_minutes} min"
+        if price.source != "unknown":
+            line += f" (≤ ${idle_cost:.2f} idle)"
+    return line
