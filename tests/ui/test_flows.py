@@ -198,7 +198,7 @@ async def test_bad_parameters_are_shown_next_to_the_field(worker, tiny_model, is
         screen.query_one("#width", Input).value = "64"
         screen.query_one("#prompt", TextArea).text = "   "
         await pilot.press("ctrl+g")
-        assert "prompt must not be empty" in text_of(app, "#prompt-error")
+        assert "Prompt must not be empty" in text_of(app, "#prompt-error")
         assert not screen.generating
 
 
@@ -216,7 +216,7 @@ async def test_gallery_rerun_same_seed_copy_prompt_and_path(worker, tiny_model, 
         await pilot.press("c")
         assert screen.query_one("#prompt", TextArea).text == "first prompt"
         assert screen.query_one("#seed", Input).value == str(first.seed)
-        await pilot.press("ctrl+l", "up", "o")
+        await pilot.press("ctrl+l", "up")  # selecting a row shows that image and its parameters
         assert str(first.path) in text_of(app, "#saved-path")
         await pilot.press("ctrl+l", "up", "r")
         await until(pilot, lambda: len(gallery.images) == 3 and not screen.generating)
@@ -295,7 +295,7 @@ async def test_resume_an_existing_deployment_remembers_the_form(worker, tiny_mod
         await pilot.press("ctrl+b")
         await until(pilot, lambda: isinstance(app.screen, DeployScreen))
         table = app.screen.query_one("#deployments")
-        assert table.get_row_at(0)[0] == "fake"
+        assert table.get_row_at(0)[0] == "fake (default)"  # the last one used
         await pilot.press("ctrl+r")
         screen = await until(pilot, lambda: isinstance(app.screen, PromptScreen)) or app.screen
         assert screen.query_one("#prompt", TextArea).text == "remember me"

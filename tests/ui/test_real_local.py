@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
 import sys
 import time
 import uuid
@@ -27,6 +26,7 @@ from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.steps import StepRow
 
 from .conftest import given
+from .terminal import Tmux
 from .test_flows import SIZE, text_of, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -99,45 +99,6 @@ async def test_pilot_choose_provision_generate_teardown(
         assert labelled(docker_client, deployment_name) == []
         assert docker_client.volumes.get(volume).name == volume  # the models are kept
         assert image.path.is_file()  # and so are the images
-
-
-class Tmux:
-    """A real terminal: the `sdtui` executable in a detached tmux session."""
-
-    def __init__(self, session: str) -> None:
-        self.session = session
-        self.frames: list[str] = []
-
-    def start(self, command: str) -> None:
-        subprocess.run(["tmux", "new-session", "-d", "-s", self.session, "-x", "120", "-y", "40",
-                        command], check=True)
-
-    def keys(self, *keys: str) -> None:
-        subprocess.run(["tmux", "send-keys", "-t", self.session, *keys], check=True)
-
-    def screen(self) -> str:
-        text = subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session],
-                              capture_output=True, text=True).stdout
-        self.frames.append(text)
-        return text
-
-    def alive(self) -> bool:
-        return subprocess.run(["tmux", "has-session", "-t", self.session],
-                              capture_output=True).returncode == 0
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            screen = self.screen()
-            if text in screen:
-                return screen
-            if not self.alive():
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"{text!r} never appeared; last screen:\n{self.frames[-1:]}")
-
-    def kill(self) -> None:
-        subprocess.run(["tmux", "kill-session", "-t", self.session], capture_output=True)
 
 
 def sdtui_executable() -> Path:
