@@ -28,7 +28,7 @@ fi
 
 # torch first: the CPU wheel, so the extras' bare `torch` does not pull the CUDA build.
 stamp=.venv/.sdtui-installed
-wanted="$(cat pyproject.toml sdtui/container/requirements-worker*.txt requirements-dev.txt | sha256sum)"
+wanted="$(cat pyproject.toml sdtui/container/requirements-worker*.txt requirements-dev*.txt | sha256sum)"
 if [[ ! -x .venv/bin/python ]]; then
   quietly python3 -m venv .venv
 fi
@@ -39,6 +39,7 @@ if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
   # its own dependencies would pull torchvision.
   quietly .venv/bin/pip install --no-deps open-clip-torch
   quietly .venv/bin/pip install --no-deps -r sdtui/container/requirements-worker-nodeps.txt
+  quietly .venv/bin/pip install --no-deps -r requirements-dev-nodeps.txt
   echo "$wanted" >"$stamp"
 fi
 

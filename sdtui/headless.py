@@ -115,6 +115,12 @@ class Reporter:
         else:
             self.line(text)
 
+    def warn(self, text: str) -> None:
+        if self.as_json:
+            self.json("warning", message=text)
+        else:
+            self.line(f"warning: {text}")
+
     def line(self, text: str) -> None:
         self.err.write(text + "\n")
         self.err.flush()
@@ -139,11 +145,19 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
     return [args.prompt] if args.prompt else []
 
 
-def png_params(path: Path) -> dict[str, Any]:
-    """The request recorded in a saved image (its metadata), for one image exactly like it."""
-    from sdtui.outputs import read_metadata
+def png_params(path: Path, args: argparse.Namespace | None = None,
+               report: Reporter | None = None) -> dict[str, Any]:
+    """The request recorded in a saved image, for one image exactly like it. The flags given
+    override its values (and excuse what it lacks); what cannot be reproduced is named in one
+    warning line."""
+    from sdtui.metadata.reader import request_from_png
 
-    return read_metadata(path)["params"]
+    given = set(given_from_args(args).generate) if args is not None else set()
+    params, warnings = request_from_png(path, given)
+    for warning in warnings:
+        if report is not None:
+            report.warn(warning)
+    return params
 
 
 def generation_requests(args: argparse.Namespace, prompts: list[str | None],
@@ -207,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Every input is checked before anything is created.
     if args.from_png:
-        requests = generation_requests(args, [args.prompt], png_params(args.from_png))
+        requests = generation_requests(args, [args.prompt],
+                                       png_params(args.from_png, args, report))
     else:
         requests = generation_requests(args, list(read_prompts(args)))
     target, deployment = open_deployment(given, for_use=True)

@@ -1,268 +1,57 @@
 """Saving the worker's images: atomically, with their parameters inside, never overwriting.
 
-The worker's PNG bytes are kept as they are; two text chunks are spliced in before the first
+The worker's PNG bytes are kept as they are; three text chunks are spliced in before the first
 IDAT chunk (where every reader looks without decoding pixels), so the pixels stay bit-identical:
-- `parameters`: the A1111 text other Stable Diffusion tools read;
-- `sd-metadata`: JSON as the guide's dream tool wrote it, plus sdtui's full request params under
-  "sdtui" so a re-run can rebuild the exact request.
+- `parameters`: A1111's infotext (sdtui.metadata.a1111);
+- `Dream` and `sd-metadata`: the guide's dream tool's layout (sdtui.metadata.dream), with
+  sdtui's exact request under "sdtui" so a re-run can rebuild it.
+An input image (the init image, a mask) is stored once beside the outputs, as
+`inputs/<sha256>.<ext>`; the PNG and the index record its sha256 and that path, not its bytes.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
-import struct
 import tempfile
 import unicodedata
-import zlib
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sdtui import __version__, samplers
-from sdtui.errors import BadInput, GenerationError
+from sdtui import protocol
+from sdtui.errors import GenerationError
+from sdtui.metadata import a1111, dream
+from sdtui.metadata.png_chunks import PngError, embed_text
+from sdtui.metadata.reader import read_metadata
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+__all__ = ["read_metadata", "save_image", "read_index", "store_inputs", "OutputWriteError"]
+
 INDEX_NAME = "index.jsonl"
+INPUTS_DIR = "inputs"
 SLUG_MAX = 40
-METADATA_KEYS = ("parameters", "sd-metadata")
 _MAX_NAME_TRIES = 10_000
-
+_IMAGE_EXTENSIONS = ((b"\x89PNG\r\n\x1a\n", ".png"), (b"\xff\xd8\xff", ".jpg"))
 
 
 class OutputWriteError(GenerationError):
     """An image could not be written; nothing saved before was touched."""
 
 
-# --- PNG chunks --------------------------------------------------------------------------------
-
-
-def _chunks(png: bytes) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """Yield (type, data, raw chunk bytes) for each chunk."""
-    if not png.startswith(PNG_SIGNATURE):
-        raise ValueError("not a PNG (bad signature)")
-    pos = len(PNG_SIGNATURE)
-    while pos < len(png):
-        if pos + 8 > len(png):
-            raise ValueError("truncated PNG chunk header")
-        (length,) = struct.unpack(">I", png[pos : pos + 4])
-        kind = png[pos + 4 : pos + 8]
-        end = pos + 12 + length
-        if end > len(png):
-            raise ValueError(f"truncated PNG chunk {kind!r}")
-        yield kind, png[pos + 8 : pos + 8 + length], png[pos:end]
-        pos = end
-        if kind == b"IEND":
-            return
-    raise ValueError("PNG has no IEND chunk")
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _text_chunk(keyword: str, text: str) -> bytes:
-    """tEXt when the text is Latin-1 (what A1111 writes), uncompressed iTXt otherwise."""
-    key = keyword.encode("latin-1")
-    try:
-        return _chunk(b"tEXt", key + b"\0" + text.encode("latin-1"))
-    except UnicodeEncodeError:
-        # keyword, null, compression flag, method, empty language tag, empty translated keyword
-        return _chunk(b"iTXt", key + b"\0\0\0\0\0" + text.encode("utf-8"))
-
-
-def _text_of(kind: bytes, data: bytes) -> tuple[str, str] | None:
-    if kind == b"tEXt":
-        key, _, value = data.partition(b"\0")
-        return key.decode("latin-1"), value.decode("latin-1")
-    if kind == b"zTXt":
-        key, _, rest = data.partition(b"\0")
-        return key.decode("latin-1"), zlib.decompress(rest[1:]).decode("latin-1")
-    if kind == b"iTXt":
-        key, _, rest = data.partition(b"\0")
-        compressed, rest = rest[0], rest[2:]
-        _lang, _, rest = rest.partition(b"\0")
-        _translated, _, value = rest.partition(b"\0")
-        if compressed:
-            value = zlib.decompress(value)
-        return key.decode("latin-1"), value.decode("utf-8")
-    return None
-
-
-def embed_text(png: bytes, texts: dict[str, str]) -> bytes:
-    """Return `png` with one text chunk per item before the first IDAT, replacing any earlier
-    chunk with the same keyword. Image data chunks are copied byte for byte."""
-    out = [PNG_SIGNATURE]
-    inserted = False
-    for kind, data, raw in _chunks(png):
-        if kind == b"IDAT" and not inserted:
-            out.extend(_text_chunk(key, value) for key, value in texts.items())
-            inserted = True
-        text = _text_of(kind, data)
-        if text and text[0] in texts:
-            continue
-        out.append(raw)
-    if not inserted:
-        raise ValueError("PNG has no IDAT chunk")
-    return b"".join(out)
-
-
-def png_texts(png: bytes) -> dict[str, str]:
-    texts: dict[str, str] = {}
-    for kind, data, _raw in _chunks(png):
-        text = _text_of(kind, data)
-        if text:
-            texts[text[0]] = text[1]
-    return texts
-
-
-# --- the metadata ------------------------------------------------------------------------------
-
-
-def _fmt_number(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _model_name(model: Any) -> str:
-    name = Path(str(model)).name if model else ""
-    for suffix in (".safetensors", ".ckpt", ".pt", ".bin"):
-        name = name.removesuffix(suffix)
-    return name
-
-
-def a1111_parameters(params: dict[str, Any]) -> str:
-    """The `parameters` text in the layout A1111 writes and other tools parse."""
-    lines = [str(params.get("prompt", ""))]
-    if params.get("negative_prompt"):
-        lines.append(f"Negative prompt: {params['negative_prompt']}")
-    scheduler = str(params.get("scheduler", ""))
-    schedule = params.get("schedule") or samplers.DEFAULT_SCHEDULE
-    known = scheduler in samplers.SAMPLERS
-    fields = [
-        ("Steps", params.get("steps")),
-        ("Sampler", samplers.a1111_label(scheduler) if known else scheduler or None),
-        ("Schedule type", samplers.SCHEDULE_A1111[schedule] if known else None),
-        ("CFG scale", params.get("cfg")),
-        ("Seed", params.get("seed")),
-        ("Size", f"{params['width']}x{params['height']}" if "width" in params else None),
-        ("Model hash", params.get("model_hash")),
-        ("Model", _model_name(params.get("model")) or None),
-        ("Denoising strength", params.get("strength")),
-    ]
-    parts = []
-    for key, value in fields:
-        if value is None:
-            continue
-        text = _fmt_number(value)
-        if "," in text or ":" in text:
-            text = json.dumps(text)
-        parts.append(f"{key}: {text}")
-    lines.append(", ".join(parts))
-    return "\n".join(lines)
-
-
-def sd_metadata(params: dict[str, Any]) -> dict[str, Any]:
-    """The dream tool's `sd-metadata` layout, with sdtui's full params under "sdtui"."""
-    scheduler = str(params.get("scheduler", ""))
-    image = {
-        "prompt": [{"prompt": params.get("prompt", ""), "weight": 1.0}],
-        "negative_prompt": params.get("negative_prompt", ""),
-        "steps": params.get("steps"),
-        "cfg_scale": params.get("cfg"),
-        "seed": params.get("seed"),
-        "width": params.get("width"),
-        "height": params.get("height"),
-        "sampler": samplers.dream_name(scheduler) if scheduler in samplers.SAMPLERS
-        else scheduler,
-        "type": "img2img" if params.get("init_image") else "txt2img",
-        "postprocessing": None,
-        "variations": [],
-    }
+def metadata_chunks(params: dict[str, Any]) -> dict[str, str]:
+    """The text chunks an image sdtui made carries, from its recorded params."""
     return {
-        "model": "stable diffusion",
-        "model_weights": _model_name(params.get("model")),
-        "model_hash": params.get("model_hash"),
-        "app_id": "sdtui",
-        "app_version": __version__,
-        "image": image,
-        "sdtui": {"version": 1, "params": params},
+        "parameters": a1111.format_infotext(params),
+        "Dream": dream.dream_command(params),
+        "sd-metadata": json.dumps(dream.sd_metadata(params), ensure_ascii=False),
     }
-
-
-_A1111_LINE = re.compile(r'\s*([\w ]+):\s*("(?:\\.|[^"\\])*"|[^,]*)(?:,|$)')
-_A1111_KEYS = {
-    "Steps": ("steps", int),
-    "CFG scale": ("cfg", float),
-    "Seed": ("seed", int),
-    "Model": ("model", str),
-    "Model hash": ("model_hash", str),
-    "Denoising strength": ("strength", float),
-}
-
-
-def parse_a1111_parameters(text: str) -> dict[str, Any]:
-    """Best-effort params from another tool's `parameters` text (for PNGs sdtui did not write)."""
-    lines = text.strip().split("\n")
-    settings = lines.pop() if len(lines) > 1 and "Steps: " in lines[-1] else ""
-    prompt, negative, in_negative = [], [], False
-    for line in lines:
-        if line.startswith("Negative prompt:"):
-            in_negative = True
-            line = line.removeprefix("Negative prompt:").strip()
-        (negative if in_negative else prompt).append(line)
-    params: dict[str, Any] = {"prompt": "\n".join(prompt), "negative_prompt": "\n".join(negative)}
-    for key, raw in _A1111_LINE.findall(settings):
-        value = json.loads(raw) if raw.startswith('"') else raw.strip()
-        key = key.strip()
-        try:
-            if key in _A1111_KEYS:
-                name, kind = _A1111_KEYS[key]
-                params[name] = kind(value)
-            elif key == "Sampler":
-                params["scheduler"], implied = samplers.parse(value)
-                if implied:
-                    params["schedule"] = implied
-            elif key == "Schedule type":
-                params["schedule"] = samplers.parse_schedule(value)
-            elif key == "Size":
-                width, height = value.split("x")
-                params["width"], params["height"] = int(width), int(height)
-        except ValueError:
-            continue
-    return params
-
-
-def read_metadata(path: Path) -> dict[str, Any]:
-    """The parameters a PNG carries: {"params": dict, "parameters": str | None,
-    "sd-metadata": dict | None}. `params` is sdtui's exact request when sdtui wrote the file,
-    otherwise what could be parsed from the `parameters` text."""
-    path = Path(path)
-    try:
-        texts = png_texts(path.read_bytes())
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}", fix="check the path") from None
-    except ValueError as exc:
-        raise BadInput(f"{path} is not a valid PNG: {exc}", fix="pass a PNG image") from None
-    meta = None
-    if "sd-metadata" in texts:
-        with contextlib.suppress(ValueError):
-            meta = json.loads(texts["sd-metadata"])
-    parameters = texts.get("parameters")
-    if isinstance(meta, dict) and isinstance(meta.get("sdtui"), dict):
-        params = dict(meta["sdtui"].get("params") or {})
-    elif parameters:
-        params = parse_a1111_parameters(parameters)
-    else:
-        raise BadInput(
-            f"{path} carries no generation parameters",
-            fix="pass a PNG written by sdtui, A1111 or the dream tool",
-        )
-    return {"params": params, "parameters": parameters, "sd-metadata": meta}
 
 
 # --- saving ------------------------------------------------------------------------------------
@@ -366,6 +155,65 @@ def _append_index(out_dir: Path, line: bytes) -> None:
         os.close(fd)
 
 
+def _write_temp(directory: Path, data: bytes, suffix: str) -> Path:
+    """`data` in a new, synced temp file in `directory` (readable by others, like any output)."""
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=".sdtui-", suffix=suffix + ".tmp")
+    tmp = Path(tmp_name)
+    try:
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.chmod(tmp, 0o644)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return tmp
+
+
+def _store_input(out_dir: Path, data: bytes) -> dict[str, Any]:
+    """One copy of an input image under inputs/, named by its sha256; a second image made from
+    the same input finds it there and writes nothing."""
+    digest = hashlib.sha256(data).hexdigest()
+    ext = next((ext for magic, ext in _IMAGE_EXTENSIONS if data.startswith(magic)), ".bin")
+    relative = f"{INPUTS_DIR}/{digest}{ext}"
+    final = out_dir / relative
+    if not final.exists():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _write_temp(final.parent, data, ext)
+        try:
+            os.replace(tmp, final)  # same bytes whoever wins a race
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(final.parent)
+    return {"sha256": digest, "path": relative, "bytes": len(data)}
+
+
+def store_inputs(out_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with each input image (base64 in the request) replaced by a reference to its
+    stored copy: {"sha256", "path" (relative to out_dir), "bytes"}. References pass through."""
+    out_dir = Path(out_dir)
+    stored = dict(params)
+    for name in protocol.INPUT_IMAGE_FIELDS:
+        value = params.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise GenerationError(f"the worker sent back an unreadable {name}") from None
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            stored[name] = _store_input(out_dir, data)
+        except OSError as exc:
+            raise _write_error(out_dir, exc) from exc
+    return stored
+
+
 def save_image(out_dir: Path, png: bytes, params: dict[str, Any],
                record: dict[str, Any] | None = None) -> Path:
     """Save the worker's PNG with its parameters embedded and return the saved path.
@@ -373,32 +221,20 @@ def save_image(out_dir: Path, png: bytes, params: dict[str, Any],
 
     Either the image and its index line are both written, or neither is (and OutputWriteError
     says why): the caller then keeps the image unacknowledged so the worker can send it again.
+    Input images are stored once (see store_inputs) before the image that records them.
     """
     out_dir = Path(out_dir)
-    params = {key: value for key, value in params.items() if key != "png"}
+    params = store_inputs(out_dir, {key: value for key, value in params.items() if key != "png"})
     try:
-        data = embed_text(
-            png,
-            {
-                "parameters": a1111_parameters(params),
-                "sd-metadata": json.dumps(sd_metadata(params), ensure_ascii=False),
-            },
-        )
-    except ValueError as exc:
-        raise GenerationError(f"the worker sent a broken PNG: {exc}") from None
+        data = embed_text(png, metadata_chunks(params))
+    except PngError as exc:
+        raise GenerationError(f"the worker sent a broken PNG: {exc.message}") from None
 
     tmp: Path | None = None
     final: Path | None = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=".sdtui-", suffix=".png.tmp")
-        tmp = Path(tmp_name)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644)
+        tmp = _write_temp(out_dir, data, ".png")
         final = _publish(tmp, out_dir, base_name(params))
         tmp = None
         line = {

@@ -161,6 +161,9 @@ GENERATE_FIELDS: dict[str, Field] = {
     "grid": Field(bool, default=False),
 }
 
+# The fields that carry an input image (base64 here); saved images record a stored copy instead.
+INPUT_IMAGE_FIELDS = tuple(name for name, f in GENERATE_FIELDS.items() if f.check is _init_image)
+
 REQUEST_SCHEMAS: dict[str, dict[str, Field]] = {
     "generate": GENERATE_FIELDS,
     "cancel": {"id": _ID},

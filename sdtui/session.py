@@ -15,7 +15,7 @@ from typing import Any
 
 from sdtui import protocol
 from sdtui.client import WorkerClient, decode_png
-from sdtui.outputs import save_image
+from sdtui.outputs import save_image, store_inputs
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,12 @@ class Session:
         self._lock = threading.Lock()
 
     def _save(self, ev: dict[str, Any]) -> SavedImage:
+        # The recorded request: input images as references to their one stored copy.
+        params = store_inputs(self.out_dir, ev["params"])
         record = {"deployment": self.deployment} if self.deployment else None
-        path = save_image(self.out_dir, decode_png(ev), ev["params"], record)
+        path = save_image(self.out_dir, decode_png(ev), params, record)
         self.client.ack(ev["id"], ev["index"])
-        return SavedImage(path, ev["id"], ev["index"], ev["seed"], ev["params"])
+        return SavedImage(path, ev["id"], ev["index"], ev["seed"], params)
 
     def recover(self) -> list[SavedImage]:
         """Save the images that finished while no client was attached."""
@@ -64,7 +66,7 @@ class Session:
                 if ev["type"] == "image":
                     image = self._save(ev)
                     saved.append(image)
-                    ev = {**ev, "path": str(image.path)}
+                    ev = {**ev, "path": str(image.path), "params": image.params}
                 elif ev["type"] == "done":
                     cancelled = ev["cancelled"]
                 if on_event:

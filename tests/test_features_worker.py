@@ -7,6 +7,7 @@ import base64
 import io
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,19 @@ def test_missing_gfpgan_weights_fail_before_sampling_naming_the_file(tiny_diffus
             list(w.client.generate(prompt="x", gfpgan=0.5, **FAST))
     finally:
         w.stop()
+
+
+@pytest.mark.slow
+def test_a_real_a1111_file_reruns_in_the_worker_with_its_values(worker):
+    """An A1111 PNG (sd-parsers' fixture): its seed, steps, cfg and size reach the sampler; its
+    UniPC sampler, which sdtui does not have, is replaced only because --scheduler says so."""
+    path = Path(__file__).parent / "fixtures" / "metadata" / "automatic1111_cropped.png"
+    args = build_parser().parse_args(["--no-ui", "--from-png", str(path), "--scheduler", "euler"])
+    params = generation_params(args, None, png_params(path, args))
+    (image,) = images_of(list(worker.client.generate(**params)))
+    used = image["params"]
+    assert (used["seed"], used["steps"], used["cfg"], used["width"], used["height"]) == (
+        235284042, 15, 5.0, 512, 400)
+    assert (used["prompt"], used["negative_prompt"], used["scheduler"]) == (
+        "photo of a duck", "monochrome", "euler")
+    assert Image.open(io.BytesIO(decode_png(image))).size == (512, 400)

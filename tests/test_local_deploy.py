@@ -15,6 +15,7 @@ import docker
 import pytest
 from PIL import Image
 
+from sdtui.modelfiles import sha256_file
 from sdtui.outputs import read_index, read_metadata
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -85,6 +86,11 @@ def test_first_run_provisions_everything_and_saves_two_images(cli, tiny_models, 
         meta = read_metadata(path)
         assert meta["params"]["seed"] == seed and meta["params"]["prompt"] == "a red barn"
         assert f"Seed: {seed}" in meta["parameters"] and "Steps: 4" in meta["parameters"]
+        # the checkpoint's sha256, hashed for the copy into the volume: A1111's 10 digits,
+        # InvokeAI's whole hash
+        sha = sha256_file(tiny_models["ckpt"])
+        assert f"Model hash: {sha[:10]}," in meta["parameters"]
+        assert meta["sd-metadata"]["model_hash"] == sha
     index = read_index(cli.out)
     assert sorted(line["params"]["seed"] for line in index) == [42, 43]
     # the sidecar config travelled with the checkpoint without being named

@@ -16,6 +16,7 @@ from PIL import Image, PngImagePlugin
 
 from sdtui import outputs
 from sdtui.errors import EXIT_GENERATION, BadInput, GenerationError
+from sdtui.metadata import png_chunks
 from sdtui.outputs import OutputWriteError, read_index, read_metadata, save_image
 from sdtui.paths import default_outputs_dir
 
@@ -47,7 +48,7 @@ def png_bytes(width: int = 64, height: int = 48, noise: bool = False) -> bytes:
 
 
 def idat(data: bytes) -> bytes:
-    return b"".join(raw for kind, _, raw in outputs._chunks(data) if kind == b"IDAT")
+    return b"".join(bytes(c.data) for c in png_chunks.chunks(data) if c.kind == b"IDAT")
 
 
 class FixedNow(datetime):
@@ -68,7 +69,10 @@ def test_saved_png_carries_a1111_parameters_and_sd_metadata(tmp_path: Path) -> N
     )
     meta = json.loads(text["sd-metadata"])
     assert meta["model_weights"] == "sd-v1-4"
-    assert meta["image"]["prompt"] == [{"prompt": PARAMS["prompt"], "weight": 1.0}]
+    # The dream layout: the negative prompt in [brackets] after the prompt.
+    assert meta["image"]["prompt"] == [
+        {"prompt": "A lighthouse at dusk, oil painting [blurry]", "weight": 1.0}
+    ]
     assert meta["image"]["sampler"] == "k_euler_a"
     assert (meta["image"]["steps"], meta["image"]["cfg_scale"], meta["image"]["seed"]) == (
         30,
@@ -115,8 +119,8 @@ def test_existing_metadata_chunks_are_replaced_not_duplicated(tmp_path: Path) ->
 
     path = save_image(tmp_path, buffer.getvalue(), PARAMS)
 
-    texts = [t for k, d, _ in outputs._chunks(path.read_bytes()) if (t := outputs._text_of(k, d))]
-    assert [key for key, _ in texts].count("parameters") == 1
+    _, keywords = png_chunks.read_texts(path.read_bytes(), ())
+    assert keywords.count("parameters") == 1
     assert Image.open(path).text["Software"] == "worker"
     assert Image.open(path).text["parameters"] != "stale"
 

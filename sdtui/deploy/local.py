@@ -139,6 +139,8 @@ class LocalDeployment(WorkerSteps, Deployment):
             deployment=self.name,
             image=self._image or "",
             model=worker_container.model_in_container(self.settings.models),
+            model_sha256=worker_container.model_sha256(
+                self.settings.models, {f.name: f.sha256 for f in getattr(self, "_files", [])}),
             data_mount=Mount(worker_container.DATA_DIR, self.settings.volume, type="volume",
                              read_only=True),
             outputs_host_dir=str(self.worker_outputs_dir()),

@@ -22,6 +22,7 @@ ROLE_LABEL = "sdtui.role"
 DATA_DIR = "/data"
 OUTPUTS_DIR = "/outputs"
 READY_TIMEOUT_S = 900
+MODEL_SHA_LABEL = "sdtui.model_sha256"
 
 
 @dataclass
@@ -34,12 +35,15 @@ class WorkerSpec:
     gpu: bool = False
     user: str | None = None
     mem_limit: str | None = None  # e.g. "8g"; None leaves the engine's whole memory
+    # The model file's sha256 (a single-file checkpoint's; None for a diffusers folder).
+    model_sha256: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def labels(self) -> dict[str, str]:
         return {LABEL: self.deployment, ROLE_LABEL: "worker", "sdtui.model": self.model,
-                "sdtui.image": self.image, **self.extra_labels}
+                "sdtui.image": self.image, MODEL_SHA_LABEL: self.model_sha256 or "",
+                **self.extra_labels}
 
 
 def model_in_container(models: list) -> str:
@@ -47,6 +51,16 @@ def model_in_container(models: list) -> str:
     from sdtui.modelfiles import model_files
 
     return f"{DATA_DIR}/{model_files(models[0])[0][1].split('/')[0]}"
+
+
+def model_sha256(models: list, digests: dict[str, str]) -> str | None:
+    """The primary model file's sha256 from `digests` (name under /data -> sha256, what the
+    models step computed), or None for a diffusers folder, which has no single model file."""
+    from sdtui.modelfiles import detect_format, model_files
+
+    if detect_format(models[0]) == "diffusers":
+        return None
+    return digests.get(model_files(models[0])[0][1])
 
 
 def find_worker(client: docker.DockerClient, deployment: str) -> Container | None:
@@ -59,11 +73,14 @@ def find_worker(client: docker.DockerClient, deployment: str) -> Container | Non
 def is_current(container: Container, spec: WorkerSpec) -> bool:
     """A container made from another image or for another model must be replaced."""
     labels = container.labels
-    return labels.get("sdtui.image") == spec.image and labels.get("sdtui.model") == spec.model
+    return (labels.get("sdtui.image") == spec.image and labels.get("sdtui.model") == spec.model
+            and labels.get(MODEL_SHA_LABEL, "") == (spec.model_sha256 or ""))
 
 
 def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
     command = ["--model", spec.model]
+    if spec.model_sha256:
+        command += ["--model-sha256", spec.model_sha256]
     mounts = [spec.data_mount]
     if spec.outputs_host_dir:
         command += ["--outputs", OUTPUTS_DIR]

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
     parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
     parser.add_argument("--outputs", type=Path, help="also keep a copy of every image here")
+    parser.add_argument("--model-sha256", metavar="HEX",
+                        help="the model file's sha256, recorded in every image's metadata")
     parser.add_argument("--device", help="force a torch device (default: cuda if present)")
     args = parser.parse_args(argv)
 
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         "diffusers": diffusers.__version__,
         "load_seconds": round(model.load_seconds, 3),
     }
-    Worker(Sampler(model), info, out, args.outputs).serve(sys.stdin.buffer)
+    Worker(Sampler(model, args.model_sha256), info, out, args.outputs).serve(sys.stdin.buffer)
     return 0
 
 

@@ -59,8 +59,10 @@ def latent_preview(latents: torch.Tensor) -> Image.Image:
 
 
 class Sampler:
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, model_sha256: str | None = None) -> None:
         self.model = model
+        # The model file's sha256, from the deployment that copied it (the images record it).
+        self.model_sha256 = model_sha256
         self.pipe = model.pipe
         self.pipe.set_progress_bar_config(disable=True)
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
@@ -107,6 +109,7 @@ class Sampler:
             base_seed=req["seed"],
             index=index,
             model=self.model.path,
+            model_sha256=self.model_sha256,
             model_format=self.model.format,
             device=self.model.device,
             dtype=self.model.dtype,

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from sdtui.deploy.aws.access import private_key_path
 from sdtui.deploy.aws.naming import tag_filter
 from sdtui.deploy.worker_container import LABEL
+from sdtui.modelfiles import sha256_file
 
 from .sshd import Sshd, free_port, host_key_from_user_data, public_key_of
 
@@ -99,6 +101,10 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert len(saved) == 2
         assert [str(p) for p in saved] == sorted(run.stdout.split())
         assert len(list((host / "var/lib/sdtui/outputs").glob("**/*.png"))) == 2
+        # the model's sha256, hashed for the upload, is in every image (both copies)
+        sha = sha256_file(model)
+        for png in [*saved, *(host / "var/lib/sdtui/outputs").glob("**/*.png")]:
+            assert f"Model hash: {sha[:10]}," in Image.open(png).text["parameters"]
         # the worker read the model through the s3fs mount, bound read-only at /data
         assert subprocess.run(["mountpoint", "-q", str(mount)]).returncode == 0
         assert (mount / model.name).stat().st_size == model.stat().st_size

@@ -68,7 +68,10 @@ async def test_img2img_and_upscale_x2_then_rerun_from_gallery(worker, tiny_model
         with Image.open(first.path) as image:
             assert image.size == (128, 128)  # 64×64 sampled, upscaled ×2
         assert first.params["upscale"] == 2 and first.params["fit"] == "crop"
-        assert first.params["init_image"] and first.params["strength"] == 0.6
+        assert first.params["strength"] == 0.6
+        # The init image is stored once beside the outputs; the image records where.
+        stored = first.path.parent / first.params["init_image"]["path"]
+        assert stored.read_bytes() == init.read_bytes()
         # The form changes; the gallery's re-run still sends what the image was made with.
         screen.query_one("#upscale", Select).value = "off"
         screen.query_one("#init_image", Input).value = ""

@@ -188,6 +188,9 @@ class AwsDeployment(WorkerSteps, Deployment):
             deployment=self.name,
             image=self._image or "",
             model=worker_container.model_in_container(self.settings.models),
+            model_sha256=worker_container.model_sha256(
+                self.settings.models,
+                {e.id: str(e.meta.get("sha256")) for e in self.ledger.resources("object")}),
             data_mount=Mount(worker_container.DATA_DIR, plan.mount_point, type="bind",
                              read_only=True),
             outputs_host_dir=plan.outputs_dir,

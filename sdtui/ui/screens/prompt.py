@@ -442,12 +442,20 @@ class PromptScreen(Screen[None]):
         image = self._selected()
         if image is None or self.generating:
             return
-        # The recorded request, every option included (the init image too), not the form.
-        settings = resolve_generate({}, recorded=image.params,
-                                    config=self.app.services.load_config())
+        # The recorded request, every option included (the init image's stored copy too),
+        # not the form.
+        from sdtui.metadata.reader import resolve_inputs
+
+        try:
+            recorded = resolve_inputs(image.params, image.path.parent, image.path)
+            settings = resolve_generate({}, recorded=recorded,
+                                        config=self.app.services.load_config())
+            params = request_params(settings)
+        except SdtuiError as exc:
+            self.notify(error_text(exc), severity="error", title="Re-run")
+            return
         self._fill({k: v for k, v in asdict(settings).items() if k != "init_image"})
         self.query_one("#lock-seed", Checkbox).value = True
-        params = request_params(settings)
         params.pop("preview_every", None)
         self.action_generate(params)
 
