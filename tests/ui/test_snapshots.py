@@ -17,23 +17,11 @@ from sdtui.ui.core import Services
 from sdtui.ui.screens import provision
 
 from .conftest import given, quiet_checks
-from .fakes import FakeAwsDeployment, FakeDeployment
+from .fakes import FakeAwsDeployment, FakeDeployment, IdleWorker
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((140, 45), id="140x45"),
          pytest.param((220, 60), id="220x60")]
 Steps = Callable[[Any, SdtuiApp], Awaitable[None]]
-
-
-class _IdleWorker:
-    """Only what the prompt panel asks of a worker before the first generation."""
-
-    closed = False
-
-    def fetch(self) -> list[dict[str, Any]]:
-        return []
-
-    def close(self) -> None:
-        self.closed = True
 
 
 class _StoppedClock:
@@ -71,7 +59,7 @@ async def checked(pilot: Any, app: SdtuiApp) -> None:
 
 async def prompt_with_an_image(pilot: Any, app: SdtuiApp) -> None:
     await checked(pilot, app)
-    app.open_prompt(FakeDeployment(None, name="snap"), _IdleWorker())  # type: ignore[arg-type]
+    app.open_prompt(FakeDeployment(None, name="snap"), IdleWorker())  # type: ignore[arg-type]
     await pilot.pause()
     screen = app.screen
     screen.query_one("#seed").value = "1234567890"

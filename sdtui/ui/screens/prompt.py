@@ -266,7 +266,7 @@ class PromptScreen(Screen[None]):
         self._refused = {name: self._raw(name) for name in errors}
         if errors:
             first = next(name for name in FIELDS if name in errors)
-            if first in MORE_FIELDS:
+            if set(errors) & set(MORE_FIELDS):  # open More to show its errors
                 self.query_one("#more", Collapsible).collapsed = False
             self.query_one(f"#{first}").focus()
             return None
