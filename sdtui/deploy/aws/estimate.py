@@ -24,6 +24,23 @@ def _minutes(seconds: int) -> str:
     return f"{seconds / 60:.1f}".removesuffix(".0")
 
 
+def asked_price(instance_type: str, region: str | None, *, spot: bool,
+                profile: str | None = None) -> Price:
+    """The price AWS quotes now (the current spot price, or the Pricing API's on-demand
+    price), asked briefly; the built-in table when AWS does not answer."""
+    from sdtui.deploy.aws.session import PRICING_CONFIG, make_session, pricing_client
+
+    region = region or "us-east-1"
+    try:
+        session = make_session(profile, region)
+    except Exception:  # a missing profile: the identity check says so
+        return hourly_price(instance_type, region, spot=spot)
+    if spot:
+        ec2 = session.client("ec2", region_name=region, config=PRICING_CONFIG)
+        return hourly_price(instance_type, region, spot=True, ec2=ec2)
+    return hourly_price(instance_type, region, spot=False, pricing=pricing_client(session))
+
+
 def launch_line(instance_type: str, region: str | None, *, spot: bool, idle_minutes: int | None,
                 price: Price | None = None) -> str:
     """One line: the hourly price, the cold start and the idle auto-stop. `price` is a price

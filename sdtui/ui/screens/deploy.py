@@ -254,6 +254,15 @@ class DeployScreen(Screen[None]):
     def _run_checks(self, option: Option, values: dict[str, Any]) -> None:
         checks = self.app.services.live_checks(option, values)
         self.app.call_from_thread(self._show_checks, checks)
+        if option == "aws" and any(c.name == "AWS identity found" and c.state == "ok"
+                                   for c in checks):
+            price = self.app.services.launch_price(values)  # what AWS quotes now
+            if price is not None:
+                self.app.call_from_thread(self._show_asked_price, values, price)
+
+    def _show_asked_price(self, values: dict[str, Any], price: Any) -> None:
+        if self.option == "aws" and values == self.values("aws"):  # not changed since
+            self._show_estimate(price)
 
     def _show_checks(self, checks: list[Check]) -> None:
         text = Text()
