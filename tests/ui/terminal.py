@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 
 class Tmux:
@@ -55,3 +56,5 @@ class Tmux:
 
     def kill(self) -> None:
         self._tmux("kill-server", capture_output=True)
+        socket = Path(f"/tmp/tmux-{os.getuid()}") / self.socket
+        socket.unlink(missing_ok=True)  # tmux does not always remove it
