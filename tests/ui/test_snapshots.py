@@ -73,8 +73,16 @@ async def provisioning(pilot: Any, app: SdtuiApp) -> None:
     hold = threading.Event()  # the upload waits: a step running, the next ones pending
     HOLDS.append(hold)
     app.start_provision(FakeAwsDeployment(None, hold=hold))
+    def settled() -> bool:  # the upload's progress and log line shown, the log at its end
+        screen = app.screen
+        if not (screen.query("#progress-row") and screen.query_one("#progress-row").display):
+            return False
+        log = screen.query_one("#log")
+        return (any("uploading" in str(line.text) for line in log.lines)
+                and log.scroll_y >= log.max_scroll_y)
+
     for _ in range(400):
-        if app.screen.query("#progress-row") and app.screen.query_one("#progress-row").display:
+        if settled():
             break
         await pilot.pause(0.02)
     await pilot.pause()

@@ -166,8 +166,12 @@ class ProvisionScreen(Screen[None]):
         return self.deployment.teardown(self.pump.put, purge=self.purge)
 
     def _frame(self) -> None:
-        for ev in self.pump.drain():
+        events = self.pump.drain()
+        for ev in events:
             self.apply(ev)
+        if events:  # the log's own scroll can stop short when many lines come in one frame
+            log = self.query_one("#log", RichLog)
+            self.call_after_refresh(log.scroll_end, animate=False)
         end = self.finished_at or time.monotonic()
         self.query_one("#elapsed", Static).update(f"elapsed {format_duration(end - self.started)}")
         cost = self.query_one("#cost", Static)
