@@ -6,30 +6,27 @@ set -euo pipefail
 
 IMAGE="${SDTUI_BASE_IMAGE:-sdtui-base:offline}"
 ROOTFS_IMAGE="${IMAGE%%:*}:rootfs"
-TORCH_VERSION="2.13.0"
+# The worker lock's torch: the base carries exactly the version every image installs.
+TORCH_VERSION="$(sed -n 's/^torch==//p' "$(dirname "$0")/../sdtui/container/requirements-worker.lock")"
 HOST_CA=/etc/ssl/certs/ca-certificates.crt
 FORCE=0
 [[ "${1:-}" == "--force" ]] && FORCE=1
 
+image_torch() {
+  docker run --rm --entrypoint python3 "$IMAGE" \
+    -c 'from importlib.metadata import version; print(version("torch"))' 2>/dev/null
+}
 if [[ $FORCE == 0 ]] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "$IMAGE already exists (use --force to rebuild)"
-  exit 0
+  have="$(image_torch || true)"
+  if [[ "${have%%+*}" == "$TORCH_VERSION" ]]; then
+    echo "$IMAGE already exists with torch $have (use --force to rebuild)"
+    exit 0
+  fi
+  echo "$IMAGE has torch ${have:-none}, the worker lock pins $TORCH_VERSION: rebuilding"
 fi
 
-# The Debian mirror this machine's apt already uses (deb822 .sources or one-line .list files).
-debian_mirror() {
-  local f
-  for f in /etc/apt/sources.list.d/*.sources; do
-    [[ -f "$f" ]] || continue
-    awk '/^URIs:/ {print $2; exit}' "$f" | grep -v security && return 0
-  done
-  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-    [[ -f "$f" ]] || continue
-    awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^https?:/) { print $i; exit } }' "$f" \
-      | grep . && return 0
-  done
-  return 1
-}
+# shellcheck source=scripts/debian-mirror.sh
+source "$(dirname "$0")/debian-mirror.sh"
 
 # pip's find-links directory holds the CPU torch wheel; a build sees only its context, so copy it.
 torch_wheel() {

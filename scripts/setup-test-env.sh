@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Make a fresh Debian 12 machine (as root) ready for the tests: Debian packages, the repo's
-# .venv with CPU torch and the worker and dev extras, a running Docker engine and the offline
-# base image. Idempotent and quiet unless something fails.
+# .venv with the worker's locked dependency set (CPU torch) and the client and dev
+# dependencies, a running Docker engine, the offline base image and the Debian trixie root
+# whose s3fs the IMDSv2 mount test runs. Idempotent and quiet unless something fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(docker.io s3fs openssh-server debootstrap tmux fuse3 python3-venv ca-certificates)
+# cloud-init and shellcheck check the instance's user data and bootstrap script; iproute2 and
+# util-linux give the IMDSv2 test its network namespace; docker-registry is a real registry on
+# 127.0.0.1 for the scale-out's ECR push test.
+APT_PACKAGES=(docker.io s3fs openssh-server debootstrap tmux fuse3 python3-venv ca-certificates
+              cloud-init shellcheck iproute2 util-linux curl xz-utils docker-registry)
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 
@@ -26,22 +31,27 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-# torch first: the CPU wheel, so the extras' bare `torch` does not pull the CUDA build.
+# The worker's locked set first (torch's CPU wheel, then the lock without dependencies: the
+# exact set the images install), then the client and dev dependencies with the lock as a
+# constraint, so nothing they pull moves a locked package.
+LOCK=sdtui/container/requirements-worker.lock
 stamp=.venv/.sdtui-installed
-wanted="$(cat pyproject.toml sdtui/container/requirements-worker*.txt requirements-dev*.txt | sha256sum)"
+wanted="$(cat pyproject.toml sdtui/container/requirements-worker* requirements-dev*.txt | sha256sum)"
 if [[ ! -x .venv/bin/python ]]; then
   quietly python3 -m venv .venv
 fi
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
-  quietly .venv/bin/pip install torch==2.13.0
-  quietly .venv/bin/pip install -e '.[worker,dev]'
+  quietly .venv/bin/pip install "torch==$(sed -n 's/^torch==//p' "$LOCK")"
+  quietly .venv/bin/pip install --no-deps -r "$LOCK"
+  quietly .venv/bin/pip install -c "$LOCK" -e '.[worker,dev]'
   # Only for its MIT CLIP BPE table (the tokenizer test re-derives the shipped vocab from it);
   # its own dependencies would pull torchvision.
   quietly .venv/bin/pip install --no-deps open-clip-torch
-  quietly .venv/bin/pip install --no-deps -r sdtui/container/requirements-worker-nodeps.txt
   quietly .venv/bin/pip install --no-deps -r requirements-dev-nodeps.txt
+  quietly .venv/bin/python sdtui/container/lock.py "$LOCK"
   echo "$wanted" >"$stamp"
 fi
 
 quietly scripts/start-dockerd.sh
 quietly scripts/offline-base-image.sh
+quietly scripts/s3fs-test-root.sh

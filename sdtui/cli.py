@@ -25,6 +25,10 @@ examples:
   sdtui --no-ui --option aws --bucket my-sd-models --model sd-v1-4.ckpt --prompt "a fox"
   sdtui --no-ui --option aws --status
   sdtui --no-ui --option aws --teardown --purge-bucket
+  sdtui --no-ui --option batch --bucket my-sd-models --model sd-v1-4.ckpt \
+        --prompt-file prompts.txt --gpus 4 --estimate
+  sdtui --no-ui --option batch --status [RUN]
+  sdtui --no-ui --option batch --cancel RUN
 
 A bare --status, --teardown or generation uses the default deployment: the last one used, by
 the app or by --no-ui (it says which); --name picks another.
@@ -43,9 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ui", action="store_true", help="run headless (for scripts and tests)")
 
     d = p.add_argument_group("deployment")
-    d.add_argument("--option", choices=["local", "aws"],
+    d.add_argument("--option", choices=["local", "aws", "batch"],
                    help="local: Docker on this machine (Option B); aws: a GPU instance "
-                   "(Option A) (default: the option of the last deployment used, or local)")
+                   "(Option A); batch: a prompt file over N GPUs with AWS Batch (default: the "
+                   "option of the last deployment used, or local)")
     d.add_argument("--name", help="deployment name (default: the last deployment used, which "
                    "the app and --no-ui share; else the option's name)")
     d.add_argument("--model", action="append", type=Path, default=[], metavar="PATH",
@@ -54,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--base-image", help="base image for the worker image build")
     d.add_argument("--volume", help="Docker volume for the model files (default sdtui-models)")
     d.add_argument("--docker-host", help="Docker engine URL (default: DOCKER_HOST or context)")
-    d.add_argument("--status", action="store_true", help="print what exists and its state")
+    d.add_argument("--status", nargs="?", const=True, default=False, metavar="RUN",
+                   help="print what exists and its state (batch: a run's progress per shard; "
+                   "its new images are downloaded)")
     d.add_argument("--teardown", action="store_true", help="remove the deployment's container")
     d.add_argument("--purge-volume", action="store_true",
                    help="with --teardown: also delete the model volume")
@@ -74,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--purge-bucket", action="store_true",
                    help="with --teardown: also delete the bucket and its model files")
 
+    b = p.add_argument_group("batch (with --option batch; also --bucket, --region, --profile, "
+                             "--instance-type, --spot)")
+    b.add_argument("--gpus", type=int, metavar="N",
+                   help="shards of the prompt file, one GPU instance each (default 1)")
+    b.add_argument("--estimate", action="store_true",
+                   help="print the cost and wall time for 1, 2, 4 and 8 GPUs, create nothing")
+    b.add_argument("--cancel", metavar="RUN", help="stop a run; its finished images are kept")
+
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", help="what to draw")
     g.add_argument("--prompt-file", metavar="FILE",
@@ -86,12 +101,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, help="seed; images of a batch use seed, seed+1, ...")
     g.add_argument("--scheduler", metavar="NAME",
                    help=f"one of {', '.join(SCHEDULERS)} (default {DEFAULT_SCHEDULER}); "
-                   "the guide's k_lms, k_euler_a, plms... and A1111's names are accepted")
-    g.add_argument("--schedule", choices=SCHEDULES,
-                   help="noise schedule (A1111's Schedule type; default: the sampler's own)")
+                   "the guide's k_lms, k_euler_a, plms... and A1111's names (Euler a, "
+                   "DPM++ 2M Karras, UniPC...) are accepted")
+    g.add_argument("--schedule", metavar="NAME",
+                   help=f"noise schedule (A1111's Schedule type): {', '.join(SCHEDULES)}, or "
+                   "automatic (what A1111 picks for the sampler); default: the sampler's own")
     g.add_argument("-n", "--count", type=int, help="images per prompt, 1-16 (default 1)")
     g.add_argument("--init-image", metavar="FILE", type=Path,
                    help="img2img: start from this PNG or JPEG (the guide's -I)")
+    g.add_argument("--mask", metavar="FILE", type=Path,
+                   help="inpainting, with --init-image: repaint where this PNG/JPEG is white "
+                   "(or transparent) and keep the rest (the guide's -M)")
     g.add_argument("--strength", type=float,
                    help="img2img: how much to change the init image, 0-1 (default 0.75; -f)")
     g.add_argument("--fit", choices=["resize", "crop"],

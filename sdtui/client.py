@@ -22,7 +22,7 @@ from typing import IO, Any
 from docker.utils.socket import STDOUT, frames_iter
 
 from sdtui import protocol
-from sdtui.errors import GenerationError, WorkerDied
+from sdtui.errors import GenerationError, RequestRejected, WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,8 @@ class WorkerClient:
             while True:
                 ev = self._next(waiter, None)
                 if ev["type"] == "error":
-                    raise GenerationError(ev["message"])
+                    rejected = ev["code"] == "bad_request"
+                    raise (RequestRejected if rejected else GenerationError)(ev["message"])
                 yield ev
                 if ev["type"] == "done":
                     return

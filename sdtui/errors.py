@@ -57,5 +57,12 @@ class WorkerDied(GenerationError):
     pass
 
 
+class RequestRejected(GenerationError):
+    """The worker refused a request as bad input (`bad_request`): e.g. an unknown LoRA, or an
+    inpainting model without a mask. Nothing was generated."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
 class Interrupted(SdtuiError):
     exit_code = EXIT_INTERRUPTED

@@ -42,6 +42,9 @@ class GenerateSettings:
     # img2img: a PNG or JPEG file, or (a recorded request's) the image itself as base64.
     init_image: Path | None = None
     init_image_data: str | None = None
+    # inpainting: which part of the init image to repaint, a file or the image as base64.
+    mask: Path | None = None
+    mask_data: str | None = None
     strength: float = _default("strength")
     fit: str = _default("fit")
     gfpgan: float = _default("gfpgan")
@@ -56,7 +59,7 @@ class GenerateSettings:
 
 
 # Settings fields that are not request fields of the same name.
-_NOT_SENT = ("init_image", "init_image_data")
+_NOT_SENT = ("init_image", "init_image_data", "mask", "mask_data")
 
 
 def recorded_layer(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -66,6 +69,8 @@ def recorded_layer(params: Mapping[str, Any]) -> dict[str, Any]:
              and k not in _NOT_SENT}
     if params.get("init_image"):
         layer["init_image_data"] = params["init_image"]
+    if params.get("mask"):
+        layer["mask_data"] = params["mask"]
     layer["count"] = 1
     return layer
 
@@ -91,6 +96,15 @@ def init_image_data(settings: GenerateSettings) -> str | None:
     return settings.init_image_data
 
 
+def mask_data(settings: GenerateSettings) -> str | None:
+    """The inpainting mask as the request carries it, read like the init image."""
+    if settings.mask is not None:
+        from sdtui.inputs import read_mask
+
+        return read_mask(settings.mask)
+    return settings.mask_data
+
+
 def setting_of(message: str) -> str:
     """The request field a protocol error is about: the one it starts with ('steps must be
     from 1 to 150, got 0'), else the last one it names ('... drop init_image or set
@@ -103,13 +117,14 @@ def setting_of(message: str) -> str:
 
 
 def request_params(settings: GenerateSettings, init_image: str | None = None,
-                   ) -> dict[str, Any]:
+                   mask: str | None = None) -> dict[str, Any]:
     """The request's parameters, checked by the protocol itself (BadSetting names the field).
-    `init_image` is the init image already read (see init_image_data); by default it is read
-    here."""
+    `init_image` and `mask` are the images already read (see init_image_data, mask_data); by
+    default they are read here."""
     params = {k: getattr(settings, k) for k in field_names(GenerateSettings)
               if k not in _NOT_SENT}
     params["init_image"] = init_image if init_image is not None else init_image_data(settings)
+    params["mask"] = mask if mask is not None else mask_data(settings)
     try:
         checked = protocol.request("generate", id="check", **params)
     except protocol.ProtocolError as exc:
@@ -117,5 +132,7 @@ def request_params(settings: GenerateSettings, init_image: str | None = None,
         name = setting_of(message)
         if name == "init_image" and settings.init_image is not None:
             message = message.replace("init_image", settings.init_image.name, 1)
+        if name == "mask" and settings.mask is not None:
+            message = message.replace("mask", f"mask {settings.mask.name}", 1)
         raise BadSetting(name, message, fix="see sdtui --help for valid values") from None
     return {k: v for k, v in checked.items() if k not in ("type", "id")}

@@ -30,8 +30,9 @@ from sdtui.deploy.base import (
 )
 from sdtui.deploy.settings import Target, choose, open_deployment, remember_use
 from sdtui.flags import given_from_args
-from sdtui.generation import init_image_data, request_params, resolve_generate
+from sdtui.generation import init_image_data, mask_data, request_params, resolve_generate
 from sdtui.grid import save_grid
+from sdtui.inputs import prompts_of, read_prompt_file
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
@@ -127,21 +128,14 @@ class Reporter:
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
-    if args.prompt_file:
+    if args.prompt_file == "-":
         try:
-            if args.prompt_file == "-":
-                text = sys.stdin.read()
-            else:
-                text = Path(args.prompt_file).read_text(encoding="utf-8")
+            return prompts_of(sys.stdin.read(), "-")
         except (OSError, UnicodeDecodeError) as exc:
-            raise errors.BadInput(f"cannot read prompt file {args.prompt_file}: {exc}",
-                                  fix="check the path") from None
-        lines = (ln.strip() for ln in text.splitlines())
-        prompts = [ln for ln in lines if ln and not ln.startswith("#")]
-        if not prompts:
-            raise errors.BadInput(f"prompt file {args.prompt_file} has no prompts",
-                                  fix="write one prompt per line")
-        return prompts
+            raise errors.BadInput(f"cannot read prompts from stdin: {exc}",
+                                  fix="pipe UTF-8 text, one prompt per line") from None
+    if args.prompt_file:
+        return read_prompt_file(Path(args.prompt_file))
     return [args.prompt] if args.prompt else []
 
 
@@ -168,8 +162,8 @@ def generation_requests(args: argparse.Namespace, prompts: list[str | None],
     given.pop("prompt", None)
     given.setdefault("preview_every", 0)  # no previews to draw here
     settings = resolve_generate(given, recorded=recorded)
-    init = init_image_data(settings)
-    return [request_params(settings if p is None else settings.with_prompt(p), init)
+    init, mask = init_image_data(settings), mask_data(settings)
+    return [request_params(settings if p is None else settings.with_prompt(p), init, mask)
             for p in prompts]
 
 
@@ -212,6 +206,19 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     report = Reporter(args.json)
     given = given_from_args(args)
+    option = choose(given).option
+    batch_only = [flag for flag, used in (("--cancel", args.cancel), ("--estimate", args.estimate),
+                                          ("--gpus", args.gpus is not None),
+                                          ("--status RUN", isinstance(args.status, str)))
+                  if used]
+    if batch_only and option != "batch":
+        raise errors.BadInput(f"{batch_only[0]} applies to the scale-out only",
+                              fix="add --option batch (and --name, if it has another name)")
+    if not args.teardown and option == "batch":
+        from sdtui.headless_batch import run_batch
+
+        return run_batch(args, given, report, print_status=print_status,
+                         prompts=lambda: read_prompts(args))
     if args.status:
         target, deployment = open_deployment(given, for_use=False)
         report.using(target)
@@ -256,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _teardown(args: argparse.Namespace, given: Given, report: Reporter) -> int:
     target = choose(given)
-    aws = target.option == "aws"
+    aws = target.option != "local"  # Option A and the scale-out keep a bucket
     flag = "--purge-bucket" if aws else "--purge-volume"
     purge = args.purge_bucket if aws else args.purge_volume
     _, deployment = open_deployment(given, for_use=False, purge=purge, target=target)

@@ -8,11 +8,36 @@ from pathlib import Path
 from sdtui.errors import BadInput
 
 
-def read_init_image(path: Path) -> str:
-    """An img2img init image as the protocol carries it (base64); the worker checks the bytes."""
+def _read_image(path: Path, what: str) -> str:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise BadInput(f"cannot read init image {path}: {exc.strerror}",
-                       fix="check the path") from None
+        raise BadInput(f"cannot read {what} {path}: {exc.strerror}", fix="check the path") from None
     return base64.b64encode(data).decode("ascii")
+
+
+def prompts_of(text: str, source: str) -> list[str]:
+    """A prompt file's prompts: one per line; blank lines and lines starting with # skipped."""
+    lines = (ln.strip() for ln in text.splitlines())
+    prompts = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not prompts:
+        raise BadInput(f"prompt file {source} has no prompts", fix="write one prompt per line")
+    return prompts
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read prompt file {path}: {exc}", fix="check the path") from None
+    return prompts_of(text, str(path))
+
+
+def read_init_image(path: Path) -> str:
+    """An img2img init image as the protocol carries it (base64); the worker checks the bytes."""
+    return _read_image(path, "init image")
+
+
+def read_mask(path: Path) -> str:
+    """An inpainting mask, carried like the init image."""
+    return _read_image(path, "mask")

@@ -23,7 +23,7 @@ from sdtui.errors import BadInput, DeploymentError
 from sdtui.paths import state_dir
 
 SCHEMA_VERSION = 1
-OPTIONS = ("local", "aws")
+OPTIONS = ("local", "aws", "batch")
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _LOCK_NAME = ".lock"
 
@@ -59,7 +59,7 @@ def validate_name(name: str) -> str:
 
 def _validate_option(option: str) -> str:
     if option not in OPTIONS:
-        raise BadInput(f"unknown deployment option {option!r}", fix="use 'local' or 'aws'")
+        raise BadInput(f"unknown deployment option {option!r}", fix="use 'local', 'aws' or 'batch'")
     return option
 
 

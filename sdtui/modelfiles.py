@@ -11,6 +11,8 @@ same-named .yaml (the worker resolves them in this order; see sdtui.worker.model
 1. `S.config/` — a diffusers-layout folder of configs and tokenizer, no weights;
 2. `S.yaml` — the original LDM config.
 Without either the worker uses the SD 1.x configs shipped in sdtui/assets/sd1/.
+
+LoRA files sit in a `loras/` folder beside the model and travel with it (see sdtui.loras).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from sdtui.errors import BadInput
+from sdtui.loras import LORA_DIR, LORA_SUFFIX
 
 ModelFormat = Literal["diffusers", "ckpt", "safetensors"]
 
@@ -134,9 +137,20 @@ def check_models(models: list[Path]) -> None:
             raise BadInput(f"model file {extra} does not exist", fix="check the path")
 
 
+def lora_files(model: str | Path) -> list[tuple[Path, str]]:
+    """The LoRA files in the `loras/` folder beside the model (where `<lora:NAME:W>` in a
+    prompt finds NAME.safetensors), named as they travel: `loras/...`."""
+    folder = Path(model).expanduser().absolute().parent / LORA_DIR
+    if not folder.is_dir():
+        return []
+    return [(file, f"{LORA_DIR}/{file.relative_to(folder).as_posix()}")
+            for file in sorted(folder.rglob("*" + LORA_SUFFIX)) if file.is_file()]
+
+
 def deployment_files(models: list[Path]) -> list[tuple[Path, str]]:
-    """What a deployment copies: the model with its sidecars, then the extra files by name."""
-    files = model_files(models[0])
+    """What a deployment copies: the model with its sidecars, the LoRAs beside it, then the
+    extra files by name."""
+    files = model_files(models[0]) + lora_files(models[0])
     files += [(Path(p).expanduser().absolute(), Path(p).name) for p in models[1:]]
     return files
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sdtui import samplers
+from sdtui import loras, samplers
 
 PROTOCOL_VERSION = 1
 
@@ -147,6 +147,10 @@ GENERATE_FIELDS: dict[str, Field] = {
     "preview_every": Field(_INT, default=5, check=_int_range(0, 150)),
     # img2img (the guide's -I/-f): the init image travels in the request, base64.
     "init_image": Field(str, default=None, check=_init_image, nullable=True),
+    # Inpainting (the guide's -M): which part of init_image to repaint, an image of the same
+    # kind. White repaints and black keeps; a mask with transparency repaints its transparent
+    # part, as the guide's -M did.
+    "mask": Field(str, default=None, check=_init_image, nullable=True),
     "strength": Field(_NUM, default=0.75, check=_float_range(0.0, 1.0)),
     "fit": Field(str, default="resize", check=_one_of("resize", "crop")),
     # Face restoration with GFPGAN (-G): 0 is off.
@@ -274,17 +278,21 @@ def _validate(obj: Any, schemas: dict[str, dict[str, Field]], what: str) -> dict
 
 
 def _check_generate(req: dict[str, Any], raw: dict[str, Any]) -> None:
-    if "scheduler" in raw:
-        implied = samplers.parse(raw["scheduler"])[1]
-        if implied and req["schedule"] == DEFAULT_SCHEDULE:
-            req["schedule"] = implied
     try:
-        samplers.check_combination(req["scheduler"], req["schedule"])
+        req["scheduler"], req["schedule"] = samplers.resolve(
+            raw.get("scheduler", req["scheduler"]), req["schedule"])
     except samplers.UnknownSampler as exc:
         raise ProtocolError(f"generate: {exc}") from None
     if req["init_image"] and req["variation_amount"]:
         raise ProtocolError("generate: variations apply to text-to-image only; "
                             "drop init_image or set variation_amount to 0")
+    if req["mask"] and not req["init_image"]:
+        raise ProtocolError("generate: mask needs the image it masks: send init_image "
+                            "with it (--init-image)")
+    try:
+        loras.parse_prompt(req["prompt"], req["negative_prompt"])
+    except loras.LoraSyntaxError as exc:
+        raise ProtocolError(f"generate: {exc}") from None
 
 
 def validate_request(obj: Any) -> dict[str, Any]:

@@ -6,6 +6,12 @@ this one table, so a sampler or a spelling is added in one place.
 A request names a sampler (`scheduler`) and a noise schedule (`schedule`), as A1111 1.9+ does
 with its "Sampler" and "Schedule type" fields. Older combined names ("DPM++ 2M Karras",
 "dpmpp_2m_karras") still parse: they imply the schedule.
+
+Each row maps an A1111 sampler to the diffusers scheduler that reproduces it, as diffusers'
+own table of A1111/k-diffusion equivalents documents it (docs/source/en/api/schedulers/
+overview.md), checked against A1111's sampler list (modules/sd_samplers_kdiffusion.py,
+sd_samplers_compvis.py, sd_samplers_lcm.py). Samplers diffusers cannot reproduce are in
+`_REFUSED`: they are refused with the reason, never replaced by a look-alike.
 """
 
 from __future__ import annotations
@@ -15,13 +21,49 @@ from dataclasses import dataclass
 
 DEFAULT_SAMPLER = "euler_a"
 DEFAULT_SCHEDULE = "default"
-# "default": the sampler's own timesteps (A1111's "Uniform"); the others reshape the sigmas.
-SCHEDULES = ("default", "karras", "exponential")
-SCHEDULE_A1111 = {"default": "Uniform", "karras": "Karras", "exponential": "Exponential"}
+# A1111's "Automatic": the schedule A1111 picks for the sampler (its `scheduler` option).
+# Resolved to a concrete schedule with the sampler (see `resolve`); never sent to the worker.
+AUTOMATIC = "automatic"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    id: str
+    a1111: str  # A1111's "Schedule type" label
+    options: tuple[tuple[str, object], ...] = ()
+    # Timestep spacing the schedule needs, or None for the sampler's own. diffusers derives
+    # sigma_max/sigma_min of a reshaped schedule from the spaced timesteps; "linspace" spans
+    # the model's whole range, as k-diffusion's get_sigmas_karras/_exponential do in A1111.
+    spacing: str | None = None
+
+
+_SCHEDULE_TABLE = (
+    # "default": the sampler's own timesteps (A1111's "Uniform").
+    Schedule("default", "Uniform"),
+    Schedule("karras", "Karras", (("use_karras_sigmas", True),), "linspace"),
+    Schedule("exponential", "Exponential", (("use_exponential_sigmas", True),), "linspace"),
+    # A1111's beta_scheduler and diffusers' _convert_to_beta: the same formula, alpha=beta=0.6.
+    Schedule("beta", "Beta", (("use_beta_sigmas", True),), "linspace"),
+)
+SCHEDULE_TABLE: dict[str, Schedule] = {s.id: s for s in _SCHEDULE_TABLE}
+SCHEDULES = tuple(SCHEDULE_TABLE)
+SCHEDULE_A1111 = {s.id: s.a1111 for s in _SCHEDULE_TABLE}
+_RESHAPING = tuple(s for s in SCHEDULES if s != DEFAULT_SCHEDULE)
+
+# A1111 1.9+ schedule types with no faithful diffusers equivalent.
+_REFUSED_SCHEDULES = {
+    "Polyexponential": "diffusers has no polyexponential sigmas",
+    "SGM Uniform": "diffusers' nearest (trailing spacing) picks other timesteps",
+    "KL Optimal": "diffusers has no KL-optimal sigmas",
+    "Align Your Steps": "diffusers has no Align Your Steps sigmas for this scheduler family",
+    "Simple": "diffusers' nearest (trailing spacing) rounds timesteps differently",
+    "Normal": "diffusers has no sgm-style normal schedule",
+    "DDIM": "the DDIM schedule type is not a diffusers sigma schedule",
+}
 
 
 class UnknownSampler(ValueError):
-    """A sampler or schedule name that is in no column of the table."""
+    """A sampler or schedule name that is in no column of the table, or that sdtui refuses."""
 
 
 @dataclass(frozen=True)
@@ -32,27 +74,68 @@ class Sampler:
     diffusers_class: str
     options: tuple[tuple[str, object], ...] = ()
     # Schedules the diffusers class can apply besides "default".
-    schedules: tuple[str, ...] = ("karras", "exponential")
+    schedules: tuple[str, ...] = _RESHAPING
     aliases: tuple[str, ...] = ()
+    # The schedule A1111 1.9+ uses for this sampler when its Schedule type is "Automatic".
+    automatic: str = DEFAULT_SCHEDULE
 
 
+_SDE = ("algorithm_type", "sde-dpmsolver++")
 _TABLE = (
     Sampler("ddim", "DDIM", "ddim", "DDIMScheduler", schedules=()),
     Sampler("pndm", "PLMS", "plms", "PNDMScheduler", (("skip_prk_steps", True),), schedules=()),
     Sampler("lms", "LMS", "k_lms", "LMSDiscreteScheduler"),
     Sampler("euler", "Euler", "k_euler", "EulerDiscreteScheduler"),
-    Sampler("euler_a", "Euler a", "k_euler_a", "EulerAncestralDiscreteScheduler", schedules=()),
+    Sampler("euler_a", "Euler a", "k_euler_a", "EulerAncestralDiscreteScheduler", schedules=(),
+            aliases=("k_euler_ancestral",)),
     Sampler("heun", "Heun", "k_heun", "HeunDiscreteScheduler"),
-    Sampler("dpm2", "DPM2", "k_dpm_2", "KDPM2DiscreteScheduler"),
-    Sampler("dpm2_a", "DPM2 a", "k_dpm_2_a", "KDPM2AncestralDiscreteScheduler"),
+    Sampler("dpm2", "DPM2", "k_dpm_2", "KDPM2DiscreteScheduler", automatic="karras"),
+    Sampler("dpm2_a", "DPM2 a", "k_dpm_2_a", "KDPM2AncestralDiscreteScheduler",
+            automatic="karras"),
     Sampler("dpmpp_2m", "DPM++ 2M", "k_dpmpp_2", "DPMSolverMultistepScheduler",
-            aliases=("dpm++_2m", "k_dpmpp_2m")),
+            aliases=("dpm++_2m", "k_dpmpp_2m"), automatic="karras"),
+    # k-diffusion's sample_dpmpp_sde (Brownian-tree noise, needs torchsde). diffusers' table
+    # names DPMSolverSinglestepScheduler, a deterministic ODE solver; DPMSolverSDEScheduler is
+    # its port of this very sampler.
+    Sampler("dpmpp_sde", "DPM++ SDE", "k_dpmpp_sde", "DPMSolverSDEScheduler",
+            aliases=("dpm++_sde",), automatic="karras"),
+    Sampler("dpmpp_2m_sde", "DPM++ 2M SDE", "k_dpmpp_2m_sde", "DPMSolverMultistepScheduler",
+            (_SDE,), aliases=("dpm++_2m_sde",), automatic="exponential"),
+    Sampler("dpmpp_2m_sde_heun", "DPM++ 2M SDE Heun", "k_dpmpp_2m_sde_heun",
+            "DPMSolverMultistepScheduler", (_SDE, ("solver_type", "heun")),
+            aliases=("dpm++_2m_sde_heun",), automatic="exponential"),
+    # A1111's UniPC defaults (its options uni_pc_variant, uni_pc_order, uni_pc_lower_order_final).
+    # Like A1111's UniPC it stops at the smallest sigma: diffusers' bh1 step to sigma 0 divides
+    # by an infinite log-SNR step and returns NaN.
+    Sampler("unipc", "UniPC", "unipc", "UniPCMultistepScheduler",
+            (("solver_type", "bh1"), ("solver_order", 3), ("lower_order_final", True),
+             ("final_sigmas_type", "sigma_min"))),
+    Sampler("lcm", "LCM", "lcm", "LCMScheduler", schedules=()),
 )
 SAMPLERS: dict[str, Sampler] = {s.id: s for s in _TABLE}
+
+# A1111 samplers diffusers cannot reproduce: label, other spellings, why.
+_REFUSED = (
+    ("DPM++ 2S a", ("k_dpmpp_2s_a", "dpmpp_2s_a", "dpmpp_2s_ancestral"),
+     "diffusers has no DPM++ 2S ancestral scheduler"),
+    ("DPM++ 3M SDE", ("k_dpmpp_3m_sde", "dpmpp_3m_sde"),
+     "diffusers' third-order SDE solver differs from k-diffusion's in its second-derivative "
+     "term"),
+    ("DPM fast", ("k_dpm_fast", "dpm_fast"), "diffusers has no DPM-Solver fast scheduler"),
+    ("DPM adaptive", ("k_dpm_ad", "dpm_adaptive"), "diffusers has no adaptive DPM-Solver"),
+    ("Restart", ("restart",), "diffusers has no Restart sampler"),
+    ("DDIM CFG++", ("ddim_cfgpp", "ddim_cfg++"), "diffusers has no CFG++ sampler"),
+)
 
 
 def _key(name: str) -> str:
     return re.sub(r"[\s_-]+", " ", name.strip().lower())
+
+
+# Suffixes of combined names: A1111's labels ("Karras") and the short ones ("_ka", "_exp").
+def _schedule_suffixes(schedule: str) -> tuple[str, ...]:
+    short = {"karras": ("ka",), "exponential": ("exp",)}.get(schedule, ())
+    return (SCHEDULE_A1111[schedule], schedule, *short)
 
 
 def _spellings() -> dict[str, tuple[str, str | None]]:
@@ -62,34 +145,52 @@ def _spellings() -> dict[str, tuple[str, str | None]]:
         for spelling in (s.id, s.a1111, s.dream, *s.aliases):
             names[_key(spelling)] = (s.id, None)
             for schedule in s.schedules:
-                label = SCHEDULE_A1111[schedule]
-                names[_key(f"{spelling} {label}")] = (s.id, schedule)
-                names[_key(f"{spelling}_{schedule}")] = (s.id, schedule)
+                for suffix in _schedule_suffixes(schedule):
+                    names[_key(f"{spelling} {suffix}")] = (s.id, schedule)
     return names
 
 
+def _refusals() -> dict[str, str]:
+    """Every spelling of a refused sampler (with any schedule suffix) -> the one-line reason."""
+    refused = {}
+    for label, aliases, why in _REFUSED:
+        reason = f"sampler {label!r} is not supported: {why}, so sdtui will not run a look-alike"
+        for spelling in (label, *aliases):
+            refused[_key(spelling)] = reason
+            for schedule in _RESHAPING:
+                for suffix in _schedule_suffixes(schedule):
+                    refused[_key(f"{spelling} {suffix}")] = reason
+    return refused
+
+
 _SPELLINGS = _spellings()
+_REFUSALS = _refusals()
 
 
 def parse(name: str) -> tuple[str, str | None]:
     """A sampler name in any spelling -> (canonical id, the schedule it implies or None)."""
-    found = _SPELLINGS.get(_key(name))
-    if found is None:
-        raise UnknownSampler(
-            f"unknown scheduler {name!r}; valid schedulers: {', '.join(SAMPLERS)}"
-        )
-    return found
+    key = _key(name)
+    found = _SPELLINGS.get(key)
+    if found is not None:
+        return found
+    if key in _REFUSALS:
+        raise UnknownSampler(f"{_REFUSALS[key]}; pick another, e.g. DPM++ 2M or Euler a")
+    raise UnknownSampler(f"unknown scheduler {name!r}; valid schedulers: {', '.join(SAMPLERS)}")
 
 
 def parse_schedule(name: str) -> str:
-    """A schedule in our spelling or A1111's ("Karras", "Uniform"); "Automatic" is the
-    sampler's default."""
+    """A schedule in our spelling or A1111's ("Karras", "Uniform"). A1111's "Automatic" is
+    returned as AUTOMATIC: what it means depends on the sampler (see `resolve`)."""
     key = _key(name)
-    if key in ("automatic", "auto"):
-        return DEFAULT_SCHEDULE
+    if key in (AUTOMATIC, "auto"):
+        return AUTOMATIC
     for schedule, label in SCHEDULE_A1111.items():
         if key in (schedule, _key(label)):
             return schedule
+    for label, why in _REFUSED_SCHEDULES.items():
+        if key == _key(label):
+            raise UnknownSampler(f"schedule type {label!r} is not supported: {why}; "
+                                 f"valid schedules: {', '.join(SCHEDULES)}")
     raise UnknownSampler(f"unknown schedule {name!r}; valid schedules: {', '.join(SCHEDULES)}")
 
 
@@ -99,6 +200,37 @@ def check_combination(sampler: str, schedule: str) -> None:
         raise UnknownSampler(
             f"sampler {sampler} has no {schedule} schedule; its schedules: {usable}"
         )
+
+
+def resolve(sampler_name: str, schedule_name: str | None = None) -> tuple[str, str]:
+    """A request's sampler and schedule, in any spellings -> (sampler id, concrete schedule).
+
+    An explicit schedule wins over one a combined name implies; "Automatic" becomes the
+    schedule A1111 uses for that sampler. Raises UnknownSampler with one line."""
+    sampler, implied = parse(sampler_name)
+    schedule = parse_schedule(schedule_name) if schedule_name else DEFAULT_SCHEDULE
+    if schedule == DEFAULT_SCHEDULE and implied:
+        schedule = implied
+    if schedule == AUTOMATIC:
+        schedule = SAMPLERS[sampler].automatic
+    check_combination(sampler, schedule)
+    return sampler, schedule
+
+
+def scheduler_options(sampler: str, schedule: str) -> dict[str, object]:
+    """The keyword arguments the sampler's diffusers class takes for this schedule. Every
+    sigma flag the class has is set, so a model's own scheduler config (a diffusers folder
+    may carry use_karras_sigmas) cannot change the schedule asked for."""
+    spec = SAMPLERS[sampler]
+    options = dict(spec.options)
+    if spec.schedules:
+        for other in _RESHAPING:
+            options |= {flag: False for flag, _ in SCHEDULE_TABLE[other].options}
+    options |= dict(SCHEDULE_TABLE[schedule].options)
+    spacing = SCHEDULE_TABLE[schedule].spacing or getattr(spec, "spacing", None)
+    if spacing is not None:
+        options["timestep_spacing"] = spacing
+    return options
 
 
 def a1111_label(sampler: str) -> str:

@@ -8,7 +8,7 @@ import re
 import typing
 from pathlib import Path
 
-from sdtui import deploy, headless
+from sdtui import deploy, headless, headless_batch
 from sdtui.deploy.base import DeployEvent
 from sdtui.headless import Reporter
 
@@ -47,8 +47,8 @@ def test_deployment_events_are_snake_case_with_their_fields() -> None:
 def test_every_event_a_run_can_print_is_documented() -> None:
     names = {headless.event_name(kind(*EXAMPLES[kind.__name__]))
              for kind in typing.get_args(DeployEvent)}
-    source = Path(headless.__file__).read_text()
-    names |= set(re.findall(r'\.json\("([a-z_]+)"', source))  # the runner's own events
+    source = Path(headless.__file__).read_text() + Path(headless_batch.__file__).read_text()
+    names |= set(re.findall(r'\.json\("([a-z_]+)"', source))  # the runners' own events
     names |= {"progress", "preview", "image", "done"}  # the worker's, passed through
     assert all(SNAKE.fullmatch(name) for name in names), names
     assert names == documented_events()

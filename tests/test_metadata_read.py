@@ -66,13 +66,20 @@ def test_a1111_hires_fix_is_named_not_turned_into_img2img():
         assert value in warning
 
 
-def test_unknown_sampler_is_bad_input_unless_scheduler_is_given():
-    path = FIXTURES / "automatic1111_cropped.png"
-    with pytest.raises(BadInput, match=r"sampler 'UniPC'.*--scheduler NAME"):
+def test_a_real_a1111_unipc_file_reruns_with_unipc():
+    request, warnings = rerun(FIXTURES / "automatic1111_cropped.png")
+    assert fields(request) == (235284042, 15, 5.0, 512, 400, "unipc", "default")
+    assert (request["prompt"], request["negative_prompt"]) == ("photo of a duck", "monochrome")
+    assert warnings == []
+
+
+def test_unknown_sampler_is_bad_input_unless_scheduler_is_given(tmp_path):
+    text = "a duck\nSteps: 15, Sampler: DPM++ 2S a, CFG scale: 5, Seed: 3, Size: 64x64"
+    path = png_with(tmp_path, parameters=text)
+    with pytest.raises(BadInput, match=r"sampler 'DPM\+\+ 2S a'.*--scheduler NAME"):
         rerun(path)
     request, warnings = rerun(path, "--scheduler", "euler")
-    assert fields(request) == (235284042, 15, 5.0, 512, 400, "euler", "default")
-    assert (request["prompt"], request["negative_prompt"]) == ("photo of a duck", "monochrome")
+    assert fields(request) == (3, 15, 5.0, 64, 64, "euler", "default")
     assert warnings == []
 
 
@@ -300,16 +307,17 @@ def test_an_image_from_before_inputs_were_stored_still_reruns(tmp_path):
     assert warnings == []
 
 
-@pytest.mark.parametrize(("settings", "schedule", "named"), [
-    ("Sampler: DPM++ 2M, Schedule type: Automatic", "default", True),
-    ("Sampler: DPM++ 2M, Version: v1.10.1", "default", True),  # 1.9+: automatic
-    ("Sampler: DPM++ 2M, Version: v1.6.0", "default", False),  # before 1.9: uniform
-    ("Sampler: DPM++ 2M Karras, Version: v1.10.1", "karras", False),
-    ("Sampler: DDIM, Schedule type: Automatic", "default", False),  # DDIM has one schedule
+@pytest.mark.parametrize(("settings", "schedule"), [
+    ("Sampler: DPM++ 2M, Schedule type: Automatic", "karras"),
+    ("Sampler: DPM++ 2M, Version: v1.10.1", "karras"),  # 1.9+: automatic
+    ("Sampler: DPM++ 2M SDE, Schedule type: Automatic", "exponential"),
+    ("Sampler: DPM++ 2M, Version: v1.6.0", "default"),  # before 1.9: uniform
+    ("Sampler: DPM++ 2M Karras, Version: v1.10.1", "karras"),
+    ("Sampler: DDIM, Schedule type: Automatic", "default"),  # DDIM has one schedule
 ])
-def test_a1111s_automatic_schedule_is_never_silently_uniform(tmp_path, settings, schedule,
-                                                             named):
+def test_a1111s_automatic_schedule_is_the_one_a1111_picks_never_silently_uniform(
+        tmp_path, settings, schedule):
     text = f"a cat\nSteps: 20, {settings}, CFG scale: 7, Seed: 1, Size: 64x64"
     request, warnings = rerun(png_with(tmp_path, parameters=text))
     assert request["schedule"] == schedule
-    assert bool(warnings and "Schedule type: Automatic" in warnings[0]) == named
+    assert warnings == []

@@ -24,6 +24,8 @@ import sdtui
 from sdtui.errors import BadInput
 
 DOCKERFILES = {"Dockerfile.local": "sdtui-worker", "Dockerfile": "sdtui-worker-cuda"}
+# Both Dockerfiles' default: Python 3.11 without torch, which the locked set then brings.
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
 EXTRA_CA_NAME = "extra-ca.crt"
 _SKIPPED_DIRS = {"__pycache__"}
 _SKIPPED_SUFFIXES = (".pyc", ".pyo")
@@ -110,7 +112,8 @@ def _repository_for(dockerfile: str) -> str:
 # go into the image, so a change to the client (the UI, the deployments) neither rebuilds the
 # image nor replaces a running worker.
 WORKER_DATA = (
-    "assets", "container/requirements-worker.txt", "container/requirements-worker-nodeps.txt",
+    "assets", "container/requirements-worker.txt", "container/requirements-worker.lock",
+    "container/install-worker-deps.sh", "container/lock.py",
 )
 WORKER_ENTRY = "worker"
 

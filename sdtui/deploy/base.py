@@ -132,7 +132,7 @@ class Resource:
 @dataclass
 class DeploymentStatus:
     name: str
-    option: Literal["local", "aws"]
+    option: Literal["local", "aws", "batch"]
     state: str  # "absent", "provisioning", "ready", "stopped", "failed", ...
     resources: list[Resource] = field(default_factory=list)
     hourly_usd: float | None = None
@@ -161,7 +161,7 @@ class TeardownReport:
 
 class Deployment(ABC):
     name: str
-    option: Literal["local", "aws"]
+    option: Literal["local", "aws", "batch"]
 
     @abstractmethod
     def plan(self) -> list[Step]:

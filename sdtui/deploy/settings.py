@@ -107,11 +107,43 @@ def _aws_build(settings: Any, purge: bool) -> Deployment:
     return AwsDeployment(settings, purge_bucket=purge)
 
 
+# --- scale-out (AWS Batch) -----------------------------------------------------------------------
+
+
+def _batch_class() -> type:
+    from sdtui.deploy.batch.settings import BatchSettings
+
+    return BatchSettings
+
+
+def _batch_complete(settings: Any, for_use: bool) -> None:
+    """Tests only: SDTUI_TEST_DOCKERFILE builds another Dockerfile, SDTUI_TEST_ECR_PUSH=0 tags
+    the image with the ECR URI instead of pushing it (moto's ECR takes no push)."""
+    settings.dockerfile = os.environ.get("SDTUI_TEST_DOCKERFILE") or settings.dockerfile
+    settings.push = os.environ.get("SDTUI_TEST_ECR_PUSH") != "0"
+    settings.region = settings.region or _profile_region(settings.profile) or DEFAULT_REGION
+    settings.bucket = settings.bucket or ""
+    settings.models = [str(m) for m in settings.models or []]  # files here, or bucket keys
+    if for_use:
+        settings.validate()
+    else:
+        settings.validate_target()
+
+
+def _batch_build(settings: Any, purge: bool) -> Deployment:
+    from sdtui.deploy.batch.deployment import BatchDeployment
+
+    return BatchDeployment(settings, purge_bucket=purge)
+
+
 OPTIONS: dict[str, OptionSpec] = {
     "local": OptionSpec("local", "Option B — local Docker", "local", _local_class,
                         _local_complete, _local_build),
     "aws": OptionSpec("aws", "Option A — AWS GPU instance", "aws", _aws_class, _aws_complete,
                       _aws_build, not_remembered=("ami", "ssh_cidr", "dockerfile")),
+    "batch": OptionSpec("batch", "Scale-out — a prompt file over N GPUs (AWS Batch)", "batch",
+                        _batch_class, _batch_complete, _batch_build,
+                        not_remembered=("gpus", "dockerfile", "push")),
 }
 
 

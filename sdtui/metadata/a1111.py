@@ -283,18 +283,14 @@ def read(text: str) -> Parsed | None:
 
 def _read_schedule(found: Parsed, settings: dict[str, str]) -> None:
     label = settings.pop("Schedule type", None)
-    sampler = found.params.get("scheduler")
     if label is None:
         version = _A1111_VERSION.search(settings.get("Version", ""))
         newer = version and (int(version[1]), int(version[2])) >= _SCHEDULE_TYPE_SINCE
         label = "Automatic" if newer else None
     if label is None or "schedule" in found.params and label == "Automatic":
         return  # before 1.9: the sampler's own schedule, or the one its name implies
-    if label == "Automatic" and sampler in samplers.SAMPLERS and \
-            samplers.SAMPLERS[sampler].schedules:
-        # A1111 picks a schedule per sampler (Karras for DPM++ 2M); the file does not say which.
-        found.ignore("Schedule type", "Automatic (pass --schedule to choose one)")
-        return
+    # "Automatic" is the schedule A1111 1.9+ picks for the sampler (Karras for DPM++ 2M): the
+    # sampler table knows which, and the request resolves it.
     found.set_schedule(label)
 
 

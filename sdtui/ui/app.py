@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,7 +89,9 @@ class SdtuiApp(App[int]):
         if callable(getattr(deployment, "cost_update", None)) and self._cost_poll is None:
             self._cost_poll = self.set_interval(COST_POLL_S, self._poll_cost)
 
-    def start_provision(self, deployment: Deployment) -> None:
+    def start_provision(self, deployment: Deployment,
+                        on_ready: Callable[[Deployment], None] | None = None) -> None:
+        """Provision, then open the prompt panel (or call `on_ready`: a scale-out's run)."""
         self._use(deployment)
         try:
             self.services.remember_use(deployment)  # the default deployment, for --no-ui too
@@ -98,7 +100,23 @@ class SdtuiApp(App[int]):
         from sdtui.ui.screens.provision import ProvisionScreen
 
         self._to_deployments()
-        self.push_screen(ProvisionScreen(deployment))
+        self.push_screen(ProvisionScreen(deployment, on_ready=on_ready))
+
+    def start_batch_run(self, deployment: Deployment, lines: list[dict[str, Any]]) -> None:
+        """A scale-out: provision (after the estimate the form showed), then submit and watch."""
+        self.start_provision(deployment, on_ready=lambda d: self.open_run(d, lines=lines))
+
+    def open_run(self, deployment: Deployment, *, lines: list[dict[str, Any]] | None = None
+                 ) -> None:
+        """Watch a scale-out run: the one to submit (`lines`), else the deployment's last."""
+        from sdtui.ui.screens.run import RunScreen
+
+        self._use(deployment)
+        screen = RunScreen(deployment, lines=lines, out_dir=self.services.outputs())
+        if len(self.screen_stack) > 2:
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
 
     def open_prompt(self, deployment: Deployment, client: WorkerClient) -> None:
         from sdtui.ui.screens.prompt import PromptScreen

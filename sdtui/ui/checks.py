@@ -70,7 +70,26 @@ def _aws_identity(values: dict[str, Any]) -> Check:
     return Check("AWS identity found", "ok", who.arn)
 
 
+def _estimate(values: dict[str, Any]) -> Check:
+    """The scale-out's cost and wall time for 1, 2, 4, 8 GPUs, from the form as it stands: the
+    same read-only checks as a submission (bucket, model keys, quota), nothing created."""
+    from sdtui.ui.batch_form import batch_estimate
+    from sdtui.ui.forms import field_errors
+
+    if field_errors("batch", values):
+        return Check("Estimate", False, "complete the form to see the cost")
+    try:
+        lines = batch_estimate(values)
+    except SdtuiError as exc:
+        return Check("Estimate", False, str(exc))
+    except Exception as exc:  # an AWS error the core did not expect: shown, not raised
+        return Check("Estimate", False, f"{type(exc).__name__}: {exc}"[:200])
+    return Check("Estimate", True, "\n" + "\n".join(lines))
+
+
 def live_checks(option: str, values: dict[str, Any]) -> list[Check]:
+    if option == "batch":
+        return [_aws_identity(values), _estimate(values)]
     if option == "aws":
         return [_aws_identity(values), _models(values)]
     return [*_docker(values), _models(values)]

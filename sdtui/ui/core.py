@@ -17,6 +17,7 @@ from sdtui.deploy.base import Deployment
 from sdtui.ledger import Ledger, list_ledgers
 from sdtui.paths import default_outputs_dir
 from sdtui.settings import Given
+from sdtui.ui.batch_form import batch_lines
 from sdtui.ui.checks import Check, live_checks
 from sdtui.ui.forms import Option, from_form, to_form
 
@@ -51,7 +52,7 @@ def default_option(given: Given) -> Option:
     from sdtui.deploy.settings import choose
 
     option = given.option or choose(given).option
-    return "aws" if option == "aws" else "local"
+    return option if option in ("aws", "batch") else "local"
 
 
 def launch_price(values: dict[str, Any]) -> Any:
@@ -80,6 +81,7 @@ class Services:
     default_option: Callable[[Given], Option] = default_option
     remember_use: Callable[[Deployment], None] = remember_use
     launch_price: Callable[[dict[str, Any]], Any] = launch_price
+    batch_lines: Callable[[dict[str, Any]], list[dict[str, Any]]] = batch_lines
     out_dir: Path | None = None
     # What the command line gave (flags), over the ledger, the last used values and config.
     given: Given = field(default_factory=Given)

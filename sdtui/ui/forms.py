@@ -17,7 +17,7 @@ from sdtui.ledger import validate_name
 from sdtui.modelfiles import detect_format
 from sdtui.settings import Given
 
-Option = Literal["local", "aws"]
+Option = Literal["local", "aws", "batch"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,40 @@ AWS_FIELDS = (
               help="The instance stops itself after this many minutes without a request, so "
               "a forgotten GPU does not keep costing money."),
 )
-FIELDS: dict[Option, tuple[FormField, ...]] = {"local": LOCAL_FIELDS, "aws": AWS_FIELDS}
+_AWS = {f.name: f for f in AWS_FIELDS}
+BATCH_FIELDS = (
+    FormField("name", "Deployment name", "batch", help=_NAME_HELP),
+    FormField("prompt_file", "Prompt file (one prompt per line)", "~/prompts.txt",
+              help="A text file with one prompt per line (blank lines and # comments are "
+              "skipped); each line is one image, shared out over the GPUs."),
+    FormField("models", "Model: a file here, or a key in the bucket", "sd-v1-4.ckpt",
+              help="The model file here (uploaded to the bucket once), or the key of one "
+              "already in the bucket."),
+    FormField("bucket", "Bucket", "my-sd-models",
+              help="The private S3 bucket with the model and, afterwards, the run's images "
+              "(Option A's bucket works); created if missing."),
+    FormField("gpus", "GPUs (one shard each)", "4",
+              help="How many GPU instances share the prompt file; each is billed only while "
+              "it works. The checks panel shows the estimate for 1, 2, 4 and 8."),
+    FormField("spot", "Spot instances", kind="bool",
+              help="Spot instances cost about a third; a shard AWS takes back is retried and "
+              "the images it finished are kept."),
+    FormField("instance_type", "Instance type", "g4dn.xlarge",
+              help="One GPU per instance: g4dn.xlarge (T4), g5.xlarge (A10G), g6.xlarge (L4) "
+              "or g6e.xlarge (L40S)."),
+    _AWS["profile"],
+    _AWS["region"],
+    FormField("steps", "Steps", "30", help="Sampling steps for every image, 1–150."),
+    FormField("width", "Width", "512", help="Image width in pixels: a multiple of 8, 64–2048."),
+    FormField("height", "Height", "512",
+              help="Image height in pixels: a multiple of 8, 64–2048."),
+)
+FIELDS: dict[Option, tuple[FormField, ...]] = {"local": LOCAL_FIELDS, "aws": AWS_FIELDS,
+                                               "batch": BATCH_FIELDS}
+# The scale-out form also carries the run: its prompt file and these generation settings.
+GENERATE_FIELDS = ("steps", "width", "height")
+RUN_FIELDS = ("prompt_file", *GENERATE_FIELDS)
+INT_FIELDS = ("idle_minutes", "gpus", *GENERATE_FIELDS)
 
 
 def split_paths(text: str) -> list[Path]:
@@ -98,16 +131,18 @@ def from_form(option: Option, values: dict[str, Any]) -> Given:
     """The form as what the user gave (an empty field is not given: the lower layers decide).
     Call it once field_errors() is empty."""
     given: dict[str, Any] = {}
+    generate: dict[str, Any] = {}
     for f in FIELDS[option]:
         value = values.get(f.name)
-        if f.name == "name" or value is None or value == "":
+        if f.name in ("name", "prompt_file") or value is None or value == "":
             continue
         if f.name == "models":
             value = split_paths(value)
-        elif f.name == "idle_minutes":
+        elif f.name in INT_FIELDS:
             value = int(value)
-        given[f.name] = value
-    return Given(option=option, name=values.get("name") or None, deployment=given)
+        (generate if f.name in GENERATE_FIELDS else given)[f.name] = value
+    return Given(option=option, name=values.get("name") or None, deployment=given,
+                 generate=generate)
 
 
 # --- per-field checks: each raises BadInput with the one-line message shown next to the field
@@ -142,11 +177,65 @@ def _aws_check(name: str) -> Callable[[str], None]:
     return check
 
 
+def _check_batch_models(text: str) -> None:
+    from sdtui.deploy.batch.models import is_local
+
+    if not text.strip():
+        raise BadInput("no model given",
+                       fix="enter a file here, or a key in the bucket (e.g. sd-v1-4.ckpt)")
+    if is_local(text.split(",")[0].strip()):
+        _check_models(text)
+
+
+def _batch_check(name: str) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        from sdtui.deploy.batch import settings as batch
+        from sdtui.inputs import read_prompt_file
+
+        if name == "prompt_file":
+            if not value:
+                raise BadInput("no prompt file given",
+                               fix="enter a file with one prompt per line")
+            read_prompt_file(Path(value))
+        elif name == "gpus":
+            batch.check_gpus(_integer(value or "1", "GPUs", "4"))
+        elif name == "instance_type" and value and value not in batch.INSTANCE_TYPES:
+            raise BadInput(f"{value!r} cannot run one shard per GPU",
+                           fix=f"enter one of {', '.join(batch.INSTANCE_TYPES)}")
+
+    return check
+
+
+def _integer(text: str, what: str, example: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise BadInput(f"{text!r} is not a number of {what}", fix=f"enter e.g. {example}") from None
+
+
+def _generate_check(name: str) -> Callable[[str], None]:
+    def check(value: str) -> None:
+        from sdtui import protocol
+
+        if value:
+            try:
+                protocol.GENERATE_FIELDS[name].check(name, _integer(value, name, "512"))
+            except protocol.ProtocolError as exc:
+                raise BadInput(str(exc), fix="see sdtui --help for valid values") from None
+
+    return check
+
+
 CHECKS: dict[Option, dict[str, Callable[[str], None]]] = {
     "local": {"name": validate_name, "models": _check_models},
     "aws": {"name": validate_name, "models": _check_models, "idle_minutes": _check_idle,
             "bucket": _aws_check("bucket"), "instance_type": _aws_check("instance_type"),
             "region": _aws_check("region")},
+    "batch": {"name": validate_name, "prompt_file": _batch_check("prompt_file"),
+              "models": _check_batch_models, "bucket": _aws_check("bucket"),
+              "gpus": _batch_check("gpus"), "instance_type": _batch_check("instance_type"),
+              "region": _aws_check("region"),
+              **{name: _generate_check(name) for name in GENERATE_FIELDS}},
 }
 
 

@@ -30,6 +30,13 @@ def _sdtui_widgets(screen: Any) -> list[Any]:
     return list(seen.values())
 
 
+def acting_bindings(widget: Any, screen: Any) -> list[Binding]:
+    """A widget's bindings that do something on this screen: those that run the screen's
+    actions ("screen.rerun") where the screen has that action."""
+    return [b for b in _bindings(type(widget)) if not b.action.startswith("screen.")
+            or hasattr(screen, f"action_{b.action.removeprefix('screen.').split('(')[0]}")]
+
+
 def keys_of(app: Any, screen: Any) -> list[Key]:
     """Every binding that acts on `screen`, in the order a user meets them."""
 
@@ -40,7 +47,7 @@ def keys_of(app: Any, screen: Any) -> list[Key]:
 
     found = [key(b, "screen") for b in _bindings(type(screen))]
     for widget in _sdtui_widgets(screen):
-        found += [key(b, type(widget).__name__.lower()) for b in _bindings(type(widget))]
+        found += [key(b, type(widget).__name__.lower()) for b in acting_bindings(widget, screen)]
     found += [key(b, "app") for b in _bindings(type(app)) if not b.system]
     return found
 

@@ -7,11 +7,12 @@ screen builds the widget from its kind.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sdtui import protocol
+from sdtui import protocol, samplers
 from sdtui.errors import BadSetting
 
 Kind = Literal["text", "int", "float", "path", "select", "bool"]
@@ -32,6 +33,12 @@ def _sampler_choices() -> tuple[tuple[str, str], ...]:
     return tuple((s, s) for s in protocol.SCHEDULERS)
 
 
+def _schedule_choices() -> tuple[tuple[str, str], ...]:
+    """A1111's Schedule type labels; "Automatic" is what A1111 picks for the sampler."""
+    return (*((samplers.SCHEDULE_A1111[s], s) for s in protocol.SCHEDULES),
+            ("Automatic", samplers.AUTOMATIC))
+
+
 FIELDS: dict[str, PromptField] = {f.name: f for f in (
     PromptField("prompt", "Prompt", "text", "What to draw. (word:1.3) weighs a word; "
                 "a:0.3 b:0.7 blends two prompts; long prompts are handled in chunks."),
@@ -48,12 +55,18 @@ FIELDS: dict[str, PromptField] = {f.name: f for f in (
     PromptField("height", "height", "int", "Image height in pixels: a multiple of 8, 64–2048."),
     PromptField("scheduler", "sampler", "select", "The sampler (A1111's Sampler): euler_a is "
                 "fast and varied, dpmpp_2m sharp in few steps.", choices=_sampler_choices()),
+    PromptField("schedule", "schedule", "select", "The noise schedule (A1111's Schedule "
+                "type): Uniform is the sampler's own, Karras often cleaner in few steps; "
+                "Automatic is what A1111 picks for the sampler.", choices=_schedule_choices()),
     PromptField("seed", "seed", "int", "The random seed: the same seed, prompt and settings "
                 "give the same image. Lock it to keep it; otherwise each Generate picks one.",
                 "random", optional=True),
     PromptField("init_image", "init image (img2img)", "path", "A PNG or JPEG to start from "
                 "instead of noise (the guide's -I); empty for text to image.",
                 "none: text to image", optional=True),
+    PromptField("mask", "mask (inpainting)", "path", "A PNG or JPEG the init image's size: "
+                "white or transparent parts are repainted, the rest is kept (the guide's -M).",
+                "none: the whole image", optional=True),
     PromptField("strength", "strength", "float", "img2img: how much to change the init image, "
                 "0–1 (0 keeps it, 1 ignores it; -f)."),
     PromptField("fit", "fit", "select", "img2img: resize the init image to the size, or crop "
@@ -73,10 +86,12 @@ FIELDS: dict[str, PromptField] = {f.name: f for f in (
                 "images side by side (-g)."),
 )}
 MAIN_GRID = ("steps", "cfg", "count", "width", "height")
-SAMPLER_ROW = ("scheduler",)
+SAMPLER_ROW = ("scheduler", "schedule")
 MORE_GRID = ("strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
              "variation_seed")
-MORE_FIELDS = ("init_image", *MORE_GRID, "grid")
+MORE_FIELDS = ("init_image", "mask", *MORE_GRID, "grid")
+# Fields whose check reads other fields: a schedule exists for some samplers only.
+CHECKED_WITH = {"schedule": ("scheduler",)}
 
 
 def parse(name: str, raw: Any) -> Any:
@@ -101,8 +116,9 @@ def parse(name: str, raw: Any) -> Any:
         raise BadSetting(name, f"{field.label} must be {kind}") from None
 
 
-def check(name: str, value: Any) -> None:
-    """The protocol's own check of one value (its range, its multiple of 8, ...)."""
+def check(name: str, value: Any, form: Mapping[str, Any] | None = None) -> None:
+    """The protocol's own check of one value (its range, its multiple of 8, ...); `form`, the
+    form's other values, for the fields in CHECKED_WITH."""
     if value is None:
         return
     if FIELDS[name].kind == "path":
@@ -111,8 +127,11 @@ def check(name: str, value: Any) -> None:
         return
     if name not in protocol.GENERATE_FIELDS:
         return
+    with_fields = {other: (form or {}).get(other) for other in CHECKED_WITH.get(name, ())}
     try:
-        protocol.request("generate", **{"id": "check", "prompt": "-", name: value})
+        protocol.request("generate", **{"id": "check", "prompt": "-",
+                                        **{k: v for k, v in with_fields.items() if v is not None},
+                                        name: value})
     except protocol.ProtocolError as exc:
         message = str(exc).removeprefix("generate: ")
         raise BadSetting(name, message.replace(name, FIELDS[name].label, 1)) from None

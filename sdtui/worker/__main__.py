@@ -1,4 +1,6 @@
-"""`python -m sdtui.worker --model PATH [--outputs DIR]`: load the model once, then serve."""
+"""`python -m sdtui.worker --model PATH [--outputs DIR]`: load the model once, then serve.
+`python -m sdtui.worker batch ...` runs one shard of a scale-out run instead (see batch.py; the
+image's entry point is this module, and AWS Batch can only append arguments to it)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ def _claim_stdout() -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["batch"]:
+        from sdtui.worker.batch import main as batch_main
+
+        return batch_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
     parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
     parser.add_argument("--outputs", type=Path, help="also keep a copy of every image here")
@@ -38,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = _claim_stdout()
 
+    from sdtui.worker import activity
     from sdtui.worker.models import ModelInvalid, load_model
 
     try:
-        model = load_model(args.model, device=args.device)
+        with activity.heartbeat(args.outputs):  # the host must not idle-stop during the load
+            model = load_model(args.model, device=args.device)
     except ModelInvalid as exc:
         out.write(protocol.encode({"type": "error", "id": None, "code": "model_invalid",
                                    "message": str(exc)}))

@@ -7,18 +7,26 @@ import io
 
 from PIL import Image, ImageOps
 
+from sdtui.errors import BadInput
 
-class InitImageInvalid(ValueError):
+
+class InitImageInvalid(BadInput, ValueError):
     pass
 
 
-def decode_init_image(data_b64: str) -> Image.Image:
+def open_image(data_b64: str) -> Image.Image:
+    """A request's image, decoded and turned upright, in its own mode."""
     try:
         image = Image.open(io.BytesIO(base64.b64decode(data_b64)))
         image.load()
     except Exception as exc:
-        raise InitImageInvalid(f"init_image cannot be decoded: {exc}") from None
-    return ImageOps.exif_transpose(image).convert("RGB")
+        raise InitImageInvalid(f"init_image cannot be decoded ({type(exc).__name__}); send a "
+                               "complete PNG or JPEG file") from None
+    return ImageOps.exif_transpose(image)
+
+
+def decode_init_image(data_b64: str) -> Image.Image:
+    return open_image(data_b64).convert("RGB")
 
 
 def fit_image(image: Image.Image, width: int, height: int, fit: str) -> Image.Image:

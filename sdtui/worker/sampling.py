@@ -18,8 +18,10 @@ import diffusers
 import torch
 from PIL import Image
 
-from sdtui import __version__, protocol, samplers
+from sdtui import __version__, loras, protocol, samplers
+from sdtui.worker import inpaint
 from sdtui.worker.img2img import decode_init_image, fit_image
+from sdtui.worker.lora import LoraSet
 from sdtui.worker.models import LoadedModel
 from sdtui.worker.postprocess import PostProcessor
 from sdtui.worker.prompts import PromptEncoder
@@ -34,10 +36,6 @@ _LATENT_RGB = torch.tensor(
         [-0.2120, -0.2616, -0.7177],
     ]
 )
-
-# A schedule other than the default is one flag on the diffusers class.
-_SCHEDULE_OPTIONS = {"karras": {"use_karras_sigmas": True},
-                     "exponential": {"use_exponential_sigmas": True}}
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -68,6 +66,8 @@ class Sampler:
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
         self._scheduler_cache: dict[str, Any] = {}
         self._img2img: Any = None
+        self._inpaint: Any = None
+        self.loras = LoraSet(self.pipe, model.path, getattr(model, "family", "sd1"))
         self._prompts: PromptEncoder | None = None
         self.post = PostProcessor(model.path, model.device)
 
@@ -80,6 +80,13 @@ class Sampler:
         return self._img2img
 
     @property
+    def inpaint(self) -> Any:
+        if self._inpaint is None:
+            self._inpaint = inpaint.pipeline(self.pipe.components)
+        self._inpaint.scheduler = self.pipe.scheduler
+        return self._inpaint
+
+    @property
     def prompts(self) -> PromptEncoder:
         if self._prompts is None:
             self._prompts = PromptEncoder(self.pipe)
@@ -88,9 +95,8 @@ class Sampler:
     def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
         key = f"{name}/{schedule}"
         if key not in self._scheduler_cache:
-            spec = samplers.SAMPLERS[name]
-            cls = getattr(diffusers, spec.diffusers_class)
-            options = dict(spec.options) | _SCHEDULE_OPTIONS.get(schedule, {})
+            cls = getattr(diffusers, samplers.SAMPLERS[name].diffusers_class)
+            options = samplers.scheduler_options(name, schedule)
             self._scheduler_cache[key] = cls.from_config(self._base_scheduler_config, **options)
         self.pipe.scheduler = self._scheduler_cache[key]
 
@@ -126,9 +132,11 @@ class Sampler:
 
     def _sample(self, req: dict[str, Any], seed: int, variation_seed: int | None,
                 init: Image.Image | None, embeds: tuple[torch.Tensor, torch.Tensor],
-                on_step: Any) -> torch.Tensor | Image.Image:
+                on_step: Any, mask: Image.Image | None = None) -> torch.Tensor | Image.Image:
         """Latents, or the init image itself when img2img has no step to take."""
         prompt_embeds, negative_embeds = embeds
+        if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree
+            self.pipe.scheduler.noise_sampler_seed = seed
         common = {
             "prompt_embeds": prompt_embeds,
             "negative_prompt_embeds": negative_embeds,
@@ -143,6 +151,10 @@ class Sampler:
             if init is not None:
                 if int(req["steps"] * req["strength"]) < 1:
                     return init  # strength 0 (or too few steps to change anything)
+                if mask is not None:
+                    return self.inpaint(image=init, mask_image=mask, strength=req["strength"],
+                                        width=req["width"], height=req["height"],
+                                        **common).images
                 return self.img2img(image=init, strength=req["strength"], **common).images
             latents = None
             if variation_seed is not None:
@@ -156,17 +168,30 @@ class Sampler:
 
     def run(self, req: dict[str, Any], emit: Emit, cancel: threading.Event) -> int:
         """Generate every image of `req`, emitting events. Returns how many images finished.
-        Raises Cancelled after emitting the images that finished before the cancel."""
+        Raises Cancelled after emitting the images that finished before the cancel. The
+        request's LoRAs apply to it alone."""
+        inpaint.check_request(self.pipe.unet, req)
+        prompt, refs = loras.parse_prompt(req["prompt"], req["negative_prompt"])
         self.use_scheduler(req["scheduler"], req["schedule"])
         self.post.check(req)
-        init = None
-        if req["init_image"]:
+        extra = {"loras": self.loras.apply(refs)} if refs else {}
+        try:
+            return self._run(req, emit, cancel, prompt, extra)
+        finally:
+            self.loras.reset()
+
+    def _run(self, req: dict[str, Any], emit: Emit, cancel: threading.Event, prompt: str,
+             extra: dict[str, Any]) -> int:
+        init = mask = None
+        if req["mask"]:
+            init, mask = inpaint.load_inputs(req)
+        elif req["init_image"]:
             init = fit_image(decode_init_image(req["init_image"]), req["width"], req["height"],
                              req["fit"])
         if req["variation_amount"] and req["variation_seed"] is None:
             req["variation_seed"] = secrets.randbelow(protocol.MAX_SEED + 1)
         rid, every = req["id"], req["preview_every"]
-        embeds = self.prompts.encode(req["prompt"], req["negative_prompt"])  # once per batch
+        embeds = self.prompts.encode(prompt, req["negative_prompt"])  # once per batch
 
         def note(message: str) -> None:
             emit("log", {"level": "warning", "message": message})
@@ -190,10 +215,12 @@ class Sampler:
                     emit("preview", {"id": rid, "index": index, "step": done, "png": preview})
                 return kwargs
 
-            result = self._sample(req, seed, variation_seed, init, embeds, on_step)
+            result = self._sample(req, seed, variation_seed, init, embeds, on_step, mask)
             if cancel.is_set():
                 raise Cancelled(finished)
             image = result if isinstance(result, Image.Image) else self.decode(result)
+            if mask is not None:
+                image = inpaint.paste_back(image, init, mask)
             image = self.post.apply(image, req, note)
             emit(
                 "image",
@@ -202,7 +229,7 @@ class Sampler:
                     "index": index,
                     "seed": seed,
                     "png": png_bytes(image),
-                    "params": self.params_for(req, seed, index, variation_seed),
+                    "params": self.params_for(req, seed, index, variation_seed) | extra,
                     "seconds": round(time.monotonic() - started, 3),
                 },
             )

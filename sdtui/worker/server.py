@@ -19,11 +19,14 @@ from typing import IO, Any
 
 from sdtui import protocol
 from sdtui.protocol import ProtocolError
+from sdtui.worker import activity
 
 log = logging.getLogger("sdtui.worker")
 
 _STOP = object()
-ACTIVITY_FILE = ".last-activity"
+ACTIVITY_FILE = activity.ACTIVITY_FILE
+# Every event of a running request keeps the host's idle auto-stop away, not only finished ones.
+BUSY_EVENTS = ("progress", "preview", "image", "done")
 
 
 class Worker:
@@ -50,7 +53,7 @@ class Worker:
             fields = {**fields, "png": base64.b64encode(fields["png"]).decode("ascii")}
         message = {"type": kind, **fields}
         line = protocol.encode(message)
-        if kind in ("image", "done"):
+        if kind in BUSY_EVENTS:
             self.touch_activity()
         if kind == "image":
             with self._state_lock:
@@ -65,12 +68,7 @@ class Worker:
 
     def touch_activity(self) -> None:
         """Mark the worker busy for the host's idle auto-stop (it reads this file's mtime)."""
-        if self.outputs_dir is None:
-            return
-        try:
-            (self.outputs_dir / ACTIVITY_FILE).touch()
-        except OSError as exc:
-            log.debug("cannot mark activity: %s", exc)
+        activity.touch(self.outputs_dir)
 
     def _save_copy(self, message: dict[str, Any]) -> None:
         if self.outputs_dir is None:
@@ -207,6 +205,10 @@ def _id_of(line: bytes) -> str | None:
 
 
 def _error_code(exc: Exception) -> str:
+    from sdtui.errors import BadInput
+
+    if isinstance(exc, BadInput):  # the request asked for something this model cannot do
+        return "bad_request"
     if "out of memory" in str(exc).lower() or isinstance(exc, MemoryError):
         return "out_of_memory"
     return "generation_failed"

@@ -9,6 +9,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +29,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _amis_file(path: Path) -> Path:
+def amis_file(path: Path) -> Path:
     """moto's own AMIs plus a Deep Learning AMI owned by "amazon". (No creation_date: moto
     5.2 fails to reset an AMI that has one.)"""
     with gzip.open(Path(moto.__file__).parent / "ec2/resources/amis.json.gz") as f:
@@ -39,19 +40,21 @@ def _amis_file(path: Path) -> Path:
         "root_device_type": "ebs", "root_device_name": "/dev/sda1",
         "description": "test DLAMI", "image_type": "machine", "platform": None,
         "architecture": "x86_64", "virtualization_type": "hvm", "hypervisor": "xen",
-        "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) 20250601",
+        "name": "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) 20250601",
     })
     path.write_text(json.dumps(amis))
     return path
 
 
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory):
+def serve_moto(tmp_path_factory, extra_env: dict[str, str] | None = None):
+    """Run moto_server on a free port until the generator is closed; yields its URL."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    binary = shutil.which("moto_server") or "/work/venv/bin/moto_server"
-    amis = _amis_file(tmp_path_factory.mktemp("moto") / "amis.json")
-    env = dict(os.environ, MOTO_AMIS_PATH=str(amis))
+    # The moto installed beside this interpreter (the venv's pinned one), not whatever is on PATH.
+    own = Path(sys.executable).with_name("moto_server")
+    binary = str(own) if own.exists() else shutil.which("moto_server") or "moto_server"
+    amis = amis_file(tmp_path_factory.mktemp("moto") / "amis.json")
+    env = dict(os.environ, MOTO_AMIS_PATH=str(amis), **(extra_env or {}))
     log = open(tmp_path_factory.mktemp("moto-log") / "moto.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT)
@@ -69,6 +72,11 @@ def moto_url(tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory):
+    yield from serve_moto(tmp_path_factory)
 
 
 @pytest.fixture(autouse=True)

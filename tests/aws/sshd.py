@@ -7,10 +7,14 @@ import base64
 import json
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+
+from sdtui.deploy.aws.access import private_key_path
+from sdtui.deploy.aws.naming import tag_filter
 
 SSHD = "/usr/sbin/sshd"
 
@@ -70,3 +74,31 @@ class Sshd:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.close()
+
+
+class FakeBoot(threading.Thread):
+    """Waits for the instance in moto, then 'boots' it: an sshd with the user data's host key
+    that accepts the deployment's key pair."""
+
+    def __init__(self, ec2, name: str, folder: Path, port: int) -> None:
+        super().__init__(daemon=True)
+        self.ec2, self.name, self.folder, self.port = ec2, name, folder, port
+        self.sshd: Sshd | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                found = self.ec2.describe_instances(Filters=[
+                    tag_filter(self.name), {"Name": "instance-state-name", "Values": ["running"]}
+                ])["Reservations"]
+                if found:
+                    instance_id = found[0]["Instances"][0]["InstanceId"]
+                    self.sshd = Sshd(self.folder, self.port,
+                                     host_key_from_user_data(self.ec2, instance_id),
+                                     public_key_of(private_key_path(self.name)))
+                    return
+                time.sleep(0.2)
+        except BaseException as exc:  # noqa: BLE001 (reported by the test)
+            self.error = exc

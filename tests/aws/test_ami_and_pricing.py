@@ -24,7 +24,7 @@ def test_the_ssm_parameter_names_the_ami(aws):
 def test_without_the_parameter_describe_images_finds_the_dlami(aws):
     found = ami.resolve_ami(aws["ssm"], aws["ec2"])  # moto has no public DLAMI parameter
     assert (found.image_id, found.source) == (DLAMI, "describe_images")
-    assert found.name.startswith("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04)")
+    assert found.name.startswith("Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04)")
 
 
 def test_a_pinned_ami_wins(aws):

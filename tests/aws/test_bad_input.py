@@ -107,3 +107,27 @@ def test_a_pinned_ami_that_does_not_exist_stops_before_the_bucket(model, aws):
     error = refused(model, ami="ami-0123456789abcdef0")
     assert "AMI ami-0123456789abcdef0 does not exist" in str(error)
     assert nothing_created(aws)
+
+
+def test_p3_is_refused_because_the_amis_driver_dropped_volta(model, aws):
+    error = refused(model, instance_type="p3.2xlarge")
+    assert "Volta" in str(error) and "595" in str(error)
+    assert "p3" not in error.fix and "g4dn.*" in error.fix
+    assert nothing_created(aws)
+
+
+@pytest.mark.parametrize("region, partition", [
+    ("cn-north-1", "aws-cn"), ("us-gov-west-1", "aws-us-gov"), ("us-iso-east-1", "aws-iso"),
+])
+def test_a_region_outside_the_aws_partition_is_refused(model, aws, region, partition):
+    """Its ARNs (arn:aws-cn:...), service principals and S3 URLs differ from the ones sdtui
+    writes."""
+    error = refused(model, region=region)
+    assert f"region {region!r} is in the {partition} partition" in str(error)
+    assert "us-east-1" in error.fix
+    assert nothing_created(aws)
+
+
+def test_a_bucket_name_with_dots_is_accepted(model, aws):
+    """Mounted by path, so S3's wildcard certificate still matches (test_s3fs_imdsv2.py)."""
+    settings(model, bucket="models.example.com").validate()

@@ -6,25 +6,26 @@ the mount. The "EC2 boot" is the one fake: when moto shows the instance running,
 the sshd with the host key from the instance's user data.
 
 Test settings used (documented in sdtui/deploy/aws/bootstrap.py and ssh.py):
-SDTUI_INSTANCE_SSH, SDTUI_TEST_HOST_PREFIX, SDTUI_TEST_NO_GPU, SDTUI_TEST_DOCKERFILE."""
+SDTUI_INSTANCE_SSH, SDTUI_TEST_HOST_PREFIX, SDTUI_TEST_NO_GPU, SDTUI_TEST_DOCKERFILE,
+SDTUI_TEST_S3FS_CREDENTIALS. The "instance" runs s3fs 1.95 (Debian trixie's build of the version
+the real instance builds); test_s3fs_imdsv2.py runs the same mount with the instance role."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from sdtui.deploy.aws.access import private_key_path
+from sdtui.deploy.aws import s3fs
 from sdtui.deploy.aws.naming import tag_filter
 from sdtui.deploy.worker_container import LABEL
 from sdtui.modelfiles import sha256_file
 
-from .sshd import Sshd, free_port, host_key_from_user_data, public_key_of
+from .s3fs_builds import install_wrapper
+from .sshd import FakeBoot, free_port
 
 BUCKET = "sdtui-e2e-models"
 NAME = "e2e"
@@ -36,34 +37,6 @@ def tiny_checkpoint(folder: Path) -> Path:
                           str(folder / "tiny.ckpt"), "--format", "ckpt"],
                          check=True, capture_output=True, text=True)
     return Path(out.stdout.strip())
-
-
-class FakeBoot(threading.Thread):
-    """Waits for the instance in moto, then 'boots' it: an sshd with the user data's host key
-    that accepts the deployment's key pair."""
-
-    def __init__(self, ec2, folder: Path, port: int) -> None:
-        super().__init__(daemon=True)
-        self.ec2, self.folder, self.port = ec2, folder, port
-        self.sshd: Sshd | None = None
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stop.is_set():
-                found = self.ec2.describe_instances(Filters=[
-                    tag_filter(NAME), {"Name": "instance-state-name", "Values": ["running"]}
-                ])["Reservations"]
-                if found:
-                    instance_id = found[0]["Instances"][0]["InstanceId"]
-                    self.sshd = Sshd(self.folder, self.port,
-                                     host_key_from_user_data(self.ec2, instance_id),
-                                     public_key_of(private_key_path(NAME)))
-                    return
-                time.sleep(0.2)
-        except BaseException as exc:  # noqa: BLE001 (reported by the test)
-            self.error = exc
 
 
 def sdtui(*args: str) -> subprocess.CompletedProcess:
@@ -84,9 +57,12 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
     monkeypatch.setenv("SDTUI_TEST_HOST_PREFIX", str(host))
     monkeypatch.setenv("SDTUI_TEST_NO_GPU", "1")
     monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
+    # moto has no metadata service: static keys, given as a test setting (never the caller's)
+    monkeypatch.setenv("SDTUI_TEST_S3FS_CREDENTIALS", "testing:testing")
+    install_wrapper(host / s3fs.BINARY.lstrip("/"))  # the "instance" already built its s3fs
     out = tmp_path / "out"
     mount = host / "mnt/sd-data"
-    boot = FakeBoot(aws["ec2"], tmp_path / "sshd", port)
+    boot = FakeBoot(aws["ec2"], NAME, tmp_path / "sshd", port)
     boot.start()
     try:
         run = sdtui("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,

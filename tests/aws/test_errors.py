@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from urllib.parse import parse_qs
+
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
 
-from sdtui.deploy.aws import access, ami, bucket, iam, instance
+from sdtui.deploy.aws import access, ami, bucket, iam, instance, steps
 from sdtui.errors import BadInput, DeploymentError
+from sdtui.ledger import Ledger
 
 from .conftest import inject_error
+from .helpers import no_public_ip, outcomes, run, settings
 
 ON_DEMAND_VCPU = ("You have requested more vCPU capacity than your current vCPU limit of 0 "
                   "allows for the instance bucket that the specified instance type belongs to.")
@@ -132,3 +138,77 @@ def test_the_launch_request_is_spot_one_time_and_terminates(aws):
     }
     found = instance.ensure_instance(aws["ec2"], spec, sleep=lambda s: None)
     assert found.get("InstanceLifecycle") == "spot"
+
+
+def test_the_quota_hint_asks_for_the_vcpus_of_the_instance_type(aws):
+    spec = dataclasses.replace(launch_spec(aws), instance_type="g4dn.12xlarge")
+    inject_error(aws["ec2"], "RunInstances", "VcpuLimitExceeded", ON_DEMAND_VCPU)
+    with pytest.raises(DeploymentError) as err:
+        instance.ensure_instance(aws["ec2"], spec, sleep=lambda s: None)
+    assert "(48 vCPUs)" in str(err.value) and "--desired-value 48" in str(err.value)
+
+
+def test_a_stopped_instance_without_capacity_in_its_zone_says_to_wait_or_tear_down(aws):
+    spec = launch_spec(aws)
+    launched = instance.ensure_instance(aws["ec2"], spec, sleep=lambda s: None)
+    aws["ec2"].stop_instances(InstanceIds=[launched["InstanceId"]])
+    inject_error(aws["ec2"], "StartInstances", "InsufficientInstanceCapacity",
+                 "We currently do not have sufficient g4dn.xlarge capacity in the Availability "
+                 "Zone you requested.")
+    with pytest.raises(DeploymentError) as err:
+        instance.ensure_instance(aws["ec2"], spec, sleep=lambda s: None)
+    zone = launched["Placement"]["AvailabilityZone"]
+    assert f"no g4dn.xlarge capacity in {zone}" in str(err.value)
+    assert "cannot move to another zone" in str(err.value)
+    assert "try again in a few minutes" in err.value.fix and "--teardown" in err.value.fix
+    assert instance.describe(aws["ec2"], launched["InstanceId"])["State"]["Name"] == "stopped"
+
+
+class _Body:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def stream(self, **kwargs):
+        yield self.data
+
+
+def no_capacity_in_first_zone(sends: list[str]):
+    """EC2's answer to RunInstances in a zone without capacity: HTTP 500 with
+    InsufficientInstanceCapacity. Registered on before-send, inside botocore's retry loop, so
+    every retry shows up as another send."""
+    error = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error>'
+            b"<Code>InsufficientInstanceCapacity</Code><Message>We currently do not have "
+            b"sufficient g4dn.xlarge capacity in the Availability Zone you requested."
+            b"</Message></Error></Errors><RequestID>0</RequestID></Response>")
+
+    def handler(request, **kwargs):
+        body_text = request.body if isinstance(request.body, str) else request.body.decode()
+        subnet = parse_qs(body_text)["NetworkInterface.1.SubnetId"][0]
+        sends.append(subnet)
+        if subnet == sends[0]:
+            return AWSResponse(request.url, 500, {}, _Body(error))
+        return None
+
+    return handler
+
+
+def test_the_instance_step_leaves_a_zone_without_capacity_at_once(model, aws, monkeypatch):
+    """The step launches through a client that does not retry: one RunInstances per zone."""
+    sends: list[str] = []
+    real = steps.launch_client
+
+    def launcher(session, region=None):
+        client = real(session, region)
+        client.meta.events.register("before-send.ec2.RunInstances",
+                                    no_capacity_in_first_zone(sends))
+        return client
+
+    monkeypatch.setattr(steps, "launch_client", launcher)
+    ledger = Ledger.open("t1", "aws")
+    events = run(steps.aws_steps(settings(model), ledger, public_ip=no_public_ip,
+                                 sleep=lambda s: None))
+    assert outcomes(events)["instance"] == "done"
+    assert len(sends) == 2 and sends[0] != sends[1]  # first zone once, then the next one
+    logs = [e.line for e in events if type(e).__name__ == "StepLog"]
+    assert any("no g4dn.xlarge capacity" in line and "trying another zone" in line
+               for line in logs)

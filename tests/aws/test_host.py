@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +15,11 @@ import pytest
 from sdtui.deploy.aws import ssh
 from sdtui.deploy.aws.access import write_private_key
 from sdtui.deploy.aws.bootstrap import HostPlan, bootstrap_script, idle_check_script
+from sdtui.deploy.aws.deployment import AwsDeployment
+from sdtui.deploy.aws.heartbeat import HostHeartbeat, touch_command
 from sdtui.deploy.aws.instance import LaunchSpec, launch_request
+from sdtui.deploy.aws.settings import AwsSettings
+from sdtui.deploy.base import StepContext
 from sdtui.errors import DeploymentError
 
 from .sshd import Sshd, free_port, public_key_of
@@ -60,7 +65,7 @@ def test_a_restarted_instance_gets_a_full_idle_period(tmp_path):
 
 def plan(**overrides) -> HostPlan:
     values = dict(bucket="my-models", region="eu-west-1", idle_minutes=30,
-                  gpu_probe_image="pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime")
+                  gpu_probe_image="python:3.11-slim")
     values.update(overrides)
     return HostPlan(**values)
 
@@ -70,12 +75,19 @@ def test_bootstrap_mounts_read_only_with_the_instance_role_and_checks_the_gpu():
     assert "iam_role=auto" in script and "ro,allow_other" in script
     assert "my-models /mnt/sd-data fuse.s3fs _netdev," in script  # the fstab entry
     assert "docker run --rm --gpus all" in script
-    assert "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime nvidia-smi -L" in script
+    assert "python:3.11-slim nvidia-smi -L" in script  # the probe pulls the build's base
     assert "passwd_file" not in script
     assert "systemctl daemon-reload && systemctl enable --now sdtui-idle.timer" in script
 
 
-def test_with_an_endpoint_override_s3fs_uses_it_and_a_private_passwd_file():
+def test_an_endpoint_override_is_used_with_the_instance_role():
+    """A VPC or FIPS endpoint (AWS_ENDPOINT_URL) changes where s3fs goes, not whose keys."""
+    script = bootstrap_script(plan(s3_endpoint="https://bucket.vpce-0abc.s3.eu-west-1.vpce.amazonaws.com"))
+    assert "url=https://bucket.vpce-0abc.s3.eu-west-1.vpce.amazonaws.com" in script
+    assert "iam_role=auto" in script and "passwd" not in script
+
+
+def test_test_credentials_go_to_a_private_passwd_file():
     script = bootstrap_script(plan(s3_endpoint="http://127.0.0.1:5000",
                                    s3_credentials=("AKIDTEST", "s3cr3t")))
     assert "url=http://127.0.0.1:5000" in script and "use_path_request_style" in script
@@ -88,7 +100,7 @@ def test_the_bootstrap_fails_without_systemd_outside_the_test_sandbox(tmp_path):
     if Path("/run/systemd/system").is_dir():
         pytest.skip("this machine runs systemd")
     script = bootstrap_script(plan(prefix=""))
-    tail = script[script.index('if [ -d /run/systemd/system ]'):]
+    tail = script[script.index('if [ ! -d /run/systemd/system ]'):]
     result = subprocess.run(["bash", "-c", 'fail() { echo "ERROR: $*"; exit 3; }\n' + tail],
                             capture_output=True, text=True)
     assert result.returncode == 3
@@ -161,3 +173,68 @@ def test_instance_ssh_override_is_user_host_port(monkeypatch):
     assert ssh.instance_target(None).user == "ubuntu"
     monkeypatch.delenv("SDTUI_INSTANCE_SSH")
     assert ssh.instance_target("54.1.2.3") == ssh.SshTarget("ubuntu", "54.1.2.3", 22)
+
+
+def test_the_heartbeat_keeps_the_idle_stop_away_while_a_step_runs(tmp_path, monkeypatch):
+    """A long image build or model load sends the worker nothing: the client marks the host
+    busy over SSH, so the idle check (run for real) does not stop it; without the marks it
+    would."""
+    monkeypatch.setenv("SDTUI_STATE_DIR", str(tmp_path / "state"))
+    user_key = tmp_path / "id"
+    write_private_key(user_key)
+    host_key, _ = ssh.ensure_host_key("t1")
+    port = free_port()
+    target = ssh.SshTarget("root", "127.0.0.1", port)
+    known_hosts = ssh.pin_host_key("t1", target)
+    activity = tmp_path / ".last-activity"
+    activity.touch()
+    long_ago = time.time() - 31 * 60
+    os.utime(activity, (long_ago, long_ago))
+    sshd = Sshd(tmp_path / "sshd", port, host_key, public_key_of(user_key))
+    try:
+        connect = lambda: ssh.open_ssh(target, user_key, known_hosts, wait_s=5)  # noqa: E731
+        with HostHeartbeat(connect, touch_command(str(activity), sudo=False), every_s=0.2) as beat:
+            deadline = time.monotonic() + 20
+            while beat.beats < 2 and time.monotonic() < deadline:  # the step "runs"
+                time.sleep(0.05)
+        assert beat.beats >= 2
+    finally:
+        sshd.stop()
+    assert activity.stat().st_mtime > long_ago + 60
+    idle = time.time() - activity.stat().st_mtime
+    (tmp_path / "check").mkdir()
+    assert not run_idle_check(tmp_path / "check", idle_s=idle, uptime_s=86400)
+    assert run_idle_check(tmp_path / "check", idle_s=31 * 60, uptime_s=86400)  # no heartbeat
+
+
+def test_the_image_worker_start_and_model_load_run_under_the_heartbeat(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDTUI_STATE_DIR", str(tmp_path / "state"))
+    model = tmp_path / "tiny.safetensors"
+    model.write_bytes(b"\x13\x00\x00\x00\x00\x00\x00\x00" + b'{"__metadata__":{}}' + b"\0" * 64)
+    deployment = AwsDeployment(AwsSettings(name="t1", region="us-east-1", bucket="my-models",
+                                           models=[model], ssh_cidr="203.0.113.7/32"))
+    active: list[str | None] = []
+
+    class Recorder:
+        def __init__(self, connect, command):
+            self.command = command
+
+        def __enter__(self):
+            active.append(self.command)
+
+        def __exit__(self, *exc_info):
+            active.append(None)
+
+    deployment.heartbeat = Recorder
+    monkeypatch.setattr(deployment, "_find_running", lambda: {"PublicIpAddress": "198.51.100.4"})
+    seen = {}
+    for method, name in (("_build_image", "image"), ("_create_container", "container"),
+                         ("_attach", "attach")):
+        monkeypatch.setattr(deployment, method,
+                            lambda ctx, name=name: seen.setdefault(name, active[-1]))
+    steps = {step.name: step for step in deployment.plan()}
+    for name in ("image", "container", "attach"):
+        steps[name].run(StepContext(name, lambda event: None, threading.Event()))
+    assert seen == dict.fromkeys(
+        ("image", "container", "attach"), "sudo -n touch -c /var/lib/sdtui/outputs/.last-activity")
+    assert active[-1] is None  # the heartbeat stops with the step

@@ -167,3 +167,75 @@ class IdleWorker:
 
     def close(self) -> None:
         self.closed = True
+
+
+class FakeBatchDeployment(FakeDeployment):
+    """A scale-out with no AWS behind it: quick steps, then a run whose "shards" save real PNGs
+    (through the outputs writer) one line at a time; `gate`, when given, lets one image through
+    per release (cancel tests)."""
+
+    def __init__(self, name: str = "batch", gate: threading.Semaphore | None = None) -> None:
+        super().__init__(None, name, "batch")  # type: ignore[arg-type]
+        self.gate = gate
+        self.submitted: list[list[dict]] = []
+        self.cancelled = threading.Event()
+        self.record: dict | None = None
+
+    def plan(self) -> list[Step]:
+        return [Step(n, t, lambda ctx: "ok") for n, t in (
+            ("bucket", "Private S3 bucket for the model"), ("image", "Worker image in ECR"),
+            ("iam", "Job role and instance role"), ("compute", "Compute environment"),
+            ("queue", "Job queue"), ("jobdef", "Job definition"))]
+
+    def connect(self) -> WorkerClient:
+        raise AssertionError("a scale-out never attaches to a worker")
+
+    def submit(self, lines: list[dict], out_dir) -> dict:  # noqa: ANN001
+        self.submitted.append(lines)
+        self.record = {"run": "20250601-120000-abcd", "job_id": "job-1", "shards": 2,
+                       "counts": [line["count"] for line in lines], "out_dir": str(out_dir)}
+        return self.record
+
+    def run_record(self, run: str | None) -> dict:
+        assert self.record is not None
+        return self.record
+
+    def watch(self, record, on_image, on_status, stop=None, out_dir=None):  # noqa: ANN001, ANN201
+        import io
+
+        from PIL import Image
+
+        from sdtui.deploy.batch.runs import Collected, RunStatus, ShardStatus
+        from sdtui.outputs import save_image
+
+        lines = self.submitted[-1]
+        done = 0
+
+        def status(state: str) -> RunStatus:
+            shards = [ShardStatus(i, f"job-1:{i}", {"running": "RUNNING", "cancelled": "FAILED"}
+                                  .get(state, "SUCCEEDED"),
+                                  sum(1 for n in range(i, done, 2)), len(range(i, len(lines), 2)),
+                                  attempts=1) for i in range(2)]
+            return RunStatus(record["run"], "job-1", state, done, len(lines), shards, 0.01 * done)
+
+        for number, line in enumerate(lines):
+            if self.gate is not None:
+                while not self.gate.acquire(timeout=0.05):
+                    if self.cancelled.is_set() or (stop is not None and stop.is_set()):
+                        final = status("cancelled")
+                        on_status(final)
+                        return final
+            buffer = io.BytesIO()
+            Image.new("RGB", (8, 8), (number * 40 % 256, 90, 160)).save(buffer, "PNG")
+            params = {**line, "seed": line["seed"], "index": 0}
+            path = save_image(out_dir or record["out_dir"], buffer.getvalue(), params)
+            done += 1
+            on_image(Collected(path, number, 0, {"params": params, "shard": number % 2}))
+            on_status(status("running"))
+        final = status("succeeded")
+        on_status(final)
+        return final
+
+    def cancel(self, record: dict) -> list[str]:
+        self.cancelled.set()
+        return ["job-1:0", "job-1:1"]

@@ -101,3 +101,30 @@ async def test_variations_and_grid_of_a_batch(worker, tiny_model, isolated_dirs)
         assert grid.parent == gallery.images[0].path.parent
         with Image.open(grid) as image:
             assert image.size == (128, 64)  # two 64×64 images side by side
+
+
+async def test_schedule_select_and_mask_field_reach_the_worker(worker, tiny_model,
+                                                               isolated_dirs) -> None:
+    init, mask = isolated_dirs / "init.png", isolated_dirs / "mask.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(init)
+    square = Image.new("L", (64, 64), 0)
+    square.paste(255, (16, 16, 48, 48))
+    square.save(mask)
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        screen.query_one("#prompt", TextArea).text = "a cat"
+        screen.query_one("#mask", Input).value = str(mask)
+        await pilot.press("ctrl+g")
+        assert "needs the image it masks" in text_of(app, "#mask-error")
+        assert not screen.generating
+        screen.query_one("#scheduler", Select).value = "dpmpp_2m"
+        screen.query_one("#schedule", Select).value = "karras"
+        screen.query_one("#init_image", Input).value = str(init)
+        screen.query_one("#strength", Input).value = "1"
+        gallery = await generate(app, pilot, "a cat")
+        params = gallery.images[0].params
+        assert (params["scheduler"], params["schedule"]) == ("dpmpp_2m", "karras")
+        assert params["mask"] and params["init_image"]
+        with Image.open(gallery.images[0].path) as image:
+            assert image.convert("RGB").getpixel((2, 2)) == (200, 30, 30)  # kept outside

@@ -15,15 +15,17 @@ from sdtui.ui import checks
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services
 from sdtui.ui.forms import FIELDS as FORM_FIELDS
+from sdtui.ui.keys import acting_bindings
 from sdtui.ui.prompt_form import FIELDS as PROMPT_FIELDS
 from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.help import HelpScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
+from sdtui.ui.screens.run import RunScreen
 from sdtui.ui.widgets.gallery import Gallery
 
 from .conftest import fake_services, given
-from .fakes import FakeDeployment, IdleWorker
+from .fakes import FakeBatchDeployment, FakeDeployment, IdleWorker
 from .test_flows import SIZE, text_of, until
 
 pytestmark = pytest.mark.asyncio
@@ -49,6 +51,10 @@ async def open_screen(name: str, app: SdtuiApp, pilot) -> None:  # noqa: ANN001
         app.start_provision(FakeDeployment(None, name="help", hold=hold))
         await until(pilot, lambda: isinstance(app.screen, ProvisionScreen))
         app.call_later(hold.set)
+    elif name == "run":  # a scale-out run that goes on until the test ends
+        deployment = FakeBatchDeployment(gate=threading.Semaphore(0))
+        app.open_run(deployment, lines=[{"prompt": "a fox", "seed": 1, "count": 1}])
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
     await pilot.pause()
 
 
@@ -56,6 +62,7 @@ async def open_screen(name: str, app: SdtuiApp, pilot) -> None:  # noqa: ANN001
     ("deploy", DeployScreen, ()),
     ("provision", ProvisionScreen, ()),
     ("prompt", PromptScreen, (Gallery,)),
+    ("run", RunScreen, (Gallery,)),
 ])
 async def test_help_lists_every_binding_of_its_screen(isolated_dirs, name, screen_cls,
                                                       widgets) -> None:
@@ -65,8 +72,12 @@ async def test_help_lists_every_binding_of_its_screen(isolated_dirs, name, scree
         await pilot.press("f1")
         await until(pilot, lambda: isinstance(app.screen, HelpScreen))
         listed = table_text(app, "#help-keys")
+        screen = app.screen.target
         for cls in (screen_cls, *widgets, SdtuiApp):
-            for binding in Binding.make_bindings(cls.BINDINGS):
+            bindings = Binding.make_bindings(cls.BINDINGS)
+            if cls in widgets:  # a widget's keys that run an action this screen has
+                bindings = acting_bindings(screen.query_one(cls), screen)
+            for binding in bindings:
                 if binding.system:
                     continue
                 key = app.get_key_display(binding)
@@ -75,7 +86,7 @@ async def test_help_lists_every_binding_of_its_screen(isolated_dirs, name, scree
                            for line in listed.splitlines()), (cls, binding)
         expected = {"deploy": [f.label for f in FORM_FIELDS["local"]],
                     "provision": [],
-                    "prompt": [f.label for f in PROMPT_FIELDS.values()]}[name]
+                    "prompt": [f.label for f in PROMPT_FIELDS.values()], "run": []}[name]
         if expected:
             fields = table_text(app, "#help-fields")
             for label in expected:
@@ -104,6 +115,7 @@ async def test_every_field_has_a_tooltip(isolated_dirs) -> None:
         await pilot.pause()
         screen = app.screen
         screen.choose("aws")
+        screen.choose("batch")
         await pilot.pause()
         for option, fields in FORM_FIELDS.items():
             for f in fields:
@@ -174,7 +186,8 @@ async def test_the_option_a_form_says_price_cold_start_and_idle_stop(isolated_di
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "cold start" in text_of(app, "#aws-estimate"))
         line = text_of(app, "#aws-estimate")
-        assert "g4dn.xlarge on-demand $0.526/h" in line and "cold start ≈ 3.6–5.2 min" in line
+        assert "g4dn.xlarge on-demand $0.526/h" in line
+        assert "cold start ≈ 4.9–7.7 min (a restart 1.2–2)" in line
         assert "idle auto-stop after 30 min" in line
         screen = app.screen
         screen.query_one("#aws-instance_type", Input).value = "g5.xlarge"

@@ -17,7 +17,7 @@ from sdtui.ui.core import Services
 from sdtui.ui.screens import provision
 
 from .conftest import given, quiet_checks
-from .fakes import FakeAwsDeployment, FakeDeployment, IdleWorker
+from .fakes import FakeAwsDeployment, FakeBatchDeployment, FakeDeployment, IdleWorker
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((140, 45), id="140x45"),
          pytest.param((220, 60), id="220x60")]
@@ -105,6 +105,22 @@ async def quit_modal(pilot: Any, app: SdtuiApp) -> None:
     await pilot.pause()
 
 
+async def scale_out_run(pilot: Any, app: SdtuiApp) -> None:
+    """A run submitted, its instances not started yet (the fake's shards wait on a gate)."""
+    await checked(pilot, app)
+    gate = threading.Semaphore(0)
+    deployment = FakeBatchDeployment(gate=gate)
+    HOLDS.append(deployment.cancelled)  # the shards' wait ends with the test
+    app.open_run(deployment, lines=[{"prompt": f"prompt {i}", "seed": i, "count": 1}
+                                    for i in range(3)])
+    for _ in range(400):
+        summary = app.screen.query("#run-summary")
+        if summary and "waiting for the instances" in str(summary.first().render()):
+            break
+        await pilot.pause(0.02)
+    await pilot.pause()
+
+
 async def help_of_the_prompt_panel(pilot: Any, app: SdtuiApp) -> None:
     await prompt_with_an_image(pilot, app)
     await pilot.press("f1")
@@ -114,8 +130,10 @@ async def help_of_the_prompt_panel(pilot: Any, app: SdtuiApp) -> None:
 SCREENS: dict[str, tuple[str, Steps]] = {
     "deploy_local": ("local", checked),
     "deploy_aws": ("aws", checked),
+    "deploy_batch": ("batch", checked),
     "provision": ("aws", provisioning),
     "prompt": ("local", prompt_with_an_image),
+    "run": ("batch", scale_out_run),
     "teardown": ("aws", teardown_modal),
     "quit": ("aws", quit_modal),
     "help": ("local", help_of_the_prompt_panel),

@@ -1,5 +1,7 @@
-"""Which machine image to boot: the current AWS Deep Learning Base GPU AMI for Ubuntu (NVIDIA
-driver, Docker and the NVIDIA container toolkit preinstalled), or the one --ami pins."""
+"""Which machine image to boot: the current AWS Deep Learning Base OSS Nvidia Driver GPU AMI for
+Ubuntu 24.04 (NVIDIA driver, Docker and the NVIDIA container toolkit preinstalled), or the one
+--ami pins. (Ubuntu 24.04 rather than 22.04: the newer of the two the DLAMI is built on; the
+instance builds its own s3fs either way, see s3fs.py.)"""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from sdtui.deploy.aws.naming import error_code
 from sdtui.errors import BadInput, DeploymentError
 
 SSM_PARAMETER = (
-    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-22.04/latest/ami-id"
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
 )
-NAME_PATTERN = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 22.04) *"
+NAME_PATTERN = "Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) *"
 OWNERS = ("amazon",)
 
 
@@ -74,7 +76,7 @@ def _newest_by_name(ec2, owners: tuple[str, ...]) -> dict:
     )["Images"]
     if not images:
         raise DeploymentError(
-            "found no AWS Deep Learning GPU AMI for Ubuntu 22.04 in this region",
+            "found no AWS Deep Learning GPU AMI for Ubuntu 24.04 in this region",
             fix="pass --ami with a GPU AMI id, or use another --region",
         )
     return max(images, key=lambda image: image.get("CreationDate", ""))

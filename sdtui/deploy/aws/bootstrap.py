@@ -1,18 +1,25 @@
 """The instance's host bootstrap: one idempotent bash script, built by pure functions from a
 `HostPlan`, run over SSH (stdin, never argv) with its output streamed as step logs.
 
-It makes sure s3fs is installed, mounts the bucket read-only with the instance role (cache on
-the instance's NVMe when there is one) and keeps the mount in /etc/fstab, checks Docker and the
+It waits for cloud-init to finish booting, makes sure the pinned s3fs is installed (see s3fs.py),
+mounts the bucket read-only with the instance role's credentials from IMDSv2 (cache on the
+instance's NVMe when there is one) and keeps the mount in /etc/fstab, checks Docker and the
 NVIDIA runtime with a probe container, prepares the worker's outputs dir, and installs the
 systemd timer that stops the instance after N idle minutes.
 
+With an S3 endpoint override (AWS_ENDPOINT_URL[_S3], e.g. a VPC endpoint) s3fs uses that
+endpoint with path-style requests, still with the instance role: the caller's own credentials
+never leave the caller's machine.
+
 Test-only settings (read by `host_plan_from_env`, documented in the README):
-  SDTUI_TEST_HOST_PREFIX=DIR  every host path (mount point, fstab, outputs, idle check, units)
-                              lives under DIR, so a local sshd can stand in for the instance;
-                              systemd is then optional.
+  SDTUI_TEST_HOST_PREFIX=DIR  every host path (mount point, fstab, s3fs, outputs, idle check,
+                              units) lives under DIR, so a local sshd can stand in for the
+                              instance; systemd and cloud-init are then not waited for.
   SDTUI_TEST_NO_GPU=1         skip the NVIDIA probe and run the worker without a GPU request.
-With an S3 endpoint override (AWS_ENDPOINT_URL[_S3]) s3fs uses that endpoint, path-style
-requests and static credentials from a 0600 passwd file instead of the instance role.
+  SDTUI_TEST_S3FS_CREDENTIALS=KEY:SECRET
+                              mount with these static keys from a 0600 passwd file instead of
+                              the instance role (moto has no instance metadata service); the
+                              value is taken as given, never from the caller's credentials.
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import os
 import shlex
 from dataclasses import dataclass
 
-from sdtui.worker.server import ACTIVITY_FILE
+from sdtui.deploy.aws import s3fs
+from sdtui.errors import DeploymentError
+from sdtui.worker.activity import ACTIVITY_FILE
 
 MOUNT_POINT = "/mnt/sd-data"
 OUTPUTS_DIR = "/var/lib/sdtui/outputs"
@@ -30,6 +39,9 @@ UNITS_DIR = "/etc/systemd/system"
 PASSWD_FILE = "/etc/sdtui/s3fs-passwd"
 NVME_DIR = "/opt/dlami/nvme"  # the Deep Learning AMI mounts the instance store here
 FALLBACK_CACHE = "/var/cache/s3fs"
+CLOUD_INIT_MARKER = "/var/lib/cloud/instance"  # present on a host cloud-init booted
+CLOUD_INIT_WAIT_S = 600
+TEST_CREDENTIALS = "SDTUI_TEST_S3FS_CREDENTIALS"
 WORKER_UID = 1000  # the worker image's user
 DOCKER_INFO_FORMAT = (
     "Docker {{.ServerVersion}}, runtimes: {{range $k, $v := .Runtimes}}{{$k}} {{end}}"
@@ -45,7 +57,7 @@ class HostPlan:
     user: str = "ubuntu"
     prefix: str = ""  # test sandbox root; "" on a real instance
     s3_endpoint: str | None = None
-    s3_credentials: tuple[str, str] | None = None  # only with s3_endpoint
+    s3_credentials: tuple[str, str] | None = None  # test-only static keys (TEST_CREDENTIALS)
 
     def path(self, absolute: str) -> str:
         return f"{self.prefix}{absolute}"
@@ -64,26 +76,57 @@ class HostPlan:
 
 
 def host_plan_from_env(bucket: str, region: str, idle_minutes: int, *, user: str,
-                       probe_image: str, s3_endpoint: str | None,
-                       credentials: tuple[str, str] | None) -> HostPlan:
+                       probe_image: str, s3_endpoint: str | None) -> HostPlan:
     no_gpu = os.environ.get("SDTUI_TEST_NO_GPU", "") == "1"
     return HostPlan(
         bucket=bucket, region=region, idle_minutes=idle_minutes, user=user,
         gpu_probe_image=None if no_gpu else probe_image,
         prefix=os.environ.get("SDTUI_TEST_HOST_PREFIX", "").rstrip("/"),
-        s3_endpoint=s3_endpoint, s3_credentials=credentials if s3_endpoint else None,
+        s3_endpoint=s3_endpoint, s3_credentials=test_credentials(),
     )
 
 
+def test_credentials() -> tuple[str, str] | None:
+    """SDTUI_TEST_S3FS_CREDENTIALS=KEY:SECRET, for tests against moto only."""
+    value = os.environ.get(TEST_CREDENTIALS, "")
+    if not value:
+        return None
+    key, sep, secret = value.partition(":")
+    if not (sep and key and secret):
+        raise DeploymentError(f"{TEST_CREDENTIALS} is not KEY:SECRET",
+                              fix="unset it (it is for tests only)")
+    return key, secret
+
+
 def s3fs_options(plan: HostPlan, cache_dir: str) -> str:
-    options = ["ro", "allow_other", "umask=0022", f"use_cache={cache_dir}"]
-    if plan.s3_endpoint:
-        options += [f"url={plan.s3_endpoint}", "use_path_request_style",
-                    f"passwd_file={plan.path(PASSWD_FILE)}"]
-    else:
-        options += ["iam_role=auto", f"url=https://s3.{plan.region}.amazonaws.com",
-                    f"endpoint={plan.region}"]
-    return ",".join(options)
+    passwd = plan.path(PASSWD_FILE) if plan.s3_credentials else None
+    return s3fs.mount_options(plan.bucket, plan.region, cache_dir, endpoint=plan.s3_endpoint,
+                              passwd_file=passwd)
+
+
+def s3fs_mount_argv(plan: HostPlan, options: str) -> list[str]:
+    return s3fs.mount_argv(plan.bucket, plan.mount_point, options, plan.path(s3fs.BINARY))
+
+
+def cloud_init_wait(plan: HostPlan) -> str:
+    """Wait for cloud-init, so the bootstrap's apt-get does not race boot-time apt. Exit 2 is
+    "degraded" (recoverable errors), which is not a failure."""
+    marker = shlex.quote(plan.path(CLOUD_INIT_MARKER))
+    return f"""echo "== cloud-init"
+if command -v cloud-init >/dev/null && [ -e {marker} ]; then
+  status=0
+  timeout {CLOUD_INIT_WAIT_S} cloud-init status --wait >/dev/null || status=$?
+  case "$status" in
+    0) echo "cloud-init has finished booting the instance" ;;
+    2) echo "cloud-init has finished, degraded (recoverable errors); continuing" ;;
+    124) fail "cloud-init did not finish within {CLOUD_INIT_WAIT_S // 60} min (see cloud-init \
+status --long)" ;;
+    *) fail "cloud-init failed (exit $status; see cloud-init status --long)" ;;
+  esac
+else
+  echo "not booted by cloud-init; nothing to wait for"
+fi
+"""
 
 
 def idle_check_script(activity_file: str, idle_minutes: int, uptime_file: str = "/proc/uptime",
@@ -152,22 +195,14 @@ def bootstrap_script(plan: HostPlan) -> str:
     q = shlex.quote
     mount, outputs = q(plan.mount_point), q(plan.outputs_dir)
     fstab = q(plan.path("/etc/fstab"))
-    sandbox = "1" if plan.prefix else ""
     parts = ["""#!/bin/bash
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 fail() { echo "ERROR: $*"; exit 3; }
 
-echo "== s3fs"
-if command -v s3fs >/dev/null; then
-  echo "s3fs is installed ($(s3fs --version 2>/dev/null | head -n1))"
-else
-  echo "installing s3fs"
-  apt-get update -q >/dev/null && apt-get install -y -q s3fs >/dev/null \\
-    || fail "could not install s3fs (apt-get install s3fs)"
-fi
-"""]
-    if plan.s3_endpoint and plan.s3_credentials:
+""", cloud_init_wait(plan), '\necho "== s3fs"\n',
+             s3fs.install_script(plan.path(s3fs.BINARY), build=not plan.prefix)]
+    if plan.s3_credentials:
         key, secret = plan.s3_credentials
         passwd = q(plan.path(PASSWD_FILE))
         parts.append(f"""mkdir -p "$(dirname {passwd})"
@@ -180,7 +215,7 @@ else cache={q(plan.path(FALLBACK_CACHE))}; fi
 mkdir -p "$cache" {mount}
 opts="{s3fs_options(plan, '$cache')}"
 entry="{plan.bucket} {plan.mount_point} fuse.s3fs _netdev,$opts 0 0"
-touch {fstab}
+mkdir -p "$(dirname {fstab})" && touch {fstab}
 if ! grep -qxF "$entry" {fstab}; then
   grep -v " {plan.mount_point} fuse.s3fs " {fstab} > {fstab}.tmp || true
   echo "$entry" >> {fstab}.tmp && mv {fstab}.tmp {fstab}
@@ -189,7 +224,8 @@ fi
 if mountpoint -q {mount}; then
   echo "already mounted (cache in $cache)"
 else
-  s3fs {q(plan.bucket)} {mount} -o "$opts" || fail "s3fs could not mount s3://{plan.bucket}"
+  {" ".join(map(q, s3fs_mount_argv(plan, "")[:-1]))} "$opts" \\
+    || fail "s3fs could not mount s3://{plan.bucket}"
   echo "mounted (cache in $cache)"
 fi
 ls {mount} >/dev/null || fail "the mount at {plan.mount_point} is not readable"
@@ -224,15 +260,16 @@ echo "== idle auto-stop after {plan.idle_minutes} min"
     parts.append(_write_file(f"{units}/sdtui-idle.service", IDLE_SERVICE.format(check=check),
                              "0644"))
     parts.append(_write_file(f"{units}/sdtui-idle.timer", IDLE_TIMER, "0644"))
-    parts.append(f"""if [ -d /run/systemd/system ] && [ -z "{sandbox}" ]; then
-  systemctl daemon-reload && systemctl enable --now sdtui-idle.timer >/dev/null \\
-    || fail "could not start the idle auto-stop timer"
-  echo "timer sdtui-idle.timer is active"
-elif [ -n "{sandbox}" ]; then
-  echo "test sandbox: the timer is installed, not started"
-else
+    if plan.prefix:
+        parts.append('echo "test sandbox: the timer is installed, not started"\n')
+    else:
+        parts.append("""if [ ! -d /run/systemd/system ]; then
   fail "systemd is not running; the idle auto-stop cannot be enforced"
 fi
-echo "== host ready"
+if ! { systemctl daemon-reload && systemctl enable --now sdtui-idle.timer >/dev/null; }; then
+  fail "could not start the idle auto-stop timer"
+fi
+echo "timer sdtui-idle.timer is active"
 """)
+    parts.append('echo "== host ready"\n')
     return "".join(parts)

@@ -94,6 +94,11 @@ def settings_ok(s3, bucket: str) -> bool:
     )
 
 
+def deployment_tag(s3, bucket: str) -> str | None:
+    """The sdtui deployment the bucket is tagged for, or None when it carries no tag of ours."""
+    return _tags(s3, bucket).get(TAG_KEY)
+
+
 def _has_default_encryption(s3, bucket: str) -> bool:
     try:
         rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]

@@ -25,6 +25,7 @@ from sdtui.deploy.aws.bootstrap import (
     idle_probe_command,
 )
 from sdtui.deploy.aws.docker_ssh import docker_over_ssh
+from sdtui.deploy.aws.heartbeat import HostHeartbeat, touch_command
 from sdtui.deploy.aws.session import client, make_session
 from sdtui.deploy.aws.settings import AwsSettings
 from sdtui.deploy.aws.steps import aws_steps
@@ -62,6 +63,7 @@ class AwsDeployment(WorkerSteps, Deployment):
         self.ledger = Ledger.open(settings.name, "aws")
         self._public_ip = public_ip
         self._sleep = sleep
+        self.heartbeat = HostHeartbeat
         self._on_event: OnEvent = lambda event: None
         self._engine: docker.DockerClient | None = None
         self.dockerfile = settings.dockerfile
@@ -111,15 +113,12 @@ class AwsDeployment(WorkerSteps, Deployment):
                             wait_s=wait_s, log=log, sleep=self._sleep)
 
     def host_plan(self, target: ssh.SshTarget) -> HostPlan:
+        # A VPC or FIPS endpoint the caller set for boto3 is used by s3fs as well, still with
+        # the instance role: the caller's own credentials are never copied to the instance.
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        credentials = None
-        if endpoint:  # tests and private endpoints: no instance role there
-            frozen = self.session.get_credentials().get_frozen_credentials()
-            credentials = (frozen.access_key, frozen.secret_key)
         s = self.settings
         return host_plan_from_env(s.bucket, str(s.region), s.idle_minutes, user=target.user,
-                                  probe_image=s.base_image, s3_endpoint=endpoint,
-                                  credentials=credentials)
+                                  probe_image=s.base_image, s3_endpoint=endpoint)
 
     @property
     def engine(self) -> docker.DockerClient:
@@ -148,12 +147,26 @@ class AwsDeployment(WorkerSteps, Deployment):
         steps = aws_steps(self.settings, self.ledger, public_ip=self._public_ip,
                           on_cost=self._emit, sleep=self._sleep,
                           user_data=lambda: ssh.user_data(self.name))
+        busy = [self.image_step("Build the worker image on the instance"),
+                *self.container_steps()]
         return steps + [
             Step("bootstrap", "Prepare the instance: s3fs mount, Docker, GPU, idle stop",
                  self._bootstrap),
-            self.image_step("Build the worker image on the instance"),
-            *self.container_steps(),
+            *[Step(s.name, s.title, self._kept_busy(s.run), s.already_done) for s in busy],
         ]
+
+    def _kept_busy(self, run: Callable[[StepContext], str | None]
+                   ) -> Callable[[StepContext], str | None]:
+        """The image build, the worker's start and the model load send the worker nothing it
+        could count as activity: mark the instance busy while they run."""
+        def run_busy(ctx: StepContext) -> str | None:
+            target = self._target(self._find_running())
+            command = touch_command(self.host_plan(target).activity_file,
+                                    sudo=target.user != "root")
+            with self.heartbeat(lambda: self._open_ssh(target, wait_s=STATUS_SSH_WAIT_S),
+                                command):
+                return run(ctx)
+        return run_busy
 
     def _bootstrap(self, ctx: StepContext) -> str:
         found = self._find_running()

@@ -45,33 +45,54 @@ def ensure_role(iam, name: str, bucket: str) -> tuple[str, str]:
     """Role, inline policy and instance profile (role attached); returns (role, profile)."""
     role = role_name(name)
     profile = instance_profile_name(name)
-    try:
-        iam.create_role(
-            RoleName=role,
-            AssumeRolePolicyDocument=json.dumps(TRUST_POLICY),
-            Description=f"sdtui deployment {name}: read its model bucket",
-            Tags=_tags(name),
-        )
-    except ClientError as exc:
-        if error_code(exc) != "EntityAlreadyExists":
-            raise
-        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(TRUST_POLICY))
-        iam.tag_role(RoleName=role, Tags=_tags(name))
-    iam.put_role_policy(
-        RoleName=role, PolicyName=POLICY_NAME, PolicyDocument=json.dumps(read_bucket_policy(bucket))
-    )
-    for other in iam.list_role_policies(RoleName=role)["PolicyNames"]:
-        if other != POLICY_NAME:  # "nothing else": drop anything added by hand
-            iam.delete_role_policy(RoleName=role, PolicyName=other)
-    try:
-        iam.create_instance_profile(InstanceProfileName=profile, Tags=_tags(name))
-    except ClientError as exc:
-        if error_code(exc) != "EntityAlreadyExists":
-            raise
-    attached = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
-    if not any(r["RoleName"] == role for r in attached):
-        iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
+    ensure_role_named(iam, role, TRUST_POLICY, f"sdtui deployment {name}: read its model bucket",
+                      _tags(name), inline={POLICY_NAME: read_bucket_policy(bucket)})
+    ensure_instance_profile_named(iam, profile, role, _tags(name))
     return role, profile
+
+
+def ensure_role_named(iam, role: str, trust: dict, description: str, tags: list[dict[str, str]],
+                      *, inline: dict[str, dict] | None = None,
+                      managed: list[str] | None = None) -> str:
+    """The role with exactly this trust, these inline policies and these managed policies
+    ("nothing else": anything added by hand is dropped); returns its ARN."""
+    try:
+        arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust),
+                              Description=description, Tags=tags)["Role"]["Arn"]
+    except ClientError as exc:
+        if error_code(exc) != "EntityAlreadyExists":
+            raise
+        iam.update_assume_role_policy(RoleName=role, PolicyDocument=json.dumps(trust))
+        iam.tag_role(RoleName=role, Tags=tags)
+        arn = iam.get_role(RoleName=role)["Role"]["Arn"]
+    inline = inline or {}
+    for policy_name, document in inline.items():
+        iam.put_role_policy(RoleName=role, PolicyName=policy_name,
+                            PolicyDocument=json.dumps(document))
+    for other in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        if other not in inline:
+            iam.delete_role_policy(RoleName=role, PolicyName=other)
+    attached = {p["PolicyArn"] for page in iam.get_paginator("list_attached_role_policies")
+                .paginate(RoleName=role) for p in page["AttachedPolicies"]}
+    for policy_arn in set(managed or []) - attached:
+        iam.attach_role_policy(RoleName=role, PolicyArn=policy_arn)
+    for policy_arn in attached - set(managed or []):
+        iam.detach_role_policy(RoleName=role, PolicyArn=policy_arn)
+    return arn
+
+
+def ensure_instance_profile_named(iam, profile: str, role: str, tags: list[dict[str, str]]
+                                  ) -> str:
+    """The instance profile carrying `role`; returns its ARN."""
+    try:
+        iam.create_instance_profile(InstanceProfileName=profile, Tags=tags)
+    except ClientError as exc:
+        if error_code(exc) != "EntityAlreadyExists":
+            raise
+    found = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]
+    if not any(r["RoleName"] == role for r in found["Roles"]):
+        iam.add_role_to_instance_profile(InstanceProfileName=profile, RoleName=role)
+    return found["Arn"]
 
 
 def role_ready(iam, name: str, bucket: str) -> bool:
@@ -97,7 +118,10 @@ def role_ready(iam, name: str, bucket: str) -> bool:
 
 def delete_instance_profile(iam, name: str) -> bool:
     """Detach the role and delete the profile; False when there was none."""
-    profile = instance_profile_name(name)
+    return delete_instance_profile_named(iam, instance_profile_name(name))
+
+
+def delete_instance_profile_named(iam, profile: str) -> bool:
     try:
         attached = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
     except ClientError as exc:
@@ -112,7 +136,10 @@ def delete_instance_profile(iam, name: str) -> bool:
 
 def delete_role(iam, name: str) -> bool:
     """The role's policies, then the role; False when there was none."""
-    role = role_name(name)
+    return delete_role_named(iam, role_name(name))
+
+
+def delete_role_named(iam, role: str) -> bool:
     try:
         policies = iam.list_role_policies(RoleName=role)["PolicyNames"]
     except ClientError as exc:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError, WaiterError
 
 from sdtui.deploy.aws.naming import error_code, error_message, tag_filter, tags
 from sdtui.errors import DeploymentError
@@ -168,16 +168,32 @@ def default_subnets(ec2) -> list[dict]:
     return sorted(subnets, key=lambda s: s["AvailabilityZone"])
 
 
-def quota_error(instance_type: str, spot: bool, message: str) -> DeploymentError:
+def instance_vcpus(ec2, instance_type: str) -> int:
+    """The type's vCPUs, from EC2 (when a client is given and answers); else from its size:
+    every family sdtui offers has 4 vCPUs per `xlarge`."""
+    if ec2 is not None:
+        try:
+            info = ec2.describe_instance_types(InstanceTypes=[instance_type])["InstanceTypes"]
+            return int(info[0]["VCpuInfo"]["DefaultVCpus"])
+        except (ClientError, BotoCoreError, IndexError, KeyError):
+            pass
+    size = instance_type.partition(".")[2].removesuffix("xlarge")
+    return 4 * (int(size) if size.isdigit() else 1)
+
+
+def quota_error(instance_type: str, spot: bool, message: str,
+                vcpus: int | None = None) -> DeploymentError:
+    """The quota is counted in vCPUs: ask for at least what one instance of the type needs."""
     quota = P_FAMILY if instance_type.startswith("p") else G_AND_VT
     spot = spot or "spot" in message.lower()
     title, code = quota.spot if spot else quota.on_demand
+    wanted = vcpus or instance_vcpus(None, instance_type)
     return DeploymentError(
-        f"the vCPU quota {title!r} ({code}) is too low for a {instance_type}",
+        f"the vCPU quota {title!r} ({code}) is too low for a {instance_type} ({wanted} vCPUs)",
         fix=(
             "raise it in the Service Quotas console (EC2), or run `aws service-quotas "
             f"request-service-quota-increase --service-code ec2 --quota-code {code} "
-            "--desired-value 8`"
+            f"--desired-value {wanted}`"
         ),
     )
 
@@ -188,13 +204,35 @@ def ensure_instance(
     *,
     log: Callable[[str], None] = lambda line: None,
     sleep: Callable[[float], None] = time.sleep,
+    launcher=None,  # noqa: ANN001
 ) -> dict:
-    """Our instance, running: reused, started, or launched. Returns its description."""
+    """Our instance, running: reused, started, or launched. Returns its description.
+    `launcher` is the client RunInstances goes through: pass session.launch_client's, which
+    does not retry, so a zone without capacity is left at once (default: `ec2`)."""
     existing = find_instance(ec2, spec.name)
     if existing is not None:
         return _bring_up(ec2, existing, log)
-    instance_id = launch(ec2, spec, log=log, sleep=sleep)
+    instance_id = launch(ec2, spec, log=log, sleep=sleep, launcher=launcher)
     return wait_for(ec2, instance_id, "instance_running", RUNNING_WAIT)
+
+
+def _start(ec2, instance: dict) -> None:
+    """StartInstances; a stopped instance cannot move to another zone, so a capacity shortage
+    in its own zone can only be waited out (or the instance replaced)."""
+    try:
+        ec2.start_instances(InstanceIds=[instance["InstanceId"]])
+    except ClientError as exc:
+        if error_code(exc) not in {"InsufficientInstanceCapacity", "InsufficientCapacity"}:
+            raise
+        zone = instance.get("Placement", {}).get("AvailabilityZone", "its zone")
+        raise DeploymentError(
+            f"AWS has no {instance.get('InstanceType', 'GPU')} capacity in {zone} to start "
+            f"the stopped instance {instance['InstanceId']} (a stopped instance cannot move to "
+            "another zone)",
+            fix="try again in a few minutes, or tear it down (sdtui --no-ui --option aws "
+                "--teardown; the bucket is kept) and run again to launch in a zone with "
+                "capacity",
+        ) from None
 
 
 def _bring_up(ec2, instance: dict, log: Callable[[str], None]) -> dict:
@@ -208,7 +246,7 @@ def _bring_up(ec2, instance: dict, log: Callable[[str], None]) -> dict:
         log(f"instance {instance_id} is stopping; waiting to start it again")
         wait_for(ec2, instance_id, "instance_stopped", STOPPED_WAIT)
     log(f"starting stopped instance {instance_id}")
-    ec2.start_instances(InstanceIds=[instance_id])
+    _start(ec2, instance)
     return wait_for(ec2, instance_id, "instance_running", RUNNING_WAIT)
 
 
@@ -218,19 +256,21 @@ def launch(
     *,
     log: Callable[[str], None] = lambda line: None,
     sleep: Callable[[float], None] = time.sleep,
+    launcher=None,  # noqa: ANN001
 ) -> str:
-    """RunInstances, trying each availability zone on a capacity shortage and waiting out
-    IAM profile propagation. Returns the instance id."""
+    """RunInstances (through `launcher`, default `ec2`), trying each availability zone on a
+    capacity shortage and waiting out IAM profile propagation. Returns the instance id."""
     subnets = default_subnets(ec2)
     tried: list[str] = []
     for subnet in subnets:
         zone = subnet["AvailabilityZone"]
         try:
-            return _run_with_profile_retry(ec2, spec, subnet["SubnetId"], log, sleep)
+            return _run_with_profile_retry(launcher or ec2, spec, subnet["SubnetId"], log, sleep)
         except ClientError as exc:
             code, message = error_code(exc), error_message(exc)
             if code in {"VcpuLimitExceeded", "MaxSpotInstanceCountExceeded"}:
-                raise quota_error(spec.instance_type, spec.spot, message) from None
+                raise quota_error(spec.instance_type, spec.spot, message,
+                                  instance_vcpus(ec2, spec.instance_type)) from None
             if code in {"InsufficientInstanceCapacity", "InsufficientCapacity"}:
                 tried.append(zone)
                 log(f"no {spec.instance_type} capacity in {zone}; trying another zone")

@@ -25,6 +25,10 @@ from sdtui.errors import BadInput, DeploymentError
 
 # botocore's "standard" mode retries throttling and transient errors only, with backoff.
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})
+# RunInstances: a capacity shortage comes back as a 500, which standard mode would retry 7
+# times with backoff in the same zone; fail at once instead and try the next zone (as
+# SkyPilot's launcher does).
+LAUNCH_CONFIG = Config(retries={"mode": "standard", "max_attempts": 0})
 # Prices are informative: ask once, briefly, and fall back to the built-in table.
 PRICING_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2},
                         connect_timeout=5, read_timeout=10)
@@ -54,6 +58,11 @@ def make_session(profile: str | None, region: str) -> boto3.Session:
 
 def client(session: boto3.Session, service: str, region: str | None = None):  # noqa: ANN201
     return session.client(service, region_name=region, config=CLIENT_CONFIG)
+
+
+def launch_client(session: boto3.Session, region: str | None = None):  # noqa: ANN201
+    """An EC2 client for RunInstances only: no retries (see LAUNCH_CONFIG)."""
+    return session.client("ec2", region_name=region, config=LAUNCH_CONFIG)
 
 
 def pricing_client(session: boto3.Session):  # noqa: ANN201

@@ -8,25 +8,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+from botocore.exceptions import BotoCoreError
 
+from sdtui.container.context import DEFAULT_BASE_IMAGE
 from sdtui.errors import BadInput
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import check_models
 
-# GPU instance types that run Stable Diffusion well (x86_64, NVIDIA, >= 16 GB of GPU memory).
+# GPU instance types that run Stable Diffusion well (x86_64, NVIDIA, >= 16 GB of GPU memory)
+# and that the Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) supports: its
+# release notes list G4dn, G5, G6, G6e, P4d and P5 (among others). p3 is not offered: its V100
+# is a Volta GPU, which the AMI's NVIDIA driver (595) no longer supports.
 GPU_INSTANCE_TYPES: dict[str, tuple[str, ...]] = {
     "g4dn": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge"),
     "g5": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
     "g6": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
     "g6e": ("xlarge", "2xlarge", "4xlarge", "8xlarge", "12xlarge", "16xlarge", "24xlarge"),
-    "p3": ("2xlarge", "8xlarge", "16xlarge"),
     "p4d": ("24xlarge",),
     "p5": ("48xlarge",),
 }
 
 BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 AMI_ID = re.compile(r"^ami-[0-9a-f]{8,17}$")
-DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"  # Dockerfile's default
+UNSUPPORTED_FAMILIES = {
+    "p3": "its V100 is a Volta GPU, which the Deep Learning AMI's NVIDIA driver (595) no longer "
+          "supports",
+    "p2": "its K80 is a Kepler GPU, which the Deep Learning AMI's NVIDIA driver no longer supports",
+}
+PARTITION = "aws"  # ARNs, service principals and S3 URLs are written for this partition
 MIN_VOLUME_GB = 60  # the Deep Learning AMI itself takes about 45 GB
 
 
@@ -99,11 +108,8 @@ def _is_ipv4(text: str) -> bool:
 
 
 def known_regions() -> set[str]:
-    session = boto3.session.Session()
-    regions: set[str] = set()
-    for partition in session.get_available_partitions():
-        regions.update(session.get_available_regions("ec2", partition_name=partition))
-    return regions
+    """The regions of the `aws` partition that offer EC2."""
+    return set(boto3.session.Session().get_available_regions("ec2", partition_name=PARTITION))
 
 
 def resolve_region(region: str | None, profile: str | None) -> str:
@@ -117,6 +123,17 @@ def resolve_region(region: str | None, profile: str | None) -> str:
             "no AWS region given", fix="pass --region (e.g. us-east-1) or set AWS_REGION"
         )
     if region not in known_regions():
+        try:
+            partition = boto3.session.Session().get_partition_for_region(region)
+        except BotoCoreError:  # no partition claims the name
+            partition = None
+        if partition and partition != PARTITION:
+            raise BadInput(
+                f"region {region!r} is in the {partition} partition, which sdtui does not "
+                f"support (its roles, policies and S3 addresses are written for the "
+                f"{PARTITION} partition)",
+                fix="pass a region of the standard partition, e.g. us-east-1 or eu-west-1",
+            )
         raise BadInput(
             f"unknown AWS region {region!r}",
             fix="pass a region EC2 offers, e.g. us-east-1, us-west-2 or eu-west-1",
@@ -126,12 +143,14 @@ def resolve_region(region: str | None, profile: str | None) -> str:
 
 def check_instance_type(instance_type: str) -> None:
     family, _, size = instance_type.partition(".")
-    if size not in GPU_INSTANCE_TYPES.get(family, ()):
-        allowed = ", ".join(f"{f}.*" for f in GPU_INSTANCE_TYPES)
-        raise BadInput(
-            f"instance type {instance_type!r} is not a supported NVIDIA GPU type",
-            fix=f"pass --instance-type from {allowed} (default g4dn.xlarge)",
-        )
+    if size in GPU_INSTANCE_TYPES.get(family, ()):
+        return
+    allowed = ", ".join(f"{f}.*" for f in GPU_INSTANCE_TYPES)
+    fix = f"pass --instance-type from {allowed} (default g4dn.xlarge)"
+    if family in UNSUPPORTED_FAMILIES:
+        raise BadInput(f"instance type {instance_type!r} is not supported: "
+                       f"{UNSUPPORTED_FAMILIES[family]}", fix=fix)
+    raise BadInput(f"instance type {instance_type!r} is not a supported NVIDIA GPU type", fix=fix)
 
 
 def check_cidr(cidr: str) -> str:

@@ -91,11 +91,12 @@ def delete_host_key(name: str) -> None:
 
 
 def user_data(name: str) -> str:
-    """cloud-init user data that installs our host key and no other (JSON is valid YAML)."""
+    """cloud-init user data that installs our host key and no other (JSON is valid YAML).
+    With `ssh_keys` given, cloud-init generates no host keys of its own; `ssh_deletekeys`
+    removes any the image carried."""
     private, public = ensure_host_key(name)
     config = {
         "ssh_deletekeys": True,
-        "ssh_genkeytypes": [],
         "ssh_keys": {"ed25519_private": private, "ed25519_public": public},
     }
     return "#cloud-config\n" + json.dumps(config, indent=1) + "\n"

@@ -11,7 +11,13 @@ from functools import cached_property
 
 from sdtui.deploy.aws import access, ami, bucket, iam, instance, pricing, upload
 from sdtui.deploy.aws.naming import instance_profile_name, key_pair_name
-from sdtui.deploy.aws.session import client, identity, make_session, pricing_client
+from sdtui.deploy.aws.session import (
+    client,
+    identity,
+    launch_client,
+    make_session,
+    pricing_client,
+)
 from sdtui.deploy.aws.settings import AwsSettings
 from sdtui.deploy.base import CostUpdate, Step, StepContext
 from sdtui.ledger import Ledger
@@ -167,7 +173,8 @@ class AwsRun:
             security_group_id=group.id if group else "", spot=s.spot,
             user_data=self._user_data() if self._user_data else "",
         )
-        found = instance.ensure_instance(self.client("ec2"), spec, log=ctx.log, sleep=self.sleep)
+        found = instance.ensure_instance(self.client("ec2"), spec, log=ctx.log, sleep=self.sleep,
+                                         launcher=launch_client(self.session))
         zone = found.get("Placement", {}).get("AvailabilityZone")
         self.ledger.record("instance", found["InstanceId"], zone=zone,
                            instance_type=s.instance_type, spot=s.spot)

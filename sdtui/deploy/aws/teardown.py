@@ -50,7 +50,7 @@ def _security_group_ids(ec2, name: str, ledger: Ledger | None) -> list[str]:
     return sorted(ids)
 
 
-def _bucket_size_gb(s3, name: str) -> float:
+def bucket_size_gb(s3, name: str) -> float:
     total = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=name):
         total += sum(o["Size"] for o in page.get("Contents", []))
@@ -142,7 +142,7 @@ def teardown(
         for entry in ledger.resources("bucket"):
             if purge_bucket:
                 try:
-                    size = _bucket_size_gb(s3, entry.id)
+                    size = bucket_size_gb(s3, entry.id)
                 except (ClientError, BotoCoreError):
                     size = 0.0
                 note = f"about ${size * S3_USD_PER_GB_MONTH:.2f}/month for {size:.1f} GB; "
@@ -151,7 +151,7 @@ def teardown(
                         ledger.forget("object", obj.id)
             else:
                 try:
-                    size = _bucket_size_gb(s3, entry.id)
+                    size = bucket_size_gb(s3, entry.id)
                     note = (f"{size:.1f} GB of model files, about "
                             f"${size * S3_USD_PER_GB_MONTH:.2f}/month; --purge-bucket deletes it")
                 except (ClientError, BotoCoreError):

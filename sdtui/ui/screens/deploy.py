@@ -1,4 +1,5 @@
-"""Choose Option A or B, fill its form, see what is ready, resume or tear down what exists."""
+"""Choose Option A or B or the scale-out, fill its form, see what is ready (and, for the
+scale-out, what the run will cost), resume or tear down what exists."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 OPTION_TITLES: dict[Option, str] = {
     "aws": "Option A — cloud (AWS GPU, S3)",
     "local": "Option B — local (Docker here)",
+    "batch": "Batch — scale-out over N GPUs",
 }
 CHECK_DELAY_S = 0.6
 MARKS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
@@ -63,6 +65,8 @@ class DeployScreen(Screen[None]):
         ("Re-run the checks", "Docker engine, GPU runtime, AWS identity, model files", "checks"),
         ("Choose Option A (cloud)", "AWS GPU instance + S3", "choose('aws')"),
         ("Choose Option B (local)", "Docker on this machine", "choose('local')"),
+        ("Choose Batch (scale-out)", "A prompt file over N GPUs with AWS Batch",
+         "choose('batch')"),
     ]
 
     app: SdtuiApp
@@ -124,7 +128,8 @@ class DeployScreen(Screen[None]):
 
     def field_help(self) -> list[tuple[str, str]]:
         fields = [("Option", "A: an AWS GPU instance with the models in S3 (costs money while "
-                   "it runs). B: Docker on this machine (or DOCKER_HOST).")]
+                   "it runs). B: Docker on this machine (or DOCKER_HOST). Batch: a prompt file "
+                   "shared over N GPUs with AWS Batch, each GPU billed only while it works.")]
         return fields + [(f.label, f.help) for f in FIELDS[self.option]]
 
     def on_mount(self) -> None:
@@ -186,7 +191,7 @@ class DeployScreen(Screen[None]):
 
     @on(RadioSet.Changed, "#option")
     def _option_changed(self, event: RadioSet.Changed) -> None:
-        option: Option = "aws" if event.pressed.id == "choose-aws" else "local"
+        option: Option = str(event.pressed.id).removeprefix("choose-")  # type: ignore[assignment]
         if option != self.option:
             self.choose(option)
 
@@ -237,12 +242,16 @@ class DeployScreen(Screen[None]):
             self.query_one(f"#{self.option}-{first.name}").focus()
             return
         try:
+            lines = self.app.services.batch_lines(values) if self.option == "batch" else None
             deployment = self.app.services.make_deployment(self.option, values)
         except SdtuiError as exc:
             form_error.update(Text(f"✗ {error_text(exc)}", "red"))
             return
         form_error.update("")
-        self.app.start_provision(deployment)
+        if lines is not None:
+            self.app.start_batch_run(deployment, lines)
+        else:
+            self.app.start_provision(deployment)
 
     # --- live checks -------------------------------------------------------------------------
 
@@ -336,7 +345,9 @@ class DeployScreen(Screen[None]):
 
     def action_resume(self) -> None:
         deployment = self._selected_deployment()
-        if deployment is not None:
+        if deployment is not None and deployment.option == "batch":
+            self.app.open_run(deployment)  # its last run, watched again
+        elif deployment is not None:
             self.app.start_provision(deployment)
 
     def action_teardown(self) -> None:

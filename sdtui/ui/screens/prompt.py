@@ -35,7 +35,13 @@ from textual.worker import Worker, WorkerState
 from sdtui import protocol, recent
 from sdtui.catalog import CatalogImage, delete_image, images_of
 from sdtui.errors import BadSetting, SdtuiError
-from sdtui.generation import GenerateSettings, request_params, resolve_generate
+from sdtui.generation import (
+    GenerateSettings,
+    init_image_data,
+    mask_data,
+    request_params,
+    resolve_generate,
+)
 from sdtui.ui import prompt_form
 from sdtui.ui.fixes import error_text
 from sdtui.ui.prompt_form import FIELDS, MAIN_GRID, MORE_FIELDS, MORE_GRID, SAMPLER_ROW
@@ -123,9 +129,10 @@ class PromptScreen(Screen[None]):
                     yield Checkbox("Lock seed", id="lock-seed",
                                    tooltip="Keep this seed for every Generate (otherwise each "
                                    "one picks a new seed); remembered across restarts")
-                with Collapsible(title="More: img2img, faces, upscale, variations",
+                with Collapsible(title="More: img2img, mask, faces, upscale, variations",
                                  collapsed=True, id="more"):
                     yield from self._block("init_image")
+                    yield from self._block("mask")
                     with Grid(id="more-grid", classes="param-grid"):
                         for name in MORE_GRID:
                             yield Vertical(*self._block(name), classes="param")
@@ -217,7 +224,9 @@ class PromptScreen(Screen[None]):
 
     def _check_field(self, name: str) -> BadSetting | None:
         try:
-            prompt_form.check(name, prompt_form.parse(name, self._raw(name)))
+            form = {other: prompt_form.parse(other, self._raw(other))
+                    for other in prompt_form.CHECKED_WITH.get(name, ())}
+            prompt_form.check(name, prompt_form.parse(name, self._raw(name)), form)
         except BadSetting as exc:
             return exc
         return None
@@ -231,6 +240,16 @@ class PromptScreen(Screen[None]):
             self._refused.pop(name, None)
             self._show_error(name, self._check_field(name))
 
+    @on(Select.Changed)
+    def _selected(self, event: Select.Changed) -> None:
+        """A choice that another field's check reads (the sampler) checks that field again."""
+        name = event.select.id or ""
+        for checked in (name, *(f for f, others in prompt_form.CHECKED_WITH.items()
+                                if name in others)):
+            if checked in FIELDS:
+                self._refused.pop(checked, None)
+                self._show_error(checked, self._check_field(checked))
+
     @on(TextArea.Changed, "#prompt")
     def _prompt_typed(self) -> None:
         if self._refused.get("prompt") != self._raw("prompt"):
@@ -243,10 +262,15 @@ class PromptScreen(Screen[None]):
         nothing else (no new seed)."""
         errors: dict[str, SdtuiError] = {}
         given: dict[str, Any] = {}
+        parsed: dict[str, Any] = {}
         for name in FIELDS:
             try:
-                value = prompt_form.parse(name, self._raw(name))
-                prompt_form.check(name, value)
+                parsed[name] = prompt_form.parse(name, self._raw(name))
+            except BadSetting as exc:
+                errors[name] = exc
+        for name, value in parsed.items():
+            try:
+                prompt_form.check(name, value, parsed)
             except BadSetting as exc:
                 errors[name] = exc
                 continue
@@ -255,12 +279,17 @@ class PromptScreen(Screen[None]):
         result = None
         if not errors:
             settings = resolve_generate(given, config=self.app.services.load_config())
-            try:
-                result = settings, request_params(settings)
-            except BadSetting as exc:
-                errors[exc.setting if exc.setting in FIELDS else "prompt"] = exc
-            except SdtuiError as exc:  # the init image file could not be read
-                errors["init_image"] = exc
+            images: dict[str, str | None] = {}
+            for name, read in (("init_image", init_image_data), ("mask", mask_data)):
+                try:
+                    images[name] = read(settings)
+                except SdtuiError as exc:  # the file could not be read as an image
+                    errors[name] = exc
+            if not errors:
+                try:
+                    result = settings, request_params(settings, **images)
+                except BadSetting as exc:
+                    errors[exc.setting if exc.setting in FIELDS else "prompt"] = exc
         for name in FIELDS:
             self._show_error(name, errors.get(name))
         self._refused = {name: self._raw(name) for name in errors}
@@ -454,7 +483,7 @@ class PromptScreen(Screen[None]):
         except SdtuiError as exc:
             self.notify(error_text(exc), severity="error", title="Re-run")
             return
-        self._fill({k: v for k, v in asdict(settings).items() if k != "init_image"})
+        self._fill({k: v for k, v in asdict(settings).items() if k not in ("init_image", "mask")})
         self.query_one("#lock-seed", Checkbox).value = True
         params.pop("preview_every", None)
         self.action_generate(params)
@@ -463,10 +492,10 @@ class PromptScreen(Screen[None]):
         image = self._selected()
         if image is None:
             return
-        self._fill({k: v for k, v in image.params.items() if k != "init_image"})
+        self._fill({k: v for k, v in image.params.items() if k not in ("init_image", "mask")})
         self.query_one("#prompt", TextArea).focus()
         self.app.copy_to_clipboard(str(image.params.get("prompt", "")))
-        note = " The init image is not: r re-runs with it." if image.params.get(
+        note = " The init image and mask are not: r re-runs with them." if image.params.get(
             "init_image") else ""
         self.notify(f"Copied the prompt and parameters into the form.{note}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
 from rich.text import Text
@@ -79,9 +80,11 @@ class ProvisionScreen(Screen[None]):
     app: SdtuiApp
 
     def __init__(self, deployment: Deployment, mode: Literal["provision", "teardown"] = "provision",
-                 purge: bool = False, then_quit: bool = False) -> None:
+                 purge: bool = False, then_quit: bool = False,
+                 on_ready: Callable[[Deployment], None] | None = None) -> None:
         super().__init__()
         self.deployment = deployment
+        self.on_ready = on_ready  # what follows provisioning (default: the prompt panel)
         self.mode = mode
         self.purge = purge
         self.then_quit = then_quit  # the quit dialog's "tear down now": leave once it is done
@@ -158,9 +161,9 @@ class ProvisionScreen(Screen[None]):
             self.run_worker(self._teardown, thread=True, exit_on_error=False,
                             group="provision", name="teardown")
 
-    def _provision(self) -> WorkerClient:
+    def _provision(self) -> WorkerClient | None:
         self.deployment.provision(self.pump.put, self.cancel_event)
-        return self.deployment.connect()
+        return None if self.on_ready else self.deployment.connect()
 
     def _teardown(self) -> TeardownReport:
         return self.deployment.teardown(self.pump.put, purge=self.purge)
@@ -219,7 +222,9 @@ class ProvisionScreen(Screen[None]):
         self.finished_at = time.monotonic()
         self.refresh_bindings()
         if event.state == WorkerState.SUCCESS:
-            if self.mode == "provision":
+            if self.mode == "provision" and self.on_ready is not None:
+                self.on_ready(self.deployment)
+            elif self.mode == "provision":
                 self.app.open_prompt(self.deployment, event.worker.result)
             else:
                 self._torn_down(event.worker.result)

@@ -22,7 +22,13 @@ def notice(deployment: Deployment, state: str, cost: str, generating: bool) -> T
     text = Text()
     shown = {"ready": "running", "running, detached": "running"}.get(state, state)
     text.append(f"{deployment.name} ({deployment.option}) is {shown}.\n", "bold")
-    if deployment.option == "aws":
+    if deployment.option == "batch":
+        text.append("Its run goes on in AWS and its GPU instances cost money while they work: ",
+                    "yellow")
+        text.append(cost or "see the run screen for the cost so far", "bold yellow")
+        text.append(".\nThe compute environment scales to zero when the run ends; Resume "
+                    "watches the run and collects its images.\n")
+    elif deployment.option == "aws":
         text.append("Its GPU instance costs money until it stops: ", "yellow")
         text.append(cost or "see Existing deployments for the price", "bold yellow")
         text.append(".\nLeft running, it stops itself after its idle auto-stop time.\n")

@@ -1,0 +1,251 @@
+"""LoRA files named in a prompt (`<lora:NAME:W>`), applied for one request and removed after it.
+
+NAME.safetensors comes from the `loras/` folder beside the model. Files in the kohya/A1111 key
+layout (what people download) and in diffusers' own layout are accepted; diffusers' LoRA
+loader converts them and peft wraps the layers. Before anything is applied, every layer the
+file names must exist in this model with the same shape: a LoRA for another family (SDXL's,
+SD 2.x's) is refused naming the file, never half-applied. After the request every adapter is
+unloaded, so no request's LoRA reaches the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdtui.errors import BadInput
+from sdtui.loras import LORA_DIR, LORA_SUFFIX, LoraRef
+
+log = logging.getLogger(__name__)
+
+MAX_LORA_BYTES = 2 * 1024**3
+_KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
+_DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.")
+# kohya's metadata names the family it trained on (A1111 reads the same fields).
+_FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+_CACHED_FILES = 4
+
+
+class LoraInvalid(BadInput):
+    pass
+
+
+@dataclass
+class LoraFile:
+    path: Path
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    sha256: str  # of the whole file
+    a1111_hash: str  # A1111's "Lora hashes": sha256 of the tensor data after the header
+
+    def trained_family(self) -> str | None:
+        base = str(self.metadata.get("ss_base_model_version", ""))
+        if base.startswith("sdxl"):
+            return "sdxl"
+        if self.metadata.get("ss_v2") == "True" or base.startswith("sd_v2"):
+            return "sd2"
+        if base.startswith("sd_v1"):
+            return "sd1"
+        return None
+
+
+def read_lora(path: Path, shown: str) -> LoraFile:
+    """One sequential read (it may sit on s3fs); the header is checked before the tensors."""
+    from safetensors.torch import load
+
+    size = path.stat().st_size
+    if size > MAX_LORA_BYTES:
+        raise LoraInvalid(f"LoRA file {shown} is {size / 2**30:.1f} GiB; a LoRA is at most "
+                          f"{MAX_LORA_BYTES // 2**30} GiB")
+    data = path.read_bytes()
+    try:
+        (header_len,) = struct.unpack("<Q", data[:8])
+        if not 2 <= header_len <= len(data) - 8:
+            raise ValueError("header length out of range")
+        header = json.loads(data[8 : 8 + header_len])
+        tensors = load(data)
+    except Exception as exc:
+        raise LoraInvalid(f"LoRA file {shown} is not a valid .safetensors file "
+                          f"(truncated or corrupt?): {type(exc).__name__}") from None
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return LoraFile(
+        path=path,
+        tensors=tensors,
+        metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+        sha256=hashlib.sha256(data).hexdigest(),
+        a1111_hash=hashlib.sha256(data[8 + header_len :]).hexdigest(),
+    )
+
+
+# The layouts diffusers' LoRA conversion leaves keys in: `<layer>.lora.down.weight`,
+# `<layer>.lora_linear_layer.up.weight`, peft's `<layer>.lora_A.weight`, and the old
+# attention-processor names `<attn>.processor.to_q_lora.down.weight`.
+_PROCESSOR_KEY = re.compile(
+    r"^(.*?)(?:\.processor)?\.(to_q|to_k|to_v|to_out)_lora\.(down|up)\.weight$")
+_LAYER_KEY = re.compile(r"^(.*)\.(?:lora(?:_linear_layer)?\.(down|up)|lora_([AB]))\.weight$")
+_PROCESSOR_LAYERS = {
+    "unet": {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"},
+    "text": {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"},
+}
+
+
+def _layer_of(component: str, key: str) -> tuple[str, str] | None:
+    """(dotted layer path within the component, "down" or "up") of a converted LoRA key."""
+    if match := _PROCESSOR_KEY.match(key):
+        names = _PROCESSOR_LAYERS["unet" if component == "unet" else "text"]
+        return f"{match.group(1)}.{names[match.group(2)]}", match.group(3)
+    if match := _LAYER_KEY.match(key):
+        direction = match.group(2) or {"A": "down", "B": "up"}[match.group(3)]
+        return match.group(1), direction
+    return None
+
+
+def _fits(module: torch.nn.Module, down: torch.Tensor, up: torch.Tensor | None) -> bool:
+    if up is None:
+        return False
+    if isinstance(module, torch.nn.Linear):
+        return down.shape[-1] == module.in_features and up.shape[0] == module.out_features
+    if isinstance(module, torch.nn.Conv2d):
+        return down.shape[1] == module.in_channels and up.shape[0] == module.out_channels
+    return False
+
+
+def misfit(pipe: Any, state: dict[str, torch.Tensor]) -> str | None:
+    """The first layer of a converted LoRA this pipeline lacks or has in another shape."""
+    layers: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, tensor in state.items():
+        component, _, rest = key.partition(".")
+        found = _layer_of(component, rest)
+        if found is None:
+            return f"{key} is not a LoRA weight"
+        layers.setdefault((component, found[0]), {})[found[1]] = tensor
+    for (component, path), pair in layers.items():
+        root = getattr(pipe, component, None)
+        if root is None:
+            return f"{component} is missing"
+        if component != "unet" and not hasattr(root, "text_model"):
+            path = path.removeprefix("text_model.")  # transformers 5 dropped that level
+        try:
+            module = root.get_submodule(path)
+        except AttributeError:
+            return f"{component}.{path} is missing"
+        if "down" not in pair or not _fits(module, pair["down"], pair.get("up")):
+            return f"{component}.{path} has another shape"
+    return None
+
+
+class LoraSet:
+    """The LoRAs of the loaded model: found, checked, applied for a request, then removed."""
+
+    def __init__(self, pipe: Any, model_path: str, family: str = "sd1") -> None:
+        self.pipe = pipe
+        # A diffusers folder or a checkpoint file: either way its parent is /data.
+        self.folder = Path(model_path).parent / LORA_DIR
+        self.family = family
+        self._files: OrderedDict[tuple[str, int, int], LoraFile] = OrderedDict()
+        self._applied: list[str] = []
+
+    def _shown(self, ref: LoraRef) -> str:
+        return f"{LORA_DIR}/{ref.file_name}"
+
+    def _find(self, ref: LoraRef) -> Path:
+        direct = self.folder / ref.file_name
+        if direct.is_file():
+            return direct
+        nested = sorted(self.folder.rglob(ref.file_name)) if self.folder.is_dir() else []
+        if nested:
+            return nested[0]
+        available = sorted(p.stem for p in self.folder.rglob("*" + LORA_SUFFIX)) \
+            if self.folder.is_dir() else []
+        have = (f"it has {', '.join(available[:8])}" if available
+                else "there is none" if self.folder.is_dir() else "the folder does not exist")
+        raise LoraInvalid(
+            f"LoRA {ref.name!r} not found: no {self._shown(ref)} beside the model ({have}); "
+            f"put {ref.file_name} in a {LORA_DIR}/ folder next to the model and deploy again"
+        )
+
+    def _read(self, path: Path, ref: LoraRef) -> LoraFile:
+        stat = path.stat()
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        if key not in self._files:
+            self._files[key] = read_lora(path, self._shown(ref))
+            while len(self._files) > _CACHED_FILES:
+                self._files.popitem(last=False)
+        self._files.move_to_end(key)
+        return self._files[key]
+
+    def _converted(self, lora: LoraFile, ref: LoraRef) -> tuple[dict[str, torch.Tensor], Any]:
+        keys = list(lora.tensors)
+        if not keys or not (all(k.startswith(_KOHYA_PREFIXES) for k in keys)
+                            or all(k.startswith(_DIFFUSERS_PREFIXES) for k in keys)):
+            raise LoraInvalid(
+                f"LoRA file {self._shown(ref)} is not a LoRA in the kohya/A1111 or diffusers "
+                f"key layout (e.g. key {keys[0] if keys else '(none)'!r})"
+            )
+        try:
+            # The UNet's config lets diffusers map SDXL's sgm block names (kohya trains SDXL on
+            # the original UNet) onto this model's blocks.
+            return self.pipe.lora_state_dict(dict(lora.tensors),
+                                             unet_config=self.pipe.unet.config)
+        except Exception as exc:
+            if lora.trained_family() not in (None, self.family):
+                raise self._misfit(lora, ref, "its blocks do not map onto this UNet") from None
+            raise LoraInvalid(f"LoRA file {self._shown(ref)} cannot be read as a LoRA: "
+                              f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
+
+    def _misfit(self, lora: LoraFile, ref: LoraRef, problem: str) -> LoraInvalid:
+        trained = lora.trained_family()
+        made_for = (f"it was trained for {_FAMILY_NAMES.get(trained, trained)}" if trained
+                    else "it is for another model")
+        return LoraInvalid(
+            f"LoRA file {self._shown(ref)} does not fit this "
+            f"{_FAMILY_NAMES.get(self.family, self.family)} model: {made_for} ({problem})"
+        )
+
+    def check(self, lora: LoraFile, ref: LoraRef) -> None:
+        """Every layer the LoRA adapts exists here with the same shape, or one line naming
+        the file and the family it was made for."""
+        state, _ = self._converted(lora, ref)
+        problem = misfit(self.pipe, state)
+        if problem:
+            raise self._misfit(lora, ref, f"layer {problem}")
+
+    def apply(self, refs: list[LoraRef]) -> list[dict[str, Any]]:
+        """Load and activate the request's LoRAs; their records for the image params."""
+        self.reset()
+        if not refs:
+            return []
+        files = [(ref, self._read(self._find(ref), ref)) for ref in refs]
+        for ref, lora in files:
+            self.check(lora, ref)
+        records, names, weights = [], [], []
+        try:
+            for index, (ref, lora) in enumerate(files):
+                adapter = f"sdtui_lora_{index}"
+                self.pipe.load_lora_weights(dict(lora.tensors), adapter_name=adapter)
+                self._applied.append(adapter)
+                names.append(adapter)
+                weights.append({"unet": ref.unet, "text_encoder": ref.text_encoder})
+                records.append({"name": ref.name, "weight": ref.unet,
+                                "te_weight": ref.text_encoder, "sha256": lora.sha256[:12],
+                                "hash": lora.a1111_hash[:12]})
+            self.pipe.set_adapters(names, adapter_weights=weights)
+        except Exception:
+            self.reset()
+            raise
+        return records
+
+    def reset(self) -> None:
+        """Remove every applied adapter: the model is exactly as loaded again."""
+        if self._applied:
+            self.pipe.unload_lora_weights()
+            self._applied.clear()

@@ -1,0 +1,55 @@
+"""Models and files for the generation-feature tests (samplers, inpainting, LoRA)."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sdtui.client import decode_png
+
+
+def write_tiny_inpainting_model(out: Path, seed: int = 7) -> Path:
+    """The tiny SD 1.x model with an inpainting checkpoint's 9-channel UNet, as a diffusers
+    folder."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+    from sdtui.devtools.tiny_model import build_tiny_pipeline
+
+    base = build_tiny_pipeline(seed)
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel.from_config({**base.unet.config, "in_channels": 9})
+    pipe = StableDiffusionInpaintPipeline(
+        unet=unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
+        scheduler=base.scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def b64_png(image: Image.Image, fmt: str = "PNG") -> str:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def pixels(event: dict) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(decode_png(event))).convert("RGB"), dtype=int)
+
+
+def images_of(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["type"] == "image"]
+
+
+# A flat red init image and a mask that repaints its centre square only.
+SIZE = 64
+INIT = Image.new("RGB", (SIZE, SIZE), (200, 30, 30))
+MASK = Image.new("L", (SIZE, SIZE), 0)
+MASK.paste(255, (16, 16, 48, 48))
+# The guide's -M kind of mask: the same square, transparent where it repaints.
+TRANSPARENT_MASK = Image.new("RGBA", (SIZE, SIZE), (0, 0, 0, 255))
+TRANSPARENT_MASK.paste((0, 0, 0, 0), (16, 16, 48, 48))

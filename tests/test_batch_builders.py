@@ -1,0 +1,152 @@
+"""The scale-out's pure builders: every request they make passes botocore's own parameter
+validator (the check boto3 runs before sending), and the IAM policies they write are scoped as
+the README says: nothing wider."""
+
+from __future__ import annotations
+
+import json
+
+import botocore.session
+import pytest
+from botocore.validate import validate_parameters
+
+from sdtui.deploy.batch import compute, ecr, jobdef, launch_template, names, policies
+from sdtui.deploy.batch import queue as job_queue
+from sdtui.deploy.batch.models import ModelFiles
+from sdtui.deploy.batch.runs import child_command
+
+ACCOUNT, BUCKET, NAME = "123456789012", "my-sd-models", "batch"
+KEYS = ["sd-v1-4.ckpt", "sd-v1-4.config/unet/config.json", "sd-v1-4.yaml", "GFPGANv1.3.pth"]
+_SESSION = botocore.session.get_session()
+
+
+def valid(service: str, operation: str, params: dict) -> None:
+    model = _SESSION.get_service_model(service).operation_model(operation)
+    validate_parameters(params, model.input_shape)  # raises ParamValidationError
+
+
+def test_batch_requests_are_valid():
+    env = compute.environment_params(
+        NAME, instance_type="g4dn.xlarge", spot=True, shards=4, subnets=["subnet-1"],
+        security_group="sg-1", instance_profile_arn="arn:aws:iam::1:instance-profile/p",
+        launch_template_id="lt-1", service_role_arn="arn:aws:iam::1:role/r")
+    valid("batch", "CreateComputeEnvironment", env)
+    resources = env["computeResources"]
+    assert (resources["minvCpus"], resources["maxvCpus"]) == (0, 16)  # 4·W, none while idle
+    assert resources["type"] == "SPOT" and resources["instanceTypes"] == ["g4dn.xlarge"]
+    assert resources["ec2Configuration"] == [{"imageType": "ECS_AL2023_NVIDIA"}]
+    on_demand = compute.environment_params(
+        NAME, instance_type="g4dn.xlarge", spot=False, shards=1, subnets=["s"],
+        security_group="g", instance_profile_arn="p", launch_template_id="l",
+        service_role_arn="r")["computeResources"]
+    assert (on_demand["type"], on_demand["maxvCpus"]) == ("EC2", 4)
+
+    valid("batch", "CreateJobQueue", job_queue.queue_params(NAME, "arn:ce"))
+
+    definition = jobdef.definition_params(NAME, image="1.dkr.ecr.us-east-1.amazonaws.com/x:1",
+                                          job_role_arn="arn:aws:iam::1:role/j")
+    valid("batch", "RegisterJobDefinition", definition)
+    needs = {r["type"]: r["value"] for r in
+             definition["containerProperties"]["resourceRequirements"]}
+    assert needs == {"GPU": "1", "VCPU": "4", "MEMORY": str(jobdef.MEMORY_MIB)}
+    retry = definition["retryStrategy"]["evaluateOnExit"]
+    assert retry[0] == {"onStatusReason": "Host EC2*", "action": "RETRY"}  # spot reclaims
+    assert retry[-1] == {"onReason": "*", "action": "EXIT"}  # everything else stops
+    assert definition["timeout"]["attemptDurationSeconds"] > 0
+
+    command = child_command(bucket=BUCKET, region="us-east-1", run="20250601-120000-abcd",
+                            shards=4, files=ModelFiles("sd-v1-4.ckpt", KEYS, 1))
+    valid("batch", "SubmitJob", {"jobName": names.job_name(NAME, "20250601-120000-abcd"),
+                                 "jobQueue": "q", "jobDefinition": "d",
+                                 "arrayProperties": {"size": 4},
+                                 "containerOverrides": {"command": command}})
+    assert command[:1] == ["batch"] and command.count("--file") == len(KEYS)
+
+
+def test_ec2_and_ecr_requests_are_valid():
+    valid("ec2", "CreateLaunchTemplate", {
+        "LaunchTemplateName": names.launch_template(NAME),
+        "LaunchTemplateData": launch_template.template_data(100)})
+    data = launch_template.template_data(100)
+    assert data["MetadataOptions"] == {"HttpTokens": "required", "HttpPutResponseHopLimit": 1,
+                                       "HttpEndpoint": "enabled"}
+    assert data["BlockDeviceMappings"][0]["Ebs"]["Encrypted"] is True
+    valid("ecr", "CreateRepository", ecr.repository_params(NAME))
+    assert ecr.repository_params(NAME)["imageTagMutability"] == "IMMUTABLE"
+
+
+def _statements(policy: dict) -> list[dict]:
+    return policy["Statement"]
+
+
+def _actions(statement: dict) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+def _resources(statement: dict) -> list[str]:
+    resource = statement["Resource"]
+    return resource if isinstance(resource, list) else [resource]
+
+
+def test_the_job_role_reads_the_model_and_the_prompts_and_writes_only_outputs():
+    policy = policies.job_role_policy("aws", BUCKET, KEYS)
+    valid("iam", "PutRolePolicy", {"RoleName": names.job_role(NAME),
+                                   "PolicyName": names.JOB_POLICY_NAME,
+                                   "PolicyDocument": json.dumps(policy)})
+    by_action: dict[str, list[str]] = {}
+    for statement in _statements(policy):
+        assert statement["Effect"] == "Allow"
+        for action in _actions(statement):
+            by_action.setdefault(action, []).extend(_resources(statement))
+    assert set(by_action) == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
+    assert sorted(by_action["s3:GetObject"]) == sorted([
+        f"arn:aws:s3:::{BUCKET}/sd-v1-4.ckpt", f"arn:aws:s3:::{BUCKET}/sd-v1-4.config/*",
+        f"arn:aws:s3:::{BUCKET}/sd-v1-4.yaml", f"arn:aws:s3:::{BUCKET}/GFPGANv1.3.pth",
+        f"arn:aws:s3:::{BUCKET}/runs/*/prompts.jsonl"])
+    assert by_action["s3:PutObject"] == [f"arn:aws:s3:::{BUCKET}/runs/*/out/*"]
+    assert by_action["s3:ListBucket"] == [f"arn:aws:s3:::{BUCKET}"]
+    listing = next(s for s in _statements(policy) if "s3:ListBucket" in _actions(s))
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["runs/*"]}}
+
+
+def test_the_instance_role_has_the_ecs_policy_only_and_passrole_names_two_roles():
+    assert policies.INSTANCE_TRUST_POLICY["Statement"] == [{
+        "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
+        "Action": "sts:AssumeRole"}]
+    assert policies.ecs_instance_policy_arn("aws") == \
+        "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
+    trust = policies.job_trust_policy(ACCOUNT)
+    valid("iam", "CreateRole", {"RoleName": names.job_role(NAME),
+                                "AssumeRolePolicyDocument": json.dumps(trust)})
+    assert trust["Statement"][0]["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
+    assert trust["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": ACCOUNT}}
+
+    pass_role = policies.pass_role_policy("aws", ACCOUNT, NAME)
+    valid("iam", "PutUserPolicy", {"UserName": "me", "PolicyName": "p",
+                                   "PolicyDocument": json.dumps(pass_role)})
+    (statement,) = _statements(pass_role)
+    assert _actions(statement) == ["iam:PassRole"]
+    assert _resources(statement) == [f"arn:aws:iam::{ACCOUNT}:role/sdtui-{NAME}-job",
+                                     f"arn:aws:iam::{ACCOUNT}:role/sdtui-{NAME}-instance"]
+
+
+@pytest.mark.parametrize("partition", ["aws-cn", "aws-us-gov"])
+def test_policies_follow_the_partition(partition):
+    text = json.dumps([policies.job_role_policy(partition, BUCKET, KEYS),
+                       policies.pass_role_policy(partition, ACCOUNT, NAME)])
+    assert "arn:aws:" not in text and f"arn:{partition}:" in text
+    assert policies.partition_of(f"arn:{partition}:sts::1:assumed-role/x/y") == partition
+
+
+def test_the_readme_shows_the_policies_the_builders_write():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Least-privilege policies", 1)[1].split("### ", 1)[0]
+    job, pass_role = (json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S))
+    assert job == policies.job_role_policy(
+        "aws", "BUCKET", ["sd-v1-4.ckpt", "sd-v1-4.yaml", "GFPGANv1.3.pth"])
+    assert pass_role == policies.pass_role_policy("aws", "ACCOUNT", "batch")
