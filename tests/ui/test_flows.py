@@ -236,12 +236,20 @@ async def test_escape_cancels_a_generation_and_keys_are_answered(worker, tiny_mo
         screen.query_one("#count", Input).value = "3"
         for name in ("width", "height"):
             screen.query_one(f"#{name}", Input).value = "64"
-        await pilot.press("ctrl+g")
-        await until(pilot, lambda: "step" in str(screen.query_one("#gen-status").render()))
-        prompt.focus()
-        await pilot.press("end", "x", "y")
-        assert prompt.text == "slowxy" and screen.generating  # typed while it samples
-        await pilot.press("escape")
+        # The worker is held at its first step, so the generation outlasts the keys on any
+        # machine; the cancel reaches it before it goes on.
+        stopped = worker.stop_on_event("progress")
+        try:
+            await pilot.press("ctrl+g")
+            await until(pilot, stopped.is_set)
+            await until(pilot, lambda: "step" in str(screen.query_one("#gen-status").render()))
+            prompt.focus()
+            await pilot.press("end", "x", "y")
+            assert prompt.text == "slowxy" and screen.generating  # typed while it samples
+            await pilot.press("escape")
+            await pilot.pause()
+        finally:
+            worker.resume()
         await until(pilot, lambda: not screen.generating)
         assert "cancelled" in str(screen.query_one("#gen-status").render())
         assert app.worker_state == "ready"
