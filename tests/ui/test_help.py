@@ -28,8 +28,6 @@ from .conftest import fake_services, given
 from .fakes import FakeBatchDeployment, FakeDeployment, IdleWorker
 from .test_flows import SIZE, text_of, until
 
-pytestmark = pytest.mark.asyncio
-
 
 def table_text(app: SdtuiApp, selector: str) -> str:
     """A Static that shows a rich Table, as plain text."""
@@ -64,6 +62,7 @@ async def open_screen(name: str, app: SdtuiApp, pilot) -> None:  # noqa: ANN001
     ("prompt", PromptScreen, (Gallery,)),
     ("run", RunScreen, (Gallery,)),
 ])
+@pytest.mark.asyncio
 async def test_help_lists_every_binding_of_its_screen(isolated_dirs, name, screen_cls,
                                                       widgets) -> None:
     app = SdtuiApp(fake_services(FakeDeployment(None), isolated_dirs / "outputs"))
@@ -95,6 +94,7 @@ async def test_help_lists_every_binding_of_its_screen(isolated_dirs, name, scree
         await until(pilot, lambda: isinstance(app.screen, screen_cls))
 
 
+@pytest.mark.asyncio
 async def test_question_mark_opens_help_but_types_in_a_text_field(isolated_dirs) -> None:
     app = SdtuiApp(fake_services(FakeDeployment(None), isolated_dirs / "outputs"))
     async with app.run_test(size=SIZE) as pilot:
@@ -109,6 +109,7 @@ async def test_question_mark_opens_help_but_types_in_a_text_field(isolated_dirs)
         assert name.value.endswith("?") and isinstance(app.screen, DeployScreen)
 
 
+@pytest.mark.asyncio
 async def test_every_field_has_a_tooltip(isolated_dirs) -> None:
     app = SdtuiApp(fake_services(FakeDeployment(None), isolated_dirs / "outputs"))
     async with app.run_test(size=SIZE) as pilot:
@@ -126,6 +127,7 @@ async def test_every_field_has_a_tooltip(isolated_dirs) -> None:
         assert app.screen.query_one("#lock-seed", Checkbox).tooltip
 
 
+@pytest.mark.asyncio
 async def test_the_palette_shows_each_commands_key(isolated_dirs) -> None:
     app = SdtuiApp(fake_services(FakeDeployment(None), isolated_dirs / "outputs"))
     async with app.run_test(size=SIZE) as pilot:
@@ -139,6 +141,7 @@ async def test_the_palette_shows_each_commands_key(isolated_dirs) -> None:
         assert commands["Delete the selected image"].startswith("d · ")
 
 
+@pytest.mark.asyncio
 async def test_checks_tell_a_warning_from_a_failure(isolated_dirs, monkeypatch) -> None:
     monkeypatch.setattr(checks, "_docker", lambda values: [
         checks.Check("Docker engine reachable", "ok", "Docker 27.0"),
@@ -180,6 +183,7 @@ def test_aws_checks_give_the_provisioning_screens_fix_line(isolated_dirs, monkey
     assert "NoCredentialsError" not in identity.detail
 
 
+@pytest.mark.asyncio
 async def test_the_option_a_form_says_price_cold_start_and_idle_stop(isolated_dirs) -> None:
     app = SdtuiApp(fake_services(FakeDeployment(None), isolated_dirs / "outputs",
                                  option="aws"))
