@@ -77,14 +77,14 @@ def _estimate(values: dict[str, Any]) -> Check:
     from sdtui.ui.forms import field_errors
 
     if field_errors("batch", values):
-        return Check("Estimate", False, "complete the form to see the cost")
+        return Check("Estimate", "warn", "complete the form to see the cost")
     try:
         lines = batch_estimate(values)
     except SdtuiError as exc:
-        return Check("Estimate", False, str(exc))
+        return Check("Estimate", "fail", error_text(exc))
     except Exception as exc:  # an AWS error the core did not expect: shown, not raised
-        return Check("Estimate", False, f"{type(exc).__name__}: {exc}"[:200])
-    return Check("Estimate", True, "\n" + "\n".join(lines))
+        return Check("Estimate", "fail", f"{type(exc).__name__}: {exc}"[:200])
+    return Check("Estimate", "ok", "\n" + "\n".join(lines))
 
 
 def live_checks(option: str, values: dict[str, Any]) -> list[Check]:
