@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from sdtui.deploy.batch import launch_template, names
-from sdtui.deploy.batch.wait import wait_for
+from sdtui.deploy.batch.wait import disable_then_delete, status_of, wait_for
 from sdtui.errors import DeploymentError
 
 VCPUS_PER_GPU_JOB = 4  # every supported instance type is an xlarge: 4 vCPUs, 1 GPU
@@ -63,19 +63,12 @@ def describe(batch, name: str) -> dict | None:
     return found[0]
 
 
-def _status(batch, name: str) -> Callable[[], str | None]:
-    def state() -> str | None:
-        found = describe(batch, name)
-        return None if found is None else found.get("status")
-
-    return state
-
-
 def ensure(batch, name: str, params: dict, *,
            sleep: Callable[[float], None] = time.sleep) -> str:
     """Create it, or bring the existing one to these settings; returns its ARN once VALID.
     What can change in place (the vCPU ceiling) is updated; anything else (instance type,
     spot) needs a new environment: teardown first."""
+    state = status_of(describe, batch, name)
     found = describe(batch, name)
     if found is None:
         arn = batch.create_compute_environment(**params)["computeEnvironmentArn"]
@@ -91,11 +84,11 @@ def ensure(batch, name: str, params: dict, *,
                 fix="run sdtui --no-ui --option batch --teardown first (it costs nothing idle), "
                 "or keep the earlier --instance-type and --spot")
         if current.get("maxvCpus") != wanted["maxvCpus"] or found.get("state") != "ENABLED":
-            wait_for(_status(batch, name), {"VALID"}, "the compute environment", sleep=sleep)
+            wait_for(state, {"VALID"}, "the compute environment", sleep=sleep)
             batch.update_compute_environment(
                 computeEnvironment=arn, state="ENABLED",
                 computeResources={"maxvCpus": wanted["maxvCpus"]})
-    wait_for(_status(batch, name), {"VALID"}, "the compute environment", sleep=sleep)
+    wait_for(state, {"VALID"}, "the compute environment", sleep=sleep)
     return arn
 
 
@@ -104,15 +97,10 @@ def delete(batch, name: str, *, sleep: Callable[[float], None] = time.sleep) -> 
     found = describe(batch, name)
     if found is None:
         return False
-    state = _status(batch, name)
-    if found.get("state") != "DISABLED":
-        wait_for(state, {"VALID", "INVALID"}, "the compute environment", failed=set(),
-                 sleep=sleep)
-        batch.update_compute_environment(computeEnvironment=found["computeEnvironmentArn"],
-                                         state="DISABLED")
-    wait_for(state, {"VALID", "INVALID", None}, "the compute environment", failed=set(),
-             sleep=sleep)
-    if describe(batch, name) is not None:
-        batch.delete_compute_environment(computeEnvironment=found["computeEnvironmentArn"])
-    wait_for(state, {None}, "the compute environment's deletion", failed=set(), sleep=sleep)
+    arn = found["computeEnvironmentArn"]
+    disable_then_delete(
+        status_of(describe, batch, name), found, "the compute environment",
+        disable=lambda: batch.update_compute_environment(computeEnvironment=arn,
+                                                         state="DISABLED"),
+        delete=lambda: batch.delete_compute_environment(computeEnvironment=arn), sleep=sleep)
     return True

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from sdtui.deploy.batch import names
-from sdtui.deploy.batch.wait import wait_for
+from sdtui.deploy.batch.wait import disable_then_delete, status_of, wait_for
 
 
 def queue_params(name: str, compute_environment_arn: str) -> dict:
@@ -24,25 +24,18 @@ def describe(batch, name: str) -> dict | None:
     return found[0]
 
 
-def _status(batch, name: str) -> Callable[[], str | None]:
-    def state() -> str | None:
-        found = describe(batch, name)
-        return None if found is None else found.get("status")
-
-    return state
-
-
 def ensure(batch, name: str, params: dict, *,
            sleep: Callable[[float], None] = time.sleep) -> str:
+    state = status_of(describe, batch, name)
     found = describe(batch, name)
     if found is None:
         arn = batch.create_job_queue(**params)["jobQueueArn"]
     else:
         arn = found["jobQueueArn"]
         if found.get("state") != "ENABLED":
-            wait_for(_status(batch, name), {"VALID"}, "the job queue", sleep=sleep)
+            wait_for(state, {"VALID"}, "the job queue", sleep=sleep)
             batch.update_job_queue(jobQueue=arn, state="ENABLED")
-    wait_for(_status(batch, name), {"VALID"}, "the job queue", sleep=sleep)
+    wait_for(state, {"VALID"}, "the job queue", sleep=sleep)
     return arn
 
 
@@ -51,12 +44,9 @@ def delete(batch, name: str, *, sleep: Callable[[float], None] = time.sleep) -> 
     found = describe(batch, name)
     if found is None:
         return False
-    state = _status(batch, name)
-    if found.get("state") != "DISABLED":
-        wait_for(state, {"VALID", "INVALID"}, "the job queue", failed=set(), sleep=sleep)
-        batch.update_job_queue(jobQueue=found["jobQueueArn"], state="DISABLED")
-    wait_for(state, {"VALID", "INVALID", None}, "the job queue", failed=set(), sleep=sleep)
-    if describe(batch, name) is not None:
-        batch.delete_job_queue(jobQueue=found["jobQueueArn"])
-    wait_for(state, {None}, "the job queue's deletion", failed=set(), sleep=sleep)
+    arn = found["jobQueueArn"]
+    disable_then_delete(
+        status_of(describe, batch, name), found, "the job queue",
+        disable=lambda: batch.update_job_queue(jobQueue=arn, state="DISABLED"),
+        delete=lambda: batch.delete_job_queue(jobQueue=arn), sleep=sleep)
     return True

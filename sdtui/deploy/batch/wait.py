@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sdtui.errors import DeploymentError
 
@@ -28,3 +29,26 @@ def wait_for(state: Callable[[], str | None], wanted: set[str | None], what: str
             raise DeploymentError(f"{what} is still {current} after {timeout_s / 60:.0f} min",
                                   fix="run the same command again to keep waiting")
         sleep(DELAY_S)
+
+
+def status_of(describe: Callable[[Any, str], dict | None], client: Any,
+              name: str) -> Callable[[], str | None]:
+    """The `status` field of what `describe` finds (None once it is gone), for `wait_for`."""
+    def state() -> str | None:
+        found = describe(client, name)
+        return None if found is None else found.get("status")
+
+    return state
+
+
+def disable_then_delete(state: Callable[[], str | None], found: dict, what: str, *,
+                        disable: Callable[[], object], delete: Callable[[], object],
+                        sleep: Callable[[float], None] = time.sleep) -> None:
+    """Batch deletes a compute environment or queue only once it is DISABLED and settled."""
+    if found.get("state") != "DISABLED":
+        wait_for(state, {"VALID", "INVALID"}, what, failed=set(), sleep=sleep)
+        disable()
+    wait_for(state, {"VALID", "INVALID", None}, what, failed=set(), sleep=sleep)
+    if state() is not None:
+        delete()
+    wait_for(state, {None}, f"{what}'s deletion", failed=set(), sleep=sleep)
