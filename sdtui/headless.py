@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         cancel.set()
         raise errors.Interrupted("interrupted while provisioning",
                                  fix="run the same command again to resume") from None
-    session = Session(deployment.connect(), out_dir)
+    session = Session(deployment.connect(), out_dir, deployment.name)
     for image in session.recover():
         _announce_recovered(report, image)
 

@@ -32,16 +32,20 @@ OnWorkerEvent = Callable[[dict[str, Any]], None]
 
 
 class Session:
-    def __init__(self, client: WorkerClient, out_dir: Path) -> None:
+    def __init__(self, client: WorkerClient, out_dir: Path, deployment: str | None = None
+                 ) -> None:
         self.client = client
         self.out_dir = out_dir
+        # Recorded in each image's index line: the app's gallery shows a deployment's images.
+        self.deployment = deployment
         self._current: str | None = None
         self._lock = threading.Lock()
 
     def _save(self, ev: dict[str, Any]) -> SavedImage:
         # The recorded request: input images as references to their one stored copy.
         params = store_inputs(self.out_dir, ev["params"])
-        path = save_image(self.out_dir, decode_png(ev), params)
+        record = {"deployment": self.deployment} if self.deployment else None
+        path = save_image(self.out_dir, decode_png(ev), params, record)
         self.client.ack(ev["id"], ev["index"])
         return SavedImage(path, ev["id"], ev["index"], ev["seed"], params)
 
