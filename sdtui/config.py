@@ -18,7 +18,7 @@
     [generate]
     steps = 30
     cfg = 7.5
-    width = 512
+    width = 512           # leave out for the model's own size (1024 for SDXL)
     height = 512
     scheduler = "euler_a"
     out_dir = "~/Pictures/sdtui"
@@ -66,8 +66,8 @@ class AwsConfig:
 class GenerateConfig:
     steps: int = 30
     cfg: float = 7.5
-    width: int = 512
-    height: int = 512
+    width: int | None = None  # None: the model's own size (1024 for SDXL)
+    height: int | None = None
     scheduler: str = DEFAULT_SCHEDULER
     out_dir: Path | None = None
 

@@ -1,7 +1,10 @@
 """The command line's flags as typed settings: argparse's Namespace in, a `Given` out.
 
-Flags that were not passed are left out, so the lower layers (the ledger, what was used last,
-the config file) decide them. Stdlib only: the app's start-up path uses it too.
+A flag whose destination is a field of GenerateSettings fills in the request; any other flag
+that is not a command (status, teardown, ...) is offered to the deployment's settings, and each
+option's settings class takes the fields it has (sdtui.deploy.settings). So a new setting is a
+dataclass field and a flag of the same name. Flags that were not passed are left out, so the
+lower layers (the ledger, what was used last, the config file) decide them.
 """
 
 from __future__ import annotations
@@ -9,29 +12,23 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sdtui.settings import Given
+from sdtui.generation import GenerateSettings
+from sdtui.settings import Given, field_names, is_set
 
-# Flag destinations that are settings of a deployment option; each option keeps its own fields
-# (sdtui.deploy.settings ignores the others).
-DEPLOYMENT_FLAGS = ("models", "volume", "base_image", "docker_host", "profile", "region",
-                    "bucket", "instance_type", "spot", "idle_minutes", "ami", "ssh_cidr", "gpus")
-# Flag destinations that are fields of generation.GenerateSettings.
-GENERATE_FLAGS = ("prompt", "negative_prompt", "steps", "cfg", "width", "height", "seed",
-                  "scheduler", "schedule", "count", "preview_every", "init_image", "mask",
-                  "strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
-                  "variation_seed", "grid")
-_DEST = {"models": "model"}  # settings field -> argparse destination, where they differ
-
-
-def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
-    values = {name: getattr(args, _DEST.get(name, name), None) for name in names}
-    return {k: v for k, v in values.items() if v is not None and v != "" and v != []}
+# What the command does, not what it is asked to make: never a setting.
+COMMAND_FLAGS = ("no_ui", "option", "name", "status", "teardown", "purge_volume", "purge_bucket",
+                 "prompt_file", "from_png", "out", "json", "estimate", "cancel")
+_FIELD_OF = {"model": "models"}  # argparse destination -> settings field, where they differ
 
 
 def given_from_args(args: argparse.Namespace) -> Given:
-    return Given(
-        option=getattr(args, "option", None),
-        name=getattr(args, "name", None),
-        deployment=_given(args, DEPLOYMENT_FLAGS),
-        generate=_given(args, GENERATE_FLAGS),
-    )
+    generate_fields = set(field_names(GenerateSettings))
+    generate: dict[str, Any] = {}
+    deployment: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        if dest in COMMAND_FLAGS or not is_set(value):
+            continue
+        name = _FIELD_OF.get(dest, dest)
+        (generate if name in generate_fields else deployment)[name] = value
+    return Given(option=getattr(args, "option", None), name=getattr(args, "name", None),
+                 deployment=deployment, generate=generate)

@@ -10,6 +10,7 @@ of it; the protocol checks every value before anything is created.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,8 +32,8 @@ class GenerateSettings:
     negative_prompt: str = _default("negative_prompt")
     steps: int = _default("steps")
     cfg: float = _default("cfg")
-    width: int = _default("width")
-    height: int = _default("height")
+    width: int | None = _default("width")  # None: the model's own size (1024 for SDXL)
+    height: int | None = _default("height")
     seed: int | None = None  # None: the worker picks one
     scheduler: str = _default("scheduler")
     schedule: str = _default("schedule")
@@ -105,9 +106,14 @@ def mask_data(settings: GenerateSettings) -> str | None:
 
 
 def setting_of(message: str) -> str:
-    """The request field a protocol error names ('steps must be from 1 to 150, got 0')."""
-    word = message.removeprefix("generate: ").split(" ", 1)[0]
-    return word if word in protocol.GENERATE_FIELDS else "prompt"
+    """The request field a protocol error is about: the one it starts with ('steps must be
+    from 1 to 150, got 0'), else the last one it names ('... drop init_image or set
+    variation_amount to 0'), else the prompt."""
+    words = re.findall(r"[a-z_]+", message.removeprefix("generate: "))
+    if words and words[0] in protocol.GENERATE_FIELDS:
+        return words[0]
+    named = [w for w in words if w in protocol.GENERATE_FIELDS and w != "id"]
+    return named[-1] if named else "prompt"
 
 
 def request_params(settings: GenerateSettings, init_image: str | None = None,

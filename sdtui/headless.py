@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
         cancel.set()
         raise errors.Interrupted("interrupted while provisioning",
                                  fix="run the same command again to resume") from None
-    session = Session(deployment.connect(), out_dir, name=deployment.name)
+    session = Session(deployment.connect(), out_dir, deployment.name)
     try:
         interrupted = _generate(session, requests, report)
     finally:
@@ -284,7 +284,7 @@ def _save_unsaved(deployment: Deployment, out_dir: Path, report: Reporter) -> No
             return
         if deployment.status().state != "ready":
             return
-        session = Session(deployment.connect(), out_dir, name=deployment.name)
+        session = Session(deployment.connect(), out_dir, deployment.name)
     except errors.SdtuiError:
         return
     try:

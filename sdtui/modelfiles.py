@@ -1,16 +1,16 @@
 """Which model files sdtui can read, and which files travel with each. Stdlib only: the client
 imports this to check a path and to list what to copy to the worker before anything is created.
 
-Formats:
+Formats (each for SD 1.x, SD 2.x and SDXL base; the worker tells the family from the weights):
 - "diffusers": a folder holding model_index.json (the layout `save_pretrained` writes).
-- "ckpt": the original single-file SD 1.x checkpoint, a torch pickle (the guide's sd-v1-4.ckpt).
+- "ckpt": the original single-file checkpoint, a torch pickle (the guide's sd-v1-4.ckpt).
 - "safetensors": the same weights as a .safetensors file.
 
 A checkpoint FILE with stem S may have sidecars beside it, found the way other SD tools find a
 same-named .yaml (the worker resolves them in this order; see sdtui.worker.models):
 1. `S.config/` — a diffusers-layout folder of configs and tokenizer, no weights;
 2. `S.yaml` — the original LDM config.
-Without either the worker uses the SD 1.x configs shipped in sdtui/assets/sd1/.
+Without either the worker uses the family's configs shipped in sdtui/assets/<family>/.
 
 LoRA files sit in a `loras/` folder beside the model and travel with it (see sdtui.loras).
 """

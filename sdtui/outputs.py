@@ -122,11 +122,27 @@ def _publish(tmp: Path, out_dir: Path, base: str) -> Path:
     raise FileExistsError(errno.EEXIST, f"no free file name for {base}")
 
 
+def open_index_locked(out_dir: Path, flags: int = os.O_WRONLY | os.O_APPEND) -> int:
+    """The index file, open and exclusively locked. The index is replaced whole when an image
+    is deleted (catalog.delete_image): a lock taken on a file that was replaced meanwhile is
+    let go and taken again on the new one, so no line is written to a file nobody reads."""
+    path = out_dir / INDEX_NAME
+    while True:
+        fd = os.open(path, flags | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        except OSError:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
 def _append_index(out_dir: Path, line: bytes) -> None:
     """Append one line under a lock; on failure cut the file back so no half line remains."""
-    fd = os.open(out_dir / INDEX_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = open_index_locked(out_dir)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
         try:
             _write_all(fd, line)
@@ -199,14 +215,15 @@ def store_inputs(out_dir: Path, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_image(out_dir: Path, png: bytes, params: dict[str, Any],
-               request: tuple[str, int] | None = None) -> Path:
+               record: dict[str, Any] | None = None) -> Path:
     """Save the worker's PNG with its parameters embedded and return the saved path.
+    `record`: more fields for its index line (e.g. the deployment that made it).
 
     Either the image and its index line are both written, or neither is (and OutputWriteError
     says why): the caller then keeps the image unacknowledged so the worker can send it again.
     Input images are stored once (see store_inputs) before the image that records them.
-    `request` (the worker's request id and image index) goes into the index line, so an image
-    sent again is recognised (find_saved).
+    The session's `record` names the worker's request id and image index, so an image sent
+    again is recognised (find_saved).
     """
     out_dir = Path(out_dir)
     params = store_inputs(out_dir, {key: value for key, value in params.items() if key != "png"})
@@ -222,14 +239,13 @@ def save_image(out_dir: Path, png: bytes, params: dict[str, Any],
         tmp = _write_temp(out_dir, data, ".png")
         final = _publish(tmp, out_dir, base_name(params))
         tmp = None
-        record = {
+        line = {
+            **(record or {}),
             "file": final.name,
             "time": datetime.now().astimezone().isoformat(timespec="seconds"),
             "params": params,
         }
-        if request is not None:
-            record["request"], record["index"] = request
-        _append_index(out_dir, json.dumps(record, ensure_ascii=False).encode() + b"\n")
+        _append_index(out_dir, json.dumps(line, ensure_ascii=False).encode() + b"\n")
         _fsync_dir(out_dir)
         return final
     except OSError as exc:

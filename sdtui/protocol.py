@@ -137,8 +137,10 @@ GENERATE_FIELDS: dict[str, Field] = {
     "negative_prompt": Field(str, default="", check=_text(20_000)),
     "steps": Field(_INT, default=30, check=_int_range(1, 150)),
     "cfg": Field(_NUM, default=7.5, check=_float_range(0.0, 50.0)),
-    "width": Field(_INT, default=512, check=_int_range(64, 2048, 8)),
-    "height": Field(_INT, default=512, check=_int_range(64, 2048, 8)),
+    # No size (null) means the model's own: 1024 for SDXL, 768 for SD 2.x v-prediction, 512
+    # otherwise; the worker resolves it and the image's params record what ran.
+    "width": Field(_INT, default=None, check=_int_range(64, 2048, 8), nullable=True),
+    "height": Field(_INT, default=None, check=_int_range(64, 2048, 8), nullable=True),
     "seed": Field(_INT, default=None, check=_int_range(0, MAX_SEED), nullable=True),
     "scheduler": Field(str, default=DEFAULT_SCHEDULER, check=_scheduler),
     # The noise schedule (A1111's "Schedule type"); a combined name such as
@@ -183,6 +185,15 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "protocol": Field(_INT, required=True),
         "model": Field(str, required=True),
         "format": Field(str, required=True),
+        # The model family ("sd1", "sd2", "sdxl"), detected from the weights' key layout.
+        "family": Field(str, default=None, nullable=True),
+        # A 9-channel inpainting UNet: it needs an init image and a mask.
+        "inpainting": Field(bool, default=False),
+        "prediction": Field(str, default="epsilon", check=_one_of("epsilon", "v_prediction")),
+        # Width and height of a request that names none (1024 for SDXL, 768 for SD 2.x v).
+        "default_size": Field(_INT, default=None, nullable=True),
+        # What the worker noticed while loading, e.g. tensors no component uses.
+        "warnings": Field(list, default=None, nullable=True),
         "device": Field(str, required=True),
         "dtype": Field(str, required=True),
         "torch": Field(str, required=True),
@@ -221,6 +232,8 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "id": Field(str, required=True, nullable=True),
         "code": Field(str, required=True),
         "message": Field(str, required=True),
+        # For model_invalid: the family the model was detected as, when it was.
+        "family": Field(str, default=None, nullable=True),
     },
     "log": {
         "level": Field(str, default="info"),
@@ -296,6 +309,15 @@ def _check_generate(req: dict[str, Any], raw: dict[str, Any]) -> None:
         loras.parse_prompt(req["prompt"], req["negative_prompt"])
     except loras.LoraSyntaxError as exc:
         raise ProtocolError(f"generate: {exc}") from None
+
+
+def model_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """Why the model its `ready` event describes cannot run this generate request, as one line,
+    or None. The worker refuses with it; a client checks it before sending anything."""
+    if ready.get("inpainting") and not (req.get("init_image") and req.get("mask")):
+        return ("this model is an inpainting checkpoint (its UNet takes 9 input channels): it "
+                "needs an init image and a mask; pass --init-image FILE --mask FILE")
+    return None
 
 
 def validate_request(obj: Any) -> dict[str, Any]:

@@ -76,14 +76,20 @@ class Sampler:
     # Schedules the diffusers class can apply besides "default".
     schedules: tuple[str, ...] = _RESHAPING
     aliases: tuple[str, ...] = ()
+    # Timestep spacing, pinned so that a model's format (a diffusers folder carries its own
+    # scheduler config, a single file ours) never changes the picture: "leading" for DDIM and
+    # PLMS as in diffusers' and A1111's SD defaults (and LCM, diffusers' own), "linspace"
+    # (A1111's k-diffusion "Uniform") for the others.
+    spacing: str = "linspace"
     # The schedule A1111 1.9+ uses for this sampler when its Schedule type is "Automatic".
     automatic: str = DEFAULT_SCHEDULE
 
 
 _SDE = ("algorithm_type", "sde-dpmsolver++")
 _TABLE = (
-    Sampler("ddim", "DDIM", "ddim", "DDIMScheduler", schedules=()),
-    Sampler("pndm", "PLMS", "plms", "PNDMScheduler", (("skip_prk_steps", True),), schedules=()),
+    Sampler("ddim", "DDIM", "ddim", "DDIMScheduler", schedules=(), spacing="leading"),
+    Sampler("pndm", "PLMS", "plms", "PNDMScheduler", (("skip_prk_steps", True),), schedules=(),
+            spacing="leading"),
     Sampler("lms", "LMS", "k_lms", "LMSDiscreteScheduler"),
     Sampler("euler", "Euler", "k_euler", "EulerDiscreteScheduler"),
     Sampler("euler_a", "Euler a", "k_euler_a", "EulerAncestralDiscreteScheduler", schedules=(),
@@ -110,7 +116,7 @@ _TABLE = (
     Sampler("unipc", "UniPC", "unipc", "UniPCMultistepScheduler",
             (("solver_type", "bh1"), ("solver_order", 3), ("lower_order_final", True),
              ("final_sigmas_type", "sigma_min"))),
-    Sampler("lcm", "LCM", "lcm", "LCMScheduler", schedules=()),
+    Sampler("lcm", "LCM", "lcm", "LCMScheduler", schedules=(), spacing="leading"),
 )
 SAMPLERS: dict[str, Sampler] = {s.id: s for s in _TABLE}
 
@@ -227,9 +233,7 @@ def scheduler_options(sampler: str, schedule: str) -> dict[str, object]:
         for other in _RESHAPING:
             options |= {flag: False for flag, _ in SCHEDULE_TABLE[other].options}
     options |= dict(SCHEDULE_TABLE[schedule].options)
-    spacing = SCHEDULE_TABLE[schedule].spacing or getattr(spec, "spacing", None)
-    if spacing is not None:
-        options["timestep_spacing"] = spacing
+    options["timestep_spacing"] = SCHEDULE_TABLE[schedule].spacing or spec.spacing
     return options
 
 

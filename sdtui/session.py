@@ -24,7 +24,7 @@ from typing import Any
 
 from sdtui import protocol
 from sdtui.client import RunningRequest, WorkerClient, decode_png
-from sdtui.errors import WorkerDied
+from sdtui.errors import RequestRejected, WorkerDied
 from sdtui.outputs import find_saved, save_image, store_inputs
 from sdtui.paths import state_dir
 
@@ -82,10 +82,13 @@ class ClientLock:
 
 
 class Session:
-    def __init__(self, client: WorkerClient, out_dir: Path, *, name: str | None = None) -> None:
+    def __init__(self, client: WorkerClient, out_dir: Path, deployment: str | None = None
+                 ) -> None:
         self.client = client
         self.out_dir = out_dir
-        self._lock = ClientLock(name) if name else None
+        # Recorded in each image's index line: the app's gallery shows a deployment's images.
+        self.deployment = deployment
+        self._lock = ClientLock(deployment) if deployment else None
         self._current: str | None = None
         self._state = threading.Lock()
         self._saved: dict[tuple[str, int], Path] = {}
@@ -103,7 +106,10 @@ class Session:
             path = find_saved(self.out_dir, *key)
         already = path is not None
         if path is None:
-            path = save_image(self.out_dir, decode_png(ev), params, request=key)
+            record = {"request": key[0], "index": key[1]}
+            if self.deployment:
+                record["deployment"] = self.deployment
+            path = save_image(self.out_dir, decode_png(ev), params, record)
         self._saved[key] = path
         self.client.ack(*key)
         return SavedImage(path, ev["id"], ev["index"], ev["seed"], params, already)
@@ -133,6 +139,9 @@ class Session:
         """Run one request. Returns the saved images and whether it was cancelled."""
         request = protocol.request("generate", id=self.client.new_id(), **params)
         del request["type"]
+        refusal = protocol.model_refusal(self.client.ready or {}, request)
+        if refusal:  # refused here, as the worker would, before anything is sent
+            raise RequestRejected(refusal)
         return self._follow(request["id"], self.client.generate(**request), on_event)
 
     def follow(self, adopted: RunningRequest, on_event: OnWorkerEvent | None = None,

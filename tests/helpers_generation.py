@@ -14,21 +14,10 @@ from sdtui.client import decode_png
 
 def write_tiny_inpainting_model(out: Path, seed: int = 7) -> Path:
     """The tiny SD 1.x model with an inpainting checkpoint's 9-channel UNet, as a diffusers
-    folder."""
-    import torch
-    from diffusers import StableDiffusionInpaintPipeline, UNet2DConditionModel
+    folder (sdtui.devtools' `--inpainting`)."""
+    from sdtui.devtools.tiny_model import write_tiny_model
 
-    from sdtui.devtools.tiny_model import build_tiny_pipeline
-
-    base = build_tiny_pipeline(seed)
-    torch.manual_seed(seed + 1)
-    unet = UNet2DConditionModel.from_config({**base.unet.config, "in_channels": 9})
-    pipe = StableDiffusionInpaintPipeline(
-        unet=unet, vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer,
-        scheduler=base.scheduler, safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
-    pipe.save_pretrained(out, safe_serialization=True)
-    return out
+    return write_tiny_model(out, "diffusers", seed, inpainting=True)
 
 
 def b64_png(image: Image.Image, fmt: str = "PNG") -> str:

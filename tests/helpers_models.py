@@ -12,7 +12,7 @@ import pytest
 from sdtui.devtools.tiny_model import write_tiny_model
 
 # The original LDM config (the kind of S.yaml other SD tools read) for the tiny model's UNet
-# and VAE: sdtui.devtools.tiny_model's TINY_UNET / TINY_VAE in LDM terms.
+# and VAE: sdtui.devtools.tiny_model's TINY["sd1"] / TINY_VAE in LDM terms.
 TINY_LDM_YAML = """\
 model:
   target: ldm.models.diffusion.ddpm.LatentDiffusion
@@ -31,9 +31,9 @@ model:
         in_channels: 4
         out_channels: 4
         model_channels: 32
-        attention_resolutions: [2]
-        num_res_blocks: 1
-        channel_mult: [1, 2]
+        attention_resolutions: [4, 2, 1]
+        num_res_blocks: 2
+        channel_mult: [1, 2, 3, 3]
         num_heads: 8
         use_spatial_transformer: true
         transformer_depth: 1
@@ -50,13 +50,28 @@ model:
           in_channels: 3
           out_ch: 3
           ch: 32
-          ch_mult: [1, 1, 1, 1]
-          num_res_blocks: 1
+          ch_mult: [1, 2, 3, 3]
+          num_res_blocks: 2
           attn_resolutions: []
           dropout: 0.0
     cond_stage_config:
       target: ldm.modules.encoders.modules.FrozenCLIPEmbedder
 """
+
+
+def open_clip_tokenizer():
+    """open_clip's own tokenizer (the reference for CLIP's BPE), loaded without the package
+    __init__, which imports torchvision."""
+    from importlib.util import module_from_spec, spec_from_file_location
+
+    from sdtui.devtools import clip_vocab
+
+    pytest.importorskip("ftfy", reason="open_clip's tokenizer needs ftfy (pip install ftfy)")
+    source = clip_vocab.open_clip_bpe_path().with_name("tokenizer.py")
+    spec = spec_from_file_location("open_clip_tokenizer", source)
+    module = module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.SimpleTokenizer()
 
 
 def block_network(monkeypatch) -> None:
@@ -97,3 +112,40 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_diffusers(tiny_models: dict[str, Path]) -> Path:
     return tiny_models["diffusers"]
+
+
+@pytest.fixture(scope="session")
+def family_models(tiny_models: dict[str, Path],
+                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
+    """Every family in every format, each family's formats from one seed (the same weights).
+    SD 1.x is `tiny_models`."""
+    models = {"sd1": tiny_models}
+    for family in ("sd2", "sdxl"):
+        root = tmp_path_factory.mktemp(family)
+        models[family] = {
+            fmt: write_tiny_model(root / name, fmt, seed=7, family=family)
+            for fmt, name in (("diffusers", f"tiny-{family}"), ("ckpt", f"{family}.ckpt"),
+                              ("safetensors", f"{family}.safetensors"))
+        }
+    return models
+
+
+@pytest.fixture(scope="session")
+def loaded_families(family_models):
+    """Every family in every format, loaded by the worker's loader."""
+    from sdtui.worker.models import load_model
+
+    return {family: {fmt: load_model(str(path)) for fmt, path in formats.items()}
+            for family, formats in family_models.items()}
+
+
+@pytest.fixture
+def one_thread():
+    """CPU kernels pick their path by thread count and by the weights' memory alignment; one
+    thread (a one-CPU container) is where a misaligned format shows: run there."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -40,7 +40,7 @@ def test_missing_file_gives_the_defaults() -> None:
     assert config.local == LocalConfig(None, "sdtui-models", "python:3.11-slim", [])
     assert config.aws.region == "us-east-1" and config.aws.instance_type == "g4dn.xlarge"
     assert (config.aws.spot, config.aws.idle_minutes, config.aws.bucket) == (False, 30, None)
-    assert config.generate == GenerateConfig(30, 7.5, 512, 512, "euler_a", None)
+    assert config.generate == GenerateConfig(30, 7.5, None, None, "euler_a", None)
 
 
 def test_full_file_is_read_with_types(config_dir: Path, monkeypatch) -> None:
@@ -92,7 +92,7 @@ def test_partial_sections_keep_other_defaults(config_dir: Path) -> None:
     write(config_dir, "[generate]\nsteps = 50\n")
     config = load_config()
     assert config.generate.steps == 50
-    assert config.generate.width == 512
+    assert config.generate.width is None  # the model's own size
     assert config.local == LocalConfig()
 
 

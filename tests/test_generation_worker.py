@@ -266,6 +266,12 @@ def inpainting_worker(tmp_path_factory):
     w.stop()
 
 
+def test_ready_says_the_model_is_an_inpainting_checkpoint(inpainting_worker, worker):
+    assert inpainting_worker.client.ready["inpainting"] is True
+    assert inpainting_worker.client.ready["family"] == "sd1"
+    assert worker.client.ready["inpainting"] is False
+
+
 def test_an_inpainting_checkpoint_repaints_the_mask(inpainting_worker):
     first = pixels(image(inpainting_worker, init_image=INIT_B64, mask=MASK_B64, strength=1.0))
     again = pixels(image(inpainting_worker, init_image=INIT_B64, mask=MASK_B64, strength=1.0))
@@ -281,6 +287,24 @@ def test_an_inpainting_checkpoint_without_a_mask_is_one_bad_request_line(inpaint
         assert isinstance(caught.value, RequestRejected) and "\n" not in message
         assert "inpainting checkpoint" in message and "--mask" in message
     assert image(inpainting_worker, init_image=INIT_B64, mask=MASK_B64)  # and carries on
+
+
+def test_a_session_refuses_what_the_model_cannot_run_before_sending_it(inpainting_worker,
+                                                                       tmp_path, monkeypatch):
+    """Both front ends run requests through a Session: it knows the model from `ready`."""
+    from sdtui.session import Session
+
+    sent = []
+    send = inpainting_worker.client.generate
+    monkeypatch.setattr(inpainting_worker.client, "generate",
+                        lambda **request: sent.append(request) or send(**request))
+    session = Session(inpainting_worker.client, tmp_path)
+    with pytest.raises(RequestRejected, match="inpainting checkpoint.*--mask FILE"):
+        session.generate({"prompt": "a red fox", **FAST, "init_image": INIT_B64})
+    assert sent == [] and not list(tmp_path.iterdir())
+    saved, _ = session.generate({"prompt": "a red fox", **FAST, "init_image": INIT_B64,
+                                 "mask": MASK_B64})
+    assert len(sent) == 1 and [image.path.exists() for image in saved] == [True]
 
 
 def test_mask_images_decode_like_the_guide_and_a1111_read_them():

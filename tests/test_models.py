@@ -15,8 +15,10 @@ import torch
 
 from sdtui.devtools import clip_vocab
 from sdtui.modelfiles import model_files
-from sdtui.worker.models import SD1_ASSETS, ConfigSources, LoadedModel, ModelInvalid, load_model
-from tests.helpers_models import TINY_LDM_YAML, block_network
+from sdtui.worker.families import FAMILIES
+from sdtui.worker.ldm import ConfigSources
+from sdtui.worker.models import SD1_ASSETS, LoadedModel, ModelInvalid, load_model
+from tests.helpers_models import TINY_LDM_YAML, block_network, open_clip_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("diffusers", "ckpt", "safetensors")
@@ -100,8 +102,7 @@ def test_model_files_carry_the_sidecar_config(tiny) -> None:
         "unet/config.json",
         "vae/config.json",
         "text_encoder/config.json",
-        "tokenizer/vocab.json",
-        "tokenizer/merges.txt",
+        "tokenizer/tokenizer_config.json",
     ):
         assert f"tiny.config/{needed}" in names
 
@@ -111,7 +112,8 @@ def test_copied_with_model_files_it_still_loads(tiny, tmp_path: Path, monkeypatc
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, tmp_path / name)
     block_network(monkeypatch)
-    assert load_model(str(tmp_path / "tiny.ckpt")).pipe.unet.config.block_out_channels == [32, 64]
+    assert load_model(str(tmp_path / "tiny.ckpt")).pipe.unet.config.block_out_channels == [
+        32, 64, 96, 96]
 
 
 def test_original_yaml_beside_checkpoint_configures_unet_and_vae(tiny, loaded, tmp_path) -> None:
@@ -122,7 +124,7 @@ def test_original_yaml_beside_checkpoint_configures_unet_and_vae(tiny, loaded, t
         tiny["ckpt"].with_name("tiny.config") / "text_encoder",
         tmp_path / "yaml-model.config" / "text_encoder",
     )
-    sources = ConfigSources.beside(Path(ckpt))
+    sources = ConfigSources.beside(Path(ckpt), FAMILIES["sd1"])
     assert sources.uses_yaml("unet") and not sources.uses_yaml("text_encoder")
     model = load_model(str(ckpt))
     assert np.array_equal(generate(model), generate(loaded["ckpt"]))
@@ -159,7 +161,8 @@ def test_safetensors_that_is_not_stable_diffusion_is_model_invalid(tmp_path: Pat
 
     other = tmp_path / "classifier.safetensors"
     save_file({"fc.weight": torch.zeros(10, 10), "fc.bias": torch.zeros(10)}, other)
-    with pytest.raises(ModelInvalid, match=r"classifier.safetensors is not an SD 1.x checkpoint"):
+    with pytest.raises(ModelInvalid, match=r"classifier.safetensors is not a Stable Diffusion "
+                       r"checkpoint: none of its 2 tensors"):
         load_model(str(other))
 
 
@@ -169,7 +172,7 @@ def test_checkpoint_missing_weights_is_model_invalid(tiny, tmp_path: Path) -> No
     partial = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": state}, partial)
     shutil.copytree(tiny["ckpt"].with_name("tiny.config"), tmp_path / "tiny.config")
-    with pytest.raises(ModelInvalid, match=r"vae weights do not fit .*\(1 missing"):
+    with pytest.raises(ModelInvalid, match=r"\(SD 1.x\): its vae weights do not fit .*\(1 missing"):
         load_model(str(partial))
 
 
@@ -177,23 +180,6 @@ def test_toy_checkpoint_without_its_config_points_at_the_sidecar(tiny, tmp_path:
     alone = Path(shutil.copy(tiny["safetensors"], tmp_path / "alone.safetensors"))
     with pytest.raises(ModelInvalid, match=r"needs alone\.config/ beside it"):
         load_model(str(alone))
-
-
-class TrainerState:
-    """Stands for the non-tensor objects training tools pickle into a checkpoint."""
-
-    def __init__(self) -> None:
-        self.best = 0.5
-
-
-def test_checkpoint_with_pickled_objects_loads_without_running_them(tiny, tmp_path) -> None:
-    state = torch.load(tiny["ckpt"], weights_only=True)["state_dict"]
-    trained = tmp_path / "tiny.ckpt"
-    torch.save({"state_dict": state, "global_step": 470000, "callbacks": TrainerState()}, trained)
-    shutil.copytree(tiny["ckpt"].with_name("tiny.config"), tmp_path / "tiny.config")
-    with pytest.raises(Exception, match="weights_only"):  # what a plain safe load says
-        torch.load(trained, weights_only=True)
-    assert load_model(str(trained)).format == "ckpt"
 
 
 # --- the shipped SD 1.x configs and tokenizer
@@ -232,17 +218,9 @@ def test_committed_tokenizer_files_are_what_clip_vocab_derives(tmp_path: Path) -
 
 
 def test_derived_tokenizer_matches_open_clip_simple_tokenizer() -> None:
-    pytest.importorskip("ftfy", reason="open_clip's tokenizer needs ftfy (pip install ftfy)")
-    from importlib.util import module_from_spec, spec_from_file_location
-
     from transformers import CLIPTokenizer
 
-    # open_clip's package __init__ imports torchvision; its tokenizer module alone does not.
-    source = clip_vocab.open_clip_bpe_path().with_name("tokenizer.py")
-    spec = spec_from_file_location("open_clip_tokenizer", source)
-    module = module_from_spec(spec)
-    spec.loader.exec_module(module)
-    reference = module.SimpleTokenizer()
+    reference = open_clip_tokenizer()
     ours = CLIPTokenizer.from_pretrained(SD1_ASSETS / "tokenizer")
     for prompt in (
         "a photo of an astronaut riding a horse on mars",
@@ -261,34 +239,9 @@ def test_bpe_source_is_the_open_clip_table() -> None:
 def test_sd_v1_4_key_layout_fits_the_shipped_configs(tmp_path: Path) -> None:
     """A checkpoint laid out like sd-v1-4.ckpt (original LDM keys, SD 1.x shapes, on the meta
     device so it costs no memory) loads with the shipped configs and no sidecar."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from sdtui.devtools.random_checkpoint import full_size_layout
 
-    from sdtui.devtools.tiny_model import (
-        text_encoder_to_original,
-        unet_to_original,
-        vae_to_original,
-    )
-    from sdtui.worker.models import _ldm_component, _text_encoder, check_sd1_keys
-
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(
-            UNet2DConditionModel.load_config(SD1_ASSETS / "unet")
-        )
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD1_ASSETS / "vae"))
-        text = CLIPTextModel(CLIPTextConfig.from_pretrained(SD1_ASSETS / "text_encoder"))
-    state = {
-        **unet_to_original(unet),
-        **vae_to_original(vae),
-        **text_encoder_to_original(text.state_dict()),
-        "model_ema.decay": torch.empty(0, device="meta"),  # sd-v1-4.ckpt carries EMA extras
-    }
+    state = full_size_layout("sd1")
     assert "model.diffusion_model.input_blocks.1.1.proj_in.weight" in state
     assert state["first_stage_model.decoder.mid.attn_1.q.weight"].shape == (512, 512, 1, 1)
     assert "cond_stage_model.transformer.text_model.final_layer_norm.weight" in state
-    sources = ConfigSources.beside(tmp_path / "sd-v1-4.ckpt")
-    check_sd1_keys(sources.checkpoint, state)
-    assert _ldm_component("unet", state, sources).config.cross_attention_dim == 768
-    assert list(_ldm_component("vae", state, sources).config.block_out_channels) == [
-        128, 256, 512, 512]
-    assert _text_encoder(state, sources).config.hidden_size == 768

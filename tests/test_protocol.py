@@ -15,7 +15,8 @@ def gen(**fields):
 
 def test_generate_fills_defaults():
     req = gen()
-    assert req["steps"] == 30 and req["width"] == 512 and req["count"] == 1
+    assert req["steps"] == 30 and req["count"] == 1
+    assert req["width"] is None and req["height"] is None  # the model's own size
     assert req["scheduler"] == protocol.DEFAULT_SCHEDULER and req["seed"] is None
 
 

@@ -111,7 +111,7 @@ def test_generation_settings_precedence(dirs) -> None:
                                 remembered={"width": 128, "cfg": 1.0, "unknown": 1})
     assert (settings.steps, settings.cfg, settings.width, settings.prompt) == (
         3, 9.0, 128, "recorded")
-    assert settings.count == 1 and settings.height == 512
+    assert settings.count == 1 and settings.height is None  # the model's own
 
 
 def test_a_bad_request_value_names_its_field() -> None:

@@ -19,7 +19,7 @@ from sdtui.container.context import build_context
 from sdtui.errors import BuildFailed
 
 OUTPUT_TAIL_LINES = 20
-BASE_IMAGE_FIX = "build it with scripts/offline-base-image.sh or pass --base-image"
+BASE_IMAGE_FIX = "pull it (docker pull IMAGE) or pass --base-image with an image this engine has"
 # The classic builder colours a RUN step's stderr.
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 BUILD_FIX = "read the step's output above; fix the cause (network, base image) and run again"

@@ -84,7 +84,9 @@ class WorkerSteps:
         ready = self._worker.ready or {}
         how = "reattached, model already loaded" if was_running else (
             f"model loaded in {ready.get('load_seconds', 0):.1f} s")
-        return f"{how}: {ready.get('device')}/{ready.get('dtype')}"
+        # What the worker noticed while loading (e.g. tensors no component uses) is said here.
+        notes = "".join(f"; {warning}" for warning in ready.get("warnings") or [])
+        return f"{how}: {ready.get('family')} on {ready.get('device')}/{ready.get('dtype')}{notes}"
 
     def connect(self) -> WorkerClient:
         if self._worker is not None and not self._worker.closed:

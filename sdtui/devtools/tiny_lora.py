@@ -10,6 +10,10 @@ Transformer2DModel blocks and the text encoder's CLIPAttention/CLIPMLP blocks ge
 `.lora_down.weight` (rank x in), `.lora_up.weight` (out x rank) and `.alpha`. Text-encoder
 paths start with `text_model.`, as transformers' CLIPTextModel had them when those files
 were trained. The safetensors metadata carries kohya's `ss_` fields.
+
+SDXL LoRAs are named as kohya's sdxl_train_network names them: it trains the original (sgm)
+UNet, so UNet modules carry its block names (`lora_unet_input_blocks_4_1_...`), and the two
+text encoders are `lora_te1_` and `lora_te2_`. The family is the one the worker detects.
 """
 
 from __future__ import annotations
@@ -49,16 +53,44 @@ def _shapes(module: torch.nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[
     return (rank, module.in_features), (module.out_features, rank)
 
 
+def _sgm_named(unet: Any) -> list[tuple[str, torch.nn.Module]]:
+    """The UNet's kohya modules under the original (sgm) UNet's block names."""
+    from sdtui.devtools.tiny_model import _unet_prefix_map
+
+    pairs = [(d.replace(".", "_"), o.replace(".", "_"))
+             for o, d in _unet_prefix_map(unet.config)]
+    named = []
+    for name, module in kohya_modules(unet, UNET_PREFIX, UNET_TARGETS):
+        inner = name.removeprefix(UNET_PREFIX + "_")
+        for diffusers_prefix, original in pairs:
+            if inner.startswith(diffusers_prefix):
+                inner = original + inner.removeprefix(diffusers_prefix)
+                break
+        named.append((f"{UNET_PREFIX}_{inner}", module))
+    return named
+
+
 def lora_state_dict(unet: torch.nn.Module, text_encoder: torch.nn.Module, rank: int = 4,
-                    alpha: float = 4.0, seed: int = 0, scale: float = 0.5
+                    alpha: float = 4.0, seed: int = 0, scale: float = 0.5,
+                    text_encoder_2: torch.nn.Module | None = None,
                     ) -> dict[str, torch.Tensor]:
     """Random LoRA weights for every module kohya wraps. `lora_up` is not zero (as a freshly
-    initialised kohya network's is), so the LoRA changes the image."""
+    initialised kohya network's is), so the LoRA changes the image. With a second text encoder
+    (SDXL) the names are kohya's SDXL ones."""
     generator = torch.Generator().manual_seed(seed)
     # transformers 5 dropped CLIPTextModel's `text_model` wrapper; the files keep its name.
     te_path = "" if hasattr(text_encoder, "text_model") else "text_model."
-    modules = (kohya_modules(text_encoder, TEXT_ENCODER_PREFIX, TEXT_ENCODER_TARGETS, te_path)
-               + kohya_modules(unet, UNET_PREFIX, UNET_TARGETS))
+    if text_encoder_2 is None:
+        modules = (kohya_modules(text_encoder, TEXT_ENCODER_PREFIX, TEXT_ENCODER_TARGETS,
+                                 te_path)
+                   + kohya_modules(unet, UNET_PREFIX, UNET_TARGETS))
+    else:
+        modules = [
+            *kohya_modules(text_encoder, TEXT_ENCODER_PREFIX + "1", TEXT_ENCODER_TARGETS,
+                           te_path),
+            *kohya_modules(text_encoder_2, TEXT_ENCODER_PREFIX + "2", TEXT_ENCODER_TARGETS,
+                           "" if hasattr(text_encoder_2, "text_model") else "text_model."),
+            *_sgm_named(unet)]
     state = {}
     for name, module in modules:
         down, up = _shapes(module, rank)
@@ -80,18 +112,24 @@ def kohya_metadata(family: str, rank: int, alpha: float) -> dict[str, str]:
 
 
 def write_tiny_lora(model: Path, out: Path, rank: int = 4, seed: int = 0,
-                    family: str = "sd1") -> Path:
+                    family: str | None = None) -> Path:
     """A LoRA for the tiny model at `model` (a diffusers folder), written to `out`."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import save_file
-    from transformers import CLIPTextModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from sdtui.worker.families import detect_folder
 
     out = Path(out)
     if out.suffix != ".safetensors":
         raise ValueError(f"{out} must end in .safetensors")
+    family = family or detect_folder(Path(model)).id
     unet: Any = UNet2DConditionModel.from_pretrained(model, subfolder="unet")
     text_encoder: Any = CLIPTextModel.from_pretrained(model, subfolder="text_encoder")
-    state = lora_state_dict(unet, text_encoder, rank=rank, alpha=float(rank), seed=seed)
+    text_encoder_2: Any = (CLIPTextModelWithProjection.from_pretrained(
+        model, subfolder="text_encoder_2") if family == "sdxl" else None)
+    state = lora_state_dict(unet, text_encoder, rank=rank, alpha=float(rank), seed=seed,
+                            text_encoder_2=text_encoder_2)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, out,
               metadata=kohya_metadata(family, rank, float(rank)))

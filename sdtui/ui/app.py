@@ -1,11 +1,14 @@
 """`sdtui` without --no-ui: the keyboard-driven terminal app.
 
 Screens: deployments (choose, resume, tear down) → provisioning → prompt panel; a teardown
-modal from any of them. The app only calls the core (see core.Services).
+modal from any of them; F1 or ? for the keys and fields of the screen; ctrl+q asks before
+leaving a deployment running. The app only calls the core (see core.Services).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -13,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
 
@@ -22,7 +26,9 @@ from sdtui.settings import Given
 from sdtui.ui.core import Services
 from sdtui.ui.cost import CostMeter
 from sdtui.ui.images import ImageSupport
+from sdtui.ui.keys import key_of_action
 from sdtui.ui.screens.deploy import DeployScreen
+from sdtui.ui.threads import DaemonThreads
 
 if TYPE_CHECKING:
     from sdtui.client import WorkerClient
@@ -30,11 +36,23 @@ if TYPE_CHECKING:
 # The later screens are imported where they are opened: the first frame needs only DeployScreen.
 
 COST_POLL_S = 15.0  # each poll asks EC2 and reads the instance's activity file over SSH
+# Worker states in which quitting leaves something running.
+RUNNING_STATES = ("provisioning", "ready", "generating", "running", "running, detached")
 
 
 class SdtuiApp(App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "sdtui"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True,
+                tooltip="Quit; first says what keeps running and what it costs"),
+        Binding("ctrl+q", "quit_generating", "Quit (the generation goes on)", priority=True,
+                tooltip="While generating: quit; the request goes on in the worker and its "
+                "images are saved the next time you open this deployment"),
+        Binding("f1", "help", "Help", tooltip="This screen's keys and what each field means"),
+        Binding("question_mark", "help", "Help", show=False,
+                tooltip="The same help (when the cursor is not in a text field)"),
+    ]
     deployment_label = reactive("")
     worker_state = reactive("")
     cost_label = reactive("")
@@ -47,6 +65,10 @@ class SdtuiApp(App[int]):
         self.deployment: Deployment | None = None
         self.cost_meter = CostMeter()
         self._cost_poll: Any = None
+
+    def on_load(self) -> None:
+        # Thread workers on daemon threads: quitting never waits for a generation to finish.
+        asyncio.get_running_loop().set_default_executor(DaemonThreads())
 
     def on_mount(self) -> None:
         self.push_screen(DeployScreen())
@@ -102,9 +124,20 @@ class SdtuiApp(App[int]):
         self._use(deployment)
         self.switch_screen(PromptScreen(deployment, client))
 
-    def back_to_deployments(self) -> None:
-        self.worker_state = ""
+    def back_to_deployments(self, detached: bool = False) -> None:
+        """Back to the deployment screen; `detached`: the worker is left running."""
+        if detached:
+            self.worker_state = "running, detached"
+        elif self.worker_state not in RUNNING_STATES:
+            self.worker_state = ""
         self._to_deployments()
+
+    def show_state(self, deployment: Deployment, state: str) -> None:
+        """The default deployment's state, as found on the deployment screen."""
+        if self.worker_state in ("provisioning", "generating", "tearing down"):
+            return
+        self._use(deployment)
+        self.worker_state = "running" if state == "ready" else state
 
     # --- Option A's cost: reported while provisioning, polled afterwards --------------------------
 
@@ -172,18 +205,91 @@ class SdtuiApp(App[int]):
 
         self.push_screen(TeardownModal(status, self.services.outputs()), confirmed)
 
-    # --- command palette: an entry for every action of the screen --------------------------------
+    # --- help, and the command palette with each command's key ----------------------------------
+
+    def action_help(self) -> None:
+        from sdtui.ui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.pop_screen()
+        else:
+            self.push_screen(HelpScreen(self.screen))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for title, help_text, action in getattr(screen, "PALETTE", ()):
-            yield SystemCommand(title, help_text, partial(screen.run_action, action))
+            key = key_of_action(self, screen, action)
+            shown = f"{key} · {help_text}" if key else help_text
+            yield SystemCommand(title, shown, partial(screen.run_action, action))
+
+    # --- quitting: never without saying what keeps running ----------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "quit":
+            return self.worker_state != "generating"
+        if action == "quit_generating":
+            return self.worker_state == "generating"
+        return True
+
+    def watch_worker_state(self) -> None:
+        self.refresh_bindings()
+
+    async def action_quit_generating(self) -> None:
+        await self.action_quit()
+
+    def running_deployment(self) -> Deployment | None:
+        return self.deployment if self.worker_state in RUNNING_STATES else None
+
+    async def action_quit(self) -> None:
+        from sdtui.ui.screens.quit import QuitModal
+
+        if isinstance(self.screen, QuitModal):
+            return
+        deployment = self.running_deployment()
+        if deployment is None:
+            self.leave()
+            return
+        generating = getattr(self.screen, "generating", False)
+        self.push_screen(QuitModal(deployment, self.worker_state, self.cost_label, generating),
+                         self._quit_chosen)
+
+    def _quit_chosen(self, choice: str | None) -> None:
+        if choice == "teardown" and self.deployment is not None:
+            self._detach()
+            from sdtui.ui.screens.provision import ProvisionScreen
+
+            self._to_deployments()
+            self.push_screen(ProvisionScreen(self.deployment, mode="teardown", then_quit=True))
+
+    def _detach(self) -> None:
+        """Let go of the worker without waiting for anything: the attach socket is closed and
+        provisioning is told to stop after its current step."""
+        from sdtui.ui.screens.prompt import PromptScreen
+        from sdtui.ui.screens.provision import ProvisionScreen
+
+        for screen in self.screen_stack:
+            if isinstance(screen, PromptScreen):
+                screen.detach()
+            elif isinstance(screen, ProvisionScreen) and screen.running:
+                screen.cancel_event.set()
+
+    def leave(self) -> None:
+        """Quit now, leaving the deployment running: nothing here waits for the worker."""
+        self.exit()
+        self._detach()
+
+
+def run(app: SdtuiApp) -> int:
+    """Run the app until it quits, and return its exit code."""
+    result = app.run()
+    # The app's objects die with the process: the interpreter's shutdown collections need not
+    # walk them (on a busy machine that took seconds before the shell prompt came back).
+    gc.freeze()
+    return errors.EXIT_OK if result is None else result
 
 
 def run_app(given: Given | None = None, images: ImageSupport | None = None,
             out_dir: Path | None = None) -> int:
     images = images or ImageSupport().start()
     images.before_app_runs()
-    app = SdtuiApp(Services(out_dir=out_dir, given=given or Given()), images)
-    result = app.run()
-    return errors.EXIT_OK if result is None else result
+    return run(SdtuiApp(Services(out_dir=out_dir, given=given or Given()), images))

@@ -55,6 +55,15 @@ def default_option(given: Given) -> Option:
     return option if option in ("aws", "batch") else "local"
 
 
+def launch_price(values: dict[str, Any]) -> Any:
+    """Option A: what AWS quotes now for the form's instance (a Price), or None."""
+    from sdtui.deploy.aws.estimate import asked_price
+
+    return asked_price(values.get("instance_type") or "g4dn.xlarge",
+                       values.get("region") or None, spot=bool(values.get("spot")),
+                       profile=values.get("profile") or None)
+
+
 def remember_use(deployment: Deployment) -> None:
     from sdtui.deploy.settings import remember_use as remember
 
@@ -71,6 +80,7 @@ class Services:
     form_values: Callable[[Option, Given], dict[str, Any]] = form_values
     default_option: Callable[[Given], Option] = default_option
     remember_use: Callable[[Deployment], None] = remember_use
+    launch_price: Callable[[dict[str, Any]], Any] = launch_price
     batch_lines: Callable[[dict[str, Any]], list[dict[str, Any]]] = batch_lines
     out_dir: Path | None = None
     # What the command line gave (flags), over the ledger, the last used values and config.

@@ -1,7 +1,8 @@
-"""The deployment forms' fields, their defaults (config file, then the ledger) and their checks.
+"""The deployment forms' fields, their help, their translation to and from the core's typed
+settings, and their checks.
 
-UI-free: the deployment screen renders these fields and shows each check's message next to
-its field; the settings themselves come from the core (LocalSettings, AwsSettings).
+UI-free: the deployment screen renders these fields and shows each check's message under its
+field; the settings themselves, and which value wins, come from the core (deploy/settings).
 """
 
 from __future__ import annotations
@@ -21,42 +22,80 @@ Option = Literal["local", "aws", "batch"]
 
 @dataclass(frozen=True)
 class FormField:
-    name: str
+    name: str  # the settings field it fills in
     label: str
     placeholder: str = ""
     kind: Literal["text", "bool"] = "text"
+    help: str = ""  # one line: the field's tooltip and its line in the help screen
 
+
+_NAME_HELP = ("What sdtui calls this deployment: lowercase letters, digits and hyphens. "
+              "Another name makes a second deployment beside this one.")
+_MODELS_HELP = ("The Stable Diffusion model (.ckpt, .safetensors or a diffusers folder), then "
+                "any extra files, comma-separated (e.g. GFPGANv1.3.pth for face restoration).")
+_BASE_IMAGE_HELP = ("The image the worker image is built on; it must be on this Docker engine "
+                    "or pullable (sdtui-base:offline on machines without Docker Hub).")
 
 LOCAL_FIELDS = (
-    FormField("name", "Deployment name", "local"),
-    FormField("models", "Model files", "~/Downloads/sd-v1-4.ckpt, GFPGANv1.3.pth"),
-    FormField("docker_host", "Docker host/context", "default: DOCKER_HOST or the context"),
-    FormField("volume", "Volume", "sdtui-models"),
-    FormField("base_image", "Base image", "python:3.11-slim"),
+    FormField("name", "Deployment name", "local", help=_NAME_HELP),
+    FormField("models", "Model files", "~/Downloads/sd-v1-4.ckpt, GFPGANv1.3.pth",
+              help=_MODELS_HELP),
+    FormField("docker_host", "Docker host/context", "default: DOCKER_HOST or the context",
+              help="Which Docker engine runs the worker: empty for this machine's (DOCKER_HOST "
+              "or the current context), or e.g. ssh://user@gpu-box."),
+    FormField("volume", "Volume", "sdtui-models",
+              help="The Docker volume the model files are copied into, once; it is kept on "
+              "teardown unless you tick “Also delete the model volume”."),
+    FormField("base_image", "Base image", "python:3.11-slim", help=_BASE_IMAGE_HELP),
 )
 AWS_FIELDS = (
-    FormField("name", "Deployment name", "aws"),
-    FormField("models", "Model files", "~/Downloads/sd-v1-4.ckpt"),
-    FormField("profile", "AWS profile", "default"),
-    FormField("region", "Region", "the profile's region, or us-east-1"),
-    FormField("bucket", "Bucket", "my-sd-models"),
-    FormField("instance_type", "Instance type", "g4dn.xlarge"),
-    FormField("spot", "Spot instance", kind="bool"),
-    FormField("idle_minutes", "Idle auto-stop (minutes)", "30"),
+    FormField("name", "Deployment name", "aws", help=_NAME_HELP),
+    FormField("models", "Model files", "~/Downloads/sd-v1-4.ckpt", help=_MODELS_HELP),
+    FormField("profile", "AWS profile", "default",
+              help="The profile in ~/.aws/config to use; empty for the standard credential "
+              "chain (environment variables, default profile, SSO)."),
+    FormField("region", "Region", "the profile's region, or us-east-1",
+              help="The AWS region of the instance and the bucket, e.g. us-east-1."),
+    FormField("bucket", "Bucket", "my-sd-models",
+              help="A private S3 bucket for the model files: a globally unique name. It is "
+              "created if missing and kept on teardown unless you choose to delete it."),
+    FormField("instance_type", "Instance type", "g4dn.xlarge",
+              help="The NVIDIA GPU instance: g4dn.xlarge (one T4, 16 GB) is the cheapest "
+              "that runs Stable Diffusion well."),
+    FormField("spot", "Spot instance", kind="bool",
+              help="A spot instance costs about a third, but AWS may take it back at any "
+              "time; the finished images are kept."),
+    FormField("idle_minutes", "Idle auto-stop (minutes)", "30",
+              help="The instance stops itself after this many minutes without a request, so "
+              "a forgotten GPU does not keep costing money."),
 )
+_AWS = {f.name: f for f in AWS_FIELDS}
 BATCH_FIELDS = (
-    FormField("name", "Deployment name", "batch"),
-    FormField("prompt_file", "Prompt file (one prompt per line)", "~/prompts.txt"),
-    FormField("models", "Model: a file here, or a key in the bucket", "sd-v1-4.ckpt"),
-    FormField("bucket", "Bucket", "my-sd-models"),
-    FormField("gpus", "GPUs (one shard each)", "4"),
-    FormField("spot", "Spot instances", kind="bool"),
-    FormField("instance_type", "Instance type", "g4dn.xlarge"),
-    FormField("profile", "AWS profile", "default"),
-    FormField("region", "Region", "the profile's region, or us-east-1"),
-    FormField("steps", "Steps", "30"),
-    FormField("width", "Width", "512"),
-    FormField("height", "Height", "512"),
+    FormField("name", "Deployment name", "batch", help=_NAME_HELP),
+    FormField("prompt_file", "Prompt file (one prompt per line)", "~/prompts.txt",
+              help="A text file with one prompt per line (blank lines and # comments are "
+              "skipped); each line is one image, shared out over the GPUs."),
+    FormField("models", "Model: a file here, or a key in the bucket", "sd-v1-4.ckpt",
+              help="The model file here (uploaded to the bucket once), or the key of one "
+              "already in the bucket."),
+    FormField("bucket", "Bucket", "my-sd-models",
+              help="The private S3 bucket with the model and, afterwards, the run's images "
+              "(Option A's bucket works); created if missing."),
+    FormField("gpus", "GPUs (one shard each)", "4",
+              help="How many GPU instances share the prompt file; each is billed only while "
+              "it works. The checks panel shows the estimate for 1, 2, 4 and 8."),
+    FormField("spot", "Spot instances", kind="bool",
+              help="Spot instances cost about a third; a shard AWS takes back is retried and "
+              "the images it finished are kept."),
+    FormField("instance_type", "Instance type", "g4dn.xlarge",
+              help="One GPU per instance: g4dn.xlarge (T4), g5.xlarge (A10G), g6.xlarge (L4) "
+              "or g6e.xlarge (L40S)."),
+    _AWS["profile"],
+    _AWS["region"],
+    FormField("steps", "Steps", "30", help="Sampling steps for every image, 1–150."),
+    FormField("width", "Width", "512", help="Image width in pixels: a multiple of 8, 64–2048."),
+    FormField("height", "Height", "512",
+              help="Image height in pixels: a multiple of 8, 64–2048."),
 )
 FIELDS: dict[Option, tuple[FormField, ...]] = {"local": LOCAL_FIELDS, "aws": AWS_FIELDS,
                                                "batch": BATCH_FIELDS}
@@ -200,12 +239,12 @@ CHECKS: dict[Option, dict[str, Callable[[str], None]]] = {
 }
 
 
-def field_errors(option: Option, values: dict[str, Any]) -> dict[str, str]:
-    """Each invalid field's one-line message; empty when the form can be submitted."""
-    errors: dict[str, str] = {}
+def field_errors(option: Option, values: dict[str, Any]) -> dict[str, BadInput]:
+    """Each invalid field's error; empty when the form can be submitted."""
+    errors: dict[str, BadInput] = {}
     for name, check in CHECKS[option].items():
         try:
             check(values.get(name, ""))
         except BadInput as exc:
-            errors[name] = str(exc)
+            errors[name] = exc
     return errors

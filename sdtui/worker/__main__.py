@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             model = load_model(args.model, device=args.device)
     except ModelInvalid as exc:
         out.write(protocol.encode({"type": "error", "id": None, "code": "model_invalid",
-                                   "message": str(exc)}))
+                                   "message": str(exc), "family": exc.family}))
         logging.getLogger("sdtui.worker").error("%s", exc)
         return EXIT_MODEL_INVALID
 
@@ -79,13 +79,9 @@ def main(argv: list[str] | None = None) -> int:
 
     info = {
         "protocol": protocol.PROTOCOL_VERSION,
-        "model": model.path,
-        "format": model.format,
-        "device": model.device,
-        "dtype": model.dtype,
+        **model.info(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
-        "load_seconds": round(model.load_seconds, 3),
     }
     Worker(Sampler(model, args.model_sha256), info, out, args.outputs).serve(sys.stdin.buffer)
     return 0

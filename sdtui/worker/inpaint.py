@@ -14,6 +14,7 @@ from typing import Any
 
 from PIL import Image
 
+from sdtui import protocol
 from sdtui.errors import BadInput
 from sdtui.worker.img2img import decode_init_image, fit_image, open_image
 
@@ -30,11 +31,9 @@ def is_inpainting(unet: Any) -> bool:
 
 def check_request(unet: Any, req: dict[str, Any]) -> None:
     """An inpainting checkpoint cannot run without an init image and a mask."""
-    if is_inpainting(unet) and not (req["init_image"] and req["mask"]):
-        raise BadInput(
-            "this model is an inpainting checkpoint (its UNet takes 9 input channels): it "
-            "needs an init image and a mask; pass --init-image FILE --mask FILE"
-        )
+    refusal = protocol.model_refusal({"inpainting": is_inpainting(unet)}, req)
+    if refusal:
+        raise BadInput(refusal)
 
 
 def decode_mask(data_b64: str, width: int, height: int, fit: str) -> Image.Image:
@@ -60,11 +59,3 @@ def load_inputs(req: dict[str, Any]) -> tuple[Image.Image, Image.Image]:
 def paste_back(generated: Image.Image, init: Image.Image, mask: Image.Image) -> Image.Image:
     """The generated pixels where the mask is white, the init image's where it is black."""
     return Image.composite(generated.convert("RGB"), init, mask)
-
-
-def pipeline(components: dict[str, Any]) -> Any:
-    import diffusers
-
-    pipe = diffusers.StableDiffusionInpaintPipeline(**components, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe

@@ -234,7 +234,11 @@ class LoraSet:
                 self.pipe.load_lora_weights(dict(lora.tensors), adapter_name=adapter)
                 self._applied.append(adapter)
                 names.append(adapter)
-                weights.append({"unet": ref.unet, "text_encoder": ref.text_encoder})
+                # The text-encoder weight applies to every text encoder the file adapts
+                # (SDXL's second one too: diffusers would leave it at 1).
+                weights.append({part: ref.unet if part == "unet" else ref.text_encoder
+                                for part, adapters in self.pipe.get_list_adapters().items()
+                                if adapter in adapters})
                 records.append({"name": ref.name, "weight": ref.unet,
                                 "te_weight": ref.text_encoder, "sha256": lora.sha256[:12],
                                 "hash": lora.a1111_hash[:12]})

@@ -1,56 +1,103 @@
-"""Load a Stable Diffusion 1.x pipeline from a diffusers folder or a single-file checkpoint,
-with no network: every config and the tokenizer come from local files.
+"""Load a Stable Diffusion model (SD 1.x, SD 2.x or SDXL base) from a diffusers folder or a
+single-file checkpoint, with no network: every config and tokenizer comes from local files.
 
-Single-file checkpoints (.ckpt, .safetensors) hold weights only. For each pipeline component
-C (unet, vae, text_encoder, tokenizer, scheduler) of a checkpoint FILE with stem S the config
-comes from the first of:
-  1. `S.config/C/` beside the file (a diffusers-layout folder: configs and tokenizer only);
-  2. for unet and vae: `S.yaml` beside the file (the original LDM config, as other SD tools
-     read it);
-  3. `sdtui/assets/sd1/C/`, shipped in the package: the SD 1.x configs and CLIP ViT-L/14
-     tokenizer, which is all the guide's sd-v1-4.ckpt needs.
+The family is detected from the key layout (sdtui.worker.families); reading the file is
+sdtui.worker.checkpoint's job and building each component from the original layout is
+sdtui.worker.ldm's (which also says where configs come from: a `S.config/` sidecar, a `S.yaml`,
+or the family's shipped assets).
 
-A .safetensors file is read with one sequential read (it may sit on s3fs, where an mmap is
-slow); a .ckpt goes through torch.load(weights_only=True), so loading it runs no pickled code.
+The prediction type (epsilon or v) of a single file comes from the first of: the sidecar's
+scheduler config; the `.yaml` (`parameterization: "v"`); a `v_pred` marker tensor in the file;
+for SD 2.x, A1111's test of the UNet itself; otherwise epsilon.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import pickle
 import time
-from dataclasses import dataclass
-from importlib.resources import files
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sdtui.errors import BadInput
-from sdtui.modelfiles import CONFIG_DIR_SUFFIX, YAML_SUFFIX, detect_format
+from sdtui.modelfiles import detect_format
+from sdtui.worker import ldm
+from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
+from sdtui.worker.families import (
+    EPSILON,
+    V_PREDICTION,
+    Family,
+    detect,
+    detect_folder,
+    folder_inpainting,
+    folder_prediction,
+    is_leftover,
+)
+from sdtui.worker.families import is_inpainting as has_inpainting_unet
+from sdtui.worker.families.sd1 import FAMILY as SD1
+
+__all__ = ["SD1_ASSETS", "LoadedModel", "ModelInvalid", "load_model", "pick_device"]
 
 log = logging.getLogger(__name__)
 
-SD1_ASSETS = Path(str(files("sdtui") / "assets" / "sd1"))
-UNET_PREFIX = "model.diffusion_model."
-VAE_PREFIX = "first_stage_model."
-CLIP_PREFIX = "cond_stage_model.transformer."
-OPEN_CLIP_PREFIX = "cond_stage_model.model."  # SD 2.x
+SD1_ASSETS = SD1.assets
+# Marker tensors some single files carry to say how they were trained; never weights.
+V_PRED_MARKER = "v_pred"
+MAX_LISTED = 5
 
 
-class ModelInvalid(Exception):
-    """A model that is missing, corrupt or not SD 1.x. The message names the file."""
+@functools.cache
+def _dtype_argument() -> str:
+    """diffusers 0.40 renamed from_pretrained's torch_dtype to dtype (and warns on the old)."""
+    import diffusers
+    from packaging.version import Version
+
+    return "dtype" if Version(diffusers.__version__) >= Version("0.40") else "torch_dtype"
 
 
 @dataclass
 class LoadedModel:
-    pipe: Any  # diffusers.StableDiffusionPipeline
+    pipe: Any  # the family's text-to-image diffusers pipeline
     path: str
     format: str
     device: str
     dtype: str
     load_seconds: float
+    family: Family | None = None  # None only while loading, before it is detected
+    inpainting: bool = False  # a 9-channel UNet: needs an init image and a mask
+    prediction: str = EPSILON
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def default_size(self) -> int:
+        """Width and height for a request that names none: what the family was trained at."""
+        return self.family.default_size(self.prediction)
+
+    def pipeline_class(self, kind: str) -> Any:
+        """The family's diffusers pipeline for "text2img", "img2img" or "inpaint"."""
+        import diffusers
+
+        return getattr(diffusers, getattr(self.family.pipelines, kind))
+
+    def info(self) -> dict[str, Any]:
+        """What the `ready` event says about the model."""
+        return {
+            "model": self.path,
+            "format": self.format,
+            "family": self.family.id,
+            "inpainting": self.inpainting,
+            "prediction": self.prediction,
+            "default_size": self.default_size,
+            "device": self.device,
+            "dtype": self.dtype,
+            "load_seconds": round(self.load_seconds, 3),
+            "warnings": list(self.warnings),
+        }
 
 
 def pick_device(device: str | None = None) -> tuple[str, torch.dtype]:
@@ -59,249 +106,118 @@ def pick_device(device: str | None = None) -> tuple[str, torch.dtype]:
     return device, torch.float16 if device.startswith("cuda") else torch.float32
 
 
-def load_model(path: str, device: str | None = None) -> LoadedModel:
+def load_model(path: str, device: str | None = None,
+               dtype: torch.dtype | None = None) -> LoadedModel:
     started = time.perf_counter()
     try:
         fmt = detect_format(path)
     except BadInput as error:
         raise ModelInvalid(str(error)) from None
-    device, dtype = pick_device(device)
+    device, default_dtype = pick_device(device)
+    dtype = dtype or default_dtype
+    model = LoadedModel(pipe=None, path=str(path), format=fmt, device=device,
+                        dtype=str(dtype).removeprefix("torch."), load_seconds=0.0)
     try:
         if fmt == "diffusers":
-            pipe = _load_diffusers_folder(Path(path), dtype)
+            _load_diffusers_folder(model, Path(path), dtype)
         else:
-            pipe = _load_single_file(Path(path), fmt, dtype)
-        pipe.to(device)
+            _load_single_file(model, Path(path), dtype, device)
+        model.pipe.to(device)
     except ModelInvalid:
         raise
     except Exception as error:  # any loader failure is a bad model to the user
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        family = model.family
         raise ModelInvalid(
-            f"model {path} could not be loaded: {type(error).__name__}: {first_line}"
-        ) from error
-    pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(
-        pipe=pipe,
-        path=str(path),
-        format=fmt,
-        device=device,
-        dtype=str(dtype).removeprefix("torch."),
-        load_seconds=time.perf_counter() - started,
-    )
-
-
-def _load_diffusers_folder(path: Path, dtype: torch.dtype) -> Any:
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        path,
-        local_files_only=True,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    # Casting to float32 (what it already holds) only makes diffusers log noise.
-    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
-
-
-# --- reading checkpoints
-
-
-class _Inert:
-    """Stands in for a non-tensor object pickled into a training checkpoint (a Lightning
-    callback, a numpy scalar): it accepts any arguments and does nothing."""
-
-    def __new__(cls, *args: object, **kwargs: object) -> _Inert:
-        return super().__new__(cls)
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        pass
-
-    def __setstate__(self, state: object) -> None:
-        pass
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    except pickle.UnpicklingError:
-        # Old training checkpoints pickle extra objects beside the weights. Let them through
-        # as inert placeholders instead of unpickling them for real (which could run code).
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        log.warning("%s holds non-tensor objects %s; reading them as placeholders", path, unsafe)
-        stubs = [(type(name.rsplit(".", 1)[-1], (_Inert,), {}), name) for name in unsafe]
-        with torch.serialization.safe_globals(stubs):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-
-
-def read_state_dict(path: Path, fmt: str) -> dict[str, torch.Tensor]:
-    """All tensors of a single-file checkpoint, keys as stored (LDM layout for SD 1.x)."""
-    if fmt == "safetensors":
-        from safetensors.torch import load
-
-        checkpoint: Any = load(path.read_bytes())  # one sequential read, no mmap
-    else:
-        checkpoint = _torch_load(path)
-    while isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
-        checkpoint = checkpoint["state_dict"]
-    if not isinstance(checkpoint, dict):
-        raise ModelInvalid(f"model file {path} holds no state dict of tensors")
-    return {k: v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
-
-
-def check_sd1_keys(path: Path, state: dict[str, torch.Tensor]) -> None:
-    def has(prefix: str) -> bool:
-        return any(key.startswith(prefix) for key in state)
-
-    if has(OPEN_CLIP_PREFIX):
-        raise ModelInvalid(
-            f"model file {path} is a Stable Diffusion 2.x checkpoint; sdtui reads SD 1.x "
-            "checkpoints (such as sd-v1-4.ckpt) and diffusers folders"
-        )
-    missing = [
-        what
-        for what, prefix in (("UNet", UNET_PREFIX), ("VAE", VAE_PREFIX), ("CLIP", CLIP_PREFIX))
-        if not has(prefix)
-    ]
-    if missing:
-        raise ModelInvalid(
-            f"model file {path} is not an SD 1.x checkpoint: it has no {', '.join(missing)} "
-            f"weights ({len(state)} tensors, none under the expected key prefixes)"
-        )
-
-
-# --- building the pipeline from a state dict
-
-
-@dataclass
-class ConfigSources:
-    """Where each component's config comes from; see the module docstring for the rule."""
-
-    checkpoint: Path
-    config_dir: Path | None
-    original_yaml: Path | None
-
-    @classmethod
-    def beside(cls, checkpoint: Path) -> ConfigSources:
-        config_dir = checkpoint.with_name(checkpoint.stem + CONFIG_DIR_SUFFIX)
-        original_yaml = checkpoint.with_name(checkpoint.stem + YAML_SUFFIX)
-        return cls(
-            checkpoint=checkpoint,
-            config_dir=config_dir if config_dir.is_dir() else None,
-            original_yaml=original_yaml if original_yaml.is_file() else None,
-        )
-
-    def folder(self, component: str) -> Path:
-        if self.config_dir is not None and (self.config_dir / component).is_dir():
-            return self.config_dir / component
-        return SD1_ASSETS / component
-
-    def uses_yaml(self, component: str) -> bool:
-        return self.original_yaml is not None and self.folder(component).parent == SD1_ASSETS
-
-
-def _load_strict(
-    model: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, sources: ConfigSources
-) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    misshapen = [k for k in expected if k in weights and weights[k].shape != expected[k].shape]
-    if missing or unexpected or misshapen:
-        example = (missing or unexpected or misshapen)[0]
-        if sources.uses_yaml(what):
-            origin, hint = sources.original_yaml, "the checkpoint is incomplete or not for it"
-        elif sources.folder(what).parent == SD1_ASSETS:
-            origin = "the shipped SD 1.x configs"
-            sidecar = sources.checkpoint.stem + CONFIG_DIR_SUFFIX
-            hint = f"a checkpoint with other dims needs {sidecar}/ beside it"
-        else:
-            origin, hint = sources.folder(what), "the checkpoint is incomplete or not for it"
-        raise ModelInvalid(
-            f"model file {sources.checkpoint}: its {what} weights do not fit the {what} config "
-            f"from {origin} ({len(missing)} missing, {len(unexpected)} unexpected, "
-            f"{len(misshapen)} of another shape, e.g. {example}); {hint}"
-        )
-    model.load_state_dict(weights, strict=True, assign=True)
-
-
-def _build_from_meta(cls: Any, config: dict[str, Any]) -> Any:
-    # Skip random init: every parameter is replaced by the checkpoint's (load_state_dict assign).
-    with torch.device("meta"):
-        return cls.from_config(config)
-
-
-def _ldm_component(kind: str, state: dict[str, torch.Tensor], sources: ConfigSources) -> Any:
-    """The UNet or the VAE: its config from the sidecar folder, the .yaml or the shipped
-    assets, then the checkpoint's weights converted from the LDM layout and loaded strictly."""
-    import diffusers
-    from diffusers.loaders import single_file_utils as sfu
-
-    cls, config_from_ldm, convert = {
-        "unet": (diffusers.UNet2DConditionModel, sfu.create_unet_diffusers_config_from_ldm,
-                 sfu.convert_ldm_unet_checkpoint),
-        "vae": (diffusers.AutoencoderKL, sfu.create_vae_diffusers_config_from_ldm,
-                sfu.convert_ldm_vae_checkpoint),
-    }[kind]
-    if sources.uses_yaml(kind):
-        original = sfu.fetch_original_config(str(sources.original_yaml), local_files_only=True)
-        config = config_from_ldm(original, state)
-    else:
-        config = cls.load_config(sources.folder(kind), local_files_only=True)
-    model = _build_from_meta(cls, config)
-    _load_strict(model, convert(state, model.config), kind, sources)
+            f"model {path}{f' ({family.label})' if family else ''} could not be loaded: "
+            f"{type(error).__name__}: {first_line}", family=family and family.id) from error
+    _align(model.pipe)
+    model.pipe.set_progress_bar_config(disable=True)
+    model.load_seconds = time.perf_counter() - started
+    for warning in model.warnings:
+        log.warning("%s", warning)
     return model
 
 
-def _text_encoder(state: dict[str, torch.Tensor], sources: ConfigSources) -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel
+# CPU kernels pick their path by the weights' alignment, and a diffusers folder's weights are
+# views into its files at whatever offset each sits: unaligned, they give other float rounding
+# than the same weights read into their own memory. Every format runs from aligned memory.
+ALIGNMENT = 64
 
-    config = CLIPTextConfig.from_pretrained(sources.folder("text_encoder"), local_files_only=True)
-    # Built for real, not on meta: it has a non-persistent position_ids buffer.
-    model = CLIPTextModel(config).eval()
-    flattened = not hasattr(model, "text_model")  # transformers >= 5.6 dropped the wrapper
-    weights = {}
-    for key, tensor in state.items():
-        if not key.startswith(CLIP_PREFIX) or key.endswith("position_ids"):
+
+def _align(pipe: Any) -> None:
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
             continue
-        name = key[len(CLIP_PREFIX) :]
-        weights[name.removeprefix("text_model.") if flattened else name] = tensor
-    _load_strict(model, weights, "text_encoder", sources)
-    return model
+        for module in component.modules():
+            for kind in ("_parameters", "_buffers"):
+                for tensor in getattr(module, kind).values():
+                    if tensor is not None and tensor.data_ptr() % ALIGNMENT:
+                        tensor.data = tensor.data.clone()
 
 
-def _scheduler(sources: ConfigSources) -> Any:
-    import diffusers
+def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype) -> None:
+    model.family = detect_folder(path)
+    model.inpainting = folder_inpainting(path)
+    model.prediction = folder_prediction(path)
+    model.pipe = model.pipeline_class("text2img").from_pretrained(
+        path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options)
 
-    config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
-    return getattr(diffusers, config["_class_name"]).from_config(config)
+
+def _skipped(family: Family) -> Callable[[str], bool]:
+    return lambda key: is_leftover(key) or family.unused(key) or key == V_PRED_MARKER
 
 
-def _load_single_file(path: Path, fmt: str, dtype: torch.dtype) -> Any:
-    from diffusers import StableDiffusionPipeline
-    from transformers import CLIPTokenizer
-
+def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype, device: str) -> None:
+    checkpoint = Checkpoint(path, model.format)
+    family = model.family = detect(path, checkpoint.shapes)
+    model.inpainting = has_inpainting_unet(checkpoint.shapes)
+    sources = ldm.ConfigSources.beside(path, family)
+    log.info("loading %s (%s) with configs from %s", path, family.label, sources)
+    skip = _skipped(family)
+    skipped = sum(1 for key in checkpoint.shapes if skip(key))
     try:
-        state = read_state_dict(path, fmt)
-    except ModelInvalid:
-        raise
+        state = checkpoint.read(lambda key: not skip(key), dtype, device)
+    except ModelInvalid as error:
+        raise ModelInvalid(f"{error} ({family.label})", family=family.id) from None
     except Exception as error:
-        raise ModelInvalid(
-            f"model file {path} cannot be read (truncated or corrupt?): {type(error).__name__}"
-        ) from error
-    check_sd1_keys(path, state)
-    sources = ConfigSources.beside(path)
-    log.info("loading %s with configs from %s", path, sources)
-    # Cast once here: fp16 checkpoints run in float32 on a CPU, fp32 ones in float16 on a GPU.
-    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    text_encoder = _text_encoder(state, sources).to(dtype)
-    return StableDiffusionPipeline(
-        unet=_ldm_component("unet", state, sources),
-        vae=_ldm_component("vae", state, sources),
-        text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(sources.folder("tokenizer"), local_files_only=True),
-        scheduler=_scheduler(sources),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+        raise ModelInvalid(f"model file {path} ({family.label}) cannot be read (truncated or "
+                           f"corrupt?): {type(error).__name__}", family=family.id) from error
+    if skipped:
+        log.info("skipped %d tensors inference never uses (EMA weights, DDPM buffers, ...)",
+                 skipped)
+    loaded = ldm.Loaded(state)
+    unet = ldm.ldm_component("unet", loaded, sources)
+    vae = ldm.ldm_component("vae", loaded, sources)
+    parts: dict[str, Any] = {}
+    for spec in family.text_encoders:
+        parts[spec.name] = ldm.text_encoder(spec, loaded, sources)
+        parts[spec.tokenizer] = ldm.tokenizer(sources.folder(spec.tokenizer))
+    model.prediction = _prediction(sources, checkpoint.shapes, unet, model.inpainting)
+    unused = loaded.unused()
+    if unused:
+        listed = ", ".join(unused[:MAX_LISTED]) + (", ..." if len(unused) > MAX_LISTED else "")
+        model.warnings.append(f"model file {path} ({family.label}): {len(unused)} tensors that "
+                              f"no {family.label} component uses were ignored: {listed}")
+    del loaded, state
+    model.pipe = model.pipeline_class("text2img")(
+        unet=unet, vae=vae, scheduler=ldm.scheduler(sources, model.prediction), **parts,
+        **family.pipeline_options)
+
+
+def _prediction(sources: ldm.ConfigSources, shapes: dict[str, Any], unet: Any,
+                inpainting: bool) -> str:
+    if sources.sidecar("scheduler") is not None:
+        config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
+        return config.get("prediction_type", EPSILON)
+    if sources.original_yaml is not None:
+        return ldm.yaml_prediction(sources.yaml())
+    if V_PRED_MARKER in shapes:
+        return V_PREDICTION
+    guess = sources.family.guess_v_prediction
+    if guess is not None and not inpainting:
+        found = V_PREDICTION if guess(unet) else EPSILON
+        log.info("%s: no sidecar says; the UNet looks like a %s model", sources.checkpoint,
+                 found)
+        return found
+    return EPSILON

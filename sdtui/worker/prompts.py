@@ -31,15 +31,37 @@ def to_compel(prompt: str) -> str:
 
 
 class PromptEncoder:
-    def __init__(self, pipe: Any) -> None:
-        from compel import Compel
+    """A prompt and its negative as the pipeline's embedding arguments. SDXL's go through both
+    text encoders (compel's SDXL mode) and add the pooled embeddings."""
 
-        self.compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,
-                             truncate_long_prompts=False)
+    def __init__(self, pipe: Any, family: str = "sd1") -> None:
+        from compel import Compel, CompelForSDXL
 
-    def encode(self, prompt: str, negative: str) -> tuple[torch.Tensor, torch.Tensor]:
+        self.sdxl = family == "sdxl"
+        if self.sdxl:
+            self.compel_sdxl = CompelForSDXL(pipe)
+        else:
+            self.compel = Compel(tokenizer=pipe.tokenizer, text_encoder=pipe.text_encoder,
+                                 truncate_long_prompts=False)
+
+    def encode(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
+            if self.sdxl:
+                return self._encode_sdxl(prompt, negative)
             positive = self.compel(to_compel(prompt))
             negative_embeds = self.compel(to_compel(negative))
-            return tuple(self.compel.pad_conditioning_tensors_to_same_length(
-                [positive, negative_embeds]))  # type: ignore[return-value]
+            positive, negative_embeds = self.compel.pad_conditioning_tensors_to_same_length(
+                [positive, negative_embeds])
+            return {"prompt_embeds": positive, "negative_prompt_embeds": negative_embeds}
+
+    def _encode_sdxl(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
+        out = self.compel_sdxl(to_compel(prompt), negative_prompt=to_compel(negative))
+        embeds = {"prompt_embeds": out.embeds, "pooled_prompt_embeds": out.pooled_embeds,
+                  "negative_prompt_embeds": out.negative_embeds,
+                  "negative_pooled_prompt_embeds": out.negative_pooled_embeds}
+        if not negative.strip():
+            # An empty negative prompt is zeros for SDXL, in diffusers (force_zeros_for_empty_
+            # prompt) and in A1111 alike.
+            for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
+                embeds[name] = torch.zeros_like(embeds[name])
+        return embeds

@@ -20,22 +20,13 @@ from PIL import Image
 
 from sdtui import __version__, loras, protocol, samplers
 from sdtui.worker import inpaint
+from sdtui.worker.families import Family
 from sdtui.worker.img2img import decode_init_image, fit_image
 from sdtui.worker.lora import LoraSet
 from sdtui.worker.models import LoadedModel
 from sdtui.worker.postprocess import PostProcessor
 from sdtui.worker.prompts import PromptEncoder
 from sdtui.worker.variations import variation_noise
-
-# Linear latent -> RGB projection for SD 1.x latents: a preview costs a matmul, not a decode.
-_LATENT_RGB = torch.tensor(
-    [
-        [0.3512, 0.2297, 0.3227],
-        [0.3250, 0.4974, 0.2350],
-        [-0.2829, 0.1762, 0.2721],
-        [-0.2120, -0.2616, -0.7177],
-    ]
-)
 
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -50,8 +41,11 @@ def png_bytes(image: Image.Image, compress_level: int = 4) -> bytes:
     return buf.getvalue()
 
 
-def latent_preview(latents: torch.Tensor) -> Image.Image:
-    rgb = torch.einsum("chw,cr->hwr", latents[0, :4].float().cpu(), _LATENT_RGB)
+def latent_preview(latents: torch.Tensor, family: Family) -> Image.Image:
+    """The latents projected to RGB with the family's linear factors: a matmul, not a decode."""
+    factors = torch.tensor(family.latent_rgb)
+    rgb = torch.einsum("chw,cr->hwr", latents[0, :4].float().cpu(), factors)
+    rgb = rgb + torch.tensor(family.latent_rgb_bias)
     pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(pixels)
 
@@ -67,29 +61,37 @@ class Sampler:
         self._scheduler_cache: dict[str, Any] = {}
         self._img2img: Any = None
         self._inpaint: Any = None
-        self.loras = LoraSet(self.pipe, model.path, getattr(model, "family", "sd1"))
+        self.loras = LoraSet(self.pipe, model.path, model.family.id)
         self._prompts: PromptEncoder | None = None
         self.post = PostProcessor(model.path, model.device)
+
+    def _family_pipeline(self, kind: str) -> Any:
+        """The family's img2img or inpaint pipeline over the loaded components."""
+        components = self.pipe.components
+        options = {k: v for k, v in self.model.family.pipeline_options.items()
+                   if k not in components}
+        pipe = self.model.pipeline_class(kind)(**components, **options)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     @property
     def img2img(self) -> Any:
         if self._img2img is None:
-            self._img2img = diffusers.StableDiffusionImg2ImgPipeline(**self.pipe.components)
-            self._img2img.set_progress_bar_config(disable=True)
+            self._img2img = self._family_pipeline("img2img")
         self._img2img.scheduler = self.pipe.scheduler
         return self._img2img
 
     @property
     def inpaint(self) -> Any:
         if self._inpaint is None:
-            self._inpaint = inpaint.pipeline(self.pipe.components)
+            self._inpaint = self._family_pipeline("inpaint")
         self._inpaint.scheduler = self.pipe.scheduler
         return self._inpaint
 
     @property
     def prompts(self) -> PromptEncoder:
         if self._prompts is None:
-            self._prompts = PromptEncoder(self.pipe)
+            self._prompts = PromptEncoder(self.pipe, self.model.family.id)
         return self._prompts
 
     def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
@@ -102,8 +104,14 @@ class Sampler:
 
     def decode(self, latents: torch.Tensor) -> Image.Image:
         vae = self.pipe.vae
+        if (self.model.family.upcast_vae and vae.dtype == torch.float16
+                and vae.config.force_upcast):
+            # SDXL's VAE overflows in float16 (black or NaN images); decode it in float32 as
+            # diffusers' own SDXL pipeline does. (Its img2img casts it back after encoding.)
+            vae.to(torch.float32)
         with torch.inference_mode():
-            image = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+            latents = latents.to(vae.dtype) / vae.config.scaling_factor
+            image = vae.decode(latents, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(image, output_type="pil")[0]
 
     def params_for(self, req: dict[str, Any], seed: int, index: int,
@@ -117,6 +125,7 @@ class Sampler:
             model=self.model.path,
             model_sha256=self.model_sha256,
             model_format=self.model.format,
+            family=self.model.family.id,
             device=self.model.device,
             dtype=self.model.dtype,
             generator="sdtui " + __version__,
@@ -131,15 +140,13 @@ class Sampler:
         return req["seed"], (req["variation_seed"] + index) % (protocol.MAX_SEED + 1)
 
     def _sample(self, req: dict[str, Any], seed: int, variation_seed: int | None,
-                init: Image.Image | None, embeds: tuple[torch.Tensor, torch.Tensor],
+                init: Image.Image | None, embeds: dict[str, torch.Tensor],
                 on_step: Any, mask: Image.Image | None = None) -> torch.Tensor | Image.Image:
         """Latents, or the init image itself when img2img has no step to take."""
-        prompt_embeds, negative_embeds = embeds
         if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree
             self.pipe.scheduler.noise_sampler_seed = seed
         common = {
-            "prompt_embeds": prompt_embeds,
-            "negative_prompt_embeds": negative_embeds,
+            **embeds,
             "num_inference_steps": req["steps"],
             "guidance_scale": req["cfg"],
             "generator": torch.Generator("cpu").manual_seed(seed),
@@ -158,7 +165,7 @@ class Sampler:
                 return self.img2img(image=init, strength=req["strength"], **common).images
             latents = None
             if variation_seed is not None:
-                shape = (1, self.pipe.unet.config.in_channels,
+                shape = (1, self.pipe.vae.config.latent_channels,
                          req["height"] // self.pipe.vae_scale_factor,
                          req["width"] // self.pipe.vae_scale_factor)
                 noise = variation_noise(seed, variation_seed, req["variation_amount"], shape)
@@ -170,6 +177,9 @@ class Sampler:
         """Generate every image of `req`, emitting events. Returns how many images finished.
         Raises Cancelled after emitting the images that finished before the cancel. The
         request's LoRAs apply to it alone."""
+        # No size given means the model's own (1024 for SDXL); the params record what ran.
+        req["width"] = req["width"] or self.model.default_size
+        req["height"] = req["height"] or self.model.default_size
         inpaint.check_request(self.pipe.unet, req)
         prompt, refs = loras.parse_prompt(req["prompt"], req["negative_prompt"])
         self.use_scheduler(req["scheduler"], req["schedule"])
@@ -211,7 +221,8 @@ class Sampler:
                 done, total = step + 1, pipe.num_timesteps
                 emit("progress", {"id": rid, "index": index, "step": done, "total": total})
                 if every and (done % every == 0) and done < total:
-                    preview = png_bytes(latent_preview(kwargs["latents"]), compress_level=1)
+                    preview = png_bytes(latent_preview(kwargs["latents"], self.model.family),
+                                        compress_level=1)
                     emit("preview", {"id": rid, "index": index, "step": done, "png": preview})
                 return kwargs
 

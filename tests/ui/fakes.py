@@ -31,11 +31,15 @@ UPLOAD_BYTES = 64 * 2**20
 class FakeDeployment(Deployment):
     def __init__(self, worker: SubprocessWorker | None, name: str = "fake",
                  option: Literal["local", "aws"] = "local", *, fail_once: bool = False,
-                 hold: threading.Event | None = None) -> None:
+                 hold: threading.Event | None = None, settings: object = None,
+                 failure: DeploymentError | None = None) -> None:
         self.worker = worker
         self.name = name
         self.option = option
         self.fail_once = fail_once
+        self.failure = failure  # raised by the image step, every time
+        if settings is not None:
+            self.settings = settings  # what the form asked for (the core remembers it)
         self.hold = hold  # while set... cleared: the upload waits for it (cancel tests)
         self.provisioned = 0
         self.teardowns: list[bool] = []
@@ -45,7 +49,8 @@ class FakeDeployment(Deployment):
         return [
             Step("engine", "Check the engine", lambda ctx: "engine 27.0, no GPU runtime"),
             Step("volume", "Create the volume", lambda ctx: "created", lambda: None),
-            Step("image", "Build the worker image", lambda ctx: "", lambda: "up to date"),
+            Step("image", "Build the worker image", self._image,
+                 lambda: None if self.failure else "up to date"),
             Step("models", "Upload the model files", self._upload),
             Step("container", "Start the worker", self._start),
         ]
@@ -63,6 +68,11 @@ class FakeDeployment(Deployment):
             raise DeploymentError("the upload was refused: disk quota exceeded",
                                   fix="free some space, then retry")
         return "copied 1 file, 64.0 MiB"
+
+    def _image(self, ctx: StepContext) -> str:
+        if self.failure is not None:
+            raise self.failure
+        return ""
 
     def _start(self, ctx: StepContext) -> str:
         self.ledger.set_params(models=["/models/tiny"])
@@ -145,6 +155,21 @@ class FakeAwsDeployment(FakeDeployment):
         self.ledger.delete()
         on_event(StepFinished("teardown", "done", "removed the instance and its access"))
         return report
+
+
+class IdleWorker:
+    """Only what the prompt panel asks of a worker before the first generation."""
+
+    closed = False
+
+    def fetch(self) -> list:
+        return []
+
+    def watch_running(self) -> None:  # nothing left running by a client that quit
+        return None
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class FakeBatchDeployment(FakeDeployment):

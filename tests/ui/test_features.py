@@ -45,7 +45,7 @@ async def test_more_fields_show_errors_next_to_the_field(worker, tiny_model, iso
         screen.query_one("#strength", Input).value = "0.5"
         screen.query_one("#gfpgan", Input).value = "lots"
         await pilot.press("ctrl+g")
-        assert "gfpgan must be a number" in text_of(app, "#gfpgan-error")
+        assert "faces (GFPGAN) must be a number" in text_of(app, "#gfpgan-error")
         assert text_of(app, "#strength-error") == ""
         assert not screen.generating
 

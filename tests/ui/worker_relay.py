@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -28,12 +29,33 @@ class SubprocessWorker:
         )
         self._peer: socket.socket | None = None
         self._lock = threading.Lock()
+        self._stop_on: bytes | None = None
+        self.stopped = threading.Event()
         threading.Thread(target=self._pump_stdout, daemon=True).start()
+
+    def stop_on_event(self, kind: str) -> threading.Event:
+        """Stop the worker process (SIGSTOP) as soon as its output carries an event of this
+        kind, before the event is passed on: it is then mid-request however fast the machine
+        (a worker that writes ahead blocks on the full pipe). The event returned is set once it
+        is stopped; `resume` lets it go on."""
+        self.stopped.clear()
+        self._stop_on = b'"type":"%s"' % kind.encode()
+        return self.stopped
+
+    def resume(self) -> None:
+        self._stop_on = None
+        if self.stopped.is_set():
+            self.proc.send_signal(signal.SIGCONT)
+            self.stopped.clear()
 
     def _pump_stdout(self) -> None:
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
         while chunk := os.read(fd, 65536):
+            if self._stop_on is not None and self._stop_on in chunk:
+                self._stop_on = None
+                self.proc.send_signal(signal.SIGSTOP)
+                self.stopped.set()
             with self._lock:
                 peer = self._peer
             if peer is None:
@@ -64,6 +86,7 @@ class SubprocessWorker:
         return WorkerClient.over_attach_socket(ours)
 
     def stop(self) -> None:
+        self.resume()
         with contextlib.suppress(OSError):
             self.proc.stdin.close()  # type: ignore[union-attr]
         try:

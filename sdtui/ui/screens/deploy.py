@@ -25,9 +25,11 @@ from textual.widgets import (
     Static,
 )
 
+from sdtui import recent
 from sdtui.errors import SdtuiError
 from sdtui.ledger import Ledger
 from sdtui.ui.checks import Check
+from sdtui.ui.fixes import error_text
 from sdtui.ui.forms import FIELDS, Option, field_errors
 from sdtui.ui.widgets.status_bar import StatusBar
 
@@ -35,19 +37,26 @@ if TYPE_CHECKING:
     from sdtui.ui.app import SdtuiApp
 
 OPTION_TITLES: dict[Option, str] = {
-    "aws": "Option A — cloud: AWS GPU instance + S3",
-    "local": "Option B — local: Docker volume on this machine",
-    "batch": "Batch — scale-out: a prompt file over N GPUs (AWS Batch)",
+    "aws": "Option A — cloud (AWS GPU, S3)",
+    "local": "Option B — local (Docker here)",
+    "batch": "Batch — scale-out over N GPUs",
 }
 CHECK_DELAY_S = 0.6
+MARKS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
+ESTIMATE_FIELDS = ("instance_type", "spot", "idle_minutes", "region")
 
 
 class DeployScreen(Screen[None]):
+    HELP_TITLE = "choose a deployment"
     BINDINGS = [
-        Binding("ctrl+s", "provision", "Provision"),
-        Binding("ctrl+r", "resume", "Resume selected"),
-        Binding("ctrl+t", "teardown", "Tear down selected"),
-        Binding("ctrl+l", "checks", "Re-check"),
+        Binding("ctrl+s", "provision", "Provision",
+                tooltip="Provision the chosen option with this form (finished steps are skipped)"),
+        Binding("ctrl+r", "resume", "Resume",
+                tooltip="Resume the deployment selected in Existing deployments"),
+        Binding("ctrl+t", "teardown", "Tear down",
+                tooltip="Tear down the selected deployment (shows what is deleted and kept)"),
+        Binding("ctrl+l", "checks", "Re-check",
+                tooltip="Run the checks again: engine, GPU runtime, AWS identity, model files"),
     ]
     PALETTE = [
         ("Provision", "Provision the chosen option with this form", "provision"),
@@ -74,22 +83,25 @@ class DeployScreen(Screen[None]):
         self.option = self.app.services.default_option(self.app.services.given)
         yield Header()
         with Horizontal(id="deploy-body"):
-            with VerticalScroll(id="deploy-form"):
-                with RadioSet(id="option"):
-                    for option, title in OPTION_TITLES.items():
-                        yield RadioButton(title, id=f"choose-{option}", value=option == self.option)
-                for option in FIELDS:  # the other option's form is built when it is chosen
-                    yield Vertical(*self._form(option) if option == self.option else (),
-                                   id=f"form-{option}", classes="form")
-                yield Static("", id="form-error", classes="field-error")
-                yield Button("Provision  (ctrl+s)", id="provision", variant="primary")
+            with Vertical(id="deploy-left"):
+                with VerticalScroll(id="deploy-form"):
+                    with RadioSet(id="option"):
+                        for option, title in OPTION_TITLES.items():
+                            yield RadioButton(title, id=f"choose-{option}",
+                                              value=option == self.option)
+                    for option in FIELDS:  # the other option's form is built when chosen
+                        yield Vertical(*self._form(option) if option == self.option else (),
+                                       id=f"form-{option}", classes="form")
+                    yield Static("", id="form-error", classes="field-error")
+                    yield Button("Provision  (ctrl+s)", id="provision", variant="primary")
+                yield Static("↓ more fields below: scroll, or Tab through them", id="more-below")
             with Vertical(id="deploy-side"):
                 yield Label("Checks", classes="section")
                 yield Static("checking…", id="checks")
                 yield Label("Existing deployments", classes="section")
                 yield DataTable(id="deployments", cursor_type="row", zebra_stripes=True)
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     def _form(self, option: Option) -> list[Widget]:
         """The option's fields, filled in from the flags, the ledger (or the values last used),
@@ -102,28 +114,52 @@ class DeployScreen(Screen[None]):
         for f in FIELDS[option]:
             value = values.get(f.name)
             if f.kind == "bool":
-                widgets.append(Checkbox(f.label, bool(value), id=f"{option}-{f.name}"))
+                field: Widget = Checkbox(f.label, bool(value), id=f"{option}-{f.name}")
             else:
                 widgets.append(Label(f.label, classes="field-label"))
-                widgets.append(Input("" if value is None else str(value),
-                                     placeholder=f.placeholder, id=f"{option}-{f.name}"))
+                field = Input("" if value is None else str(value), placeholder=f.placeholder,
+                              id=f"{option}-{f.name}")
+            field.tooltip = f.help
+            widgets.append(field)
             widgets.append(Static("", id=f"{option}-{f.name}-error", classes="field-error"))
+        if option == "aws":
+            widgets.append(Static("", id="aws-estimate"))
         return widgets
+
+    def field_help(self) -> list[tuple[str, str]]:
+        fields = [("Option", "A: an AWS GPU instance with the models in S3 (costs money while "
+                   "it runs). B: Docker on this machine (or DOCKER_HOST). Batch: a prompt file "
+                   "shared over N GPUs with AWS Batch, each GPU billed only while it works.")]
+        return fields + [(f.label, f.help) for f in FIELDS[self.option]]
 
     def on_mount(self) -> None:
         table = self.query_one("#deployments", DataTable)
         table.add_columns("name", "option", "state", "resources")
         self.choose(self.option, check=False)
         self.refresh_deployments(states=False)
+        options = self.query_one("#option", RadioSet)
+        options.focus()
+        # RadioSet highlights its first button when mounted: highlight the chosen one.
+        options._selected = options.pressed_index
+        self.watch(self.query_one("#deploy-form"), "scroll_y", self._hint_more, init=False)
         # The checks and states load the Docker SDK and boto3: after the first frame is shown.
         self.call_after_refresh(self._after_first_frame)
 
     def _after_first_frame(self) -> None:
         self.action_checks()
         self._fetch_states(list(self._ledgers))
+        self._hint_more()
 
     def on_screen_resume(self) -> None:
         self.refresh_deployments()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._hint_more)
+
+    def _hint_more(self, _: object = None) -> None:
+        """Say when fields are below the fold (a short terminal)."""
+        form = self.query_one("#deploy-form", VerticalScroll)
+        self.query_one("#more-below").display = form.scroll_y < form.max_scroll_y - 1
 
     # --- the form ----------------------------------------------------------------------------
 
@@ -144,6 +180,9 @@ class DeployScreen(Screen[None]):
             self.query_one(f"#form-{other}").display = other == option
         self.query_one(f"#choose-{option}", RadioButton).value = True
         self.query_one("#form-error", Static).update("")
+        if option == "aws":
+            self.call_after_refresh(self._show_estimate)
+        self.call_after_refresh(self._hint_more)
         if check:
             self.action_checks()
 
@@ -157,25 +196,44 @@ class DeployScreen(Screen[None]):
             self.choose(option)
 
     @on(Input.Changed)
-    def _field_changed(self, event: Input.Changed) -> None:
-        error = self.query(f"#{event.input.id}-error")
+    @on(Checkbox.Changed)
+    def _field_changed(self, event: Input.Changed | Checkbox.Changed) -> None:
+        widget = event.input if isinstance(event, Input.Changed) else event.checkbox
+        if widget.id is None or not widget.id.startswith(f"{self.option}-"):
+            return
+        widget.remove_class("-invalid")
+        error = self.query(f"#{widget.id}-error")
         if error:
             error.first(Static).update("")
+        if self.option == "aws" and widget.id.removeprefix("aws-") in ESTIMATE_FIELDS:
+            self._show_estimate()
         if self._check_timer is not None:
             self._check_timer.stop()
         self._check_timer = self.set_timer(CHECK_DELAY_S, self.action_checks)
 
-    def show_errors(self, errors: dict[str, str]) -> None:
+    def _show_estimate(self, price: Any = None) -> None:
+        """Option A: the hourly price, the cold start and the idle auto-stop, before launch."""
+        from sdtui.deploy.aws.estimate import launch_line
+
+        values = self.values("aws")
+        idle = values.get("idle_minutes") or ""
+        line = launch_line(values.get("instance_type") or "g4dn.xlarge",
+                           values.get("region") or None, spot=bool(values.get("spot")),
+                           idle_minutes=int(idle) if idle.isdigit() else None, price=price)
+        self.query_one("#aws-estimate", Static).update(Text(f"≈ {line}", "yellow"))
+
+    def show_errors(self, errors: dict[str, SdtuiError]) -> None:
         for f in FIELDS[self.option]:
-            message = errors.get(f.name, "")
+            error = errors.get(f.name)
+            self.query_one(f"#{self.option}-{f.name}").set_class(error is not None, "-invalid")
             self.query_one(f"#{self.option}-{f.name}-error", Static).update(
-                Text(f"✗ {message}", "red") if message else "")
+                Text(f"✗ {error_text(error)}", "red") if error else "")
 
     @on(Button.Pressed, "#provision")
     @on(Input.Submitted)
     def action_provision(self) -> None:
         values = self.values()
-        errors = field_errors(self.option, values)
+        errors: dict[str, SdtuiError] = dict(field_errors(self.option, values))
         self.show_errors(errors)
         form_error = self.query_one("#form-error", Static)
         if errors:
@@ -187,7 +245,7 @@ class DeployScreen(Screen[None]):
             lines = self.app.services.batch_lines(values) if self.option == "batch" else None
             deployment = self.app.services.make_deployment(self.option, values)
         except SdtuiError as exc:
-            form_error.update(Text(f"✗ {exc}", "red"))
+            form_error.update(Text(f"✗ {error_text(exc)}", "red"))
             return
         form_error.update("")
         if lines is not None:
@@ -205,44 +263,68 @@ class DeployScreen(Screen[None]):
     def _run_checks(self, option: Option, values: dict[str, Any]) -> None:
         checks = self.app.services.live_checks(option, values)
         self.app.call_from_thread(self._show_checks, checks)
+        if option == "aws" and any(c.name == "AWS identity found" and c.state == "ok"
+                                   for c in checks):
+            price = self.app.services.launch_price(values)  # what AWS quotes now
+            if price is not None:
+                self.app.call_from_thread(self._show_asked_price, values, price)
+
+    def _show_asked_price(self, values: dict[str, Any], price: Any) -> None:
+        if self.option == "aws" and values == self.values("aws"):  # not changed since
+            self._show_estimate(price)
 
     def _show_checks(self, checks: list[Check]) -> None:
         text = Text()
         for c in checks:
-            text.append("✓ " if c.ok else "✗ ", "green" if c.ok else "red")
+            mark, style = MARKS[c.state]
+            text.append(mark, style)
             text.append(c.name, "bold")
-            text.append(f"  {c.detail}\n", "dim")
+            text.append(f"  {c.detail}\n", style if c.state == "warn" else "dim")
         self.query_one("#checks", Static).update(text)
 
     # --- existing deployments ----------------------------------------------------------------
 
     def refresh_deployments(self, states: bool = True) -> None:
         self._ledgers = self.app.services.list_deployments()
+        current = recent.load().current
         table = self.query_one("#deployments", DataTable)
         table.clear()
         for ledger in self._ledgers:
             kinds = ", ".join(f"{e.kind} {e.id}" for e in ledger.resources()) or "-"
-            table.add_row(ledger.name, ledger.option, "…", kinds, key=ledger.name)
+            default = current == (ledger.name, ledger.option)
+            name = f"{ledger.name} (default)" if default else ledger.name
+            table.add_row(name, ledger.option, "…", kinds, key=ledger.name)
         if not self._ledgers:
             table.add_row("(none yet)", "", "", "")
+        self.refresh_bindings()
         if states:
             self._fetch_states(list(self._ledgers))
 
     @work(thread=True, exclusive=True, group="deployment-states")
     def _fetch_states(self, ledgers: list[Ledger]) -> None:
+        current = recent.load().current
         for ledger in ledgers:
+            deployment = None
             try:
-                state = self.app.services.resume_deployment(ledger).status().state
+                deployment = self.app.services.resume_deployment(ledger)
+                state = deployment.status().state
             except SdtuiError as exc:
                 state = f"unknown ({exc.message})"
             except Exception as exc:
                 state = f"unknown ({exc})"
             self.app.call_from_thread(self._set_state, ledger.name, state)
+            if deployment is not None and current == (ledger.name, ledger.option):
+                self.app.call_from_thread(self.app.show_state, deployment, state)
 
     def _set_state(self, name: str, state: str) -> None:
         table = self.query_one("#deployments", DataTable)
         if name in {row.value for row in table.rows}:
             table.update_cell(name, table.ordered_columns[2].key, state)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("resume", "teardown"):
+            return bool(self._ledgers)
+        return True
 
     def _selected(self) -> Ledger | None:
         table = self.query_one("#deployments", DataTable)
@@ -258,7 +340,7 @@ class DeployScreen(Screen[None]):
         try:
             return self.app.services.resume_deployment(ledger)
         except SdtuiError as exc:
-            self.query_one("#form-error", Static).update(Text(f"✗ {exc}", "red"))
+            self.query_one("#form-error", Static).update(Text(f"✗ {error_text(exc)}", "red"))
             return None
 
     def action_resume(self) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import random
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,11 +14,13 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import (
     Checkbox,
     Collapsible,
+    DataTable,
     Footer,
     Header,
     Input,
@@ -29,87 +32,63 @@ from textual.widgets import (
 )
 from textual.worker import Worker, WorkerState
 
-from sdtui import protocol, recent, samplers
-from sdtui.errors import BadInput, SdtuiError
-from sdtui.generation import resolve_generate
+from sdtui import protocol, recent
+from sdtui.catalog import CatalogImage, delete_image, images_of
+from sdtui.errors import BadSetting, SdtuiError
+from sdtui.generation import (
+    GenerateSettings,
+    init_image_data,
+    mask_data,
+    request_params,
+    resolve_generate,
+)
+from sdtui.ui import prompt_form
+from sdtui.ui.fixes import error_text
+from sdtui.ui.prompt_form import FIELDS, MAIN_GRID, MORE_FIELDS, MORE_GRID, SAMPLER_ROW
 from sdtui.ui.pump import EventPump
-from sdtui.ui.widgets.gallery import Gallery
+from sdtui.ui.widgets.gallery import Gallery, describe
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
     from sdtui.client import RunningRequest, WorkerClient
     from sdtui.deploy.base import Deployment
-    from sdtui.session import SavedImage
     from sdtui.ui.app import SdtuiApp
 
 FRAME_S = 1 / 15
-NUMBER_FIELDS = {"steps": int, "cfg": float, "width": int, "height": int, "count": int}
-# The guide's other switches (-I/-f, -G, -U, -v/-V, -g), in the collapsed "More" section.
-MORE_NUMBER_FIELDS = {"strength": float, "gfpgan": float, "upscale_strength": float,
-                      "variation_amount": float}
-MORE_FIELDS = ("init_image", "mask", *MORE_NUMBER_FIELDS, "fit", "upscale", "variation_seed",
-               "grid")
-FORM_FIELDS = ("prompt", "negative_prompt", *NUMBER_FIELDS, "seed", "scheduler", "schedule",
-               *MORE_FIELDS)
-# A1111's Schedule type labels; "automatic" is what A1111 picks for the sampler.
-SCHEDULE_CHOICES = (*((samplers.SCHEDULE_A1111[s], s) for s in protocol.SCHEDULES),
-                    ("Automatic", samplers.AUTOMATIC))
-UPSCALE_CHOICES = (("off", "off"), ("×2", "2"), ("×4", "4"))
-# What the request carries but the form does not show as such (the init image is sent as
-# base64: the form and the ledger keep its path instead).
-NOT_REMEMBERED = ("init_image", "mask", "type", "id", "preview_every")
+# The settings the form keeps between runs (recent.json); the init image as its path.
+REMEMBERED = tuple(FIELDS)
 
 
 def _coalesce_key(ev: dict[str, Any]) -> tuple[str, ...] | None:
     return (ev["type"],) if ev["type"] in ("progress", "preview") else None
 
 
-def field_of(message: str) -> str:
-    """The form field a protocol error names ('steps must be from 1 to 150, got 0')."""
-    word = message.removeprefix("generate: ").split(" ", 1)[0]
-    return word if word in FORM_FIELDS else "prompt"
-
-
-def _shown(value: Any) -> str:
-    if value is None:
-        return ""
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _image_file(path: Path, field: str = "init_image") -> str:
-    """The init image (or mask) file as base64, checked to be a PNG or JPEG (BadInput
-    otherwise)."""
-    from sdtui.inputs import read_init_image
-
-    what = field.replace("_", " ")
-    if not path.is_file():
-        raise BadInput(f"{what} {path} does not exist", fix="check the path")
-    data = read_init_image(path)
-    try:
-        protocol.request("generate", id="check", prompt="-", init_image=data)
-    except protocol.ProtocolError as exc:
-        problem = str(exc).removeprefix("generate: ").replace("init_image", path.name, 1)
-        raise BadInput(problem, fix="choose a PNG or JPEG file") from exc
-    return data
-
-
 class PromptScreen(Screen[None]):
+    HELP_TITLE = "prompt panel"
     BINDINGS = [
-        Binding("ctrl+g", "generate", "Generate", priority=True),
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+o", "randomize_seed", "New seed"),
-        Binding("ctrl+l", "focus_gallery", "Gallery"),
-        Binding("ctrl+t", "teardown", "Tear down"),
-        Binding("ctrl+b", "back", "Deployments"),
+        Binding("ctrl+g", "generate", "Generate", priority=True,
+                tooltip="Generate with this form (a new seed unless Lock seed is ticked)"),
+        Binding("escape", "cancel", "Cancel",
+                tooltip="Cancel the generation; the images it finished are kept"),
+        Binding("ctrl+o", "randomize_seed", "New seed",
+                tooltip="Pick a new random seed (and untick Lock seed)"),
+        Binding("ctrl+l", "focus_gallery", "Gallery",
+                tooltip="Browse this deployment's images: o open, r re-run, c copy, d delete"),
+        Binding("ctrl+t", "teardown", "Tear down",
+                tooltip="Tear this deployment down (shows what is deleted and kept)"),
+        Binding("ctrl+b", "back", "Deployments",
+                tooltip="Back to the deployment screen; the worker keeps running"),
     ]
     PALETTE = [
         ("Generate", "Generate images with this form", "generate"),
         ("Cancel generation", "Stop sampling; finished images are kept", "cancel"),
         ("Randomise seed", "Pick a new random seed", "randomize_seed"),
+        ("Open the selected image", "In the system's image viewer", "open_image"),
         ("Re-run with the same seed", "Generate the selected gallery image again", "rerun"),
         ("Copy prompt back", "Put the selected image's parameters in the form", "copy_prompt"),
-        ("Show saved path", "Where the selected image was saved", "show_path"),
-        ("Focus the gallery", "Browse this session's images", "focus_gallery"),
+        ("Delete the selected image", "Its file and its index line, after asking",
+         "delete_image"),
+        ("Focus the gallery", "Browse this deployment's images", "focus_gallery"),
         ("Tear down this deployment", "Show what will be deleted, then delete it", "teardown"),
         ("Back to deployments", "Detach; the worker keeps running", "back"),
     ]
@@ -121,99 +100,76 @@ class PromptScreen(Screen[None]):
         self.deployment = deployment
         from sdtui.session import Session  # the Docker SDK loads after the first frame
 
-        self.session = Session(client, self.app.services.outputs(), name=deployment.name)
+        self.session = Session(client, self.app.services.outputs(), deployment.name)
         self.pump = EventPump(_coalesce_key)
         self.generating = False
         self.request_total = 1
+        self.request_saved: list[CatalogImage] = []
+        self._refused: dict[str, Any] = {}  # the fields Generate refused, as they were
+        self._frames: Any = None
         self.title = f"sdtui — {deployment.name} ({deployment.option})"
+
+    # --- layout --------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="prompt-body"):
             with VerticalScroll(id="prompt-form"):
-                yield Label("Prompt", classes="field-label")
-                yield TextArea(id="prompt", soft_wrap=True, show_line_numbers=False)
-                yield Static("", id="prompt-error", classes="field-error")
-                yield Label("Negative prompt", classes="field-label")
-                yield Input(id="negative_prompt", placeholder="what to avoid")
-                yield Static("", id="negative_prompt-error", classes="field-error")
-                with Horizontal(classes="param-row"):
-                    for name in ("steps", "cfg", "count"):
-                        with Vertical(classes="param"):
-                            yield Label(name, classes="field-label")
-                            yield Input(id=name)
-                with Horizontal(classes="param-row"):
-                    for name in ("width", "height"):
-                        with Vertical(classes="param"):
-                            yield Label(name, classes="field-label")
-                            yield Input(id=name)
-                    with Vertical(classes="param"):
-                        yield Label("seed", classes="field-label")
-                        yield Input(id="seed", placeholder="random")
-                yield Checkbox("Lock seed (otherwise a new one each time)", id="lock-seed")
-                with Horizontal(classes="param-row"):
-                    with Vertical(classes="param"):
-                        yield Label("Scheduler", classes="field-label")
-                        yield Select([(s, s) for s in protocol.SCHEDULERS], id="scheduler",
-                                     allow_blank=False, value=protocol.DEFAULT_SCHEDULER)
-                    with Vertical(classes="param"):
-                        yield Label("Schedule", classes="field-label")
-                        yield Select(SCHEDULE_CHOICES, id="schedule", allow_blank=False,
-                                     value=protocol.DEFAULT_SCHEDULE)
-                for name in ("steps", "cfg", "count", "width", "height", "seed", "scheduler",
-                             "schedule"):
-                    yield Static("", id=f"{name}-error", classes="field-error")
-                with Collapsible(title="More: init image, mask, faces, upscale, variations, "
-                                 "grid",
+                yield from self._block("prompt", TextArea(id="prompt", soft_wrap=True,
+                                                          show_line_numbers=False))
+                yield from self._block("negative_prompt")
+                with Grid(id="main-grid", classes="param-grid"):
+                    for name in MAIN_GRID:
+                        yield Vertical(*self._block(name), classes="param")
+                with Horizontal(id="sampler-row", classes="param-row"):
+                    for name in SAMPLER_ROW:
+                        yield Vertical(*self._block(name), classes="param")
+                with Horizontal(id="seed-row", classes="param-row"):
+                    yield Vertical(*self._block("seed"), classes="param")
+                    yield Checkbox("Lock seed", id="lock-seed",
+                                   tooltip="Keep this seed for every Generate (otherwise each "
+                                   "one picks a new seed); remembered across restarts")
+                with Collapsible(title="More: img2img, mask, faces, upscale, variations",
                                  collapsed=True, id="more"):
-                    yield from self._compose_more()
+                    yield from self._block("init_image")
+                    yield from self._block("mask")
+                    with Grid(id="more-grid", classes="param-grid"):
+                        for name in MORE_GRID:
+                            yield Vertical(*self._block(name), classes="param")
+                    yield from self._block("grid")
             with Vertical(id="prompt-output"):
-                with Horizontal(id="gen-row"):
+                with Vertical(id="gen-row"):
                     yield Label("", id="gen-status")
                     yield ProgressBar(id="gen-progress", show_eta=False, total=1)
                 yield Vertical(self.app.image_class(id="image"), id="image-box")
                 yield Static("", id="saved-path")
-                yield Label("Gallery  (r re-run · c copy prompt · o show path)", classes="section")
+                yield Label("Gallery  (o open · r re-run · c copy · d delete)", classes="section")
                 yield Gallery(id="gallery")
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
-    def _compose_more(self) -> ComposeResult:
-        yield Label("Init image (PNG or JPEG; img2img)", classes="field-label")
-        yield Input(id="init_image", placeholder="none: text to image")
-        yield Static("", id="init_image-error", classes="field-error")
-        yield Label("Mask (inpainting: white or transparent is repainted)", classes="field-label")
-        yield Input(id="mask", placeholder="none: the whole image")
-        yield Static("", id="mask-error", classes="field-error")
-        with Horizontal(classes="param-row"):
-            with Vertical(classes="param"):
-                yield Label("strength", classes="field-label")
-                yield Input(id="strength")
-            with Vertical(classes="param"):
-                yield Label("fit", classes="field-label")
-                yield Select([("resize", "resize"), ("crop", "crop")], id="fit",
-                             allow_blank=False, value="resize")
-        with Horizontal(classes="param-row"):
-            with Vertical(classes="param"):
-                yield Label("face restore (GFPGAN)", classes="field-label")
-                yield Input(id="gfpgan", placeholder="0 = off")
-            with Vertical(classes="param"):
-                yield Label("upscale", classes="field-label")
-                yield Select(UPSCALE_CHOICES, id="upscale", allow_blank=False, value="off")
-            with Vertical(classes="param"):
-                yield Label("upscale strength", classes="field-label")
-                yield Input(id="upscale_strength")
-        with Horizontal(classes="param-row"):
-            with Vertical(classes="param"):
-                yield Label("variation amount", classes="field-label")
-                yield Input(id="variation_amount", placeholder="0 = off")
-            with Vertical(classes="param"):
-                yield Label("variation seed", classes="field-label")
-                yield Input(id="variation_seed", placeholder="random")
-        yield Checkbox("Grid of the batch (saved beside the images)", id="grid")
-        for name in ("strength", "fit", "gfpgan", "upscale", "upscale_strength",
-                     "variation_amount", "variation_seed", "grid"):
-            yield Static("", id=f"{name}-error", classes="field-error")
+    def _block(self, name: str, widget: Widget | None = None) -> list[Widget]:
+        """A field's label, its widget and the line for its error, right under it."""
+        field = FIELDS[name]
+        widget = widget or self._widget(name)
+        widget.tooltip = field.help
+        parts: list[Widget] = [] if field.kind == "bool" else [
+            Label(field.label, classes="field-label")]
+        return [*parts, widget, Static("", id=f"{name}-error", classes="field-error")]
+
+    @staticmethod
+    def _widget(name: str) -> Widget:
+        field = FIELDS[name]
+        if field.kind == "select":
+            return Select(field.choices, id=name, allow_blank=False, value=field.choices[0][1])
+        if field.kind == "bool":
+            return Checkbox(field.label, id=name)
+        kind = {"int": "integer", "float": "number"}.get(field.kind, "text")
+        return Input(id=name, type=kind, placeholder=field.placeholder)  # type: ignore[arg-type]
+
+    def field_help(self) -> list[tuple[str, str]]:
+        lock = ("Lock seed", "Keep the seed for every Generate; otherwise each picks a new one.")
+        return [(f.label, f.help) for f in FIELDS.values()] + [lock]
 
     def on_mount(self) -> None:
         self.app.worker_state = "ready"
@@ -221,152 +177,190 @@ class PromptScreen(Screen[None]):
         given_seed = self.app.services.given.generate.get("seed") is not None
         lock = given_seed or bool(recent.load().app.get("lock_seed"))
         self.query_one("#lock-seed", Checkbox).value = lock  # --seed means this seed
-        self.set_interval(FRAME_S, self._frame)
+        gallery = self.query_one("#gallery", Gallery)
+        gallery.load(images_of(self.session.out_dir, self.deployment.name))
+        self._frames = self.set_interval(FRAME_S, self._frame)
         self.query_one("#prompt", TextArea).focus()
         self._recover()
 
-    # --- form ----------------------------------------------------------------------------------
+    # --- the form ------------------------------------------------------------------------------
 
     def _remembered(self) -> dict[str, Any]:
         """The form's values: the flags the app was started with, then what the form last had,
         then the config file, then the defaults."""
-        remembered = recent.load().generate
         settings = resolve_generate(dict(self.app.services.given.generate),
-                                    remembered=remembered,
+                                    remembered=recent.load().generate,
                                     config=self.app.services.load_config())
-        values = asdict(settings)
-        values["init_image_path"] = str(settings.init_image or "")
-        values["mask_path"] = str(settings.mask or "")
-        return values
+        return asdict(settings)
 
     def _fill(self, values: dict[str, Any]) -> None:
-        if "prompt" in values:
-            self.query_one("#prompt", TextArea).text = str(values["prompt"])
-        for name in ("negative_prompt", *NUMBER_FIELDS, "seed"):
-            if name in values:
-                self.query_one(f"#{name}", Input).value = _shown(values[name])
-        if values.get("scheduler") in protocol.SCHEDULERS:
-            self.query_one("#scheduler", Select).value = values["scheduler"]
-        if values.get("schedule") in protocol.SCHEDULES:
-            self.query_one("#schedule", Select).value = values["schedule"]
-        for name in (*MORE_NUMBER_FIELDS, "variation_seed"):
-            if name in values:
-                self.query_one(f"#{name}", Input).value = _shown(values[name])
-        for name in ("init_image", "mask"):
-            if f"{name}_path" in values:
-                self.query_one(f"#{name}", Input).value = values[f"{name}_path"] or ""
-        if values.get("fit") in ("resize", "crop"):
-            self.query_one("#fit", Select).value = values["fit"]
-        if "upscale" in values:
-            self.query_one("#upscale", Select).value = str(values["upscale"] or "off")
-        if "grid" in values:
-            self.query_one("#grid", Checkbox).value = bool(values["grid"])
+        for name, field in FIELDS.items():
+            if name not in values:
+                continue
+            value = values[name]
+            widget = self.query_one(f"#{name}")
+            if isinstance(widget, TextArea):
+                widget.text = str(value or "")
+            elif isinstance(widget, Checkbox):
+                widget.value = bool(value)
+            elif isinstance(widget, Select):
+                shown = "off" if name == "upscale" and not value else str(value)
+                if shown in {v for _, v in field.choices}:
+                    widget.value = shown
+            elif isinstance(widget, Input):
+                widget.value = prompt_form.shown(value)
 
-    def _clear_errors(self) -> None:
-        for error in self.query(".field-error"):
-            error.update("")  # type: ignore[attr-defined]
+    def _raw(self, name: str) -> Any:
+        widget = self.query_one(f"#{name}")
+        if isinstance(widget, TextArea):
+            return widget.text.strip()
+        return widget.value  # type: ignore[attr-defined]
 
-    def _error(self, field: str, message: str) -> None:
-        self.query_one(f"#{field}-error", Static).update(Text(f"✗ {message}", "red"))
+    def _show_error(self, name: str, error: SdtuiError | None) -> None:
+        self.query_one(f"#{name}").set_class(error is not None, "-invalid")
+        self.query_one(f"#{name}-error", Static).update(
+            Text(f"✗ {error.message if isinstance(error, BadSetting) else error_text(error)}",
+                 "red") if error else "")
 
-    def read_params(self) -> dict[str, Any] | None:
-        """The form as checked request parameters; None after showing the errors inline."""
-        self._clear_errors()
-        params: dict[str, Any] = {
-            "prompt": self.query_one("#prompt", TextArea).text.strip(),
-            "negative_prompt": self.query_one("#negative_prompt", Input).value,
-            "scheduler": self.query_one("#scheduler", Select).value,
-            "schedule": self.query_one("#schedule", Select).value,
-        }
-        ok = True
-        for name, kind in NUMBER_FIELDS.items():
-            raw = self.query_one(f"#{name}", Input).value.strip()
+    def _check_field(self, name: str) -> BadSetting | None:
+        try:
+            form = {other: prompt_form.parse(other, self._raw(other))
+                    for other in prompt_form.CHECKED_WITH.get(name, ())}
+            prompt_form.check(name, prompt_form.parse(name, self._raw(name)), form)
+        except BadSetting as exc:
+            return exc
+        return None
+
+    @on(Input.Changed)
+    def _typed(self, event: Input.Changed) -> None:
+        """Checked as you type: the error sits under the field, and the field is marked. An
+        error from Generate stays until the field changes."""
+        name = event.input.id or ""
+        if name in FIELDS and self._refused.get(name) != event.value:
+            self._refused.pop(name, None)
+            self._show_error(name, self._check_field(name))
+
+    @on(Select.Changed)
+    def _selected(self, event: Select.Changed) -> None:
+        """A choice that another field's check reads (the sampler) checks that field again."""
+        name = event.select.id or ""
+        for checked in (name, *(f for f, others in prompt_form.CHECKED_WITH.items()
+                                if name in others)):
+            if checked in FIELDS:
+                self._refused.pop(checked, None)
+                self._show_error(checked, self._check_field(checked))
+
+    @on(TextArea.Changed, "#prompt")
+    def _prompt_typed(self) -> None:
+        if self._refused.get("prompt") != self._raw("prompt"):
+            self._refused.pop("prompt", None)
+            self._show_error("prompt", None)
+
+    def read_request(self) -> tuple[GenerateSettings, dict[str, Any]] | None:
+        """The form as checked settings and request parameters; None after marking every bad
+        field (its error under it) and moving the focus to the first one. A refusal changes
+        nothing else (no new seed)."""
+        errors: dict[str, SdtuiError] = {}
+        given: dict[str, Any] = {}
+        parsed: dict[str, Any] = {}
+        for name in FIELDS:
             try:
-                params[name] = kind(raw)
-            except ValueError:
-                self._error(name, f"{name} must be a {'whole ' if kind is int else ''}number")
-                ok = False
-        seed_input = self.query_one("#seed", Input)
-        if not self.query_one("#lock-seed", Checkbox).value or not seed_input.value.strip():
-            seed_input.value = str(random.randint(0, protocol.MAX_SEED))
-        try:
-            params["seed"] = int(seed_input.value)
-        except ValueError:
-            self._error("seed", "seed must be a whole number (or untick Lock seed)")
-            ok = False
-        ok = self._read_more(params) and ok
-        if not ok:
-            return None
-        try:
-            checked = protocol.request("generate", id="check", **params)
-        except protocol.ProtocolError as exc:
-            message = str(exc).removeprefix("generate: ")
-            self._error(field_of(message), message)
-            return None
-        return {k: v for k, v in checked.items() if k not in ("type", "id", "preview_every")}
-
-    def _read_more(self, params: dict[str, Any]) -> bool:
-        """The "More" fields into params; False after showing an error next to a field."""
-        ok = True
-        for name in MORE_NUMBER_FIELDS:
-            raw = self.query_one(f"#{name}", Input).value.strip()
+                parsed[name] = prompt_form.parse(name, self._raw(name))
+            except BadSetting as exc:
+                errors[name] = exc
+        for name, value in parsed.items():
             try:
-                params[name] = float(raw) if raw else protocol.GENERATE_FIELDS[name].default
-            except ValueError:
-                self._error(name, f"{name} must be a number from 0 to 1")
-                ok = False
-        raw = self.query_one("#variation_seed", Input).value.strip()
-        try:
-            params["variation_seed"] = int(raw) if raw else None
-        except ValueError:
-            self._error("variation_seed", "variation seed must be a whole number (or empty)")
-            ok = False
-        params["fit"] = self.query_one("#fit", Select).value
-        upscale = self.query_one("#upscale", Select).value
-        params["upscale"] = None if upscale == "off" else int(str(upscale))
-        params["grid"] = self.query_one("#grid", Checkbox).value
-        for name in ("init_image", "mask"):
-            path = self.query_one(f"#{name}", Input).value.strip()
-            params[name] = None
-            if path:
+                prompt_form.check(name, value, parsed)
+            except BadSetting as exc:
+                errors[name] = exc
+                continue
+            if value is not None:
+                given[name] = value
+        result = None
+        if not errors:
+            settings = resolve_generate(given, config=self.app.services.load_config())
+            images: dict[str, str | None] = {}
+            for name, read in (("init_image", init_image_data), ("mask", mask_data)):
                 try:
-                    params[name] = _image_file(Path(path).expanduser(), name)
-                except SdtuiError as exc:
-                    self._error(name, str(exc))
-                    ok = False
-        if not ok:
-            self.query_one("#more", Collapsible).collapsed = False
-        return ok
+                    images[name] = read(settings)
+                except SdtuiError as exc:  # the file could not be read as an image
+                    errors[name] = exc
+            if not errors:
+                try:
+                    result = settings, request_params(settings, **images)
+                except BadSetting as exc:
+                    errors[exc.setting if exc.setting in FIELDS else "prompt"] = exc
+        for name in FIELDS:
+            self._show_error(name, errors.get(name))
+        self._refused = {name: self._raw(name) for name in errors}
+        if errors:
+            first = next(name for name in FIELDS if name in errors)
+            if set(errors) & set(MORE_FIELDS):  # open More to show its errors
+                self.query_one("#more", Collapsible).collapsed = False
+            self.query_one(f"#{first}").focus()
+            return None
+        return result
 
-    def _remember(self, params: dict[str, Any]) -> None:
-        remembered = {k: v for k, v in params.items() if k not in NOT_REMEMBERED}
-        for name in ("init_image", "mask"):
-            remembered[name] = self.query_one(f"#{name}", Input).value.strip() or None
+    def _remember(self, settings: GenerateSettings) -> None:
+        values = {k: v for k, v in asdict(settings).items() if k in REMEMBERED}
         try:
-            recent.remember_generate(remembered)
+            recent.remember_generate(values)
             recent.remember_app(lock_seed=self.query_one("#lock-seed", Checkbox).value)
         except SdtuiError as exc:
             self.notify(f"could not remember the form: {exc}", severity="warning")
 
+    @on(Checkbox.Changed, "#lock-seed")
+    def _lock_changed(self, event: Checkbox.Changed) -> None:
+        try:
+            recent.remember_app(lock_seed=event.value)
+        except SdtuiError as exc:
+            self.notify(f"could not remember Lock seed: {exc}", severity="warning")
+
     # --- generation ----------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Only the keys that act now."""
+        if action == "cancel":
+            return self.generating
+        if action in ("generate", "teardown", "back", "rerun", "delete_image"):
+            return not self.generating and (action not in ("rerun", "delete_image")
+                                            or self._has_images())
+        if action in ("open_image", "copy_prompt", "focus_gallery"):
+            return self._has_images()
+        return True
+
+    def _has_images(self) -> bool:
+        return bool(self.query("#gallery")) and bool(self.query_one("#gallery", Gallery).images)
+
+    def _set_generating(self, generating: bool) -> None:
+        self.generating = generating
+        self.app.worker_state = "generating" if generating else "ready"
+        self.refresh_bindings()
 
     def action_generate(self, params: dict[str, Any] | None = None) -> None:
         if self.generating:
-            self.notify("Already generating: Escape cancels.", severity="warning")
             return
-        params = params or self.read_params()
         if params is None:
-            return
-        self._remember(params)
-        self.generating = True
+            read = self.read_request()
+            if read is None:
+                return
+            settings, params = read
+            if not self.query_one("#lock-seed", Checkbox).value or settings.seed is None:
+                settings = replace(settings, seed=random.randint(0, protocol.MAX_SEED))
+                params["seed"] = settings.seed
+            self._fill({"seed": settings.seed})
+            self._remember(settings)
+            params.pop("preview_every", None)  # the protocol's default: previews on
         self.request_total = params["count"]
-        self.app.worker_state = "generating"
+        self.request_saved = []
+        self._set_generating(True)
         self.query_one("#gen-status", Label).update("starting…")
+        self.query_one("#saved-path", Static).update(Text("generating…", "dim"))
         self.query_one("#gen-progress", ProgressBar).update(total=params["steps"], progress=0)
         self.run_worker(lambda: self._generate_batch(params), thread=True,
                         exit_on_error=False, group="generate", name="generate")
 
-    def _generate_batch(self, params: dict[str, Any]) -> tuple[list[SavedImage], bool, Path | None]:
+    def _generate_batch(self, params: dict[str, Any]) -> tuple[int, bool, Path | None]:
         """In a worker thread: the request, then the batch's grid when asked for one."""
         saved, cancelled = self.session.generate(params, self.pump.put)
         grid = None
@@ -374,7 +368,7 @@ class PromptScreen(Screen[None]):
             from sdtui.grid import save_grid
 
             grid = save_grid([image.path for image in saved])
-        return saved, cancelled, grid
+        return len(saved), cancelled, grid
 
     def action_cancel(self) -> None:
         if self.generating and self.session.cancel():
@@ -419,21 +413,33 @@ class PromptScreen(Screen[None]):
 
             self.show_image(PILImage.open(io.BytesIO(base64.b64decode(ev["png"]))))
         elif kind == "image":
-            from sdtui.session import SavedImage
-
-            self._saved(SavedImage(Path(ev["path"]), ev["id"], ev["index"], ev["seed"],
-                                   ev["params"]))
+            image = CatalogImage(Path(ev["path"]), ev["params"], _now())
+            self.request_saved.append(image)
+            self._saved(image)
         elif kind == "recovered":
-            self._saved(ev["image"])
-            self.notify(f"recovered an image finished while detached: {ev['image'].path}")
+            saved = ev["image"]
+            self._saved(CatalogImage(saved.path, saved.params, _now()))
+            self.notify(f"recovered an image finished while detached: {saved.path}")
 
-    def _saved(self, image: SavedImage) -> None:
-        self.show_image(image.path)
-        self.query_one("#gallery", Gallery).add_image(image)
-        self.query_one("#saved-path", Static).update(f"saved {image.path}")
+    def _saved(self, image: CatalogImage) -> None:
+        self.query_one("#gallery", Gallery).add_image(image)  # selecting it shows it
+        self.show_selected(image)
+        self.refresh_bindings()
+
+    def show_selected(self, image: CatalogImage | None) -> None:
+        """An image and every parameter it was made with; None clears both."""
+        self.show_image(image.path if image else None)
+        self.query_one("#saved-path", Static).update(describe(image) if image else "")
 
     def show_image(self, image: Any) -> None:
         self.query_one("#image").image = image  # type: ignore[attr-defined]
+
+    @on(DataTable.RowHighlighted, "#gallery")
+    def _row_highlighted(self) -> None:
+        """A row the user moves to (not one a new image selects: that one is shown already)."""
+        gallery = self.query_one("#gallery", Gallery)
+        if gallery.has_focus and not self.generating:
+            self.show_selected(gallery.selected)
 
     @on(Worker.StateChanged)
     def _worker_changed(self, event: Worker.StateChanged) -> None:
@@ -441,24 +447,28 @@ class PromptScreen(Screen[None]):
                                                                WorkerState.RUNNING):
             return
         self._frame()
-        self.generating = False
-        self.app.worker_state = "ready"
+        self._set_generating(False)
         status = self.query_one("#gen-status", Label)
         if event.state == WorkerState.SUCCESS:
-            saved, cancelled, grid = event.worker.result
-            status.update(f"{'cancelled: ' if cancelled else ''}{len(saved)} image(s) saved")
+            count, cancelled, grid = event.worker.result
+            status.update(f"{'cancelled: ' if cancelled else ''}{count} image(s) saved")
+            if cancelled:  # no partial preview stays on screen
+                self.show_selected(self.request_saved[-1] if self.request_saved else None)
+                if not self.request_saved:
+                    self.query_one("#saved-path", Static).update(
+                        Text("cancelled before an image was finished: nothing saved", "dim"))
             if grid is not None:
                 self.show_image(grid)
                 self.query_one("#saved-path", Static).update(f"grid saved {grid}")
                 self.notify(str(grid), title="Grid saved")
         else:
-            exc = event.worker.error
             self.app.worker_state = "error"
-            status.update(Text(f"✗ {exc}", "red"))
+            self.show_selected(self.request_saved[-1] if self.request_saved else None)
+            status.update(Text(f"✗ {error_text(event.worker.error or Exception())}", "red"))
 
     # --- gallery -------------------------------------------------------------------------------
 
-    def _selected(self) -> SavedImage | None:
+    def _selected(self) -> CatalogImage | None:
         image = self.query_one("#gallery", Gallery).selected
         if image is None:
             self.notify("No images yet: ctrl+g generates.", severity="warning")
@@ -467,41 +477,70 @@ class PromptScreen(Screen[None]):
     def action_focus_gallery(self) -> None:
         self.query_one("#gallery", Gallery).focus()
 
+    def action_open_image(self) -> None:
+        from sdtui.ui.viewer import open_in_viewer
+
+        image = self._selected()
+        if image is not None and not open_in_viewer(image.path):
+            self.notify(f"No image viewer found on this system; the file is {image.path}",
+                        severity="warning")
+
     def action_rerun(self) -> None:
         image = self._selected()
-        if image is not None:
-            # The recorded request, every option included (the init image's stored copy too),
-            # not the form.
-            from sdtui.errors import BadInput
-            from sdtui.metadata.reader import resolve_inputs
+        if image is None or self.generating:
+            return
+        # The recorded request, every option included (the init image's stored copy too),
+        # not the form.
+        from sdtui.metadata.reader import resolve_inputs
 
-            try:
-                recorded = resolve_inputs(image.params, image.path.parent, image.path)
-            except BadInput as exc:
-                self.notify(str(exc), severity="error")
-                return
-            params = {k: v for k, v in recorded.items()
-                      if k in protocol.GENERATE_FIELDS and k not in ("id", "preview_every")}
-            params.update(seed=image.seed, count=1, grid=False)
-            self._fill(params)
-            self.query_one("#lock-seed", Checkbox).value = True
-            self.action_generate(params)
+        try:
+            recorded = resolve_inputs(image.params, image.path.parent, image.path)
+            settings = resolve_generate({}, recorded=recorded,
+                                        config=self.app.services.load_config())
+            params = request_params(settings)
+        except SdtuiError as exc:
+            self.notify(error_text(exc), severity="error", title="Re-run")
+            return
+        self._fill({k: v for k, v in asdict(settings).items() if k not in ("init_image", "mask")})
+        self.query_one("#lock-seed", Checkbox).value = True
+        params.pop("preview_every", None)
+        self.action_generate(params)
 
     def action_copy_prompt(self) -> None:
         image = self._selected()
-        if image is not None:
-            self._fill({**image.params, "seed": image.seed})
-            self.query_one("#prompt", TextArea).focus()
-            note = " The init image is not: r re-runs with it." if image.params.get(
-                "init_image") else ""
-            self.notify(f"Copied the prompt and parameters into the form.{note}")
+        if image is None:
+            return
+        self._fill({k: v for k, v in image.params.items() if k not in ("init_image", "mask")})
+        self.query_one("#prompt", TextArea).focus()
+        self.app.copy_to_clipboard(str(image.params.get("prompt", "")))
+        note = " The init image and mask are not: r re-runs with them." if image.params.get(
+            "init_image") else ""
+        self.notify(f"Copied the prompt and parameters into the form.{note}")
 
-    def action_show_path(self) -> None:
+    def action_delete_image(self) -> None:
+        from sdtui.ui.screens.confirm import ConfirmModal
+
         image = self._selected()
-        if image is not None:
-            self.query_one("#saved-path", Static).update(f"saved {image.path}")
-            self.show_image(image.path)
-            self.notify(str(image.path), title="Saved at")
+        if image is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                delete_image(image.path)
+            except SdtuiError as exc:
+                self.notify(error_text(exc), severity="error", title="Delete")
+                return
+            gallery = self.query_one("#gallery", Gallery)
+            gallery.remove_image(image)
+            self.show_selected(gallery.selected)
+            self.refresh_bindings()
+
+        self.app.push_screen(ConfirmModal(
+            f"Delete {image.path.name}?",
+            f"The file and its line in index.jsonl are deleted from {image.path.parent}.",
+            "Delete"), answered)
 
     def action_randomize_seed(self) -> None:
         self.query_one("#lock-seed", Checkbox).value = False
@@ -510,19 +549,27 @@ class PromptScreen(Screen[None]):
     # --- leaving ---------------------------------------------------------------------------------
 
     def action_teardown(self) -> None:
-        if self.generating:
-            self.notify("Generating: Escape cancels first.", severity="warning")
-            return
-        self.app.confirm_teardown(self.deployment)
+        if not self.generating:
+            self.app.confirm_teardown(self.deployment)
 
     def action_back(self) -> None:
         if self.generating:
-            self.notify("Generating: Escape cancels first.", severity="warning")
             return
-        self.session.close()
-        self.app.back_to_deployments()
+        self.detach()
+        self.app.back_to_deployments(detached=True)
+
+    def detach(self) -> None:
+        """Let go of the worker; a request still running goes on there and its images are
+        saved the next time a client attaches."""
+        if self._frames is not None:
+            self._frames.stop()
+        self.session.close()  # never waits; lets the next client take over
 
     def on_unmount(self) -> None:
         # Quitting never waits for a generation: the worker thread gets Detached at once, and
         # the request goes on in the worker, adopted by the next session.
         self.session.close()
+
+
+def _now() -> str:
+    return datetime.now().astimezone().isoformat(timespec="seconds")

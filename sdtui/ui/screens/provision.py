@@ -28,6 +28,7 @@ from sdtui.deploy.base import (
 )
 from sdtui.errors import Interrupted, SdtuiError
 from sdtui.ui.cost import format_duration
+from sdtui.ui.fixes import in_app
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.status_bar import StatusBar
 from sdtui.ui.widgets.steps import StepRow
@@ -55,12 +56,19 @@ def format_amount(done: int, total: int | None, unit: str) -> str:
 
 
 class ProvisionScreen(Screen[None]):
+    HELP_TITLE = "provisioning"
     BINDINGS = [
-        Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+c", "cancel", "Cancel", show=False, priority=True),
-        Binding("ctrl+r", "retry", "Retry"),
-        Binding("ctrl+t", "teardown", "Tear down"),
-        Binding("ctrl+b", "back", "Back"),
+        Binding("escape", "cancel", "Cancel",
+                tooltip="Stop after the current step; what was made is kept (Retry resumes)"),
+        Binding("ctrl+c", "cancel", "Cancel", show=False, priority=True,
+                tooltip="The same as escape while the steps run"),
+        Binding("escape", "back", "Back", show=False,
+                tooltip="Once the steps have stopped: back to the deployment screen"),
+        Binding("ctrl+r", "retry", "Retry",
+                tooltip="Run the steps again after a failure; finished ones are skipped"),
+        Binding("ctrl+t", "teardown", "Tear down",
+                tooltip="Tear this deployment down (shows what is deleted and kept)"),
+        Binding("ctrl+b", "back", "Back", tooltip="Back to the deployment screen"),
     ]
     PALETTE = [
         ("Cancel provisioning", "Stop after the current step; nothing is lost", "cancel"),
@@ -72,18 +80,20 @@ class ProvisionScreen(Screen[None]):
     app: SdtuiApp
 
     def __init__(self, deployment: Deployment, mode: Literal["provision", "teardown"] = "provision",
-                 purge: bool = False,
+                 purge: bool = False, then_quit: bool = False,
                  on_ready: Callable[[Deployment], None] | None = None) -> None:
         super().__init__()
         self.deployment = deployment
         self.on_ready = on_ready  # what follows provisioning (default: the prompt panel)
         self.mode = mode
         self.purge = purge
+        self.then_quit = then_quit  # the quit dialog's "tear down now": leave once it is done
         self.pump = EventPump(_coalesce_key)
         self.cancel_event = threading.Event()
         self.started = time.monotonic()
         self.finished_at: float | None = None
         self.running = False
+        self.failed = False
         self.report: TeardownReport | None = None
         verb = "Provisioning" if mode == "provision" else "Tearing down"
         self.title = f"sdtui — {verb} {deployment.name} ({deployment.option})"
@@ -91,7 +101,7 @@ class ProvisionScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="provision-body"):
-            yield Vertical(id="steps")
+            yield Vertical(id="step-list")
             with Horizontal(id="progress-row"):
                 yield Label("", id="progress-label")
                 yield ProgressBar(id="progress", show_eta=True)
@@ -114,11 +124,25 @@ class ProvisionScreen(Screen[None]):
         self.set_interval(FRAME_S, self._frame)
         self.start()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Only the keys that act now: cancel while running; retry, tear down and back after."""
+        if action == "cancel":
+            return self.running and self.mode == "provision"
+        if action == "retry":
+            return not self.running and self.mode == "provision" and self.failed
+        if action == "teardown":
+            return not self.running and (self.failed or bool(self.report and self.report.left))
+        if action == "back":
+            return not self.running
+        return True
+
     # --- running -----------------------------------------------------------------------------
 
     def start(self) -> None:
         self.cancel_event = threading.Event()
         self.started, self.finished_at, self.running = time.monotonic(), None, True
+        self.failed = False
+        self.refresh_bindings()
         self.query_one("#error", Static).update("")
         self.query_one("#failure-actions").display = False
         if self.mode == "provision":
@@ -145,8 +169,12 @@ class ProvisionScreen(Screen[None]):
         return self.deployment.teardown(self.pump.put, purge=self.purge)
 
     def _frame(self) -> None:
-        for ev in self.pump.drain():
+        events = self.pump.drain()
+        for ev in events:
             self.apply(ev)
+        if events:  # the log's own scroll can stop short when many lines come in one frame
+            log = self.query_one("#log", RichLog)
+            self.call_after_refresh(log.scroll_end, animate=False)
         end = self.finished_at or time.monotonic()
         self.query_one("#elapsed", Static).update(f"elapsed {format_duration(end - self.started)}")
         cost = self.query_one("#cost", Static)
@@ -159,7 +187,7 @@ class ProvisionScreen(Screen[None]):
         if rows:
             return rows.first(StepRow)
         row = StepRow(step, title or step)
-        self.query_one("#steps", Vertical).mount(row)
+        self.query_one("#step-list", Vertical).mount(row)
         return row
 
     def apply(self, ev: object) -> None:
@@ -192,6 +220,7 @@ class ProvisionScreen(Screen[None]):
         self._frame()  # apply the last events before the outcome
         self.running = False
         self.finished_at = time.monotonic()
+        self.refresh_bindings()
         if event.state == WorkerState.SUCCESS:
             if self.mode == "provision" and self.on_ready is not None:
                 self.on_ready(self.deployment)
@@ -206,11 +235,13 @@ class ProvisionScreen(Screen[None]):
 
     def _failed(self, exc: BaseException | None) -> None:
         self.running = False
+        self.failed = True
+        self.refresh_bindings()
         self.app.worker_state = "cancelled" if isinstance(exc, Interrupted) else "failed"
         if isinstance(exc, SdtuiError):
             text = Text(f"✗ {exc.message}", "bold red")
             if exc.fix:
-                text.append(f"\n  fix: {exc.fix}", "yellow")
+                text.append(f"\n  fix: {in_app(exc.fix)}", "yellow")
         else:
             text = Text(f"✗ {type(exc).__name__}: {exc}", "bold red")
         self.query_one("#error", Static).update(text)
@@ -220,9 +251,13 @@ class ProvisionScreen(Screen[None]):
 
     def _torn_down(self, report: TeardownReport) -> None:
         self.report = report
+        self.refresh_bindings()
         self.app.worker_state = "torn down"
         if not report.left:
             self.app.stop_cost()
+            if self.then_quit:
+                self.app.exit()
+                return
         lines = [f"removed {r.kind} {r.id}" for r in report.removed]
         lines += [f"kept {r.kind} {r.id}" for r in report.kept]
         lines += [f"COULD NOT DELETE {r.kind} {r.id} {r.note}" for r in report.left]
@@ -241,8 +276,6 @@ class ProvisionScreen(Screen[None]):
             self.cancel_event.set()
             self.query_one("#log", RichLog).write(
                 Text("cancelling after the current step…", "yellow"))
-        elif not self.running:
-            self.action_back()
 
     @on(Button.Pressed, "#retry")
     def action_retry(self) -> None:

@@ -15,8 +15,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Label, Static
 
+from sdtui.catalog import CatalogImage
 from sdtui.errors import SdtuiError
-from sdtui.session import SavedImage
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.status_bar import StatusBar
 
@@ -25,18 +25,22 @@ if TYPE_CHECKING:
     from sdtui.ui.app import SdtuiApp
 
 
-def saved_image(image: Collected) -> SavedImage:
-    params = image.record["params"]
-    return SavedImage(image.path, f"line-{image.line}", image.index, params.get("seed", 0),
-                      params)
+def saved_image(image: Collected) -> CatalogImage:
+    """A downloaded image as the gallery lists it (the gallery also lists the outputs dir)."""
+    return CatalogImage(image.path, image.record["params"], str(image.record.get("time", "")))
 
 
 class RunScreen(Screen[None]):
+    HELP_TITLE = "scale-out run"
     BINDINGS = [
-        Binding("ctrl+x", "cancel_run", "Cancel run"),
-        Binding("ctrl+b", "back", "Back (the run goes on)"),
-        Binding("escape", "back", "Back", show=False),
-        Binding("ctrl+t", "teardown", "Tear down"),
+        Binding("ctrl+x", "cancel_run", "Cancel run",
+                tooltip="Stop every shard of the run; the images already made are kept"),
+        Binding("ctrl+b", "back", "Back (the run goes on)",
+                tooltip="Back to the deployments; the run goes on in AWS (Resume watches it)"),
+        Binding("escape", "back", "Back", show=False,
+                tooltip="The same: back to the deployments, the run goes on"),
+        Binding("ctrl+t", "teardown", "Tear down",
+                tooltip="Tear this deployment down (shows what is deleted and kept)"),
     ]
     PALETTE = [
         ("Cancel the run", "Stop every shard; finished images are kept", "cancel_run"),
@@ -67,12 +71,12 @@ class RunScreen(Screen[None]):
             yield Gallery(id="gallery")
             yield Static("", id="saved-path")
         yield StatusBar()
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#shards", DataTable).add_columns("shard", "state", "images", "attempts",
                                                          "reason")
-        self.app.worker_state = "scale-out"
+        self.app.worker_state = "running"  # submitting: the run is about to cost money
         self._watch()
 
     def on_unmount(self) -> None:
@@ -97,6 +101,7 @@ class RunScreen(Screen[None]):
             self.app.call_from_thread(self._failed, SdtuiError(f"{type(exc).__name__}: {exc}"))
 
     def _submitted(self, record: dict[str, Any]) -> None:
+        self.refresh_bindings()
         self.title = f"sdtui — run {record['run']} on {record['shards']} GPU(s)"
         self.query_one("#run-summary", Static).update(
             f"run {record['run']}: {sum(record['counts'])} image(s) on {record['shards']} "
@@ -104,6 +109,7 @@ class RunScreen(Screen[None]):
 
     def _image(self, image: Collected) -> None:
         self.query_one(Gallery).add_image(saved_image(image))
+        self.refresh_bindings()
 
     def _progress(self, status: RunStatus) -> None:
         self.status = status
@@ -117,7 +123,9 @@ class RunScreen(Screen[None]):
         for shard in status.shards:
             table.add_row(str(shard.index), shard.status.lower(), f"{shard.done}/{shard.total}",
                           str(shard.attempts), shard.reason[:60])
-        self.app.worker_state = f"run {status.state}"
+        # "running" while the run goes on: quitting then says what keeps costing
+        self.app.worker_state = f"run {status.state}" if status.finished else "running"
+        self.refresh_bindings()
 
     def _failed(self, exc: SdtuiError) -> None:
         text = Text(f"✗ {exc.message}", "bold red")
@@ -127,6 +135,15 @@ class RunScreen(Screen[None]):
         self.app.worker_state = "failed"
 
     # --- actions -------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Only the keys that act now (the gallery here opens and copies; re-run and delete
+        are the prompt panel's)."""
+        if action == "cancel_run":
+            return self.record is not None and not (self.status and self.status.finished)
+        if action in ("open_image", "copy_prompt"):
+            return bool(self.query("#gallery")) and bool(self.query_one(Gallery).images)
+        return True
 
     def action_cancel_run(self) -> None:
         if self.record is None or (self.status is not None and self.status.finished):
@@ -160,12 +177,16 @@ class RunScreen(Screen[None]):
             self.query_one("#saved-path", Static).update(f"saved {image.path}")
             self.notify(str(image.path), title="Saved at")
 
+    def action_open_image(self) -> None:
+        from sdtui.ui.viewer import open_in_viewer
+
+        image = self.query_one(Gallery).selected
+        if image is not None and not open_in_viewer(image.path):
+            self.notify(f"No image viewer found on this system; the file is {image.path}",
+                        severity="warning")
+
     def action_copy_prompt(self) -> None:
         image = self.query_one(Gallery).selected
         if image is not None:
             self.app.copy_to_clipboard(str(image.params.get("prompt", "")))
             self.notify("Copied the prompt to the clipboard.")
-
-    def action_rerun(self) -> None:
-        self.notify("Re-run from the prompt panel of Option A or B (its PNG keeps the request).",
-                    severity="warning")

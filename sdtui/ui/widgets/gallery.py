@@ -1,42 +1,95 @@
-"""The session's images with their parameters; re-run, copy the prompt back, show the path."""
+"""The deployment's images, newest last, with the columns that tell them apart; selecting a row
+shows that image. Keys: open in the system viewer, re-run, copy the prompt, delete."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import re
+from typing import Any
 
 from textual.binding import Binding
 from textual.widgets import DataTable
 
-if TYPE_CHECKING:
-    from sdtui.session import SavedImage
+from sdtui.catalog import CatalogImage
+
+LORA = re.compile(r"<lora:([^:>]+)(?::([-0-9.]+))?>")
+COLUMNS = ("#", "time", "seed", "variation", "init", "mask", "LoRA", "upscale", "faces", "size",
+           "steps", "cfg", "sampler", "prompt")
+
+
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
+
+
+def row_of(number: int, image: CatalogImage) -> tuple[str, ...]:
+    """What tells one image from another: seeds, img2img, mask, LoRA, postprocessing, time."""
+    p = image.params
+    variation = "-"
+    if p.get("variation_amount"):
+        variation = f"{_num(p['variation_amount'])}→{p.get('variation_seed', '?')}"
+    init = "-"
+    if p.get("init_image") or p.get("init_image_sha256"):
+        init = f"{_num(p.get('strength'))} {p.get('fit', '')}".strip()
+    loras = ", ".join(f"{name}:{weight or '1'}" for name, weight in
+                      LORA.findall(str(p.get("prompt", "")))) or "-"
+    upscale = f"×{p['upscale']} {_num(p.get('upscale_strength'))}" if p.get("upscale") else "-"
+    faces = _num(p["gfpgan"]) if p.get("gfpgan") else "-"
+    when = image.time[11:19] if len(image.time) >= 19 else image.time
+    return (str(number), when, str(image.seed if image.seed is not None else "-"), variation,
+            init, "yes" if p.get("mask") else "-", loras, upscale, faces,
+            f"{p.get('width', '?')}×{p.get('height', '?')}", _num(p.get("steps")),
+            _num(p.get("cfg")), str(p.get("scheduler", "")), str(p.get("prompt", ""))[:60])
+
+
+def describe(image: CatalogImage) -> str:
+    """Every parameter of an image, for the line under it."""
+    skip = ("init_image", "png", "type", "id", "preview_every")
+    parts = [f"{k}={v}" for k, v in image.params.items() if k not in skip and v not in (None, "")]
+    return f"saved {image.path}\n" + " · ".join(parts)
 
 
 class Gallery(DataTable[str]):
     BINDINGS = [
-        Binding("r", "screen.rerun", "Re-run same seed"),
-        Binding("c", "screen.copy_prompt", "Copy prompt"),
-        Binding("o", "screen.show_path", "Show path"),
+        Binding("o", "screen.open_image", "Open",
+                tooltip="Open the selected image in the system's image viewer"),
+        Binding("r", "screen.rerun", "Re-run",
+                tooltip="Generate the selected image again: same seed, same parameters"),
+        Binding("c", "screen.copy_prompt", "Copy prompt",
+                tooltip="Put the selected image's prompt and parameters in the form (and the "
+                "prompt on the clipboard)"),
+        Binding("d", "screen.delete_image", "Delete",
+                tooltip="Delete the selected image: its file and its index line (asks first)"),
     ]
 
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
-        self.images: list[SavedImage] = []
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
+        self.images: list[CatalogImage] = []
 
     def on_mount(self) -> None:
-        self.add_columns("#", "seed", "size", "steps", "cfg", "scheduler", "prompt")
+        self.add_columns(*COLUMNS)
 
-    def add_image(self, image: SavedImage) -> None:
+    def load(self, images: list[CatalogImage]) -> None:
+        self.clear()
+        self.images = []
+        for image in images:
+            self.add_image(image, select=False)
+        if self.images:
+            self.move_cursor(row=len(self.images) - 1)
+
+    def add_image(self, image: CatalogImage, select: bool = True) -> None:
         self.images.append(image)
-        p = image.params
-        self.add_row(
-            str(len(self.images)), str(image.seed), f"{p.get('width')}×{p.get('height')}",
-            str(p.get("steps")), f"{p.get('cfg', '')}", str(p.get("scheduler", "")),
-            str(p.get("prompt", ""))[:60], key=str(image.path),
-        )
-        self.move_cursor(row=len(self.images) - 1)
+        self.add_row(*row_of(len(self.images), image), key=str(image.path))
+        if select:
+            self.move_cursor(row=len(self.images) - 1)
+
+    def remove_image(self, image: CatalogImage) -> None:
+        index = self.images.index(image)
+        self.images.pop(index)
+        self.remove_row(str(image.path))
+        for number, other in enumerate(self.images[index:], start=index + 1):
+            self.update_cell(str(other.path), self.ordered_columns[0].key, str(number))
 
     @property
-    def selected(self) -> SavedImage | None:
+    def selected(self) -> CatalogImage | None:
         if not self.images:
             return None
         return self.images[min(self.cursor_row, len(self.images) - 1)]

@@ -21,7 +21,7 @@ class StatusBar(Static):
     def _render_status(self) -> None:
         app = self.app
         parts = [f"deployment: {getattr(app, 'deployment_label', '') or 'none'}",
-                 f"worker: {getattr(app, 'worker_state', '') or '-'}"]
+                 f"worker: {getattr(app, 'worker_state', '') or 'none'}"]
         cost = getattr(app, "cost_label", "")
         if cost:
             parts.append(cost)

@@ -1,0 +1,145 @@
+"""The prompt panel's fields: what each one is, its one-line help, and how its text becomes a
+value of the core's GenerateSettings, checked by the protocol itself.
+
+UI-free. Adding a field is one PromptField and its name in MAIN_GRID, SAMPLER_ROW or MORE_GRID; the
+screen builds the widget from its kind.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from sdtui import protocol, samplers
+from sdtui.errors import BadSetting
+
+Kind = Literal["text", "int", "float", "path", "select", "bool"]
+
+
+@dataclass(frozen=True)
+class PromptField:
+    name: str  # a GenerateSettings field
+    label: str
+    kind: Kind
+    help: str
+    placeholder: str = ""
+    choices: tuple[tuple[str, str], ...] = ()  # (shown, value) for a select
+    optional: bool = False  # empty means "none" (not the default)
+
+
+def _sampler_choices() -> tuple[tuple[str, str], ...]:
+    return tuple((s, s) for s in protocol.SCHEDULERS)
+
+
+def _schedule_choices() -> tuple[tuple[str, str], ...]:
+    """A1111's Schedule type labels; "Automatic" is what A1111 picks for the sampler."""
+    return (*((samplers.SCHEDULE_A1111[s], s) for s in protocol.SCHEDULES),
+            ("Automatic", samplers.AUTOMATIC))
+
+
+FIELDS: dict[str, PromptField] = {f.name: f for f in (
+    PromptField("prompt", "Prompt", "text", "What to draw. (word:1.3) weighs a word; "
+                "a:0.3 b:0.7 blends two prompts; long prompts are handled in chunks."),
+    PromptField("negative_prompt", "Negative prompt", "text", "What to steer away from, "
+                "e.g. blurry, low quality.", "what to avoid"),
+    PromptField("steps", "steps", "int", "Sampling steps, 1–150: more is slower and finer "
+                "(20–30 is usual)."),
+    PromptField("cfg", "cfg", "float", "Guidance scale, 0–50: how closely the image follows "
+                "the prompt (7–8 is usual; high values look harsh)."),
+    PromptField("count", "count", "int", "Images per Generate, 1–16; they use seeds seed, "
+                "seed+1, …"),
+    PromptField("width", "width", "int", "Image width in pixels: a multiple of 8, 64–2048; "
+                "empty: the model's own (512 for SD 1.x, 1024 for SDXL).", "model's"),
+    PromptField("height", "height", "int", "Image height in pixels: a multiple of 8, 64–2048; "
+                "empty: the model's own.", "model's"),
+    PromptField("scheduler", "sampler", "select", "The sampler (A1111's Sampler): euler_a is "
+                "fast and varied, dpmpp_2m sharp in few steps.", choices=_sampler_choices()),
+    PromptField("schedule", "schedule", "select", "The noise schedule (A1111's Schedule "
+                "type): Uniform is the sampler's own, Karras often cleaner in few steps; "
+                "Automatic is what A1111 picks for the sampler.", choices=_schedule_choices()),
+    PromptField("seed", "seed", "int", "The random seed: the same seed, prompt and settings "
+                "give the same image. Lock it to keep it; otherwise each Generate picks one.",
+                "random", optional=True),
+    PromptField("init_image", "init image (img2img)", "path", "A PNG or JPEG to start from "
+                "instead of noise (the guide's -I); empty for text to image.",
+                "none: text to image", optional=True),
+    PromptField("mask", "mask (inpainting)", "path", "A PNG or JPEG the init image's size: "
+                "white or transparent parts are repainted, the rest is kept (the guide's -M).",
+                "none: the whole image", optional=True),
+    PromptField("strength", "strength", "float", "img2img: how much to change the init image, "
+                "0–1 (0 keeps it, 1 ignores it; -f)."),
+    PromptField("fit", "fit", "select", "img2img: resize the init image to the size, or crop "
+                "it to the size's shape.", choices=(("resize", "resize"), ("crop", "crop"))),
+    PromptField("gfpgan", "faces (GFPGAN)", "float", "Face restoration strength, 0–1 (0 is "
+                "off; -G). Needs GFPGANv1.3.pth beside the model.", "0 = off"),
+    PromptField("upscale", "upscale", "select", "Real-ESRGAN upscaling ×2 or ×4 (-U). Needs "
+                "RealESRGAN_x2plus.pth / _x4plus.pth beside the model.",
+                choices=(("off", "off"), ("×2", "2"), ("×4", "4"))),
+    PromptField("upscale_strength", "upscale mix", "float", "How much of the upscale to keep "
+                "against a plain resize, 0–1."),
+    PromptField("variation_amount", "variation", "float", "Variations (-v): how far from the "
+                "seed's image, 0–1 (0 is off); text to image only.", "0 = off"),
+    PromptField("variation_seed", "variation seed", "int", "The seed the variation moves "
+                "towards (-V); empty picks one.", "random", optional=True),
+    PromptField("grid", "Grid of the batch", "bool", "Also save one PNG with the batch's "
+                "images side by side (-g)."),
+)}
+MAIN_GRID = ("steps", "cfg", "count", "width", "height")
+SAMPLER_ROW = ("scheduler", "schedule")
+MORE_GRID = ("strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
+             "variation_seed")
+MORE_FIELDS = ("init_image", "mask", *MORE_GRID, "grid")
+# Fields whose check reads other fields: a schedule exists for some samplers only.
+CHECKED_WITH = {"schedule": ("scheduler",)}
+
+
+def parse(name: str, raw: Any) -> Any:
+    """A field's text (or checkbox/select value) as the settings value; None when empty.
+    Raises BadSetting with the message shown under the field."""
+    field = FIELDS[name]
+    if field.kind == "bool" or field.kind == "select":
+        if name == "upscale":
+            return None if raw in ("off", None) else int(str(raw))
+        return raw
+    text = str(raw).strip() if raw is not None else ""
+    if field.kind == "text":
+        return str(raw) if raw is not None else ""
+    if not text:
+        return None
+    if field.kind == "path":
+        return Path(text).expanduser()
+    try:
+        return int(text) if field.kind == "int" else float(text)
+    except ValueError:
+        kind = "a whole number" if field.kind == "int" else "a number"
+        raise BadSetting(name, f"{field.label} must be {kind}") from None
+
+
+def check(name: str, value: Any, form: Mapping[str, Any] | None = None) -> None:
+    """The protocol's own check of one value (its range, its multiple of 8, ...); `form`, the
+    form's other values, for the fields in CHECKED_WITH."""
+    if value is None:
+        return
+    if FIELDS[name].kind == "path":
+        if not Path(value).is_file():
+            raise BadSetting(name, f"{value} does not exist")
+        return
+    if name not in protocol.GENERATE_FIELDS:
+        return
+    with_fields = {other: (form or {}).get(other) for other in CHECKED_WITH.get(name, ())}
+    try:
+        protocol.request("generate", **{"id": "check", "prompt": "-",
+                                        **{k: v for k, v in with_fields.items() if v is not None},
+                                        name: value})
+    except protocol.ProtocolError as exc:
+        message = str(exc).removeprefix("generate: ")
+        raise BadSetting(name, message.replace(name, FIELDS[name].label, 1)) from None
+
+
+def shown(value: Any) -> str:
+    """A settings value as the field's text."""
+    if value is None:
+        return ""
+    return f"{value:g}" if isinstance(value, float) else str(value)
