@@ -387,15 +387,19 @@ class PromptScreen(Screen[None]):
         our own (progress, previews, images saved to the gallery)."""
         params = adopted.params
         self._fill(params)
-        self.generating = True
+        self._set_generating(True)
         self.request_total = params.get("count", 1)
-        self.app.worker_state = "generating"
         self.query_one("#gen-status", Label).update("adopted: left running by a client that quit")
         self.query_one("#gen-progress", ProgressBar).update(total=params.get("steps"), progress=0)
         self.notify(f"Following {params.get('prompt', 'a request')!r}, left running by a client "
                     "that quit; its images are saved here.")
-        self.run_worker(lambda: (*self.session.follow(adopted, self.pump.put), None),
-                        thread=True, exit_on_error=False, group="generate", name="adopted")
+        self.run_worker(lambda: self._follow_adopted(adopted), thread=True, exit_on_error=False,
+                        group="generate", name="adopted")
+
+    def _follow_adopted(self, adopted: RunningRequest) -> tuple[int, bool, None]:
+        """In a worker thread: as _generate_batch, for the adopted request (no grid)."""
+        saved, cancelled = self.session.follow(adopted, self.pump.put)
+        return len(saved), cancelled, None
 
     def _frame(self) -> None:
         for ev in self.pump.drain():
