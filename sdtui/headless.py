@@ -209,11 +209,13 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
     try:
         # An Event, not Thread.join: the wait wakes for each press (a signal handler runs in
         # the main thread between waits), and a daemon thread never holds the process.
-        while not finished.wait(0.2):
-            if presses and not interrupted:
+        while True:
+            done = finished.wait(0.2)
+            if presses and not interrupted:  # also when it lands as fn finishes: said, once
                 interrupted = True
                 on_interrupt()
-        interrupted = interrupted or presses > 0
+            if done:
+                break
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
