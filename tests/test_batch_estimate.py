@@ -66,6 +66,20 @@ def test_measured_timings_replace_the_defaults():
     assert other.source == "default"
 
 
+def test_without_a_size_the_estimate_says_what_it_assumed():
+    """A run without --width/--height runs at the model's own size, unknown before it loads."""
+    rates = estimate.rates("g4dn.xlarge", "sd_xl_base_1.0.safetensors", None, None, 30,
+                           6_900_000_000)
+    assert rates.seconds_per_image == pytest.approx(
+        estimate.default_seconds_per_image("g4dn.xlarge", 512, 512, 30))
+    line = estimate.format_table(estimate.table([1] * 10, HOURLY, rates), rates)[-1]
+    assert "at 512x512" in line and "--width/--height" in line
+    key = estimate.timing_key("g4dn.xlarge", "sd_xl_base_1.0.safetensors", None, None, 30)
+    estimate.record_timings(key, [12.0], [60.0])
+    measured = estimate.rates("g4dn.xlarge", "sd_xl_base_1.0.safetensors", None, None, 30, 1)
+    assert (measured.source, measured.seconds_per_image) == ("measured", 12.0)
+
+
 def test_the_table_names_its_inputs():
     lines = estimate.format_table(estimate.table([1] * 10, HOURLY, RATES), RATES)
     assert lines[0].split() == ["GPUs", "wall", "time", "total", "per", "image"]

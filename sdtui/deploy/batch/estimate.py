@@ -57,6 +57,9 @@ class Rates:
     source: str
 
 
+ASSUMED_SIZE = 512  # for a request without a size (the model's own)
+
+
 def family(instance_type: str) -> str:
     return instance_type.split(".")[0]
 
@@ -70,18 +73,26 @@ def default_load_s(model_bytes: int) -> float:
     return LOAD_FIXED_S + model_bytes / LOAD_BYTES_PER_S
 
 
-def timing_key(instance_type: str, model: str, width: int, height: int, steps: int) -> str:
-    return f"{instance_type}|{model}|{width}x{height}|{steps}"
+def timing_key(instance_type: str, model: str, width: int | None, height: int | None,
+               steps: int) -> str:
+    """No size: the model's own, which is what the recorded run measured."""
+    return f"{instance_type}|{model}|{width or 'own'}x{height or 'own'}|{steps}"
 
 
-def rates(instance_type: str, model: str, width: int, height: int, steps: int,
+def rates(instance_type: str, model: str, width: int | None, height: int | None, steps: int,
           model_bytes: int) -> Rates:
     boot = BOOT_AND_PULL_S.get(family(instance_type), DEFAULT_BOOT_AND_PULL_S)
     seen = load_timings().get(timing_key(instance_type, model, width, height, steps))
     if seen:
         return Rates(float(seen["seconds_per_image"]), float(seen["load_s"]), boot, "measured")
+    source = "default"
+    if width is None or height is None:
+        # The model's own size is known once the worker loads it; SD 1.x/2.x is 512.
+        source = (f"default at {ASSUMED_SIZE}x{ASSUMED_SIZE}; the model's own size is known "
+                  "once it loads (SDXL's 1024x1024 takes 4x longer: pass --width/--height)")
+        width, height = width or ASSUMED_SIZE, height or ASSUMED_SIZE
     return Rates(default_seconds_per_image(instance_type, width, height, steps),
-                 default_load_s(model_bytes), boot, "default")
+                 default_load_s(model_bytes), boot, source)
 
 
 def estimate(images_per_shard: list[int], hourly_usd: float, rates: Rates) -> Estimate:
