@@ -22,7 +22,7 @@ from typing import IO, Any
 from docker.utils.socket import STDOUT, frames_iter
 
 from sdtui import protocol
-from sdtui.errors import GenerationError, RequestRejected, WorkerDied
+from sdtui.errors import Detached, GenerationError, RequestRejected, WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class WorkerClient:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._closed = threading.Event()
+        self._detached = False
         self._ids = itertools.count(1)
         self.ready: dict[str, Any] | None = None
         self._ready_box: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -104,12 +105,16 @@ class WorkerClient:
         except Exception as exc:  # a dropped connection ends the stream like EOF
             log.debug("worker stream ended: %s", exc)
         finally:
-            self._closed.set()
-            with self._lock:
-                waiters = list(self._waiters)
-            for waiter in waiters:
-                waiter.box.put(_CLOSED)
-            self._ready_box.put(_CLOSED)
+            self._end()
+
+    def _end(self) -> None:
+        """The stream is over: wake everyone waiting for an event."""
+        self._closed.set()
+        with self._lock:
+            waiters = list(self._waiters)
+        for waiter in waiters:
+            waiter.box.put(_CLOSED)
+        self._ready_box.put(_CLOSED)
 
     def _dispatch(self, line: bytes) -> None:
         try:
@@ -132,13 +137,13 @@ class WorkerClient:
 
     def send(self, message: dict[str, Any]) -> None:
         if self._closed.is_set():
-            raise self._diagnose()
+            raise self._gone()
         data = protocol.encode(message)
         with self._send_lock:
             try:
                 self._write(data)
             except (OSError, ValueError) as exc:
-                raise self._diagnose() from exc
+                raise self._gone() from exc
 
     def _subscribe(self, wants: Callable[[dict[str, Any]], bool]) -> _Waiter:
         waiter = _Waiter(wants, queue.Queue())
@@ -161,8 +166,14 @@ class WorkerClient:
                 fix="check the worker with `sdtui --no-ui --status`",
             ) from None
         if ev is _CLOSED:
-            raise self._diagnose()
+            raise self._gone()
         return ev
+
+    def _gone(self) -> WorkerDied:
+        if self._detached:  # we closed it ourselves: nothing to diagnose
+            return Detached("detached from the worker; it keeps running",
+                            fix="run sdtui again to reattach; finished images are kept")
+        return self._diagnose()
 
     # --- the protocol ------------------------------------------------------------------------
 
@@ -175,9 +186,10 @@ class WorkerClient:
         except queue.Empty:
             raise WorkerDied(f"the worker was not ready within {timeout:g} s") from None
         if ev is _CLOSED:
-            raise self._diagnose()
+            raise self._gone()
         if ev["type"] == "error":
             raise WorkerDied(ev["message"], fix="check the model file")
+        _check_version(self.ready or {})
         return self.ready or {}
 
     def info(self, timeout: float = 30) -> dict[str, Any]:
@@ -188,8 +200,24 @@ class WorkerClient:
         finally:
             self._unsubscribe(waiter)
         if self.ready is None:
+            _check_version(ev["ready"])
             self.ready = ev["ready"]
         return ev
+
+    def watch_running(self, timeout: float = 30) -> RunningRequest | None:
+        """The request the worker is running now (for a client that is gone, when the caller
+        knows no other is attached), with its events from now on; None when it is idle.
+        Subscribes before asking, so no event between the answer and the first read is lost."""
+        waiter = self._subscribe(lambda e: e["type"] in _REQUEST_EVENTS and not e.get("recovered"))
+        try:
+            info = self.info(timeout)
+        except BaseException:
+            self._unsubscribe(waiter)
+            raise
+        if info["busy"] is None:
+            self._unsubscribe(waiter)
+            return None
+        return RunningRequest(self, waiter, info["busy"], info["request"] or {})
 
     def new_id(self) -> str:
         return f"{uuid.uuid4().hex[:8]}-{next(self._ids)}"
@@ -234,12 +262,55 @@ class WorkerClient:
         self.send({"type": "ack", "id": rid, "index": index})
 
     def close(self) -> None:
-        """Detach. The worker keeps running and keeps unacknowledged images."""
+        """Detach, without waiting for anything: whoever waits for an event gets Detached at
+        once. The worker keeps running and keeps unacknowledged images."""
+        self._detached = True
+        self._end()
         self._close()
 
     @property
     def closed(self) -> bool:
         return self._closed.is_set()
+
+
+_REQUEST_EVENTS = ("progress", "preview", "image", "done", "error")
+
+
+class RunningRequest:
+    """A request someone else sent, followed from the moment it was adopted."""
+
+    def __init__(self, client: WorkerClient, waiter: _Waiter, rid: str,
+                 params: dict[str, Any]) -> None:
+        self._client, self._waiter = client, waiter
+        self.id, self.params = rid, params
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Its remaining events up to and including `done`; an `error` raises."""
+        try:
+            while True:
+                ev = self._client._next(self._waiter, None)
+                if ev.get("id") != self.id:
+                    continue
+                if ev["type"] == "error":
+                    raise GenerationError(ev["message"])
+                yield ev
+                if ev["type"] == "done":
+                    return
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._client._unsubscribe(self._waiter)
+
+
+def _check_version(ready: dict[str, Any]) -> None:
+    spoken = ready.get("protocol")
+    if spoken != protocol.PROTOCOL_VERSION:
+        raise WorkerDied(
+            f"the worker speaks protocol {spoken}, this sdtui speaks {protocol.PROTOCOL_VERSION}",
+            fix="run the same sdtui version that started it, or provision again to replace it",
+        )
 
 
 def decode_png(ev: dict[str, Any]) -> bytes:

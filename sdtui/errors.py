@@ -57,6 +57,10 @@ class WorkerDied(GenerationError):
     pass
 
 
+class Detached(WorkerDied):
+    """This client closed its own connection (quitting); the worker goes on."""
+
+
 class RequestRejected(GenerationError):
     """The worker refused a request as bad input (`bad_request`): e.g. an unknown LoRA, or an
     inpainting model without a mask. Nothing was generated."""

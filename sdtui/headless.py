@@ -2,7 +2,9 @@
 
 People get progress on stderr; scripts get one JSON event per line on stdout with --json.
 Ctrl-C cancels the current request; the images it finished are still saved, the container
-keeps running and the ledger stays true.
+keeps running and the ledger stays true. A second Ctrl-C leaves at once. A request whose client
+died is adopted by the next run: its remaining images are saved, with progress, before the new
+prompts run (with no prompt, the run ends when it is done).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import threading
 import time
@@ -33,6 +36,7 @@ from sdtui.flags import given_from_args
 from sdtui.generation import init_image_data, mask_data, request_params, resolve_generate
 from sdtui.grid import save_grid
 from sdtui.inputs import prompts_of, read_prompt_file
+from sdtui.ledger import Ledger
 from sdtui.paths import default_outputs_dir
 from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
@@ -173,7 +177,8 @@ def generation_params(args: argparse.Namespace, prompt: str | None,
 
 
 def _interruptible(fn: Any, on_interrupt: Any) -> Any:
-    """Run fn; on the first Ctrl-C call on_interrupt and keep waiting for fn to finish."""
+    """Run fn; on the first Ctrl-C call on_interrupt and keep waiting for fn to finish; on the
+    second, leave at once (fn's thread is a daemon: it never holds the process)."""
     result: list[Any] = []
     failure: list[BaseException] = []
     finished = threading.Event()
@@ -186,18 +191,34 @@ def _interruptible(fn: Any, on_interrupt: Any) -> Any:
         finally:
             finished.set()
 
-    # An Event, not Thread.join: a join interrupted by Ctrl-C can leave is_alive() wrong.
+    presses = 0
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal presses
+        presses += 1
+        if presses > 1:  # wherever the main thread is, on_interrupt included
+            raise errors.Interrupted(
+                "interrupted again: left without waiting for the worker",
+                fix="it stops the cancelled request after the current step; run the same "
+                "command again to save the images it finished")
+
     threading.Thread(target=target, daemon=True).start()
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     interrupted = False
-    while True:
-        try:
-            if finished.wait(0.2):
+    try:
+        # An Event, not Thread.join: the wait wakes for each press (a signal handler runs in
+        # the main thread between waits), and a daemon thread never holds the process.
+        while True:
+            done = finished.wait(0.2)
+            if presses and not interrupted:  # also when it lands as fn finishes: said, once
+                interrupted = True
+                on_interrupt()
+            if done:
                 break
-        except KeyboardInterrupt:
-            if interrupted:
-                raise
-            interrupted = True
-            on_interrupt()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     if failure:
         raise failure[0]
     return result[0], interrupted
@@ -234,7 +255,7 @@ def run(args: argparse.Namespace) -> int:
         requests = generation_requests(args, list(read_prompts(args)))
     target, deployment = open_deployment(given, for_use=True)
     report.using(target)
-    out_dir = args.out or load_config().generate.out_dir or default_outputs_dir()
+    out_dir = _out_dir(args)
     remember_use(deployment)
 
     cancel = threading.Event()
@@ -245,20 +266,76 @@ def run(args: argparse.Namespace) -> int:
         raise errors.Interrupted("interrupted while provisioning",
                                  fix="run the same command again to resume") from None
     session = Session(deployment.connect(), out_dir, deployment.name)
-    for image in session.recover():
-        _announce_recovered(report, image)
+    try:
+        interrupted = _generate(session, requests, report)
+    finally:
+        session.close()
+    return errors.EXIT_INTERRUPTED if interrupted else errors.EXIT_OK
 
+
+def _out_dir(args: argparse.Namespace) -> Path:
+    return args.out or load_config().generate.out_dir or default_outputs_dir()
+
+
+def _save_unsaved(deployment: Deployment, out_dir: Path, report: Reporter) -> None:
+    """Before a teardown: save the images the worker finished that no client saved (only when
+    its container is running: this never starts anything)."""
+    try:
+        ledger = Ledger.load(deployment.name)
+        if ledger is None or not ledger.resources("container"):
+            return
+        if deployment.status().state != "ready":
+            return
+        session = Session(deployment.connect(), out_dir, deployment.name)
+    except errors.SdtuiError:
+        return
+    try:
+        recovery = session.take_over()
+        for image in recovery.saved:
+            _announce_recovered(report, image)
+        if recovery.adopted is not None:  # the teardown ends it; its finished images are saved
+            recovery.adopted.close()
+    except errors.SdtuiError as exc:
+        report.line(f"could not save the worker's unsaved images first: {exc}")
+    finally:
+        session.close()
+
+
+def _generate(session: Session, requests: list[dict[str, Any]], report: Reporter) -> bool:
+    """Save what a departed client left, follow the request it left running, then run ours.
+    Returns whether Ctrl-C stopped it."""
+    recovery = session.take_over()
+    for image in recovery.saved:
+        _announce_recovered(report, image)
+    if recovery.other_client:
+        if report.as_json:
+            report.json("other_client")
+        else:
+            report.line("another sdtui is attached to this deployment; it saves its own images")
     interrupted = False
-    for params in requests:
+    if (adopted := recovery.adopted) is not None:
+        if report.as_json:
+            report.json("adopted", id=adopted.id, params=adopted.params)
+        else:
+            report.line(f"adopted request {adopted.id}, left running by a client that quit: "
+                        f"{adopted.params.get('count', 1)} image(s) of "
+                        f"{adopted.params.get('prompt', '?')!r}")
+        (_saved, was_cancelled), interrupted = _interruptible(
+            lambda: session.follow(adopted, report.worker), lambda: _cancel(session, report))
+    for params in [] if interrupted else requests:
         (saved, was_cancelled), interrupted = _interruptible(
-            lambda p=params: session.generate(p, report.worker), session.cancel
+            lambda p=params: session.generate(p, report.worker), lambda: _cancel(session, report)
         )
         if params.get("grid") and len(saved) > 1:
             _announce_grid(report, save_grid([image.path for image in saved]))
         if interrupted or was_cancelled:
             break
-    session.client.close()
-    return errors.EXIT_INTERRUPTED if interrupted else errors.EXIT_OK
+    return interrupted
+
+
+def _cancel(session: Session, report: Reporter) -> None:
+    session.cancel()
+    report.line("cancelling: the images already finished are kept (Ctrl-C again leaves now)")
 
 
 def _teardown(args: argparse.Namespace, given: Given, report: Reporter) -> int:
@@ -268,10 +345,13 @@ def _teardown(args: argparse.Namespace, given: Given, report: Reporter) -> int:
     purge = args.purge_bucket if aws else args.purge_volume
     _, deployment = open_deployment(given, for_use=False, purge=purge, target=target)
     report.using(target)
+    if purge:
+        deployment.refuse_foreign_purge()
+    _save_unsaved(deployment, _out_dir(args), report)
     result = deployment.teardown(report.deploy, purge=purge)
     if not args.json:
         for r in result.kept:
-            report.line(f"kept {r.kind} {r.id} (use {flag} to delete it)")
+            report.line(f"kept {r.kind} {r.id}: {r.note or f'{flag} deletes it'}")
         for r in result.left:
             report.line(f"LEFT {r.kind} {r.id}: {r.note}")
     return errors.EXIT_OK if not result.left else errors.EXIT_DEPLOYMENT
@@ -287,7 +367,10 @@ def _announce_grid(report: Reporter, path: Path) -> None:
 
 def _announce_recovered(report: Reporter, image: SavedImage) -> None:
     if report.as_json:
-        report.json("recovered", path=str(image.path), id=image.request_id, index=image.index)
+        report.json("recovered", path=str(image.path), id=image.request_id, index=image.index,
+                    already_saved=image.already_saved)
+    elif image.already_saved:
+        report.line(f"an image the worker sent again was already saved: {image.path}")
     else:
         report.line(f"recovered an image that finished while detached: {image.path}")
         report.out.write(f"{image.path}\n")
@@ -301,7 +384,8 @@ def print_status(deployment: Deployment, report: Reporter) -> int:
     print(f"{status.name} ({status.option}): {status.state}")
     for r in status.resources:
         kept = " (kept on teardown)" if r.kept_on_teardown else ""
-        print(f"  {r.kind:<10} {r.id}  {r.state}{kept}")
+        note = f" — {r.note}" if r.note else ""
+        print(f"  {r.kind:<10} {r.id}  {r.state}{kept}{note}")
     if status.hourly_usd is not None:
         print(f"  cost: ${status.hourly_usd:.3f}/h, ${status.cost_so_far_usd or 0:.2f} so far")
     if status.idle_stop_in_s is not None:

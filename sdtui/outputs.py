@@ -222,6 +222,8 @@ def save_image(out_dir: Path, png: bytes, params: dict[str, Any],
     Either the image and its index line are both written, or neither is (and OutputWriteError
     says why): the caller then keeps the image unacknowledged so the worker can send it again.
     Input images are stored once (see store_inputs) before the image that records them.
+    The session's `record` names the worker's request id and image index, so an image sent
+    again is recognised (find_saved).
     """
     out_dir = Path(out_dir)
     params = store_inputs(out_dir, {key: value for key, value in params.items() if key != "png"})
@@ -252,6 +254,16 @@ def save_image(out_dir: Path, png: bytes, params: dict[str, Any],
                 with contextlib.suppress(OSError):
                     leftover.unlink()
         raise _write_error(out_dir, exc) from exc
+
+
+def find_saved(out_dir: Path, request_id: str, index: int) -> Path | None:
+    """The file an image of a worker request was already saved as, if it still exists."""
+    for record in read_index(out_dir):
+        if record.get("request") == request_id and record.get("index") == index:
+            path = Path(out_dir) / str(record["file"])
+            if path.is_file():
+                return path
+    return None
 
 
 def read_index(out_dir: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ from typing import Any
 
 from sdtui import loras, samplers
 
-PROTOCOL_VERSION = 1
+# 2: `info` names the running request's parameters (`request`), for a client that adopts it.
+PROTOCOL_VERSION = 2
 
 # Canonical sampler names, in the order they are listed to users (the table: sdtui.samplers).
 SCHEDULERS = tuple(samplers.SAMPLERS)
@@ -241,6 +242,8 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
     # Answer to `info`: what the worker is doing now.
     "info": {
         "busy": Field(str, default=None, nullable=True),
+        # The busy request's parameters (its input images left out).
+        "request": Field(dict, default=None, nullable=True),
         "queued": Field(_INT, default=0),
         "unacked": Field(_INT, default=0),
         "uptime": Field(_NUM, required=True),

@@ -1,22 +1,32 @@
 """A generation session: requests to a worker, every finished image saved and acknowledged.
 
 Both front ends use this. An image is acknowledged only after it is safely on disk, so an image
-the worker finished is never lost: if this process dies first, the next session's `recover`
-fetches it again.
+the worker finished is never lost: if this process dies first, the worker keeps it in its spool
+and the next session's `take_over` saves it, and adopts the request the dead client left running.
+An image is saved once: images sent again are matched by (request id, index) against the
+outputs' index before they are saved.
+
+Only one client at a time takes over a deployment's leftovers: a lock file per deployment in the
+state dir, held while the session lives and released by the kernel when its process dies. A
+second client attached at the same time saves only its own requests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sdtui import protocol
-from sdtui.client import WorkerClient, decode_png
-from sdtui.errors import RequestRejected
-from sdtui.outputs import save_image, store_inputs
+from sdtui.client import RunningRequest, WorkerClient, decode_png
+from sdtui.errors import RequestRejected, WorkerDied
+from sdtui.outputs import find_saved, save_image, store_inputs
+from sdtui.paths import state_dir
 
 
 @dataclass(frozen=True)
@@ -26,9 +36,49 @@ class SavedImage:
     index: int
     seed: int
     params: dict[str, Any]
+    # Sent again by the worker but found already saved (by a client that died before its ack).
+    already_saved: bool = False
+
+
+@dataclass
+class Recovery:
+    """What `take_over` found: images saved now, and the request a departed client left
+    running (follow it with `Session.follow`)."""
+
+    saved: list[SavedImage] = field(default_factory=list)
+    adopted: RunningRequest | None = None
+    # Another client holds this deployment: its images are its own to save.
+    other_client: bool = False
 
 
 OnWorkerEvent = Callable[[dict[str, Any]], None]
+
+
+class ClientLock:
+    """One sdtui client per deployment takes over what a dead one left behind."""
+
+    def __init__(self, name: str) -> None:
+        self.path = state_dir() / "clients" / f"{name}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """True when this process now holds it (it is never waited for)."""
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class Session:
@@ -38,20 +88,51 @@ class Session:
         self.out_dir = out_dir
         # Recorded in each image's index line: the app's gallery shows a deployment's images.
         self.deployment = deployment
+        self._lock = ClientLock(deployment) if deployment else None
         self._current: str | None = None
-        self._lock = threading.Lock()
+        self._state = threading.Lock()
+        self._saved: dict[tuple[str, int], Path] = {}
 
-    def _save(self, ev: dict[str, Any]) -> SavedImage:
+    # --- saving --------------------------------------------------------------------------------
+
+    def _save(self, ev: dict[str, Any], *, sent_before: bool = False) -> SavedImage:
+        """Save an image event (once), then acknowledge it. `sent_before`: the worker may have
+        sent it to a client that saved it and died before acknowledging."""
+        key = (ev["id"], ev["index"])
         # The recorded request: input images as references to their one stored copy.
         params = store_inputs(self.out_dir, ev["params"])
-        record = {"deployment": self.deployment} if self.deployment else None
-        path = save_image(self.out_dir, decode_png(ev), params, record)
-        self.client.ack(ev["id"], ev["index"])
-        return SavedImage(path, ev["id"], ev["index"], ev["seed"], params)
+        path = self._saved.get(key)
+        if path is None and sent_before:
+            path = find_saved(self.out_dir, *key)
+        already = path is not None
+        if path is None:
+            record = {"request": key[0], "index": key[1]}
+            if self.deployment:
+                record["deployment"] = self.deployment
+            path = save_image(self.out_dir, decode_png(ev), params, record)
+        self._saved[key] = path
+        self.client.ack(*key)
+        return SavedImage(path, ev["id"], ev["index"], ev["seed"], params, already)
 
     def recover(self) -> list[SavedImage]:
         """Save the images that finished while no client was attached."""
-        return [self._save(ev) for ev in self.client.fetch()]
+        return [self._save(ev, sent_before=True) for ev in self.client.fetch()]
+
+    def take_over(self) -> Recovery:
+        """Unless another client is attached to this deployment: save what the worker holds
+        unsaved, and adopt the request it is still running for a client that is gone."""
+        if self._lock is not None and not self._lock.acquire():
+            return Recovery(other_client=True)
+        adopted = self.client.watch_running()
+        try:
+            saved = self.recover()
+        except BaseException:
+            if adopted is not None:
+                adopted.close()
+            raise
+        return Recovery(saved, adopted)
+
+    # --- requests ------------------------------------------------------------------------------
 
     def generate(self, params: dict[str, Any], on_event: OnWorkerEvent | None = None,
                  ) -> tuple[list[SavedImage], bool]:
@@ -61,14 +142,24 @@ class Session:
         refusal = protocol.model_refusal(self.client.ready or {}, request)
         if refusal:  # refused here, as the worker would, before anything is sent
             raise RequestRejected(refusal)
+        return self._follow(request["id"], self.client.generate(**request), on_event)
+
+    def follow(self, adopted: RunningRequest, on_event: OnWorkerEvent | None = None,
+               ) -> tuple[list[SavedImage], bool]:
+        """Follow an adopted request to its end, saving its images like our own."""
+        return self._follow(adopted.id, adopted.events(), on_event, sent_before=True)
+
+    def _follow(self, rid: str, events: Iterator[dict[str, Any]],
+                on_event: OnWorkerEvent | None, *, sent_before: bool = False,
+                ) -> tuple[list[SavedImage], bool]:
         saved: list[SavedImage] = []
         cancelled = False
-        with self._lock:
-            self._current = request["id"]
+        with self._state:
+            self._current = rid
         try:
-            for ev in self.client.generate(**request):
+            for ev in events:
                 if ev["type"] == "image":
-                    image = self._save(ev)
+                    image = self._save(ev, sent_before=sent_before)
                     saved.append(image)
                     ev = {**ev, "path": str(image.path), "params": image.params}
                 elif ev["type"] == "done":
@@ -76,15 +167,23 @@ class Session:
                 if on_event:
                     on_event(ev)
         finally:
-            with self._lock:
+            with self._state:
                 self._current = None
         return saved, cancelled
 
     def cancel(self) -> bool:
         """Cancel the running request; its finished images are still saved."""
-        with self._lock:
+        with self._state:
             rid = self._current
         if rid is None:
             return False
-        self.client.cancel(rid)
+        with contextlib.suppress(WorkerDied):  # gone already: nothing left to cancel
+            self.client.cancel(rid)
         return True
+
+    def close(self) -> None:
+        """Detach at once (never waits for a running request, which goes on in the worker and
+        is adopted by the next session) and let another client take over."""
+        self.client.close()
+        if self._lock is not None:
+            self._lock.release()

@@ -2,62 +2,30 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
-import docker
 import pytest
+from local_cli import (
+    FAST,
+    Cli,
+    events,
+    finished_by_worker,
+    frozen,
+    labelled,
+    one_line,
+    read_events,
+    step_outcomes,
+    wait_for,
+)
 from PIL import Image
 
 from sdtui.modelfiles import sha256_file
 from sdtui.outputs import read_index, read_metadata
+from sdtui.worker import spool
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-BASE = os.environ.get("SDTUI_TEST_BASE_IMAGE", "sdtui-base:offline")
-FAST = ["--steps", "4", "--width", "64", "--height", "64"]
-
-
-class Cli:
-    """`sdtui --no-ui` as a user runs it, with its own state, config and outputs dirs."""
-
-    def __init__(self, root: Path, name: str, volume: str) -> None:
-        self.root, self.name, self.volume = root, name, volume
-        self.out = root / "out"
-        self.env = {**os.environ, "SDTUI_STATE_DIR": str(root / "state"),
-                    "SDTUI_CONFIG_DIR": str(root / "config"), "PYTHONUNBUFFERED": "1"}
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "sdtui", "--no-ui", "--name", self.name,
-                "--volume", self.volume, "--base-image", BASE, "--out", str(self.out), *args]
-
-    def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True,
-                              timeout=900, **kw)
-
-    def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(*args), env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-
-
-def events(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-
-
-def step_outcomes(evs: list[dict]) -> dict[str, str]:
-    return {e["step"]: e["outcome"] for e in evs if e["event"] == "step_finished"}
-
-
-def labelled(client: docker.DockerClient, name: str) -> tuple[list, list]:
-    f = {"label": f"sdtui.deployment={name}"}
-    return client.containers.list(all=True, filters=f), client.volumes.list(filters=f)
-
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory, worker_image, docker_client):
@@ -123,23 +91,41 @@ def test_a_prompt_file_on_stdin_runs_one_request_per_line(cli):
                                                                     "a yellow barn"]
 
 
-def test_a_killed_client_loses_no_finished_image(cli):
-    before = {p.name for p in cli.out.glob("*.png")}
-    proc = cli.popen("--prompt", "a long batch", "-n", "3", "--steps", "25", "--width", "64",
-                     "--height", "64", "--seed", "7", "--json")
-    for line in proc.stdout:
-        if '"event": "progress"' in line and '"index": 0' in line:
+def test_a_killed_client_loses_no_finished_image(cli, tiny_models, docker_client):
+    """SIGKILL mid-batch, then a run without a prompt: it adopts the request the worker is still
+    running, follows it to the end and saves every image exactly once. The worker process is
+    stopped (SIGSTOP) from the kill until the new run's question has reached its stdin, so the
+    request is still running when it is asked about, however fast or slow this machine is."""
+    killed = cli.popen("--model", str(tiny_models["ckpt"]), "--prompt", "a long batch", "-n",
+                       "3", "--steps", "20", "--width", "64", "--height", "64", "--seed", "7",
+                       "--json")
+    for ev in read_events(killed):
+        if ev["event"] == "progress" and ev["index"] == 1:
+            rid = ev["id"]
             break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(8)  # the worker goes on with the batch while nobody is attached
-    r = cli.run("--json")
-    assert r.returncode == 0, r.stderr
-    recovered = [e for e in events(r.stdout) if e["event"] == "recovered"]
-    new = {p.name for p in cli.out.glob("*.png")} - before
-    assert len(recovered) >= 1 and len(new) >= len(recovered)
-    seeds = sorted(read_metadata(cli.out / n)["params"]["seed"] for n in new)
-    assert seeds == sorted(set(seeds)) and set(seeds) <= {7, 8, 9}
+    killed.kill()
+    killed.wait()
+    (worker,) = labelled(docker_client, cli.name)[0]
+    with frozen(worker) as waiting:
+        rerun = cli.popen("--json")
+        wait_for(waiting, unless=lambda: rerun.poll() is not None)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    seen = events(out)
+    assert step_outcomes(seen)["container"] == "skipped"  # the same worker
+    assert [e["id"] for e in seen if e["event"] == "adopted"] == [rid]
+    assert any(e["event"] == "progress" and e["id"] == rid for e in seen)  # with progress
+    assert [e["images"] for e in seen if e["event"] == "done" and e["id"] == rid] == [3]
+
+    finished = sorted(key for key in finished_by_worker(worker) if key[0] == rid)
+    saved = sorted((r["request"], r["index"]) for r in read_index(cli.out)
+                   if r.get("request") == rid)
+    assert finished == saved == [(rid, 0), (rid, 1), (rid, 2)]  # each on disk exactly once
+    for record in read_index(cli.out):
+        if record.get("request") == rid:
+            params = read_metadata(cli.out / record["file"])["params"]
+            assert (params["prompt"], params["seed"]) == ("a long batch", 7 + record["index"])
+    assert list((cli.state / "worker-outputs" / cli.name / spool.DIR_NAME).iterdir()) == []
 
 
 def test_ctrl_c_cancels_the_request_keeps_its_images_and_the_container(cli, docker_client):
@@ -162,6 +148,24 @@ def test_ctrl_c_cancels_the_request_keeps_its_images_and_the_container(cli, dock
     assert container.status == "running"
     r = cli.run("--status")
     assert f"{cli.name} (local): ready" in r.stdout
+
+
+def test_a_second_ctrl_c_leaves_at_once_without_waiting_for_the_worker(cli, docker_client):
+    """The first Ctrl-C asks the worker to cancel; the second leaves without waiting for it.
+    The worker process is stopped (SIGSTOP) in between, so a client that waited would never
+    return."""
+    proc = cli.popen("--prompt", "leave now", "-n", "4", "--steps", "150", "--width", "64",
+                     "--height", "64", "--json")
+    next(ev for ev in read_events(proc) if ev["event"] == "progress")
+    (worker,) = labelled(docker_client, cli.name)[0]
+    with frozen(worker):
+        proc.send_signal(signal.SIGINT)
+        assert "Ctrl-C again leaves now" in next(line for line in proc.stderr
+                                                 if "cancelling" in line)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    err = proc.stderr.read()
+    assert "interrupted again: left without waiting for the worker" in one_line(err)
 
 
 def test_status_lists_what_exists(cli):

@@ -6,14 +6,14 @@ import io
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from PIL import Image
 
 from sdtui.client import WorkerClient, decode_png
-from sdtui.outputs import read_metadata
-from sdtui.protocol import ProtocolError
+from sdtui.protocol import PROTOCOL_VERSION, ProtocolError
+from sdtui.worker import spool
+from sdtui.worker.server import Worker
 
 FAST = {"steps": 4, "width": 64, "height": 64, "preview_every": 2}
 
@@ -48,7 +48,7 @@ def run(client, **params):
 
 def test_ready_reports_model_device_and_versions(worker, tiny_diffusers):
     ready = worker.client.ready
-    assert ready["protocol"] == 1
+    assert ready["protocol"] == PROTOCOL_VERSION
     assert ready["model"] == str(tiny_diffusers) and ready["format"] == "diffusers"
     assert (ready["device"], ready["dtype"]) == ("cpu", "float32")
     assert ready["torch"] and ready["diffusers"] and ready["load_seconds"] > 0
@@ -147,16 +147,52 @@ def test_unacked_images_can_be_fetched_until_acked(worker):
     assert worker.client.fetch() == []
 
 
-def test_the_worker_keeps_a_copy_with_metadata_in_outputs(worker):
-    before = set(worker.outputs.glob("*.png"))
-    events = run(worker.client, prompt="copy me")
-    image = next(e for e in events if e["type"] == "image")
-    deadline = time.monotonic() + 10
-    while not (new := set(worker.outputs.glob("*.png")) - before) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    (copy,) = new
-    meta = read_metadata(copy)
-    assert meta["params"]["prompt"] == "copy me" and meta["params"]["seed"] == image["seed"]
+def spooled(outputs) -> list:
+    return sorted((outputs / spool.DIR_NAME).glob("*" + spool.SUFFIX))
+
+
+def test_a_finished_image_waits_in_the_spool_until_acked_even_across_a_restart(
+        tiny_diffusers, tmp_path):
+    """The worker's spool: written before the image is sent, deleted on ack, and loaded again
+    by a worker that was killed, so no finished image lives only in memory."""
+    first = WorkerProcess(tiny_diffusers, "--outputs", str(tmp_path))
+    first.client.wait_ready(timeout=300)
+    events = run(first.client, prompt="keep me", count=2)
+    images = [e for e in events if e["type"] == "image"]
+    rid = images[0]["id"]
+    assert len(spooled(tmp_path)) == 2
+    first.client.ack(rid, 0)
+    assert first.client.info()["unacked"] == 1  # answered after the ack: it was applied
+    assert len(spooled(tmp_path)) == 1
+    first.proc.kill()
+    first.proc.wait(timeout=60)
+
+    second = WorkerProcess(tiny_diffusers, "--outputs", str(tmp_path))
+    try:
+        second.client.wait_ready(timeout=300)
+        (again,) = second.client.fetch()
+        assert again["recovered"] and (again["id"], again["index"]) == (rid, 1)
+        assert decode_png(again) == decode_png(images[1])
+        assert again["params"] == images[1]["params"] and again["seed"] == images[1]["seed"]
+        second.client.ack(rid)
+        assert second.client.info()["unacked"] == 0
+        assert spooled(tmp_path) == [] and second.client.fetch() == []
+    finally:
+        second.stop()
+
+
+def test_a_full_spool_refuses_new_requests_and_keeps_every_image(tiny_diffusers, tmp_path,
+                                                                monkeypatch):
+    monkeypatch.setattr(spool, "MAX_IMAGES", 1)
+    w = Worker(None, {}, io.BytesIO(), tmp_path)
+    w.spool.put({"type": "image", "id": "a", "index": 0, "seed": 1, "png": "", "params": {},
+                 "seconds": None, "recovered": False})
+    w.handle_line(json.dumps({"type": "generate", "id": "b", "prompt": "p"}).encode())
+    (line,) = w._out.getvalue().splitlines()
+    error = json.loads(line)
+    assert (error["type"], error["id"], error["code"]) == ("error", "b", "spool_full")
+    assert "1 unsaved image(s)" in error["message"] and "run sdtui" in error["message"]
+    assert len(spooled(tmp_path)) == 1
 
 
 def test_stdout_carries_only_protocol_lines(tiny_diffusers):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests
 
 from sdtui.errors import EngineUnreachable
 
@@ -28,11 +29,26 @@ def connect_engine(base_url: str | None = None) -> docker.DockerClient:
         client.ping()
     except (docker.errors.DockerException, OSError) as exc:
         raise EngineUnreachable(
-            f"cannot reach the Docker engine at {where} ({_reason(exc)})", fix=ENGINE_FIX
+            f"cannot reach the Docker engine at {where} ({error_reason(exc)})", fix=ENGINE_FIX
         ) from None
     # Pings are quick; builds and long attaches are not.
     client.api.timeout = None
     return client
+
+
+def engine_lost(exc: BaseException) -> EngineUnreachable | None:
+    """The error to show when a Docker call failed because the engine, or the connection to it
+    (a socket, SSH), went away mid-way; None for any other failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (ConnectionError, EOFError, requests.exceptions.ConnectionError)) \
+                or type(seen).__name__ in ("SSHException", "ChannelException"):
+            return EngineUnreachable(
+                f"lost the connection to the Docker engine ({error_reason(exc)})",
+                fix="once it answers again, run the same command: it resumes where it stopped, "
+                "and finished images are kept")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def has_nvidia_runtime(client: docker.DockerClient) -> bool:
@@ -66,7 +82,7 @@ def _current_context(config_dir: Path) -> str | None:
     return config.get("currentContext") if isinstance(config, dict) else None
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """The innermost OS error (what the socket said), else the exception's first line."""
     seen: BaseException | None = exc
     while seen is not None:

@@ -95,7 +95,13 @@ class Step:
     already_done: Callable[[], str | None] = lambda: None
 
 
-def run_steps(steps: list[Step], on_event: OnEvent, cancel: threading.Event | None = None) -> None:
+Explain = Callable[[Exception], SdtuiError | None]
+
+
+def run_steps(steps: list[Step], on_event: OnEvent, cancel: threading.Event | None = None,
+              explain: Explain = lambda exc: None) -> None:
+    """`explain` turns a deployment's own kind of unexpected failure (its engine gone, say)
+    into the one line a user needs."""
     cancel = cancel or threading.Event()
     for step in steps:
         on_event(StepStarted(step.name, step.title))
@@ -112,7 +118,11 @@ def run_steps(steps: list[Step], on_event: OnEvent, cancel: threading.Event | No
             on_event(StepFinished(step.name, "failed", str(exc), time.monotonic() - started))
             raise
         except Exception as exc:  # an unexpected failure still names its step
-            on_event(StepFinished(step.name, "failed", str(exc), time.monotonic() - started))
+            known = explain(exc)
+            on_event(StepFinished(step.name, "failed", str(known or exc),
+                                  time.monotonic() - started))
+            if known is not None:
+                raise known from exc
             raise DeploymentError(f"step {step.name!r} failed: {exc}") from exc
         on_event(StepFinished(step.name, "done", detail, time.monotonic() - started))
 
@@ -168,13 +178,22 @@ class Deployment(ABC):
         """The ordered steps `provision` will run (nothing is created by planning)."""
 
     def provision(self, on_event: OnEvent, cancel: threading.Event | None = None) -> None:
-        run_steps(self.plan(), on_event, cancel)
+        run_steps(self.plan(), on_event, cancel, self.explain)
+
+    def explain(self, exc: Exception) -> SdtuiError | None:
+        """The one line for a failure of this deployment's own kind, or None."""
+        return None
 
     @abstractmethod
     def connect(self) -> WorkerClient: ...
 
     @abstractmethod
     def status(self) -> DeploymentStatus: ...
+
+    def refuse_foreign_purge(self) -> None:
+        """Raise BadInput when a purge would delete something sdtui did not create (teardown
+        calls it first too; front ends call it before anything else)."""
+        return None
 
     @abstractmethod
     def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport: ...

@@ -3,12 +3,22 @@
 Steps: engine → volume → image → models → container → attach. Each is skipped when its work is
 already done, and each thing created is recorded in the ledger first, so a crash or Ctrl-C
 leaves `status` and `teardown` true.
+
+Ownership: `status` and `teardown` act only on what carries the deployment's label and is in
+its ledger. A volume that existed before (the user's) may receive the model files, but it is
+recorded as theirs: reported as "yours, kept" and never deleted; asking to purge it is refused
+before anything is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import docker
 from docker.types import Mount
@@ -33,8 +43,10 @@ from sdtui.deploy.local_settings import (  # noqa: F401  (re-exported)
     LocalSettings,
 )
 from sdtui.deploy.worker_steps import WorkerSteps
+from sdtui.errors import BadInput
 from sdtui.ledger import Ledger
 from sdtui.paths import state_dir
+from sdtui.worker import spool
 
 
 class LocalDeployment(WorkerSteps, Deployment):
@@ -60,9 +72,13 @@ class LocalDeployment(WorkerSteps, Deployment):
     def labels(self) -> dict[str, str]:
         return {worker_container.LABEL: self.name}
 
+    @property
+    def spool_dir(self) -> Path:
+        """The worker's own directory on this machine (its spool of unsaved images)."""
+        return state_dir() / "worker-outputs" / self.name
+
     def worker_outputs_dir(self) -> Path:
-        """Where the worker keeps its own copy of every image, on this machine."""
-        path = state_dir() / "worker-outputs" / self.name
+        path = self.spool_dir
         path.mkdir(parents=True, exist_ok=True)
         if os.getuid() == 0:  # the worker runs as uid 1000 and must be able to write here
             os.chown(path, model_copy.WORKER_UID, model_copy.WORKER_UID)
@@ -96,25 +112,41 @@ class LocalDeployment(WorkerSteps, Deployment):
         gpu = "NVIDIA runtime found" if has_nvidia_runtime(self.engine) else "no GPU runtime (CPU)"
         return f"Docker {version}, {gpu}"
 
+    def _labelled(self, labels: dict | None) -> bool:
+        return (labels or {}).get(worker_container.LABEL) == self.name
+
     def _volume_exists(self) -> str | None:
         try:
-            self.engine.volumes.get(self.settings.volume)
+            volume = self.engine.volumes.get(self.settings.volume)
         except docker.errors.NotFound:
             return None
-        self.ledger.record("volume", self.settings.volume)
-        return "exists"
+        ours = self._labelled(volume.attrs.get("Labels"))
+        self.ledger.record("volume", self.settings.volume, created=ours)
+        return "exists" if ours else YOURS
 
     def _create_volume(self, ctx: StepContext) -> str:
-        self.ledger.record("volume", self.settings.volume)
-        self.engine.volumes.create(self.settings.volume, labels=self.labels)
+        self.ledger.record("volume", self.settings.volume, created=True)
+        volume = self.engine.volumes.create(self.settings.volume, labels=self.labels)
+        if not self._labelled(volume.attrs.get("Labels")):  # made by someone else meanwhile
+            self.ledger.record("volume", self.settings.volume, created=False)
+            return YOURS
         return "created"
+
+    @contextlib.contextmanager
+    def _copier(self) -> Iterator[model_copy.VolumeCopier]:
+        """The copy helper container, in the ledger for as long as it exists."""
+        name = f"sdtui-{self.name}-copy-{uuid.uuid4().hex[:8]}"
+        self.ledger.record("container", name, role="copy-helper")
+        with model_copy.VolumeCopier(self.engine, self.settings.volume, self._image,
+                                     self.labels, name=name) as copier:
+            yield copier
+        self.ledger.forget("container", name)
 
     def _models_in_volume(self) -> str | None:
         cache = self.ledger.params.get("hash_cache", {})
         self._files = model_copy.describe(self.settings.files(), cache)
         self.ledger.set_params(hash_cache=cache)
-        with model_copy.VolumeCopier(self.engine, self.settings.volume, self._image,
-                                     self.labels) as copier:
+        with self._copier() as copier:
             self._manifest = copier.manifest()
         self._todo = model_copy.changed(self._files, self._manifest)
         return None if self._todo else f"{len(self._files)} file(s) unchanged in the volume"
@@ -129,8 +161,7 @@ class LocalDeployment(WorkerSteps, Deployment):
 
         for f in self._todo:
             ctx.log(f"copying {f.name} ({f.size / 2**20:.1f} MiB)")
-        with model_copy.VolumeCopier(self.engine, self.settings.volume, self._image,
-                                     self.labels) as copier:
+        with self._copier() as copier:
             copier.copy(self._todo, self._manifest, on_bytes)
         return f"copied {len(self._todo)} of {len(self._files)} file(s), {total / 2**20:.1f} MiB"
 
@@ -150,49 +181,136 @@ class LocalDeployment(WorkerSteps, Deployment):
 
     # --- the interface -----------------------------------------------------------------------
 
+    def _volumes(self, ledger: Ledger | None) -> list[tuple[str, Any, bool]]:
+        """(name, volume or None when gone, ours) for each volume the ledger records, and the
+        named one (--volume) when it is not recorded. Ours: the ledger says sdtui created it
+        (an entry without that note predates it) and it carries this deployment's label."""
+        recorded = {e.id: e for e in ledger.resources("volume")} if ledger else {}
+        names = list(recorded) + [v for v in [self.settings.volume] if v not in recorded]
+        found = []
+        for name in names:
+            try:
+                volume = self.engine.volumes.get(name)
+            except docker.errors.NotFound:
+                found.append((name, None, False))
+                continue
+            entry = recorded.get(name)
+            ours = (entry is not None and entry.meta.get("created", True)
+                    and self._labelled(volume.attrs.get("Labels")))
+            found.append((name, volume, bool(ours)))
+        return found
+
+    def _spooled(self) -> int:
+        """Images the worker finished that no client has saved yet."""
+        return spool.count(self.spool_dir)
+
     def status(self) -> DeploymentStatus:
+        ledger = Ledger.load(self.name)
+        if ledger is None:  # nothing recorded: nothing of ours to report
+            return DeploymentStatus(self.name, "local", "absent")
         resources: list[Resource] = []
         state = "absent"
         try:
             engine = self.engine
         except Exception as exc:
             return DeploymentStatus(self.name, "local", f"unknown ({exc})")
+        recorded = {e.id for e in ledger.resources("container")}
         container = worker_container.find_worker(engine, self.name)
-        if container is not None:
+        if container is not None and container.name in recorded:
             state = "ready" if container.status == "running" else container.status
             resources.append(Resource("container", container.name, container.status))
-        try:
-            engine.volumes.get(self.settings.volume)
-            resources.append(Resource("volume", self.settings.volume, "present",
-                                      kept_on_teardown=True))
-        except docker.errors.NotFound:
-            pass
+        for name, volume, ours in self._volumes(ledger):
+            if volume is None or name not in {e.id for e in ledger.resources("volume")}:
+                continue
+            resources.append(Resource("volume", name, "present", kept_on_teardown=True,
+                                      note="" if ours else YOURS))
+        if spooled := self._spooled():
+            resources.append(Resource("spool", str(self.spool_dir), f"{spooled} unsaved image(s)",
+                                      note="the next run saves them"))
         if state == "absent" and resources:
             state = "stopped"
         return DeploymentStatus(self.name, "local", state, resources)
 
+    def refuse_foreign_purge(self) -> None:
+        for name, volume, ours in self._volumes(Ledger.load(self.name)):
+            if volume is not None and not ours:
+                raise BadInput(
+                    f"volume {name} was not created by sdtui for deployment {self.name} (its "
+                    f"ledger does not record creating it, or it lacks the "
+                    f"{worker_container.LABEL}={self.name} label): it is yours, and sdtui "
+                    "never deletes it",
+                    fix="tear down without --purge-volume; delete it yourself if you must")
+
     def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport:
+        if purge:  # refused before anything is deleted
+            self.refuse_foreign_purge()
+        ledger = Ledger.load(self.name)
+        volumes = self._volumes(ledger)
         report = TeardownReport()
         on_event(StepStarted("teardown", f"Tear down {self.name}"))
+        if ledger is None:
+            on_event(StepFinished("teardown", "done", "nothing recorded for this deployment"))
+            return report
+        recorded = {e.id for e in ledger.resources("container")}
         for container in self.engine.containers.list(
             all=True, filters={"label": f"{worker_container.LABEL}={self.name}"}
         ):
-            container.remove(force=True)
+            if container.name not in recorded:
+                report.kept.append(Resource("container", container.name, note=(
+                    "labelled for this deployment but not in its ledger: not deleted")))
+                continue
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.DockerException as exc:
+                report.left.append(Resource("container", container.name, note=str(exc)))
+                continue
             report.removed.append(Resource("container", container.name))
-            self.ledger.forget("container", container.name)
-        volume = Resource("volume", self.settings.volume, kept_on_teardown=not purge)
-        try:
-            vol = self.engine.volumes.get(self.settings.volume)
-            if purge:
-                vol.remove(force=True)
-                report.removed.append(volume)
-                self.ledger.forget("volume", self.settings.volume)
+        for name in recorded - {r.id for r in report.left}:
+            ledger.forget("container", name)
+        for name, volume, ours in volumes:
+            if volume is None:
+                ledger.forget("volume", name)
+            elif not ours:
+                report.kept.append(Resource("volume", name, kept_on_teardown=True, note=YOURS))
+                ledger.forget("volume", name)
+            elif purge:
+                try:
+                    volume.remove(force=True)
+                except docker.errors.DockerException as exc:  # e.g. in use by another container
+                    report.left.append(Resource("volume", name, note=str(exc)))
+                    continue
+                report.removed.append(Resource("volume", name))
+                ledger.forget("volume", name)
             else:
-                report.kept.append(volume)
-        except docker.errors.NotFound:
-            self.ledger.forget("volume", self.settings.volume)
-        if purge or not self.ledger.resources("volume"):
-            self.ledger.delete()
+                report.kept.append(Resource("volume", name, kept_on_teardown=True,
+                                            note="the model files; --purge-volume deletes it"))
+        for entry in ledger.resources("image"):
+            ledger.forget("image", entry.id)
+            with contextlib.suppress(docker.errors.NotFound):
+                self.engine.images.get(entry.id)
+                report.kept.append(Resource("image", entry.id, kept_on_teardown=True, note=(
+                    "the worker image, shared by every deployment on this engine "
+                    "(`docker image rm` deletes it)")))
+        self._teardown_spool(report)
+        if not ledger.resources():
+            ledger.delete()
         on_event(StepFinished("teardown", "done", report.summary()))
         return report
 
+    def _teardown_spool(self, report: TeardownReport) -> None:
+        """The worker's directory goes when it holds nothing unsaved; else it is kept for the
+        next run with this name, which saves those images first."""
+        if not self.spool_dir.exists():
+            return
+        if spooled := self._spooled():
+            report.kept.append(Resource("spool", str(self.spool_dir), kept_on_teardown=True,
+                                        note=f"{spooled} image(s) the worker finished that no "
+                                        f"client saved; the next run of {self.name} saves them"))
+            return
+        shutil.rmtree(self.spool_dir, ignore_errors=True)
+        report.removed.append(Resource("spool", str(self.spool_dir), note="empty"))
+
+
+YOURS = "yours (not created by sdtui): it receives the model files, and is never deleted"

@@ -94,10 +94,12 @@ def tar_stream(files: list[ModelFile], extra: dict[str, bytes],
 class VolumeCopier:
     """Reads and writes one volume through a stopped helper container."""
 
-    def __init__(self, client: docker.DockerClient, volume: str, image: str, labels: dict) -> None:
+    def __init__(self, client: docker.DockerClient, volume: str, image: str, labels: dict,
+                 name: str | None = None) -> None:
         self.client = client
         self.helper = client.containers.create(
             image,
+            name=name,
             entrypoint=["true"],
             mounts=[Mount("/data", volume, type="volume")],
             labels={**labels, "sdtui.role": "copy-helper"},
@@ -120,11 +122,23 @@ class VolumeCopier:
 
     def copy(self, files: list[ModelFile], manifest: dict[str, dict],
              on_bytes: Callable[[int], None]) -> None:
+        # First the manifest without the files about to be written: a copy cut short (Ctrl-C,
+        # a killed client, the engine going away) must never leave a half-written file that
+        # the manifest vouches for.
+        for f in files:
+            manifest.pop(f.name, None)
+        self._put(tar_stream([], self._manifest_file(manifest), lambda n: None))
         for f in files:
             manifest[f.name] = {"size": f.size, "sha256": f.sha256}
-        extra = {MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode()}
         # A generator body is sent with chunked encoding: nothing is held whole in memory.
-        if not self.helper.put_archive("/data", tar_stream(files, extra, on_bytes)):
+        self._put(tar_stream(files, self._manifest_file(manifest), on_bytes))
+
+    @staticmethod
+    def _manifest_file(manifest: dict[str, dict]) -> dict[str, bytes]:
+        return {MANIFEST: json.dumps(manifest, indent=1, sort_keys=True).encode()}
+
+    def _put(self, archive: Iterator[bytes]) -> None:
+        if not self.helper.put_archive("/data", archive):
             raise OSError("the Docker engine refused the model archive")
 
 

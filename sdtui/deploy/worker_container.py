@@ -13,6 +13,7 @@ from docker.models.containers import Container
 from docker.types import DeviceRequest, LogConfig, Mount
 
 from sdtui.client import WorkerClient
+from sdtui.container.docker_engine import engine_lost
 from sdtui.errors import WorkerDied
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ def model_in_container(models: list) -> str:
     from sdtui.modelfiles import model_files
 
     return f"{DATA_DIR}/{model_files(models[0])[0][1].split('/')[0]}"
+
+
+def container_name(deployment: str) -> str:
+    return f"sdtui-{deployment}-worker"
 
 
 def model_sha256(models: list, digests: dict[str, str]) -> str | None:
@@ -101,7 +106,7 @@ def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
     # The SDK sets StdinOnce with stdin_open, and then the worker's stdin closes when the first
     # client detaches (or dies). The worker must outlive its clients.
     config["StdinOnce"] = False
-    created = api.create_container_from_config(config, name=f"sdtui-{spec.deployment}-worker")
+    created = api.create_container_from_config(config, name=container_name(spec.deployment))
     return client.containers.get(created["Id"])
 
 
@@ -134,19 +139,38 @@ def memory_limit_bytes(container: Container) -> int:
 def diagnose(container: Container) -> WorkerDied:
     """Why the worker's stream ended, in one line."""
     try:
-        container.reload()
+        return _diagnose(container)
     except docker.errors.NotFound:
         return WorkerDied("the worker container was removed", fix="run sdtui again to recreate it")
+    except Exception as exc:  # noqa: BLE001 (the engine, or SSH to it, is gone: say so)
+        if (lost := engine_lost(exc)) is None:
+            raise
+        return WorkerDied(lost.message, fix=lost.fix)
+
+
+def _diagnose(container: Container) -> WorkerDied:
+    again = "run sdtui again: it restarts the worker, and finished images are kept"
+    container.reload()
     state = container.attrs.get("State", {})
     if state.get("Running"):
         return WorkerDied("the connection to the worker dropped; the worker is still running",
                           fix="run sdtui again to reattach; finished images are kept")
-    if state.get("OOMKilled") or state.get("ExitCode") == 137:
+    limited = bool(container.attrs.get("HostConfig", {}).get("Memory"))
+    # Some engines (cgroup v2) do not set OOMKilled: a SIGKILL under a memory limit is one.
+    if state.get("OOMKilled") or (limited and state.get("ExitCode") == 137):
         gib = memory_limit_bytes(container) / 2**30
         return WorkerDied(
             f"the worker was OOM-killed (memory limit {gib:.1f} GiB)",
             fix="use a smaller size or count, or give Docker more memory",
         )
+    if state.get("ExitCode") == 143:  # SIGTERM: the worker leaves at once, its spool kept
+        return WorkerDied("the worker was stopped (`docker stop`, or the Docker engine "
+                          "stopped or restarted)", fix=again)
+    if state.get("ExitCode") == 137:
+        gib = memory_limit_bytes(container) / 2**30
+        return WorkerDied(
+            "the worker was killed (SIGKILL: `docker kill`, the engine stopping, or out of "
+            f"memory; limit {gib:.1f} GiB)", fix=again)
     tail = container.logs(stdout=False, stderr=True, tail=5).decode(errors="replace").strip()
     last = tail.splitlines()[-1] if tail else "no output"
     return WorkerDied(

@@ -9,9 +9,10 @@ import docker
 
 from sdtui.client import WorkerClient
 from sdtui.container.build import build_image, existing_image
+from sdtui.container.docker_engine import engine_lost
 from sdtui.deploy import worker_container
 from sdtui.deploy.base import Step, StepContext
-from sdtui.errors import BadInput
+from sdtui.errors import BadInput, SdtuiError
 from sdtui.ledger import Ledger
 
 
@@ -29,6 +30,9 @@ class WorkerSteps:
 
     @abstractmethod
     def worker_spec(self) -> worker_container.WorkerSpec: ...
+
+    def explain(self, exc: Exception) -> SdtuiError | None:
+        return engine_lost(exc)
 
     def image_step(self, title: str = "Build the worker image") -> Step:
         return Step("image", title, self._build_image, self._image_exists)
@@ -66,7 +70,9 @@ class WorkerSteps:
         if old is not None:
             ctx.log(f"replacing {old.name}: the image or the model changed")
             old.remove(force=True)
-        container = worker_container.create_worker(self.engine, self.worker_spec())
+        spec = self.worker_spec()
+        self.ledger.record("container", worker_container.container_name(self.name))  # first
+        container = worker_container.create_worker(self.engine, spec)
         self.ledger.record("container", container.name, container_id=container.id)
         gib = worker_container.memory_limit_bytes(container) / 2**30
         return f"{container.name}, memory limit {gib:.1f} GiB"

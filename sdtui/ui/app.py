@@ -199,7 +199,7 @@ class SdtuiApp(App[int]):
             from sdtui.ui.screens.prompt import PromptScreen
 
             if isinstance(self.screen, PromptScreen):
-                self.screen.session.client.close()
+                self.screen.session.close()
             self._to_deployments()
             self.push_screen(ProvisionScreen(deployment, mode="teardown", purge=purge))
 

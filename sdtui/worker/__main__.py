@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def _claim_stdout() -> object:
     return os.fdopen(protocol_fd, "wb", buffering=0)
 
 
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(EXIT_TERMINATED)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["batch"]:
@@ -33,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         return batch_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
     parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
-    parser.add_argument("--outputs", type=Path, help="also keep a copy of every image here")
+    parser.add_argument("--outputs", type=Path,
+                        help="the worker's own directory: finished images wait in its spool/ "
+                        "until a client acknowledges them, across restarts")
     parser.add_argument("--model-sha256", metavar="HEX",
                         help="the model file's sha256, recorded in every image's metadata")
     parser.add_argument("--device", help="force a torch device (default: cuda if present)")
@@ -42,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
+    # As a container's PID 1 the worker would ignore SIGTERM, and `docker stop` or an engine
+    # shutting down would wait 10 s to kill it. Nothing is lost by leaving at once: finished
+    # images are already in the spool.
+    signal.signal(signal.SIGTERM, _terminated)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = _claim_stdout()
 

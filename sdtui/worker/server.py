@@ -2,8 +2,8 @@
 
 A reader thread parses every line as it arrives, so `cancel`, `info`, `fetch` and `ack` are
 answered while a generation runs; `generate` requests queue up and run strictly in order on
-the main thread. Finished images are kept until acknowledged, so a client that lost its
-stream can `fetch` them again.
+the main thread. Finished images wait in the spool (on disk, see spool.py) until acknowledged,
+so a client that lost its stream, or a worker that was restarted, can `fetch` them again.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from sdtui import protocol
 from sdtui.protocol import ProtocolError
-from sdtui.worker import activity
+from sdtui.worker import activity, spool
 
 log = logging.getLogger("sdtui.worker")
 
@@ -41,9 +41,13 @@ class Worker:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._queued_ids: list[str] = []
         self._busy: str | None = None
+        self._running: dict[str, Any] | None = None
         self._cancel = threading.Event()
         self._cancelled_in_queue: set[str] = set()
-        self._unacked: dict[tuple[str, int], dict[str, Any]] = {}
+        self.spool = spool.Spool(outputs_dir / spool.DIR_NAME if outputs_dir is not None
+                                 else None)
+        if loaded := self.spool.load():
+            log.info("%d unacknowledged image(s) from an earlier run are in the spool", loaded)
         self._started = time.monotonic()
 
     # --- output ------------------------------------------------------------------------------
@@ -56,9 +60,7 @@ class Worker:
         if kind in BUSY_EVENTS:
             self.touch_activity()
         if kind == "image":
-            with self._state_lock:
-                self._unacked[(fields["id"], fields["index"])] = message
-            self._save_copy(message)
+            self.spool.put(message)  # on disk before the client can see it
         with self._write_lock:
             self._out.write(line)
             self._out.flush()
@@ -69,16 +71,6 @@ class Worker:
     def touch_activity(self) -> None:
         """Mark the worker busy for the host's idle auto-stop (it reads this file's mtime)."""
         activity.touch(self.outputs_dir)
-
-    def _save_copy(self, message: dict[str, Any]) -> None:
-        if self.outputs_dir is None:
-            return
-        from sdtui.outputs import save_image
-
-        try:
-            save_image(self.outputs_dir, base64.b64decode(message["png"]), message["params"])
-        except Exception as exc:  # the client still gets the image over the stream
-            log.warning("could not keep a copy in %s: %s", self.outputs_dir, exc)
 
     # --- input -------------------------------------------------------------------------------
 
@@ -98,6 +90,10 @@ class Worker:
     def _on_generate(self, req: dict[str, Any]) -> None:
         if req["seed"] is None:
             req["seed"] = secrets.randbelow(protocol.MAX_SEED - req["count"])
+        if reason := self.spool.full():
+            self.error(req["id"], "spool_full",
+                       f"{reason}; run sdtui to save them (it fetches them first), then retry")
+            return
         with self._state_lock:
             if req["id"] == self._busy or req["id"] in self._queued_ids:
                 self.error(req["id"], "duplicate_id", f"request id {req['id']!r} is in use")
@@ -124,17 +120,22 @@ class Worker:
 
     def _on_info(self, req: dict[str, Any]) -> None:
         with self._state_lock:
+            running = self._running
             fields = {
                 "busy": self._busy,
                 "queued": len(self._queued_ids),
-                "unacked": len(self._unacked),
+                "unacked": len(self.spool),
+                # What the busy request asks for, so a client that adopts it can show it
+                # (input images stay out: they can be megabytes).
+                "request": None if running is None else {
+                    k: v for k, v in running.items()
+                    if k != "type" and k not in protocol.INPUT_IMAGE_FIELDS},
             }
         fields.update(uptime=round(time.monotonic() - self._started, 3), ready=self.model_info)
         self.emit("info", fields)
 
     def _on_fetch(self, req: dict[str, Any]) -> None:
-        with self._state_lock:
-            pending = list(self._unacked.values())
+        pending = self.spool.pending()
         with self._write_lock:
             for message in pending:
                 self._out.write(protocol.encode({**message, "recovered": True}))
@@ -142,10 +143,7 @@ class Worker:
             self._out.flush()
 
     def _on_ack(self, req: dict[str, Any]) -> None:
-        with self._state_lock:
-            for key in list(self._unacked):
-                if key[0] == req["id"] and req["index"] in (None, key[1]):
-                    del self._unacked[key]
+        self.spool.ack(req["id"], req["index"])
 
     # --- loop --------------------------------------------------------------------------------
 
@@ -173,7 +171,7 @@ class Worker:
                 return
             if rid in self._queued_ids:
                 self._queued_ids.remove(rid)
-            self._busy = rid
+            self._busy, self._running = rid, req
             self._cancel.clear()
         started = time.monotonic()
         images, cancelled = 0, False
@@ -188,7 +186,7 @@ class Worker:
             return
         finally:
             with self._state_lock:
-                self._busy = None
+                self._busy, self._running = None, None
         seconds = round(time.monotonic() - started, 3)
         self.emit("done", {"id": rid, "seconds": seconds, "images": images, "cancelled": cancelled})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import socket
 import subprocess
 import threading
@@ -74,6 +75,15 @@ class Sshd:
         self.proc.terminate()
         self.proc.wait(timeout=10)
         self.log.close()
+
+    def drop_sessions(self) -> int:
+        """Kill every per-connection sshd process (the listener stays): each SSH connection
+        drops, as when the network between the laptop and the instance goes away."""
+        children = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        for pid in children:
+            subprocess.run(["kill", f"-{signal.SIGKILL.value}", pid], capture_output=True)
+        return len(children)
 
 
 class FakeBoot(threading.Thread):

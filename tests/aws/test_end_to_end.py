@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from sdtui.deploy.aws import s3fs
 from sdtui.deploy.aws.naming import tag_filter
 from sdtui.deploy.worker_container import LABEL
 from sdtui.modelfiles import sha256_file
 
-from .s3fs_builds import install_wrapper
+from .instance_sandbox import instance_sandbox
 from .sshd import FakeBoot, free_port
 
 BUCKET = "sdtui-e2e-models"
@@ -53,13 +52,7 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
     model = tiny_checkpoint(tmp_path / "models")
     host = tmp_path / "host"
     port = free_port()
-    monkeypatch.setenv("SDTUI_INSTANCE_SSH", f"root@127.0.0.1:{port}")
-    monkeypatch.setenv("SDTUI_TEST_HOST_PREFIX", str(host))
-    monkeypatch.setenv("SDTUI_TEST_NO_GPU", "1")
-    monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
-    # moto has no metadata service: static keys, given as a test setting (never the caller's)
-    monkeypatch.setenv("SDTUI_TEST_S3FS_CREDENTIALS", "testing:testing")
-    install_wrapper(host / s3fs.BINARY.lstrip("/"))  # the "instance" already built its s3fs
+    instance_sandbox(monkeypatch, host, port)
     out = tmp_path / "out"
     mount = host / "mnt/sd-data"
     boot = FakeBoot(aws["ec2"], NAME, tmp_path / "sshd", port)
@@ -72,14 +65,16 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert boot.error is None
         assert run.returncode == 0, run.stderr
 
-        # images arrived in the outputs dir, and the worker kept its copies on the "host"
+        # images arrived in the outputs dir; the worker's spool on the "host" let them go once
+        # they were saved (acknowledged)
         saved = sorted(out.glob("*.png"))
         assert len(saved) == 2
         assert [str(p) for p in saved] == sorted(run.stdout.split())
-        assert len(list((host / "var/lib/sdtui/outputs").glob("**/*.png"))) == 2
-        # the model's sha256, hashed for the upload, is in every image (both copies)
+        assert (host / "var/lib/sdtui/outputs/spool").is_dir()
+        assert list((host / "var/lib/sdtui/outputs/spool").iterdir()) == []
+        # the model's sha256, hashed for the upload, is in every image
         sha = sha256_file(model)
-        for png in [*saved, *(host / "var/lib/sdtui/outputs").glob("**/*.png")]:
+        for png in saved:
             assert f"Model hash: {sha[:10]}," in Image.open(png).text["parameters"]
         # the worker read the model through the s3fs mount, bound read-only at /data
         assert subprocess.run(["mountpoint", "-q", str(mount)]).returncode == 0

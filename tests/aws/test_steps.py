@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
+
+import pytest
+from botocore.exceptions import ClientError
 
 from sdtui.deploy.aws.naming import TAG_KEY
 from sdtui.deploy.aws.steps import aws_steps
 from sdtui.deploy.aws.teardown import teardown
 from sdtui.deploy.base import CostUpdate
+from sdtui.errors import EXIT_BAD_INPUT
 from sdtui.ledger import Ledger
 from sdtui.paths import state_dir
 
@@ -189,11 +195,59 @@ def test_teardown_with_purge_removes_the_bucket_and_the_ledger(model, aws):
     assert Ledger.load("t1") is None
 
 
-def test_teardown_without_a_ledger_sweeps_by_tag(model, aws):
+def test_teardown_without_a_ledger_deletes_nothing_and_lists_what_is_tagged(model, aws):
+    """Ownership needs the tag and this machine's ledger: another machine may run a deployment
+    of the same name in the same account."""
     import boto3
 
     ledger, _, _ = provision(model)
-    ledger.delete()  # a crash lost the state file
+    before = sorted(tagged(aws))
+    ledger.delete()
     report = teardown(boto3.Session(region_name="us-east-1"), "t1", None, sleep=lambda s: None)
-    assert report.left == []
-    assert tagged(aws) == ["sdtui-test-models"]  # the bucket is user data: never swept
+    assert report.removed == [] and sorted(tagged(aws)) == before
+    assert [r.kind for r in report.left] == ["instance"]  # it costs money: say so
+    assert all("not in this machine's ledger" in r.note for r in report.left + report.kept)
+
+
+def test_a_users_own_bucket_is_used_never_tagged_and_never_purged(model, aws):
+    """A bucket that existed before: the model files go into it, but it is not marked as ours,
+    --purge-bucket is refused before anything is deleted (exit 2), and a plain teardown keeps
+    it, with the user's own objects, while removing everything sdtui created."""
+    s3 = aws["s3"]
+    s3.create_bucket(Bucket="users-own-models")
+    s3.put_object(Bucket="users-own-models", Key="notes.txt", Body=b"mine")
+    ledger, events, _ = provision(model, bucket="users-own-models")
+    finished = {e.step: e.detail for e in events if type(e).__name__ == "StepFinished"}
+    assert "yours (not created by sdtui)" in finished["bucket"]
+    with pytest.raises(ClientError, match="NoSuchTagSet"):  # not marked as sdtui's
+        s3.get_bucket_tagging(Bucket="users-own-models")
+    created = sorted(tagged(aws))
+
+    refused = cli("--name", "t1", "--teardown", "--purge-bucket")
+    assert refused.returncode == EXIT_BAD_INPUT, refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "bucket users-own-models was not created by sdtui" in line and "yours" in line
+    assert sorted(tagged(aws)) == created  # nothing was deleted
+
+    down = cli("--name", "t1", "--teardown")
+    assert down.returncode == 0, down.stderr
+    assert "kept bucket users-own-models: yours (not created by sdtui)" in down.stderr
+    assert tagged(aws) == ["users-own-models"]  # (the test's tagged() lists every bucket)
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="users-own-models")["Contents"])
+    assert keys == ["notes.txt", "tiny.safetensors", "tiny.yaml"]
+    assert Ledger.load("t1") is None
+    status = cli("--name", "t1", "--status")
+    assert "t1 (aws): absent" in status.stdout and "users-own-models" not in status.stdout
+
+
+def test_purging_a_named_bucket_that_no_ledger_records_is_refused(aws):
+    aws["s3"].create_bucket(Bucket="someone-elses")
+    refused = cli("--name", "t9", "--bucket", "someone-elses", "--teardown", "--purge-bucket")
+    assert refused.returncode == EXIT_BAD_INPUT
+    assert "bucket someone-elses was not created by sdtui" in refused.stderr
+    assert "someone-elses" in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
+
+
+def cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--option", "aws", *argv],
+                          capture_output=True, text=True, timeout=300)

@@ -165,6 +165,9 @@ class IdleWorker:
     def fetch(self) -> list:
         return []
 
+    def watch_running(self) -> None:  # nothing left running by a client that quit
+        return None
+
     def close(self) -> None:
         self.closed = True
 

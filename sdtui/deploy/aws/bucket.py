@@ -40,9 +40,11 @@ def _taken(bucket: str, account: str | None) -> BadInput:
     )
 
 
-def ensure_bucket(s3, bucket: str, region: str, deployment: str, account: str) -> str:
-    """Create the bucket, or reuse ours; either way enforce the security settings.
-    Returns "created" or "reused"."""
+def ensure_bucket(s3, bucket: str, region: str, deployment: str, account: str,
+                  *, ours: bool = False) -> str:
+    """Create the bucket, or reuse one; either way enforce the security settings. Only a bucket
+    sdtui created (now, or `ours` by the ledger) gets the deployment tag: a user's bucket is
+    never marked as sdtui's. Returns "created" or "reused"."""
     outcome = "reused"
     if not bucket_exists_for_us(s3, bucket):
         kwargs: dict = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
@@ -60,17 +62,19 @@ def ensure_bucket(s3, bucket: str, region: str, deployment: str, account: str) -
         s3.get_waiter("bucket_exists").wait(
             Bucket=bucket, WaiterConfig={"Delay": 2, "MaxAttempts": 15}
         )
-    enforce_settings(s3, bucket, deployment)
+    enforce_settings(s3, bucket, deployment, tag=ours or outcome == "created")
     return outcome
 
 
-def enforce_settings(s3, bucket: str, deployment: str) -> None:
+def enforce_settings(s3, bucket: str, deployment: str, *, tag: bool = True) -> None:
     s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
     s3.put_bucket_ownership_controls(Bucket=bucket, OwnershipControls=OWNERSHIP)
     if not _has_default_encryption(s3, bucket):  # keep a user's own SSE-KMS choice
         s3.put_bucket_encryption(
             Bucket=bucket, ServerSideEncryptionConfiguration=DEFAULT_ENCRYPTION
         )
+    if not tag:
+        return
     tags = _tags(s3, bucket)
     if tags.get(TAG_KEY) != deployment:
         tags[TAG_KEY] = deployment
@@ -107,6 +111,10 @@ def _has_default_encryption(s3, bucket: str) -> bool:
             return False
         raise
     return bool(rules.get("Rules"))
+
+
+def tagged_for(s3, bucket: str, deployment: str) -> bool:
+    return _tags(s3, bucket).get(TAG_KEY) == deployment
 
 
 def _tags(s3, bucket: str) -> dict[str, str]:

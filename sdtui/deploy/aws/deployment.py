@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from sdtui.deploy.base import (
 from sdtui.deploy.worker_steps import WorkerSteps
 from sdtui.errors import BadInput, DeploymentError, SdtuiError
 from sdtui.ledger import Ledger
+from sdtui.worker import spool
 
 DEFAULT_NAME = "aws"
 STATUS_SSH_WAIT_S = 5
@@ -141,7 +143,7 @@ class AwsDeployment(WorkerSteps, Deployment):
 
     def provision(self, on_event: OnEvent, cancel: threading.Event | None = None) -> None:
         self._on_event = on_event
-        run_steps(self.plan(), on_event, cancel)
+        run_steps(self.plan(), on_event, cancel, self.explain)
 
     def plan(self) -> list[Step]:
         steps = aws_steps(self.settings, self.ledger, public_ip=self._public_ip,
@@ -281,41 +283,75 @@ class AwsDeployment(WorkerSteps, Deployment):
                                      note=found.get("InstanceType", "")))
         return status
 
+    def refuse_foreign_purge(self) -> None:
+        aws_teardown.refuse_foreign_purge(self.session, self.name, Ledger.load(self.name),
+                                          self.settings.bucket)
+
     def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport:
+        purge = purge or self.purge_bucket
+        if purge:  # refused before anything is deleted
+            self.refuse_foreign_purge()
+        ledger = Ledger.load(self.name)
         on_event(StepStarted("teardown", f"Tear down {self.name}"))
         started = time.monotonic()
 
         def log(line: str) -> None:
             on_event(StepLog("teardown", line))
 
-        ledger = Ledger.load(self.name)
-        self._remove_worker(log)
-        report = aws_teardown.teardown(self.session, self.name, ledger,
-                                       purge_bucket=purge or self.purge_bucket, log=log,
-                                       sleep=self._sleep)
+        report = TeardownReport()
+        if ledger is not None and ledger.resources("container"):
+            self._remove_worker(ledger, log, report)
+        found = aws_teardown.teardown(self.session, self.name, ledger, purge_bucket=purge,
+                                      log=log, sleep=self._sleep)
+        for kind in ("removed", "kept", "left"):
+            getattr(report, kind).extend(getattr(found, kind))
         if not any(r.kind == "instance" for r in report.left):
             ssh.delete_host_key(self.name)
         outcome = "failed" if report.left else "done"
         on_event(StepFinished("teardown", outcome, report.summary(), time.monotonic() - started))
         return report
 
-    def _remove_worker(self, log: Callable[[str], None]) -> None:
+    def _remove_worker(self, ledger: Ledger, log: Callable[[str], None],
+                       report: TeardownReport) -> None:
         """The worker container, when the instance can be reached (it goes with the instance
-        anyway; removing it first ends its stream cleanly)."""
+        anyway; removing it first ends its stream cleanly), and a count of the images in its
+        spool, which go with the instance's disk."""
         try:
             found = instance.find_instance(self.ec2, self.name)
             if found is None or found["State"]["Name"] != "running":
                 return
             target = self._target(found)
-            self._open_ssh(target, wait_s=STATUS_SSH_WAIT_S).close()
+            connection = self._open_ssh(target, wait_s=STATUS_SSH_WAIT_S)
+            try:
+                outputs = ledger.params.get("outputs_dir")
+                spooled = int(ssh.run_command(connection, spool_count_command(outputs))
+                              or 0) if outputs else 0
+            except (ValueError, OSError):
+                spooled = 0
+            finally:
+                connection.close()
+            if spooled:
+                report.removed.append(Resource("spool", f"{target.host}:{outputs}", note=(
+                    f"with the instance: {spooled} image(s) the worker finished that no client "
+                    "saved")))
             engine = docker_over_ssh(target, access.private_key_path(self.name),
                                      ssh.known_hosts_path(self.name))
+            recorded = {e.id for e in ledger.resources("container")}
             for container in engine.containers.list(
                     all=True, filters={"label": f"{worker_container.LABEL}={self.name}"}):
+                if container.name not in recorded:
+                    continue  # not ours to delete; it goes with the instance if it is ours
                 container.remove(force=True)
+                ledger.forget("container", container.name)
+                report.removed.append(Resource("container", container.name))
                 log(f"removed container {container.name}")
             engine.close()
         except (SdtuiError, ClientError, BotoCoreError, docker.errors.DockerException,
                 OSError) as exc:
             log(f"worker container not removed ({exc}); it goes with the instance")
 
+
+def spool_count_command(outputs_dir: str) -> str:
+    """Counts the worker's unsaved images on the host (its spool)."""
+    return (f"find {shlex.quote(outputs_dir + '/' + spool.DIR_NAME)} -maxdepth 1 "
+            f"-name '*{spool.SUFFIX}' 2>/dev/null | wc -l")

@@ -20,6 +20,7 @@ from sdtui.deploy.aws.session import (
 )
 from sdtui.deploy.aws.settings import AwsSettings
 from sdtui.deploy.base import CostUpdate, Step, StepContext
+from sdtui.errors import BadInput
 from sdtui.ledger import Ledger
 
 OnCost = Callable[[CostUpdate], None]
@@ -97,10 +98,23 @@ class AwsRun:
 
     def run_bucket(self, ctx: StepContext) -> str:
         s = self.settings
-        outcome = bucket.ensure_bucket(
-            self.client("s3"), s.bucket, str(s.region), s.name, self.ledger.params["account"]
-        )
-        self.ledger.record("bucket", s.bucket, region=s.region, created=outcome == "created")
+        s3 = self.client("s3")
+        entry = next((e for e in self.ledger.resources("bucket") if e.id == s.bucket), None)
+        ours = bool(entry and entry.meta.get("created"))
+        creating = not ours and not bucket.bucket_exists_for_us(s3, s.bucket)
+        if creating:  # recorded first, so a crash right after creating it loses nothing
+            ours = True
+            self.ledger.record("bucket", s.bucket, region=s.region, created=True)
+        try:
+            outcome = bucket.ensure_bucket(s3, s.bucket, str(s.region), s.name,
+                                           self.ledger.params["account"], ours=ours)
+        except BadInput:  # the name belongs to another account: nothing was created
+            if creating:
+                self.ledger.forget("bucket", s.bucket)
+            raise
+        self.ledger.record("bucket", s.bucket, region=s.region, created=ours)
+        if not ours:
+            return f"s3://{s.bucket} is yours (not created by sdtui): used, never deleted"
         return f"s3://{s.bucket} {outcome}"
 
     # --- upload -----------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from sdtui.ui.widgets.gallery import Gallery, describe
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from sdtui.client import WorkerClient
+    from sdtui.client import RunningRequest, WorkerClient
     from sdtui.deploy.base import Deployment
     from sdtui.ui.app import SdtuiApp
 
@@ -376,8 +376,30 @@ class PromptScreen(Screen[None]):
 
     @work(thread=True, exit_on_error=False, group="recover")
     def _recover(self) -> None:
-        for image in self.session.recover():
+        recovery = self.session.take_over()
+        for image in recovery.saved:
             self.pump.put({"type": "recovered", "image": image})
+        if recovery.adopted is not None:
+            self.app.call_from_thread(self._adopt, recovery.adopted)
+
+    def _adopt(self, adopted: RunningRequest) -> None:
+        """The request a client that quit left running: shown in the form, and followed like
+        our own (progress, previews, images saved to the gallery)."""
+        params = adopted.params
+        self._fill(params)
+        self._set_generating(True)
+        self.request_total = params.get("count", 1)
+        self.query_one("#gen-status", Label).update("adopted: left running by a client that quit")
+        self.query_one("#gen-progress", ProgressBar).update(total=params.get("steps"), progress=0)
+        self.notify(f"Following {params.get('prompt', 'a request')!r}, left running by a client "
+                    "that quit; its images are saved here.")
+        self.run_worker(lambda: self._follow_adopted(adopted), thread=True, exit_on_error=False,
+                        group="generate", name="adopted")
+
+    def _follow_adopted(self, adopted: RunningRequest) -> tuple[int, bool, None]:
+        """In a worker thread: as _generate_batch, for the adopted request (no grid)."""
+        saved, cancelled = self.session.follow(adopted, self.pump.put)
+        return len(saved), cancelled, None
 
     def _frame(self) -> None:
         for ev in self.pump.drain():
@@ -545,7 +567,12 @@ class PromptScreen(Screen[None]):
         saved the next time a client attaches."""
         if self._frames is not None:
             self._frames.stop()
-        self.session.client.close()
+        self.session.close()  # never waits; lets the next client take over
+
+    def on_unmount(self) -> None:
+        # Quitting never waits for a generation: the worker thread gets Detached at once, and
+        # the request goes on in the worker, adopted by the next session.
+        self.session.close()
 
 
 def _now() -> str:
