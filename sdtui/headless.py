@@ -30,6 +30,7 @@ from sdtui.deploy.base import (
     StepLog,
     StepProgress,
     StepStarted,
+    provision_or_interrupt,
 )
 from sdtui.deploy.settings import Target, choose, open_deployment, remember_use
 from sdtui.flags import given_from_args
@@ -258,13 +259,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = _out_dir(args)
     remember_use(deployment)
 
-    cancel = threading.Event()
-    try:
-        deployment.provision(report.deploy, cancel)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise errors.Interrupted("interrupted while provisioning",
-                                 fix="run the same command again to resume") from None
+    provision_or_interrupt(deployment, report.deploy)
     session = Session(deployment.connect(), out_dir, deployment.name)
     try:
         interrupted = _generate(session, requests, report)

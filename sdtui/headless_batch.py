@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from sdtui import errors
 from sdtui.config import load_config
-from sdtui.deploy.base import Deployment
+from sdtui.deploy.base import Deployment, provision_or_interrupt
 from sdtui.deploy.batch.deployment import BatchDeployment
 from sdtui.deploy.batch.estimate import format_table
 from sdtui.deploy.batch.requests import run_lines
@@ -73,13 +73,7 @@ def submit(args: argparse.Namespace, given: Given, report: Reporter,
         return errors.EXIT_OK
 
     remember_use(deployment)
-    cancel = threading.Event()
-    try:
-        deployment.provision(report.deploy, cancel)
-    except KeyboardInterrupt:
-        cancel.set()
-        raise errors.Interrupted("interrupted while provisioning",
-                                 fix="run the same command again to resume") from None
+    provision_or_interrupt(deployment, report.deploy)
     record = deployment.submit(lines, _out_dir(args))
     if report.as_json:
         report.json("submitted", run=record["run"], job_id=record["job_id"],

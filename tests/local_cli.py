@@ -13,6 +13,7 @@ import subprocess
 import sys
 import termios
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -65,6 +66,20 @@ def step_outcomes(evs: list[dict]) -> dict[str, str]:
 def labelled(client: docker.DockerClient, name: str) -> tuple[list, list]:
     f = {"label": f"sdtui.deployment={name}"}
     return client.containers.list(all=True, filters=f), client.volumes.list(filters=f)
+
+
+@contextlib.contextmanager
+def throwaway_cli(root: Path, client: docker.DockerClient) -> Iterator[Cli]:
+    """A Cli for a deployment and volume of unique names; what it made is removed after."""
+    tag = uuid.uuid4().hex[:6]
+    cli = Cli(root, f"t-{tag}", f"sdtui-test-{tag}")
+    try:
+        yield cli
+    finally:
+        for container in labelled(client, cli.name)[0]:
+            container.remove(force=True)
+        for volume in client.volumes.list(filters={"name": cli.volume}):
+            volume.remove(force=True)
 
 
 def finished_by_worker(container) -> dict[tuple[str, int], dict]:

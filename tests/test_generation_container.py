@@ -4,17 +4,15 @@ has what the SDE samplers and LoRA loading need, and a LoRA the model cannot use
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
+from local_cli import events, throwaway_cli
 from PIL import Image
 
 from sdtui.devtools.tiny_lora import write_tiny_lora
 from sdtui.devtools.tiny_model import write_tiny_model
 from sdtui.outputs import read_metadata
 from tests.helpers_generation import INIT, MASK
-from tests.test_local_deploy import Cli, events, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -23,13 +21,8 @@ FAST = ["--steps", "3", "--width", "64", "--height", "64", "--seed", "9", "--jso
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory, worker_image, docker_client):
-    tag = uuid.uuid4().hex[:6]
-    c = Cli(tmp_path_factory.mktemp("cli"), f"t-{tag}", f"sdtui-test-{tag}")
-    yield c
-    for container in labelled(docker_client, c.name)[0]:
-        container.remove(force=True)
-    for volume in docker_client.volumes.list(filters={"name": c.volume}):
-        volume.remove(force=True)
+    with throwaway_cli(tmp_path_factory.mktemp("cli"), docker_client) as c:
+        yield c
 
 
 def test_lora_inpainting_and_an_sde_sampler_in_the_container(cli, tmp_path):

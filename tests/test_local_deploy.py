@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from local_cli import (
     one_line,
     read_events,
     step_outcomes,
+    throwaway_cli,
     wait_for,
 )
 from PIL import Image
@@ -29,13 +29,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def cli(tmp_path_factory, worker_image, docker_client):
-    tag = uuid.uuid4().hex[:6]
-    c = Cli(tmp_path_factory.mktemp("cli"), f"t-{tag}", f"sdtui-test-{tag}")
-    yield c
-    for container in labelled(docker_client, c.name)[0]:
-        container.remove(force=True)
-    for volume in docker_client.volumes.list(filters={"name": c.volume}):
-        volume.remove(force=True)
+    with throwaway_cli(tmp_path_factory.mktemp("cli"), docker_client) as c:
+        yield c
 
 
 def test_first_run_provisions_everything_and_saves_two_images(cli, tiny_models, docker_client):

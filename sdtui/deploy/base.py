@@ -197,3 +197,15 @@ class Deployment(ABC):
 
     @abstractmethod
     def teardown(self, on_event: OnEvent, *, purge: bool = False) -> TeardownReport: ...
+
+
+def provision_or_interrupt(deployment: Deployment, on_event: OnEvent) -> None:
+    """Provision from a terminal: Ctrl-C stops the running step at its next check, and the
+    same command resumes (every step done is skipped)."""
+    cancel = threading.Event()
+    try:
+        deployment.provision(on_event, cancel)
+    except KeyboardInterrupt:
+        cancel.set()
+        raise Interrupted("interrupted while provisioning",
+                          fix="run the same command again to resume") from None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from local_cli import one_line, wait_for
+from local_cli import one_line, read_events, wait_for
 
 from sdtui.outputs import read_index, read_metadata
 
@@ -134,6 +134,29 @@ class Tmpfs:
 
 
 # --- what every cell ends with ----------------------------------------------------------------
+
+
+def fault_then_again(fault: Fault, step: str, cell: Any,
+                     popen: Callable[..., subprocess.Popen],
+                     run: Callable[..., subprocess.CompletedProcess], command: tuple[str, ...]
+                     ) -> None:
+    """The command until the fault's condition, the fault, the faulted run's end checked, its
+    cause undone, then the same command again, which must succeed."""
+    cell.proc = popen(*command)
+    for ev in read_events(cell.proc):
+        cell.seen.append(ev)
+        if reached(fault, step, ev):
+            fault.inject(cell)
+            break
+    else:
+        pytest.fail(f"the run ended before {step}: {cell.proc.stderr.read()}")
+    _, err = cell.proc.communicate(timeout=600)
+    fault.expect(cell.proc.returncode, err)
+    fault.repair(cell)
+
+    again = run(*command)
+    assert again.returncode == 0, again.stderr
+    assert "Traceback" not in again.stderr
 
 
 def assert_nothing_lost(out: Path, finished: dict[tuple[str, int], dict]) -> None:

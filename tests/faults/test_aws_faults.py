@@ -41,7 +41,7 @@ import pytest
 from aws.conftest import aws, aws_env, moto_url  # noqa: F401 (the moto harness)
 from aws.instance_sandbox import instance_sandbox
 from aws.sshd import FakeBoot, free_port
-from local_cli import BASE, finished_by_worker, labelled, read_events, wait_for
+from local_cli import BASE, finished_by_worker, labelled, wait_for
 
 from sdtui.deploy.aws.deployment import AwsDeployment
 from sdtui.deploy.aws.naming import tag_filter
@@ -54,6 +54,7 @@ from .matrix import (
     assert_nothing_lost,
     cells,
     error_line,
+    fault_then_again,
     fill_disk,
     free_disk,
     interrupt_client,
@@ -61,7 +62,6 @@ from .matrix import (
     kill_client,
     kill_container,
     killed,
-    reached,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -190,21 +190,8 @@ def test_a_fault_loses_nothing_and_leaks_nothing(fault: Fault, step: str, cell: 
                "--base-image", BASE, "--ssh-cidr", "203.0.113.7/32", "--out", str(cell.out),
                *GENERATE)
 
-    cell.proc = cell.popen(*command)
-    for ev in read_events(cell.proc):
-        cell.seen.append(ev)
-        if reached(fault, step, ev):
-            fault.inject(cell)
-            break
-    else:
-        pytest.fail(f"the run ended before {step}: {cell.proc.stderr.read()}")
-    _, err = cell.proc.communicate(timeout=600)
-    fault.expect(cell.proc.returncode, err)
-    fault.repair(cell)
-
-    again = cell.run(*command)
-    assert again.returncode == 0, again.stderr
-    assert "Traceback" not in again.stderr and cell.boot.error is None
+    fault_then_again(fault, step, cell, cell.popen, cell.run, command)
+    assert cell.boot.error is None
     finished = finished_by_worker(cell.worker())
 
     down = cell.run("--teardown", "--purge-bucket")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import docker
 import pytest
-from local_cli import Cli, finished_by_worker, labelled, read_events
+from local_cli import Cli, finished_by_worker, labelled
 
 from sdtui.deploy.local import LocalDeployment, LocalSettings
 from sdtui.errors import EXIT_DEPLOYMENT, EXIT_GENERATION
@@ -41,6 +41,7 @@ from .matrix import (
     assert_nothing_lost,
     cells,
     error_line,
+    fault_then_again,
     fill_disk,
     free_disk,
     interrupt_client,
@@ -48,7 +49,6 @@ from .matrix import (
     kill_client,
     kill_container,
     killed,
-    reached,
 )
 from .private_engine import PrivateEngine
 
@@ -153,21 +153,7 @@ def test_a_fault_loses_nothing_and_leaks_nothing(fault: Fault, step: str, cell: 
     cli = cell.cli
     command = ("--model", str(tiny_models["ckpt"]), *COMMAND)
 
-    cell.proc = cli.popen(*command)
-    for ev in read_events(cell.proc):
-        cell.seen.append(ev)
-        if reached(fault, step, ev):
-            fault.inject(cell)
-            break
-    else:
-        pytest.fail(f"the run ended before {step}: {cell.proc.stderr.read()}")
-    _, err = cell.proc.communicate(timeout=600)
-    fault.expect(cell.proc.returncode, err)
-    fault.repair(cell)
-
-    again = cli.run(*command)
-    assert again.returncode == 0, again.stderr
-    assert "Traceback" not in again.stderr
+    fault_then_again(fault, step, cell, cli.popen, cli.run, command)
     worker = cell.worker()
     finished = finished_by_worker(worker)
 

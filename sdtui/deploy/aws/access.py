@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -189,3 +191,20 @@ def ensure_security_group(ec2, name: str, cidr: str) -> str:
 def security_group_ready(ec2, name: str, cidr: str) -> bool:
     group = find_security_group(ec2, name)
     return group is not None and _only_ssh_from(group, cidr)
+
+
+def delete_security_group(ec2, group_id: str, delays: tuple[float, ...],
+                          sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Retried after each of `delays` while it is still in use (AWS releases an instance's
+    network interface late); False when it was already gone."""
+    for delay in (*delays, None):
+        try:
+            ec2.delete_security_group(GroupId=group_id)
+            return True
+        except ClientError as exc:
+            if error_code(exc) == "InvalidGroup.NotFound":
+                return False
+            if error_code(exc) != "DependencyViolation" or delay is None:
+                raise
+            sleep(delay)
+    return True

@@ -7,6 +7,8 @@ AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_<SERVICE> support; nothing here plumbs them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import boto3
 from botocore.config import Config
@@ -58,6 +60,27 @@ def make_session(profile: str | None, region: str) -> boto3.Session:
 
 def client(session: boto3.Session, service: str, region: str | None = None):  # noqa: ANN201
     return session.client(service, region_name=region, config=CLIENT_CONFIG)
+
+
+class SessionClients:
+    """For the classes that hold a deployment's `settings` (profile, region): one boto3
+    session, made on first use (a missing profile is refused then, not at construction), and
+    one client per service."""
+
+    settings: Any
+
+    @cached_property
+    def session(self) -> boto3.Session:
+        return make_session(self.settings.profile, str(self.settings.region))
+
+    @cached_property
+    def _clients(self) -> dict[str, Any]:
+        return {}
+
+    def client(self, service: str):  # noqa: ANN201
+        if service not in self._clients:
+            self._clients[service] = client(self.session, service)
+        return self._clients[service]
 
 
 def launch_client(session: boto3.Session, region: str | None = None):  # noqa: ANN201

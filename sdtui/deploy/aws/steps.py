@@ -12,10 +12,9 @@ from functools import cached_property
 from sdtui.deploy.aws import access, ami, bucket, iam, instance, pricing, upload
 from sdtui.deploy.aws.naming import instance_profile_name, key_pair_name
 from sdtui.deploy.aws.session import (
-    client,
+    SessionClients,
     identity,
     launch_client,
-    make_session,
     pricing_client,
 )
 from sdtui.deploy.aws.settings import AwsSettings
@@ -26,7 +25,7 @@ from sdtui.ledger import Ledger
 OnCost = Callable[[CostUpdate], None]
 
 
-class AwsRun:
+class AwsRun(SessionClients):
     """The state the steps share: settings, ledger, and lazily made clients."""
 
     def __init__(self, settings: AwsSettings, ledger: Ledger, *,
@@ -40,16 +39,6 @@ class AwsRun:
         self._public_ip = public_ip
         self.on_cost = on_cost
         self.sleep = sleep
-        self._clients: dict = {}
-
-    @cached_property
-    def session(self):  # noqa: ANN201
-        return make_session(self.settings.profile, str(self.settings.region))
-
-    def client(self, service: str):  # noqa: ANN201
-        if service not in self._clients:
-            self._clients[service] = client(self.session, service)
-        return self._clients[service]
 
     @cached_property
     def ssh_cidr(self) -> str:

@@ -194,20 +194,9 @@ def teardown(
 
     # 2. security groups (retried: AWS releases the instance's network interface late)
     for group_id in [] if instance_left else _security_group_ids(ec2, name):
-        def delete_group(group_id: str = group_id) -> bool:
-            for delay in (*SG_RETRY_DELAYS, None):
-                try:
-                    ec2.delete_security_group(GroupId=group_id)
-                    return True
-                except ClientError as exc:
-                    if error_code(exc) == "InvalidGroup.NotFound":
-                        return False
-                    if error_code(exc) != "DependencyViolation" or delay is None:
-                        raise
-                    sleep(delay)
-            return True
-
-        attempt("security_group", group_id, delete_group, "free; ")
+        attempt("security_group", group_id,
+                lambda group_id=group_id: access.delete_security_group(
+                    ec2, group_id, SG_RETRY_DELAYS, sleep), "free; ")
     if instance_left:
         report.left.append(Resource("security_group", "*", "left", note="in use by the instance"))
 

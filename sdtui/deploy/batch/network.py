@@ -6,10 +6,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from botocore.exceptions import ClientError
-
+from sdtui.deploy.aws import access
 from sdtui.deploy.aws.access import default_vpc
-from sdtui.deploy.aws.naming import error_code, tag_filter, tags
+from sdtui.deploy.aws.naming import tag_filter, tags
 from sdtui.deploy.batch import names
 from sdtui.errors import DeploymentError
 
@@ -51,14 +50,4 @@ def ensure_security_group(ec2, name: str) -> str:
 def delete_security_group(ec2, group_id: str,
                           sleep: Callable[[float], None] = time.sleep) -> bool:
     """Retried while the compute environment's instances still hold it; False when gone."""
-    for delay in (*RETRY_DELAYS, None):
-        try:
-            ec2.delete_security_group(GroupId=group_id)
-            return True
-        except ClientError as exc:
-            if error_code(exc) == "InvalidGroup.NotFound":
-                return False
-            if error_code(exc) != "DependencyViolation" or delay is None:
-                raise
-            sleep(delay)
-    return True
+    return access.delete_security_group(ec2, group_id, RETRY_DELAYS, sleep)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
 
 from botocore.exceptions import ClientError
 
 from sdtui.deploy.aws import bucket, iam, upload
 from sdtui.deploy.aws.naming import error_code, tags
-from sdtui.deploy.aws.session import Identity, client, identity, make_session
+from sdtui.deploy.aws.session import Identity, SessionClients, identity
 from sdtui.deploy.base import Step, StepContext
 from sdtui.deploy.batch import (
     compute,
@@ -41,7 +40,7 @@ class Preflight:
     quota: quota.Quota
 
 
-class BatchSteps:
+class BatchSteps(SessionClients):
     """The state the checks and steps share: settings, ledger, lazily made clients."""
 
     def __init__(self, settings: BatchSettings, ledger: Ledger, *,
@@ -49,16 +48,6 @@ class BatchSteps:
                  warn: Callable[[str], None] = lambda line: None) -> None:
         self.settings, self.ledger = settings, ledger
         self.sleep, self.warn = sleep, warn
-        self._clients: dict = {}
-
-    @cached_property
-    def session(self):  # noqa: ANN201
-        return make_session(self.settings.profile, str(self.settings.region))
-
-    def client(self, service: str):  # noqa: ANN201
-        if service not in self._clients:
-            self._clients[service] = client(self.session, service)
-        return self._clients[service]
 
     # --- checks (read only) ------------------------------------------------------------------
 
