@@ -93,9 +93,10 @@ BATCH_FIELDS = (
     _AWS["profile"],
     _AWS["region"],
     FormField("steps", "Steps", "30", help="Sampling steps for every image, 1–150."),
-    FormField("width", "Width", "512", help="Image width in pixels: a multiple of 8, 64–2048."),
-    FormField("height", "Height", "512",
-              help="Image height in pixels: a multiple of 8, 64–2048."),
+    FormField("width", "Width", "model's", help="Image width in pixels: a multiple of 8, "
+              "64–2048; empty: the model's own (512 for SD 1.x, 1024 for SDXL)."),
+    FormField("height", "Height", "model's",
+              help="Image height in pixels: a multiple of 8, 64–2048; empty: the model's own."),
 )
 FIELDS: dict[Option, tuple[FormField, ...]] = {"local": LOCAL_FIELDS, "aws": AWS_FIELDS,
                                                "batch": BATCH_FIELDS}
