@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 COST_POLL_S = 15.0  # each poll asks EC2 and reads the instance's activity file over SSH
 # Worker states in which quitting leaves something running.
 RUNNING_STATES = ("provisioning", "ready", "generating", "running", "running, detached")
+BUSY_STATES = ("provisioning", "tearing down")  # a steps thread owns the deployment's clients
 
 
 class SdtuiApp(App[int]):
@@ -100,7 +101,13 @@ class SdtuiApp(App[int]):
         from sdtui.ui.screens.provision import ProvisionScreen
 
         self._to_deployments()
-        self.push_screen(ProvisionScreen(deployment, on_ready=on_ready))
+        self._open_steps(ProvisionScreen(deployment, on_ready=on_ready))
+
+    def _open_steps(self, screen: Any) -> None:
+        """The state is busy from the push, not from the screen's mount a frame later: a cost
+        poll in between would share the deployment's clients with the steps' thread."""
+        self.worker_state = screen.busy_state
+        self.push_screen(screen)
 
     def start_batch_run(self, deployment: Deployment, lines: list[dict[str, Any]]) -> None:
         """A scale-out: provision (after the estimate the form showed), then submit and watch."""
@@ -158,11 +165,8 @@ class SdtuiApp(App[int]):
         self.cost_label = self.cost_meter.label()
 
     def _poll_cost(self) -> None:
-        from sdtui.ui.screens.provision import ProvisionScreen
-
-        busy = isinstance(self.screen, ProvisionScreen) and self.screen.running
-        if self.deployment is not None and not busy:  # one thread at a time uses its clients
-            self._fetch_cost(self.deployment)
+        if self.deployment is not None and self.worker_state not in BUSY_STATES:
+            self._fetch_cost(self.deployment)  # one thread at a time uses its clients
 
     @work(thread=True, exclusive=True, group="cost", exit_on_error=False)
     def _fetch_cost(self, deployment: Any) -> None:
@@ -201,7 +205,7 @@ class SdtuiApp(App[int]):
             if isinstance(self.screen, PromptScreen):
                 self.screen.session.close()
             self._to_deployments()
-            self.push_screen(ProvisionScreen(deployment, mode="teardown", purge=purge))
+            self._open_steps(ProvisionScreen(deployment, mode="teardown", purge=purge))
 
         self.push_screen(TeardownModal(status, self.services.outputs()), confirmed)
 
@@ -259,7 +263,7 @@ class SdtuiApp(App[int]):
             from sdtui.ui.screens.provision import ProvisionScreen
 
             self._to_deployments()
-            self.push_screen(ProvisionScreen(self.deployment, mode="teardown", then_quit=True))
+            self._open_steps(ProvisionScreen(self.deployment, mode="teardown", then_quit=True))
 
     def _detach(self) -> None:
         """Let go of the worker without waiting for anything: the attach socket is closed and

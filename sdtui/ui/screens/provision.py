@@ -95,6 +95,7 @@ class ProvisionScreen(Screen[None]):
         self.running = False
         self.failed = False
         self.report: TeardownReport | None = None
+        self.busy_state = "provisioning" if mode == "provision" else "tearing down"
         verb = "Provisioning" if mode == "provision" else "Tearing down"
         self.title = f"sdtui — {verb} {deployment.name} ({deployment.option})"
 
@@ -153,11 +154,11 @@ class ProvisionScreen(Screen[None]):
                 return
             for step in plan:  # a retry resets the rows the first run mounted
                 self._row(step.name, step.title).set_state("pending")
-            self.app.worker_state = "provisioning"
+            self.app.worker_state = self.busy_state
             self.run_worker(self._provision, thread=True, exit_on_error=False,
                             group="provision", name="provision")
         else:
-            self.app.worker_state = "tearing down"
+            self.app.worker_state = self.busy_state
             self.run_worker(self._teardown, thread=True, exit_on_error=False,
                             group="provision", name="teardown")
 
