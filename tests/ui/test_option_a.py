@@ -71,7 +71,7 @@ async def test_option_a_form_is_checked_inline_then_provisions_for_real(
 @pytest.mark.asyncio
 async def test_option_a_provisioning_shows_upload_cost_and_countdown(
         worker, tiny_model, isolated_dirs, monkeypatch) -> None:
-    monkeypatch.setattr(app_module, "COST_POLL_S", 0.01)  # a poll in any gap before the steps finds it
+    monkeypatch.setattr(app_module, "COST_POLL_S", 0.01)  # a poll finds any gap before the steps
     hold = threading.Event()
     deployment = FakeAwsDeployment(worker, hold=hold)
     app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs", option="aws",

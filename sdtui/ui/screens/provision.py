@@ -146,6 +146,7 @@ class ProvisionScreen(Screen[None]):
         self.refresh_bindings()
         self.query_one("#error", Static).update("")
         self.query_one("#failure-actions").display = False
+        self.app.worker_state = self.busy_state
         if self.mode == "provision":
             try:
                 plan = self.deployment.plan()
@@ -154,11 +155,9 @@ class ProvisionScreen(Screen[None]):
                 return
             for step in plan:  # a retry resets the rows the first run mounted
                 self._row(step.name, step.title).set_state("pending")
-            self.app.worker_state = self.busy_state
             self.run_worker(self._provision, thread=True, exit_on_error=False,
                             group="provision", name="provision")
         else:
-            self.app.worker_state = self.busy_state
             self.run_worker(self._teardown, thread=True, exit_on_error=False,
                             group="provision", name="teardown")
 
