@@ -23,7 +23,7 @@ from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
 from sdtui.ui.screens.teardown import TeardownModal
 
-from .conftest import fake_services, quiet_checks
+from .conftest import quiet_checks
 from .fakes import FakeDeployment
 from .test_flows import SIZE, generate, make_app, provision, text_of, until
 
@@ -102,7 +102,7 @@ async def test_fix_lines_in_the_app_name_the_form_field(isolated_dirs, tiny_mode
     failing = FakeDeployment(None, failure=BuildFailed(
         "image build failed at Step 2/15 : FROM ${BASE_IMAGE}: base image 'nope:1' is not "
         "available locally and could not be pulled", fix=BASE_IMAGE_FIX))
-    app = SdtuiApp(fake_services(failing, isolated_dirs / "outputs", models=str(tiny_model)))
+    app = make_app(failing, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)

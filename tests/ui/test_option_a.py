@@ -20,9 +20,8 @@ from sdtui.ui.screens.provision import ProvisionScreen
 from sdtui.ui.screens.teardown import TeardownModal
 from sdtui.ui.widgets.steps import StepRow
 
-from .conftest import fake_services
 from .fakes import FakeAwsDeployment
-from .test_flows import SIZE, text_of, until
+from .test_flows import SIZE, make_app, text_of, until
 
 
 @pytest.fixture
@@ -74,8 +73,7 @@ async def test_option_a_provisioning_shows_upload_cost_and_countdown(
     monkeypatch.setattr(app_module, "COST_POLL_S", 0.01)  # a poll finds any gap before the steps
     hold = threading.Event()
     deployment = FakeAwsDeployment(worker, hold=hold)
-    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs", option="aws",
-                                 models=str(tiny_model), bucket="my-sd-models"))
+    app = make_app(deployment, isolated_dirs, tiny_model, option="aws", bucket="my-sd-models")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, ProvisionScreen))
@@ -99,8 +97,7 @@ async def test_option_a_provisioning_shows_upload_cost_and_countdown(
 async def test_option_a_teardown_lists_cloud_resources_and_keeps_the_bucket(
         worker, tiny_model, isolated_dirs) -> None:
     deployment = FakeAwsDeployment(worker)
-    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs", option="aws",
-                                 models=str(tiny_model), bucket="my-sd-models"))
+    app = make_app(deployment, isolated_dirs, tiny_model, option="aws", bucket="my-sd-models")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, PromptScreen))

@@ -14,15 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from sdtui.ui.app import SdtuiApp
 from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.quit import QuitModal
 
-from .conftest import fake_services
 from .fakes import FakeAwsDeployment, FakeDeployment
 from .terminal import Tmux
-from .test_flows import SIZE, text_of, until
+from .test_flows import SIZE, make_app, text_of, until
 
 QUIT_WITHIN_S = 1.0
 REPO = Path(__file__).resolve().parents[2]
@@ -32,8 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 async def test_quit_with_a_cloud_deployment_says_what_it_costs_then_leaves_it(
         worker, tiny_model, isolated_dirs) -> None:
     deployment = FakeAwsDeployment(worker)
-    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs", option="aws",
-                                 models=str(tiny_model), bucket="my-sd-models"))
+    app = make_app(deployment, isolated_dirs, tiny_model, option="aws", bucket="my-sd-models")
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, PromptScreen))
@@ -55,7 +52,7 @@ async def test_quit_with_a_cloud_deployment_says_what_it_costs_then_leaves_it(
 async def test_quit_then_tear_down_now_tears_down_and_leaves(worker, tiny_model,
                                                              isolated_dirs) -> None:
     deployment = FakeDeployment(worker)
-    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs", models=str(tiny_model)))
+    app = make_app(deployment, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
         await until(pilot, lambda: isinstance(app.screen, PromptScreen))
@@ -71,7 +68,7 @@ async def test_quit_then_tear_down_now_tears_down_and_leaves(worker, tiny_model,
 async def test_nothing_running_quits_at_once_and_the_status_bar_shows_the_real_state(
         worker, tiny_model, isolated_dirs) -> None:
     deployment = FakeDeployment(worker)
-    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs", models=str(tiny_model)))
+    app = make_app(deployment, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         assert "worker: none" in str(app.screen.query_one("StatusBar").render())
         await pilot.press("ctrl+s")
@@ -81,7 +78,7 @@ async def test_nothing_running_quits_at_once_and_the_status_bar_shows_the_real_s
         bar = str(app.screen.query_one("StatusBar").render())
         assert "deployment: fake (local)" in bar and "worker: running" in bar
     # A restart finds the default deployment running, and says so before anything is done.
-    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs", models=str(tiny_model)))
+    app = make_app(deployment, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: "worker: running" in str(
             app.screen.query_one("StatusBar").render()))
@@ -92,7 +89,7 @@ async def test_nothing_running_quits_at_once_and_the_status_bar_shows_the_real_s
     deployment.ledger.delete()
     empty = FakeDeployment(None, name="idle")
     empty.ledger.delete()
-    app = SdtuiApp(fake_services(empty, isolated_dirs / "outputs", models=str(tiny_model)))
+    app = make_app(empty, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         await pilot.press("ctrl+q")
