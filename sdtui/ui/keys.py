@@ -8,6 +8,10 @@ from typing import Any
 
 from textual.binding import Binding
 
+# The same key on every screen that shows one deployment (prompt, provisioning, run).
+TEARDOWN_BINDING = Binding("ctrl+t", "teardown", "Tear down",
+                           tooltip="Tear this deployment down (shows what is deleted and kept)")
+
 
 @dataclass(frozen=True)
 class Key:

@@ -44,6 +44,7 @@ from sdtui.generation import (
 )
 from sdtui.ui import prompt_form
 from sdtui.ui.fixes import error_text
+from sdtui.ui.keys import TEARDOWN_BINDING
 from sdtui.ui.prompt_form import FIELDS, MAIN_GRID, MORE_FIELDS, MORE_GRID, SAMPLER_ROW
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.gallery import Gallery, describe
@@ -74,8 +75,7 @@ class PromptScreen(Screen[None]):
                 tooltip="Pick a new random seed (and untick Lock seed)"),
         Binding("ctrl+l", "focus_gallery", "Gallery",
                 tooltip="Browse this deployment's images: o open, r re-run, c copy, d delete"),
-        Binding("ctrl+t", "teardown", "Tear down",
-                tooltip="Tear this deployment down (shows what is deleted and kept)"),
+        TEARDOWN_BINDING,
         Binding("ctrl+b", "back", "Deployments",
                 tooltip="Back to the deployment screen; the worker keeps running"),
     ]

@@ -29,6 +29,7 @@ from sdtui.deploy.base import (
 from sdtui.errors import Interrupted, SdtuiError
 from sdtui.ui.cost import format_duration
 from sdtui.ui.fixes import in_app
+from sdtui.ui.keys import TEARDOWN_BINDING
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.status_bar import StatusBar
 from sdtui.ui.widgets.steps import StepRow
@@ -66,8 +67,7 @@ class ProvisionScreen(Screen[None]):
                 tooltip="Once the steps have stopped: back to the deployment screen"),
         Binding("ctrl+r", "retry", "Retry",
                 tooltip="Run the steps again after a failure; finished ones are skipped"),
-        Binding("ctrl+t", "teardown", "Tear down",
-                tooltip="Tear this deployment down (shows what is deleted and kept)"),
+        TEARDOWN_BINDING,
         Binding("ctrl+b", "back", "Back", tooltip="Back to the deployment screen"),
     ]
     PALETTE = [

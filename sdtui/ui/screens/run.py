@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Label, Static
 
 from sdtui.catalog import CatalogImage
 from sdtui.errors import SdtuiError
+from sdtui.ui.keys import TEARDOWN_BINDING
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.status_bar import StatusBar
 
@@ -39,8 +40,7 @@ class RunScreen(Screen[None]):
                 tooltip="Back to the deployments; the run goes on in AWS (Resume watches it)"),
         Binding("escape", "back", "Back", show=False,
                 tooltip="The same: back to the deployments, the run goes on"),
-        Binding("ctrl+t", "teardown", "Tear down",
-                tooltip="Tear this deployment down (shows what is deleted and kept)"),
+        TEARDOWN_BINDING,
     ]
     PALETTE = [
         ("Cancel the run", "Stop every shard; finished images are kept", "cancel_run"),
