@@ -21,7 +21,9 @@ from PIL import Image
 
 from sdtui.deploy.aws.naming import tag_filter
 from sdtui.deploy.worker_container import LABEL
+from sdtui.ledger import Ledger
 from sdtui.modelfiles import sha256_file
+from sdtui.ui.core import resume_deployment
 
 from .instance_sandbox import instance_sandbox
 from .sshd import FakeBoot, free_port
@@ -93,6 +95,11 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert "aws): ready" in status
         assert "idle stop in 19 min" in status or "idle stop in 20 min" in status
         assert "bucket" in status and "kept on teardown" in status
+        # the app's cost poll, as its status bar calls it: EC2's launch time and price, and the
+        # countdown read from the instance's activity file over SSH
+        cost = resume_deployment(Ledger.load(NAME)).cost_update()
+        assert cost is not None and cost.hourly_usd == 0.526  # g4dn.xlarge on demand
+        assert cost.idle_stop_in_s is not None and 19 * 60 <= cost.idle_stop_in_s <= 20 * 60
 
         # teardown leaves nothing tagged in moto, and the worker container is gone
         down = sdtui("--teardown", "--purge-bucket")
