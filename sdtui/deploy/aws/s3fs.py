@@ -58,9 +58,10 @@ def mount_argv(bucket: str, mount_point: str, options: str, binary: str = BINARY
 
 
 def version_shell(binary: str) -> str:
-    """A shell expression printing the s3fs at `binary`'s version ("1.93"), or nothing."""
-    return (f"{shlex.quote(binary)} --version 2>/dev/null | head -n1 "
-            "| sed -n 's/.*File System V\\([0-9][0-9.]*\\).*/\\1/p'")
+    """A shell pipeline printing the s3fs at `binary`'s version ("1.93"), or nothing; it
+    succeeds either way (the bootstrap runs under `set -eo pipefail`)."""
+    return (f"{{ {shlex.quote(binary)} --version 2>/dev/null || true; }} "
+            "| sed -n '1s/.*File System V\\([0-9][0-9.]*\\).*/\\1/p'")
 
 
 def install_script(binary: str = BINARY, packaged: str = PACKAGED_BINARY, *,
