@@ -27,12 +27,12 @@ def test_the_cold_start_estimate_is_the_readmes_table() -> None:
     rows = [line.split("|")[1:4] for line in table.splitlines()[2:]]
     assert [(*_seconds(first), *_seconds(restart)) for _, first, restart in rows] == [
         row[1:] for row in COLD_START]
-    assert cold_start_s() == (295, 460) and cold_start_s(restart=True) == (75, 120)
+    assert cold_start_s() == (225, 350) and cold_start_s(restart=True) == (75, 120)
 
 
 def test_the_line_says_price_cold_start_and_idle_stop() -> None:
     line = launch_line("g4dn.xlarge", "us-east-1", spot=False, idle_minutes=30)
-    assert line == ("g4dn.xlarge on-demand $0.526/h · cold start ≈ 4.9–7.7 min (a restart 1.2–2) · "
+    assert line == ("g4dn.xlarge on-demand $0.526/h · cold start ≈ 3.8–5.8 min (a restart 1.2–2) · "
                     "idle auto-stop after 30 min (≤ $0.26 idle)")
     assert f"${FALLBACK_HOURLY['g5.xlarge']:.3f}/h" in launch_line(
         "g5.xlarge", None, spot=False, idle_minutes=10)

@@ -140,7 +140,7 @@ def main(config: dict) -> dict:
     import boto3
 
     from sdtui.deploy.aws import bucket as s3_bucket
-    from sdtui.deploy.aws import iam, upload
+    from sdtui.deploy.aws import iam, s3fs, upload
     from sdtui.deploy.aws.bootstrap import HostPlan, s3fs_mount_argv, s3fs_options
     from sdtui.deploy.aws.naming import role_name
     from tests.aws.imds import Imds, RoleCredentials
@@ -177,6 +177,8 @@ def main(config: dict) -> dict:
     cache = plan.path("/var/cache/s3fs")
     Path(cache).mkdir(parents=True)
     Path(plan.mount_point).mkdir(parents=True)
+    log = Path(plan.path(s3fs.LOG_FILE))
+    log.parent.mkdir(parents=True)
     argv = s3fs_mount_argv(plan, s3fs_options(plan, cache))
     mounted = subprocess.run(argv, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
                                         "HOME": str(work)},
@@ -198,6 +200,7 @@ def main(config: dict) -> dict:
         time.sleep(0.2)
     report["expected_sha256"] = _sha256(model)
     report["imds"] = [str(r) for r in imds.log]
+    report["s3fs_log"] = log.read_text()[-2000:] if log.exists() else ""
     report["version"] = subprocess.run([argv[0], "--version"], capture_output=True,
                                        text=True).stdout.splitlines()[0]
     subprocess.run(["umount", plan.mount_point], capture_output=True)

@@ -131,3 +131,21 @@ def test_a_region_outside_the_aws_partition_is_refused(model, aws, region, parti
 def test_a_bucket_name_with_dots_is_accepted(model, aws):
     """Mounted by path, so S3's wildcard certificate still matches (test_s3fs_imdsv2.py)."""
     settings(model, bucket="models.example.com").validate()
+
+
+def test_a_bucket_in_another_region_is_refused_before_anything_is_launched(model, aws):
+    """s3fs on the instance mounts with the deployment's region and would refuse such a bucket
+    only after daemonising ("The bucket region is not ..."): say so before any launch."""
+    import boto3
+
+    boto3.client("s3", region_name="eu-west-1").create_bucket(
+        Bucket="sdtui-test-models",
+        CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    error = refused(model)
+    assert "bucket 'sdtui-test-models' is in eu-west-1, not in the deployment's region " \
+        "us-east-1" in str(error)
+    assert "--region eu-west-1" in error.fix
+    iam, ec2 = aws["iam"], aws["ec2"]
+    assert iam.list_roles()["Roles"] == [] and ec2.describe_instances()["Reservations"] == []
+    assert ec2.describe_key_pairs()["KeyPairs"] == []
+    assert "Contents" not in aws["s3"].list_objects_v2(Bucket="sdtui-test-models")  # no upload

@@ -3,9 +3,10 @@
 169.254.169.254 and moto S3 that checks signatures and the role's policy, all inside network,
 mount and PID namespaces this test makes (see netns_mount.py); nothing leaves the machine.
 
-The s3fs under test is Debian trixie's s3fs 1.95-1, built from the very tarball the instance
-builds (its source record's checksum is compared below); the host's s3fs 1.90, the version
-Ubuntu 22.04 and Debian 12 ship, runs the same test and must fail it.
+The s3fs under test is Ubuntu 24.04's own s3fs 1.93 package, the one the Deep Learning AMI
+installs, and Debian trixie's s3fs 1.95-1, built from the very tarball the instance builds where
+its distribution's s3fs is older (its source record's checksum is compared below); the host's
+s3fs 1.90, the version Ubuntu 22.04 and Debian 12 ship, runs the same test and must fail it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import pytest
 
 from sdtui.deploy.aws import s3fs
 
-from .s3fs_builds import HOST_S3FS_VERSION, S3FS_ROOT, install_wrapper, require
+from .s3fs_builds import (
+    HOST_S3FS_VERSION,
+    NOBLE_S3FS_VERSION,
+    S3FS_ROOT,
+    install_wrapper,
+    require,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,11 +60,13 @@ def read_through_mount(report: dict) -> None:
     if report.get("sha256") != report["expected_sha256"]:
         raise S3fsMountFailed(
             f"{report['version']}: {report.get('read_error')}; exit {report['exit']} "
-            f"{report['output']!r}; metadata requests: {report['imds']}")
+            f"{report['output']!r}; s3fs's log: {report['s3fs_log']!r}; metadata requests: "
+            f"{report['imds']}")
 
 
 @pytest.mark.parametrize("build, version", [
     pytest.param("trixie", s3fs.VERSION, id=f"s3fs-{s3fs.VERSION}"),
+    pytest.param("noble", NOBLE_S3FS_VERSION, id=f"s3fs-{NOBLE_S3FS_VERSION}-ubuntu"),
     pytest.param("host", HOST_S3FS_VERSION, id=f"s3fs-{HOST_S3FS_VERSION}", marks=pytest.mark.xfail(
         strict=True, raises=S3fsMountFailed,
         reason="s3fs 1.90 asks IMDS for the role name without the IMDSv2 token (fixed in 1.91)")),

@@ -1,9 +1,12 @@
 """The instance's host bootstrap: one idempotent bash script, built by pure functions from a
 `HostPlan`, run over SSH (stdin, never argv) with its output streamed as step logs.
 
-It waits for cloud-init to finish booting, makes sure the pinned s3fs is installed (see s3fs.py),
-mounts the bucket read-only with the instance role's credentials from IMDSv2 (cache on the
-instance's NVMe when there is one) and keeps the mount in /etc/fstab, checks Docker and the
+It waits for cloud-init to finish booting, makes sure an s3fs with the IMDSv2 fixes is installed
+(the distribution's, else a pinned build; see s3fs.py), mounts the bucket read-only with the
+instance role's credentials from IMDSv2 (cache on the instance's NVMe when there is one) and
+keeps the mount in /etc/fstab, proves the mount by reading one model file through it (s3fs
+daemonises before it checks the bucket, so its exit status says nothing; its own log lines go
+into the failure), checks Docker and the
 NVIDIA runtime with a probe container, prepares the worker's outputs dir, and installs the
 systemd timer that stops the instance after N idle minutes.
 
@@ -33,6 +36,8 @@ from sdtui.errors import DeploymentError
 from sdtui.worker.activity import ACTIVITY_FILE
 
 MOUNT_POINT = "/mnt/sd-data"
+MOUNT_READ_TRIES = 10  # a second apart: s3fs checks the bucket after it has daemonised
+S3FS_LOG_LINES = 3
 OUTPUTS_DIR = "/var/lib/sdtui/outputs"
 IDLE_CHECK = "/usr/local/sbin/sdtui-idle-check"
 UNITS_DIR = "/etc/systemd/system"
@@ -58,6 +63,7 @@ class HostPlan:
     prefix: str = ""  # test sandbox root; "" on a real instance
     s3_endpoint: str | None = None
     s3_credentials: tuple[str, str] | None = None  # test-only static keys (TEST_CREDENTIALS)
+    probe_key: str | None = None  # a model file read through the mount to prove it
 
     def path(self, absolute: str) -> str:
         return f"{self.prefix}{absolute}"
@@ -76,13 +82,14 @@ class HostPlan:
 
 
 def host_plan_from_env(bucket: str, region: str, idle_minutes: int, *, user: str,
-                       probe_image: str, s3_endpoint: str | None) -> HostPlan:
+                       probe_image: str, s3_endpoint: str | None,
+                       probe_key: str | None = None) -> HostPlan:
     no_gpu = os.environ.get("SDTUI_TEST_NO_GPU", "") == "1"
     return HostPlan(
         bucket=bucket, region=region, idle_minutes=idle_minutes, user=user,
         gpu_probe_image=None if no_gpu else probe_image,
         prefix=os.environ.get("SDTUI_TEST_HOST_PREFIX", "").rstrip("/"),
-        s3_endpoint=s3_endpoint, s3_credentials=test_credentials(),
+        s3_endpoint=s3_endpoint, s3_credentials=test_credentials(), probe_key=probe_key,
     )
 
 
@@ -101,11 +108,56 @@ def test_credentials() -> tuple[str, str] | None:
 def s3fs_options(plan: HostPlan, cache_dir: str) -> str:
     passwd = plan.path(PASSWD_FILE) if plan.s3_credentials else None
     return s3fs.mount_options(plan.bucket, plan.region, cache_dir, endpoint=plan.s3_endpoint,
-                              passwd_file=passwd)
+                              passwd_file=passwd, log_file=plan.path(s3fs.LOG_FILE))
 
 
 def s3fs_mount_argv(plan: HostPlan, options: str) -> list[str]:
     return s3fs.mount_argv(plan.bucket, plan.mount_point, options, plan.path(s3fs.BINARY))
+
+
+def mount_script(plan: HostPlan) -> str:
+    """Mount unless a mount already serves the probe file; then prove it by reading that file
+    (or, without one, the first file listed) through the mount. A mount that does not serve it
+    is unmounted again, so a rerun mounts afresh; the failure carries s3fs's own last lines."""
+    q = shlex.quote
+    mount, fstab, log = q(plan.mount_point), q(plan.path("/etc/fstab")), q(plan.path(s3fs.LOG_FILE))
+    probe = (f"{mount}/{q(plan.probe_key)}" if plan.probe_key
+             else f'"$(find {mount} -maxdepth 3 -type f -print -quit)"')
+    what = plan.probe_key or "a file"
+    return f"""
+echo "== mount s3://{plan.bucket} read-only at {plan.mount_point}"
+if [ -d {q(plan.path(NVME_DIR))} ]; then cache={q(plan.path(NVME_DIR))}/s3fs-cache
+else cache={q(plan.path(FALLBACK_CACHE))}; fi
+mkdir -p "$cache" {mount} "$(dirname {log})"
+opts="{s3fs_options(plan, '$cache')}"
+entry="{plan.bucket} {plan.mount_point} fuse.s3fs _netdev,$opts 0 0"
+mkdir -p "$(dirname {fstab})" && touch {fstab}
+if ! grep -qxF "$entry" {fstab}; then
+  grep -v " {plan.mount_point} fuse.s3fs " {fstab} > {fstab}.tmp || true
+  echo "$entry" >> {fstab}.tmp && mv {fstab}.tmp {fstab}
+  echo "fstab entry written: the mount survives a reboot"
+fi
+serves() {{ mountpoint -q {mount} && head -c 1 -- {probe} >/dev/null 2>&1; }}
+s3fs_said() {{ tail -n {S3FS_LOG_LINES} {log} 2>/dev/null | tr '\n' ' '; }}
+if serves; then
+  echo "already mounted (cache in $cache)"
+else
+  if mountpoint -q {mount}; then
+    echo "the mount at {plan.mount_point} does not serve {what}; mounting it again"
+    umount -l {mount} || true
+  fi
+  : > {log}
+  "$s3fs_bin" {" ".join(map(q, s3fs_mount_argv(plan, "")[1:-1]))} "$opts" \
+    || fail "s3fs could not mount s3://{plan.bucket}; s3fs said: $(s3fs_said)"
+  for _ in $(seq {MOUNT_READ_TRIES}); do serves && break; sleep 1; done
+  if ! serves; then
+    umount -l {mount} 2>/dev/null || true
+    fail "the mount of s3://{plan.bucket} at {plan.mount_point} does not serve {what}; \
+s3fs said: $(s3fs_said)"
+  fi
+  echo "mounted (cache in $cache), {what} read through it"
+fi
+"""
 
 
 def cloud_init_wait(plan: HostPlan) -> str:
@@ -193,43 +245,23 @@ def bootstrap_script(plan: HostPlan) -> str:
     """The whole bootstrap. Contains credentials only with an endpoint override (tests), and is
     sent on stdin, so it must never be logged."""
     q = shlex.quote
-    mount, outputs = q(plan.mount_point), q(plan.outputs_dir)
-    fstab = q(plan.path("/etc/fstab"))
+    outputs = q(plan.outputs_dir)
     parts = ["""#!/bin/bash
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 fail() { echo "ERROR: $*"; exit 3; }
 
 """, cloud_init_wait(plan), '\necho "== s3fs"\n',
-             s3fs.install_script(plan.path(s3fs.BINARY), build=not plan.prefix)]
+             s3fs.install_script(plan.path(s3fs.BINARY), plan.path(s3fs.PACKAGED_BINARY),
+                                 build=not plan.prefix)]
     if plan.s3_credentials:
         key, secret = plan.s3_credentials
         passwd = q(plan.path(PASSWD_FILE))
         parts.append(f"""mkdir -p "$(dirname {passwd})"
 (umask 077 && printf '%s:%s\\n' {q(key)} {q(secret)} > {passwd})
 """)
+    parts.append(mount_script(plan))
     parts.append(f"""
-echo "== mount s3://{plan.bucket} read-only at {plan.mount_point}"
-if [ -d {q(plan.path(NVME_DIR))} ]; then cache={q(plan.path(NVME_DIR))}/s3fs-cache
-else cache={q(plan.path(FALLBACK_CACHE))}; fi
-mkdir -p "$cache" {mount}
-opts="{s3fs_options(plan, '$cache')}"
-entry="{plan.bucket} {plan.mount_point} fuse.s3fs _netdev,$opts 0 0"
-mkdir -p "$(dirname {fstab})" && touch {fstab}
-if ! grep -qxF "$entry" {fstab}; then
-  grep -v " {plan.mount_point} fuse.s3fs " {fstab} > {fstab}.tmp || true
-  echo "$entry" >> {fstab}.tmp && mv {fstab}.tmp {fstab}
-  echo "fstab entry written: the mount survives a reboot"
-fi
-if mountpoint -q {mount}; then
-  echo "already mounted (cache in $cache)"
-else
-  {" ".join(map(q, s3fs_mount_argv(plan, "")[:-1]))} "$opts" \\
-    || fail "s3fs could not mount s3://{plan.bucket}"
-  echo "mounted (cache in $cache)"
-fi
-ls {mount} >/dev/null || fail "the mount at {plan.mount_point} is not readable"
-
 echo "== docker"
 docker info --format {q(DOCKER_INFO_FORMAT)} \\
   || fail "Docker is not running on the instance"

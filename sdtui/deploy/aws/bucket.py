@@ -40,6 +40,26 @@ def _taken(bucket: str, account: str | None) -> BadInput:
     )
 
 
+def region_of(s3, bucket: str) -> str:
+    """The region the bucket lives in (GetBucketLocation answers None for us-east-1 and "EU"
+    for the oldest eu-west-1 buckets)."""
+    location = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint")
+    return {None: "us-east-1", "": "us-east-1", "EU": "eu-west-1"}.get(location, location)
+
+
+def check_region(s3, bucket: str, region: str) -> None:
+    """BadInput when an existing bucket lives in another region than the deployment: s3fs on
+    the instance is given the deployment's region and refuses such a bucket after it has
+    already daemonised, so the launch would fail only at the mount."""
+    found = region_of(s3, bucket)
+    if found != region:
+        raise BadInput(
+            f"bucket {bucket!r} is in {found}, not in the deployment's region {region}",
+            fix=f"pass --region {found} (the instance then runs beside its model), or a "
+                "--bucket in this region",
+        )
+
+
 def ensure_bucket(s3, bucket: str, region: str, deployment: str, account: str,
                   *, ours: bool = False) -> str:
     """Create the bucket, or reuse one; either way enforce the security settings. Only a bucket

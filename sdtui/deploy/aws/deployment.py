@@ -119,8 +119,10 @@ class AwsDeployment(WorkerSteps, Deployment):
         # the instance role: the caller's own credentials are never copied to the instance.
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         s = self.settings
+        uploaded = sorted(e.id for e in self.ledger.resources("object"))
         return host_plan_from_env(s.bucket, str(s.region), s.idle_minutes, user=target.user,
-                                  probe_image=s.base_image, s3_endpoint=endpoint)
+                                  probe_image=s.base_image, s3_endpoint=endpoint,
+                                  probe_key=uploaded[0] if uploaded else None)
 
     @property
     def engine(self) -> docker.DockerClient:

@@ -10,7 +10,7 @@ from sdtui.deploy.aws.pricing import Price, hourly_price
 # the README's "Cold start" table (a test keeps the two equal).
 COLD_START: tuple[tuple[str, int, int, int, int], ...] = (
     ("instance boot to sshd answering, cloud-init done", 45, 70, 30, 50),
-    ("bootstrap: build s3fs, mount, GPU probe", 90, 150, 5, 10),
+    ("bootstrap: install s3fs, mount, GPU probe", 20, 40, 5, 10),
     ("image build on the instance", 120, 180, 0, 0),
     ("first model read through s3fs", 25, 45, 25, 45),
     ("model to GPU and first image", 15, 15, 15, 15),

@@ -81,7 +81,8 @@ class AwsRun(SessionClients):
         if entry is None or entry.id != self.settings.bucket:
             return None
         s3 = self.client("s3")
-        if bucket.bucket_exists_for_us(s3, entry.id) and bucket.settings_ok(s3, entry.id):
+        if (bucket.bucket_exists_for_us(s3, entry.id) and bucket.settings_ok(s3, entry.id)
+                and bucket.region_of(s3, entry.id) == str(self.settings.region)):
             return f"s3://{entry.id} exists, private and encrypted"
         return None
 
@@ -90,7 +91,10 @@ class AwsRun(SessionClients):
         s3 = self.client("s3")
         entry = next((e for e in self.ledger.resources("bucket") if e.id == s.bucket), None)
         ours = bool(entry and entry.meta.get("created"))
-        creating = not ours and not bucket.bucket_exists_for_us(s3, s.bucket)
+        exists = bucket.bucket_exists_for_us(s3, s.bucket)
+        if exists:  # refused before anything is created or launched
+            bucket.check_region(s3, s.bucket, str(s.region))
+        creating = not ours and not exists
         if creating:  # recorded first, so a crash right after creating it loses nothing
             ours = True
             self.ledger.record("bucket", s.bucket, region=s.region, created=True)
