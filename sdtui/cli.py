@@ -18,7 +18,9 @@ exit codes: 0 ok, 2 bad input, 3 deployment failed, 4 generation failed, 130 int
 
 examples:
   sdtui                                   # the terminal app
-  sdtui --no-ui --model ~/Downloads/sd-v1-4.ckpt --prompt "a lighthouse at dusk" -n 2
+  sdtui --no-ui --model sd15 --prompt "a lighthouse at dusk" -n 2
+  sdtui --no-ui --model ~/Downloads/sd-v1-4.ckpt --prompt "a lighthouse at dusk"
+  sdtui --list-models
   sdtui --no-ui --prompt-file prompts.txt --json
   sdtui --no-ui --status
   sdtui --no-ui --teardown --purge-volume
@@ -53,9 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "option of the last deployment used, or local)")
     d.add_argument("--name", help="deployment name (default: the last deployment used, which "
                    "the app and --no-ui share; else the option's name)")
-    d.add_argument("--model", action="append", type=Path, default=[], metavar="PATH",
-                   help="model: .ckpt, .safetensors or a diffusers folder; repeat for extra "
-                   "files such as GFPGANv1.3.pth (default: the deployment's last models)")
+    d.add_argument("--model", action="append", default=[], metavar="PATH|NAME",
+                   help="model: .ckpt, .safetensors or a diffusers folder, or one to fetch: a "
+                   "catalogue name (--list-models), hf:ORG/REPO[/FILE][@REV], civitai:ID or "
+                   "their URLs (Option B); repeat for extra files such as GFPGANv1.3.pth "
+                   "(default: the deployment's last models)")
+    d.add_argument("--list-models", action="store_true",
+                   help="print the catalogue's model names and exit")
     d.add_argument("--base-image", help="base image for the worker image build")
     d.add_argument("--volume", help="Docker volume for the model files (default sdtui-models)")
     d.add_argument("--docker-host", help="Docker engine URL (default: DOCKER_HOST or context)")
@@ -141,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.list_models:
+        from sdtui.fetch.catalogue import listing
+
+        print("\n".join(listing()))
+        return errors.EXIT_OK
     try:
         if args.no_ui:
             from sdtui.headless import run

@@ -26,6 +26,7 @@ from sdtui.deploy.base import (
     CostUpdate,
     DeployEvent,
     Deployment,
+    DownloadProgress,
     StepFinished,
     StepLog,
     StepProgress,
@@ -69,6 +70,10 @@ class Reporter:
         match ev:
             case StepStarted(step, title):
                 self.line(f"… {title}")
+            case DownloadProgress(step, done, total, unit, file, rate, eta):
+                left = f", {eta:.0f} s left" if eta is not None else ""
+                self.bar(f"{step} {file}", done, total, unit,
+                         suffix=f" {rate / 2**20:.1f} MiB/s{left}")
             case StepProgress(step, done, total, unit):
                 self.bar(step, done, total, unit)
             case StepLog(step, line):
@@ -101,7 +106,7 @@ class Reporter:
         elif target.chosen_by != "name":
             self.line(f"using {target.describe()} (--name picks another)")
 
-    def bar(self, label: str, done: int, total: int | None, unit: str) -> None:
+    def bar(self, label: str, done: int, total: int | None, unit: str, suffix: str = "") -> None:
         now = time.monotonic()
         final = total is not None and done >= total
         if not final and now - self._last_bar < (0.1 if self.tty else 2.0):
@@ -112,9 +117,9 @@ class Reporter:
             fill = int(width * done / total)
             amount = (f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB" if unit == "bytes"
                       else f"{done}/{total}")
-            text = f"  {label} [{'#' * fill}{'.' * (width - fill)}] {amount}"
+            text = f"  {label} [{'#' * fill}{'.' * (width - fill)}] {amount}{suffix}"
         else:
-            text = f"  {label} {done} {unit}"
+            text = f"  {label} {done} {unit}{suffix}"
         if self.tty:
             self.err.write("\r" + text + ("\n" if final else ""))
             self.err.flush()

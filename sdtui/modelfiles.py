@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from sdtui.errors import BadInput
+from sdtui.fetch.refs import is_remote
 from sdtui.loras import LORA_DIR, LORA_SUFFIX
 
 ModelFormat = Literal["diffusers", "ckpt", "safetensors"]
@@ -130,9 +131,21 @@ def check_models(models: list[Path]) -> None:
     """The first model must be a Stable Diffusion model; the others (e.g. GFPGANv1.3.pth) are
     files that travel beside it."""
     if not models:
-        raise BadInput("no model given", fix="pass --model PATH (e.g. ~/Downloads/sd-v1-4.ckpt)")
+        raise BadInput("no model given", fix="pass --model sd15 (fetched by name; "
+                       "`sdtui --list-models` lists the names), hf:ORG/REPO, civitai:ID or "
+                       "the path of a checkpoint (e.g. ~/Downloads/sd-v1-4.ckpt)")
+    if is_remote(models[0]):
+        raise BadInput(f"--model {models[0]} names a model to fetch; fetching by name works "
+                       "with Option B (--option local) so far",
+                       fix="fetch it with --option local once (the file lands in "
+                       "SDTUI_MODELS_DIR), then pass that file's path")
     detect_format(models[0])
-    for extra in models[1:]:
+    check_extras(models[1:])
+
+
+def check_extras(models: list) -> None:
+    """Files that travel beside the model (e.g. GFPGANv1.3.pth) must exist."""
+    for extra in models:
         if not Path(extra).expanduser().is_file():
             raise BadInput(f"model file {extra} does not exist", fix="check the path")
 

@@ -24,6 +24,11 @@ def state_dir() -> Path:
     return _override("SDTUI_STATE_DIR") or Path(platformdirs.user_state_dir(APP_NAME))
 
 
+def models_dir() -> Path:
+    """Fetched model files, verified (SDTUI_MODELS_DIR overrides)."""
+    return _override("SDTUI_MODELS_DIR") or Path(platformdirs.user_cache_dir(APP_NAME)) / "models"
+
+
 def config_dir() -> Path:
     """Where config.toml lives (SDTUI_CONFIG_DIR overrides)."""
     return _override("SDTUI_CONFIG_DIR") or Path(platformdirs.user_config_dir(APP_NAME))

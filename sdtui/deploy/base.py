@@ -38,6 +38,15 @@ class StepProgress:
 
 
 @dataclass(frozen=True)
+class DownloadProgress(StepProgress):
+    """A model file being fetched: a StepProgress in bytes, with its rate and ETA."""
+
+    file: str = ""
+    rate: float = 0.0  # bytes per second
+    eta_s: float | None = None
+
+
+@dataclass(frozen=True)
 class StepLog:
     step: str
     line: str
@@ -60,7 +69,7 @@ class CostUpdate:
     idle_stop_in_s: int | None = None
 
 
-DeployEvent = StepStarted | StepProgress | StepLog | StepFinished | CostUpdate
+DeployEvent = StepStarted | StepProgress | DownloadProgress | StepLog | StepFinished | CostUpdate
 OnEvent = Callable[[DeployEvent], None]
 
 
@@ -78,8 +87,16 @@ class StepContext:
     def progress(self, done: int, total: int | None, unit: str = "bytes") -> None:
         self._on_event(StepProgress(self.step, done, total, unit))  # type: ignore[arg-type]
 
+    def download(self, file: str, done: int, total: int | None, rate: float,
+                 eta_s: float | None) -> None:
+        self._on_event(DownloadProgress(self.step, done, total, "bytes", file, rate, eta_s))
+
     def log(self, line: str) -> None:
         self._on_event(StepLog(self.step, line.rstrip("\n")))
+
+    @property
+    def cancel(self) -> threading.Event:
+        return self._cancel
 
     def check_cancel(self) -> None:
         if self._cancel.is_set():

@@ -44,6 +44,8 @@ from sdtui.deploy.local_settings import (  # noqa: F401  (re-exported)
 )
 from sdtui.deploy.worker_steps import WorkerSteps
 from sdtui.errors import BadInput
+from sdtui.fetch import download
+from sdtui.fetch.progress import Meter
 from sdtui.ledger import Ledger
 from sdtui.paths import state_dir
 from sdtui.worker import spool
@@ -92,8 +94,11 @@ class LocalDeployment(WorkerSteps, Deployment):
 
     def plan(self) -> list[Step]:
         self.settings.validate()
+        resolved = self.settings.to_fetch()
         return [
             Step("engine", "Check the Docker engine", self._check_engine),
+            *([Step("fetch", f"Fetch {resolved.ref} ({resolved.total / 2**20:.1f} MiB)",
+                    self._fetch, self._fetched)] if resolved else []),
             Step("volume", f"Create volume {self.settings.volume}", self._create_volume,
                  self._volume_exists),
             self.image_step(),
@@ -104,13 +109,30 @@ class LocalDeployment(WorkerSteps, Deployment):
 
     def _check_engine(self, ctx: StepContext) -> str:
         version = self.engine.version().get("Version", "?")
+        resolved = self.settings.to_fetch()
         self.ledger.set_params(
-            models=[str(Path(m).expanduser().absolute()) for m in self.settings.models],
+            models=[str(m) if i == 0 and resolved else str(Path(m).expanduser().absolute())
+                    for i, m in enumerate(self.settings.models)],
+            fetched=resolved.record() if resolved else None,
             volume=self.settings.volume, base_image=self.settings.base_image,
             docker_host=self.settings.docker_host,
         )
         gpu = "NVIDIA runtime found" if has_nvidia_runtime(self.engine) else "no GPU runtime (CPU)"
         return f"Docker {version}, {gpu}"
+
+    def _fetched(self) -> str | None:
+        resolved = self.settings.to_fetch()
+        if resolved is None or download.missing(self.settings.store, resolved):
+            return None
+        return f"{len(resolved.files)} file(s) already fetched and verified ({resolved.source})"
+
+    def _fetch(self, ctx: StepContext) -> str:
+        resolved = self.settings.to_fetch()
+        assert resolved is not None
+        got = download.fetch(self.settings.store, resolved, Meter(ctx.download), ctx.cancel)
+        size = sum(f.size or 0 for f in got)
+        return (f"fetched {len(got)} of {len(resolved.files)} file(s), {size / 2**20:.1f} MiB, "
+                f"sha256 verified ({resolved.source})")
 
     def _labelled(self, labels: dict | None) -> bool:
         return (labels or {}).get(worker_container.LABEL) == self.name
@@ -169,9 +191,10 @@ class LocalDeployment(WorkerSteps, Deployment):
         return worker_container.WorkerSpec(
             deployment=self.name,
             image=self._image or "",
-            model=worker_container.model_in_container(self.settings.models),
+            model=worker_container.model_in_container(self.settings.local_models()),
             model_sha256=worker_container.model_sha256(
-                self.settings.models, {f.name: f.sha256 for f in getattr(self, "_files", [])}),
+                self.settings.local_models(),
+                {f.name: f.sha256 for f in getattr(self, "_files", [])}),
             data_mount=Mount(worker_container.DATA_DIR, self.settings.volume, type="volume",
                              read_only=True),
             outputs_host_dir=str(self.worker_outputs_dir()),

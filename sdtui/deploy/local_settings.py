@@ -1,13 +1,18 @@
 """What an Option B deployment is asked to be. No Docker here: forms and flags resolve these
-before the engine is touched."""
+before the engine is touched. A model named to fetch (sdtui.fetch) is resolved here too, so a
+bad name is refused before anything is created."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdtui.fetch.plan import Resolved
+from sdtui.fetch.refs import is_remote
+from sdtui.fetch.store import Store
 from sdtui.ledger import validate_name
-from sdtui.modelfiles import check_models, deployment_files
+from sdtui.modelfiles import check_extras, check_models, deployment_files
+from sdtui.paths import models_dir
 
 DEFAULT_NAME = "local"
 DEFAULT_VOLUME = "sdtui-models"
@@ -16,7 +21,7 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 
 @dataclass
 class LocalSettings:
-    models: list[Path] = field(default_factory=list)
+    models: list[Path | str] = field(default_factory=list)
     name: str = DEFAULT_NAME
     volume: str = DEFAULT_VOLUME
     base_image: str = DEFAULT_BASE_IMAGE
@@ -25,7 +30,31 @@ class LocalSettings:
     def validate(self) -> None:
         """Everything that can be checked before anything is created."""
         validate_name(self.name)
-        check_models(self.models)
+        if self.to_fetch() is None:
+            check_models(self.models)
+        else:
+            check_extras(self.models[1:])
+
+    def to_fetch(self) -> Resolved | None:
+        """The model named to fetch, resolved once (over the network), or None for a file."""
+        if not self.models or not is_remote(self.models[0]):
+            return None
+        resolved = getattr(self, "_resolved", None)
+        if resolved is None or resolved.ref != str(self.models[0]):
+            from sdtui.fetch.resolve import resolve
+
+            resolved = self._resolved = resolve(str(self.models[0]))
+        return resolved
+
+    @property
+    def store(self) -> Store:
+        return Store(models_dir())
+
+    def local_models(self) -> list[Path]:
+        """The model files as this machine holds them (a fetched one in the store)."""
+        resolved = self.to_fetch()
+        first = self.store.model_path(resolved) if resolved else Path(self.models[0])
+        return [first, *(Path(m) for m in self.models[1:])]
 
     def files(self) -> list[tuple[Path, str]]:
-        return deployment_files(self.models)
+        return deployment_files(self.local_models())

@@ -22,6 +22,7 @@ from sdtui import recent
 from sdtui.config import load_config
 from sdtui.deploy.base import Deployment
 from sdtui.errors import BadInput
+from sdtui.fetch.refs import is_remote
 from sdtui.ledger import Ledger, validate_name
 from sdtui.settings import Given, field_names, resolve
 
@@ -223,7 +224,8 @@ def unchecked_settings(target: Target, given: Mapping[str, Any]) -> Any:
     found = layers(target, given)
     for layer in found:
         if layer.get("models"):
-            layer["models"] = [Path(m) for m in layer["models"]]  # type: ignore[index]
+            layer["models"] = [m if is_remote(m) else Path(m)  # type: ignore[index]
+                               for m in layer["models"]]
     return resolve(option_spec(target.option).settings_class(), found, name=target.name)
 
 

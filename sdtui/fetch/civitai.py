@@ -1,0 +1,105 @@
+"""Civitai: a model version through its REST API (`GET /api/v1/model-versions/{id}`: the
+model's type, and each file's type, format, SHA256 and download URL). CIVITAI_API_TOKEN is
+sent as a bearer token; CIVITAI_ENDPOINT points at a mirror (the tests' stand-in)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import requests
+
+from sdtui.errors import BadInput, DeploymentError
+from sdtui.fetch.plan import RemoteFile, Resolved
+from sdtui.fetch.refs import CHECKPOINT_SUFFIXES, CivitaiRef
+
+DEFAULT_ENDPOINT = "https://civitai.com"
+TOKEN_VAR = "CIVITAI_API_TOKEN"
+MODEL_TYPES = {"checkpoint"}
+# Where each other type goes instead, said in the refusal.
+_ELSEWHERE = {
+    "lora": "a LoRA: it goes in the loras/ folder beside the model (<lora:NAME:W> in the prompt)",
+    "locon": "a LoCon: it goes in the loras/ folder beside the model (<lora:NAME:W>)",
+    "dora": "a DoRA: it goes in the loras/ folder beside the model (<lora:NAME:W>)",
+    "vae": "a VAE: sdtui uses the VAE inside the checkpoint",
+    "textualinversion": "an embedding (textual inversion), which sdtui does not load",
+    "hypernetwork": "a hypernetwork, which sdtui does not load",
+}
+_MAX_METADATA = 4 * 1024 * 1024
+
+
+def endpoint() -> str:
+    return (os.environ.get("CIVITAI_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+
+def token() -> str | None:
+    return os.environ.get(TOKEN_VAR) or None
+
+
+def auth_headers() -> dict[str, str]:
+    return {"authorization": f"Bearer {token()}"} if token() else {}
+
+
+def _version(ref: CivitaiRef) -> dict:
+    url = f"{endpoint()}/api/v1/model-versions/{ref.version_id}"
+    try:
+        response = requests.get(url, headers=auth_headers(), timeout=30)
+    except requests.RequestException as exc:
+        raise DeploymentError(f"could not reach Civitai for {ref}: {exc}",
+                              fix="check the connection and retry") from None
+    if response.status_code == 404:
+        raise BadInput(f"Civitai has no model version {ref.version_id}",
+                       fix="copy the version id from the model's page (?modelVersionId=N)")
+    if response.status_code in (401, 403):
+        raise BadInput(f"Civitai refused {ref} without a valid token",
+                       fix=f"set {TOKEN_VAR} to an API key from your Civitai account settings")
+    if response.status_code != 200 or len(response.content) > _MAX_METADATA:
+        raise DeploymentError(f"Civitai answered {response.status_code} for {ref}",
+                              fix="retry later")
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("files"), list):
+        raise DeploymentError(f"Civitai's answer for {ref} is not a model version",
+                              fix="retry later; check CIVITAI_ENDPOINT")
+    return body
+
+
+def _safe_name(name: str) -> str:
+    name = os.path.basename(str(name))
+    if not name or name.startswith(".") or not re.fullmatch(r"[\w .()+,-]+", name):
+        raise DeploymentError(f"Civitai names a file {name!r} sdtui will not write",
+                              fix="download it yourself and pass its path")
+    return name
+
+
+def resolve_civitai(ref: CivitaiRef) -> Resolved:
+    body = _version(ref)
+    kind = str((body.get("model") or {}).get("type", "")).lower()
+    if kind in _ELSEWHERE:
+        raise BadInput(f"{ref} is {_ELSEWHERE[kind]}, not a model",
+                       fix="give a Checkpoint version as --model")
+    if kind not in MODEL_TYPES:
+        raise BadInput(f"{ref} is a {kind or 'resource of unknown type'}, not a checkpoint",
+                       fix="give a Checkpoint version as --model")
+    files = [f for f in body["files"] if isinstance(f, dict)]
+    models = [f for f in files if str(f.get("type", "")).lower() in ("model", "pruned model")
+              and str(f.get("name", "")).lower().endswith(CHECKPOINT_SUFFIXES)]
+    primary = [f for f in models if f.get("primary")] or models
+    if not primary:
+        held = ", ".join(f"{f.get('name')} ({f.get('type')})" for f in files) or "no files"
+        raise BadInput(f"{ref} holds no checkpoint sdtui can run (an archive or other files: "
+                       f"{held})", fix="give a version whose file is a .safetensors checkpoint")
+    chosen = primary[0]
+    sha256 = str((chosen.get("hashes") or {}).get("SHA256", "")).lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not chosen.get("downloadUrl"):
+        raise DeploymentError(f"Civitai gives no SHA256 or download URL for {ref}",
+                              fix="retry later; sdtui loads no file it cannot check")
+    name = _safe_name(chosen["name"])
+    size_kb = chosen.get("sizeKB")
+    size = int(size_kb * 1024) if isinstance(size_kb, int | float) else None
+    remote = RemoteFile(url=str(chosen["downloadUrl"]), dest=name, size=size, sha256=sha256,
+                        auth="civitai")
+    return Resolved(str(ref), f"civitai:{ref.version_id} ({name})",
+                    f"civitai/{ref.version_id}", name, (remote,))

@@ -1,0 +1,37 @@
+"""What a reference resolved to: the exact remote files, where each lands in the store, and
+how each is checked. No tokens here: they are added to the request when it is sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Auth = Literal["hf", "civitai"]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    url: str
+    dest: str  # path relative to the resolved set's root in the store
+    size: int | None
+    sha256: str | None = None  # hex; LFS files, Civitai files, catalogue pins
+    git_sha1: str | None = None  # the hub's blob id, for small files kept in git
+    auth: Auth = "hf"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    ref: str  # what the user typed
+    source: str  # exactly what was resolved, e.g. hf:ORG/REPO/FILE@COMMIT
+    root: str  # the set's folder in the store, relative
+    model: str  # the model (a file or a diffusers folder) relative to root
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(f.size or 0 for f in self.files)
+
+    def record(self) -> dict:
+        """What the ledger keeps, so the run can be repeated exactly."""
+        return {"ref": self.ref, "source": self.source,
+                "files": {f.dest: f.sha256 or f.git_sha1 for f in self.files}}
