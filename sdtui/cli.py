@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "catalogue name (--list-models), hf:ORG/REPO[/FILE][@REV], civitai:ID or "
                    "their URLs (Option B); repeat for extra files such as GFPGANv1.3.pth "
                    "(default: the deployment's last models)")
+    d.add_argument("--lora-file", action="append", default=[], metavar="NAME",
+                   help="a LoRA to fetch into loras/ beside the model: hf:ORG/REPO/FILE"
+                   ".safetensors, civitai:ID or their URLs (Option B); <lora:FILE:W> in the "
+                   "prompt applies it (FILE: its name without .safetensors); repeatable")
     d.add_argument("--list-models", action="store_true",
                    help="print the catalogue's model names and exit")
     d.add_argument("--base-image", help="base image for the worker image build")

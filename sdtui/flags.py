@@ -18,7 +18,8 @@ from sdtui.settings import Given, field_names, is_set
 # What the command does, not what it is asked to make: never a setting.
 COMMAND_FLAGS = ("no_ui", "option", "name", "status", "teardown", "purge_volume", "purge_bucket",
                  "prompt_file", "from_png", "out", "json", "estimate", "cancel", "list_models")
-_FIELD_OF = {"model": "models"}  # argparse destination -> settings field, where they differ
+# argparse destination -> settings field, where they differ
+_FIELD_OF = {"model": "models", "lora_file": "lora_files"}
 
 
 def given_from_args(args: argparse.Namespace) -> Given:

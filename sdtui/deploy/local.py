@@ -94,11 +94,12 @@ class LocalDeployment(WorkerSteps, Deployment):
 
     def plan(self) -> list[Step]:
         self.settings.validate()
-        resolved = self.settings.to_fetch()
+        sets = self.settings.to_fetch()
+        title = (f"Fetch {', '.join(r.ref for r in sets)} "
+                 f"({sum(r.total for r in sets) / 2**20:.1f} MiB)")
         return [
             Step("engine", "Check the Docker engine", self._check_engine),
-            *([Step("fetch", f"Fetch {resolved.ref} ({resolved.total / 2**20:.1f} MiB)",
-                    self._fetch, self._fetched)] if resolved else []),
+            *([Step("fetch", title, self._fetch, self._fetched)] if sets else []),
             Step("volume", f"Create volume {self.settings.volume}", self._create_volume,
                  self._volume_exists),
             self.image_step(),
@@ -109,11 +110,11 @@ class LocalDeployment(WorkerSteps, Deployment):
 
     def _check_engine(self, ctx: StepContext) -> str:
         version = self.engine.version().get("Version", "?")
-        resolved = self.settings.to_fetch()
+        fetched = self.settings.fetched_model() is not None
         self.ledger.set_params(
-            models=[str(m) if i == 0 and resolved else str(Path(m).expanduser().absolute())
+            models=[str(m) if i == 0 and fetched else str(Path(m).expanduser().absolute())
                     for i, m in enumerate(self.settings.models)],
-            fetched=resolved.record() if resolved else None,
+            fetched=[r.record() for r in self.settings.to_fetch()] or None,
             volume=self.settings.volume, base_image=self.settings.base_image,
             docker_host=self.settings.docker_host,
         )
@@ -121,18 +122,21 @@ class LocalDeployment(WorkerSteps, Deployment):
         return f"Docker {version}, {gpu}"
 
     def _fetched(self) -> str | None:
-        resolved = self.settings.to_fetch()
-        if resolved is None or download.missing(self.settings.store, resolved):
+        sets, store = self.settings.to_fetch(), self.settings.store
+        if any(download.missing(store, r) for r in sets):
             return None
-        return f"{len(resolved.files)} file(s) already fetched and verified ({resolved.source})"
+        return (f"{sum(len(r.files) for r in sets)} file(s) already fetched and verified "
+                f"({'; '.join(r.source for r in sets)})")
 
     def _fetch(self, ctx: StepContext) -> str:
-        resolved = self.settings.to_fetch()
-        assert resolved is not None
-        got = download.fetch(self.settings.store, resolved, Meter(ctx.download), ctx.cancel)
+        sets, got = self.settings.to_fetch(), []
+        for resolved in sets:
+            got += download.fetch(self.settings.store, resolved, Meter(ctx.download),
+                                  ctx.cancel)
         size = sum(f.size or 0 for f in got)
-        return (f"fetched {len(got)} of {len(resolved.files)} file(s), {size / 2**20:.1f} MiB, "
-                f"sha256 verified ({resolved.source})")
+        return (f"fetched {len(got)} of {sum(len(r.files) for r in sets)} file(s), "
+                f"{size / 2**20:.1f} MiB, checksums verified "
+                f"({'; '.join(r.source for r in sets)})")
 
     def _labelled(self, labels: dict | None) -> bool:
         return (labels or {}).get(worker_container.LABEL) == self.name

@@ -11,6 +11,7 @@ from sdtui.fetch.plan import Resolved
 from sdtui.fetch.refs import is_remote
 from sdtui.fetch.store import Store
 from sdtui.ledger import validate_name
+from sdtui.loras import LORA_DIR
 from sdtui.modelfiles import check_extras, check_models, deployment_files
 from sdtui.paths import models_dir
 
@@ -26,16 +27,32 @@ class LocalSettings:
     volume: str = DEFAULT_VOLUME
     base_image: str = DEFAULT_BASE_IMAGE
     docker_host: str | None = None
+    lora_files: list[str] = field(default_factory=list)  # LoRAs to fetch into loras/
 
     def validate(self) -> None:
         """Everything that can be checked before anything is created."""
         validate_name(self.name)
-        if self.to_fetch() is None:
+        if self.fetched_model() is None:
             check_models(self.models)
         else:
             check_extras(self.models[1:])
+        self.fetched_loras()
 
-    def to_fetch(self) -> Resolved | None:
+    def to_fetch(self) -> list[Resolved]:
+        """Every set named to fetch: the model's, then each LoRA's."""
+        model = self.fetched_model()
+        return [model, *self.fetched_loras()] if model else self.fetched_loras()
+
+    def fetched_loras(self) -> list[Resolved]:
+        """The LoRAs named to fetch, resolved once (over the network)."""
+        cached = getattr(self, "_loras", None)
+        if cached is None or [r.ref for r in cached] != [str(x) for x in self.lora_files]:
+            from sdtui.fetch.resolve import resolve_lora
+
+            cached = self._loras = [resolve_lora(str(x)) for x in self.lora_files]
+        return cached
+
+    def fetched_model(self) -> Resolved | None:
         """The model named to fetch, resolved once (over the network), or None for a file."""
         if not self.models or not is_remote(self.models[0]):
             return None
@@ -52,9 +69,12 @@ class LocalSettings:
 
     def local_models(self) -> list[Path]:
         """The model files as this machine holds them (a fetched one in the store)."""
-        resolved = self.to_fetch()
+        resolved = self.fetched_model()
         first = self.store.model_path(resolved) if resolved else Path(self.models[0])
         return [first, *(Path(m) for m in self.models[1:])]
 
     def files(self) -> list[tuple[Path, str]]:
-        return deployment_files(self.local_models())
+        """What the volume receives; a fetched LoRA lands in loras/ under its file's name."""
+        fetched = [(self.store.model_path(r), f"{LORA_DIR}/{Path(r.model).name}")
+                   for r in self.fetched_loras()]
+        return deployment_files(self.local_models()) + fetched

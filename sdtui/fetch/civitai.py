@@ -74,23 +74,37 @@ def _safe_name(name: str) -> str:
     return name
 
 
-def resolve_civitai(ref: CivitaiRef) -> Resolved:
+LORA_TYPES = {"lora", "locon", "dora"}
+
+
+def resolve_civitai(ref: CivitaiRef, *, lora: bool = False) -> Resolved:
     body = _version(ref)
     kind = str((body.get("model") or {}).get("type", "")).lower()
+    if lora:
+        if kind not in LORA_TYPES:
+            raise BadInput(f"{ref} is a {kind or 'resource of unknown type'}, not a LoRA",
+                           fix="--lora-file takes LoRA versions; a checkpoint goes in --model")
+        return _file_of(ref, body, (".safetensors",))
     if kind in _ELSEWHERE:
         raise BadInput(f"{ref} is {_ELSEWHERE[kind]}, not a model",
                        fix="give a Checkpoint version as --model")
     if kind not in MODEL_TYPES:
         raise BadInput(f"{ref} is a {kind or 'resource of unknown type'}, not a checkpoint",
                        fix="give a Checkpoint version as --model")
+    return _file_of(ref, body, CHECKPOINT_SUFFIXES)
+
+
+def _file_of(ref: CivitaiRef, body: dict, suffixes: tuple[str, ...]) -> Resolved:
+    """The version's primary model file with one of `suffixes`, with its SHA256."""
     files = [f for f in body["files"] if isinstance(f, dict)]
     models = [f for f in files if str(f.get("type", "")).lower() in ("model", "pruned model")
-              and str(f.get("name", "")).lower().endswith(CHECKPOINT_SUFFIXES)]
+              and str(f.get("name", "")).lower().endswith(suffixes)]
     primary = [f for f in models if f.get("primary")] or models
     if not primary:
         held = ", ".join(f"{f.get('name')} ({f.get('type')})" for f in files) or "no files"
-        raise BadInput(f"{ref} holds no checkpoint sdtui can run (an archive or other files: "
-                       f"{held})", fix="give a version whose file is a .safetensors checkpoint")
+        raise BadInput(f"{ref} holds no {' or '.join(suffixes)} file sdtui can load (an "
+                       f"archive or other files: {held})",
+                       fix="give a version whose file is a .safetensors file")
     chosen = primary[0]
     sha256 = str((chosen.get("hashes") or {}).get("SHA256", "")).lower()
     if not re.fullmatch(r"[0-9a-f]{64}", sha256) or not chosen.get("downloadUrl"):

@@ -142,6 +142,27 @@ def _diffusers(ref: HfRef, info, commit: str) -> Resolved:
     return Resolved(str(ref), f"hf:{ref.repo}@{commit}", f"hf/{ref.repo}/{commit}", name, files)
 
 
+def resolve_hf_lora(ref: HfRef) -> Resolved:
+    """A LoRA: the file named, or the repo's one .safetensors file."""
+    info = _info(ref)
+    commit = info.sha or ref.revision or "main"
+    if info.gated and not token():
+        raise gated_line(ref.repo)
+    names = sorted(s.rfilename for s in info.siblings or [])
+    path = ref.path
+    if path is None:
+        found = [n for n in names if n.endswith(".safetensors")]
+        if len(found) != 1:
+            raise BadInput(f"{ref.repo} holds {len(found)} .safetensors files, not one LoRA: "
+                           f"{_holds(found or names)}",
+                           fix=f"name the file: hf:{ref.repo}/FILE.safetensors")
+        path = found[0]
+    if not path.endswith(".safetensors") or DIFFUSERS_INDEX in names and ref.path is None:
+        raise BadInput(f"{ref} is not a LoRA file", fix="give the LoRA's .safetensors file")
+    resolved = _single(HfRef(ref.repo, path, ref.revision), info, commit, path)
+    return Resolved(str(ref), resolved.source, resolved.root, resolved.model, resolved.files[:1])
+
+
 def resolve_hf(ref: HfRef) -> Resolved:
     info = _info(ref)
     commit = info.sha or ref.revision or "main"

@@ -11,7 +11,8 @@ LFS files answer with a 302 to the CDN. Civitai's follow its API reference
 and `files[]` (`name`, `type`, `sizeKB`, `primary`, `hashes.SHA256`, `downloadUrl`), the
 download URL answering with a 302 to a signed URL.
 
-Faults, set per test: `cut_after` (the CDN closes the connection after N bytes of a body, once
+Faults, set per test: `hook_at` (N bytes, a function run once when the CDN has sent them),
+`cut_after` (the CDN closes the connection after N bytes of a body, once
 per armed cut), `corrupt` (one byte of the body flipped), `pause_at` (the CDN stops sending at N
 bytes until `resume` is set). `served` counts the body bytes the CDN sent, per blob.
 """
@@ -22,6 +23,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +62,7 @@ class Hub:
         self.cut_after: int | None = None
         self.corrupt = False
         self.pause_at: int | None = None
+        self.hook_at: tuple[int, Callable[[], None]] | None = None  # run once at N bytes
         self.paused = threading.Event()
         self.resume = threading.Event()
         self.lock = threading.Lock()
@@ -269,6 +272,10 @@ def _handler(hub: Hub, kind: str) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(block)
                 self.count(key, len(block))
                 sent += len(block)
+                if hub.hook_at is not None and start + sent >= hub.hook_at[0]:
+                    self.wfile.flush()
+                    hook, hub.hook_at = hub.hook_at[1], None
+                    hook()
                 if cut is not None and sent >= cut:
                     self.wfile.flush()
                     self.close_connection = True

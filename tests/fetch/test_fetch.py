@@ -3,8 +3,10 @@ HTTP: what lands in the store, resume, checksums, tokens and refusals."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import struct
 import subprocess
 import sys
 import textwrap
@@ -179,6 +181,47 @@ def test_not_enough_free_space_is_said_before_the_first_byte(hub: Hub, monkeypat
     assert hub.served_of(BIG) == 0
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path, monkeypatch) -> Path:
+    """A 5 MiB tmpfs as SDTUI_MODELS_DIR."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (run as root): {mounted.stderr}", pytrace=False)
+    monkeypatch.setenv("SDTUI_MODELS_DIR", str(disk / "models"))
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_disk_that_fills_up_mid_fetch_stops_in_one_line_and_resumes(
+        hub: Hub, small_disk: Path) -> None:
+    hub.add_repo("org/m", {"m.safetensors": BIG})
+    filler = small_disk / "someone-else.bin"
+    # Another program takes the room once the fetch is under way: the check before the first
+    # byte passed, the disk fills anyway.
+    hub.hook_at = (len(BIG) // 2, lambda: _fill(filler))
+    with pytest.raises(DeploymentError, match="the disk filled up while fetching m.safetensors"):
+        fetch("hf:org/m")
+    store = Store(small_disk / "models")
+    part = next(store.staging.glob("*.part"))
+    held = part.stat().st_size
+    assert 0 < held < len(BIG) and part.read_bytes() == BIG[:held]
+    assert not list(store.root.glob("hf/**/m.safetensors"))
+    filler.unlink()
+    store, resolved, _ = fetch("hf:org/m")
+    assert store.model_path(resolved).read_bytes() == BIG
+    assert [h.get("range") for k, _, h in hub.requests if k == "cdn"][1] == f"bytes={held}-"
+
+
+def _fill(path: Path) -> None:
+    with path.open("wb") as out, contextlib.suppress(OSError):
+        while True:
+            out.write(b"\0" * 65536)
+            out.flush()
+
+
 FETCH = textwrap.dedent("""
     import os, sys
     from pathlib import Path
@@ -218,3 +261,44 @@ def _wait(condition, timeout: float = 30) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition was never reached"
         time.sleep(0.02)
+
+
+def test_lora_files_are_fetched_into_loras_beside_the_model(hub: Hub, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    from sdtui.deploy.local_settings import LocalSettings
+
+    lora = b"L" * 5000
+    header = b'{"__metadata__": {}}'
+    model = struct.pack("<Q", len(header)) + header + BIG
+    hub.add_repo("org/m", {"m.safetensors": model})
+    hub.add_repo("org/style", {"pytorch_lora_weights.safetensors": lora, "README.md": b"#"},
+                 tags=["lora"])
+    monkeypatch.setenv("CIVITAI_API_TOKEN", "t")
+    hub.add_version(77, "LORA", [{"name": "ink.safetensors", "type": "Model", "data": b"I" * 4000,
+                                  "primary": True}])
+    settings = LocalSettings(models=["hf:org/m"], name="t",
+                             lora_files=["hf:org/style", "https://civitai.com/models/7?modelVersionId=77"])
+    settings.validate()
+    store = settings.store
+    for resolved in settings.to_fetch():
+        download.fetch(store, resolved, Meter(lambda *u: None))
+    names = {name: src.read_bytes() for src, name in settings.files()}
+    assert names["loras/pytorch_lora_weights.safetensors"] == lora
+    assert names["loras/ink.safetensors"] == b"I" * 4000
+    assert names["m.safetensors"] == model
+
+
+@pytest.mark.parametrize(("lora", "says"), [
+    ("civitai:5", "not a LoRA"),
+    ("sd15", "give hf:ORG/REPO/FILE.safetensors or civitai:ID"),
+    ("hf:org/two", "2 .safetensors files, not one LoRA"),
+])
+def test_a_lora_file_that_is_no_lora_is_refused(hub: Hub, lora: str, says: str) -> None:
+    from sdtui.deploy.local_settings import LocalSettings
+
+    hub.add_repo("org/m", {"m.safetensors": BIG})
+    hub.add_repo("org/two", {"a.safetensors": b"a" * 2000, "b.safetensors": b"b" * 2000})
+    hub.add_version(5, "Checkpoint", [{"name": "c.safetensors", "type": "Model", "data": b"c"}])
+    with pytest.raises(BadInput, match=says):
+        LocalSettings(models=["hf:org/m"], name="t", lora_files=[lora]).validate()
+    assert not hub.served

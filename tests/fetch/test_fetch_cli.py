@@ -1,0 +1,113 @@
+"""`sdtui --no-ui --model NAME` as a user runs it: refusals before anything exists, the
+catalogue listing, and, end to end on Option B, a catalogue name fetched from the stand-in
+(a tiny model behind the real repo and file names): Ctrl-C mid-download, then the same command
+resumes it and generates in the real worker container."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import docker
+import pytest
+from local_cli import FAST, events, labelled, one_line, step_outcomes, throwaway_cli, wait_for
+
+from sdtui.fetch.catalogue import CATALOGUE
+from sdtui.fetch.download import CHUNK
+from tests.fetch.conftest import clean_env
+from tests.fetch.standin import COMMIT, Hub
+
+
+def test_list_models_names_each_entry_with_its_licence() -> None:
+    done = subprocess.run([sys.executable, "-m", "sdtui", "--list-models"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    for e in CATALOGUE.values():
+        line = next(ln for ln in done.stdout.splitlines() if ln.startswith(e.name + " "))
+        assert str(e.source) in line and e.licence in line and "gated" in line
+
+
+@pytest.mark.parametrize(("model", "says"), [
+    ("sdx1", "unknown model name 'sdx1'.*did you mean sdxl"),
+    ("hf:org/lora", "is a LoRA"),
+    ("https://huggingface.co/org", "not a repo"),
+])
+def test_bad_names_exit_2_with_one_line_and_nothing_created(
+        hub: Hub, tmp_path: Path, model: str, says: str) -> None:
+    hub.add_repo("org/lora", {"lora.safetensors": b"l" * 2000}, tags=["lora"])
+    env = clean_env(hub, tmp_path)
+    done = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--name", "t-fetch-bad",
+                           "--model", model, "--prompt", "x"], env={
+                               **env, "SDTUI_STATE_DIR": str(tmp_path / "state"),
+                               "SDTUI_CONFIG_DIR": str(tmp_path / "config")},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert re.search(says, one_line(done.stderr))
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("*.json"))
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_catalogue_name_is_fetched_and_generates_on_option_b(
+        hub: Hub, tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient,
+        worker_image: str, tiny_models: dict[str, Path]) -> None:
+    entry = CATALOGUE["sd15"]
+    model = tiny_models["safetensors"]
+    stem = Path(entry.source.path).stem
+    files: dict = {entry.source.path: model}
+    sidecar = model.with_name(model.stem + ".config")
+    files.update({f"{stem}.config/{p.relative_to(sidecar).as_posix()}": p
+                  for p in sidecar.rglob("*") if p.is_file()})
+    hub.add_repo(entry.source.repo, files)
+    root = tmp_path_factory.mktemp("fetch-e2e")
+    size = model.stat().st_size
+    with throwaway_cli(root, docker_client) as cli:
+        cli.env.update(clean_env(hub, root))
+        # Ctrl-C in the middle of the download: exit 130, the partial file kept.
+        hub.pause_at = size // 2
+        proc = cli.popen("--model", "sd15", "--prompt", "a lighthouse", *FAST, "--json")
+        try:
+            assert hub.paused.wait(300), "the download never reached the middle"
+            part = next((root / "models" / ".staging").glob("*.part"))
+            wait_for(lambda: part.stat().st_size >= size // 2 - CHUNK,
+                     unless=lambda: proc.poll() is not None, timeout=60)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=120)
+        finally:
+            hub.pause_at = None
+            hub.resume.set()
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 130, stderr
+        assert "interrupted while provisioning" in one_line(stderr)
+        held = part.stat().st_size
+        assert held >= size // 2 - CHUNK
+        hub.requests.clear()
+
+        first = cli.run("--model", "sd15", "--prompt", "a lighthouse", *FAST, "--json")
+        assert first.returncode == 0, first.stderr
+        evs = events(first.stdout)
+        assert step_outcomes(evs)["fetch"] == "done"
+        model_requests = [h for k, p, h in hub.requests
+                          if k == "cdn" and hashlib.sha256(model.read_bytes()).hexdigest() in p]
+        assert [h.get("range") for h in model_requests] == [f"bytes={held}-"]
+        progress = [e for e in evs if e["event"] == "download_progress"
+                    and e["file"] == entry.source.path]
+        assert progress[-1]["done"] == progress[-1]["total"] == model.stat().st_size
+        assert {"rate", "eta_s", "file"} <= set(progress[-1])
+        images = [e for e in evs if e["event"] == "image"]
+        assert len(images) == 1 and Path(images[0]["path"]).is_file()
+        ledger = next((root / "state").rglob(f"{cli.name}*.json")).read_text()
+        assert COMMIT in ledger and "hf_" not in ledger
+        served = hub.served_of(model.read_bytes())
+
+        again = cli.run("--model", "sd15", "--prompt", "a lighthouse", *FAST, "--json")
+        assert again.returncode == 0, again.stderr
+        assert step_outcomes(events(again.stdout))["fetch"] == "skipped"
+        assert hub.served_of(model.read_bytes()) == served  # never twice
+        assert labelled(docker_client, cli.name)[0]
