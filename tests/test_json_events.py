@@ -17,6 +17,7 @@ SNAKE = re.compile(r"[a-z]+(_[a-z]+)*")
 EXAMPLES = {
     "StepStarted": ("models", "Copy the model files"),
     "StepProgress": ("models", 10, 20, "bytes"),
+    "DownloadProgress": ("fetch", 10, 20, "bytes", "sd_xl_base_1.0.safetensors", 5.0e6, 2.0),
     "StepLog": ("models", "copying sd-v1-4.ckpt"),
     "StepFinished": ("models", "done", "copied", 1.5),
     "CostUpdate": (0.526, 0.01, 1800),

@@ -302,3 +302,17 @@ def test_a_lora_file_that_is_no_lora_is_refused(hub: Hub, lora: str, says: str) 
     with pytest.raises(BadInput, match=says):
         LocalSettings(models=["hf:org/m"], name="t", lora_files=[lora]).validate()
     assert not hub.served
+
+
+def test_the_stderr_bar_shows_bytes_rate_and_time_left() -> None:
+    import io
+
+    from sdtui.deploy.base import DownloadProgress
+    from sdtui.headless import Reporter
+
+    err = io.StringIO()
+    Reporter(False, err=err, out=io.StringIO()).deploy(
+        DownloadProgress("fetch", 3 * 2**20, 3 * 2**20, "bytes", "m.safetensors", 2.5 * 2**20,
+                         0.0))
+    assert "fetch m.safetensors [" in err.getvalue()
+    assert "3/3 MiB 2.5 MiB/s, 0 s left" in err.getvalue()
