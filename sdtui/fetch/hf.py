@@ -74,19 +74,23 @@ def _holds(names: list[str]) -> str:
 
 
 def _refuse_adapters(ref: HfRef, info, names: list[str]) -> None:
+    """A LoRA or a VAE given as --model: say where it goes instead."""
+    if DIFFUSERS_INDEX in names:
+        return
     tags = {str(t).lower() for t in (info.tags or [])}
-    lora = "lora" in tags or info.library_name == "peft" or "adapter_config.json" in names \
-        or any("lora" in posixpath.basename(n).lower() for n in names
-               if n.endswith(CHECKPOINT_SUFFIXES)) and DIFFUSERS_INDEX not in names
-    if lora:
+    files = [posixpath.basename(n).lower() for n in names if n.endswith(CHECKPOINT_SUFFIXES)]
+    stems = [posixpath.splitext(f)[0] for f in files]
+    if ("lora" in tags or info.library_name == "peft" or "adapter_config.json" in names
+            or any("lora" in f for f in files)):
         raise BadInput(f"{ref} is a LoRA, not a model",
-                       fix="put it in the loras/ folder beside the model and name it in the "
-                       "prompt as <lora:NAME:WEIGHT>")
-    if DIFFUSERS_INDEX not in names and "config.json" in names and any(
-            "vae" in part.lower() for part in ref.repo.split("/")):
+                       fix="fetch it with --lora-file (it goes in the loras/ folder beside the "
+                       "model) and name it in the prompt as <lora:NAME:WEIGHT>")
+    vae_repo = "config.json" in names and any("vae" in p.lower() for p in ref.repo.split("/"))
+    if vae_repo or (stems and all(s.startswith("vae") or s.endswith(("-vae", "_vae", ".vae"))
+                                  for s in stems)):
         raise BadInput(f"{ref} is a VAE, not a model",
-                       fix="give the whole model (its checkpoint or diffusers repo); the VAE "
-                       "comes inside it")
+                       fix="give the whole model (its checkpoint or diffusers repo); sdtui uses "
+                       "the VAE inside it")
 
 
 def _single(ref: HfRef, info, commit: str, path: str) -> Resolved:
@@ -170,8 +174,7 @@ def resolve_hf(ref: HfRef) -> Resolved:
     if info.gated and not token():
         raise gated_line(ref.repo)
     if ref.path:
-        if "lora" in posixpath.basename(ref.path).lower():
-            _refuse_adapters(ref, info, [ref.path])
+        _refuse_adapters(ref, info, [ref.path])
         return _single(ref, info, commit, ref.path)
     _refuse_adapters(ref, info, names)
     if DIFFUSERS_INDEX in names:

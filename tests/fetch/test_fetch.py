@@ -139,6 +139,8 @@ def test_a_gated_repo_names_the_licence_page_and_hf_token(hub: Hub, monkeypatch)
     ("hf:org/docs", "holds no model sdtui can run.*README.md"),
     ("hf:org/lora", "is a LoRA.*loras/"),
     ("hf:org/two", "several checkpoints"),
+    ("hf:org/sd-vae-ft-mse", "is a VAE"),
+    ("hf:org/m/vae-ft-mse-840000-ema-pruned.safetensors", "is a VAE"),
     ("hf:org/missing", "no Hugging Face repo org/missing"),
     ("hf:org/m@nope", "has no revision 'nope'"),
     ("civitai:7", "LoRA.*loras/"),
@@ -147,7 +149,10 @@ def test_a_gated_repo_names_the_licence_page_and_hf_token(hub: Hub, monkeypatch)
     ("civitai:404", "no model version 404"),
 ])
 def test_bad_names_are_refused_before_anything_is_fetched(hub: Hub, ref: str, says: str) -> None:
-    hub.add_repo("org/m", {"m.safetensors": BIG})
+    hub.add_repo("org/m", {"m.safetensors": BIG,
+                           "vae-ft-mse-840000-ema-pruned.safetensors": b"v" * 2000})
+    hub.add_repo("org/sd-vae-ft-mse", {"config.json": b"{}",
+                                       "diffusion_pytorch_model.safetensors": b"v" * 2000})
     hub.add_repo("org/docs", {"README.md": b"# nothing"})
     hub.add_repo("org/lora", {"pytorch_lora_weights.safetensors": b"l" * 2000}, tags=["lora"])
     hub.add_repo("org/two", {"a.safetensors": b"a" * 2000, "b.ckpt": b"b" * 2000})
