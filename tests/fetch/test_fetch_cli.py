@@ -31,24 +31,33 @@ def test_list_models_names_each_entry_with_its_licence() -> None:
         assert str(e.source) in line and e.licence in line and "gated" in line
 
 
-@pytest.mark.parametrize(("model", "says"), [
-    ("sdx1", "unknown model name 'sdx1'.*did you mean sdxl"),
-    ("hf:org/lora", "is a LoRA"),
-    ("https://huggingface.co/org", "not a repo"),
+@pytest.mark.parametrize(("args", "says"), [
+    (["--model", "sdx1"], "unknown model name 'sdx1'.*did you mean sdxl"),
+    (["--model", "hf:org/lora"], "is a LoRA"),
+    (["--model", "https://huggingface.co/org"], "not a repo"),
+    (["--model", "sd15", "--lora-file", "civitai:5"], "not a LoRA"),
+    (["--option", "aws", "--bucket", "sdtui-fetch-test", "--model", "sd15"],
+     "fetching by name works with Option B"),
+    (["--option", "aws", "--bucket", "sdtui-fetch-test", "--model", "/x.ckpt",
+      "--lora-file", "civitai:5"], "--lora-file fetches with Option B"),
 ])
 def test_bad_names_exit_2_with_one_line_and_nothing_created(
-        hub: Hub, tmp_path: Path, model: str, says: str) -> None:
+        hub: Hub, tmp_path: Path, args: list[str], says: str) -> None:
     hub.add_repo("org/lora", {"lora.safetensors": b"l" * 2000}, tags=["lora"])
-    env = clean_env(hub, tmp_path)
+    hub.add_repo(CATALOGUE["sd15"].source.repo, {CATALOGUE["sd15"].source.path: b"m" * 2000})
+    hub.add_version(5, "Checkpoint", [{"name": "c.safetensors", "type": "Model", "data": b"c"}])
+    env = {**clean_env(hub, tmp_path), "SDTUI_STATE_DIR": str(tmp_path / "state"),
+           "SDTUI_CONFIG_DIR": str(tmp_path / "config"), "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # never reached: refused before
     done = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--name", "t-fetch-bad",
-                           "--model", model, "--prompt", "x"], env={
-                               **env, "SDTUI_STATE_DIR": str(tmp_path / "state"),
-                               "SDTUI_CONFIG_DIR": str(tmp_path / "config")},
+                           *args, "--prompt", "x"], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert re.search(says, one_line(done.stderr))
     assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("*.json"))
     assert not (tmp_path / "models").exists()
+    assert not hub.served
 
 
 @pytest.mark.docker
