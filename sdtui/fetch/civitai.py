@@ -10,6 +10,7 @@ import re
 import requests
 
 from sdtui.errors import BadInput, DeploymentError
+from sdtui.fetch.http import TooLarge, get_json
 from sdtui.fetch.plan import RemoteFile, Resolved
 from sdtui.fetch.refs import CHECKPOINT_SUFFIXES, CivitaiRef
 
@@ -25,7 +26,6 @@ _ELSEWHERE = {
     "textualinversion": "an embedding (textual inversion), which sdtui does not load",
     "hypernetwork": "a hypernetwork, which sdtui does not load",
 }
-_MAX_METADATA = 4 * 1024 * 1024
 
 
 def endpoint() -> str:
@@ -43,23 +43,18 @@ def auth_headers() -> dict[str, str]:
 def _version(ref: CivitaiRef) -> dict:
     url = f"{endpoint()}/api/v1/model-versions/{ref.version_id}"
     try:
-        response = requests.get(url, headers=auth_headers(), timeout=30)
-    except requests.RequestException as exc:
-        raise DeploymentError(f"could not reach Civitai for {ref}: {exc}",
-                              fix="check the connection and retry") from None
-    if response.status_code == 404:
+        status, body = get_json(url, auth_headers())
+    except (requests.RequestException, TooLarge) as exc:
+        raise DeploymentError(f"could not read Civitai's answer for {ref}: {exc}",
+                              fix="check the connection (or CIVITAI_ENDPOINT) and retry") from None
+    if status == 404:
         raise BadInput(f"Civitai has no model version {ref.version_id}",
                        fix="copy the version id from the model's page (?modelVersionId=N)")
-    if response.status_code in (401, 403):
+    if status in (401, 403):
         raise BadInput(f"Civitai refused {ref} without a valid token",
                        fix=f"set {TOKEN_VAR} to an API key from your Civitai account settings")
-    if response.status_code != 200 or len(response.content) > _MAX_METADATA:
-        raise DeploymentError(f"Civitai answered {response.status_code} for {ref}",
-                              fix="retry later")
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    if status != 200:
+        raise DeploymentError(f"Civitai answered {status} for {ref}", fix="retry later")
     if not isinstance(body, dict) or not isinstance(body.get("files"), list):
         raise DeploymentError(f"Civitai's answer for {ref} is not a model version",
                               fix="retry later; check CIVITAI_ENDPOINT")

@@ -4,7 +4,6 @@ errors), turned into the files one model needs."""
 
 from __future__ import annotations
 
-import json
 import posixpath
 
 import requests
@@ -17,6 +16,7 @@ from huggingface_hub.errors import (
 )
 
 from sdtui.errors import BadInput, DeploymentError
+from sdtui.fetch.http import TooLarge, get_json
 from sdtui.fetch.plan import RemoteFile, Resolved
 from sdtui.fetch.refs import CHECKPOINT_SUFFIXES, HfRef
 
@@ -113,14 +113,12 @@ def _components(ref: HfRef, commit: str) -> list[str]:
     url = hf_hub_url(ref.repo, DIFFUSERS_INDEX, revision=commit, endpoint=endpoint())
     headers = {"authorization": f"Bearer {token()}"} if token() else {}
     try:
-        response = requests.get(url, headers=headers, timeout=30)
-        response.raise_for_status()
-        if len(response.content) > _SMALL_FILE_LIMIT:
-            raise ValueError("too large")
-        index = json.loads(response.content)
-    except (requests.RequestException, ValueError) as exc:
-        raise DeploymentError(f"could not read {ref.repo}'s {DIFFUSERS_INDEX}: {exc}",
-                              fix="retry; check the repo in a browser") from None
+        status, index = get_json(url, headers, _SMALL_FILE_LIMIT)
+    except (requests.RequestException, TooLarge) as exc:
+        status, index = str(exc), None
+    if status != 200 or not isinstance(index, dict):
+        raise DeploymentError(f"could not read {ref.repo}'s {DIFFUSERS_INDEX} ({status})",
+                              fix="retry; check the repo in a browser")
     return [k for k, v in index.items() if isinstance(v, list) and v and v[0] is not None
             and not k.startswith("_") and k not in SKIPPED_COMPONENTS]
 

@@ -60,6 +60,7 @@ class Hub:
         self.token = "hf_test_token"
         self.civitai_token: str | None = None  # set: Civitai answers 401 without it
         self.cut_after: int | None = None
+        self.oversized = False  # API answers that never end (5 MiB of whitespace)
         self.corrupt = False
         self.pause_at: int | None = None
         self.hook_at: tuple[int, Callable[[], None]] | None = None  # run once at N bytes
@@ -214,6 +215,8 @@ def _handler(hub: Hub, kind: str) -> type[BaseHTTPRequestHandler]:
         def civitai_version(self, version_id: int) -> None:
             if hub.civitai_token and not self.authorized(hub.civitai_token):
                 return self.send(401, b'{"error":"Unauthorized"}')
+            if hub.oversized:
+                return self.send(200, b"{" + b" " * (5 * 1024 * 1024) + b"}")
             if version_id not in hub.versions:
                 return self.send(404, b'{"error":"No version with id"}')
             body = json.dumps(hub.version(version_id, hub.url)).encode()

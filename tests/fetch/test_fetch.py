@@ -321,3 +321,9 @@ def test_the_stderr_bar_shows_bytes_rate_and_time_left() -> None:
                          0.0))
     assert "fetch m.safetensors [" in err.getvalue()
     assert "3/3 MiB 2.5 MiB/s, 0 s left" in err.getvalue()
+
+
+def test_an_api_answer_past_its_bound_is_refused_in_one_line(hub: Hub) -> None:
+    hub.oversized = True
+    with pytest.raises(DeploymentError, match="sent more than 4096 KiB"):
+        fetch("civitai:1")
