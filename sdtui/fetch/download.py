@@ -6,11 +6,14 @@ same checksum, is never fetched again."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -89,9 +92,29 @@ def _transfer(f: RemoteFile, part: Path, meter: Meter, cancel: threading.Event |
             raise requests.ConnectionError(f"the connection closed at {have} of {total} bytes")
 
 
+@contextlib.contextmanager
+def _only_fetcher(store: Store, f: RemoteFile) -> Iterator[None]:
+    """One process appends to a partial file at a time (the lock goes with the process)."""
+    with store.part(f).with_suffix(".lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DeploymentError(f"another sdtui is fetching {f.dest} into {store.root}",
+                                  fix="let it finish, then run again: the file is not fetched "
+                                  "twice") from None
+        yield
+
+
 def fetch_file(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
                cancel: threading.Event | None = None) -> None:
     store.staging.mkdir(parents=True, exist_ok=True)
+    with _only_fetcher(store, f):
+        if not store.has(resolved, f):  # another run may have finished it meanwhile
+            _fetch_locked(store, resolved, f, meter, cancel)
+
+
+def _fetch_locked(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
+                  cancel: threading.Event | None) -> None:
     part = store.part(f)
     for attempt in range(RETRIES + 1):
         try:

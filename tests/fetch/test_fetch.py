@@ -50,7 +50,7 @@ def test_a_single_file_comes_with_its_sidecars_checked(hub: Hub) -> None:
     assert hub.served_of(BIG) == len(BIG)  # through the CDN redirect
     last = [u for u in updates if u[0] == "v2.safetensors"][-1]
     assert last[1] == last[2] == len(BIG)
-    assert not list(store.staging.iterdir())
+    assert not list(store.staging.glob("*.part"))
 
 
 def test_a_diffusers_repo_brings_the_components_the_worker_loads(hub: Hub,
@@ -93,7 +93,7 @@ def test_corrupt_bytes_are_refused_and_deleted(hub: Hub) -> None:
     with pytest.raises(DeploymentError, match="arrived corrupt.*partial file was deleted"):
         fetch("hf:org/m")
     store = Store(Path(os.environ["SDTUI_MODELS_DIR"]))
-    assert not list(store.staging.iterdir())
+    assert not list(store.staging.glob("*.part"))
     assert not list(store.root.glob("hf/**/m.safetensors"))
     hub.corrupt = False
     store, resolved, _ = fetch("hf:org/m")
@@ -327,3 +327,19 @@ def test_an_api_answer_past_its_bound_is_refused_in_one_line(hub: Hub) -> None:
     hub.oversized = True
     with pytest.raises(DeploymentError, match="sent more than 4096 KiB"):
         fetch("civitai:1")
+
+
+def test_a_second_fetcher_of_the_same_file_is_told_to_wait(hub: Hub) -> None:
+    import fcntl
+
+    hub.add_repo("org/m", {"m.safetensors": BIG})
+    store = Store(Path(os.environ["SDTUI_MODELS_DIR"]))
+    store.staging.mkdir(parents=True)
+    sha = hashlib.sha256(BIG).hexdigest()
+    with (store.staging / f"{sha}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another process's fetch of the same file
+        with pytest.raises(DeploymentError, match="another sdtui is fetching m.safetensors"):
+            fetch("hf:org/m")
+    assert hub.served_of(BIG) == 0
+    store, resolved, _ = fetch("hf:org/m")
+    assert store.model_path(resolved).read_bytes() == BIG
