@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sdtui.errors import BadInput
+from sdtui.fetch.refs import is_remote, parse_ref
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import detect_format
 from sdtui.settings import Given
@@ -31,8 +32,9 @@ class FormField:
 
 _NAME_HELP = ("What sdtui calls this deployment: lowercase letters, digits and hyphens. "
               "Another name makes a second deployment beside this one.")
-_MODELS_HELP = ("The Stable Diffusion model (.ckpt, .safetensors or a diffusers folder), then "
-                "any extra files, comma-separated (e.g. GFPGANv1.3.pth for face restoration).")
+_MODELS_HELP = ("The Stable Diffusion model (.ckpt, .safetensors or a diffusers folder, or a "
+                "name to fetch: sd15, sdxl, hf:ORG/REPO, civitai:ID), then any extra files, "
+                "comma-separated (e.g. GFPGANv1.3.pth for face restoration).")
 _BASE_IMAGE_HELP = ("The image the worker image is built on; it must be on this Docker engine "
                     "or pullable (sdtui-base:offline on machines without Docker Hub).")
 
@@ -106,8 +108,11 @@ RUN_FIELDS = ("prompt_file", *GENERATE_FIELDS)
 INT_FIELDS = ("idle_minutes", "gpus", *GENERATE_FIELDS)
 
 
-def split_paths(text: str) -> list[Path]:
-    return [Path(p.strip()).expanduser() for p in text.split(",") if p.strip()]
+def split_paths(text: str) -> list[Path | str]:
+    """Comma-separated models: paths, and names to fetch kept as typed (hf:, civitai:, URLs,
+    catalogue names)."""
+    return [p.strip() if is_remote(p.strip()) else Path(p.strip()).expanduser()
+            for p in text.split(",") if p.strip()]
 
 
 def join_paths(paths: list[Any]) -> str:
@@ -152,10 +157,14 @@ def from_form(option: Option, values: dict[str, Any]) -> Given:
 def _check_models(text: str) -> None:
     paths = split_paths(text)
     if not paths:
-        raise BadInput("no model given", fix="enter the path of a .ckpt, .safetensors or folder")
-    detect_format(paths[0])
+        raise BadInput("no model given", fix="enter sd15 (fetched by name), hf:ORG/REPO, "
+                       "civitai:ID or the path of a .ckpt, .safetensors or folder")
+    if isinstance(paths[0], str):
+        parse_ref(paths[0])  # the name's form; provisioning resolves it (Option B)
+    else:
+        detect_format(paths[0])
     for extra in paths[1:]:
-        if not extra.is_file():
+        if isinstance(extra, str) or not extra.is_file():
             raise BadInput(f"model file {extra} does not exist", fix="check the path")
 
 
