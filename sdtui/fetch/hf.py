@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import posixpath
 
+import httpx2  # huggingface_hub's HTTP client: its connection errors are its own
 import requests
 from huggingface_hub import HfApi, constants, get_token, hf_hub_url
 from huggingface_hub.errors import (
@@ -45,7 +46,7 @@ def gated_line(repo: str) -> BadInput:
 def _info(ref: HfRef):  # -> huggingface_hub.ModelInfo
     try:
         return HfApi(endpoint=endpoint()).model_info(
-            ref.repo, revision=ref.revision, files_metadata=True, token=token() or False)
+            ref.repo, revision=ref.revision, files_metadata=True, token=token())
     except GatedRepoError:
         raise gated_line(ref.repo) from None
     except RevisionNotFoundError:
@@ -54,7 +55,7 @@ def _info(ref: HfRef):  # -> huggingface_hub.ModelInfo
     except RepositoryNotFoundError:
         raise BadInput(f"no Hugging Face repo {ref.repo} (or it is private)",
                        fix="check the name; for a private repo set HF_TOKEN") from None
-    except (HfHubHTTPError, OSError) as exc:
+    except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
         raise DeploymentError(f"could not reach Hugging Face for {ref.repo}: "
                               f"{str(exc).splitlines()[0]}",
                               fix="check the connection (or HF_ENDPOINT) and retry") from None

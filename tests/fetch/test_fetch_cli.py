@@ -6,6 +6,7 @@ resumes it and generates in the real worker container."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import signal
 import subprocess
@@ -58,6 +59,20 @@ def test_bad_names_exit_2_with_one_line_and_nothing_created(
     assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("*.json"))
     assert not (tmp_path / "models").exists()
     assert not hub.served
+
+
+@pytest.mark.parametrize("model", ["hf:org/m", "civitai:5"])
+def test_an_unreachable_hub_is_one_line_exit_3(tmp_path: Path, model: str) -> None:
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "CIVITAI_ENDPOINT":
+           "http://127.0.0.1:9", "SDTUI_STATE_DIR": str(tmp_path / "state"),
+           "SDTUI_CONFIG_DIR": str(tmp_path / "config"), "HF_HOME": str(tmp_path / "hf"),
+           "SDTUI_MODELS_DIR": str(tmp_path / "models")}
+    done = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--name", "t-fetch-off",
+                           "--model", model, "--prompt", "x"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr
+    assert "check the connection" in one_line(done.stderr)
+    assert not (tmp_path / "models").exists()
 
 
 @pytest.mark.docker
