@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from sdtui.errors import DeploymentError
 from sdtui.fetch.plan import RemoteFile, Resolved
@@ -34,6 +34,11 @@ class Store:
         return self.root / resolved.root / resolved.model
 
     def dest(self, resolved: Resolved, f: RemoteFile) -> Path:
+        """Where `f` lands: never outside its set's folder, whatever a server names it."""
+        parts = PurePosixPath(resolved.root, f.dest).parts
+        if ".." in parts or f.dest.startswith("/") or "\\" in f.dest:
+            raise DeploymentError(f"{resolved.source} names a file outside its folder: {f.dest!r}",
+                                  fix="sdtui writes no such file; report it to the repo's owner")
         return self.root / resolved.root / f.dest
 
     def part(self, f: RemoteFile) -> Path:

@@ -343,3 +343,12 @@ def test_a_second_fetcher_of_the_same_file_is_told_to_wait(hub: Hub) -> None:
     assert hub.served_of(BIG) == 0
     store, resolved, _ = fetch("hf:org/m")
     assert store.model_path(resolved).read_bytes() == BIG
+
+
+def test_a_file_named_outside_its_folder_is_never_written(hub: Hub, tiny_diffusers: Path) -> None:
+    hub.add_folder("org/evil", tiny_diffusers)
+    hub.repos["org/evil"].files["unet/../../../../escaped.json"] = b"{}"
+    with pytest.raises(DeploymentError, match="names a file outside its folder"):
+        fetch("hf:org/evil")
+    root = Path(os.environ["SDTUI_MODELS_DIR"])
+    assert not list(root.parent.rglob("escaped.json"))
