@@ -13,6 +13,7 @@ from sdtui.deploy.aws.naming import (
     instance_profile_name,
     role_name,
 )
+from sdtui.deploy.aws.settings import PARTITION
 
 TRUST_POLICY = {
     "Version": "2012-10-17",
@@ -28,11 +29,12 @@ TRUST_POLICY = {
 
 def read_bucket_policy(bucket: str) -> dict:
     # s3fs lists the bucket as well as reading objects; the guide's policy forgot the list.
+    bucket_arn = f"arn:{PARTITION}:s3:::{bucket}"
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"},
-            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
         ],
     }
 
@@ -53,12 +55,12 @@ def ensure_role(iam, name: str, bucket: str) -> tuple[str, str]:
 
 def ensure_role_named(iam, role: str, trust: dict, description: str, tags: list[dict[str, str]],
                       *, inline: dict[str, dict] | None = None,
-                      managed: list[str] | None = None) -> str:
+                      managed: list[str] | None = None, path: str = "/") -> str:
     """The role with exactly this trust, these inline policies and these managed policies
     ("nothing else": anything added by hand is dropped); returns its ARN."""
     try:
         arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust),
-                              Description=description, Tags=tags)["Role"]["Arn"]
+                              Description=description, Tags=tags, Path=path)["Role"]["Arn"]
     except ClientError as exc:
         if error_code(exc) != "EntityAlreadyExists":
             raise
@@ -137,6 +139,18 @@ def delete_instance_profile_named(iam, profile: str) -> bool:
 def delete_role(iam, name: str) -> bool:
     """The role's policies, then the role; False when there was none."""
     return delete_role_named(iam, role_name(name))
+
+
+def role_tagged(iam, role: str, key: str, value: str) -> bool:
+    """Whether the role exists and carries that tag (a label alone never proves ownership:
+    callers check their ledger too)."""
+    try:
+        found = iam.get_role(RoleName=role)["Role"]
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return False
+        raise
+    return {t["Key"]: t["Value"] for t in found.get("Tags", [])}.get(key) == value
 
 
 def delete_role_named(iam, role: str) -> bool:
