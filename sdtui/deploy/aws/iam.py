@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -14,6 +16,8 @@ from sdtui.deploy.aws.naming import (
     role_name,
 )
 from sdtui.deploy.aws.settings import PARTITION
+
+T = TypeVar("T")
 
 TRUST_POLICY = {
     "Version": "2012-10-17",
@@ -124,12 +128,10 @@ def delete_instance_profile(iam, name: str) -> bool:
 
 
 def delete_instance_profile_named(iam, profile: str) -> bool:
-    try:
-        attached = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return False
-        raise
+    attached = _unless_missing(
+        lambda: iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"])
+    if attached is None:
+        return False
     for r in attached:
         iam.remove_role_from_instance_profile(InstanceProfileName=profile, RoleName=r["RoleName"])
     iam.delete_instance_profile(InstanceProfileName=profile)
@@ -144,22 +146,15 @@ def delete_role(iam, name: str) -> bool:
 def role_tagged(iam, role: str, key: str, value: str) -> bool:
     """Whether the role exists and carries that tag (a label alone never proves ownership:
     callers check their ledger too)."""
-    try:
-        found = iam.get_role(RoleName=role)["Role"]
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return False
-        raise
-    return {t["Key"]: t["Value"] for t in found.get("Tags", [])}.get(key) == value
+    found = _unless_missing(lambda: iam.get_role(RoleName=role)["Role"])
+    return found is not None and {t["Key"]: t["Value"] for t in found.get("Tags", [])}.get(
+        key) == value
 
 
 def delete_role_named(iam, role: str) -> bool:
-    try:
-        policies = iam.list_role_policies(RoleName=role)["PolicyNames"]
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return False
-        raise
+    policies = _unless_missing(lambda: iam.list_role_policies(RoleName=role)["PolicyNames"])
+    if policies is None:
+        return False
     for policy in policies:
         iam.delete_role_policy(RoleName=role, PolicyName=policy)
     for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role):
@@ -171,3 +166,13 @@ def delete_role_named(iam, role: str) -> bool:
         )
     iam.delete_role(RoleName=role)
     return True
+
+
+def _unless_missing(call: Callable[[], T]) -> T | None:
+    """`call()`, or None when IAM answers that the entity does not exist."""
+    try:
+        return call()
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        raise

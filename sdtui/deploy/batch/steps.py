@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from sdtui.deploy.aws import bucket, iam, upload
 from sdtui.deploy.aws.naming import TAG_KEY, error_code, tags
@@ -201,9 +201,13 @@ class BatchSteps(SessionClients):
         name, role = self.settings.name, names.run_role(self.settings.name, run)
         if not any(e.id == role for e in self.ledger.resources("role")):
             return  # already done
-        jobdef.deregister_run(self.client("batch"), name, run)
-        if iam.role_tagged(self.client("iam"), role, TAG_KEY, name):
-            iam.delete_role_named(self.client("iam"), role)
+        try:
+            jobdef.deregister_run(self.client("batch"), name, run)
+            if iam.role_tagged(self.client("iam"), role, TAG_KEY, name):
+                iam.delete_role_named(self.client("iam"), role)
+        except (ClientError, BotoCoreError) as exc:  # teardown tries again; the run is done
+            self.warn(f"could not remove run {run}'s role and job definition yet: {exc}")
+            return
         self.ledger.forget("role", role)
 
     def run_network(self, ctx: StepContext) -> str:
