@@ -3,7 +3,8 @@ request reaches moto, and every request is first checked with botocore's own val
 Batch's API (AWS answers a bad one with ClientException, as this does). Then, as AWS behaves:
 
 - a compute environment can be made to go INVALID with a status reason (`invalid_next`: the
-  reasons its next creations end in), the way a new account's IAM propagation makes it;
+  reasons its next creations end in, the way a new account's IAM propagation makes it;
+  `go_invalid`: an existing one turns INVALID);
 - UpdateComputeEnvironment's computeResources are kept and shown by Describe (moto drops them),
   and an infrastructure update reports UPDATING once before VALID;
 - Batch refuses to delete an environment that is still ENABLED or that a job queue uses.
@@ -65,6 +66,11 @@ class BatchFront:
             self._invalid.clear()
             self._resources.clear()
             self._updating.clear()
+
+    def go_invalid(self, environment: str, reason: str) -> None:
+        """An existing environment turns INVALID (its instance profile deleted, say)."""
+        with self._lock:
+            self._invalid[environment] = reason
 
     def called(self, operation: str) -> list[dict]:
         return [body for op, body in self.calls if op == operation]

@@ -116,6 +116,20 @@ def test_one_this_ledger_did_not_make_is_left_alone(batch_front, aws, model):
                              "UpdateComputeEnvironment"}
 
 
+def test_one_a_job_queue_uses_is_not_deleted_under_it(batch_front, aws, model):
+    """Gone INVALID after the queue was made: deleting it would fail (Batch refuses while a
+    queue uses it) and take queued runs with it, so the line says to tear down first."""
+    provision(model)
+    batch_front.go_invalid(ENVIRONMENT, "CLIENT_ERROR - Instance profile not found")
+    before = len(batch_front.calls)
+    with pytest.raises(DeploymentError) as failed:
+        provision(model)
+    assert "is INVALID: CLIENT_ERROR - Instance profile not found" in str(failed.value)
+    assert "--teardown" in failed.value.fix
+    operations = {op for op, _body in batch_front.calls[before:]}
+    assert not operations & {"DeleteComputeEnvironment", "UpdateComputeEnvironment"}
+
+
 def test_a_new_volume_size_reaches_the_environment(batch_front, aws, model):
     provision(model, volume_gb=100)
     first = environment(batch_front)["computeResources"]["launchTemplate"]
