@@ -243,3 +243,29 @@ def test_a_shard_reads_and_writes_its_own_run_only(batch_front, aws, model, tmp_
     assert denied(shard.get_object, Key=bucket_layout.prompts_key(other["run"]))
     assert denied(shard.put_object, Key=bucket_layout.image_key(other["run"], 0, 0), Body=b"x")
     assert denied(shard.get_object, Key=bucket_layout.prompts_key("20250101-000000-0000"))
+
+
+def test_a_runs_role_and_definition_go_when_the_run_ends(batch_front, aws, model, tmp_path):
+    import time
+
+    import boto3
+
+    from sdtui.deploy.batch import names
+    from sdtui.deploy.batch.requests import run_lines
+
+    deployment, _, _ = provision(model)
+    record = deployment.submit(run_lines(["a red fox"], {}), tmp_path / "out")
+    role = names.run_role(NAME, record["run"])
+    assert aws["iam"].get_role(RoleName=role)["Role"]["Path"] == f"/sdtui/{NAME}/runs/"
+    deployment.cancel(record)
+    deadline = time.monotonic() + 120
+    while not deployment.run_status(record).finished:
+        assert time.monotonic() < deadline, "the cancelled run never ended"
+        time.sleep(0.5)
+    assert aws["iam"].list_roles(PathPrefix=f"/sdtui/{NAME}/runs/")["Roles"] == []
+    batch = boto3.client("batch", region_name="us-east-1")
+    assert batch.describe_job_definitions(
+        jobDefinitionName=names.run_job_definition(NAME, record["run"]),
+        status="ACTIVE")["jobDefinitions"] == []
+    assert [e.id for e in Ledger.load(NAME).resources("role")] == [
+        names.job_role(NAME), names.instance_role(NAME)]
