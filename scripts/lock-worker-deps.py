@@ -16,16 +16,13 @@ Afterwards rerun scripts/setup-test-env.sh, so the test environment runs the new
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from piplock import ROOT, pins_only, resolve, write_lock
 
-from sdtui.container.lock import LOCK_NAME, canonical, public_version, read_lock  # noqa: E402
+from sdtui.container.lock import LOCK_NAME, read_lock
 
 CONTAINER = ROOT / "sdtui" / "container"
 REQUIREMENTS = CONTAINER / "requirements-worker.txt"
@@ -38,31 +35,6 @@ HEADER = """\
 # and Dockerfile install torch at this version from their variant's index (CPU or CUDA), then
 # everything here with `pip install --no-deps -r`; sdtui/container/lock.py checks the result.
 """
-
-
-def resolve(args: list[str], constraints: Path | None) -> dict[str, str]:
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.json"
-        command = [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-                   "--quiet", "--report", str(report), *args]
-        if constraints is not None:
-            command += ["-c", str(constraints)]
-        subprocess.run(command, check=True)
-        items = json.loads(report.read_text())["install"]
-    return {canonical(i["metadata"]["name"]): public_version(i["metadata"]["version"])
-            for i in items}
-
-
-def pins_only(text: str, *, drop_torch: bool) -> str:
-    """The `name==version` lines of a lock or a `pip freeze` (pip refuses -e lines as
-    constraints); without torch when a new torch pin is asked for."""
-    lines = []
-    for line in text.splitlines():
-        name, sep, _ = line.partition("==")
-        torch = canonical(name) == "torch"
-        if sep and not line.startswith(("#", "-")) and not (drop_torch and torch):
-            lines.append(line.strip())
-    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -87,16 +59,7 @@ def main() -> int:
             constraints.write_text(pins_only(source.read_text(), drop_torch=bool(options.torch)))
         pins = resolve(["-r", str(REQUIREMENTS), *BUILD_TOOLS, f"torch=={torch}"], constraints)
         pins.update(resolve(["--no-deps", "-r", str(NO_DEPS)], constraints))
-    body = "".join(f"{name}=={version}\n" for name, version in sorted(pins.items()))
-    lock_path.write_text(HEADER + body)
-    added = sorted(set(pins) - set(current))
-    changed = sorted(n for n in set(pins) & set(current) if pins[n] != current[n])
-    removed = sorted(set(current) - set(pins))
-    print(f"wrote {lock_path.relative_to(ROOT)}: {len(pins)} packages")
-    for label, names in (("added", added), ("changed", changed), ("removed", removed)):
-        if names:
-            print(f"  {label}: " + ", ".join(
-                f"{n}=={pins.get(n, current.get(n))}" for n in names))
+    write_lock(lock_path, HEADER, pins)
     print("now run scripts/setup-test-env.sh so the test environment runs this set")
     return 0
 

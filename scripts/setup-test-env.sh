@@ -31,24 +31,24 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive quietly apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
-# The worker's locked set first (torch's CPU wheel, then the lock without dependencies: the
-# exact set the images install), then the client and dev dependencies with the lock as a
-# constraint, so nothing they pull moves a locked package.
-LOCK=sdtui/container/requirements-worker.lock
+# Three locked sets, installed exactly: the worker's (torch's CPU wheel first, then the lock
+# without dependencies: the set the images install), the client's (requirements.lock) and the
+# test tools' (requirements-dev.lock), each with --no-deps, then the package itself without
+# build isolation (the worker's lock pins its setuptools). A venv made from other sets is made
+# anew rather than patched: a package left over from an older set would go unseen by the checks.
+LOCKS=(sdtui/container/requirements-worker.lock requirements.lock requirements-dev.lock)
 stamp=.venv/.sdtui-installed
-wanted="$(cat pyproject.toml sdtui/container/requirements-worker* requirements-dev*.txt | sha256sum)"
-if [[ ! -x .venv/bin/python ]]; then
-  quietly python3 -m venv .venv
-fi
+wanted="$(cat pyproject.toml sdtui/container/requirements-worker* requirements*.txt "${LOCKS[@]}" \
+          | sha256sum)"
 if [[ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]]; then
-  quietly .venv/bin/pip install "torch==$(sed -n 's/^torch==//p' "$LOCK")"
-  quietly .venv/bin/pip install --no-deps -r "$LOCK"
-  quietly .venv/bin/pip install -c "$LOCK" -e '.[worker,dev]'
-  # Only for its MIT CLIP BPE table (the tokenizer test re-derives the shipped vocab from it);
-  # its own dependencies would pull torchvision.
-  quietly .venv/bin/pip install --no-deps open-clip-torch
-  quietly .venv/bin/pip install --no-deps -r requirements-dev-nodeps.txt
-  quietly .venv/bin/python sdtui/container/lock.py "$LOCK"
+  rm -rf .venv
+  quietly python3 -m venv .venv
+  quietly .venv/bin/pip install --no-deps "torch==$(sed -n 's/^torch==//p' "${LOCKS[0]}")"
+  for lock in "${LOCKS[@]}"; do
+    quietly .venv/bin/pip install --no-deps -r "$lock"
+  done
+  quietly .venv/bin/pip install --no-deps --no-build-isolation -e .
+  quietly .venv/bin/python sdtui/container/lock.py "${LOCKS[@]}"
   echo "$wanted" >"$stamp"
 fi
 

@@ -65,16 +65,18 @@ def mismatches(pins: dict[str, str],
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python3 lock.py requirements-worker.lock", file=sys.stderr)
+    if not argv:
+        print("usage: python3 lock.py LOCK [LOCK ...]", file=sys.stderr)
         return 2
-    problems = mismatches(read_lock(Path(argv[0]).read_text(encoding="utf-8")))
-    for line in problems:
-        print(f"ERROR: {line}", file=sys.stderr)
-    if problems:
-        print(f"ERROR: this environment does not match {argv[0]}", file=sys.stderr)
-        return 1
-    return 0
+    failed = False
+    for lock in argv:
+        problems = mismatches(read_lock(Path(lock).read_text(encoding="utf-8")))
+        for line in problems:
+            print(f"ERROR: {line}", file=sys.stderr)
+        if problems:
+            print(f"ERROR: this environment does not match {lock}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
