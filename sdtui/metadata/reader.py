@@ -18,7 +18,7 @@ from sdtui import protocol
 from sdtui.errors import BadInput
 from sdtui.metadata import a1111, dream
 from sdtui.metadata.parsed import Parsed
-from sdtui.metadata.png_chunks import MAX_FILE_BYTES, PngError, read_file, read_texts
+from sdtui.metadata.png_chunks import MAX_FILE_BYTES, PngError, read_file, read_head, read_texts
 
 # Real sd-metadata is a few kilobytes; parsing is capped well below the text-chunk limit so
 # that JSON's objects stay within the memory bound.
@@ -100,7 +100,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     "unknown_sampler": str | None, "parameters": str | None, "sd-metadata": dict | None}.
     `params` is sdtui's exact request when sdtui wrote the file."""
     path = Path(path)
-    data = read_file(path, "PNG")
+    data = read_head(path, "PNG")
     try:
         texts, keywords = read_texts(data, _WANTED)
     except PngError as exc:
