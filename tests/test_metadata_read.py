@@ -15,10 +15,11 @@ from PIL import Image, PngImagePlugin
 
 from sdtui.cli import build_parser
 from sdtui.errors import BadInput
-from sdtui.headless import Reporter, generation_requests, png_params
+from sdtui.headless import generation_requests, png_params
 from sdtui.metadata import a1111
 from sdtui.metadata.reader import read_metadata, request_from_png
 from sdtui.outputs import INPUTS_DIR, read_index, save_image
+from sdtui.reporter import Reporter
 from tests.vendor.a1111_infotext import re_param
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metadata"
