@@ -80,7 +80,10 @@ def _parse(path: Path, texts: dict[str, str], keywords: list[str]) -> tuple[Pars
         if found is not None:
             return found, meta
     if meta is not None:
-        return dream.read_sd_metadata(meta), meta
+        found = dream.read_sd_metadata(meta)
+        if "Dream" in texts:
+            dream.add_command_only(found, texts["Dream"])
+        return found, meta
     if "Dream" in texts:
         return dream.read_command(texts["Dream"]), meta
     if texts.get("Software", "").startswith("NovelAI"):
