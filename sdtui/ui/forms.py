@@ -16,6 +16,7 @@ from sdtui.errors import BadInput
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import detect_format
 from sdtui.settings import Given
+from sdtui.userfiles import check_file, expand
 
 Option = Literal["local", "aws", "batch"]
 
@@ -107,7 +108,7 @@ INT_FIELDS = ("idle_minutes", "gpus", *GENERATE_FIELDS)
 
 
 def split_paths(text: str) -> list[Path]:
-    return [Path(p.strip()).expanduser() for p in text.split(",") if p.strip()]
+    return [expand(p.strip(), "model file") for p in text.split(",") if p.strip()]
 
 
 def join_paths(paths: list[Any]) -> str:
@@ -155,8 +156,7 @@ def _check_models(text: str) -> None:
         raise BadInput("no model given", fix="enter the path of a .ckpt, .safetensors or folder")
     detect_format(paths[0])
     for extra in paths[1:]:
-        if not extra.is_file():
-            raise BadInput(f"model file {extra} does not exist", fix="check the path")
+        check_file(extra, "model file")
 
 
 def _check_idle(text: str) -> None:
