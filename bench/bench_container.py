@@ -42,7 +42,7 @@ def time_to_ready(argv: list[str], env: dict[str, str]) -> tuple[float, dict[str
     ready_at = None
     for line in proc.stdout:
         ev = json.loads(line)
-        if ev.get("event") == "StepFinished":
+        if ev.get("event") == "step_finished":
             outcomes[ev["step"]] = ev["outcome"]
             if ev["step"] == "attach":
                 ready_at = time.perf_counter() - started

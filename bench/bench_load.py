@@ -2,7 +2,7 @@
 `from_single_file`, side by side in one run (issue 11's memory target: peak RSS at most 1.2x
 the file size).
 
-    python bench/bench_load.py [--formats safetensors ckpt] [--keep DIR]
+    python bench/bench_load.py [--formats safetensors ckpt] [--keep DIR] [--tiny]
 
 A random-weight SD 1.5-architecture checkpoint (1.07 B parameters, float32, 4.3 GB) is written
 under a temporary directory with sdtui.devtools.random_checkpoint (the released layout, as the
@@ -30,12 +30,12 @@ _LOAD = """
 import hashlib, json, sys, time
 from pathlib import Path
 import torch
-loader, path = sys.argv[1], sys.argv[2]
+loader, path, config = sys.argv[1], sys.argv[2], sys.argv[3]
 # Both loaders' imports before the clock starts (the worker imports them at startup).
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.loaders import single_file_utils
 from transformers import CLIPTextModel, CLIPTokenizer
-from sdtui.worker.models import SD1_ASSETS, load_model
+from sdtui.worker.models import load_model
 
 def kib(field):
     for line in open("/proc/self/status"):
@@ -49,7 +49,7 @@ if loader == "sdtui":
     pipe = load_model(path, device="cpu").pipe
 else:
     pipe = StableDiffusionPipeline.from_single_file(
-        path, config=str(SD1_ASSETS), local_files_only=True, safety_checker=None,
+        path, config=config, local_files_only=True, safety_checker=None,
         requires_safety_checker=False)
 seconds = time.perf_counter() - started
 # A loader may map the file and read a weight only when it is first used: touch every weight
@@ -83,9 +83,10 @@ def cache(path: Path) -> None:
             pass
 
 
-def run_loader(loader: str, path: Path) -> dict:
+def run_loader(loader: str, path: Path, config: Path) -> dict:
     cache(path)
-    result = subprocess.run([sys.executable, "-c", _LOAD, loader, str(path)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-c", _LOAD, loader, str(path), str(config)],
+                            cwd=REPO,
                             capture_output=True, text=True,
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
     if result.returncode != 0:
@@ -93,9 +94,17 @@ def run_loader(loader: str, path: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def write_file(path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "sdtui.devtools.random_checkpoint", str(path),
-                    "--family", "sd1"], cwd=REPO, check=True, capture_output=True)
+def write_file(path: Path, tiny: bool) -> Path:
+    """The checkpoint, and the diffusers config folder that describes it."""
+    if tiny:
+        subprocess.run([sys.executable, "-m", "sdtui.devtools.tiny_model", str(path),
+                        "--format", path.suffix[1:]], cwd=REPO, check=True, capture_output=True)
+    elif not path.exists():
+        subprocess.run([sys.executable, "-m", "sdtui.devtools.random_checkpoint", str(path),
+                        "--family", "sd1"], cwd=REPO, check=True, capture_output=True)
+    from sdtui.worker.models import SD1_ASSETS
+
+    return path.with_name(path.stem + ".config") if tiny else SD1_ASSETS
 
 
 def main() -> None:
@@ -103,16 +112,18 @@ def main() -> None:
     parser.add_argument("--formats", nargs="+", default=["safetensors", "ckpt"],
                         choices=["safetensors", "ckpt"])
     parser.add_argument("--keep", type=Path, help="write (or reuse) the files here, keep them")
+    parser.add_argument("--tiny", action="store_true",
+                        help="the tiny test model instead (checks the bench runs; no figures)")
     args = parser.parse_args()
     with scratch_dir(args.keep, "sdtui-bench-load-") as folder:
         print(f"{'format':<12} {'loader':<27} {'peak RSS':>9} {'x file':>7} {'load s':>7} "
               f"{'+touch s':>8}")
         for fmt in args.formats:
-            path = folder / f"sd15-random.{fmt}"
-            if not path.exists():
-                write_file(path)
+            path = folder / f"{'tiny' if args.tiny else 'sd15-random'}.{fmt}"
+            config = write_file(path, args.tiny)
             size = path.stat().st_size
-            results = {loader: run_loader(loader, path) for loader in ("sdtui", "diffusers")}
+            results = {loader: run_loader(loader, path, config)
+                       for loader in ("sdtui", "diffusers")}
             for loader, result in results.items():
                 name = "sdtui" if loader == "sdtui" else "diffusers from_single_file"
                 peak = result["peak_kib"] * 1024

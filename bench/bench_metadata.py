@@ -8,7 +8,7 @@ and under 100 MB above the process's baseline for any input up to the 32 MiB lim
   3. A1111's settings line: sdtui's linear scanner against A1111's own regex (vendored under
      tests/vendor) on lines of growing length; the ratio shows the regex's quadratic growth.
 
-Usage: python bench/bench_metadata.py [--runs 3]
+Usage: python bench/bench_metadata.py [--runs 3] [--cases N] [--lengths 2000 8000 ...]
 """
 
 from __future__ import annotations
@@ -59,10 +59,14 @@ def median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    runs = parser.parse_args().runs
+    parser.add_argument("--cases", type=int, help="only the first N hostile cases (default all)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=[2_000, 8_000, 32_000, 64_000],
+                        help="settings-line lengths for the regex comparison")
+    args = parser.parse_args()
+    runs = args.runs
     tmp = Path(tempfile.mkdtemp(prefix="bench-metadata-"))
     files: dict[str, Path] = {}
-    for i, (name, build) in enumerate(CASES.items()):
+    for i, (name, build) in enumerate(list(CASES.items())[:args.cases]):
         content = build()
         if isinstance(content, Path):
             files[name] = tmp / content
@@ -92,7 +96,7 @@ def main() -> None:
 
     print("\nA1111 settings line: A1111's regex vs sdtui's scanner (same pairs)")
     print(f"{'length':>8s} {'regex ms':>10s} {'scanner ms':>11s} {'ratio':>8s}")
-    for size in (2_000, 8_000, 32_000, 64_000):
+    for size in args.lengths:
         line = "Steps: 20, Sampler: Euler, Seed: 1, " + ("word " * size)[:size]
         start = time.perf_counter()
         expected = re_param.findall(line)

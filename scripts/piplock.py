@@ -1,5 +1,5 @@
-"""pip's resolver as the lock scripts use it (scripts/lock-worker-deps.py, scripts/lock-dev-deps.py):
-metadata only, nothing installed."""
+"""pip's resolver as the lock scripts use it (scripts/lock-worker-deps.py and
+scripts/lock-dev-deps.py): metadata only, nothing installed."""
 
 from __future__ import annotations
 

@@ -39,8 +39,11 @@ from typing import Any
 from sdtui.errors import BadInput
 from sdtui.paths import config_dir
 from sdtui.protocol import DEFAULT_SCHEDULER, GENERATE_FIELDS, ProtocolError, normalize_scheduler
+from sdtui.userfiles import expand, read_text
 
 CONFIG_NAME = "config.toml"
+# Real config files are a few hundred bytes; this only keeps a wrong file from filling memory.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,10 @@ def _scheduler(value: Any) -> str:
 
 def _path(base: Path) -> Callable[[Any], Path]:
     def check(value: Any) -> Path:
-        path = Path(_string(value)).expanduser()
+        try:
+            path = expand(_string(value), "path")
+        except BadInput as exc:
+            raise ValueError(exc.message) from None
         return path if path.is_absolute() else base / path
 
     return check
@@ -238,12 +244,9 @@ def _bad(path: Path, text: str, section: str, key: str | None, problem: str, fix
 def load_config(path: Path | None = None) -> Config:
     """Read the config file (config_dir()/config.toml unless `path` is given)."""
     path = Path(path) if path else config_path()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         return Config()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read {path}: {exc}", fix="fix or remove that file") from None
+    text = read_text(path, "the config file", MAX_CONFIG_BYTES, fix="fix or remove that file")
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

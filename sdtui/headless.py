@@ -10,131 +10,26 @@ prompts run (with no prompt, the run ends when it is done).
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import signal
 import sys
 import threading
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from sdtui import errors
 from sdtui.config import load_config
-from sdtui.deploy.base import (
-    CostUpdate,
-    DeployEvent,
-    Deployment,
-    DownloadProgress,
-    StepFinished,
-    StepLog,
-    StepProgress,
-    StepStarted,
-    provision_or_interrupt,
-)
-from sdtui.deploy.settings import Target, choose, open_deployment, remember_use
+from sdtui.deploy.base import Deployment, provision_or_interrupt
+from sdtui.deploy.settings import choose, open_deployment, remember_use
 from sdtui.flags import given_from_args
 from sdtui.generation import init_image_data, mask_data, request_params, resolve_generate
 from sdtui.grid import save_grid
 from sdtui.inputs import prompts_of, read_prompt_file
 from sdtui.ledger import Ledger
 from sdtui.paths import default_outputs_dir
+from sdtui.reporter import Reporter
 from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
-
-
-def event_name(ev: object) -> str:
-    """A deployment event's --json name: its class in snake_case (StepStarted: step_started)."""
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", type(ev).__name__).lower()
-
-
-class Reporter:
-    """Renders deployment and worker events for people (stderr) or scripts (--json, stdout)."""
-
-    def __init__(self, as_json: bool, err: TextIO | None = None, out: TextIO | None = None
-                 ) -> None:
-        self.as_json = as_json
-        self.err, self.out = err or sys.stderr, out or sys.stdout
-        self.tty = self.err.isatty()
-        self._last_bar = 0.0
-
-    def json(self, kind: str, **fields: Any) -> None:
-        self.out.write(json.dumps({"event": kind, **fields}) + "\n")
-        self.out.flush()
-
-    def deploy(self, ev: DeployEvent) -> None:
-        if self.as_json:
-            self.json(event_name(ev), **asdict(ev))
-            return
-        match ev:
-            case StepStarted(step, title):
-                self.line(f"… {title}")
-            case DownloadProgress(step, done, total, unit, file, rate, eta):
-                left = f", {eta:.0f} s left" if eta is not None else ""
-                self.bar(f"{step} {file}", done, total, unit,
-                         suffix=f" {rate / 2**20:.1f} MiB/s{left}")
-            case StepProgress(step, done, total, unit):
-                self.bar(step, done, total, unit)
-            case StepLog(step, line):
-                if not self.tty:
-                    self.line(f"  {step}: {line}")
-            case StepFinished(step, outcome, detail, seconds):
-                mark = {"done": "✓", "skipped": "↷", "failed": "✗"}[outcome]
-                self.line(f"{mark} {step} {outcome} ({seconds:.1f} s) {detail}".rstrip())
-            case CostUpdate(hourly, so_far, idle):
-                stop = f", idle stop in {idle // 60} min" if idle is not None else ""
-                self.line(f"$ {hourly:.3f}/h, ${so_far:.2f} so far{stop}")
-
-    def worker(self, ev: dict[str, Any]) -> None:
-        if self.as_json:
-            self.json(ev["type"], **{k: v for k, v in ev.items() if k not in ("type", "png")})
-            return
-        if ev["type"] == "progress":
-            self.bar(f"image {ev['index'] + 1}", ev["step"], ev["total"], "steps")
-        elif ev["type"] == "image":
-            self.out.write(ev["path"] + "\n")
-            self.out.flush()
-        elif ev["type"] == "done" and ev["cancelled"]:
-            self.line(f"cancelled; {ev['images']} finished image(s) kept")
-
-    def using(self, target: Target) -> None:
-        """Which deployment this run uses, and why (a bare command uses the default one)."""
-        if self.as_json:
-            self.json("deployment", name=target.name, option=target.option,
-                      chosen_by=target.chosen_by)
-        elif target.chosen_by != "name":
-            self.line(f"using {target.describe()} (--name picks another)")
-
-    def bar(self, label: str, done: int, total: int | None, unit: str, suffix: str = "") -> None:
-        now = time.monotonic()
-        final = total is not None and done >= total
-        if not final and now - self._last_bar < (0.1 if self.tty else 2.0):
-            return
-        self._last_bar = now
-        if total:
-            width = 30
-            fill = int(width * done / total)
-            amount = (f"{done / 2**20:.0f}/{total / 2**20:.0f} MiB" if unit == "bytes"
-                      else f"{done}/{total}")
-            text = f"  {label} [{'#' * fill}{'.' * (width - fill)}] {amount}{suffix}"
-        else:
-            text = f"  {label} {done} {unit}{suffix}"
-        if self.tty:
-            self.err.write("\r" + text + ("\n" if final else ""))
-            self.err.flush()
-        else:
-            self.line(text)
-
-    def warn(self, text: str) -> None:
-        if self.as_json:
-            self.json("warning", message=text)
-        else:
-            self.line(f"warning: {text}")
-
-    def line(self, text: str) -> None:
-        self.err.write(text + "\n")
-        self.err.flush()
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:

@@ -1,7 +1,7 @@
 """`sdtui --no-ui --option batch`: the estimate, then the run submitted and watched, its images
 saved as they land; `--status [RUN]`, `--cancel RUN`. People get progress on stderr and image
 paths on stdout; --json prints one event per line instead. The headless runner calls it and
-hands it its reporter and its request reader (this module does not import it back)."""
+hands it its reporter (sdtui.reporter, below both) and its request reader."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sdtui import errors
 from sdtui.config import load_config
@@ -21,10 +20,8 @@ from sdtui.deploy.batch.requests import run_lines
 from sdtui.deploy.batch.runs import Collected, RunStatus
 from sdtui.deploy.settings import open_deployment, remember_use
 from sdtui.paths import default_outputs_dir
+from sdtui.reporter import Reporter
 from sdtui.settings import Given
-
-if TYPE_CHECKING:
-    from sdtui.headless import Reporter
 
 
 def run_batch(args: argparse.Namespace, given: Given, report: Reporter, *,

@@ -6,13 +6,16 @@ import base64
 from pathlib import Path
 
 from sdtui.errors import BadInput
+from sdtui.protocol import MAX_INIT_IMAGE_BYTES
+from sdtui.userfiles import expand, read_bytes, read_text
+
+# Real prompt files are kilobytes; this only keeps a wrong path from filling the memory.
+MAX_PROMPT_FILE_BYTES = 16 * 1024 * 1024
 
 
 def _read_image(path: Path, what: str) -> str:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise BadInput(f"cannot read {what} {path}: {exc.strerror}", fix="check the path") from None
+    data = read_bytes(expand(path, what), what, MAX_INIT_IMAGE_BYTES,
+                      too_large="pass a smaller PNG or JPEG")
     return base64.b64encode(data).decode("ascii")
 
 
@@ -26,10 +29,7 @@ def prompts_of(text: str, source: str) -> list[str]:
 
 
 def read_prompt_file(path: Path) -> list[str]:
-    try:
-        text = Path(path).expanduser().read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"cannot read prompt file {path}: {exc}", fix="check the path") from None
+    text = read_text(expand(path, "prompt file"), "prompt file", MAX_PROMPT_FILE_BYTES)
     return prompts_of(text, str(path))
 
 

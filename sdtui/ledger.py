@@ -87,9 +87,18 @@ def _write_error(path: Path, exc: OSError) -> LedgerWriteError:
     )
 
 
+def damaged(path: Path, why: str) -> BadInput:
+    """A ledger file that cannot be trusted: one line naming it and what to do."""
+    return BadInput(
+        f"the deployment ledger {path} is damaged ({why})",
+        fix="restore it from a backup, or check the deployment's resources by hand "
+        "and delete the file",
+    )
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -97,15 +106,15 @@ def _read(path: Path) -> dict[str, Any] | None:
             f"cannot read the deployment ledger {path}: {exc.strerror}",
             fix="fix the permissions of that file",
         ) from None
+    except UnicodeDecodeError:
+        raise damaged(path, "it is not UTF-8 text") from None
     try:
         data = json.loads(text)
-        schema = data["schema"]
-    except (ValueError, TypeError, KeyError):
-        raise BadInput(
-            f"the deployment ledger {path} is damaged",
-            fix="restore it from a backup, or check the deployment's resources by hand "
-            "and delete the file",
-        ) from None
+    except (ValueError, RecursionError):
+        raise damaged(path, "it is not valid JSON: truncated?") from None
+    if not isinstance(data, dict) or "schema" not in data:
+        raise damaged(path, "it is not a ledger: no schema")
+    schema = data["schema"]
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise BadInput(
             f"the deployment ledger {path} was written by a newer sdtui (schema {schema})",
@@ -170,21 +179,24 @@ class Ledger:
 
     @classmethod
     def _from_dict(cls, data: dict[str, Any], path: Path) -> Ledger:
+        params = data.get("params") or {}
+        if not isinstance(params, dict):
+            raise damaged(path, f"params is a {type(params).__name__}, not an object")
         try:
+            resources = [LedgerEntry(**entry) for entry in data.get("resources") or []]
+            if not all(isinstance(e.kind, str) and isinstance(e.id, str)
+                       and isinstance(e.meta, dict) for e in resources):
+                raise TypeError
             return cls(
                 name=data["name"],
                 option=data["option"],
-                params=dict(data.get("params") or {}),
-                resources=[LedgerEntry(**entry) for entry in data.get("resources") or []],
+                params=dict(params),
+                resources=resources,
                 created_at=data.get("created_at"),
                 updated_at=data.get("updated_at"),
             )
         except (KeyError, TypeError, BadInput):
-            raise BadInput(
-                f"the deployment ledger {path} is damaged",
-                fix="restore it from a backup, or check the deployment's resources by hand "
-                "and delete the file",
-            ) from None
+            raise damaged(path, "a name, an option or a resource is missing or wrong") from None
 
     @classmethod
     def load(cls, name: str) -> Ledger | None:
@@ -277,16 +289,38 @@ class Ledger:
         self._resources = []
 
 
-def list_ledgers() -> list[Ledger]:
-    """Every recorded deployment, by name."""
+@dataclass(frozen=True)
+class Damaged:
+    """A ledger file that could not be read: its deployment is shown as damaged."""
+
+    name: str
+    path: Path
+    error: BadInput
+
+
+def scan_ledgers() -> tuple[list[Ledger], list[Damaged]]:
+    """Every recorded deployment by name, and the ledger files that are damaged (one damaged
+    file never hides the others)."""
     directory = deployments_dir()
     if not directory.is_dir():
-        return []
-    ledgers = []
+        return [], []
+    ledgers, bad = [], []
     for path in sorted(directory.glob("*.json")):
         if not NAME_PATTERN.fullmatch(path.stem):
             continue
-        data = _read(path)
-        if data is not None:
-            ledgers.append(Ledger._from_dict(data, path))
-    return ledgers
+        try:
+            data = _read(path)
+            if data is not None:
+                ledgers.append(Ledger._from_dict(data, path))
+        except BadInput as exc:
+            bad.append(Damaged(path.stem, path, exc))
+    return ledgers, bad
+
+
+def list_ledgers() -> list[Ledger]:
+    """Every readable recorded deployment, by name."""
+    return scan_ledgers()[0]
+
+
+def damaged_ledgers() -> list[Damaged]:
+    return scan_ledgers()[1]

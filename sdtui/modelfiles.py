@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 import zipfile
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from sdtui.errors import BadInput
 from sdtui.fetch.refs import is_remote
 from sdtui.loras import LORA_DIR, LORA_SUFFIX
+from sdtui.userfiles import check_file, expand, open_file
 
 ModelFormat = Literal["diffusers", "ckpt", "safetensors"]
 
@@ -49,35 +51,37 @@ def _not_a_model(path: Path, why: str) -> BadInput:
     )
 
 
-def _looks_like_torch_checkpoint(path: Path) -> bool:
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
+def _looks_like_torch_checkpoint(stream: BinaryIO) -> bool:
+    if zipfile.is_zipfile(stream):
+        try:
+            with zipfile.ZipFile(stream) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, ValueError, EOFError):
+            return False  # an end-of-archive record but no readable archive
         return any(name == "data.pkl" or name.endswith("/data.pkl") for name in names)
-    with path.open("rb") as f:
-        return f.read(2) in PICKLE_MAGIC
+    stream.seek(0)
+    return stream.read(2) in PICKLE_MAGIC
 
 
-def _has_safetensors_header(path: Path) -> bool:
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            return False
-        (header_len,) = struct.unpack("<Q", prefix)
-        if header_len < 2 or header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
-            return False
-        header = f.read(header_len)
+def _has_safetensors_header(stream: BinaryIO) -> bool:
+    size = os.fstat(stream.fileno()).st_size
+    prefix = stream.read(8)
+    if len(prefix) < 8:
+        return False
+    (header_len,) = struct.unpack("<Q", prefix)
+    if header_len < 2 or header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
+        return False
+    header = stream.read(header_len)
     try:
         parsed = json.loads(header)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return False
     return isinstance(parsed, dict)
 
 
 def detect_format(path: str | Path) -> ModelFormat:
     """Name the format of a model path, or raise BadInput saying what is wrong with it."""
-    path = Path(path).expanduser()
+    path = expand(path, "model file")
     if not path.exists():
         raise BadInput(f"model file {path} does not exist", fix="check the path")
     if path.is_dir():
@@ -85,20 +89,21 @@ def detect_format(path: str | Path) -> ModelFormat:
             return "diffusers"
         raise _not_a_model(path, f"the folder has no {DIFFUSERS_INDEX}")
     suffix = path.suffix.lower()
-    if suffix == ".ckpt":
-        if _looks_like_torch_checkpoint(path):
-            return "ckpt"
-        raise _not_a_model(path, "it is not a torch checkpoint (truncated or corrupt?)")
-    if suffix == ".safetensors":
-        if _has_safetensors_header(path):
+    if suffix not in (".ckpt", ".safetensors"):
+        raise _not_a_model(path, f"unsupported file type {suffix or '(no extension)'}")
+    with open_file(path, "model file", _FIX) as stream:
+        if suffix == ".ckpt":
+            if _looks_like_torch_checkpoint(stream):
+                return "ckpt"
+            raise _not_a_model(path, "it is not a torch checkpoint (truncated or corrupt?)")
+        if _has_safetensors_header(stream):
             return "safetensors"
         raise _not_a_model(path, "it has no valid safetensors header (truncated or corrupt?)")
-    raise _not_a_model(path, f"unsupported file type {suffix or '(no extension)'}")
 
 
 def sidecars(path: str | Path) -> list[Path]:
     """The sidecars that exist beside checkpoint file `path`, in resolution order."""
-    path = Path(path).expanduser().absolute()
+    path = expand(path, "model file").absolute()
     found = [path.with_name(path.stem + CONFIG_DIR_SUFFIX), path.with_name(path.stem + YAML_SUFFIX)]
     return [p for p in found if p.exists()]
 
@@ -115,7 +120,7 @@ def model_files(path: str | Path) -> list[tuple[Path, str]]:
     """Every file the worker needs for this model, as (absolute source, name relative to the
     destination directory). Copying them all into one directory keeps sidecars beside their
     checkpoint, so the worker finds them from the checkpoint path alone."""
-    path = Path(path).expanduser().absolute()
+    path = expand(path, "model file").absolute()
     if detect_format(path) == "diffusers":
         return _files_under(path, path.name)
     files = [(path, path.name)]
@@ -146,14 +151,13 @@ def check_models(models: list[Path]) -> None:
 def check_extras(models: list) -> None:
     """Files that travel beside the model (e.g. GFPGANv1.3.pth) must exist."""
     for extra in models:
-        if not Path(extra).expanduser().is_file():
-            raise BadInput(f"model file {extra} does not exist", fix="check the path")
+        check_file(expand(extra, "model file"), "model file")
 
 
 def lora_files(model: str | Path) -> list[tuple[Path, str]]:
     """The LoRA files in the `loras/` folder beside the model (where `<lora:NAME:W>` in a
     prompt finds NAME.safetensors), named as they travel: `loras/...`."""
-    folder = Path(model).expanduser().absolute().parent / LORA_DIR
+    folder = expand(model, "model file").absolute().parent / LORA_DIR
     if not folder.is_dir():
         return []
     return [(file, f"{LORA_DIR}/{file.relative_to(folder).as_posix()}")
@@ -164,7 +168,7 @@ def deployment_files(models: list[Path]) -> list[tuple[Path, str]]:
     """What a deployment copies: the model with its sidecars, the LoRAs beside it, then the
     extra files by name."""
     files = model_files(models[0]) + lora_files(models[0])
-    files += [(Path(p).expanduser().absolute(), Path(p).name) for p in models[1:]]
+    files += [(expand(p, "model file").absolute(), Path(p).name) for p in models[1:]]
     return files
 
 

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdtui.ledger import locked, write_json_atomic
+from sdtui.ledger import NAME_PATTERN, OPTIONS, locked, write_json_atomic
 from sdtui.paths import state_dir
 from sdtui.settings import jsonable
 
 SCHEMA_VERSION = 1
 FILE_NAME = "recent.json"
+_TABLES = ("last_of_option", "settings", "generate", "app")
 
 
 @dataclass(frozen=True)
@@ -42,14 +43,24 @@ def _read() -> dict[str, Any]:
         return {}
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         return {}
+    for key in _TABLES:  # a table that is no table is dropped, so changes can be applied
+        if not isinstance(data.get(key, {}), dict):
+            del data[key]
     return data
+
+
+def _deployment(name: Any, option: Any) -> bool:
+    """A name and option a deployment can have (what another version or a hand edit left
+    is ignored, not an error)."""
+    return (isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
+            and option in OPTIONS)
 
 
 def load() -> Recent:
     data = _read()
     current = data.get("current")
     valid = (isinstance(current, list) and len(current) == 2
-             and all(isinstance(part, str) for part in current))
+             and _deployment(current[0], current[1]))
 
     def table(key: str) -> dict[str, Any]:
         value = data.get(key)
@@ -57,7 +68,7 @@ def load() -> Recent:
 
     return Recent(
         current=(current[0], current[1]) if valid else None,
-        last_of_option={k: v for k, v in table("last_of_option").items() if isinstance(v, str)},
+        last_of_option={k: v for k, v in table("last_of_option").items() if _deployment(v, k)},
         settings={k: v for k, v in table("settings").items() if isinstance(v, dict)},
         generate=table("generate"),
         app=table("app"),

@@ -70,6 +70,32 @@ def resolve(cls: type[T], layers: Iterable[Layer], **fixed: Any) -> T:
     return cls(**values)
 
 
+# What each annotated type is once stored as JSON (a path is a string).
+_STORED = {"str": str, "Path": str, "int": int, "float": (int, float), "bool": bool,
+           "None": type(None)}
+
+
+def _fits(value: Any, annotation: str) -> bool:
+    parts = annotation.replace(" ", "").split("|")
+    for part in parts:
+        if part.startswith("list[") and part.endswith("]"):
+            if isinstance(value, list) and all(_fits(v, part[5:-1]) for v in value):
+                return True
+        elif part not in _STORED:
+            return True  # a type this check does not know: not judged
+        elif isinstance(value, _STORED[part]) and not (
+                isinstance(value, bool) and part in ("int", "float")):
+            return True
+    return False
+
+
+def mistyped(cls: type, stored: Layer) -> list[str]:
+    """The fields of `cls` whose value in `stored` (settings read back from JSON: a ledger's
+    params, recent.json) is not of the field's type; None is "not set" and always fits."""
+    return [f.name for f in fields(cls) if stored.get(f.name) is not None
+            and isinstance(f.type, str) and not _fits(stored[f.name], f.type)]
+
+
 def jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     """Settings values as JSON (paths as strings), for the state dir."""
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 
 import botocore.session
-import pytest
 from botocore.validate import validate_parameters
 
 from sdtui.deploy.batch import compute, ecr, jobdef, launch_template, names, policies
@@ -29,17 +28,30 @@ def test_batch_requests_are_valid():
     env = compute.environment_params(
         NAME, instance_type="g4dn.xlarge", spot=True, shards=4, subnets=["subnet-1"],
         security_group="sg-1", instance_profile_arn="arn:aws:iam::1:instance-profile/p",
-        launch_template_id="lt-1", service_role_arn="arn:aws:iam::1:role/r")
+        launch_template_id="lt-1", launch_template_version=3,
+        service_role_arn="arn:aws:iam::1:role/r")
     valid("batch", "CreateComputeEnvironment", env)
     resources = env["computeResources"]
     assert (resources["minvCpus"], resources["maxvCpus"]) == (0, 16)  # 4·W, none while idle
     assert resources["type"] == "SPOT" and resources["instanceTypes"] == ["g4dn.xlarge"]
     assert resources["ec2Configuration"] == [{"imageType": "ECS_AL2023_NVIDIA"}]
+    assert resources["launchTemplate"] == {"launchTemplateId": "lt-1", "version": "3"}
     on_demand = compute.environment_params(
         NAME, instance_type="g4dn.xlarge", spot=False, shards=1, subnets=["s"],
         security_group="g", instance_profile_arn="p", launch_template_id="l",
-        service_role_arn="r")["computeResources"]
+        launch_template_version=1, service_role_arn="r")["computeResources"]
     assert (on_demand["type"], on_demand["maxvCpus"]) == ("EC2", 4)
+
+    # an existing environment brought to a new template version: an infrastructure update
+    found = {"computeEnvironmentArn": "arn:ce", "state": "ENABLED", "computeResources": {
+        **env["computeResources"], "launchTemplate": {"launchTemplateId": "lt-1",
+                                                      "version": "2"}}}
+    update = compute.update_params(found, env)
+    valid("batch", "UpdateComputeEnvironment", update)
+    assert update["computeResources"] == {"launchTemplate": resources["launchTemplate"]}
+    assert update["updatePolicy"] == {"terminateJobsOnUpdate": False,
+                                      "jobExecutionTimeoutMinutes": 360}
+    assert compute.update_params({**found, "computeResources": resources}, env) is None
 
     valid("batch", "CreateJobQueue", job_queue.queue_params(NAME, "arn:ce"))
 
@@ -89,32 +101,55 @@ def _resources(statement: dict) -> list[str]:
     return resource if isinstance(resource, list) else [resource]
 
 
-def test_the_job_role_reads_the_model_and_the_prompts_and_writes_only_outputs():
-    policy = policies.job_role_policy("aws", BUCKET, KEYS)
-    valid("iam", "PutRolePolicy", {"RoleName": names.job_role(NAME),
-                                   "PolicyName": names.JOB_POLICY_NAME,
-                                   "PolicyDocument": json.dumps(policy)})
+def _by_action(policy: dict) -> dict[str, list[str]]:
     by_action: dict[str, list[str]] = {}
     for statement in _statements(policy):
         assert statement["Effect"] == "Allow"
         for action in _actions(statement):
             by_action.setdefault(action, []).extend(_resources(statement))
+    return by_action
+
+
+MODEL_ARNS = [f"arn:aws:s3:::{BUCKET}/sd-v1-4.ckpt", f"arn:aws:s3:::{BUCKET}/sd-v1-4.config/*",
+              f"arn:aws:s3:::{BUCKET}/sd-v1-4.yaml", f"arn:aws:s3:::{BUCKET}/GFPGANv1.3.pth"]
+
+
+def test_the_job_role_reads_the_model_only():
+    policy = policies.job_role_policy(BUCKET, KEYS)
+    valid("iam", "PutRolePolicy", {"RoleName": names.job_role(NAME),
+                                   "PolicyName": names.JOB_POLICY_NAME,
+                                   "PolicyDocument": json.dumps(policy)})
+    by_action = _by_action(policy)
+    assert list(by_action) == ["s3:GetObject"]
+    assert sorted(by_action["s3:GetObject"]) == sorted(MODEL_ARNS)
+
+
+def test_a_runs_role_reaches_its_own_run_only():
+    run = "20250601-120000-abcd"
+    policy = policies.run_role_policy(BUCKET, KEYS, run)
+    valid("iam", "PutRolePolicy", {"RoleName": names.run_role(NAME, run),
+                                   "PolicyName": names.RUN_POLICY_NAME,
+                                   "PolicyDocument": json.dumps(policy)})
+    by_action = _by_action(policy)
     assert set(by_action) == {"s3:GetObject", "s3:PutObject", "s3:ListBucket"}
-    assert sorted(by_action["s3:GetObject"]) == sorted([
-        f"arn:aws:s3:::{BUCKET}/sd-v1-4.ckpt", f"arn:aws:s3:::{BUCKET}/sd-v1-4.config/*",
-        f"arn:aws:s3:::{BUCKET}/sd-v1-4.yaml", f"arn:aws:s3:::{BUCKET}/GFPGANv1.3.pth",
-        f"arn:aws:s3:::{BUCKET}/runs/*/prompts.jsonl"])
-    assert by_action["s3:PutObject"] == [f"arn:aws:s3:::{BUCKET}/runs/*/out/*"]
+    assert sorted(by_action["s3:GetObject"]) == sorted(
+        [*MODEL_ARNS, f"arn:aws:s3:::{BUCKET}/runs/{run}/prompts.jsonl"])
+    assert by_action["s3:PutObject"] == [f"arn:aws:s3:::{BUCKET}/runs/{run}/out/*"]
     assert by_action["s3:ListBucket"] == [f"arn:aws:s3:::{BUCKET}"]
     listing = next(s for s in _statements(policy) if "s3:ListBucket" in _actions(s))
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["runs/*"]}}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": [f"runs/{run}/*"]}}
+    # a role name fits IAM's 64 characters for the longest deployment name
+    assert len(names.run_role("n" * 40, run)) <= 64
+    valid("iam", "CreateRole", {"RoleName": names.run_role("n" * 40, run),
+                                "Path": names.run_role_path("n" * 40),
+                                "AssumeRolePolicyDocument": "{}"})
 
 
-def test_the_instance_role_has_the_ecs_policy_only_and_passrole_names_two_roles():
+def test_the_instance_role_has_the_ecs_policy_only_and_passrole_is_scoped():
     assert policies.INSTANCE_TRUST_POLICY["Statement"] == [{
         "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"},
         "Action": "sts:AssumeRole"}]
-    assert policies.ecs_instance_policy_arn("aws") == \
+    assert policies.ecs_instance_policy_arn() == \
         "arn:aws:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role"
     trust = policies.job_trust_policy(ACCOUNT)
     valid("iam", "CreateRole", {"RoleName": names.job_role(NAME),
@@ -123,21 +158,33 @@ def test_the_instance_role_has_the_ecs_policy_only_and_passrole_names_two_roles(
     assert trust["Statement"][0]["Condition"] == {
         "StringEquals": {"aws:SourceAccount": ACCOUNT}}
 
-    pass_role = policies.pass_role_policy("aws", ACCOUNT, NAME)
+    pass_role = policies.pass_role_policy(ACCOUNT, NAME)
     valid("iam", "PutUserPolicy", {"UserName": "me", "PolicyName": "p",
                                    "PolicyDocument": json.dumps(pass_role)})
-    (statement,) = _statements(pass_role)
-    assert _actions(statement) == ["iam:PassRole"]
-    assert _resources(statement) == [f"arn:aws:iam::{ACCOUNT}:role/sdtui-{NAME}-job",
-                                     f"arn:aws:iam::{ACCOUNT}:role/sdtui-{NAME}-instance"]
+    job, instance = _statements(pass_role)
+    assert _actions(job) == _actions(instance) == ["iam:PassRole"]
+    assert _resources(job) == [f"arn:aws:iam::{ACCOUNT}:role/sdtui-{NAME}-job",
+                               f"arn:aws:iam::{ACCOUNT}:role/sdtui/{NAME}/runs/*"]
+    assert _resources(instance) == [f"arn:aws:iam::{ACCOUNT}:role/sdtui-{NAME}-instance"]
+    # each role only to the services that take it (never to a Lambda, say)
+    assert job["Condition"] == {"StringEquals": {"iam:PassedToService": [
+        "batch.amazonaws.com", "ecs-tasks.amazonaws.com"]}}
+    assert instance["Condition"] == {"StringEquals": {"iam:PassedToService": [
+        "batch.amazonaws.com", "ec2.amazonaws.com"]}}
 
 
-@pytest.mark.parametrize("partition", ["aws-cn", "aws-us-gov"])
-def test_policies_follow_the_partition(partition):
-    text = json.dumps([policies.job_role_policy(partition, BUCKET, KEYS),
-                       policies.pass_role_policy(partition, ACCOUNT, NAME)])
-    assert "arn:aws:" not in text and f"arn:{partition}:" in text
-    assert policies.partition_of(f"arn:{partition}:sts::1:assumed-role/x/y") == partition
+def test_every_arn_is_of_the_aws_partition_the_settings_accept():
+    """Issue 9 chose the `aws` partition only: the region check refuses the others, and every
+    ARN sdtui writes is of that partition."""
+    from sdtui.deploy.aws import iam
+    from sdtui.deploy.aws.settings import PARTITION
+
+    text = json.dumps([policies.job_role_policy(BUCKET, KEYS),
+                       policies.run_role_policy(BUCKET, KEYS, "20250601-120000-abcd"),
+                       policies.pass_role_policy(ACCOUNT, NAME),
+                       policies.ecs_instance_policy_arn(), iam.read_bucket_policy(BUCKET)])
+    arns = [part.split('"')[0] for part in text.split('"arn:')[1:]]
+    assert PARTITION == "aws" and arns and all(a.startswith("aws:") for a in arns)
 
 
 def test_the_readme_shows_the_policies_the_builders_write():
@@ -146,7 +193,9 @@ def test_the_readme_shows_the_policies_the_builders_write():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("### Least-privilege policies", 1)[1].split("### ", 1)[0]
-    job, pass_role = (json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S))
-    assert job == policies.job_role_policy(
-        "aws", "BUCKET", ["sd-v1-4.ckpt", "sd-v1-4.yaml", "GFPGANv1.3.pth"])
-    assert pass_role == policies.pass_role_policy("aws", "ACCOUNT", "batch")
+    run, pass_role = (json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S))
+    assert run == policies.run_role_policy(
+        "BUCKET", ["sd-v1-4.ckpt", "sd-v1-4.yaml", "GFPGANv1.3.pth"], "RUN")
+    assert pass_role == policies.pass_role_policy("ACCOUNT", "batch")
+    # no promise of other partitions (the region check refuses them)
+    assert "aws-cn" not in readme.split("## Scale-out", 1)[1].split("\n## ", 1)[0]

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from sdtui.container.lock import canonical, mismatches, public_version, read_lock
+from sdtui.container.lock import canonical, mismatches, read_lock
+from tests.lock_checks import requirement_lines, unpinned
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER_LOCK = ROOT / "sdtui" / "container" / "requirements-worker.lock"
@@ -31,35 +32,18 @@ def lock(path: Path) -> dict[str, str]:
     return read_lock(path.read_text())
 
 
-def requirement_lines(path: Path) -> list[Requirement]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [Requirement(line) for line in lines if line]
-
-
-def unpinned(requirements: list[Requirement], pins: dict[str, str]) -> list[str]:
-    stale = []
-    for requirement in requirements:
-        if requirement.marker and not requirement.marker.evaluate():
-            continue
-        version = pins.get(canonical(requirement.name))
-        if version is None:
-            stale.append(f"{requirement} is not locked")
-        elif not requirement.specifier.contains(public_version(version), prereleases=True):
-            stale.append(f"the lock's {requirement.name}=={version} does not satisfy {requirement}")
-    return stale
-
-
 def test_the_client_lock_pins_every_dependency_of_the_package():
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    stale = unpinned([Requirement(d) for d in dependencies], lock(CLIENT_LOCK))
+    stale = unpinned([Requirement(d) for d in dependencies], lock(CLIENT_LOCK), "pyproject.toml")
     assert not stale, f"requirements.lock is out of date: {'; '.join(stale)}. Run `{REGENERATE}`"
 
 
 def test_the_dev_lock_pins_every_test_tool():
     pins = {**lock(WORKER_LOCK), **lock(CLIENT_LOCK), **lock(DEV_LOCK)}
     stale = [line for name in ("requirements-dev.txt", "requirements-dev-nodeps.txt")
-             for line in unpinned(requirement_lines(ROOT / name), pins)]
-    assert not stale, f"requirements-dev.lock is out of date: {'; '.join(stale)}. Run `{REGENERATE}`"
+             for line in unpinned(requirement_lines(ROOT / name), pins, name)]
+    assert not stale, (f"requirements-dev.lock is out of date: {'; '.join(stale)}. "
+                       f"Run `{REGENERATE}`")
 
 
 def test_the_locks_agree_where_they_overlap():

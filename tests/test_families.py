@@ -88,6 +88,23 @@ def test_every_format_of_a_family_gives_the_same_pixels(loaded, family, one_thre
                           sampled(models["diffusers"], "euler_a"))
 
 
+def test_a_folder_whose_scheduler_config_lacks_fields_draws_like_the_single_file(
+        family_models, tmp_path, one_thread):
+    """Older diffusers folders lack clip_sample (DDIM's default then clips x0), and a config
+    may carry another scheduler's sampling field: neither changes the pixels."""
+    folder = Path(shutil.copytree(family_models["sd1"]["diffusers"], tmp_path / "sd1"))
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    for field in ("clip_sample", "set_alpha_to_one", "steps_offset"):
+        config.pop(field, None)
+    config["final_sigmas_type"] = "sigma_min"  # Euler's default is "zero"
+    config_file.write_text(json.dumps(config))
+    stripped, single = load_model(str(folder)), load_model(
+        str(family_models["sd1"]["safetensors"]))
+    for sampler in ("ddim", "euler"):
+        assert np.array_equal(sampled(stripped, sampler), sampled(single, sampler)), sampler
+
+
 def test_ready_names_the_family_prediction_and_default_size(loaded):
     info = {family: models["safetensors"].info() for family, models in loaded.items()}
     assert {f: (i["family"], i["prediction"], i["default_size"], i["inpainting"])

@@ -8,9 +8,9 @@ import re
 import typing
 from pathlib import Path
 
-from sdtui import deploy, headless, headless_batch
+from sdtui import deploy, headless, headless_batch, reporter
 from sdtui.deploy.base import DeployEvent
-from sdtui.headless import Reporter
+from sdtui.reporter import Reporter
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 SNAKE = re.compile(r"[a-z]+(_[a-z]+)*")
@@ -46,9 +46,10 @@ def test_deployment_events_are_snake_case_with_their_fields() -> None:
 
 
 def test_every_event_a_run_can_print_is_documented() -> None:
-    names = {headless.event_name(kind(*EXAMPLES[kind.__name__]))
+    names = {reporter.event_name(kind(*EXAMPLES[kind.__name__]))
              for kind in typing.get_args(DeployEvent)}
-    source = Path(headless.__file__).read_text() + Path(headless_batch.__file__).read_text()
+    source = "".join(Path(module.__file__).read_text()
+                     for module in (headless, headless_batch, reporter))
     names |= set(re.findall(r'\.json\("([a-z_]+)"', source))  # the runners' own events
     names |= {"progress", "preview", "image", "done"}  # the worker's, passed through
     assert all(SNAKE.fullmatch(name) for name in names), names

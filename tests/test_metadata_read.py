@@ -15,10 +15,11 @@ from PIL import Image, PngImagePlugin
 
 from sdtui.cli import build_parser
 from sdtui.errors import BadInput
-from sdtui.headless import Reporter, generation_requests, png_params
+from sdtui.headless import generation_requests, png_params
 from sdtui.metadata import a1111
 from sdtui.metadata.reader import read_metadata, request_from_png
 from sdtui.outputs import INPUTS_DIR, read_index, save_image
+from sdtui.reporter import Reporter
 from tests.vendor.a1111_infotext import re_param
 
 FIXTURES = Path(__file__).parent / "fixtures" / "metadata"
@@ -94,6 +95,33 @@ def test_real_dream_files_rerun_with_their_values(name):
     assert request["gfpgan"] == 0  # it used CodeFormer, which sdtui does not have...
     (warning,) = warnings  # ...and says so
     assert "codeformer" in warning
+
+
+DREAM_META = {"image": {"prompt": [{"prompt": "a castle", "weight": 1}], "steps": 20,
+                        "cfg_scale": 7.5, "seed": 5, "width": 512, "height": 512,
+                        "sampler": "k_lms"}}
+
+
+def test_dream_hires_fix_only_in_the_command_line_is_named(tmp_path):
+    """InvokeAI 2.x wrote --hires_fix into the Dream chunk, not sd-metadata (read first)."""
+    path = png_with(tmp_path, sd_metadata=json.dumps(DREAM_META),
+                    Dream='"a castle" -s 20 -S 5 -W 512 -H 512 -C 7.5 -A k_lms --hires_fix')
+    request, warnings = rerun(path)
+    assert fields(request)[:2] == (5, 20)
+    (warning,) = warnings
+    assert "(InvokeAI 2.x): sdtui cannot reproduce --hires_fix: on" in warning
+
+
+@pytest.mark.parametrize("texts", [
+    {"sd_metadata": json.dumps({"image": {**DREAM_META["image"], "prompt": [
+        {"prompt": "a cat.swap(dog) on a mat", "weight": 1}]}})},
+    {"Dream": '"a cat.swap(dog) on a mat" -s 20 -S 5 -W 512 -H 512 -C 7.5 -A k_lms'},
+], ids=["sd-metadata", "Dream"])
+def test_a_dream_swap_prompt_is_named_not_read_silently(tmp_path, texts):
+    request, warnings = rerun(png_with(tmp_path, **texts))
+    assert request["prompt"] == "a cat.swap(dog) on a mat"  # as written, and said so:
+    (warning,) = warnings
+    assert "prompt .swap(...) (InvokeAI's prompt-to-prompt edit" in warning
 
 
 @pytest.mark.parametrize(("name", "tool"), [
@@ -320,4 +348,21 @@ def test_a1111s_automatic_schedule_is_the_one_a1111_picks_never_silently_uniform
     text = f"a cat\nSteps: 20, {settings}, CFG scale: 7, Seed: 1, Size: 64x64"
     request, warnings = rerun(png_with(tmp_path, parameters=text))
     assert request["schedule"] == schedule
+    assert warnings == []
+
+
+def test_sdtuis_own_png_over_32_mib_reruns_from_the_chunks_before_its_pixels(tmp_path):
+    """An 8192² upscale is far over 32 MiB; its metadata sits before IDAT, and only the chunks
+    up to there are read."""
+    side = 3400  # noise does not compress: a PNG of about 35 MB
+    noise = Image.frombytes("RGB", (side, side), random.Random(1).randbytes(side * side * 3))
+    buffer = io.BytesIO()
+    noise.save(buffer, "PNG", compress_level=0)
+    assert buffer.tell() > 32 * 2**20
+    params = {"prompt": "a lighthouse", "seed": 7, "steps": 12, "cfg": 6.0, "width": 64,
+              "height": 64, "scheduler": "ddim", "upscale": 4}
+    path = save_image(tmp_path / "out", buffer.getvalue(), params)
+    request, warnings = rerun(path)
+    assert (request["prompt"], request["seed"], request["steps"], request["scheduler"],
+            request["upscale"]) == ("a lighthouse", 7, 12, "ddim", 4)
     assert warnings == []

@@ -25,6 +25,7 @@ from sdtui.container.build import BuildFailed, build_image
 from sdtui.container.context import DEFAULT_BASE_IMAGE
 from sdtui.container.lock import REGENERATE, canonical, mismatches, public_version, read_lock
 from sdtui.deploy.aws.settings import AwsSettings
+from tests.lock_checks import requirement_lines, unpinned
 
 CONTAINER = Path(__file__).resolve().parents[1] / "sdtui" / "container"
 LOCK = CONTAINER / "requirements-worker.lock"
@@ -38,8 +39,7 @@ def pins() -> dict[str, str]:
 
 
 def requirements(name: str) -> list[Requirement]:
-    lines = (line.split("#", 1)[0].strip() for line in (CONTAINER / name).read_text().splitlines())
-    return [Requirement(line) for line in lines if line]
+    return requirement_lines(CONTAINER / name)
 
 
 def dockerfile_args(name: str) -> dict[str, str]:
@@ -61,18 +61,8 @@ def cuda_image_torch() -> str:
 
 
 def test_the_lock_pins_every_worker_requirement():
-    locked = pins()
-    stale = []
-    for name in REQUIREMENT_FILES:
-        for requirement in requirements(name):
-            if requirement.marker and not requirement.marker.evaluate():
-                continue
-            version = locked.get(canonical(requirement.name))
-            if version is None:
-                stale.append(f"{requirement.name} is not in the lock ({name}: {requirement})")
-            elif not requirement.specifier.contains(public_version(version), prereleases=True):
-                stale.append(f"the lock's {requirement.name}=={version} does not satisfy "
-                             f"{name}'s {requirement}")
+    stale = [line for name in REQUIREMENT_FILES
+             for line in unpinned(requirements(name), pins(), name)]
     assert not stale, (f"{LOCK.name} is out of date: " + "; ".join(stale)
                        + f". Run `{REGENERATE}`, then scripts/setup-test-env.sh, and commit "
                        "the lock")

@@ -23,8 +23,8 @@ from sdtui.config import load_config
 from sdtui.deploy.base import Deployment
 from sdtui.errors import BadInput
 from sdtui.fetch.refs import is_remote
-from sdtui.ledger import Ledger, validate_name
-from sdtui.settings import Given, field_names, resolve
+from sdtui.ledger import Ledger, damaged, validate_name
+from sdtui.settings import Given, field_names, mistyped, resolve
 
 ChosenBy = Literal["name", "option", "default", "first"]
 
@@ -206,12 +206,17 @@ def choose(given: Given) -> Target:
 def layers(target: Target, given: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The precedence layers of a deployment's settings, highest first."""
     spec = option_spec(target.option)
-    known = set(field_names(spec.settings_class()))
+    cls = spec.settings_class()
+    known = set(field_names(cls))
     ledger = Ledger.load(target.name)
     if ledger is not None and ledger.option == target.option:
         before = ledger.params
-    else:
-        before = recent.load().settings.get(target.option, {})
+        if bad := mistyped(cls, before):
+            raise damaged(ledger.path, f"params.{bad[0]} is {type(before[bad[0]]).__name__} "
+                          f"{str(before[bad[0]])[:40]!r}")
+    else:  # only a convenience: what does not fit is dropped
+        remembered = recent.load().settings.get(target.option, {})
+        before = {k: v for k, v in remembered.items() if k not in mistyped(cls, remembered)}
     before = {k: v for k, v in before.items() if k not in spec.not_remembered}
     config_section = load_config().given(target.option)
     return [{k: v for k, v in layer.items() if k in known}

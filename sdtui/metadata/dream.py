@@ -22,6 +22,10 @@ from sdtui.metadata.parsed import Parsed, bad_value, to_float, to_int
 from sdtui.prompt_parts import guide_blend
 
 SDTUI_KEY = "sdtui"
+# InvokeAI 2.x's prompt-to-prompt edit, `a cat.swap(dog)`: sdtui reads the text as written.
+_SWAP = re.compile(r"\.swap\(")
+# Switches InvokeAI 2.x recorded in the `Dream` command line only, never in sd-metadata.
+_COMMAND_ONLY = ("--hires_fix",)
 SDTUI_VERSION = 2  # 1: the init image was inline base64; 2: inputs are stored once
 TOOL = "InvokeAI 2.x"
 
@@ -220,7 +224,23 @@ def read_command(text: str, tool: str = "dream") -> Parsed:
         # InvokeAI's default face tool with -cf was CodeFormer.
         found.ignore("-ft", "codeformer")
         found.params.pop("gfpgan")
+    _note_swap(found)
     return found
+
+
+def _note_swap(found: Parsed) -> None:
+    if _SWAP.search(found.params.get("prompt", "")):
+        found.ignored.append("prompt .swap(...) (InvokeAI's prompt-to-prompt edit; the prompt "
+                             "is read as plain text)")
+
+
+def add_command_only(found: Parsed, command: str) -> None:
+    """What sd-metadata cannot say but the `Dream` chunk beside it does (InvokeAI 2.x put
+    `--hires_fix` there only), added to what `found` cannot honour."""
+    if any(item.startswith("hires_fix") for item in found.ignored):
+        return
+    tokens = command.split()
+    found.ignored += [f"{switch}: on" for switch in _COMMAND_ONLY if switch in tokens]
 
 
 def _typed(found: Parsed, image: dict[str, Any], key: str, kinds: tuple[type, ...]) -> Any:
@@ -259,6 +279,7 @@ def read_sd_metadata(meta: dict[str, Any]) -> Parsed:
         params["negative_prompt"] = ", ".join(negatives)
     else:
         params["prompt"], params["negative_prompt"] = split_negative(prompt or "")
+    _note_swap(found)
     for key, name, convert in (("steps", "steps", to_int), ("cfg_scale", "cfg", to_float),
                                ("seed", "seed", to_int), ("width", "width", to_int),
                                ("height", "height", to_int)):

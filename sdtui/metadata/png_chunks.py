@@ -3,7 +3,8 @@
 Everything a PNG can say about itself is hostile until checked: lengths past the end of the
 file, bad CRCs, compressed text that inflates a thousandfold, a million tiny chunks. Each one
 is a `PngError` (bad input, exit 2) in one line; the costs are bounded by construction:
-- the file is at most MAX_FILE_BYTES, read once;
+- at most MAX_FILE_BYTES of the file is read, once (of a larger PNG, the chunks before its
+  pixels);
 - at most MAX_CHUNKS chunks, each CRC-checked in one pass;
 - only the text chunks whose keyword is asked for are decoded, each inflated with a hard
   output limit (zlib's max_length), so a compression bomb stops at MAX_TEXT_BYTES.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdtui.errors import BadInput
+from sdtui.userfiles import open_file, read_bytes
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -45,18 +47,29 @@ class Chunk:
 
 def read_file(path: Path, what: str = "image") -> bytes:
     """A file's bytes, refusing anything over MAX_FILE_BYTES before reading it."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except IsADirectoryError:
-        raise BadInput(f"{path} is a directory, not a PNG", fix="pass a PNG file") from None
-    except OSError as exc:
-        raise BadInput(f"cannot read {what} {path}: {exc.strerror or exc}",
-                       fix="check the path") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise PngError(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MiB",
-                       fix="pass the PNG the image was saved as")
-    return data
+    return read_bytes(path, what, MAX_FILE_BYTES, too_large="pass the PNG the image was saved as")
+
+
+def read_head(path: Path, what: str = "PNG") -> bytes:
+    """What a PNG says about itself: the whole file up to MAX_FILE_BYTES; of a larger one (an
+    8192² upscale), the chunks before its first IDAT, where sdtui, A1111 and the dream tool put
+    their text, ended with an IEND chunk. Never more than MAX_FILE_BYTES is read."""
+    with open_file(path, what, "check the path") as stream:
+        data = stream.read(MAX_FILE_BYTES + 1)
+        if len(data) <= MAX_FILE_BYTES or not data.startswith(SIGNATURE):
+            return data
+        head, pos = bytearray(SIGNATURE), len(SIGNATURE)
+        while pos + 8 <= len(data):
+            length, kind = struct.unpack_from(">I4s", data, pos)
+            if kind in (b"IDAT", b"IEND"):
+                return bytes(head + make_chunk(b"IEND", b""))
+            end = pos + 12 + length
+            if end > MAX_FILE_BYTES:
+                break
+            head += data[pos:end]
+            pos = end
+    raise PngError(f"{path}: the chunks before its image data are larger than "
+                   f"{MAX_FILE_BYTES // 2**20} MiB", fix="pass the PNG the image was saved as")
 
 
 def chunks(png: bytes) -> Iterator[Chunk]:

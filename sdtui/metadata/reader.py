@@ -18,7 +18,7 @@ from sdtui import protocol
 from sdtui.errors import BadInput
 from sdtui.metadata import a1111, dream
 from sdtui.metadata.parsed import Parsed
-from sdtui.metadata.png_chunks import MAX_FILE_BYTES, PngError, read_file, read_texts
+from sdtui.metadata.png_chunks import MAX_FILE_BYTES, PngError, read_file, read_head, read_texts
 
 # Real sd-metadata is a few kilobytes; parsing is capped well below the text-chunk limit so
 # that JSON's objects stay within the memory bound.
@@ -80,7 +80,10 @@ def _parse(path: Path, texts: dict[str, str], keywords: list[str]) -> tuple[Pars
         if found is not None:
             return found, meta
     if meta is not None:
-        return dream.read_sd_metadata(meta), meta
+        found = dream.read_sd_metadata(meta)
+        if "Dream" in texts:
+            dream.add_command_only(found, texts["Dream"])
+        return found, meta
     if "Dream" in texts:
         return dream.read_command(texts["Dream"]), meta
     if texts.get("Software", "").startswith("NovelAI"):
@@ -100,7 +103,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     "unknown_sampler": str | None, "parameters": str | None, "sd-metadata": dict | None}.
     `params` is sdtui's exact request when sdtui wrote the file."""
     path = Path(path)
-    data = read_file(path, "PNG")
+    data = read_head(path, "PNG")
     try:
         texts, keywords = read_texts(data, _WANTED)
     except PngError as exc:

@@ -289,6 +289,8 @@ def run(app: SdtuiApp) -> int:
     # The app's objects die with the process: the interpreter's shutdown collections need not
     # walk them (on a busy machine that took seconds before the shell prompt came back).
     gc.freeze()
+    if app.return_code:  # Textual printed the crash; the shell must not read it as success
+        return app.return_code
     return errors.EXIT_OK if result is None else result
 
 

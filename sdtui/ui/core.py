@@ -14,7 +14,7 @@ from typing import Any
 
 from sdtui.config import Config, load_config
 from sdtui.deploy.base import Deployment
-from sdtui.ledger import Ledger, list_ledgers
+from sdtui.ledger import Damaged, Ledger, damaged_ledgers, list_ledgers
 from sdtui.paths import default_outputs_dir
 from sdtui.settings import Given
 from sdtui.ui.batch_form import batch_lines
@@ -75,6 +75,7 @@ class Services:
     make_deployment: Callable[[Option, dict[str, Any]], Deployment] = make_deployment
     resume_deployment: Callable[[Ledger], Deployment] = resume_deployment
     list_deployments: Callable[[], list[Ledger]] = list_ledgers
+    damaged_deployments: Callable[[], list[Damaged]] = damaged_ledgers
     live_checks: Callable[[Option, dict[str, Any]], list[Check]] = live_checks
     load_config: Callable[[], Config] = load_config
     form_values: Callable[[Option, Given], dict[str, Any]] = form_values

@@ -17,6 +17,7 @@ from sdtui.fetch.refs import is_remote, parse_ref
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import detect_format
 from sdtui.settings import Given
+from sdtui.userfiles import check_file, expand
 
 Option = Literal["local", "aws", "batch"]
 
@@ -111,7 +112,7 @@ INT_FIELDS = ("idle_minutes", "gpus", *GENERATE_FIELDS)
 def split_paths(text: str) -> list[Path | str]:
     """Comma-separated models: paths, and names to fetch kept as typed (hf:, civitai:, URLs,
     catalogue names)."""
-    return [p.strip() if is_remote(p.strip()) else Path(p.strip()).expanduser()
+    return [p.strip() if is_remote(p.strip()) else expand(p.strip(), "model file")
             for p in text.split(",") if p.strip()]
 
 
@@ -164,8 +165,9 @@ def _check_models(text: str) -> None:
     else:
         detect_format(paths[0])
     for extra in paths[1:]:
-        if isinstance(extra, str) or not extra.is_file():
+        if isinstance(extra, str):
             raise BadInput(f"model file {extra} does not exist", fix="check the path")
+        check_file(extra, "model file")
 
 
 def _check_idle(text: str) -> None:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sdtui import protocol, samplers
-from sdtui.errors import BadSetting
+from sdtui.errors import BadInput, BadSetting
+from sdtui.userfiles import check_file, expand
 
 Kind = Literal["text", "int", "float", "path", "select", "bool"]
 
@@ -109,7 +110,10 @@ def parse(name: str, raw: Any) -> Any:
     if not text:
         return None
     if field.kind == "path":
-        return Path(text).expanduser()
+        try:
+            return expand(text, field.label)
+        except BadInput as exc:
+            raise BadSetting(name, exc.message) from None
     try:
         return int(text) if field.kind == "int" else float(text)
     except ValueError:
@@ -123,8 +127,10 @@ def check(name: str, value: Any, form: Mapping[str, Any] | None = None) -> None:
     if value is None:
         return
     if FIELDS[name].kind == "path":
-        if not Path(value).is_file():
-            raise BadSetting(name, f"{value} does not exist")
+        try:
+            check_file(Path(value), FIELDS[name].label)
+        except BadInput as exc:
+            raise BadSetting(name, exc.message) from None
         return
     if name not in protocol.GENERATE_FIELDS:
         return

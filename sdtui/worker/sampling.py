@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import diffusers
 import torch
 from PIL import Image
 
@@ -26,6 +25,7 @@ from sdtui.worker.lora import LoraSet
 from sdtui.worker.models import LoadedModel
 from sdtui.worker.postprocess import PostProcessor
 from sdtui.worker.prompts import PromptEncoder
+from sdtui.worker.schedulers import build_scheduler
 from sdtui.worker.variations import variation_noise
 
 Emit = Callable[[str, dict[str, Any]], None]
@@ -97,9 +97,8 @@ class Sampler:
     def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
         key = f"{name}/{schedule}"
         if key not in self._scheduler_cache:
-            cls = getattr(diffusers, samplers.SAMPLERS[name].diffusers_class)
-            options = samplers.scheduler_options(name, schedule)
-            self._scheduler_cache[key] = cls.from_config(self._base_scheduler_config, **options)
+            self._scheduler_cache[key] = build_scheduler(self._base_scheduler_config, name,
+                                                         schedule)
         self.pipe.scheduler = self._scheduler_cache[key]
 
     def decode(self, latents: torch.Tensor) -> Image.Image:

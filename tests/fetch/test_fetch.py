@@ -204,9 +204,16 @@ def test_a_disk_that_fills_up_mid_fetch_stops_in_one_line_and_resumes(
         hub: Hub, small_disk: Path) -> None:
     hub.add_repo("org/m", {"m.safetensors": BIG})
     filler = small_disk / "someone-else.bin"
-    # Another program takes the room once the fetch is under way: the check before the first
-    # byte passed, the disk fills anyway.
-    hub.hook_at = (len(BIG) // 2, lambda: _fill(filler))
+    staging = small_disk / "models" / ".staging"
+
+    def fill_once_half_is_written() -> None:
+        # Another program takes the room once the fetch is under way: the check before the
+        # first byte passed, the disk fills anyway.
+        _wait(lambda: any(p.stat().st_size >= len(BIG) // 2 - download.CHUNK
+                          for p in staging.glob("*.part")))
+        _fill(filler)
+
+    hub.hook_at = (len(BIG) // 2, fill_once_half_is_written)
     with pytest.raises(DeploymentError, match="the disk filled up while fetching m.safetensors"):
         fetch("hf:org/m")
     store = Store(small_disk / "models")
@@ -246,9 +253,8 @@ def test_a_killed_client_resumes_on_the_next_run(hub: Hub, tmp_path: Path) -> No
     proc = subprocess.Popen([sys.executable, "-c", FETCH, "hf:org/m"], env=env)
     try:
         assert hub.paused.wait(60), "the client never reached the middle of the file"
-        staged = Store(tmp_path / "models").staging
-        part = next(staged.glob("*.part"))
-        _wait(lambda: part.stat().st_size >= len(BIG) // 2 - download.CHUNK)
+        part = Store(tmp_path / "models").part(resolve("hf:org/m").files[0])
+        _wait(lambda: part.exists() and part.stat().st_size >= len(BIG) // 2 - download.CHUNK)
         proc.kill()
         proc.wait(30)
     finally:
@@ -313,7 +319,7 @@ def test_the_stderr_bar_shows_bytes_rate_and_time_left() -> None:
     import io
 
     from sdtui.deploy.base import DownloadProgress
-    from sdtui.headless import Reporter
+    from sdtui.reporter import Reporter
 
     err = io.StringIO()
     Reporter(False, err=err, out=io.StringIO()).deploy(

@@ -97,8 +97,9 @@ def test_a_catalogue_name_is_fetched_and_generates_on_option_b(
         proc = cli.popen("--model", "sd15", "--prompt", "a lighthouse", *FAST, "--json")
         try:
             assert hub.paused.wait(300), "the download never reached the middle"
-            part = next((root / "models" / ".staging").glob("*.part"))
-            wait_for(lambda: part.stat().st_size >= size // 2 - CHUNK,
+            sha = hashlib.sha256(model.read_bytes()).hexdigest()
+            part = root / "models" / ".staging" / f"{sha}.part"
+            wait_for(lambda: part.exists() and part.stat().st_size >= size // 2 - CHUNK,
                      unless=lambda: proc.poll() is not None, timeout=60)
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=120)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from typing import TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -13,6 +15,9 @@ from sdtui.deploy.aws.naming import (
     instance_profile_name,
     role_name,
 )
+from sdtui.deploy.aws.settings import PARTITION
+
+T = TypeVar("T")
 
 TRUST_POLICY = {
     "Version": "2012-10-17",
@@ -28,11 +33,12 @@ TRUST_POLICY = {
 
 def read_bucket_policy(bucket: str) -> dict:
     # s3fs lists the bucket as well as reading objects; the guide's policy forgot the list.
+    bucket_arn = f"arn:{PARTITION}:s3:::{bucket}"
     return {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*"},
-            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"},
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket_arn}/*"},
+            {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
         ],
     }
 
@@ -53,12 +59,12 @@ def ensure_role(iam, name: str, bucket: str) -> tuple[str, str]:
 
 def ensure_role_named(iam, role: str, trust: dict, description: str, tags: list[dict[str, str]],
                       *, inline: dict[str, dict] | None = None,
-                      managed: list[str] | None = None) -> str:
+                      managed: list[str] | None = None, path: str = "/") -> str:
     """The role with exactly this trust, these inline policies and these managed policies
     ("nothing else": anything added by hand is dropped); returns its ARN."""
     try:
         arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust),
-                              Description=description, Tags=tags)["Role"]["Arn"]
+                              Description=description, Tags=tags, Path=path)["Role"]["Arn"]
     except ClientError as exc:
         if error_code(exc) != "EntityAlreadyExists":
             raise
@@ -122,12 +128,10 @@ def delete_instance_profile(iam, name: str) -> bool:
 
 
 def delete_instance_profile_named(iam, profile: str) -> bool:
-    try:
-        attached = iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"]
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return False
-        raise
+    attached = _unless_missing(
+        lambda: iam.get_instance_profile(InstanceProfileName=profile)["InstanceProfile"]["Roles"])
+    if attached is None:
+        return False
     for r in attached:
         iam.remove_role_from_instance_profile(InstanceProfileName=profile, RoleName=r["RoleName"])
     iam.delete_instance_profile(InstanceProfileName=profile)
@@ -139,13 +143,18 @@ def delete_role(iam, name: str) -> bool:
     return delete_role_named(iam, role_name(name))
 
 
+def role_tagged(iam, role: str, key: str, value: str) -> bool:
+    """Whether the role exists and carries that tag (a label alone never proves ownership:
+    callers check their ledger too)."""
+    found = _unless_missing(lambda: iam.get_role(RoleName=role)["Role"])
+    return found is not None and {t["Key"]: t["Value"] for t in found.get("Tags", [])}.get(
+        key) == value
+
+
 def delete_role_named(iam, role: str) -> bool:
-    try:
-        policies = iam.list_role_policies(RoleName=role)["PolicyNames"]
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchEntity":
-            return False
-        raise
+    policies = _unless_missing(lambda: iam.list_role_policies(RoleName=role)["PolicyNames"])
+    if policies is None:
+        return False
     for policy in policies:
         iam.delete_role_policy(RoleName=role, PolicyName=policy)
     for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role):
@@ -157,3 +166,13 @@ def delete_role_named(iam, role: str) -> bool:
         )
     iam.delete_role(RoleName=role)
     return True
+
+
+def _unless_missing(call: Callable[[], T]) -> T | None:
+    """`call()`, or None when IAM answers that the entity does not exist."""
+    try:
+        return call()
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchEntity":
+            return None
+        raise

@@ -28,7 +28,7 @@ from sdtui.deploy.base import (
     TeardownReport,
     run_steps,
 )
-from sdtui.deploy.batch import estimate, runs
+from sdtui.deploy.batch import estimate, jobdef, runs
 from sdtui.deploy.batch import teardown as batch_teardown
 from sdtui.deploy.batch.settings import BatchSettings
 from sdtui.deploy.batch.steps import BatchSteps, Preflight
@@ -120,7 +120,11 @@ class BatchDeployment(Deployment):
             max(sharding.images_per_shard(counts, shards)), rates)
         command = runs.child_command(bucket=s.bucket, region=str(s.region), run=run,
                                      shards=shards, files=pre.files)
-        job_id = runs.submit(self.work.client("batch"), s.name, run, shards=shards,
+        batch = self.work.client("batch")
+        role_arn = self.work.run_access(run, pre.who.account)
+        definition = jobdef.register_run(batch, jobdef.definition_params(
+            s.name, image=self.ledger.params["image"], job_role_arn=role_arn, run=run))
+        job_id = runs.submit(batch, s.name, run, definition=definition, shards=shards,
                              command=command, attempt_s=attempt_s,
                              environment=runs.child_environment())
         record = {"run": run, "job_id": job_id, "shards": shards, "counts": counts,
@@ -148,8 +152,11 @@ class BatchDeployment(Deployment):
 
     def run_status(self, record: dict[str, Any]) -> runs.RunStatus:
         record = self.run_record(record["run"])  # another process may have cancelled it
-        return runs.run_status(self.work.client("batch"), self.work.client("s3"),
-                               record["bucket"], record, boot_s=float(record.get("boot_s", 0)))
+        status = runs.run_status(self.work.client("batch"), self.work.client("s3"),
+                                 record["bucket"], record, boot_s=float(record.get("boot_s", 0)))
+        if status.finished:
+            self.work.end_run_access(record["run"])
+        return status
 
     def collect(self, record: dict[str, Any], out_dir: Path | None = None
                 ) -> list[runs.Collected]:

@@ -20,10 +20,12 @@ RETRY_ON_HOST = [
 
 
 def definition_params(name: str, *, image: str, job_role_arn: str,
-                      attempt_s: int = DEFAULT_ATTEMPT_S, memory_mib: int = MEMORY_MIB) -> dict:
-    """The RegisterJobDefinition request."""
+                      attempt_s: int = DEFAULT_ATTEMPT_S, memory_mib: int = MEMORY_MIB,
+                      run: str | None = None) -> dict:
+    """The RegisterJobDefinition request: the deployment's, or (`run`) that run's own."""
     return {
-        "jobDefinitionName": names.job_definition(name),
+        "jobDefinitionName": names.job_definition(name) if run is None
+        else names.run_job_definition(name, run),
         "type": "container",
         "platformCapabilities": ["EC2"],
         "containerProperties": {
@@ -59,10 +61,11 @@ def _retry(strategy: dict | None) -> dict:
     return strategy
 
 
-def active_definitions(batch, name: str) -> list[dict]:
+def active_definitions(batch, name: str, definition: str | None = None) -> list[dict]:
+    """Ours of that name (the deployment's by default), oldest first."""
     found = []
     for page in batch.get_paginator("describe_job_definitions").paginate(
-            jobDefinitionName=names.job_definition(name), status="ACTIVE"):
+            jobDefinitionName=definition or names.job_definition(name), status="ACTIVE"):
         found += [d for d in page["jobDefinitions"]
                   if d.get("tags", {}).get(names.TAG_KEY) == name]
     return sorted(found, key=lambda d: d["revision"])
@@ -80,9 +83,26 @@ def ensure(batch, name: str, params: dict) -> str:
     return arn
 
 
-def deregister_all(batch, name: str) -> list[str]:
+def register_run(batch, params: dict) -> str:
+    """A run's own definition (its role is the run's); returns its ARN."""
+    return batch.register_job_definition(**params)["jobDefinitionArn"]
+
+
+def deregister_run(batch, name: str, run: str) -> list[str]:
+    return _deregister(batch, active_definitions(batch, name, names.run_job_definition(name, run)))
+
+
+def deregister_all(batch, name: str, run_ids: list[str] = ()) -> list[str]:
+    """The deployment's definitions and those of the given runs."""
+    found = active_definitions(batch, name)
+    for run in run_ids:
+        found += active_definitions(batch, name, names.run_job_definition(name, run))
+    return _deregister(batch, found)
+
+
+def _deregister(batch, definitions: list[dict]) -> list[str]:
     gone = []
-    for definition in active_definitions(batch, name):
+    for definition in definitions:
         batch.deregister_job_definition(jobDefinition=definition["jobDefinitionArn"])
         gone.append(definition["jobDefinitionArn"])
     return gone

@@ -10,7 +10,7 @@ from sdtui.deploy.aws.naming import error_code, tags
 from sdtui.deploy.batch import names
 
 ROOT_DEVICE = "/dev/xvda"  # the ECS-optimized Amazon Linux 2023 AMIs' root device
-VERSION = "$Latest"
+LATEST = "$Latest"
 
 
 def template_data(volume_gb: int) -> dict:
@@ -40,20 +40,24 @@ def find(ec2, name: str) -> str | None:
     return found[0]["LaunchTemplateId"]
 
 
-def ensure(ec2, name: str, volume_gb: int) -> str:
-    """Our template, with the current data as its latest version; returns its id."""
+def ensure(ec2, name: str, volume_gb: int) -> tuple[str, int]:
+    """Our template, with the current data as its latest version; returns its id and that
+    version's number (the compute environment names the number)."""
     data = template_data(volume_gb)
     template_id = find(ec2, name)
     if template_id is None:
-        return ec2.create_launch_template(
+        made = ec2.create_launch_template(
             LaunchTemplateName=names.launch_template(name), LaunchTemplateData=data,
             TagSpecifications=[{"ResourceType": "launch-template", "Tags": tags(name)}],
-        )["LaunchTemplate"]["LaunchTemplateId"]
+        )["LaunchTemplate"]
+        return made["LaunchTemplateId"], int(made["LatestVersionNumber"])
     latest = ec2.describe_launch_template_versions(
-        LaunchTemplateId=template_id, Versions=[VERSION])["LaunchTemplateVersions"][0]
-    if _differs(latest.get("LaunchTemplateData", {}), data):
-        ec2.create_launch_template_version(LaunchTemplateId=template_id, LaunchTemplateData=data)
-    return template_id
+        LaunchTemplateId=template_id, Versions=[LATEST])["LaunchTemplateVersions"][0]
+    if not _differs(latest.get("LaunchTemplateData", {}), data):
+        return template_id, int(latest["VersionNumber"])
+    made = ec2.create_launch_template_version(LaunchTemplateId=template_id,
+                                              LaunchTemplateData=data)["LaunchTemplateVersion"]
+    return template_id, int(made["VersionNumber"])
 
 
 def _differs(current: dict, wanted: dict) -> bool:

@@ -21,6 +21,7 @@ from sdtui.modelfiles import (
     check_models,
     deployment_files,
 )
+from sdtui.userfiles import expand
 
 MODEL_SUFFIXES = (".ckpt", ".safetensors")
 
@@ -35,13 +36,13 @@ class ModelFiles:
 
 def is_local(arg: str) -> bool:
     """A path on this machine (it exists, or is written like one) rather than a bucket key."""
-    return Path(arg).expanduser().exists() or arg.startswith(("/", ".", "~"))
+    return arg.startswith(("/", ".", "~")) or Path(arg).exists()
 
 
 def plan(s3, bucket: str, bucket_exists: bool, models: list[str]) -> ModelFiles:
     local = [is_local(m) for m in models]
     if all(local):
-        paths = [Path(m).expanduser() for m in models]
+        paths = [expand(m, "model file") for m in models]
         check_models(paths)
         files = deployment_files(paths)
         return ModelFiles(files[0][1].split("/")[0], [key for _path, key in files],

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from sdtui.deploy.aws.naming import TAG_KEY
 from sdtui.errors import BadInput
 
@@ -39,6 +41,22 @@ def job_role(name: str) -> str:
     return f"sdtui-{name}-job"
 
 
+def run_role(name: str, run: str) -> str:
+    """One run's role (IAM role names stop at 64 characters, so the run by a digest; its tag
+    and description name it)."""
+    return f"sdtui-{name}-run-{hashlib.sha256(run.encode()).hexdigest()[:8]}"
+
+
+def run_role_path(name: str) -> str:
+    """Every run role of a deployment lives under this IAM path, so iam:PassRole can name
+    them all and nothing else."""
+    return f"/sdtui/{name}/runs/"
+
+
+def run_job_definition(name: str, run: str) -> str:
+    return f"sdtui-{name}-{run}"
+
+
 def instance_role(name: str) -> str:
     return f"sdtui-{name}-instance"
 
@@ -59,4 +77,5 @@ def job_name(name: str, run: str) -> str:
     return f"sdtui-{name}-{run}"
 
 
-JOB_POLICY_NAME = "sdtui-read-model-write-runs"
+JOB_POLICY_NAME = "sdtui-read-model"
+RUN_POLICY_NAME = "sdtui-read-model-and-run-write-run-outputs"

@@ -1,5 +1,6 @@
-"""Where the scale-out's instances live: the default VPC's subnets, and a security group of
-their own that lets nothing in (the shards only call out, to S3 and ECR)."""
+"""Where the scale-out's instances live: the default VPC's default subnets (Option A's rule: a
+subnet someone added to the default VPC may be private, with no route to ECR or S3), and a
+security group of their own that lets nothing in (the shards only call out, to S3 and ECR)."""
 
 from __future__ import annotations
 
@@ -8,20 +9,15 @@ from collections.abc import Callable
 
 from sdtui.deploy.aws import access
 from sdtui.deploy.aws.access import default_vpc
+from sdtui.deploy.aws.instance import default_subnets
 from sdtui.deploy.aws.naming import tag_filter, tags
 from sdtui.deploy.batch import names
-from sdtui.errors import DeploymentError
 
 RETRY_DELAYS = (5, 10, 20, 40)  # a group stays "in use" until the last instance's ENI is gone
 
 
 def subnets(ec2) -> list[str]:
-    vpc = default_vpc(ec2)
-    found = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
-    if not found:
-        raise DeploymentError(f"the default VPC {vpc} has no subnets",
-                              fix="run `aws ec2 create-default-subnet` for a zone, then retry")
-    return sorted(s["SubnetId"] for s in found)
+    return sorted(s["SubnetId"] for s in default_subnets(ec2))
 
 
 def find_security_group(ec2, name: str) -> dict | None:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from sdtui.deploy.batch import names
-from sdtui.deploy.batch.wait import disable_then_delete, status_of, wait_for
+from sdtui.deploy.batch.wait import Status, disable_then_delete, wait_for
 
 
 def queue_params(name: str, compute_environment_arn: str) -> dict:
@@ -26,7 +26,7 @@ def describe(batch, name: str) -> dict | None:
 
 def ensure(batch, name: str, params: dict, *,
            sleep: Callable[[float], None] = time.sleep) -> str:
-    state = status_of(describe, batch, name)
+    state = Status(describe, batch, name)
     found = describe(batch, name)
     if found is None:
         arn = batch.create_job_queue(**params)["jobQueueArn"]
@@ -46,7 +46,7 @@ def delete(batch, name: str, *, sleep: Callable[[float], None] = time.sleep) -> 
         return False
     arn = found["jobQueueArn"]
     disable_then_delete(
-        status_of(describe, batch, name), found, "the job queue",
+        Status(describe, batch, name), found, "the job queue",
         disable=lambda: batch.update_job_queue(jobQueue=arn, state="DISABLED"),
         delete=lambda: batch.delete_job_queue(jobQueue=arn), sleep=sleep)
     return True

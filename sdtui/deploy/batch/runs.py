@@ -105,13 +105,14 @@ def child_environment() -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in sorted(env.items())]
 
 
-def submit(batch, name: str, run: str, *, shards: int, command: list[str],
+def submit(batch, name: str, run: str, *, definition: str, shards: int, command: list[str],
            environment: list[dict[str, str]], attempt_s: int) -> str:
-    """One array job of `shards` children (a plain job when there is one); returns its id."""
+    """One array job of `shards` children (a plain job when there is one) on the run's own
+    job definition; returns its id."""
     params: dict[str, Any] = {
         "jobName": names.job_name(name, run),
         "jobQueue": names.job_queue(name),
-        "jobDefinition": names.job_definition(name),
+        "jobDefinition": definition,
         "containerOverrides": {"command": command, "environment": environment},
         "timeout": {"attemptDurationSeconds": attempt_s},
         "propagateTags": True,

@@ -8,10 +8,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from sdtui.deploy.aws import bucket, iam, upload
-from sdtui.deploy.aws.naming import error_code, tags
+from sdtui.deploy.aws.naming import TAG_KEY, error_code, tags
 from sdtui.deploy.aws.session import Identity, SessionClients, identity
 from sdtui.deploy.base import Step, StepContext
 from sdtui.deploy.batch import (
@@ -24,6 +24,7 @@ from sdtui.deploy.batch import (
     network,
     policies,
     quota,
+    runs,
 )
 from sdtui.deploy.batch import queue as job_queue
 from sdtui.deploy.batch.settings import BatchSettings
@@ -34,7 +35,6 @@ from sdtui.ledger import Ledger, list_ledgers
 @dataclass(frozen=True)
 class Preflight:
     who: Identity
-    partition: str
     bucket_exists: bool
     files: models.ModelFiles
     quota: quota.Quota
@@ -59,7 +59,7 @@ class BatchSteps(SessionClients):
         found = quota.check(self.client("service-quotas"), s.gpus, s.spot, str(s.region),
                             warn=self.warn)
         self._names_are_free_or_ours()
-        return Preflight(who, policies.partition_of(who.arn), exists, files, found)
+        return Preflight(who, exists, files, found)
 
     def _names_are_free_or_ours(self) -> None:
         """BadInput when a resource of ours by name exists without our tag (never touched)."""
@@ -164,31 +164,62 @@ class BatchSteps(SessionClients):
         keys = sorted(set(self.ledger.params.get("model_keys", [])) | set(pre.files.keys))
         job_arn = iam.ensure_role_named(
             client_, names.job_role(s.name), policies.job_trust_policy(pre.who.account),
-            f"sdtui scale-out {s.name}: shards read the model and write their run's images",
+            f"sdtui scale-out {s.name}: reads the model (each run has a role of its own)",
             tags(s.name), inline={names.JOB_POLICY_NAME: policies.job_role_policy(
-                pre.partition, s.bucket, keys)})
+                s.bucket, keys)})
         self.ledger.record("role", names.job_role(s.name))
         iam.ensure_role_named(
             client_, names.instance_role(s.name), policies.INSTANCE_TRUST_POLICY,
             f"sdtui scale-out {s.name}: the GPU instances' ECS agent", tags(s.name),
-            managed=[policies.ecs_instance_policy_arn(pre.partition)])
+            managed=[policies.ecs_instance_policy_arn()])
         self.ledger.record("role", names.instance_role(s.name))
         profile_arn = iam.ensure_instance_profile_named(
             client_, names.instance_profile(s.name), names.instance_role(s.name), tags(s.name))
         self.ledger.record("instance_profile", names.instance_profile(s.name))
         self.ledger.set_params(model_keys=keys, job_role_arn=job_arn,
                                instance_profile_arn=profile_arn)
-        return f"{names.job_role(s.name)} may read {len(keys)} model key(s) and write runs/"
+        return f"{names.job_role(s.name)} may read {len(keys)} model key(s)"
+
+    def run_access(self, run: str, account: str) -> str:
+        """The run's own role: the model, and that run's prompts and outputs only (a shard of
+        one run cannot read or write another's); returns its ARN."""
+        s = self.settings
+        role = names.run_role(s.name, run)
+        arn = iam.ensure_role_named(
+            self.client("iam"), role, policies.job_trust_policy(account),
+            f"sdtui scale-out {s.name}: run {run} reads the model and its prompts, writes "
+            "its images", [*tags(s.name), {"Key": runs.RUN_TAG, "Value": run}],
+            inline={names.RUN_POLICY_NAME: policies.run_role_policy(
+                s.bucket, self.ledger.params.get("model_keys", []), run)},
+            path=names.run_role_path(s.name))
+        self.ledger.record("role", role, run=run)
+        return arn
+
+    def end_run_access(self, run: str) -> None:
+        """Once a run is over: its job definition deregistered and its role deleted (only a
+        role this ledger recorded creating that carries our tag)."""
+        name, role = self.settings.name, names.run_role(self.settings.name, run)
+        if not any(e.id == role for e in self.ledger.resources("role")):
+            return  # already done
+        try:
+            jobdef.deregister_run(self.client("batch"), name, run)
+            if iam.role_tagged(self.client("iam"), role, TAG_KEY, name):
+                iam.delete_role_named(self.client("iam"), role)
+        except (ClientError, BotoCoreError) as exc:  # teardown tries again; the run is done
+            self.warn(f"could not remove run {run}'s role and job definition yet: {exc}")
+            return
+        self.ledger.forget("role", role)
 
     def run_network(self, ctx: StepContext) -> str:
         s, ec2 = self.settings, self.client("ec2")
         group = network.ensure_security_group(ec2, s.name)
         self.ledger.record("security_group", group)
-        template = launch_template.ensure(ec2, s.name, s.volume_gb)
+        template, version = launch_template.ensure(ec2, s.name, s.volume_gb)
         self.ledger.record("launch_template", template)
         subnets = network.subnets(ec2)
-        self.ledger.set_params(security_group=group, launch_template=template, subnets=subnets)
-        return f"group {group}, template {template}, {len(subnets)} subnet(s)"
+        self.ledger.set_params(security_group=group, launch_template=template,
+                               launch_template_version=version, subnets=subnets)
+        return f"group {group}, template {template} v{version}, {len(subnets)} subnet(s)"
 
     def run_compute(self, ctx: StepContext) -> str:
         s, p = self.settings, self.ledger.params
@@ -197,9 +228,17 @@ class BatchSteps(SessionClients):
             subnets=p["subnets"], security_group=p["security_group"],
             instance_profile_arn=p["instance_profile_arn"],
             launch_template_id=p["launch_template"],
+            launch_template_version=p["launch_template_version"],
             service_role_arn=compute.service_role_arn(self.client("iam")))
-        arn = compute.ensure(self.client("batch"), s.name, params, sleep=self.sleep)
-        self.ledger.record("compute_environment", names.compute_environment(s.name), arn=arn)
+        environment = names.compute_environment(s.name)
+        arn = compute.ensure(
+            self.client("batch"), s.name, params,
+            recorded=any(e.id == environment for e in self.ledger.resources(
+                "compute_environment")),
+            on_create=lambda made: self.ledger.record("compute_environment", environment,
+                                                      arn=made),
+            sleep=self.sleep)
+        self.ledger.record("compute_environment", environment, arn=arn)
         self.ledger.set_params(compute_environment_arn=arn, instance_type=s.instance_type,
                                spot=s.spot)
         return f"{arn}: up to {compute.max_vcpus(s.gpus)} vCPUs, none while idle"

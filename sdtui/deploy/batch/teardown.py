@@ -12,6 +12,7 @@ from collections.abc import Callable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sdtui.deploy.aws import bucket, iam
+from sdtui.deploy.aws.naming import TAG_KEY
 from sdtui.deploy.aws.session import client
 from sdtui.deploy.aws.teardown import S3_USD_PER_GB_MONTH, bucket_size_gb
 from sdtui.deploy.base import Resource, TeardownReport
@@ -52,8 +53,9 @@ def teardown(session, name: str, ledger: Ledger | None, *, purge_bucket: bool = 
         "compute_environment", names.compute_environment(name),
         lambda: compute.delete(batch, name, sleep=sleep),
         "free while idle; running instances bill until Batch stops them; ")
+    run_ids = [e.id for e in ledger.resources("run")] if ledger is not None else []
     attempt("job_definition", names.job_definition(name),
-            lambda: jobdef.deregister_all(batch, name), "free; ")
+            lambda: jobdef.deregister_all(batch, name, run_ids), "free; ")
     if compute_gone:
         attempt("launch_template", names.launch_template(name),
                 lambda: launch_template.delete(ec2, name), "free; ")
@@ -70,6 +72,11 @@ def teardown(session, name: str, ledger: Ledger | None, *, purge_bucket: bool = 
         for role in (names.instance_role(name), names.job_role(name)):
             attempt("role", role, lambda role=role: iam.delete_role_named(iam_client, role),
                     "free; ")
+        for entry in ledger.resources("role") if ledger is not None else []:
+            if entry.meta.get("run"):  # a run's role: ours by this ledger and our tag
+                attempt("role", entry.id, lambda role=entry.id: iam.role_tagged(
+                    iam_client, role, TAG_KEY, name) and iam.delete_role_named(
+                    iam_client, role), "free; ")
     attempt("ecr_repository", names.repository(name),
             lambda: ecr.delete_repository(ecr_client, name), "about $0.10/GB-month; ")
 

@@ -12,7 +12,16 @@ DELAY_S = 5
 TIMEOUT_S = 15 * 60  # a compute environment with instances can take minutes to go
 
 
-def wait_for(state: Callable[[], str | None], wanted: set[str | None], what: str, *,
+class Invalid(DeploymentError):
+    """Batch reports the thing INVALID; `reason` is its statusReason."""
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"{what} is INVALID: {reason or 'Batch gives no reason'}",
+                         fix="fix what the reason names, then run the same command again")
+
+
+def wait_for(state: Status, wanted: set[str | None], what: str, *,
              failed: set[str] = frozenset({"INVALID"}), timeout_s: float = TIMEOUT_S,
              sleep: Callable[[float], None] = time.sleep,
              clock: Callable[[], float] = time.monotonic) -> str | None:
@@ -23,25 +32,30 @@ def wait_for(state: Callable[[], str | None], wanted: set[str | None], what: str
         if current in wanted:
             return current
         if current in failed:
-            raise DeploymentError(f"{what} is {current}",
-                                  fix="see its status reason in the AWS Batch console")
+            raise Invalid(what, state.reason)
         if clock() > deadline:
             raise DeploymentError(f"{what} is still {current} after {timeout_s / 60:.0f} min",
                                   fix="run the same command again to keep waiting")
         sleep(DELAY_S)
 
 
-def status_of(describe: Callable[[Any, str], dict | None], client: Any,
-              name: str) -> Callable[[], str | None]:
-    """The `status` field of what `describe` finds (None once it is gone), for `wait_for`."""
-    def state() -> str | None:
-        found = describe(client, name)
+class Status:
+    """Calling it gives the `status` field of what `describe` finds (None once it is gone);
+    `reason` is the `statusReason` of that same answer."""
+
+    def __init__(self, describe: Callable[[Any, str], dict | None], client: Any,
+                 name: str) -> None:
+        self._describe, self._client, self._name = describe, client, name
+        self.reason = ""
+
+    def __call__(self) -> str | None:
+        found = self._describe(self._client, self._name)
+        self.reason = "" if found is None else found.get("statusReason", "")
         return None if found is None else found.get("status")
 
-    return state
 
 
-def disable_then_delete(state: Callable[[], str | None], found: dict, what: str, *,
+def disable_then_delete(state: Status, found: dict, what: str, *,
                         disable: Callable[[], object], delete: Callable[[], object],
                         sleep: Callable[[float], None] = time.sleep) -> None:
     """Batch deletes a compute environment or queue only once it is DISABLED and settled."""

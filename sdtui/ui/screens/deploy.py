@@ -27,7 +27,7 @@ from textual.widgets import (
 
 from sdtui import recent
 from sdtui.errors import SdtuiError
-from sdtui.ledger import Ledger
+from sdtui.ledger import Damaged, Ledger
 from sdtui.ui.checks import Check
 from sdtui.ui.fixes import error_text
 from sdtui.ui.forms import FIELDS, Option, field_errors
@@ -76,6 +76,8 @@ class DeployScreen(Screen[None]):
         self.option: Option = "local"
         self._initial_values: dict[Option, dict[str, Any]] = {}
         self._ledgers: list[Ledger] = []
+        self._damaged: list[Damaged] = []
+        self._problems: dict[Option, SdtuiError] = {}  # why a form could not be filled in
         self._check_timer: Any = None
         self.title = "sdtui — choose a deployment"
 
@@ -107,8 +109,12 @@ class DeployScreen(Screen[None]):
         """The option's fields, filled in from the flags, the ledger (or the values last used),
         the config file and the defaults: the core's one precedence rule."""
         if option not in self._initial_values:
-            self._initial_values[option] = self.app.services.form_values(
-                option, self.app.services.given)
+            try:
+                self._initial_values[option] = self.app.services.form_values(
+                    option, self.app.services.given)
+            except SdtuiError as exc:  # a damaged ledger or config: the form starts empty
+                self._initial_values[option] = {}
+                self._problems[option] = exc
         values = self._initial_values[option]
         widgets: list[Widget] = []
         for f in FIELDS[option]:
@@ -137,6 +143,9 @@ class DeployScreen(Screen[None]):
         table.add_columns("name", "option", "state", "resources")
         self.choose(self.option, check=False)
         self.refresh_deployments(states=False)
+        for bad in self._damaged:
+            self.notify(error_text(bad.error), title="A deployment's ledger is damaged",
+                        severity="error", timeout=30)
         options = self.query_one("#option", RadioSet)
         options.focus()
         # RadioSet highlights its first button when mounted: highlight the chosen one.
@@ -179,7 +188,9 @@ class DeployScreen(Screen[None]):
         for other in FIELDS:
             self.query_one(f"#form-{other}").display = other == option
         self.query_one(f"#choose-{option}", RadioButton).value = True
-        self.query_one("#form-error", Static).update("")
+        problem = self._problems.get(option)
+        self.query_one("#form-error", Static).update(
+            Text(f"✗ {error_text(problem)}", "red") if problem else "")
         if option == "aws":
             self.call_after_refresh(self._show_estimate)
         self.call_after_refresh(self._hint_more)
@@ -286,6 +297,7 @@ class DeployScreen(Screen[None]):
 
     def refresh_deployments(self, states: bool = True) -> None:
         self._ledgers = self.app.services.list_deployments()
+        self._damaged = self.app.services.damaged_deployments()
         current = recent.load().current
         table = self.query_one("#deployments", DataTable)
         table.clear()
@@ -294,7 +306,9 @@ class DeployScreen(Screen[None]):
             default = current == (ledger.name, ledger.option)
             name = f"{ledger.name} (default)" if default else ledger.name
             table.add_row(name, ledger.option, "…", kinds, key=ledger.name)
-        if not self._ledgers:
+        for bad in self._damaged:  # after the others, so a row's index finds its ledger
+            table.add_row(bad.name, "?", "damaged", str(bad.path), key=bad.name)
+        if not self._ledgers and not self._damaged:
             table.add_row("(none yet)", "", "", "")
         self.refresh_bindings()
         if states:
@@ -328,6 +342,10 @@ class DeployScreen(Screen[None]):
 
     def _selected(self) -> Ledger | None:
         table = self.query_one("#deployments", DataTable)
+        if table.cursor_row >= len(self._ledgers) and self._damaged:
+            bad = self._damaged[min(table.cursor_row - len(self._ledgers), len(self._damaged) - 1)]
+            self.query_one("#form-error", Static).update(Text(f"✗ {error_text(bad.error)}", "red"))
+            return None
         if not self._ledgers:
             self.notify("There are no deployments yet.", severity="warning")
             return None

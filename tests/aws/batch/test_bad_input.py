@@ -152,3 +152,15 @@ def test_scale_out_flags_without_the_scale_out(capsys, aws, tmp_path, flags):
     err = capsys.readouterr().err
     assert code == EXIT_BAD_INPUT and "applies to the scale-out only" in err
     assert "--option batch" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("region, partition", [("cn-north-1", "aws-cn"),
+                                               ("us-gov-west-1", "aws-us-gov")])
+def test_a_region_outside_the_aws_partition(capsys, aws, tmp_path, local_model, prompts,
+                                            region, partition):
+    """The scale-out writes every ARN for the `aws` partition (the README says so), so the
+    others are refused before anything is made, as for Option A."""
+    err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, "--model", str(local_model),
+                  "--prompt-file", str(prompts), "--region", region)
+    assert f"region {region!r} is in the {partition} partition" in err
+    assert "us-east-1" in err.split(" — ")[1]
