@@ -38,7 +38,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from aws.conftest import aws, aws_env, moto_url  # noqa: F401 (the moto harness)
+from aws.conftest import aws, aws_env, ecr_registry, moto_url  # noqa: F401 (the moto harness)
 from aws.instance_sandbox import instance_sandbox
 from aws.sshd import FakeBoot, free_port
 from local_cli import BASE, finished_by_worker, labelled, wait_for
@@ -141,12 +141,13 @@ FAULTS = [
 
 
 @pytest.fixture
-def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image) -> Iterator[Cell]:  # noqa: F811
+def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image,  # noqa: F811
+         ecr_registry) -> Iterator[Cell]:  # noqa: F811
     fault = request.node.callspec.params["fault"]
     name = f"fa-{uuid.uuid4().hex[:6]}"
     port = free_port()
     host = tmp_path / "host"
-    instance_sandbox(monkeypatch, host, port)
+    instance_sandbox(monkeypatch, host, port, ecr_registry)
     boot = FakeBoot(aws["ec2"], name, tmp_path / "sshd", port)
     disk = Tmpfs(tmp_path / "out") if fault.needs == "tmpfs" else None
     made = Cell(name, tmp_path, docker_client, boot, disk=disk)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 
-from sdtui.deploy.aws import access, ami, bucket, iam, instance, pricing, upload
+from sdtui.deploy.aws import access, ami, bucket, iam, image, instance, pricing, upload
 from sdtui.deploy.aws.naming import instance_profile_name, key_pair_name
 from sdtui.deploy.aws.session import (
     SessionClients,
@@ -141,6 +141,12 @@ class AwsRun(SessionClients):
         self.ledger.record("instance_profile", profile)
         return f"role {role} may read s3://{self.settings.bucket}"
 
+    # --- repository -------------------------------------------------------------------------
+
+    def run_repository(self, ctx: StepContext) -> str:
+        uri = image.ensure_repository(self.client("ecr"), self.settings.name, self.ledger)
+        return f"{uri}: the worker image, built once and pulled by later launches"
+
     # --- access -----------------------------------------------------------------------------
 
     def access_done(self) -> str | None:
@@ -223,6 +229,7 @@ def aws_steps(
         Step("bucket", "Private S3 bucket for the model", run.run_bucket, run.bucket_done),
         Step("upload", "Upload the model files", run.run_upload),
         Step("iam", "Instance role that may read the bucket", run.run_iam, run.iam_done),
+        Step("repository", "Private ECR repository for the worker image", run.run_repository),
         Step("access", "SSH key and security group", run.run_access, run.access_done),
         Step("instance", f"Launch the {settings.instance_type} instance", run.run_instance,
              run.instance_done),

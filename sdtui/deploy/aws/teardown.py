@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sdtui.deploy.aws import access, bucket, iam, instance
+from sdtui.deploy.aws import access, bucket, ecr, iam, instance
 from sdtui.deploy.aws.naming import (
     TAG_KEY,
     error_code,
@@ -248,11 +248,48 @@ def teardown(
                 note = "--purge-bucket deletes it"
             report.kept.append(Resource("bucket", entry.id, "kept", True, note))
 
+    # 6. the ECR repository: the worker image a later launch pulls; kept with the bucket
+    for entry in ledger.resources("ecr_repository"):
+        _repository(client(session, "ecr"), name, entry.id, bool(entry.meta.get("created")),
+                    ledger, report, purge_bucket, attempt)
+
+    # A kept bucket or repository keeps the ledger: it remembers that this deployment made them.
     if not report.left:
-        remaining = [e for e in ledger.resources() if e.kind not in {"bucket", "object"}]
-        if not remaining and not ledger.resources("bucket"):
+        kept = {"bucket", "object", "ecr_repository"}
+        if not [e for e in ledger.resources() if e.kind not in kept] and not (
+                ledger.resources("bucket") or ledger.resources("ecr_repository")):
             ledger.delete()
     return report
+
+
+REPOSITORY_KEPT = ("the worker image the next launch pulls instead of building, about "
+                   f"${ecr.USD_PER_GB_MONTH:.2f}/GB-month; --purge-bucket deletes it")
+
+
+def _repository(ecr_client, name: str, repository: str, created: bool, ledger: Ledger,
+                report: TeardownReport, purge: bool,
+                attempt: Callable[[str, str, Callable[[], bool | None], str], bool]) -> None:
+    """Deleted with --purge-bucket when this deployment created it and it carries our tag;
+    otherwise kept (a repository sdtui did not create is never deleted)."""
+    try:
+        found = ecr.describe(ecr_client, name) if created else None
+    except BadInput:  # our name without our tag: not ours
+        created = False
+    except (ClientError, BotoCoreError) as exc:
+        report.left.append(Resource("ecr_repository", repository, "left", note=f"{exc}"))
+        return
+    if not created:
+        report.kept.append(Resource("ecr_repository", repository, "kept", True,
+                                    "not created by this deployment: never deleted"))
+        ledger.forget("ecr_repository", repository)
+    elif found is None:
+        ledger.forget("ecr_repository", repository)
+    elif purge:
+        attempt("ecr_repository", repository, lambda: ecr.delete_repository(ecr_client, name),
+                f"about ${ecr.USD_PER_GB_MONTH:.2f}/GB-month; ")
+    else:
+        report.kept.append(Resource("ecr_repository", repository, "kept", True,
+                                    REPOSITORY_KEPT))
 
 
 def _purge(s3, name: str) -> bool:
