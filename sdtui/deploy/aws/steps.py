@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 
-from sdtui.deploy.aws import access, ami, bucket, iam, image, instance, pricing, upload
+from sdtui.deploy.aws import access, ami, bucket, ecr, iam, image, instance, pricing, upload
 from sdtui.deploy.aws.naming import instance_profile_name, key_pair_name
 from sdtui.deploy.aws.session import (
     SessionClients,
@@ -49,6 +49,9 @@ class AwsRun(SessionClients):
     def run_identity(self, ctx: StepContext) -> str:
         who = identity(self.session)
         s = self.settings
+        # Read only: a repository of this name that is not ours is refused before anything is
+        # created (the repository step itself comes after the bucket and the role).
+        ecr.describe(self.client("ecr"), s.name)
         self.ledger.set_params(
             account=who.account, region=s.region, bucket=s.bucket, instance_type=s.instance_type,
             spot=s.spot, idle_minutes=s.idle_minutes, profile=s.profile,
