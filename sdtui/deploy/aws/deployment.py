@@ -130,9 +130,13 @@ class AwsDeployment(WorkerSteps, Deployment):
             target = self._target(self._find_running())
             # sshd may still be starting: wait for it here, where the wait is bounded
             self._open_ssh(target).close()
-            self._engine = docker_over_ssh(target, access.private_key_path(self.name),
-                                           ssh.known_hosts_path(self.name))
+            self._engine = self._docker(target)
         return self._engine
+
+    def _docker(self, target: ssh.SshTarget) -> docker.DockerClient:
+        """A new Docker SDK client for the instance's engine, over SSH with the pinned key."""
+        return docker_over_ssh(target, access.private_key_path(self.name),
+                               ssh.known_hosts_path(self.name))
 
     def _cost(self, found: dict, idle_stop_in_s: int | None) -> CostUpdate | None:
         hourly = self.ledger.params.get("hourly_usd")
@@ -201,19 +205,14 @@ class AwsDeployment(WorkerSteps, Deployment):
                 f"idle stop after {plan.idle_minutes} min")
 
     def _image_ready(self) -> str | None:
-        self._image = image.ready(self.engine, self.ledger, dockerfile=self.dockerfile,
-                                  base_image=self.base_image)
-        if self._image is None:
-            return None
-        self.ledger.record("image", self._image)
-        return f"{self._image} is on the instance and in ECR"
+        return self._image_found(image.ready(self.engine, self.ledger, dockerfile=self.dockerfile,
+                                             base_image=self.base_image),
+                                 "is on the instance and in ECR")
 
     def _pull_or_build(self, ctx: StepContext) -> str:
         # A connection of its own, closed after: each Docker SDK request over ssh:// leaves an
         # SSH session open, and sshd allows 10 per connection (MaxSessions).
-        engine = docker_over_ssh(self._target(self._find_running()),
-                                 access.private_key_path(self.name),
-                                 ssh.known_hosts_path(self.name))
+        engine = self._docker(self._target(self._find_running()))
         try:
             found = image.ensure_worker_image(
                 engine, client(self.session, "ecr"), self.name, self.ledger,
@@ -362,8 +361,7 @@ class AwsDeployment(WorkerSteps, Deployment):
                 report.removed.append(Resource("spool", f"{target.host}:{outputs}", note=(
                     f"with the instance: {spooled} image(s) the worker finished that no client "
                     "saved")))
-            engine = docker_over_ssh(target, access.private_key_path(self.name),
-                                     ssh.known_hosts_path(self.name))
+            engine = self._docker(target)
             recorded = {e.id for e in ledger.resources("container")}
             for container in engine.containers.list(
                     all=True, filters={"label": f"{worker_container.LABEL}={self.name}"}):
