@@ -51,7 +51,7 @@ def test_the_smoke_script_runs_option_a_and_leaves_nothing(worker_image, docker_
     repository = f"{ecr_registry}/{repository_name(NAME)}"
     config = {
         "work": str(tmp_path), "name": NAME, "port": free_port(), "cwd": str(ROOT),
-        "amis": str(amis_file(tmp_path / "amis.json")), "timeout": 600,
+        "amis": str(amis_file(tmp_path / "amis.json")), "timeout": 1200,
         "mount_point": str(host / "mnt/sd-data"),
         "command": ["scripts/aws-smoke.sh", "--model", str(tiny_models["ckpt"]), "--bucket",
                     BUCKET, "--name", NAME, "--steps", "2", "--relaunch", "--purge-bucket", "--",
@@ -67,7 +67,7 @@ def test_the_smoke_script_runs_option_a_and_leaves_nothing(worker_image, docker_
     try:
         ran = subprocess.run(["unshare", "--net", "--", sys.executable, "-m",
                               "tests.aws.netns_smoke", json.dumps(config)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=700)
+                             cwd=ROOT, capture_output=True, text=True, timeout=1300)
         assert ran.returncode == 0, ran.stderr[-3000:]
         report = json.loads(ran.stdout.splitlines()[-1])  # moto prints notes of its own
         assert report["boot_error"] is None

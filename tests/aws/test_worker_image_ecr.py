@@ -23,7 +23,7 @@ import pytest
 
 from sdtui.container import context
 from sdtui.container.build import planned_tag
-from sdtui.deploy.aws import ecr, image, ssh
+from sdtui.deploy.aws import bucket, ecr, image, ssh
 from sdtui.deploy.aws.access import write_private_key
 from sdtui.deploy.aws.docker_ssh import docker_over_ssh
 from sdtui.deploy.aws.naming import repository_name
@@ -180,14 +180,20 @@ def test_teardown_keeps_the_repository_with_the_bucket_and_purges_only_its_own(t
     session = make_session(None, "us-east-1")
 
     ours = Ledger.open("ecr-ours", "aws")
+    s3 = boto3.client("s3")
+    bucket.ensure_bucket(s3, "sdtui-ecr-ours-models", "us-east-1", "ecr-ours", "123456789012",
+                         ours=True)
+    ours.record("bucket", "sdtui-ecr-ours-models", created=True)
     image.ensure_repository(ecr_client, "ecr-ours", ours)
     assert ours.resources("ecr_repository")[0].meta["created"] is True
     kept = teardown(session, "ecr-ours", ours)
-    assert [(r.kind, r.id) for r in kept.kept] == [("ecr_repository", "sdtui-ecr-ours")]
-    assert "next launch pulls" in kept.kept[0].note
+    assert [(r.kind, r.id) for r in kept.kept] == [("bucket", "sdtui-ecr-ours-models"),
+                                                   ("ecr_repository", "sdtui-ecr-ours")]
+    assert "next launch pulls" in kept.kept[1].note
     assert Ledger.load("ecr-ours") is not None  # it still remembers creating the repository
     purged = teardown(session, "ecr-ours", Ledger.load("ecr-ours"), purge_bucket=True)
-    assert [(r.kind, r.id) for r in purged.removed] == [("ecr_repository", "sdtui-ecr-ours")]
+    assert [(r.kind, r.id) for r in purged.removed] == [("bucket", "sdtui-ecr-ours-models"),
+                                                        ("ecr_repository", "sdtui-ecr-ours")]
     assert ecr.describe(ecr_client, "ecr-ours") is None
     assert Ledger.load("ecr-ours") is None
 
@@ -199,3 +205,14 @@ def test_teardown_keeps_the_repository_with_the_bucket_and_purges_only_its_own(t
     report = teardown(session, "ecr-theirs", theirs, purge_bucket=True)
     assert report.removed == [] and report.kept[0].id == "sdtui-ecr-theirs"
     assert ecr.describe(ecr_client, "ecr-theirs") is not None
+
+    # beside a bucket of yours (never deleted, and --purge-bucket refused on it) nothing would
+    # ever delete the repository later: it goes with the teardown
+    s3.create_bucket(Bucket="users-own-models-ecr")
+    yours = Ledger.open("ecr-yours", "aws")
+    yours.record("bucket", "users-own-models-ecr", created=False)
+    image.ensure_repository(ecr_client, "ecr-yours", yours)
+    report = teardown(session, "ecr-yours", yours)
+    assert [(r.kind, r.id) for r in report.removed] == [("ecr_repository", "sdtui-ecr-yours")]
+    assert [r.id for r in report.kept] == ["users-own-models-ecr"]
+    assert Ledger.load("ecr-yours") is None

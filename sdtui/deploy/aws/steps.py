@@ -146,6 +146,12 @@ class AwsRun(SessionClients):
 
     # --- repository -------------------------------------------------------------------------
 
+    def repository_done(self) -> str | None:
+        entry = self.ledger.get("ecr_repository")
+        if entry is None or ecr.describe(self.client("ecr"), self.settings.name) is None:
+            return None
+        return f"{entry.meta.get('uri', entry.id)} exists"
+
     def run_repository(self, ctx: StepContext) -> str:
         uri = image.ensure_repository(self.client("ecr"), self.settings.name, self.ledger)
         return f"{uri}: the worker image, built once and pulled by later launches"
@@ -232,7 +238,8 @@ def aws_steps(
         Step("bucket", "Private S3 bucket for the model", run.run_bucket, run.bucket_done),
         Step("upload", "Upload the model files", run.run_upload),
         Step("iam", "Instance role that may read the bucket", run.run_iam, run.iam_done),
-        Step("repository", "Private ECR repository for the worker image", run.run_repository),
+        Step("repository", "Private ECR repository for the worker image", run.run_repository,
+             run.repository_done),
         Step("access", "SSH key and security group", run.run_access, run.access_done),
         Step("instance", f"Launch the {settings.instance_type} instance", run.run_instance,
              run.instance_done),

@@ -223,6 +223,7 @@ def teardown(
         attempt(kind, rid, delete, "free; ")
 
     # 5. the bucket: user data, kept unless asked; a user's own bucket is never deleted
+    bucket_kept = False  # a bucket of ours stays: the repository stays with it
     for entry in ledger.resources("bucket"):
         state = _bucket_state(s3, entry.id, name, ledger)
         if state != "ours":
@@ -247,11 +248,12 @@ def teardown(
             except (ClientError, BotoCoreError):
                 note = "--purge-bucket deletes it"
             report.kept.append(Resource("bucket", entry.id, "kept", True, note))
+            bucket_kept = True
 
-    # 6. the ECR repository: the worker image a later launch pulls; kept with the bucket
+    # 6. the ECR repository: the worker image a later launch pulls; kept with a bucket of ours
     for entry in ledger.resources("ecr_repository"):
         _repository(client(session, "ecr"), name, entry.id, bool(entry.meta.get("created")),
-                    ledger, report, purge_bucket, attempt)
+                    ledger, report, not bucket_kept, attempt)
 
     # A kept bucket or repository keeps the ledger: it remembers that this deployment made them.
     if not report.left:
@@ -269,8 +271,10 @@ REPOSITORY_KEPT = ("the worker image the next launch pulls instead of building, 
 def _repository(ecr_client, name: str, repository: str, created: bool, ledger: Ledger,
                 report: TeardownReport, purge: bool,
                 attempt: Callable[[str, str, Callable[[], bool | None], str], bool]) -> None:
-    """Deleted with --purge-bucket when this deployment created it and it carries our tag;
-    otherwise kept (a repository sdtui did not create is never deleted)."""
+    """Kept while a bucket of ours is kept (a relaunch pulls from it); otherwise (with
+    --purge-bucket, or beside a bucket of yours, which sdtui could never purge later) deleted
+    when this deployment created it and it carries our tag. One sdtui did not create is never
+    deleted."""
     try:
         found = ecr.describe(ecr_client, name) if created else None
     except BadInput:  # our name without our tag: not ours
