@@ -37,6 +37,7 @@ def main(config: dict) -> dict:
 
     from sdtui.deploy.aws.naming import role_name
     from tests.aws.imds import Imds, RoleCredentials
+    from tests.aws.registry import remove_tags
     from tests.aws.sshd import FakeBoot
 
     moto = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
@@ -58,10 +59,7 @@ def main(config: dict) -> dict:
 
         subprocess.run(["umount", "-l", config["mount_point"]], capture_output=True)
         engine = docker.from_env()
-        for reference in config.get("instance_images", []):
-            for found in engine.images.list(name=reference):
-                for tag in found.tags:
-                    engine.images.remove(tag)
+        remove_tags(engine, *config.get("instance_images", []))
         engine.close()
 
     imds = Imds(("169.254.169.254", 80), role_name(name), instance_role)

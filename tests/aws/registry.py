@@ -74,3 +74,14 @@ def serve_registry(root: Path, user: str, password: str) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=10)
         log.close()
+
+
+def remove_tags(docker_client, *references: str) -> None:
+    """Take the tags of these references (a repository names all its tags) off the engine: tags
+    this test made (the push tags the image with the registry's name). An image another tag
+    still names stays; only a test's own image goes."""
+    for reference in references:
+        for image in docker_client.images.list(name=reference):
+            for tag in image.tags:
+                if tag == reference or tag.startswith(f"{reference}:"):
+                    docker_client.images.remove(tag)

@@ -25,6 +25,7 @@ from sdtui.deploy.aws.naming import repository_name
 from sdtui.deploy.worker_container import LABEL
 
 from .conftest import amis_file
+from .registry import remove_tags
 from .s3fs_builds import install_wrapper, require
 from .sshd import free_port
 
@@ -106,8 +107,4 @@ def test_the_smoke_script_runs_option_a_and_leaves_nothing(worker_image, docker_
                 all=True, filters={"label": f"{LABEL}={NAME}"}):
             container.remove(force=True)
         subprocess.run(["umount", "-l", str(host / "mnt/sd-data")], capture_output=True)
-        for reference in (worker, repository, base):
-            for found in docker_client.images.list(name=reference):
-                for tag in found.tags:
-                    if tag.startswith((worker, repository, base)):
-                        docker_client.images.remove(tag)
+        remove_tags(docker_client, worker, repository, base)

@@ -29,6 +29,7 @@ from sdtui.modelfiles import sha256_file
 from sdtui.ui.core import resume_deployment
 
 from .instance_sandbox import instance_sandbox
+from .registry import remove_tags
 from .sshd import FakeBoot, free_port
 
 BUCKET = "sdtui-e2e-models"
@@ -135,6 +136,4 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
         if boot.sshd is not None:
             boot.sshd.stop()
-        for tag in docker_client.images.list(name=f"{ecr_registry}/sdtui-{NAME}"):
-            for ours in tag.tags:
-                docker_client.images.remove(ours)
+        remove_tags(docker_client, f"{ecr_registry}/sdtui-{NAME}")

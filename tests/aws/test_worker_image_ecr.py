@@ -32,7 +32,7 @@ from sdtui.deploy.aws.teardown import teardown
 from sdtui.errors import DeploymentError
 from sdtui.ledger import Ledger
 
-from .registry import MOTO_PASSWORD, MOTO_USER, http_status
+from .registry import MOTO_PASSWORD, MOTO_USER, http_status, remove_tags
 from .sshd import Sshd, free_port, public_key_of
 
 DOCKERFILE = "Dockerfile.local"
@@ -74,15 +74,8 @@ def own_tags(docker_client, worker_image):
     for base in made:
         worker = planned_tag(dockerfile=DOCKERFILE, base_image=base)
         with suppress(docker.errors.ImageNotFound):  # with its registry tags: ours alone
-            for tag in docker_client.images.get(worker).tags:
-                docker_client.images.remove(tag)
-        with suppress(docker.errors.ImageNotFound):
-            docker_client.images.remove(base)
-
-
-def remove_tags(docker_client, *tags: str) -> None:
-    for tag in tags:
-        docker_client.images.remove(tag)
+            remove_tags(docker_client, *docker_client.images.get(worker).tags)
+        remove_tags(docker_client, base)
 
 
 @pytest.mark.docker
