@@ -211,6 +211,7 @@ def test_teardown_without_a_ledger_deletes_nothing_and_lists_what_is_tagged(mode
     report = teardown(boto3.Session(region_name="us-east-1"), "t1", None, sleep=lambda s: None)
     assert report.removed == [] and sorted(tagged(aws)) == before
     assert [r.kind for r in report.left] == ["instance"]  # it costs money: say so
+    assert "ecr_repository" in [r.kind for r in report.kept]  # listed, not deleted
     assert all("not in this machine's ledger" in r.note for r in report.left + report.kept)
 
 

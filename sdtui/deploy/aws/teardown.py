@@ -20,6 +20,7 @@ from sdtui.deploy.aws.naming import (
     error_code,
     instance_profile_name,
     key_pair_name,
+    repository_name,
     role_name,
     tag_filter,
 )
@@ -73,9 +74,13 @@ def refuse_foreign_purge(session, name: str, ledger: Ledger | None,
                 fix="tear down without --purge-bucket; empty or delete it yourself if you must")
 
 
-def _unrecorded(ec2, name: str) -> TeardownReport:
+def _unrecorded(ec2, name: str, ecr_client) -> TeardownReport:
     """No ledger: list what carries the tag, delete nothing."""
     report = TeardownReport()
+    with contextlib.suppress(ClientError, BotoCoreError, BadInput):
+        if ecr.describe(ecr_client, name) is not None:  # BadInput: not even tagged
+            report.kept.append(Resource("ecr_repository", repository_name(name),
+                                        note=NOT_RECORDED))
     with contextlib.suppress(ClientError, BotoCoreError):
         for rid in _instance_ids(ec2, name, None):
             report.left.append(Resource("instance", rid, "left", note=NOT_RECORDED))
@@ -146,7 +151,7 @@ def teardown(
     """Delete everything deployment `name` created; never raises half-way."""
     ec2 = client(session, "ec2")
     if ledger is None:
-        return _unrecorded(ec2, name)
+        return _unrecorded(ec2, name, client(session, "ecr"))
     if purge_bucket:
         refuse_foreign_purge(session, name, ledger, None)
     report = TeardownReport()
@@ -256,11 +261,8 @@ def teardown(
                     ledger, report, not bucket_kept, attempt)
 
     # A kept bucket or repository keeps the ledger: it remembers that this deployment made them.
-    if not report.left:
-        kept = {"bucket", "object", "ecr_repository"}
-        if not [e for e in ledger.resources() if e.kind not in kept] and not (
-                ledger.resources("bucket") or ledger.resources("ecr_repository")):
-            ledger.delete()
+    if not report.left and not [e for e in ledger.resources() if e.kind != "object"]:
+        ledger.delete()
     return report
 
 
@@ -269,7 +271,7 @@ REPOSITORY_KEPT = ("the worker image the next launch pulls instead of building, 
 
 
 def _repository(ecr_client, name: str, repository: str, created: bool, ledger: Ledger,
-                report: TeardownReport, purge: bool,
+                report: TeardownReport, delete: bool,
                 attempt: Callable[[str, str, Callable[[], bool | None], str], bool]) -> None:
     """Kept while a bucket of ours is kept (a relaunch pulls from it); otherwise (with
     --purge-bucket, or beside a bucket of yours, which sdtui could never purge later) deleted
@@ -288,7 +290,7 @@ def _repository(ecr_client, name: str, repository: str, created: bool, ledger: L
         ledger.forget("ecr_repository", repository)
     elif found is None:
         ledger.forget("ecr_repository", repository)
-    elif purge:
+    elif delete:
         attempt("ecr_repository", repository, lambda: ecr.delete_repository(ecr_client, name),
                 f"about ${ecr.USD_PER_GB_MONTH:.2f}/GB-month; ")
     else:
