@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 # Shared with Option A (which makes the same ECR repository): defined once in aws/naming.py.
+from sdtui.deploy.aws.naming import TAG_KEY as TAG_KEY
 from sdtui.deploy.aws.naming import check_ours as check_ours
 from sdtui.deploy.aws.naming import repository_name
 from sdtui.deploy.aws.naming import tag_dict as tag_dict
