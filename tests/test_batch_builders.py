@@ -9,7 +9,8 @@ import json
 import botocore.session
 from botocore.validate import validate_parameters
 
-from sdtui.deploy.batch import compute, ecr, jobdef, launch_template, names, policies
+from sdtui.deploy.aws import ecr
+from sdtui.deploy.batch import compute, jobdef, launch_template, names, policies
 from sdtui.deploy.batch import queue as job_queue
 from sdtui.deploy.batch.models import ModelFiles
 from sdtui.deploy.batch.runs import child_command

@@ -23,17 +23,19 @@ def _seconds(text: str) -> tuple[int, int]:
 
 
 def test_the_cold_start_estimate_is_the_readmes_table() -> None:
-    table = README.read_text().split("### Cold start", 1)[1].split("\n\n", 2)[1]
-    rows = [line.split("|")[1:4] for line in table.splitlines()[2:]]
-    assert [(*_seconds(first), *_seconds(restart)) for _, first, restart in rows] == [
-        row[1:] for row in COLD_START]
-    assert cold_start_s() == (225, 350) and cold_start_s(restart=True) == (75, 120)
+    table = README.read_text().split("### Cold start", 1)[1].split("\n\n", 3)[2]
+    rows = [line.split("|")[1:6] for line in table.splitlines()[2:]]
+    assert [(*_seconds(first), *_seconds(relaunch), *_seconds(restart))
+            for _, first, relaunch, restart, _how in rows] == [row[1:] for row in COLD_START]
+    assert {how.strip() for *_, how in rows} <= {"estimated", "measured"}
+    assert cold_start_s() == (315, 530)
+    assert cold_start_s("relaunch") == (145, 250) and cold_start_s("restart") == (75, 120)
 
 
 def test_the_line_says_price_cold_start_and_idle_stop() -> None:
     line = launch_line("g4dn.xlarge", "us-east-1", spot=False, idle_minutes=30)
-    assert line == ("g4dn.xlarge on-demand $0.526/h · cold start ≈ 3.8–5.8 min (a restart 1.2–2) · "
-                    "idle auto-stop after 30 min (≤ $0.26 idle)")
+    assert line == ("g4dn.xlarge on-demand $0.526/h · cold start ≈ 5.2–8.8 min (a relaunch "
+                    "2.4–4.2, a restart 1.2–2) · idle auto-stop after 30 min (≤ $0.26 idle)")
     assert f"${FALLBACK_HOURLY['g5.xlarge']:.3f}/h" in launch_line(
         "g5.xlarge", None, spot=False, idle_minutes=10)
 

@@ -73,9 +73,18 @@ def existing_image(
     ca_bundle: Path | None = None,
 ) -> str | None:
     """The tag build_image would return, if that image is already there; else None."""
-    context = build_context(dockerfile, ca_bundle, base_image=base_image,
-                            build_args=_build_args(base_image), platform=platform)
-    return context.tag if image_exists(client, context.tag) else None
+    tag = planned_tag(dockerfile=dockerfile, base_image=base_image, platform=platform,
+                      ca_bundle=ca_bundle)
+    return tag if image_exists(client, tag) else None
+
+
+def planned_tag(*, dockerfile: str, base_image: str, platform: str | None = None,
+                ca_bundle: Path | None = None) -> str:
+    """The tag build_image gives the image: `<repository>:<version>-<hash>`, the hash over the
+    build context (the Dockerfiles, the worker's code, its locked requirements) and the recipe
+    (base image, build arguments, platform)."""
+    return build_context(dockerfile, ca_bundle, base_image=base_image,
+                         build_args=_build_args(base_image), platform=platform).tag
 
 
 def _build_args(base_image: str) -> dict[str, str]:

@@ -45,12 +45,16 @@ class WorkerSteps:
         ]
 
     def _image_exists(self) -> str | None:
-        self._image = existing_image(self.engine, dockerfile=self.dockerfile,
-                                     base_image=self.base_image)
-        if self._image is None:
+        return self._image_found(existing_image(self.engine, dockerfile=self.dockerfile,
+                                                base_image=self.base_image), "is up to date")
+
+    def _image_found(self, tag: str | None, state: str) -> str | None:
+        """The image step's already-done answer, with the image recorded when there is one."""
+        self._image = tag
+        if tag is None:
             return None
-        self.ledger.record("image", self._image)
-        return f"{self._image} is up to date"
+        self.ledger.record("image", tag)
+        return f"{tag} {state}"
 
     def _build_image(self, ctx: StepContext) -> str:
         self._image = build_image(self.engine, dockerfile=self.dockerfile,

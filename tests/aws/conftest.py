@@ -79,6 +79,16 @@ def moto_url(tmp_path_factory):
     yield from serve_moto(tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def ecr_registry(tmp_path_factory):
+    """A registry standing in for the account's ECR registry, taking moto's ECR token."""
+    from .registry import MOTO_PASSWORD, MOTO_USER, serve_registry
+
+    with serve_registry(tmp_path_factory.mktemp("ecr-registry"), MOTO_USER,
+                        MOTO_PASSWORD) as address:
+        yield address
+
+
 @pytest.fixture(autouse=True)
 def aws_env(moto_url, monkeypatch, tmp_path):
     empty = tmp_path / "empty-aws-file"

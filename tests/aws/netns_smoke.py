@@ -7,7 +7,11 @@ its bucket with the instance role, as on AWS, and no static key is handed to it:
   role sdtui attached to the instance (what EC2 does for an instance profile: moto's STS
   AssumeRole on it);
 - the sshd standing in for the instance, started with the host key from the user data once moto
-  shows the instance running (sshd.FakeBoot).
+  shows the instance running (sshd.FakeBoot), and started afresh for a relaunch's new instance,
+  whose engine then lacks the images listed in `instance_images` (ours alone: the test builds on
+  a base image tag of its own).
+
+The registry standing in for ECR's runs outside, beside the Docker engine that pushes and pulls.
 
 Only the network is private: the s3fs mount stays visible to the Docker engine, whose container
 binds it at /data. Prints one JSON report. Usage: python -m tests.aws.netns_smoke CONFIG_JSON
@@ -33,6 +37,7 @@ def main(config: dict) -> dict:
 
     from sdtui.deploy.aws.naming import role_name
     from tests.aws.imds import Imds, RoleCredentials
+    from tests.aws.registry import remove_tags
     from tests.aws.sshd import FakeBoot
 
     moto = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
@@ -48,9 +53,19 @@ def main(config: dict) -> dict:
         return RoleCredentials(c["AccessKeyId"], c["SecretAccessKey"], c["SessionToken"],
                                c["Expiration"])
 
+    def fresh_instance() -> None:
+        """A relaunch's new instance has neither the old one's mount nor its images."""
+        import docker
+
+        subprocess.run(["umount", "-l", config["mount_point"]], capture_output=True)
+        engine = docker.from_env()
+        remove_tags(engine, *config.get("instance_images", []))
+        engine.close()
+
     imds = Imds(("169.254.169.254", 80), role_name(name), instance_role)
     imds.start()
-    boot = FakeBoot(ec2, name, work / "sshd", config["port"])
+    boot = FakeBoot(ec2, name, work / "sshd", config["port"], relaunch=True,
+                    on_boot=fresh_instance)
     boot.start()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("AWS_", "SDTUI_TEST_S3FS_CREDENTIALS"))}

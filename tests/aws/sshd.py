@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -88,27 +89,36 @@ class Sshd:
 
 class FakeBoot(threading.Thread):
     """Waits for the instance in moto, then 'boots' it: an sshd with the user data's host key
-    that accepts the deployment's key pair."""
+    that accepts the deployment's key pair. With `relaunch`, it goes on watching: a new instance
+    (a relaunch after a teardown) replaces the sshd, after `on_boot` gave it a fresh host."""
 
-    def __init__(self, ec2, name: str, folder: Path, port: int) -> None:
+    def __init__(self, ec2, name: str, folder: Path, port: int, *, relaunch: bool = False,
+                 on_boot: Callable[[], None] = lambda: None) -> None:
         super().__init__(daemon=True)
         self.ec2, self.name, self.folder, self.port = ec2, name, folder, port
+        self.relaunch, self.on_boot = relaunch, on_boot
         self.sshd: Sshd | None = None
         self.error: BaseException | None = None
         self.stop = threading.Event()
 
     def run(self) -> None:
+        booted = None
         try:
             while not self.stop.is_set():
                 found = self.ec2.describe_instances(Filters=[
                     tag_filter(self.name), {"Name": "instance-state-name", "Values": ["running"]}
                 ])["Reservations"]
-                if found:
-                    instance_id = found[0]["Instances"][0]["InstanceId"]
+                instance_id = found[0]["Instances"][0]["InstanceId"] if found else None
+                if instance_id is not None and instance_id != booted:
+                    if self.sshd is not None:
+                        self.sshd.stop()
+                        self.on_boot()
                     self.sshd = Sshd(self.folder, self.port,
                                      host_key_from_user_data(self.ec2, instance_id),
                                      public_key_of(private_key_path(self.name)))
-                    return
-                time.sleep(0.2)
+                    booted = instance_id
+                    if not self.relaunch:
+                        return
+                self.stop.wait(0.2)
         except BaseException as exc:  # noqa: BLE001 (reported by the test)
             self.error = exc

@@ -14,14 +14,18 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from sdtui.container.build import planned_tag
 from sdtui.deploy.aws import s3fs
+from sdtui.deploy.aws.naming import repository_name
 from sdtui.deploy.worker_container import LABEL
 
 from .conftest import amis_file
+from .registry import remove_tags
 from .s3fs_builds import install_wrapper, require
 from .sshd import free_port
 
@@ -34,40 +38,52 @@ SIZE = 512
 @pytest.mark.docker
 @pytest.mark.slow
 def test_the_smoke_script_runs_option_a_and_leaves_nothing(worker_image, docker_client,
-                                                           tiny_models, tmp_path):
+                                                           tiny_models, tmp_path, ecr_registry):
     from conftest import OFFLINE_BASE
 
     require(os.geteuid() == 0 and shutil.which("unshare") is not None,
             "needs root and unshare for a network namespace")
     host = tmp_path / "host"
     install_wrapper(host / s3fs.BINARY.lstrip("/"))
+    # a base tag of our own, so the worker image built on it is ours to take off the "instance"
+    base = f"sdtui-smoke-base:{uuid.uuid4().hex[:10]}"
+    docker_client.images.get(OFFLINE_BASE).tag(base)
+    worker = planned_tag(dockerfile="Dockerfile.local", base_image=base)
+    repository = f"{ecr_registry}/{repository_name(NAME)}"
     config = {
         "work": str(tmp_path), "name": NAME, "port": free_port(), "cwd": str(ROOT),
-        "amis": str(amis_file(tmp_path / "amis.json")), "timeout": 600,
+        "amis": str(amis_file(tmp_path / "amis.json")), "timeout": 1200,
         "mount_point": str(host / "mnt/sd-data"),
         "command": ["scripts/aws-smoke.sh", "--model", str(tiny_models["ckpt"]), "--bucket",
-                    BUCKET, "--name", NAME, "--steps", "2", "--purge-bucket", "--",
-                    "--base-image", OFFLINE_BASE, "--ssh-cidr", "203.0.113.7/32"],
+                    BUCKET, "--name", NAME, "--steps", "2", "--relaunch", "--purge-bucket", "--",
+                    "--base-image", base, "--ssh-cidr", "203.0.113.7/32"],
+        "instance_images": [worker, repository],
         "env": {"SDTUI_PYTHON": sys.executable, "SDTUI_TEST_HOST_PREFIX": str(host),
                 "SDTUI_INSTANCE_SSH": "", "SDTUI_TEST_NO_GPU": "1",
                 "SDTUI_TEST_DOCKERFILE": "Dockerfile.local",
-                "SDTUI_OUTPUTS_DIR": str(tmp_path / "outputs")},
+                "SDTUI_OUTPUTS_DIR": str(tmp_path / "outputs"),
+                "SDTUI_TEST_ECR_REGISTRY": ecr_registry},
     }
     config["env"]["SDTUI_INSTANCE_SSH"] = f"root@127.0.0.1:{config['port']}"
     try:
         ran = subprocess.run(["unshare", "--net", "--", sys.executable, "-m",
                               "tests.aws.netns_smoke", json.dumps(config)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=700)
+                             cwd=ROOT, capture_output=True, text=True, timeout=1300)
         assert ran.returncode == 0, ran.stderr[-3000:]
         report = json.loads(ran.stdout.splitlines()[-1])  # moto prints notes of its own
         assert report["boot_error"] is None
         out = report["stdout"]
         print(out)
         assert report["exit"] == 0, out + report["stderr"]
-        for step in ("identity", "ami", "bucket", "upload", "iam", "access", "instance",
-                     "bootstrap", "image", "container", "attach"):
-            assert any(line.split()[:1] == [step] for line in out.splitlines()), out
-        assert "cold start: " in out
+        first, relaunch = out.split("== relaunch: ")
+        for step in ("identity", "ami", "bucket", "upload", "iam", "repository", "access",
+                     "instance", "bootstrap", "image", "container", "attach"):
+            for launch in (first, relaunch):
+                assert any(line.split()[:1] == [step] for line in launch.splitlines()), out
+        # the first launch built the image and pushed it; the relaunch's new instance pulled it
+        assert "  = " + worker + ": built on the instance; pushed to ECR" in first
+        assert "  = " + worker + ": pulled from ECR" in relaunch
+        assert "cold start (first launch): " in first and "cold start (relaunch): " in relaunch
         assert any(line.startswith("image: ") and line.endswith(f" {SIZE}x{SIZE}")
                    for line in out.splitlines()), out  # the saved PNG, read back
         assert f"nothing tagged sdtui:deployment={NAME} is left" in out
@@ -91,3 +107,4 @@ def test_the_smoke_script_runs_option_a_and_leaves_nothing(worker_image, docker_
                 all=True, filters={"label": f"{LABEL}={NAME}"}):
             container.remove(force=True)
         subprocess.run(["umount", "-l", str(host / "mnt/sd-data")], capture_output=True)
+        remove_tags(docker_client, worker, repository, base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import boto3
 import pytest
 
 from sdtui.deploy.aws.steps import aws_steps
@@ -149,3 +150,16 @@ def test_a_bucket_in_another_region_is_refused_before_anything_is_launched(model
     assert iam.list_roles()["Roles"] == [] and ec2.describe_instances()["Reservations"] == []
     assert ec2.describe_key_pairs()["KeyPairs"] == []
     assert "Contents" not in aws["s3"].list_objects_v2(Bucket="sdtui-test-models")  # no upload
+
+
+def test_an_ecr_repository_of_the_name_that_is_not_ours(model, aws):
+    """A repository named sdtui-<name> without our tag (someone else's) is refused before the
+    bucket, the role or the instance exist, and is left as it was."""
+    ecr_client = boto3.client("ecr")
+    ecr_client.create_repository(repositoryName="sdtui-t1")
+    error = refused(model)
+    assert "ECR repository sdtui-t1 exists and is not sdtui's" in str(error)
+    assert "--name" in error.fix
+    assert nothing_created(aws)
+    assert [r["repositoryName"] for r in ecr_client.describe_repositories()["repositories"]] == [
+        "sdtui-t1"]

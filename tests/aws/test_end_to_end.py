@@ -7,8 +7,10 @@ the sshd with the host key from the instance's user data.
 
 Test settings used (documented in sdtui/deploy/aws/bootstrap.py and ssh.py):
 SDTUI_INSTANCE_SSH, SDTUI_TEST_HOST_PREFIX, SDTUI_TEST_NO_GPU, SDTUI_TEST_DOCKERFILE,
-SDTUI_TEST_S3FS_CREDENTIALS. The "instance" runs s3fs 1.95 (Debian trixie's build of the version
-the real instance builds); test_s3fs_imdsv2.py runs the same mount with the instance role."""
+SDTUI_TEST_S3FS_CREDENTIALS, SDTUI_TEST_ECR_REGISTRY (a docker-registry on 127.0.0.1 in place of
+the account's ECR registry: the image is pushed there). The "instance" runs s3fs 1.95 (Debian
+trixie's build of the version the real instance builds); test_s3fs_imdsv2.py runs the same mount
+with the instance role."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pytest
 from PIL import Image
 
@@ -26,6 +29,7 @@ from sdtui.modelfiles import sha256_file
 from sdtui.ui.core import resume_deployment
 
 from .instance_sandbox import instance_sandbox
+from .registry import remove_tags
 from .sshd import FakeBoot, free_port
 
 BUCKET = "sdtui-e2e-models"
@@ -48,13 +52,14 @@ def sdtui(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeypatch):
+def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeypatch,
+                             ecr_registry):
     from conftest import OFFLINE_BASE
 
     model = tiny_checkpoint(tmp_path / "models")
     host = tmp_path / "host"
     port = free_port()
-    instance_sandbox(monkeypatch, host, port)
+    instance_sandbox(monkeypatch, host, port, ecr_registry)
     out = tmp_path / "out"
     mount = host / "mnt/sd-data"
     boot = FakeBoot(aws["ec2"], NAME, tmp_path / "sshd", port)
@@ -88,6 +93,13 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert "SDTUI_EOF" not in run.stderr and "testing:testing" not in run.stderr
         assert (host / "usr/local/sbin/sdtui-idle-check").stat().st_mode & 0o111
 
+        # the image the worker runs is in the deployment's ECR repository for the next launch
+        pushed = Ledger.load(NAME).params["pushed_image"]
+        assert pushed.startswith(f"{ecr_registry}/sdtui-{NAME}:")
+        assert worker.image.id == docker_client.images.get(pushed).id
+        assert boto3.client("ecr").describe_repositories()["repositories"][0][
+            "repositoryName"] == f"sdtui-{NAME}"
+
         # status: running, the idle stop counting down from 20 minutes, the bucket kept
         status = sdtui("--status")
         assert status.returncode == 0, status.stderr
@@ -113,6 +125,7 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert not any(r["RoleName"].startswith(f"sdtui-{NAME}")
                        for r in aws["iam"].list_roles()["Roles"])
         assert BUCKET not in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
+        assert boto3.client("ecr").describe_repositories()["repositories"] == []
         assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={NAME}"})
     finally:
         boot.stop.set()
@@ -123,3 +136,4 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
         if boot.sshd is not None:
             boot.sshd.stop()
+        remove_tags(docker_client, f"{ecr_registry}/sdtui-{NAME}")

@@ -104,8 +104,8 @@ def test_a_safetensors_model_is_accepted(tmp_path, aws):
     deployment = deployment_from_args(args("--bucket", "ok-bucket", "--model", str(model),
                                            "--ssh-cidr", "203.0.113.7/32", "--prompt", "x"))
     assert [s.name for s in deployment.plan()] == [
-        "identity", "ami", "bucket", "upload", "iam", "access", "instance", "bootstrap",
-        "image", "container", "attach"]
+        "identity", "ami", "bucket", "upload", "iam", "repository", "access", "instance",
+        "bootstrap", "image", "container", "attach"]
     assert nothing_created(aws)  # planning creates nothing
 
 

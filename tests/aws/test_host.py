@@ -228,7 +228,7 @@ def test_the_image_worker_start_and_model_load_run_under_the_heartbeat(tmp_path,
     deployment.heartbeat = Recorder
     monkeypatch.setattr(deployment, "_find_running", lambda: {"PublicIpAddress": "198.51.100.4"})
     seen = {}
-    for method, name in (("_build_image", "image"), ("_create_container", "container"),
+    for method, name in (("_pull_or_build", "image"), ("_create_container", "container"),
                          ("_attach", "attach")):
         monkeypatch.setattr(deployment, method,
                             lambda ctx, name=name: seen.setdefault(name, active[-1]))

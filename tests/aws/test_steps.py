@@ -8,6 +8,7 @@ import stat
 import subprocess
 import sys
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -112,6 +113,7 @@ def count_resources(aws) -> dict[str, int]:
         "roles": len(iam.list_roles()["Roles"]),
         "profiles": len(iam.list_instance_profiles()["InstanceProfiles"]),
         "objects": s3.list_objects_v2(Bucket="sdtui-test-models")["KeyCount"],
+        "repositories": len(boto3.client("ecr").describe_repositories()["repositories"]),
     }
 
 
@@ -120,11 +122,11 @@ def test_running_the_steps_twice_creates_nothing_twice(model, aws):
     before = count_resources(aws)
     _, events, _ = provision(model)
     assert count_resources(aws) == before
-    assert before["instances"] == 1 and before["roles"] == 1
+    assert before["instances"] == 1 and before["roles"] == 1 and before["repositories"] == 1
     result = outcomes(events)
     assert {k: v for k, v in result.items() if k not in {"identity", "upload"}} == {
-        "ami": "skipped", "bucket": "skipped", "iam": "skipped", "access": "skipped",
-        "instance": "skipped"}
+        "ami": "skipped", "bucket": "skipped", "iam": "skipped", "repository": "skipped",
+        "access": "skipped", "instance": "skipped"}
     upload_detail = [e.detail for e in events
                      if type(e).__name__ == "StepFinished" and e.step == "upload"][0]
     assert "0 uploaded (0 bytes), 2 unchanged" in upload_detail
@@ -163,18 +165,21 @@ def tagged(aws) -> list[str]:
     found += [r["RoleName"] for r in iam.list_roles()["Roles"]]
     found += [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]]
     found += [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    found += [r["repositoryName"]
+              for r in boto3.client("ecr").describe_repositories()["repositories"]]
     return found
 
 
-def test_teardown_leaves_nothing_but_the_kept_bucket(model, aws):
+def test_teardown_leaves_nothing_but_the_kept_bucket_and_repository(model, aws):
     ledger, _, _ = provision(model)
     report = teardown(ledger and __import__("boto3").Session(region_name="us-east-1"), "t1",
                       ledger, sleep=lambda s: None)
     assert report.left == []
-    assert [r.id for r in report.kept] == ["sdtui-test-models"]
+    # the bucket, and the worker image's repository that the next launch pulls from
+    assert [r.id for r in report.kept] == ["sdtui-test-models", "sdtui-t1"]
     assert {r.kind for r in report.removed} == {
         "instance", "security_group", "key_pair", "instance_profile", "role"}
-    assert tagged(aws) == ["sdtui-test-models"]
+    assert tagged(aws) == ["sdtui-test-models", "sdtui-t1"]
     assert aws["s3"].list_objects_v2(Bucket="sdtui-test-models")["KeyCount"] == 2
     assert not (state_dir() / "keys" / "t1").exists()
 
@@ -190,7 +195,7 @@ def test_teardown_with_purge_removes_the_bucket_and_the_ledger(model, aws):
     report = teardown(boto3.Session(region_name="us-east-1"), "t1", ledger,
                       purge_bucket=True, sleep=lambda s: None)
     assert report.left == [] and report.kept == []
-    assert "bucket" in {r.kind for r in report.removed}
+    assert {"bucket", "ecr_repository"} <= {r.kind for r in report.removed}
     assert tagged(aws) == []
     assert Ledger.load("t1") is None
 
@@ -206,6 +211,7 @@ def test_teardown_without_a_ledger_deletes_nothing_and_lists_what_is_tagged(mode
     report = teardown(boto3.Session(region_name="us-east-1"), "t1", None, sleep=lambda s: None)
     assert report.removed == [] and sorted(tagged(aws)) == before
     assert [r.kind for r in report.left] == ["instance"]  # it costs money: say so
+    assert "ecr_repository" in [r.kind for r in report.kept]  # listed, not deleted
     assert all("not in this machine's ledger" in r.note for r in report.left + report.kept)
 
 

@@ -36,10 +36,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import docker
 import pytest
-from aws.conftest import aws, aws_env, moto_url  # noqa: F401 (the moto harness)
+from aws.conftest import aws, aws_env, ecr_registry, moto_url  # noqa: F401 (the moto harness)
 from aws.instance_sandbox import instance_sandbox
+from aws.registry import remove_tags
 from aws.sshd import FakeBoot, free_port
 from local_cli import BASE, finished_by_worker, labelled, wait_for
 
@@ -141,12 +143,13 @@ FAULTS = [
 
 
 @pytest.fixture
-def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image) -> Iterator[Cell]:  # noqa: F811
+def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image,  # noqa: F811
+         ecr_registry) -> Iterator[Cell]:  # noqa: F811
     fault = request.node.callspec.params["fault"]
     name = f"fa-{uuid.uuid4().hex[:6]}"
     port = free_port()
     host = tmp_path / "host"
-    instance_sandbox(monkeypatch, host, port)
+    instance_sandbox(monkeypatch, host, port, ecr_registry)
     boot = FakeBoot(aws["ec2"], name, tmp_path / "sshd", port)
     disk = Tmpfs(tmp_path / "out") if fault.needs == "tmpfs" else None
     made = Cell(name, tmp_path, docker_client, boot, disk=disk)
@@ -162,6 +165,7 @@ def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image) -> It
         boot.join(10)
         for container in labelled(docker_client, name)[0]:
             container.remove(force=True)
+        remove_tags(docker_client, f"{ecr_registry}/sdtui-{name}")
         subprocess.run(["umount", "-l", str(host / "mnt/sd-data")], capture_output=True)
         if boot.sshd is not None:
             boot.sshd.stop()
@@ -180,6 +184,8 @@ def tagged(aws, name: str) -> list[str]:  # noqa: F811
     found += [p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]
               if name in p["InstanceProfileName"]]
     found += [b["Name"] for b in aws["s3"].list_buckets()["Buckets"] if name in b["Name"]]
+    found += [r["repositoryName"] for r in boto3.client("ecr").describe_repositories()[
+        "repositories"] if name in r["repositoryName"]]
     return found
 
 

@@ -191,7 +191,7 @@ async def test_the_option_a_form_says_price_cold_start_and_idle_stop(isolated_di
         await until(pilot, lambda: "cold start" in text_of(app, "#aws-estimate"))
         line = text_of(app, "#aws-estimate")
         assert "g4dn.xlarge on-demand $0.526/h" in line
-        assert "cold start ≈ 4.9–7.7 min (a restart 1.2–2)" in line
+        assert "cold start ≈ 5.2–8.8 min (a relaunch 2.4–4.2, a restart 1.2–2)" in line
         assert "idle auto-stop after 30 min" in line
         screen = app.screen
         screen.query_one("#aws-instance_type", Input).value = "g5.xlarge"

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from docker.types import Mount
 
 from sdtui.deploy import worker_container
-from sdtui.deploy.aws import access, instance, pricing, ssh
+from sdtui.deploy.aws import access, image, instance, pricing, ssh
 from sdtui.deploy.aws import teardown as aws_teardown
 from sdtui.deploy.aws.bootstrap import (
     HostPlan,
@@ -130,9 +130,13 @@ class AwsDeployment(WorkerSteps, Deployment):
             target = self._target(self._find_running())
             # sshd may still be starting: wait for it here, where the wait is bounded
             self._open_ssh(target).close()
-            self._engine = docker_over_ssh(target, access.private_key_path(self.name),
-                                           ssh.known_hosts_path(self.name))
+            self._engine = self._docker(target)
         return self._engine
+
+    def _docker(self, target: ssh.SshTarget) -> docker.DockerClient:
+        """A new Docker SDK client for the instance's engine, over SSH with the pinned key."""
+        return docker_over_ssh(target, access.private_key_path(self.name),
+                               ssh.known_hosts_path(self.name))
 
     def _cost(self, found: dict, idle_stop_in_s: int | None) -> CostUpdate | None:
         hourly = self.ledger.params.get("hourly_usd")
@@ -151,7 +155,8 @@ class AwsDeployment(WorkerSteps, Deployment):
         steps = aws_steps(self.settings, self.ledger, public_ip=self._public_ip,
                           on_cost=self._emit, sleep=self._sleep,
                           user_data=lambda: ssh.user_data(self.name))
-        busy = [self.image_step("Build the worker image on the instance"),
+        busy = [Step("image", "Worker image: pulled from ECR, or built on the instance and "
+                     "pushed", self._pull_or_build, self._image_ready),
                 *self.container_steps()]
         return steps + [
             Step("bootstrap", "Prepare the instance: s3fs mount, Docker, GPU, idle stop",
@@ -199,6 +204,25 @@ class AwsDeployment(WorkerSteps, Deployment):
         return (f"s3://{plan.bucket} read-only at {plan.mount_point}, Docker ready, "
                 f"idle stop after {plan.idle_minutes} min")
 
+    def _image_ready(self) -> str | None:
+        return self._image_found(image.ready(self.engine, self.ledger, dockerfile=self.dockerfile,
+                                             base_image=self.base_image),
+                                 "is on the instance and in ECR")
+
+    def _pull_or_build(self, ctx: StepContext) -> str:
+        # A connection of its own, closed after: each Docker SDK request over ssh:// leaves an
+        # SSH session open, and sshd allows 10 per connection (MaxSessions).
+        engine = self._docker(self._target(self._find_running()))
+        try:
+            found = image.ensure_worker_image(
+                engine, client(self.session, "ecr"), self.name, self.ledger,
+                dockerfile=self.dockerfile, base_image=self.base_image, on_log=ctx.log)
+        finally:
+            engine.close()
+        self._image = found.tag
+        self.ledger.record("image", found.tag)
+        return f"{found.tag}: {found.how}"
+
     def worker_spec(self) -> worker_container.WorkerSpec:
         plan = self.host_plan(self._target(self._find_running()))
         return worker_container.WorkerSpec(
@@ -245,11 +269,12 @@ class AwsDeployment(WorkerSteps, Deployment):
         if ledger is None:
             return DeploymentStatus(self.name, "aws", "absent")
         self.ledger = ledger
-        resources = [Resource(e.kind, e.id, "recorded", kept_on_teardown=e.kind == "bucket")
+        notes = {"bucket": "model files; kept on teardown unless --purge-bucket",
+                 "ecr_repository": "worker image for the next launch to pull; kept on teardown "
+                 "unless --purge-bucket"}
+        resources = [Resource(e.kind, e.id, "recorded", kept_on_teardown=e.kind in notes,
+                              note=notes.get(e.kind, ""))
                      for e in ledger.resources() if e.kind not in {"instance", "object"}]
-        for r in resources:
-            if r.kind == "bucket":
-                r.note = "model files; kept on teardown unless --purge-bucket"
         hourly = ledger.params.get("hourly_usd")
         status = DeploymentStatus(self.name, "aws", "absent", resources,
                                   hourly_usd=float(hourly) if hourly is not None else None)
@@ -336,8 +361,7 @@ class AwsDeployment(WorkerSteps, Deployment):
                 report.removed.append(Resource("spool", f"{target.host}:{outputs}", note=(
                     f"with the instance: {spooled} image(s) the worker finished that no client "
                     "saved")))
-            engine = docker_over_ssh(target, access.private_key_path(self.name),
-                                     ssh.known_hosts_path(self.name))
+            engine = self._docker(target)
             recorded = {e.id for e in ledger.resources("container")}
             for container in engine.containers.list(
                     all=True, filters={"label": f"{worker_container.LABEL}={self.name}"}):

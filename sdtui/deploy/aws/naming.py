@@ -5,11 +5,25 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
+from sdtui.errors import BadInput
+
 TAG_KEY = "sdtui:deployment"
 
 
 def tags(name: str) -> list[dict[str, str]]:
     return [{"Key": TAG_KEY, "Value": name}]
+
+
+def tag_dict(name: str) -> dict[str, str]:
+    """Batch and ECR take tags as a map (EC2 and IAM take a list: tags)."""
+    return {TAG_KEY: name}
+
+
+def check_ours(kind: str, resource: str, found_tags: dict[str, str] | None, name: str) -> None:
+    """Refuse to touch a resource of our name that carries no tag of ours."""
+    if (found_tags or {}).get(TAG_KEY) != name:
+        raise BadInput(f"{kind} {resource} exists and is not sdtui's (no {TAG_KEY}={name} tag)",
+                       fix="pass another --name, or remove that resource yourself")
 
 
 def tag_filter(name: str) -> dict:
@@ -29,6 +43,11 @@ def key_pair_name(name: str) -> str:
 
 
 def security_group_name(name: str) -> str:
+    return f"sdtui-{name}"
+
+
+def repository_name(name: str) -> str:
+    """The deployment's ECR repository (the worker image), for Option A and the scale-out."""
     return f"sdtui-{name}"
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
 
-from sdtui.deploy.aws import access, ami, bucket, iam, instance, pricing, upload
+from sdtui.deploy.aws import access, ami, bucket, ecr, iam, image, instance, pricing, upload
 from sdtui.deploy.aws.naming import instance_profile_name, key_pair_name
 from sdtui.deploy.aws.session import (
     SessionClients,
@@ -49,6 +49,9 @@ class AwsRun(SessionClients):
     def run_identity(self, ctx: StepContext) -> str:
         who = identity(self.session)
         s = self.settings
+        # Read only: a repository of this name that is not ours is refused before anything is
+        # created (the repository step itself comes after the bucket and the role).
+        ecr.describe(self.client("ecr"), s.name)
         self.ledger.set_params(
             account=who.account, region=s.region, bucket=s.bucket, instance_type=s.instance_type,
             spot=s.spot, idle_minutes=s.idle_minutes, profile=s.profile,
@@ -141,6 +144,18 @@ class AwsRun(SessionClients):
         self.ledger.record("instance_profile", profile)
         return f"role {role} may read s3://{self.settings.bucket}"
 
+    # --- repository -------------------------------------------------------------------------
+
+    def repository_done(self) -> str | None:
+        entry = self.ledger.get("ecr_repository")
+        if entry is None or ecr.describe(self.client("ecr"), self.settings.name) is None:
+            return None
+        return f"{entry.meta.get('uri', entry.id)} exists"
+
+    def run_repository(self, ctx: StepContext) -> str:
+        uri = image.ensure_repository(self.client("ecr"), self.settings.name, self.ledger)
+        return f"{uri}: the worker image, built once and pulled by later launches"
+
     # --- access -----------------------------------------------------------------------------
 
     def access_done(self) -> str | None:
@@ -223,6 +238,8 @@ def aws_steps(
         Step("bucket", "Private S3 bucket for the model", run.run_bucket, run.bucket_done),
         Step("upload", "Upload the model files", run.run_upload),
         Step("iam", "Instance role that may read the bucket", run.run_iam, run.iam_done),
+        Step("repository", "Private ECR repository for the worker image", run.run_repository,
+             run.repository_done),
         Step("access", "SSH key and security group", run.run_access, run.access_done),
         Step("instance", f"Launch the {settings.instance_type} instance", run.run_instance,
              run.instance_done),

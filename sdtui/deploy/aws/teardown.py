@@ -14,12 +14,13 @@ from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sdtui.deploy.aws import access, bucket, iam, instance
+from sdtui.deploy.aws import access, bucket, ecr, iam, instance
 from sdtui.deploy.aws.naming import (
     TAG_KEY,
     error_code,
     instance_profile_name,
     key_pair_name,
+    repository_name,
     role_name,
     tag_filter,
 )
@@ -73,9 +74,13 @@ def refuse_foreign_purge(session, name: str, ledger: Ledger | None,
                 fix="tear down without --purge-bucket; empty or delete it yourself if you must")
 
 
-def _unrecorded(ec2, name: str) -> TeardownReport:
+def _unrecorded(ec2, name: str, ecr_client) -> TeardownReport:
     """No ledger: list what carries the tag, delete nothing."""
     report = TeardownReport()
+    with contextlib.suppress(ClientError, BotoCoreError, BadInput):
+        if ecr.describe(ecr_client, name) is not None:  # BadInput: not even tagged
+            report.kept.append(Resource("ecr_repository", repository_name(name),
+                                        note=NOT_RECORDED))
     with contextlib.suppress(ClientError, BotoCoreError):
         for rid in _instance_ids(ec2, name, None):
             report.left.append(Resource("instance", rid, "left", note=NOT_RECORDED))
@@ -146,7 +151,7 @@ def teardown(
     """Delete everything deployment `name` created; never raises half-way."""
     ec2 = client(session, "ec2")
     if ledger is None:
-        return _unrecorded(ec2, name)
+        return _unrecorded(ec2, name, client(session, "ecr"))
     if purge_bucket:
         refuse_foreign_purge(session, name, ledger, None)
     report = TeardownReport()
@@ -223,6 +228,7 @@ def teardown(
         attempt(kind, rid, delete, "free; ")
 
     # 5. the bucket: user data, kept unless asked; a user's own bucket is never deleted
+    bucket_kept = False  # a bucket of ours stays: the repository stays with it
     for entry in ledger.resources("bucket"):
         state = _bucket_state(s3, entry.id, name, ledger)
         if state != "ours":
@@ -247,12 +253,49 @@ def teardown(
             except (ClientError, BotoCoreError):
                 note = "--purge-bucket deletes it"
             report.kept.append(Resource("bucket", entry.id, "kept", True, note))
+            bucket_kept = True
 
-    if not report.left:
-        remaining = [e for e in ledger.resources() if e.kind not in {"bucket", "object"}]
-        if not remaining and not ledger.resources("bucket"):
-            ledger.delete()
+    # 6. the ECR repository: the worker image a later launch pulls; kept with a bucket of ours
+    for entry in ledger.resources("ecr_repository"):
+        _repository(client(session, "ecr"), name, entry.id, bool(entry.meta.get("created")),
+                    ledger, report, not bucket_kept, attempt)
+
+    # A kept bucket or repository keeps the ledger: it remembers that this deployment made them.
+    if not report.left and not [e for e in ledger.resources() if e.kind != "object"]:
+        ledger.delete()
     return report
+
+
+REPOSITORY_KEPT = ("the worker image the next launch pulls instead of building, about "
+                   f"${ecr.USD_PER_GB_MONTH:.2f}/GB-month; --purge-bucket deletes it")
+
+
+def _repository(ecr_client, name: str, repository: str, created: bool, ledger: Ledger,
+                report: TeardownReport, delete: bool,
+                attempt: Callable[[str, str, Callable[[], bool | None], str], bool]) -> None:
+    """Kept while a bucket of ours is kept (a relaunch pulls from it); otherwise (with
+    --purge-bucket, or beside a bucket of yours, which sdtui could never purge later) deleted
+    when this deployment created it and it carries our tag. One sdtui did not create is never
+    deleted."""
+    try:
+        found = ecr.describe(ecr_client, name) if created else None
+    except BadInput:  # our name without our tag: not ours
+        created = False
+    except (ClientError, BotoCoreError) as exc:
+        report.left.append(Resource("ecr_repository", repository, "left", note=f"{exc}"))
+        return
+    if not created:
+        report.kept.append(Resource("ecr_repository", repository, "kept", True,
+                                    "not created by this deployment: never deleted"))
+        ledger.forget("ecr_repository", repository)
+    elif found is None:
+        ledger.forget("ecr_repository", repository)
+    elif delete:
+        attempt("ecr_repository", repository, lambda: ecr.delete_repository(ecr_client, name),
+                f"about ${ecr.USD_PER_GB_MONTH:.2f}/GB-month; ")
+    else:
+        report.kept.append(Resource("ecr_repository", repository, "kept", True,
+                                    REPOSITORY_KEPT))
 
 
 def _purge(s3, name: str) -> bool:

@@ -5,20 +5,13 @@ from __future__ import annotations
 
 import hashlib
 
-from sdtui.deploy.aws.naming import TAG_KEY
-from sdtui.errors import BadInput
+# Shared with Option A (which makes the same ECR repository): defined once in aws/naming.py.
+from sdtui.deploy.aws.naming import TAG_KEY as TAG_KEY
+from sdtui.deploy.aws.naming import check_ours as check_ours
+from sdtui.deploy.aws.naming import repository_name
+from sdtui.deploy.aws.naming import tag_dict as tag_dict
 
-
-def tag_dict(name: str) -> dict[str, str]:
-    """Batch and ECR take tags as a map (EC2 and IAM take a list: aws.naming.tags)."""
-    return {TAG_KEY: name}
-
-
-def check_ours(kind: str, resource: str, found_tags: dict[str, str] | None, name: str) -> None:
-    """Refuse to touch a resource of our name that carries no tag of ours."""
-    if (found_tags or {}).get(TAG_KEY) != name:
-        raise BadInput(f"{kind} {resource} exists and is not sdtui's (no {TAG_KEY}={name} tag)",
-                       fix="pass another --name, or remove that resource yourself")
+repository = repository_name
 
 
 def compute_environment(name: str) -> str:
@@ -30,10 +23,6 @@ def job_queue(name: str) -> str:
 
 
 def job_definition(name: str) -> str:
-    return f"sdtui-{name}"
-
-
-def repository(name: str) -> str:
     return f"sdtui-{name}"
 
 

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sdtui.deploy.aws import bucket, iam, upload
+from sdtui.deploy.aws import bucket, ecr, iam, upload
 from sdtui.deploy.aws.naming import TAG_KEY, error_code, tags
 from sdtui.deploy.aws.session import Identity, SessionClients, identity
 from sdtui.deploy.base import Step, StepContext
 from sdtui.deploy.batch import (
     compute,
-    ecr,
     jobdef,
     launch_template,
     models,

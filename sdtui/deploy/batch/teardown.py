@@ -11,12 +11,12 @@ from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sdtui.deploy.aws import bucket, iam
+from sdtui.deploy.aws import bucket, ecr, iam
 from sdtui.deploy.aws.naming import TAG_KEY
 from sdtui.deploy.aws.session import client
 from sdtui.deploy.aws.teardown import S3_USD_PER_GB_MONTH, bucket_size_gb
 from sdtui.deploy.base import Resource, TeardownReport
-from sdtui.deploy.batch import compute, ecr, jobdef, launch_template, names, network
+from sdtui.deploy.batch import compute, jobdef, launch_template, names, network
 from sdtui.deploy.batch import queue as job_queue
 from sdtui.errors import SdtuiError
 from sdtui.ledger import Ledger
@@ -78,7 +78,8 @@ def teardown(session, name: str, ledger: Ledger | None, *, purge_bucket: bool = 
                     iam_client, role, TAG_KEY, name) and iam.delete_role_named(
                     iam_client, role), "free; ")
     attempt("ecr_repository", names.repository(name),
-            lambda: ecr.delete_repository(ecr_client, name), "about $0.10/GB-month; ")
+            lambda: ecr.delete_repository(ecr_client, name),
+            f"about ${ecr.USD_PER_GB_MONTH:.2f}/GB-month; ")
 
     _bucket(s3, ledger, purge_bucket, report, attempt)
     # A kept bucket keeps the ledger: it remembers that this deployment made the bucket.

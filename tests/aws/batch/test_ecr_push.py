@@ -1,86 +1,38 @@
 """The ECR push against a real registry: Debian's docker-registry (the Distribution registry)
-on 127.0.0.1 with basic auth, reached by this machine's Docker engine through the Docker SDK
-exactly as the product pushes to ECR. Only the token exchange is faked, at the
-GetAuthorizationToken call (botocore's Stubber), with the answer's real shape: a base64
-"AWS:<password>" token and the registry's endpoint. The engine treats a loopback registry as
-insecure-allowed, so plain HTTP works there and nowhere else."""
+on 127.0.0.1 with basic auth (tests/aws/registry.py), reached by this machine's Docker engine
+through the Docker SDK exactly as the product pushes to ECR. Only the token exchange is faked, at
+the GetAuthorizationToken call (botocore's Stubber), with the answer's real shape: a base64
+"AWS:<password>" token and the registry's endpoint."""
 
 from __future__ import annotations
 
 import base64
 import io
 import json
-import shutil
-import socket
-import subprocess
 import tarfile
-import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import bcrypt
 import boto3
 import pytest
 from botocore.stub import Stubber
 
-from sdtui.deploy.batch import ecr
+from sdtui.deploy.aws import ecr
 from sdtui.errors import DeploymentError
+
+from ..registry import http_status, serve_registry
 
 USER, PASSWORD = "AWS", f"token-{uuid.uuid4().hex}"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    with serve_registry(tmp_path_factory.mktemp("registry"), USER, PASSWORD) as address:
+        yield address
 
 
 def _get(url: str, password: str | None) -> int:
-    request = urllib.request.Request(url)
-    if password is not None:
-        token = base64.b64encode(f"{USER}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=2) as reply:
-            return reply.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except urllib.error.URLError:
-        return 0  # not listening (yet)
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """docker-registry on a free loopback port, its own config, storage and htpasswd."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("docker-registry is not installed (scripts/setup-test-env.sh installs it)")
-    root = tmp_path_factory.mktemp("registry")
-    (root / "htpasswd").write_bytes(
-        USER.encode() + b":" + bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=5)) + b"\n")
-    port = _free_port()
-    (root / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {uuid.uuid4().hex}\n"
-        f"auth:\n  htpasswd:\n    realm: sdtui-test\n    path: {root / 'htpasswd'}\n")
-    log = open(root / "registry.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([binary, "serve", str(root / "config.yml")], stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    try:
-        while _get(f"{url}/v2/", None) != 401:  # up, and refusing the anonymous
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"docker-registry did not start: {root / 'registry.log'}")
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    return http_status(url, USER, password)
 
 
 @pytest.fixture
