@@ -11,7 +11,9 @@ import pytest
 from PIL import Image
 
 from sdtui.client import WorkerClient, decode_png
-from sdtui.protocol import PROTOCOL_VERSION, ProtocolError
+from sdtui.metadata.reader import request_from_png
+from sdtui.outputs import save_image
+from sdtui.protocol import MAX_SEED, PROTOCOL_VERSION, ProtocolError
 from sdtui.worker import spool
 from sdtui.worker.server import Worker
 
@@ -74,6 +76,20 @@ def test_seeds_count_up_and_the_same_request_gives_the_same_pixels(worker):
     assert [e["seed"] for e in first] == [11, 12]
     pixels = [Image.open(io.BytesIO(decode_png(e))).tobytes() for e in first + again]
     assert pixels[0] == pixels[2] and pixels[1] == pixels[3] and pixels[0] != pixels[1]
+
+
+def test_a_batch_from_the_highest_seed_wraps_and_every_image_re_runs(worker, tmp_path):
+    """--seed 4294967295 -n 2: the second image's seed wraps to 0 (as variation seeds do), so
+    every saved image records a seed a re-run (--from-png) accepts, and gives its pixels."""
+    images = [e for e in run(worker.client, seed=MAX_SEED, count=2) if e["type"] == "image"]
+    assert [e["seed"] for e in images] == [MAX_SEED, 0]
+    for ev in images:
+        worker.client.ack(ev["id"], ev["index"])
+        saved = save_image(tmp_path, decode_png(ev), ev["params"])
+        params, _warnings = request_from_png(saved, set())
+        (again,) = [e for e in run(worker.client, **params) if e["type"] == "image"]
+        worker.client.ack(again["id"])
+        assert again["seed"] == ev["seed"] and decode_png(again) == decode_png(ev)
 
 
 def test_cancel_stops_within_a_step_and_keeps_finished_images(worker):
