@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
 
@@ -11,10 +12,12 @@ import pytest
 from PIL import Image
 
 from sdtui.client import WorkerClient, decode_png
+from sdtui.errors import WorkerDied
 from sdtui.metadata.reader import request_from_png
 from sdtui.outputs import save_image
 from sdtui.protocol import MAX_SEED, PROTOCOL_VERSION, ProtocolError
 from sdtui.worker import spool
+from sdtui.worker.__main__ import EXIT_TERMINATED
 from sdtui.worker.server import Worker
 
 FAST = {"steps": 4, "width": 64, "height": 64, "preview_every": 2}
@@ -209,6 +212,46 @@ def test_a_full_spool_refuses_new_requests_and_keeps_every_image(tiny_diffusers,
     assert (error["type"], error["id"], error["code"]) == ("error", "b", "spool_full")
     assert "1 unsaved image(s)" in error["message"] and "run sdtui" in error["message"]
     assert len(spooled(tmp_path)) == 1
+
+
+def test_sigterm_while_idle_exits_cleanly_with_the_stopped_code(tiny_diffusers):
+    """`docker stop` of an idle worker: the exit code the client reads as "stopped", never an
+    interpreter abort (a reader thread held stdin's lock at shutdown: exit 134/139)."""
+    w = WorkerProcess(tiny_diffusers)
+    w.client.wait_ready(timeout=300)
+    assert w.client.info()["busy"] is None
+    w.proc.send_signal(signal.SIGTERM)
+    rc = w.proc.wait(timeout=120)
+    err = w.proc.stderr.read().decode()
+    assert rc == EXIT_TERMINATED and "Fatal Python error" not in err, err
+
+
+def test_sigterm_mid_batch_stops_after_the_current_step_and_keeps_the_spool(tiny_diffusers,
+                                                                           tmp_path):
+    w = WorkerProcess(tiny_diffusers, "--outputs", str(tmp_path))
+    w.client.wait_ready(timeout=300)
+    seen = []
+    with pytest.raises(WorkerDied):
+        for ev in w.client.generate(prompt="stopped", seed=5, steps=40, width=64, height=64,
+                                    count=3, preview_every=0):
+            seen.append(ev)
+            if ev["type"] == "image":
+                w.proc.send_signal(signal.SIGTERM)
+    rc = w.proc.wait(timeout=120)
+    err = w.proc.stderr.read().decode()
+    assert rc == EXIT_TERMINATED and "Fatal Python error" not in err, err
+    assert "done" not in [e["type"] for e in seen]  # stopped, not a user's cancel
+    after = [e for e in seen[seen.index(next(e for e in seen if e["type"] == "image")):]
+             if e["type"] == "progress"]
+    assert len(after) <= 2, "the sampler ran on for more than a step after SIGTERM"
+    finished = [(e["id"], e["index"]) for e in seen if e["type"] == "image"]
+
+    again = WorkerProcess(tiny_diffusers, "--outputs", str(tmp_path))
+    try:
+        again.client.wait_ready(timeout=300)
+        assert [(e["id"], e["index"]) for e in again.client.fetch()] == finished
+    finally:
+        again.stop()
 
 
 def test_stdout_carries_only_protocol_lines(tiny_diffusers):

@@ -43,6 +43,7 @@ class Worker:
         self._busy: str | None = None
         self._running: dict[str, Any] | None = None
         self._cancel = threading.Event()
+        self._stopping = threading.Event()
         self._cancelled_in_queue: set[str] = set()
         self.spool = spool.Spool(outputs_dir / spool.DIR_NAME if outputs_dir is not None
                                  else None)
@@ -154,12 +155,25 @@ class Worker:
         finally:
             self._queue.put(_STOP)
 
-    def serve(self, stdin: IO[bytes]) -> None:
+    def serve(self, stdin: IO[bytes]) -> bool:
+        """Serve until stdin ends (False) or `stop` is called (True)."""
         self.emit("ready", self.model_info)
         reader = threading.Thread(target=self._read, args=(stdin,), daemon=True, name="stdin")
         reader.start()
-        while (req := self._queue.get()) is not _STOP:
+        while (req := self._queue.get()) is not _STOP and not self._stopping.is_set():
             self.run_generate(req)
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Stop serving (SIGTERM: `docker stop`): the running request stops after its current
+        step, queued ones never start; finished images stay in the spool. Safe to call from a
+        signal handler: the queue is woken from another thread, since the handler may run
+        while the main thread holds the queue's lock."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._cancel.set()
+        threading.Thread(target=self._queue.put, args=(_STOP,), daemon=True).start()
 
     def run_generate(self, req: dict[str, Any]) -> None:
         from sdtui.worker.sampling import Cancelled
@@ -171,6 +185,8 @@ class Worker:
                 return
             if rid in self._queued_ids:
                 self._queued_ids.remove(rid)
+            if self._stopping.is_set():
+                return
             self._busy, self._running = rid, req
             self._cancel.clear()
         started = time.monotonic()
@@ -179,6 +195,10 @@ class Worker:
             images = self.sampler.run(req, self.emit, self._cancel)
         except Cancelled as exc:
             images, cancelled = exc.args[0], True
+            if self._stopping.is_set():  # no `done`: its client must not read a user's cancel
+                log.info("stopped request %s after %d image(s); they wait in the spool", rid,
+                         images)
+                return
         except Exception as exc:
             log.exception("generation %s failed", rid)
             # One line: some library messages span several.
