@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
 
 import pytest
+from faults.matrix import Tmpfs
 from PIL import Image
 
 from sdtui.client import WorkerClient, decode_png
-from sdtui.errors import WorkerDied
+from sdtui.errors import SpoolFull, WorkerDied
 from sdtui.metadata.reader import request_from_png
 from sdtui.outputs import save_image
 from sdtui.protocol import MAX_SEED, PROTOCOL_VERSION, ProtocolError
@@ -252,6 +254,61 @@ def test_sigterm_mid_batch_stops_after_the_current_step_and_keeps_the_spool(tiny
         assert [(e["id"], e["index"]) for e in again.client.fetch()] == finished
     finally:
         again.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = Tmpfs(tmp_path / "outputs", size="2m")
+    yield disk
+    disk.unmount()
+
+
+def test_a_spool_disk_that_fills_mid_batch_stops_the_request_and_loses_nothing(
+        tiny_diffusers, small_disk):
+    """The worker never finishes an image it cannot keep: once its spool's disk is full it
+    stops the request (spool_full) instead of going on with images that live only in memory;
+    every image it sent is on disk, and a restarted worker offers every one of them again."""
+    w = WorkerProcess(tiny_diffusers, "--outputs", str(small_disk.path))
+    w.client.wait_ready(timeout=300)
+    sent = []
+    with pytest.raises(SpoolFull) as caught:
+        for ev in w.client.generate(prompt="no room", seed=7, steps=4, width=64, height=64,
+                                    count=6, preview_every=0):
+            if ev["type"] == "image":
+                sent.append((ev["id"], ev["index"]))
+                small_disk.fill()
+    message = str(caught.value)
+    # The disk filled while image 2 was made (written: ENOSPC) or before (checked: 0 MiB free).
+    assert re.search(r"No space left on device|0\.\d MiB free", message), message
+    assert "stopped the request after 1 of 6 image(s)" in message, message
+    assert "\n" not in message
+    assert sent == [(sent[0][0], 0)]
+    assert w.client.info()["unacked"] == len(spooled(small_disk.path)) == 1
+    w.proc.kill()
+    w.proc.wait(timeout=60)
+
+    small_disk.free()
+    again = WorkerProcess(tiny_diffusers, "--outputs", str(small_disk.path))
+    try:
+        again.client.wait_ready(timeout=300)
+        assert [(e["id"], e["index"]) for e in again.client.fetch()] == sent
+    finally:
+        again.stop()
+
+
+def test_a_request_whose_images_cannot_fit_in_the_spool_is_refused_before_it_starts(
+        tiny_diffusers, small_disk):
+    w = WorkerProcess(tiny_diffusers, "--outputs", str(small_disk.path))
+    try:
+        w.client.wait_ready(timeout=300)
+        events = w.client.generate(prompt="too big", seed=7, steps=4, width=1024, height=1024,
+                                   count=4, preview_every=0)
+        with pytest.raises(SpoolFull) as caught:
+            next(events)  # the refusal comes first: no step was taken
+        assert "MiB free" in str(caught.value) and "4 image(s)" in str(caught.value)
+        assert w.client.info()["busy"] is None and spooled(small_disk.path) == []
+    finally:
+        w.stop()
 
 
 def test_stdout_carries_only_protocol_lines(tiny_diffusers):
