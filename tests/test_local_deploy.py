@@ -123,14 +123,15 @@ def test_a_killed_client_loses_no_finished_image(cli, tiny_models, docker_client
     assert list((cli.state / "worker-outputs" / cli.name / spool.DIR_NAME).iterdir()) == []
 
 
-def test_a_third_client_never_adopts_a_live_clients_request(cli, docker_client):
+def test_a_third_client_never_adopts_a_live_clients_request(cli, tiny_models, docker_client):
     """A runs; B starts meanwhile (A holds the deployment: B saves only its own); A ends; C
     starts (with its own --out) while B's request runs. C may take over the deployment, but B
     is alive and owns its request: C neither adopts it nor saves any of its images, and each of
     B's images is saved exactly once, by B. The worker is stopped (SIGSTOP) until C's question
     has reached it, so B's request is running when C asks, however slow this machine is."""
     batch = ["--steps", "20", "--width", "64", "--height", "64", "--json"]
-    a = cli.popen("--prompt", "client a", "-n", "2", *batch)
+    a = cli.popen("--model", str(tiny_models["ckpt"]), "--prompt", "client a", "-n", "2",
+                  *batch)
     next(ev for ev in read_events(a) if ev["event"] == "progress")
     b = cli.popen("--prompt", "client b", "-n", "4", *batch)
     b_events = read_events(b)

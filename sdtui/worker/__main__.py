@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
-    # As a container's PID 1 the worker would ignore SIGTERM, and `docker stop` or an engine
-    # shutting down would wait 10 s to kill it. While loading nothing can be lost: leave at once.
+    # Without a handler, a worker that is a container's PID 1 would ignore SIGTERM, and `docker
+    # stop` would wait 10 s to kill it. While loading nothing can be lost: leave at once.
     signal.signal(signal.SIGTERM, _terminated)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = _claim_stdout()
