@@ -293,7 +293,7 @@ class RunningRequest:
                 if ev.get("id") != self.id:
                     continue
                 if ev["type"] == "error":
-                    raise GenerationError(ev["message"])
+                    raise _ERRORS.get(ev["code"], GenerationError)(ev["message"])
                 yield ev
                 if ev["type"] == "done":
                     return

@@ -127,27 +127,30 @@ def test_a_third_client_never_adopts_a_live_clients_request(cli, tiny_models, do
     """A runs; B starts meanwhile (A holds the deployment: B saves only its own); A ends; C
     starts (with its own --out) while B's request runs. C may take over the deployment, but B
     is alive and owns its request: C neither adopts it nor saves any of its images, and each of
-    B's images is saved exactly once, by B. The worker is stopped (SIGSTOP) until C's question
-    has reached it, so B's request is running when C asks, however slow this machine is."""
-    batch = ["--steps", "20", "--width", "64", "--height", "64", "--json"]
+    B's images is saved exactly once, by B. The worker is stopped (SIGSTOP) while B, then C,
+    start, until their first question has reached it, so A's request, then B's, still runs
+    when they ask, however slow this machine is."""
+    batch = ["--steps", "8", "--width", "64", "--height", "64", "--json"]
     a = cli.popen("--model", str(tiny_models["ckpt"]), "--prompt", "client a", "-n", "2",
                   *batch)
     next(ev for ev in read_events(a) if ev["event"] == "progress")
-    b = cli.popen("--prompt", "client b", "-n", "4", *batch)
+    (worker,) = labelled(docker_client, cli.name)[0]
+    with frozen(worker) as waiting:
+        b = cli.popen("--prompt", "client b", "-n", "4", *batch)
+        wait_for(waiting, unless=lambda: b.poll() is not None)
     b_events = read_events(b)
     assert next(ev for ev in b_events if ev["event"] in ("other_client", "progress"))["event"] \
         == "other_client"
-    a.communicate(timeout=300)
+    a.communicate(timeout=900)
     assert a.returncode == 0
     rid = next(ev for ev in b_events if ev["event"] == "progress")["id"]
 
     c_cli = Cli(cli.root, cli.name, cli.volume, out=cli.root / "out-c")
-    (worker,) = labelled(docker_client, cli.name)[0]
     with frozen(worker) as waiting:
         c = c_cli.popen("--json")
         wait_for(waiting, unless=lambda: c.poll() is not None)
-    c_out, c_err = c.communicate(timeout=300)
-    b_rest, b_err = b.communicate(timeout=300)
+    c_out, c_err = c.communicate(timeout=900)
+    b_rest, b_err = b.communicate(timeout=900)
     assert c.returncode == 0 and b.returncode == 0, c_err + b_err
 
     c_seen = events(c_out)

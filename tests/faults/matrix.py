@@ -105,8 +105,9 @@ def kill_container(cell: Any) -> None:
 
 
 def stop_container(cell: Any) -> None:
-    """`docker stop` (SIGTERM): the worker stops after its current step."""
-    running_worker(cell).stop()
+    """`docker stop` (SIGTERM): the worker stops after its current step. Its grace before a
+    SIGKILL is longer than docker's 10 s, which one step can take on a loaded CI machine."""
+    running_worker(cell).stop(timeout=300)
 
 
 def fill_disk(cell: Any) -> None:

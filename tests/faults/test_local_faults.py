@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import docker
 import pytest
-from local_cli import Cli, finished_by_worker, labelled
+from local_cli import Cli, finished_by_worker, labelled, wait_for
 
 from sdtui.deploy.local import LocalDeployment, LocalSettings
 from sdtui.errors import EXIT_DEPLOYMENT, EXIT_GENERATION
@@ -94,7 +94,11 @@ def free_disk_and_restart_worker(cell: Cell) -> None:
     """Space freed, and the worker restarted meanwhile (`docker restart`, a reboot): whatever
     it sent must have been on disk, not only in its memory."""
     cell.disk.free()
-    cell.worker().restart()
+    worker = cell.worker()
+    readies = worker.logs(stdout=True, stderr=False).count(b'"type":"ready"')
+    worker.restart()
+    wait_for(lambda: worker.logs(stdout=True, stderr=False).count(b'"type":"ready"') > readies,
+             unless=lambda: worker.reload() or worker.status == "exited")
 
 
 def stop_engine(cell: Cell) -> None:
