@@ -125,12 +125,14 @@ FAULTS = [
           ("generate",), repair=free_disk, generate_at="progress", needs="tmpfs"),
     Fault("container-stopped", stop_container,
           error_line(EXIT_GENERATION, "the worker was stopped"), ("generate",)),
+    # Filled at the first step, before the worker writes any image to its spool.
     Fault("spool-disk-full", fill_disk, error_line(EXIT_GENERATION, "spool cannot keep"),
-          ("generate",), repair=free_disk_and_restart_worker, needs="spool-tmpfs"),
+          ("generate",), repair=free_disk_and_restart_worker, generate_at="progress",
+          needs="spool-tmpfs"),
     # The state dir (the spool with it) and --out on one small disk.
-    Fault("one-disk-full", fill_disk,
-          error_line(EXIT_GENERATION, "No space left on device", "spool cannot keep"),
-          ("generate",), repair=free_disk_and_restart_worker, needs="root-tmpfs"),
+    Fault("one-disk-full", fill_disk, error_line(EXIT_GENERATION, "spool cannot keep"),
+          ("generate",), repair=free_disk_and_restart_worker, generate_at="progress",
+          needs="root-tmpfs"),
 ]
 
 
