@@ -22,7 +22,7 @@ from typing import IO, Any
 from docker.utils.socket import STDOUT, frames_iter
 
 from sdtui import protocol
-from sdtui.errors import Detached, GenerationError, RequestRejected, WorkerDied
+from sdtui.errors import Detached, GenerationError, RequestRejected, SpoolFull, WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +233,7 @@ class WorkerClient:
             while True:
                 ev = self._next(waiter, None)
                 if ev["type"] == "error":
-                    rejected = ev["code"] == "bad_request"
-                    raise (RequestRejected if rejected else GenerationError)(ev["message"])
+                    raise _ERRORS.get(ev["code"], GenerationError)(ev["message"])
                 yield ev
                 if ev["type"] == "done":
                     return
@@ -274,6 +273,8 @@ class WorkerClient:
 
 
 _REQUEST_EVENTS = ("progress", "preview", "image", "done", "error")
+# The worker's error codes that mean more than "generation failed".
+_ERRORS = {"bad_request": RequestRejected, "spool_full": SpoolFull}
 
 
 class RunningRequest:
@@ -292,7 +293,7 @@ class RunningRequest:
                 if ev.get("id") != self.id:
                     continue
                 if ev["type"] == "error":
-                    raise GenerationError(ev["message"])
+                    raise _ERRORS.get(ev["code"], GenerationError)(ev["message"])
                 yield ev
                 if ev["type"] == "done":
                     return

@@ -61,6 +61,11 @@ class Detached(WorkerDied):
     """This client closed its own connection (quitting); the worker goes on."""
 
 
+class SpoolFull(GenerationError):
+    """The worker's spool cannot keep another image (its disk is full, or it holds the most it
+    keeps): it refused the request, or stopped it after the images it could keep."""
+
+
 class RequestRejected(GenerationError):
     """The worker refused a request as bad input (`bad_request`): e.g. an unknown LoRA, or an
     inpainting model without a mask. Nothing was generated."""

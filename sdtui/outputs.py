@@ -140,10 +140,14 @@ def open_index_locked(out_dir: Path, flags: int = os.O_WRONLY | os.O_APPEND) -> 
 
 
 def _append_index(out_dir: Path, line: bytes) -> None:
-    """Append one line under a lock; on failure cut the file back so no half line remains."""
-    fd = open_index_locked(out_dir)
+    """Append one line under a lock; on failure cut the file back so no half line remains.
+    A half line some other writer left (it died mid-write) is ended first, so it cannot
+    swallow this one."""
+    fd = open_index_locked(out_dir, os.O_RDWR | os.O_APPEND)
     try:
         size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         try:
             _write_all(fd, line)
             os.fsync(fd)

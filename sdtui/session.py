@@ -6,16 +6,14 @@ and the next session's `take_over` saves it, and adopts the request the dead cli
 An image is saved once: images sent again are matched by (request id, index) against the
 outputs' index before they are saved.
 
-Only one client at a time takes over a deployment's leftovers: a lock file per deployment in the
-state dir, held while the session lives and released by the kernel when its process dies. A
+Only one client at a time takes over a deployment's leftovers, and never what a live client
+owns: each request it sends or adopts is locked for as long as it owns it (client_locks.py). A
 second client attached at the same time saves only its own requests.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -24,9 +22,9 @@ from typing import Any
 
 from sdtui import protocol
 from sdtui.client import RunningRequest, WorkerClient, decode_png
-from sdtui.errors import RequestRejected, WorkerDied
-from sdtui.outputs import find_saved, save_image, store_inputs
-from sdtui.paths import state_dir
+from sdtui.client_locks import ClientLock, RequestLocks
+from sdtui.errors import GenerationError, RequestRejected, SpoolFull, WorkerDied
+from sdtui.outputs import OutputWriteError, find_saved, save_image, store_inputs
 
 
 @dataclass(frozen=True)
@@ -54,31 +52,16 @@ class Recovery:
 OnWorkerEvent = Callable[[dict[str, Any]], None]
 
 
-class ClientLock:
-    """One sdtui client per deployment takes over what a dead one left behind."""
-
-    def __init__(self, name: str) -> None:
-        self.path = state_dir() / "clients" / f"{name}.lock"
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        """True when this process now holds it (it is never waited for)."""
-        if self._fd is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+def _with_what_is_kept(exc: SpoolFull | OutputWriteError, saved: int, out_dir: Path
+                       ) -> SpoolFull | OutputWriteError:
+    """A full disk stops a request: say what is kept, where, and how to get the rest."""
+    if isinstance(exc, SpoolFull):
+        fix = ("free space on the worker's disk (`sdtui --no-ui --status` shows its spool), "
+               "then run the same command")
+    else:
+        fix = f"{exc.fix}; then run the same command: it saves what the worker holds"
+    return type(exc)(f"{exc.message}; {saved} image(s) of this request saved in {out_dir}",
+                     fix=fix)
 
 
 class Session:
@@ -89,6 +72,7 @@ class Session:
         # Recorded in each image's index line: the app's gallery shows a deployment's images.
         self.deployment = deployment
         self._lock = ClientLock(deployment) if deployment else None
+        self._owned = RequestLocks(deployment) if deployment else None
         self._current: str | None = None
         self._state = threading.Lock()
         self._saved: dict[tuple[str, int], Path] = {}
@@ -114,9 +98,37 @@ class Session:
         self.client.ack(*key)
         return SavedImage(path, ev["id"], ev["index"], ev["seed"], params, already)
 
-    def recover(self) -> list[SavedImage]:
-        """Save the images that finished while no client was attached."""
-        return [self._save(ev, sent_before=True) for ev in self.client.fetch()]
+    def _claim(self, rid: str) -> bool:
+        """Own request `rid` unless a live client does."""
+        return self._owned is None or self._owned.claim(rid)
+
+    def _release(self, rid: str) -> None:
+        """Let go of a request once every image of it we had is saved and acknowledged: the
+        `info` round trip makes sure the worker applied those acks before another client can
+        take the request's lock and fetch."""
+        if self._owned is None:
+            return
+        with contextlib.suppress(GenerationError):
+            self.client.info()
+        self._owned.release(rid)
+
+    def _recover(self, keep: str | None) -> tuple[list[SavedImage], bool]:
+        """Save the images that finished while no client was attached, except those of a
+        request a live client owns (it saves them). Returns the images saved, and whether a
+        live client's were left to it. `keep`: a request we go on owning (adopted)."""
+        images = self.client.fetch()
+        ids = {ev["id"] for ev in images}
+        claimed = {rid for rid in ids if self._claim(rid)}
+        if self._owned is not None and claimed:
+            # Claimed after that answer: ask again, so an image its owner saved and acknowledged
+            # just before it let go is not saved a second time.
+            images = self.client.fetch()
+        try:
+            saved = [self._save(ev, sent_before=True) for ev in images if ev["id"] in claimed]
+        finally:
+            for rid in claimed - {keep}:
+                self._release(rid)
+        return saved, claimed != ids
 
     def take_over(self) -> Recovery:
         """Unless another client is attached to this deployment: save what the worker holds
@@ -124,13 +136,28 @@ class Session:
         if self._lock is not None and not self._lock.acquire():
             return Recovery(other_client=True)
         adopted = self.client.watch_running()
+        live = False
+        if adopted is not None and not self._adoptable(adopted.id):
+            adopted.close()
+            adopted, live = None, True
         try:
-            saved = self.recover()
+            saved, left = self._recover(adopted.id if adopted is not None else None)
         except BaseException:
             if adopted is not None:
                 adopted.close()
+                self._release(adopted.id)
             raise
-        return Recovery(saved, adopted)
+        return Recovery(saved, adopted, other_client=live or left)
+
+    def _adoptable(self, rid: str) -> bool:
+        """Whether the running request `rid` is left by a client that is gone: we can take its
+        lock, and it still runs (a live owner holds the lock until it is over)."""
+        if not self._claim(rid):
+            return False
+        if self.client.info()["busy"] != rid:
+            self._release(rid)
+            return False
+        return True
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -142,6 +169,8 @@ class Session:
         refusal = protocol.model_refusal(self.client.ready or {}, request)
         if refusal:  # refused here, as the worker would, before anything is sent
             raise RequestRejected(refusal)
+        if not self._claim(request["id"]):  # ids are random: only a stale file could hold it
+            raise GenerationError(f"request id {request['id']} is locked by another client")
         return self._follow(request["id"], self.client.generate(**request), on_event)
 
     def follow(self, adopted: RunningRequest, on_event: OnWorkerEvent | None = None,
@@ -166,9 +195,12 @@ class Session:
                     cancelled = ev["cancelled"]
                 if on_event:
                     on_event(ev)
+        except (SpoolFull, OutputWriteError) as exc:
+            raise _with_what_is_kept(exc, len(saved), self.out_dir) from None
         finally:
             with self._state:
                 self._current = None
+            self._release(rid)
         return saved, cancelled
 
     def cancel(self) -> bool:
@@ -185,5 +217,7 @@ class Session:
         """Detach at once (never waits for a running request, which goes on in the worker and
         is adopted by the next session) and let another client take over."""
         self.client.close()
+        if self._owned is not None:
+            self._owned.release_all()
         if self._lock is not None:
             self._lock.release()

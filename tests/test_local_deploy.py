@@ -123,6 +123,47 @@ def test_a_killed_client_loses_no_finished_image(cli, tiny_models, docker_client
     assert list((cli.state / "worker-outputs" / cli.name / spool.DIR_NAME).iterdir()) == []
 
 
+def test_a_third_client_never_adopts_a_live_clients_request(cli, tiny_models, docker_client):
+    """A runs; B starts meanwhile (A holds the deployment: B saves only its own); A ends; C
+    starts (with its own --out) while B's request runs. C may take over the deployment, but B
+    is alive and owns its request: C neither adopts it nor saves any of its images, and each of
+    B's images is saved exactly once, by B. The worker is stopped (SIGSTOP) while B, then C,
+    start, until their first question has reached it, so A's request, then B's, still runs
+    when they ask, however slow this machine is."""
+    batch = ["--steps", "8", "--width", "64", "--height", "64", "--json"]
+    a = cli.popen("--model", str(tiny_models["ckpt"]), "--prompt", "client a", "-n", "2",
+                  *batch)
+    next(ev for ev in read_events(a) if ev["event"] == "progress")
+    (worker,) = labelled(docker_client, cli.name)[0]
+    with frozen(worker) as waiting:
+        b = cli.popen("--prompt", "client b", "-n", "4", *batch)
+        wait_for(waiting, unless=lambda: b.poll() is not None)
+    b_events = read_events(b)
+    assert next(ev for ev in b_events if ev["event"] in ("other_client", "progress"))["event"] \
+        == "other_client"
+    a.communicate(timeout=900)
+    assert a.returncode == 0
+    rid = next(ev for ev in b_events if ev["event"] == "progress")["id"]
+
+    c_cli = Cli(cli.root, cli.name, cli.volume, out=cli.root / "out-c")
+    with frozen(worker) as waiting:
+        c = c_cli.popen("--json")
+        wait_for(waiting, unless=lambda: c.poll() is not None)
+    c_out, c_err = c.communicate(timeout=900)
+    b_rest, b_err = b.communicate(timeout=900)
+    assert c.returncode == 0 and b.returncode == 0, c_err + b_err
+
+    c_seen = events(c_out)
+    assert not [e for e in c_seen if e["event"] in ("adopted", "image", "recovered")], c_seen
+    assert [e["event"] for e in c_seen if e["event"] == "other_client"] == ["other_client"]
+    assert [e["images"] for e in events(b_rest) if e["event"] == "done"] == [4]
+    assert not [r for r in read_index(c_cli.out) if r.get("request") == rid]
+    saved = sorted(r["index"] for r in read_index(cli.out) if r.get("request") == rid)
+    assert saved == [0, 1, 2, 3]  # each once
+    assert sorted(k for k in finished_by_worker(worker) if k[0] == rid) == \
+        [(rid, i) for i in range(4)]
+
+
 def test_ctrl_c_cancels_the_request_keeps_its_images_and_the_container(cli, docker_client):
     before = set(cli.out.glob("*.png"))
     proc = cli.popen("--prompt", "interrupted", "-n", "4", "--steps", "30", "--width", "64",

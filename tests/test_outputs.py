@@ -204,6 +204,19 @@ def test_index_gets_one_line_per_image_without_png(tmp_path: Path) -> None:
     assert "png" not in read_metadata(second)["params"]
 
 
+def test_a_torn_last_index_line_does_not_swallow_the_next_image(tmp_path: Path) -> None:
+    """A writer that died mid-line (power cut, kill -9 of another tool) leaves half a line with
+    no newline: the next image's line starts on a fresh line, so every image stays findable."""
+    first = save_image(tmp_path, png_bytes(), PARAMS, {"request": "r1", "index": 0})
+    with open(tmp_path / "index.jsonl", "ab") as index:
+        index.write(b'{"request": "r1", "index": 1, "file": "half')
+    second = save_image(tmp_path, png_bytes(), {**PARAMS, "seed": 8},
+                        {"request": "r2", "index": 0})
+
+    assert [r["file"] for r in read_index(tmp_path)] == [first.name, second.name]
+    assert outputs.find_saved(tmp_path, "r2", 0) == second
+
+
 def test_out_dir_is_created(tmp_path: Path) -> None:
     path = save_image(tmp_path / "a" / "b", png_bytes(), PARAMS)
     assert path.parent == tmp_path / "a" / "b"

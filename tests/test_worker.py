@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import signal
 import subprocess
 import sys
 
 import pytest
+from faults.matrix import Tmpfs
 from PIL import Image
 
 from sdtui.client import WorkerClient, decode_png
-from sdtui.protocol import PROTOCOL_VERSION, ProtocolError
+from sdtui.errors import SpoolFull, WorkerDied
+from sdtui.metadata.reader import request_from_png
+from sdtui.outputs import save_image
+from sdtui.protocol import MAX_SEED, PROTOCOL_VERSION, ProtocolError
 from sdtui.worker import spool
+from sdtui.worker.__main__ import EXIT_TERMINATED
 from sdtui.worker.server import Worker
 
 FAST = {"steps": 4, "width": 64, "height": 64, "preview_every": 2}
@@ -74,6 +81,20 @@ def test_seeds_count_up_and_the_same_request_gives_the_same_pixels(worker):
     assert [e["seed"] for e in first] == [11, 12]
     pixels = [Image.open(io.BytesIO(decode_png(e))).tobytes() for e in first + again]
     assert pixels[0] == pixels[2] and pixels[1] == pixels[3] and pixels[0] != pixels[1]
+
+
+def test_a_batch_from_the_highest_seed_wraps_and_every_image_re_runs(worker, tmp_path):
+    """--seed 4294967295 -n 2: the second image's seed wraps to 0 (as variation seeds do), so
+    every saved image records a seed a re-run (--from-png) accepts, and gives its pixels."""
+    images = [e for e in run(worker.client, seed=MAX_SEED, count=2) if e["type"] == "image"]
+    assert [e["seed"] for e in images] == [MAX_SEED, 0]
+    for ev in images:
+        worker.client.ack(ev["id"], ev["index"])
+        saved = save_image(tmp_path, decode_png(ev), ev["params"])
+        params, _warnings = request_from_png(saved, set())
+        (again,) = [e for e in run(worker.client, **params) if e["type"] == "image"]
+        worker.client.ack(again["id"])
+        assert again["seed"] == ev["seed"] and decode_png(again) == decode_png(ev)
 
 
 def test_cancel_stops_within_a_step_and_keeps_finished_images(worker):
@@ -193,6 +214,101 @@ def test_a_full_spool_refuses_new_requests_and_keeps_every_image(tiny_diffusers,
     assert (error["type"], error["id"], error["code"]) == ("error", "b", "spool_full")
     assert "1 unsaved image(s)" in error["message"] and "run sdtui" in error["message"]
     assert len(spooled(tmp_path)) == 1
+
+
+def test_sigterm_while_idle_exits_cleanly_with_the_stopped_code(tiny_diffusers):
+    """`docker stop` of an idle worker: the exit code the client reads as "stopped", never an
+    interpreter abort (a reader thread held stdin's lock at shutdown: exit 134/139)."""
+    w = WorkerProcess(tiny_diffusers)
+    w.client.wait_ready(timeout=300)
+    assert w.client.info()["busy"] is None
+    w.proc.send_signal(signal.SIGTERM)
+    rc = w.proc.wait(timeout=120)
+    err = w.proc.stderr.read().decode()
+    assert rc == EXIT_TERMINATED and "Fatal Python error" not in err, err
+
+
+def test_sigterm_mid_batch_stops_after_the_current_step_and_keeps_the_spool(tiny_diffusers,
+                                                                           tmp_path):
+    w = WorkerProcess(tiny_diffusers, "--outputs", str(tmp_path))
+    w.client.wait_ready(timeout=300)
+    seen = []
+    with pytest.raises(WorkerDied):
+        for ev in w.client.generate(prompt="stopped", seed=5, steps=40, width=64, height=64,
+                                    count=3, preview_every=0):
+            seen.append(ev)
+            if ev["type"] == "image":
+                w.proc.send_signal(signal.SIGTERM)
+    rc = w.proc.wait(timeout=120)
+    err = w.proc.stderr.read().decode()
+    assert rc == EXIT_TERMINATED and "Fatal Python error" not in err, err
+    assert "done" not in [e["type"] for e in seen]  # stopped, not a user's cancel
+    after = [e for e in seen[seen.index(next(e for e in seen if e["type"] == "image")):]
+             if e["type"] == "progress"]
+    assert len(after) <= 2, "the sampler ran on for more than a step after SIGTERM"
+    finished = [(e["id"], e["index"]) for e in seen if e["type"] == "image"]
+
+    again = WorkerProcess(tiny_diffusers, "--outputs", str(tmp_path))
+    try:
+        again.client.wait_ready(timeout=300)
+        assert [(e["id"], e["index"]) for e in again.client.fetch()] == finished
+    finally:
+        again.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = Tmpfs(tmp_path / "outputs", size="2m")
+    yield disk
+    disk.unmount()
+
+
+def test_a_spool_disk_that_fills_mid_batch_stops_the_request_and_loses_nothing(
+        tiny_diffusers, small_disk):
+    """The worker never finishes an image it cannot keep: once its spool's disk is full it
+    stops the request (spool_full) instead of going on with images that live only in memory;
+    every image it sent is on disk, and a restarted worker offers every one of them again."""
+    w = WorkerProcess(tiny_diffusers, "--outputs", str(small_disk.path))
+    w.client.wait_ready(timeout=300)
+    sent = []
+    with pytest.raises(SpoolFull) as caught:
+        for ev in w.client.generate(prompt="no room", seed=7, steps=4, width=64, height=64,
+                                    count=6, preview_every=0):
+            if ev["type"] == "image":
+                sent.append((ev["id"], ev["index"]))
+                small_disk.fill()
+    message = str(caught.value)
+    # The disk filled while image 2 was made (written: ENOSPC) or before (checked: 0 MiB free).
+    assert re.search(r"No space left on device|0\.\d MiB free", message), message
+    assert "stopped the request after 1 of 6 image(s)" in message, message
+    assert "\n" not in message
+    assert sent == [(sent[0][0], 0)]
+    assert w.client.info()["unacked"] == len(spooled(small_disk.path)) == 1
+    w.proc.kill()
+    w.proc.wait(timeout=60)
+
+    small_disk.free()
+    again = WorkerProcess(tiny_diffusers, "--outputs", str(small_disk.path))
+    try:
+        again.client.wait_ready(timeout=300)
+        assert [(e["id"], e["index"]) for e in again.client.fetch()] == sent
+    finally:
+        again.stop()
+
+
+def test_a_request_whose_images_cannot_fit_in_the_spool_is_refused_before_it_starts(
+        tiny_diffusers, small_disk):
+    w = WorkerProcess(tiny_diffusers, "--outputs", str(small_disk.path))
+    try:
+        w.client.wait_ready(timeout=300)
+        events = w.client.generate(prompt="too big", seed=7, steps=4, width=1024, height=1024,
+                                   count=4, preview_every=0)
+        with pytest.raises(SpoolFull) as caught:
+            next(events)  # the refusal comes first: no step was taken
+        assert "MiB free" in str(caught.value) and "4 image(s)" in str(caught.value)
+        assert w.client.info()["busy"] is None and spooled(small_disk.path) == []
+    finally:
+        w.stop()
 
 
 def test_stdout_carries_only_protocol_lines(tiny_diffusers):

@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s"
     )
-    # As a container's PID 1 the worker would ignore SIGTERM, and `docker stop` or an engine
-    # shutting down would wait 10 s to kill it. Nothing is lost by leaving at once: finished
-    # images are already in the spool.
+    # Without a handler, a worker that is a container's PID 1 would ignore SIGTERM, and `docker
+    # stop` would wait 10 s to kill it. While loading nothing can be lost: leave at once.
     signal.signal(signal.SIGTERM, _terminated)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     out = _claim_stdout()
@@ -83,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
     }
-    Worker(Sampler(model, args.model_sha256), info, out, args.outputs).serve(sys.stdin.buffer)
+    worker = Worker(Sampler(model, args.model_sha256), info, out, args.outputs)
+    signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop())
+    if worker.serve(sys.stdin.buffer):
+        # Not a normal exit: the stdin reader thread is blocked in a read that holds stdin's
+        # lock, and the interpreter's shutdown would abort on it ("Fatal Python error:
+        # _enter_buffered_busy"). Events are unbuffered; the spool is already on disk.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(EXIT_TERMINATED)
     return 0
 
 

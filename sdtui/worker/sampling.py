@@ -50,6 +50,10 @@ def latent_preview(latents: torch.Tensor, family: Family) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+def _walk(seed: int, index: int) -> int:
+    return (seed + index) % (protocol.MAX_SEED + 1)
+
+
 class Sampler:
     def __init__(self, model: LoadedModel, model_sha256: str | None = None) -> None:
         self.model = model
@@ -133,10 +137,11 @@ class Sampler:
 
     def _seeds(self, req: dict[str, Any], index: int) -> tuple[int, int | None]:
         """An image's seed and variation seed. A batch of variations keeps the seed and walks
-        the variation seed; otherwise the seed walks."""
+        the variation seed; otherwise the seed walks. Both wrap past the highest seed, so
+        every image records a seed a re-run accepts."""
         if not req["variation_amount"]:
-            return req["seed"] + index, None
-        return req["seed"], (req["variation_seed"] + index) % (protocol.MAX_SEED + 1)
+            return _walk(req["seed"], index), None
+        return req["seed"], _walk(req["variation_seed"], index)
 
     def _sample(self, req: dict[str, Any], seed: int, variation_seed: int | None,
                 init: Image.Image | None, embeds: dict[str, torch.Tensor],

@@ -43,6 +43,8 @@ class Worker:
         self._busy: str | None = None
         self._running: dict[str, Any] | None = None
         self._cancel = threading.Event()
+        self._stopping = threading.Event()
+        self._images_sent = 0  # by the running request
         self._cancelled_in_queue: set[str] = set()
         self.spool = spool.Spool(outputs_dir / spool.DIR_NAME if outputs_dir is not None
                                  else None)
@@ -60,10 +62,20 @@ class Worker:
         if kind in BUSY_EVENTS:
             self.touch_activity()
         if kind == "image":
-            self.spool.put(message)  # on disk before the client can see it
+            self.spool.put(message)  # on disk before the client can see it, or never sent
         with self._write_lock:
             self._out.write(line)
             self._out.flush()
+        if kind == "image":
+            self._images_sent += 1
+            self._room_for_next(fields)
+
+    def _room_for_next(self, image: dict[str, Any]) -> None:
+        """Stop the request (SpoolFull) before an image its spool's disk cannot keep."""
+        params = image["params"]
+        if image["index"] + 1 < params["count"] and (reason := self.spool.room(
+                _image_bound(params, params["width"], params["height"]))):
+            raise spool.SpoolFull(reason)
 
     def error(self, rid: str | None, code: str, message: str) -> None:
         self.emit("error", {"id": rid, "code": code, "message": message})
@@ -93,6 +105,12 @@ class Worker:
         if reason := self.spool.full():
             self.error(req["id"], "spool_full",
                        f"{reason}; run sdtui to save them (it fetches them first), then retry")
+            return
+        size = self.model_info.get("default_size") or 512
+        need = req["count"] * _image_bound(req, req["width"] or size, req["height"] or size)
+        if reason := self.spool.room(need):
+            self.error(req["id"], "spool_full", f"the worker's spool cannot keep this request's "
+                       f"{req['count']} image(s): {reason}")
             return
         with self._state_lock:
             if req["id"] == self._busy or req["id"] in self._queued_ids:
@@ -154,12 +172,25 @@ class Worker:
         finally:
             self._queue.put(_STOP)
 
-    def serve(self, stdin: IO[bytes]) -> None:
+    def serve(self, stdin: IO[bytes]) -> bool:
+        """Serve until stdin ends (False) or `stop` is called (True)."""
         self.emit("ready", self.model_info)
         reader = threading.Thread(target=self._read, args=(stdin,), daemon=True, name="stdin")
         reader.start()
-        while (req := self._queue.get()) is not _STOP:
+        while (req := self._queue.get()) is not _STOP and not self._stopping.is_set():
             self.run_generate(req)
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """Stop serving (SIGTERM: `docker stop`): the running request stops after its current
+        step, queued ones never start; finished images stay in the spool. Safe to call from a
+        signal handler: the queue is woken from another thread, since the handler may run
+        while the main thread holds the queue's lock."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._cancel.set()
+        threading.Thread(target=self._queue.put, args=(_STOP,), daemon=True).start()
 
     def run_generate(self, req: dict[str, Any]) -> None:
         from sdtui.worker.sampling import Cancelled
@@ -171,14 +202,27 @@ class Worker:
                 return
             if rid in self._queued_ids:
                 self._queued_ids.remove(rid)
+            if self._stopping.is_set():
+                return
             self._busy, self._running = rid, req
             self._cancel.clear()
         started = time.monotonic()
         images, cancelled = 0, False
+        self._images_sent = 0
         try:
             images = self.sampler.run(req, self.emit, self._cancel)
+        except spool.SpoolFull as exc:
+            sent = self._images_sent
+            self.error(rid, "spool_full", f"the worker's spool cannot keep more images: {exc}; "
+                       f"it stopped the request after {sent} of {req['count']} image(s), "
+                       "which are kept")
+            return
         except Cancelled as exc:
             images, cancelled = exc.args[0], True
+            if self._stopping.is_set():  # no `done`: its client must not read a user's cancel
+                log.info("stopped request %s after %d image(s); they wait in the spool", rid,
+                         images)
+                return
         except Exception as exc:
             log.exception("generation %s failed", rid)
             # One line: some library messages span several.
@@ -189,6 +233,12 @@ class Worker:
                 self._busy, self._running = None, None
         seconds = round(time.monotonic() - started, 3)
         self.emit("done", {"id": rid, "seconds": seconds, "images": images, "cancelled": cancelled})
+
+
+def _image_bound(req: dict[str, Any], width: int, height: int) -> int:
+    """The most spool bytes one image of `req` can take (an upscaled one is larger)."""
+    scale = req.get("upscale") or 1
+    return spool.image_bytes_bound(width * scale, height * scale, len(protocol.encode(req)))
 
 
 def _id_of(line: bytes) -> str | None:

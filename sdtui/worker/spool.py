@@ -7,7 +7,10 @@ it. A worker that starts again (its container killed, the engine restarted) load
 
 Bound: at most MAX_IMAGES images or MAX_BYTES bytes wait here. When the spool is full the worker
 refuses new requests (code "spool_full") until a client has saved what waits; it never drops an
-image. Without a directory (a worker run by hand, without --outputs) the spool is in memory.
+image. Its disk is checked too: a request whose images cannot fit is refused, and an image that
+cannot be written is never sent (SpoolFull stops its request), so no image the worker sent lives
+only in memory. Without a directory (a worker run by hand, without --outputs) the spool is in
+memory.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -36,11 +40,24 @@ TMP_PREFIX = ".spool-"
 Key = tuple[str, int]
 
 
+class SpoolFull(Exception):
+    """An image could not be written to the spool: it is not sent, and its request stops."""
+
+
 @dataclass
 class _Entry:
     size: int
     path: Path | None = None  # on disk ...
-    message: dict[str, Any] | None = None  # ... or, when it could not be written, in memory
+    message: dict[str, Any] | None = None  # ... or in memory, for a spool without a directory
+
+
+def image_bytes_bound(width: int, height: int, request_bytes: int) -> int:
+    """The most one spooled image can take: its PNG stored without compression (3 bytes a
+    pixel, a filter byte a row, zlib's 5 bytes a block, the chunks) in base64, and its params,
+    which repeat the request (input images included)."""
+    raw = height * (width * 3 + 1)
+    png = raw + 5 * (raw // 16_383 + 1) + 4096
+    return png * 4 // 3 + request_bytes + 1024
 
 
 def count(outputs_dir: Path) -> int:
@@ -76,6 +93,19 @@ class Spool:
                     f"{MAX_BYTES // 2**30} GiB)")
         return None
 
+    def room(self, need: int) -> str | None:
+        """Why `need` more bytes cannot be spooled (its disk has less free), or None."""
+        if self.directory is None:
+            return None
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError as exc:
+            return f"cannot read the free space of the worker's spool ({exc.strerror})"
+        if free >= need:
+            return None
+        return (f"the disk of its spool ({self.directory}) has {free / 2**20:.1f} MiB free, "
+                f"{need / 2**20:.1f} MiB needed")
+
     # --- the lifecycle -------------------------------------------------------------------------
 
     def load(self) -> int:
@@ -106,20 +136,22 @@ class Spool:
         return len(found)
 
     def put(self, message: dict[str, Any]) -> None:
-        """Keep an image event until it is acknowledged (written to disk before it is sent)."""
+        """Keep an image event until it is acknowledged (written to disk before it is sent).
+        Raises SpoolFull when it cannot be written: it must not be sent."""
         key = (message["id"], message["index"])
         data = protocol.encode(message)
-        if self.directory is not None:
-            try:
-                path = self._write(file_name(*key), data)
-            except OSError as exc:  # the client still gets it; a restart would lose it
-                log.warning("could not spool image %s/%d in %s: %s", *key, self.directory, exc)
-            else:
-                with self._lock:
-                    self._entries[key] = _Entry(len(data), path)
-                return
+        if self.directory is None:
+            with self._lock:
+                self._entries[key] = _Entry(len(data), message=message)
+            return
+        try:
+            path = self._write(file_name(*key), data)
+        except OSError as exc:
+            log.warning("could not spool image %s/%d in %s: %s", *key, self.directory, exc)
+            raise SpoolFull(f"image {key[1] + 1} could not be written to its spool "
+                            f"({self.directory}): {exc.strerror or exc}") from exc
         with self._lock:
-            self._entries[key] = _Entry(len(data), message=message)
+            self._entries[key] = _Entry(len(data), path)
 
     def _write(self, name: str, data: bytes) -> Path:
         assert self.directory is not None

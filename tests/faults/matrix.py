@@ -92,11 +92,22 @@ def interrupt_client(cell: Any) -> None:
     cell.proc.send_signal(signal.SIGINT)
 
 
-def kill_container(cell: Any) -> None:
-    """`docker kill` once the worker container runs (it is created before it is started)."""
+def running_worker(cell: Any) -> Any:
+    """The worker container, once it runs (it is created before it is started)."""
     wait_for(lambda: (w := cell.worker()) is not None and w.status == "running",
              unless=lambda: cell.proc.poll() is not None)
-    cell.worker().kill()
+    return cell.worker()
+
+
+def kill_container(cell: Any) -> None:
+    """`docker kill` (SIGKILL)."""
+    running_worker(cell).kill()
+
+
+def stop_container(cell: Any) -> None:
+    """`docker stop` (SIGTERM): the worker stops after its current step. Its grace before a
+    SIGKILL is longer than docker's 10 s, which one step can take on a loaded CI machine."""
+    running_worker(cell).stop(timeout=300)
 
 
 def fill_disk(cell: Any) -> None:

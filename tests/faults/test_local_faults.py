@@ -11,9 +11,14 @@ Every cell asserts what a user is promised:
 
 Faults are injected on a condition (an event on the --json stream, a container's state), never
 after a sleep. Cells that do not exist, and why:
-- the container killed: before the container step there is no worker container to kill (the
-  volume step's and models step's helper containers are created, never started);
-- the outputs disk full: nothing is written to the outputs before generation.
+- the container killed or stopped: before the container step there is no worker container to
+  kill (the volume step's and models step's helper containers are created, never started). A
+  stop while the model loads is not a cell: until Python has set the worker's SIGTERM handler,
+  the worker, as the container's PID 1, ignores SIGTERM and docker kills it after its grace
+  (reported as killed, as the killed cells check);
+- a disk full (the outputs', the spool's, or one disk holding both): nothing is written to the
+  outputs or the spool before generation. The spool's cells restart the worker before the same
+  command runs again, so an image it sent but could not spool would be lost, and fail the cell.
 - the engine restarted runs on a private dockerd (never the shared one); its cells are the
   steps that hold something in the engine when it goes: the copy helper (models), the new
   container (container), the model loading (attach) and the running worker (generate).
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 
 import docker
 import pytest
-from local_cli import Cli, finished_by_worker, labelled
+from local_cli import Cli, finished_by_worker, labelled, wait_for
 
 from sdtui.deploy.local import LocalDeployment, LocalSettings
 from sdtui.errors import EXIT_DEPLOYMENT, EXIT_GENERATION
@@ -49,6 +54,7 @@ from .matrix import (
     kill_client,
     kill_container,
     killed,
+    stop_container,
 )
 from .private_engine import PrivateEngine
 
@@ -87,6 +93,17 @@ class Cell:
         return workers[0] if workers else None
 
 
+def free_disk_and_restart_worker(cell: Cell) -> None:
+    """Space freed, and the worker restarted meanwhile (`docker restart`, a reboot): whatever
+    it sent must have been on disk, not only in its memory."""
+    cell.disk.free()
+    worker = cell.worker()
+    readies = worker.logs(stdout=True, stderr=False).count(b'"type":"ready"')
+    worker.restart()
+    wait_for(lambda: worker.logs(stdout=True, stderr=False).count(b'"type":"ready"') > readies,
+             unless=lambda: worker.reload() or worker.status == "exited")
+
+
 def stop_engine(cell: Cell) -> None:
     cell.private.stop()
 
@@ -106,6 +123,16 @@ FAULTS = [
           needs="private_engine", slow=True),
     Fault("disk-full", fill_disk, error_line(EXIT_GENERATION, "No space left on device"),
           ("generate",), repair=free_disk, generate_at="progress", needs="tmpfs"),
+    Fault("container-stopped", stop_container,
+          error_line(EXIT_GENERATION, "the worker was stopped"), ("generate",)),
+    # Filled at the first step, before the worker writes any image to its spool.
+    Fault("spool-disk-full", fill_disk, error_line(EXIT_GENERATION, "spool cannot keep"),
+          ("generate",), repair=free_disk_and_restart_worker, generate_at="progress",
+          needs="spool-tmpfs"),
+    # The state dir (the spool with it) and --out on one small disk.
+    Fault("one-disk-full", fill_disk, error_line(EXIT_GENERATION, "spool cannot keep"),
+          ("generate",), repair=free_disk_and_restart_worker, generate_at="progress",
+          needs="root-tmpfs"),
 ]
 
 
@@ -126,8 +153,11 @@ def cell(request, tmp_path, docker_client, worker_image) -> Iterator[Cell]:
     name = f"f-{uuid.uuid4().hex[:8]}"
     private = request.getfixturevalue("private_engine") if fault.needs == "private_engine" \
         else None
-    disk = Tmpfs(tmp_path / "out") if fault.needs == "tmpfs" else None
-    cli = Cli(tmp_path, name, f"sdtui-test-{name}", docker_host=private.url if private else None)
+    root = tmp_path / "disk" if fault.needs == "root-tmpfs" else tmp_path
+    disk = {"tmpfs": lambda: Tmpfs(tmp_path / "out"),
+            "spool-tmpfs": lambda: Tmpfs(tmp_path / "state" / "worker-outputs", size="2m"),
+            "root-tmpfs": lambda: Tmpfs(root, size="2m")}.get(fault.needs, lambda: None)()
+    cli = Cli(root, name, f"sdtui-test-{name}", docker_host=private.url if private else None)
     engine = private.client() if private else docker_client
     made = Cell(cli, engine, step, private=private, disk=disk)
     try:
