@@ -133,9 +133,14 @@ def from_form(option: Option, values: dict[str, Any]) -> Given:
     Call it once field_errors() is empty."""
     given: dict[str, Any] = {}
     generate: dict[str, Any] = {}
+    cleared: set[str] = set()
     for f in FIELDS[option]:
         value = values.get(f.name)
-        if f.name in ("name", "prompt_file") or value is None or value == "":
+        if f.name in ("name", "prompt_file"):
+            continue
+        if value is None or value == "":
+            if f.name not in GENERATE_FIELDS:
+                cleared.add(f.name)
             continue
         if f.name == "models":
             value = split_paths(value)
@@ -143,7 +148,23 @@ def from_form(option: Option, values: dict[str, Any]) -> Given:
             value = int(value)
         (generate if f.name in GENERATE_FIELDS else given)[f.name] = value
     return Given(option=option, name=values.get("name") or None, deployment=given,
-                 generate=generate)
+                 generate=generate, cleared=frozenset(cleared))
+
+
+def effective_values(option: Option, values: dict[str, Any]) -> dict[str, Any]:
+    """The form as provisioning will read it: an empty field is the default (the config file's,
+    else the built-in one), never the value the ledger or the last use holds. The checks run on
+    these, so they check what Provision will use."""
+    from sdtui.deploy.settings import choose, unchecked_settings
+    from sdtui.errors import SdtuiError
+
+    given = from_form(option, values)
+    try:
+        settings = unchecked_settings(choose(given), given.deployment, given.cleared)
+    except SdtuiError:  # a bad name: its field says so; the checks see the form as typed
+        return dict(values)
+    resolved = to_form(option, settings)
+    return {**values, **{k: v for k, v in resolved.items() if k not in ("name", *RUN_FIELDS)}}
 
 
 # --- per-field checks: each raises BadInput with the one-line message shown next to the field
@@ -160,6 +181,8 @@ def _check_models(text: str) -> None:
 
 
 def _check_idle(text: str) -> None:
+    if not text:
+        return  # the default
     try:
         minutes = int(text)
     except ValueError:

@@ -260,14 +260,15 @@ class DeployScreen(Screen[None]):
         self._run_checks(self.option, self.values())
 
     @work(thread=True, exclusive=True, group="checks")
-    def _run_checks(self, option: Option, values: dict[str, Any]) -> None:
+    def _run_checks(self, option: Option, form: dict[str, Any]) -> None:
+        values = self.app.services.effective_values(option, form)  # what Provision uses
         checks = self.app.services.live_checks(option, values)
         self.app.call_from_thread(self._show_checks, checks)
         if option == "aws" and any(c.name == "AWS identity found" and c.state == "ok"
                                    for c in checks):
             price = self.app.services.launch_price(values)  # what AWS quotes now
             if price is not None:
-                self.app.call_from_thread(self._show_asked_price, values, price)
+                self.app.call_from_thread(self._show_asked_price, form, price)
 
     def _show_asked_price(self, values: dict[str, Any], price: Any) -> None:
         if self.option == "aws" and values == self.values("aws"):  # not changed since
