@@ -91,6 +91,10 @@ SAMPLER_ROW = ("scheduler", "schedule")
 MORE_GRID = ("strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
              "variation_seed")
 MORE_FIELDS = ("init_image", "mask", *MORE_GRID, "grid")
+MORE_TITLE = "More: img2img, mask, faces, upscale, variations"
+# What More holds when set, as its header says it: (field, words).
+MORE_HELD = (("init_image", "init image"), ("mask", "mask"), ("gfpgan", "faces"),
+             ("upscale", "upscale"), ("variation_amount", "variation"), ("grid", "grid"))
 # Fields whose check reads other fields: a schedule exists for some samplers only.
 CHECKED_WITH = {"schedule": ("scheduler",)}
 
@@ -143,3 +147,25 @@ def shown(value: Any) -> str:
     if value is None:
         return ""
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _holds(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw or "").strip()
+    if text in ("", "off"):
+        return False
+    try:
+        return float(text) != 0
+    except ValueError:
+        return True  # a path (or a value its field marks as wrong)
+
+
+def more_title(raw: Mapping[str, Any]) -> str:
+    """More's header: what it holds when anything in it is set, so a collapsed More never
+    hides an init image, a mask or postprocessing from the next Generate."""
+    held = [words for name, words in MORE_HELD if _holds(raw.get(name))]
+    if not held:
+        return MORE_TITLE
+    listed = held[0] if len(held) == 1 else f"{', '.join(held[:-1])} and {held[-1]}"
+    return f"More: {listed} set"

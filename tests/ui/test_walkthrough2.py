@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import io
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input
+from PIL import Image
+from textual.widgets import Checkbox, Collapsible, Input, TextArea
 
 from sdtui import recent
 from sdtui.ledger import Ledger
+from sdtui.outputs import save_image
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services, make_deployment
 from sdtui.ui.screens.deploy import DeployScreen
+from sdtui.ui.screens.prompt import PromptScreen
 
-from .conftest import quiet_checks
-from .fakes import FakeDeployment
-from .test_flows import SIZE, until
+from .conftest import fake_services, quiet_checks
+from .fakes import FakeDeployment, IdleWorker
+from .test_fields import make, prompt_panel
+from .test_flows import SIZE, generate, make_app, provision, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -61,3 +68,123 @@ async def test_a_cleared_field_means_the_default_for_checks_and_provision(
     settings = made[0].settings
     assert settings.docker_host is None  # DOCKER_HOST or the context, as the checks used
     assert settings.volume == "sdtui-models"
+
+
+# --- 3: a collapsed More says what it holds --------------------------------------------------
+
+
+async def test_more_says_what_it_holds_and_opens_when_a_restart_brings_it_back(
+        isolated_dirs) -> None:
+    picture = isolated_dirs / "init.png"
+    Image.new("RGB", (64, 64), "red").save(picture)
+    recent.remember_generate({"prompt": "a cat", "init_image": str(picture),
+                              "mask": str(picture)})
+    app = make(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await prompt_panel(app, pilot)
+        more = screen.query_one("#more", Collapsible)
+        assert more.title == "More: init image and mask set"
+        assert not more.collapsed  # a restart's init image and mask are in sight
+        more.collapsed = True
+        screen.query_one("#init_image", Input).value = ""
+        screen.query_one("#mask", Input).value = ""
+        await until(pilot, lambda: more.title.startswith("More: img2img"))
+        screen.query_one("#gfpgan", Input).value = "0.5"
+        await until(pilot, lambda: more.title == "More: faces set")
+
+
+# --- 9: r re-runs and leaves the form alone ---------------------------------------------------
+
+
+async def test_rerun_leaves_the_form_alone(worker, tiny_model, isolated_dirs) -> None:
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        gallery = await generate(app, pilot, "first prompt")
+        first = gallery.images[0]
+        screen.query_one("#prompt", TextArea).text = "being written"
+        screen.query_one("#count", Input).value = "4"
+        screen.query_one("#seed", Input).value = "777"
+        screen.query_one("#lock-seed", Checkbox).value = False
+        await pilot.press("ctrl+l", "r")
+        await until(pilot, lambda: len(gallery.images) == 2 and not screen.generating)
+        again = gallery.images[1]
+        assert again.seed == first.seed and again.params["prompt"] == "first prompt"
+        assert again.params["count"] == 1  # the recorded request, not the form's 4
+        assert screen.query_one("#prompt", TextArea).text == "being written"
+        assert screen.query_one("#count", Input).value == "4"
+        assert screen.query_one("#seed", Input).value == "777"
+        assert not screen.query_one("#lock-seed", Checkbox).value
+
+
+# --- 10: o without a display says so, and leaves no defunct child ------------------------------
+
+
+def _zombie_children() -> list[str]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == os.getpid():
+            found.append(stat_file.parent.name)
+    return found
+
+
+def _opener(isolated_dirs: Path, monkeypatch: pytest.MonkeyPatch, code: int) -> Path:
+    """An xdg-open that records its call and exits as the real one does when no method is
+    available (status 3)."""
+    ran = isolated_dirs / "opener-ran"
+    bin_dir = isolated_dirs / "bin"
+    bin_dir.mkdir()
+    opener = bin_dir / "xdg-open"
+    opener.write_text(f'#!/bin/sh\necho "$1" >> {ran}\nexit {code}\n')
+    opener.chmod(opener.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return ran
+
+
+async def _press_open(isolated_dirs: Path) -> tuple[SdtuiApp, Any, Path]:
+    out = isolated_dirs / "outputs"
+    path = save_image(out, _png(), {"prompt": "x", "seed": 1}, {"deployment": "fake"})
+    deployment = FakeDeployment(None)
+    return SdtuiApp(fake_services(deployment, out)), deployment, path
+
+
+async def test_open_without_a_display_says_so_and_starts_nothing(isolated_dirs, monkeypatch
+                                                                ) -> None:
+    ran = _opener(isolated_dirs, monkeypatch, 3)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    app, deployment, path = await _press_open(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("ctrl+l", "o")
+        await until(pilot, lambda: any(
+            "No viewer could open it" in str(n.message) and str(path) in str(n.message)
+            for n in app._notifications))
+    assert not ran.exists()  # no text-mode browser on our terminal
+    assert _zombie_children() == []
+
+
+async def test_an_opener_that_fails_is_reported_and_reaped(isolated_dirs, monkeypatch) -> None:
+    ran = _opener(isolated_dirs, monkeypatch, 3)
+    monkeypatch.setenv("DISPLAY", ":99")  # a display nothing answers on
+    app, deployment, path = await _press_open(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("ctrl+l", "o")
+        await until(pilot, lambda: any(
+            "xdg-open exited with status 3" in str(n.message) and str(path) in str(n.message)
+            for n in app._notifications))
+        assert ran.read_text().strip() == str(path)
+        await until(pilot, lambda: _zombie_children() == [])
+
+
+def _png() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "blue").save(buf, "PNG")
+    return buf.getvalue()

@@ -45,7 +45,16 @@ from sdtui.generation import (
 from sdtui.ui import prompt_form
 from sdtui.ui.fixes import error_text
 from sdtui.ui.keys import TEARDOWN_BINDING
-from sdtui.ui.prompt_form import FIELDS, MAIN_GRID, MORE_FIELDS, MORE_GRID, SAMPLER_ROW
+from sdtui.ui.prompt_form import (
+    FIELDS,
+    MAIN_GRID,
+    MORE_FIELDS,
+    MORE_GRID,
+    MORE_HELD,
+    MORE_TITLE,
+    SAMPLER_ROW,
+    more_title,
+)
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.gallery import Gallery, describe
 from sdtui.ui.widgets.status_bar import StatusBar
@@ -129,8 +138,7 @@ class PromptScreen(Screen[None]):
                     yield Checkbox("Lock seed", id="lock-seed",
                                    tooltip="Keep this seed for every Generate (otherwise each "
                                    "one picks a new seed); remembered across restarts")
-                with Collapsible(title="More: img2img, mask, faces, upscale, variations",
-                                 collapsed=True, id="more"):
+                with Collapsible(title=MORE_TITLE, collapsed=True, id="more"):
                     yield from self._block("init_image")
                     yield from self._block("mask")
                     with Grid(id="more-grid", classes="param-grid"):
@@ -181,7 +189,22 @@ class PromptScreen(Screen[None]):
         gallery.load(images_of(self.session.out_dir, self.deployment.name))
         self._frames = self.set_interval(FRAME_S, self._frame)
         self.query_one("#prompt", TextArea).focus()
+        if self._show_more_held():  # what the last session left set is in sight
+            self.query_one("#more", Collapsible).collapsed = False
         self._recover()
+
+    def _show_more_held(self) -> bool:
+        """More's header says what it holds; True when it holds something."""
+        title = more_title({name: self._raw(name) for name, _ in MORE_HELD})
+        self.query_one("#more", Collapsible).title = title
+        return title != MORE_TITLE
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _more_changed(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
+        if event.control.id in dict(MORE_HELD):
+            self._show_more_held()
 
     # --- the form ------------------------------------------------------------------------------
 
@@ -482,12 +505,11 @@ class PromptScreen(Screen[None]):
         self.query_one("#gallery", Gallery).focus()
 
     def action_open_image(self) -> None:
-        from sdtui.ui.viewer import open_in_viewer
+        from sdtui.ui.viewer import open_and_tell
 
         image = self._selected()
-        if image is not None and not open_in_viewer(image.path):
-            self.notify(f"No image viewer found on this system; the file is {image.path}",
-                        severity="warning")
+        if image is not None:
+            open_and_tell(self, image.path)
 
     def action_rerun(self) -> None:
         image = self._selected()
@@ -505,9 +527,7 @@ class PromptScreen(Screen[None]):
         except SdtuiError as exc:
             self.notify(error_text(exc), severity="error", title="Re-run")
             return
-        self._fill({k: v for k, v in asdict(settings).items() if k not in ("init_image", "mask")})
-        self.query_one("#lock-seed", Checkbox).value = True
-        params.pop("preview_every", None)
+        params.pop("preview_every", None)  # the form stays as it is: c copies into it
         self.action_generate(params)
 
     def action_copy_prompt(self) -> None:
