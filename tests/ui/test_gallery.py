@@ -100,6 +100,7 @@ async def test_open_copy_and_delete(worker, tiny_model, isolated_dirs, monkeypat
     opener.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     opener.chmod(opener.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DISPLAY", ":0")
     app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         screen = await provision(app, pilot)

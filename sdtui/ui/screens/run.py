@@ -178,12 +178,11 @@ class RunScreen(Screen[None]):
             self.notify(str(image.path), title="Saved at")
 
     def action_open_image(self) -> None:
-        from sdtui.ui.viewer import open_in_viewer
+        from sdtui.ui.viewer import open_and_tell
 
         image = self.query_one(Gallery).selected
-        if image is not None and not open_in_viewer(image.path):
-            self.notify(f"No image viewer found on this system; the file is {image.path}",
-                        severity="warning")
+        if image is not None:
+            open_and_tell(self, image.path)
 
     def action_copy_prompt(self) -> None:
         image = self.query_one(Gallery).selected
