@@ -158,10 +158,10 @@ def effective_values(option: Option, values: dict[str, Any]) -> dict[str, Any]:
     from sdtui.deploy.settings import choose, unchecked_settings
     from sdtui.errors import SdtuiError
 
-    given = from_form(option, values)
     try:
+        given = from_form(option, values)
         settings = unchecked_settings(choose(given), given.deployment, given.cleared)
-    except SdtuiError:  # a bad name: its field says so; the checks see the form as typed
+    except (SdtuiError, ValueError):  # a field marked ✗: the checks see the form as typed
         return dict(values)
     resolved = to_form(option, settings)
     return {**values, **{k: v for k, v in resolved.items() if k not in ("name", *RUN_FIELDS)}}
@@ -195,6 +195,9 @@ def _aws_check(name: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         from sdtui.deploy.aws import settings as aws
 
+        if name == "bucket" and not value:
+            raise BadInput("Enter a bucket name", fix="3–63 lowercase letters, digits, hyphens "
+                           "and dots, globally unique (e.g. my-sd-models-1234)")
         {"bucket": aws.check_bucket_name, "instance_type": aws.check_instance_type,
          "region": lambda v: v and aws.resolve_region(v, None)}[name](value)
 
@@ -263,12 +266,18 @@ CHECKS: dict[Option, dict[str, Callable[[str], None]]] = {
 }
 
 
+def field_error(option: Option, name: str, value: str) -> BadInput | None:
+    """The field's error, or None when it is fine (or has no check)."""
+    check = CHECKS[option].get(name)
+    try:
+        if check is not None:
+            check(value)
+    except BadInput as exc:
+        return exc
+    return None
+
+
 def field_errors(option: Option, values: dict[str, Any]) -> dict[str, BadInput]:
     """Each invalid field's error; empty when the form can be submitted."""
-    errors: dict[str, BadInput] = {}
-    for name, check in CHECKS[option].items():
-        try:
-            check(values.get(name, ""))
-        except BadInput as exc:
-            errors[name] = exc
-    return errors
+    found = {name: field_error(option, name, values.get(name, "")) for name in CHECKS[option]}
+    return {name: error for name, error in found.items() if error is not None}

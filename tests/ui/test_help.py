@@ -11,6 +11,7 @@ import pytest
 from textual.binding import Binding
 from textual.widgets import Checkbox, Input, Select
 
+from sdtui.deploy.aws.estimate import cold_start_text
 from sdtui.ui import checks
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services
@@ -191,7 +192,8 @@ async def test_the_option_a_form_says_price_cold_start_and_idle_stop(isolated_di
         await until(pilot, lambda: "cold start" in text_of(app, "#aws-estimate"))
         line = text_of(app, "#aws-estimate")
         assert "g4dn.xlarge on-demand $0.526/h" in line
-        assert "cold start ≈ 4.9–7.7 min (a restart 1.2–2)" in line
+        # the README's figure, from the one table (estimate.COLD_START)
+        assert f"cold start ≈ {cold_start_text()} (a restart {cold_start_text(True)})" in line
         assert "idle auto-stop after 30 min" in line
         screen = app.screen
         screen.query_one("#aws-instance_type", Input).value = "g5.xlarge"

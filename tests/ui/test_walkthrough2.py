@@ -13,17 +13,23 @@ from PIL import Image
 from textual.widgets import Checkbox, Collapsible, Input, TextArea
 
 from sdtui import recent
+from sdtui.deploy.base import DeploymentStatus, Resource
 from sdtui.ledger import Ledger
 from sdtui.outputs import save_image
 from sdtui.ui.app import SdtuiApp
+from sdtui.ui.checks import Check
 from sdtui.ui.core import Services, make_deployment
+from sdtui.ui.fixes import in_app
 from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
+from sdtui.ui.screens.provision import ProvisionScreen
+from sdtui.ui.screens.teardown import describe as describe_teardown
+from sdtui.ui.widgets.steps import StepRow
 
 from .conftest import fake_services, quiet_checks
 from .fakes import FakeDeployment, IdleWorker
 from .test_fields import make, prompt_panel
-from .test_flows import SIZE, generate, make_app, provision, until
+from .test_flows import SIZE, generate, make_app, provision, text_of, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -188,3 +194,120 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), "blue").save(buf, "PNG")
     return buf.getvalue()
+
+
+# --- 6, 7, 29: the deployment form refuses what its checks and fields mark ✗ -------------------
+
+
+def _aws_app(isolated_dirs: Path, made: list[Any], identity: str = "fail") -> SdtuiApp:
+    def checks(option: str, values: dict[str, Any]) -> list[Check]:
+        # As _aws_identity answers without credentials (its fix line, once).
+        return [Check("AWS identity found", identity,  # type: ignore[arg-type]
+                      "no AWS credentials found — run `aws configure`"),
+                Check("Model files readable", "ok", values.get("models", ""))]
+
+    def make(option: Any, values: dict[str, Any]) -> FakeDeployment:
+        made.append(values)
+        return FakeDeployment(None, name="made")
+
+    return SdtuiApp(Services(make_deployment=make, live_checks=checks,
+                             out_dir=isolated_dirs / "outputs"))
+
+
+async def _fill_aws(app: SdtuiApp, pilot: Any, model: Path) -> None:
+    await pilot.click("#choose-aws")
+    await until(pilot, lambda: app.screen.query_one("#form-aws").display)
+    app.screen.query_one("#aws-bucket", Input).value = "my-sd-models-1234"
+    app.screen.query_one("#aws-models", Input).value = str(model)  # last: checks show it
+
+
+async def test_provision_is_refused_at_the_form_on_a_failed_check(isolated_dirs, tiny_model
+                                                                  ) -> None:
+    made: list[Any] = []
+    app = _aws_app(isolated_dirs, made)
+    async with app.run_test(size=SIZE) as pilot:
+        await _fill_aws(app, pilot, tiny_model)
+        # Checks of the filled form (its model path shown) are on screen.
+        await until(pilot, lambda: "✗ AWS identity found" in text_of(app, "#checks")
+                    and str(tiny_model) in text_of(app, "#checks"))
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "AWS identity found" in text_of(app, "#form-error"))
+        assert isinstance(app.screen, DeployScreen) and made == []
+        error = text_of(app, "#form-error")
+        assert "fix what Checks shows" in error and "aws configure" not in error  # fix: once
+
+
+async def test_idle_minutes_is_checked_as_typed_and_the_form_message_goes(isolated_dirs,
+                                                                         tiny_model) -> None:
+    made: list[Any] = []
+    app = _aws_app(isolated_dirs, made, identity="ok")
+    async with app.run_test(size=SIZE) as pilot:
+        await _fill_aws(app, pilot, tiny_model)
+        idle = app.screen.query_one("#aws-idle_minutes", Input)
+        idle.value = "4x7"
+        await until(pilot, lambda: "not a number of minutes" in text_of(
+            app, "#aws-idle_minutes-error"))
+        assert idle.has_class("-invalid")
+        idle.value = "0"
+        await until(pilot, lambda: "1 or more" in text_of(app, "#aws-idle_minutes-error"))
+        await pilot.press("ctrl+s")
+        assert text_of(app, "#form-error") == "Fix the fields marked ✗ first."
+        idle.value = "45"
+        await until(pilot, lambda: text_of(app, "#aws-idle_minutes-error") == "")
+        assert text_of(app, "#form-error") == ""  # nothing left to fix
+        assert "idle auto-stop after 45 min" in text_of(app, "#aws-estimate")
+        bucket = app.screen.query_one("#aws-bucket", Input)
+        bucket.value = ""
+        await until(pilot, lambda: text_of(app, "#aws-bucket-error").startswith(
+            "✗ Enter a bucket name — 3–63 lowercase letters"))
+
+
+# --- 8: fix lines name form fields and keys, not flags and variables ----------------------------
+
+
+@pytest.mark.parametrize(("fix", "said"), [
+    ("start Docker Desktop or dockerd, or set DOCKER_HOST",
+     "start Docker Desktop or dockerd, or enter it in “Docker host/context”"),
+    ("pull it (docker pull IMAGE) or pass --base-image with an image this engine has",
+     "pull it (docker pull IMAGE) or enter “Base image” with an image this engine has"),
+    ("run sdtui again to recreate it", "ctrl+b, then Resume to recreate it"),
+    ("pass --region (e.g. us-east-1) or set AWS_REGION", "enter “Region” (e.g. us-east-1)"),
+])
+def test_fix_lines_in_the_app_name_fields_and_keys(fix: str, said: str) -> None:
+    assert in_app(fix) == said
+
+
+def test_the_teardown_dialog_names_its_checkbox_not_the_flag() -> None:
+    status = DeploymentStatus("local", "local", "ready", [
+        Resource("volume", "sdtui-models", "present", kept_on_teardown=True,
+                 note="the model files; --purge-volume deletes it")])
+    text = describe_teardown(status, Path("/outputs"), purge=False).plain
+    assert "--purge" not in text
+    assert "tick “Also delete the model volume” (teardown dialog) to delete it" in text
+
+
+# --- 17: a finished teardown shows no pending step ---------------------------------------------
+
+
+async def test_a_finished_teardown_shows_its_step_done(isolated_dirs) -> None:
+    deployment = FakeDeployment(None, name="gone")
+    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        app._open_steps(ProvisionScreen(deployment, mode="teardown"))
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
+                    and app.screen.report is not None)
+        row = app.screen.query_one("#step-teardown", StepRow)
+        await pilot.pause()
+        assert row.state == "done"
+        assert "pending" not in str(row.render()) and "✓ Tear down gone" in str(row.render())
+
+
+# --- 25: no progress bar while idle ------------------------------------------------------------
+
+
+async def test_no_progress_bar_while_idle(isolated_dirs) -> None:
+    app = make(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await prompt_panel(app, pilot)
+        assert not screen.query_one("#gen-progress").display  # no "0%" before any Generate

@@ -28,6 +28,12 @@ def _minutes(seconds: int) -> str:
     return f"{seconds / 60:.1f}".removesuffix(".0")
 
 
+def cold_start_text(restart: bool = False) -> str:
+    """The cold start as the form and the README say it, e.g. "3.8–5.8 min"."""
+    fastest, slowest = cold_start_s(restart)
+    return f"{_minutes(fastest)}–{_minutes(slowest)} min"
+
+
 def asked_price(instance_type: str, region: str | None, *, spot: bool,
                 profile: str | None = None) -> Price:
     """The price AWS quotes now (the current spot price, or the Pricing API's on-demand
@@ -57,10 +63,8 @@ def launch_line(instance_type: str, region: str | None, *, spot: bool, idle_minu
         cost = f"{instance_type} spot ≤ ${price.hourly_usd:.3f}/h (on-demand price)"
     else:
         cost = f"{instance_type} {'spot' if spot else 'on-demand'} ${price.hourly_usd:.3f}/h"
-    fastest, slowest = cold_start_s()
-    again = cold_start_s(restart=True)
-    line = (f"{cost} · cold start ≈ {_minutes(fastest)}–{_minutes(slowest)} min "
-            f"(a restart {_minutes(again[0])}–{_minutes(again[1])})")
+    line = (f"{cost} · cold start ≈ {cold_start_text()} "
+            f"(a restart {cold_start_text(restart=True)})")
     if idle_minutes:
         idle_cost = price.hourly_usd * idle_minutes / 60
         line += f" · idle auto-stop after {idle_minutes} min"

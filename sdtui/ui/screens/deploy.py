@@ -30,7 +30,7 @@ from sdtui.errors import SdtuiError
 from sdtui.ledger import Ledger
 from sdtui.ui.checks import Check
 from sdtui.ui.fixes import error_text
-from sdtui.ui.forms import FIELDS, Option, field_errors
+from sdtui.ui.forms import FIELDS, Option, field_error, field_errors
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ OPTION_TITLES: dict[Option, str] = {
 CHECK_DELAY_S = 0.6
 MARKS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
 ESTIMATE_FIELDS = ("instance_type", "spot", "idle_minutes", "region")
+FIX_FIELDS = "Fix the fields marked ✗ first."
 
 
 class DeployScreen(Screen[None]):
@@ -77,6 +78,8 @@ class DeployScreen(Screen[None]):
         self._initial_values: dict[Option, dict[str, Any]] = {}
         self._ledgers: list[Ledger] = []
         self._check_timer: Any = None
+        # The last checks shown: for which option and form, and what they found.
+        self._checked: tuple[Option, dict[str, Any], list[Check]] | None = None
         self.title = "sdtui — choose a deployment"
 
     def compose(self) -> ComposeResult:
@@ -201,10 +204,13 @@ class DeployScreen(Screen[None]):
         widget = event.input if isinstance(event, Input.Changed) else event.checkbox
         if widget.id is None or not widget.id.startswith(f"{self.option}-"):
             return
-        widget.remove_class("-invalid")
-        error = self.query(f"#{widget.id}-error")
-        if error:
-            error.first(Static).update("")
+        name = widget.id.removeprefix(f"{self.option}-")
+        if isinstance(widget, Input):  # checked as typed, as the prompt panel's fields are
+            self._mark(name, field_error(self.option, name, widget.value.strip()))
+        if not self.query(".-invalid"):
+            form_error = self.query_one("#form-error", Static)
+            if str(form_error.render()) == FIX_FIELDS:
+                form_error.update("")
         if self.option == "aws" and widget.id.removeprefix("aws-") in ESTIMATE_FIELDS:
             self._show_estimate()
         if self._check_timer is not None:
@@ -224,10 +230,13 @@ class DeployScreen(Screen[None]):
 
     def show_errors(self, errors: dict[str, SdtuiError]) -> None:
         for f in FIELDS[self.option]:
-            error = errors.get(f.name)
-            self.query_one(f"#{self.option}-{f.name}").set_class(error is not None, "-invalid")
-            self.query_one(f"#{self.option}-{f.name}-error", Static).update(
-                Text(f"✗ {error_text(error)}", "red") if error else "")
+            self._mark(f.name, errors.get(f.name))
+
+    def _mark(self, name: str, error: SdtuiError | None) -> None:
+        """A field's ✗ and its error right under it (none: both cleared)."""
+        self.query_one(f"#{self.option}-{name}").set_class(error is not None, "-invalid")
+        self.query_one(f"#{self.option}-{name}-error", Static).update(
+            Text(f"✗ {error_text(error)}", "red") if error else "")
 
     @on(Button.Pressed, "#provision")
     @on(Input.Submitted)
@@ -237,9 +246,14 @@ class DeployScreen(Screen[None]):
         self.show_errors(errors)
         form_error = self.query_one("#form-error", Static)
         if errors:
-            form_error.update(Text("Fix the fields marked ✗ first.", "red"))
+            form_error.update(Text(FIX_FIELDS, "red"))
             first = next(f for f in FIELDS[self.option] if f.name in errors)
             self.query_one(f"#{self.option}-{first.name}").focus()
+            return
+        failed = self._failed_checks(values)
+        if failed:  # the fix is in Checks, once
+            form_error.update(Text(f"✗ {' and '.join(failed)}: fix what Checks shows, then "
+                                   "provision.", "red"))
             return
         try:
             lines = self.app.services.batch_lines(values) if self.option == "batch" else None
@@ -253,6 +267,15 @@ class DeployScreen(Screen[None]):
         else:
             self.app.start_provision(deployment)
 
+    def _failed_checks(self, values: dict[str, Any]) -> list[str]:
+        """The ✗ checks of this very form (none while its checks are still running)."""
+        if self._checked is None:
+            return []
+        option, form, checks = self._checked
+        if option != self.option or form != values:
+            return []
+        return [c.name for c in checks if c.state == "fail"]
+
     # --- live checks -------------------------------------------------------------------------
 
     def action_checks(self) -> None:
@@ -263,7 +286,7 @@ class DeployScreen(Screen[None]):
     def _run_checks(self, option: Option, form: dict[str, Any]) -> None:
         values = self.app.services.effective_values(option, form)  # what Provision uses
         checks = self.app.services.live_checks(option, values)
-        self.app.call_from_thread(self._show_checks, checks)
+        self.app.call_from_thread(self._show_checks, checks, option, form)
         if option == "aws" and any(c.name == "AWS identity found" and c.state == "ok"
                                    for c in checks):
             price = self.app.services.launch_price(values)  # what AWS quotes now
@@ -274,7 +297,10 @@ class DeployScreen(Screen[None]):
         if self.option == "aws" and values == self.values("aws"):  # not changed since
             self._show_estimate(price)
 
-    def _show_checks(self, checks: list[Check]) -> None:
+    def _show_checks(self, checks: list[Check], option: Option | None = None,
+                     form: dict[str, Any] | None = None) -> None:
+        if option is not None and form is not None:
+            self._checked = (option, form, checks)
         text = Text()
         for c in checks:
             mark, style = MARKS[c.state]

@@ -181,6 +181,7 @@ class PromptScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.app.worker_state = "ready"
+        self.query_one("#gen-progress", ProgressBar).display = False
         self._fill(self._remembered())
         given_seed = self.app.services.given.generate.get("seed") is not None
         lock = given_seed or bool(recent.load().app.get("lock_seed"))
@@ -357,6 +358,8 @@ class PromptScreen(Screen[None]):
 
     def _set_generating(self, generating: bool) -> None:
         self.generating = generating
+        # A bar only while sampling: idle, cancelled or failed, the status line says so alone.
+        self.query_one("#gen-progress", ProgressBar).display = generating
         self.app.worker_state = "generating" if generating else "ready"
         self.refresh_bindings()
 

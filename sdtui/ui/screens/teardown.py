@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, Static
 
 from sdtui.deploy.base import DeploymentStatus
+from sdtui.ui.fixes import in_app
 
 
 def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
@@ -30,7 +31,7 @@ def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
         text.append(f"  this stops ${status.hourly_usd:.3f}/h{spent}\n", "yellow")
     text.append("Kept:\n", "bold green")
     for r in kept:
-        text.append(f"  ✓ {r.kind} {r.id}  {r.note}".rstrip() + "\n")
+        text.append(f"  ✓ {r.kind} {r.id}  {in_app(r.note)}".rstrip() + "\n")
     text.append(f"  ✓ your images in {outputs}\n")
     return text
 
