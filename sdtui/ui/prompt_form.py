@@ -121,11 +121,33 @@ def parse(name: str, raw: Any) -> Any:
         raise BadSetting(name, f"{field.label} must be {kind}") from None
 
 
+def schedule_choices(sampler: str | None) -> tuple[tuple[str, str], ...]:
+    """The schedule list, each schedule the sampler lacks marked as such."""
+    usable = samplers.SAMPLERS[sampler].schedules if sampler in samplers.SAMPLERS else None
+    return tuple((shown if usable is None or value in usable or value in (
+        samplers.DEFAULT_SCHEDULE, samplers.AUTOMATIC) else f"{shown} ✗ not for {sampler}",
+                  value) for shown, value in _schedule_choices())
+
+
+def _check_schedule(sampler: Any, schedule: str) -> None:
+    """A schedule the sampler lacks, in the list's own words (Uniform, not "default")."""
+    if sampler not in samplers.SAMPLERS or schedule in (samplers.DEFAULT_SCHEDULE,
+                                                        samplers.AUTOMATIC):
+        return
+    usable = samplers.SAMPLERS[sampler].schedules
+    if schedule not in usable:
+        labels = ["Uniform", *(samplers.SCHEDULE_A1111[s] for s in usable), "Automatic"]
+        raise BadSetting("schedule", f"{sampler} has no {samplers.SCHEDULE_A1111[schedule]} "
+                         f"schedule; choose {', '.join(labels[:-1])} or {labels[-1]}")
+
+
 def check(name: str, value: Any, form: Mapping[str, Any] | None = None) -> None:
     """The protocol's own check of one value (its range, its multiple of 8, ...); `form`, the
     form's other values, for the fields in CHECKED_WITH."""
     if value is None:
         return
+    if name == "schedule":
+        _check_schedule((form or {}).get("scheduler"), value)
     if FIELDS[name].kind == "path":
         if not Path(value).is_file():
             raise BadSetting(name, f"{value} does not exist")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from textual.widgets import Checkbox, Collapsible, Input, TextArea
+from textual.widgets import Checkbox, Collapsible, Input, Select, TextArea
 
 from sdtui import recent
 from sdtui.deploy.base import DeploymentStatus, Resource
@@ -311,3 +311,26 @@ async def test_no_progress_bar_while_idle(isolated_dirs) -> None:
     async with app.run_test(size=SIZE) as pilot:
         screen = await prompt_panel(app, pilot)
         assert not screen.query_one("#gen-progress").display  # no "0%" before any Generate
+
+
+# --- 11: a sampler/schedule mismatch is marked as soon as either is chosen ----------------------
+
+
+async def test_a_schedule_the_sampler_lacks_is_marked_when_chosen(isolated_dirs) -> None:
+    app = make(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await prompt_panel(app, pilot)
+        screen.query_one("#scheduler", Select).value = "euler_a"
+        screen.query_one("#schedule", Select).value = "karras"
+        await until(pilot, lambda: "euler_a has no Karras schedule" in text_of(
+            app, "#schedule-error"))
+        assert "default" not in text_of(app, "#schedule-error")  # the list's own words
+        assert "Uniform" in text_of(app, "#schedule-error")
+        shown = {value: str(prompt) for prompt, value in
+                 screen.query_one("#schedule", Select)._options}
+        assert shown["karras"] == "Karras ✗ not for euler_a" and shown["default"] == "Uniform"
+        screen.query_one("#scheduler", Select).value = "dpmpp_2m"
+        await until(pilot, lambda: text_of(app, "#schedule-error") == "")
+        shown = {value: str(prompt) for prompt, value in
+                 screen.query_one("#schedule", Select)._options}
+        assert shown["karras"] == "Karras"

@@ -265,14 +265,24 @@ class PromptScreen(Screen[None]):
             self._show_error(name, self._check_field(name))
 
     @on(Select.Changed)
-    def _selected(self, event: Select.Changed) -> None:
+    def _choice_changed(self, event: Select.Changed) -> None:
         """A choice that another field's check reads (the sampler) checks that field again."""
         name = event.select.id or ""
+        if name == "scheduler":
+            self._mark_schedules(str(event.value))
         for checked in (name, *(f for f, others in prompt_form.CHECKED_WITH.items()
                                 if name in others)):
             if checked in FIELDS:
                 self._refused.pop(checked, None)
                 self._show_error(checked, self._check_field(checked))
+
+    def _mark_schedules(self, sampler: str) -> None:
+        """The schedule list marks the schedules this sampler lacks."""
+        select = self.query_one("#schedule", Select)
+        value = select.value
+        with select.prevent(Select.Changed):
+            select.set_options(prompt_form.schedule_choices(sampler))
+            select.value = value
 
     @on(TextArea.Changed, "#prompt")
     def _prompt_typed(self) -> None:
