@@ -44,8 +44,8 @@ async def test_rows_show_what_tells_images_apart() -> None:
     assert (plain["variation"], plain["init"], plain["upscale"], plain["faces"]) == (
         "-", "-", "-", "-")
     shown = describe(image)
-    assert shown.startswith("saved /out/a.png") and "variation_seed=99" in shown
-    assert "gfpgan=0.8" in shown and "sha256" not in shown
+    assert shown.startswith("saved /out/a.png") and "variation 0.3 → seed 99" in shown
+    assert "faces 0.8" in shown and "sha256" not in shown
 
 
 async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_model,

@@ -13,6 +13,7 @@ from PIL import Image
 from textual.widgets import Checkbox, Collapsible, Input, Select, TextArea
 
 from sdtui import recent
+from sdtui.catalog import CatalogImage
 from sdtui.deploy.base import DeploymentStatus, Resource
 from sdtui.ledger import Ledger
 from sdtui.outputs import save_image
@@ -24,6 +25,7 @@ from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
 from sdtui.ui.screens.teardown import describe as describe_teardown
+from sdtui.ui.widgets.gallery import describe
 from sdtui.ui.widgets.steps import StepRow
 
 from .conftest import fake_services, quiet_checks
@@ -334,3 +336,17 @@ async def test_a_schedule_the_sampler_lacks_is_marked_when_chosen(isolated_dirs)
         shown = {value: str(prompt) for prompt, value in
                  screen.query_one("#schedule", Select)._options}
         assert shown["karras"] == "Karras"
+
+
+# --- 12: the caption shows the parameters that apply, readably ---------------------------------
+
+
+def test_the_caption_shows_what_applies_readably() -> None:
+    params = {"prompt": "a lighthouse", "negative_prompt": "", "seed": 42, "width": 512,
+              "height": 512, "steps": 30, "cfg": 7.5, "scheduler": "dpmpp_2m",
+              "schedule": "karras", "strength": 0.75, "fit": "resize",
+              "upscale_strength": 0.75, "gfpgan": 0.0, "grid": False, "index": 0,
+              "variation_amount": 0.0, "count": 1}
+    caption = describe(CatalogImage(Path("/out/a.png"), params, ""))
+    assert caption == ("saved /out/a.png\na lighthouse\n"
+                       "512×512 · 30 steps · cfg 7.5 · DPM++ 2M, Karras · seed 42")
