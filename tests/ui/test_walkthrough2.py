@@ -25,7 +25,7 @@ from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
 from sdtui.ui.screens.teardown import describe as describe_teardown
-from sdtui.ui.widgets.gallery import describe
+from sdtui.ui.widgets.gallery import Gallery, describe
 from sdtui.ui.widgets.steps import StepRow
 
 from .conftest import fake_services, quiet_checks
@@ -350,3 +350,31 @@ def test_the_caption_shows_what_applies_readably() -> None:
     caption = describe(CatalogImage(Path("/out/a.png"), params, ""))
     assert caption == ("saved /out/a.png\na lighthouse\n"
                        "512×512 · 30 steps · cfg 7.5 · DPM++ 2M, Karras · seed 42")
+
+
+# --- 13: the newest image's row is in sight ---------------------------------------------------
+
+
+def _last_row_in_sight(gallery: Gallery) -> bool:
+    last = len(gallery.images) - 1
+    top = gallery.scroll_y
+    shown = gallery.scrollable_content_region.height - 1  # under the header
+    return gallery.cursor_row == last and top <= last < top + shown
+
+
+@pytest.mark.parametrize("size", [(80, 24), SIZE, (220, 60)])
+async def test_the_gallery_shows_the_newest_row(isolated_dirs, size) -> None:
+    out = isolated_dirs / "outputs"
+    for seed in range(40):
+        save_image(out, _png(), {"prompt": f"p{seed}", "seed": seed}, {"deployment": "fake"})
+    deployment = FakeDeployment(None)
+    app = SdtuiApp(fake_services(deployment, out))
+    async with app.run_test(size=size) as pilot:
+        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        gallery = app.screen.query_one("#gallery", Gallery)
+        await until(pilot, lambda: len(gallery.images) == 40 and gallery.scroll_y > 0)
+        assert _last_row_in_sight(gallery)
+        path = save_image(out, _png(), {"prompt": "new", "seed": 99}, {"deployment": "fake"})
+        gallery.add_image(CatalogImage(path, {"prompt": "new", "seed": 99}, ""))
+        await until(pilot, lambda: _last_row_in_sight(gallery))
