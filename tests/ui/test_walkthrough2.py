@@ -378,3 +378,22 @@ async def test_the_gallery_shows_the_newest_row(isolated_dirs, size) -> None:
         path = save_image(out, _png(), {"prompt": "new", "seed": 99}, {"deployment": "fake"})
         gallery.add_image(CatalogImage(path, {"prompt": "new", "seed": 99}, ""))
         await until(pilot, lambda: _last_row_in_sight(gallery))
+
+
+# --- 4: the app follows other clients on its deployment ----------------------------------------
+
+
+async def test_the_gallery_picks_up_images_another_client_saved(isolated_dirs) -> None:
+    out = isolated_dirs / "outputs"
+    deployment = FakeDeployment(None)
+    app = SdtuiApp(fake_services(deployment, out))
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        gallery = app.screen.query_one("#gallery", Gallery)
+        assert gallery.images == []
+        # What a --no-ui run on the same deployment writes: the PNG and its index line.
+        path = save_image(out, _png(), {"prompt": "headless", "seed": 5}, {"deployment": "fake"})
+        save_image(out, _png(), {"prompt": "elsewhere", "seed": 6}, {"deployment": "other"})
+        await until(pilot, lambda: [i.path for i in gallery.images] == [path])
+        assert gallery.images[0].params["prompt"] == "headless"

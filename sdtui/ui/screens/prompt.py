@@ -42,6 +42,7 @@ from sdtui.generation import (
     request_params,
     resolve_generate,
 )
+from sdtui.outputs import INDEX_NAME
 from sdtui.ui import prompt_form
 from sdtui.ui.fixes import error_text
 from sdtui.ui.keys import TEARDOWN_BINDING
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
     from sdtui.ui.app import SdtuiApp
 
 FRAME_S = 1 / 15
+INDEX_POLL_S = 1.0  # how soon an image another client saved shows in the gallery
 # The settings the form keeps between runs (recent.json); the init image as its path.
 REMEMBERED = tuple(FIELDS)
 
@@ -116,6 +118,7 @@ class PromptScreen(Screen[None]):
         self.request_saved: list[CatalogImage] = []
         self._refused: dict[str, Any] = {}  # the fields Generate refused, as they were
         self._frames: Any = None
+        self._index_seen: tuple[int, int, int] | None = None
         self.title = f"sdtui — {deployment.name} ({deployment.option})"
 
     # --- layout --------------------------------------------------------------------------------
@@ -188,7 +191,9 @@ class PromptScreen(Screen[None]):
         self.query_one("#lock-seed", Checkbox).value = lock  # --seed means this seed
         gallery = self.query_one("#gallery", Gallery)
         gallery.load(images_of(self.session.out_dir, self.deployment.name))
+        self._index_seen = self._index_stamp()
         self._frames = self.set_interval(FRAME_S, self._frame)
+        self.set_interval(INDEX_POLL_S, self._follow_index)
         self.query_one("#prompt", TextArea).focus()
         if self._show_more_held():  # what the last session left set is in sight
             self.query_one("#more", Collapsible).collapsed = False
@@ -507,6 +512,31 @@ class PromptScreen(Screen[None]):
             status.update(Text(f"✗ {error_text(event.worker.error or Exception())}", "red"))
 
     # --- gallery -------------------------------------------------------------------------------
+
+    def _index_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self.session.out_dir / INDEX_NAME).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _follow_index(self) -> None:
+        """Images another client (a --no-ui run, another app) saved for this deployment."""
+        stamp = self._index_stamp()
+        if stamp != self._index_seen:
+            self._index_seen = stamp
+            self._read_index()
+
+    @work(thread=True, exclusive=True, group="index", exit_on_error=False)
+    def _read_index(self) -> None:
+        found = images_of(self.session.out_dir, self.deployment.name)
+        self.app.call_from_thread(self._add_found, found)
+
+    def _add_found(self, found: list[CatalogImage]) -> None:
+        gallery = self.query_one("#gallery", Gallery)
+        for image in found:
+            gallery.add_image(image, select=not self.generating and not gallery.has_focus)
+        self.refresh_bindings()
 
     def _selected(self) -> CatalogImage | None:
         image = self.query_one("#gallery", Gallery).selected

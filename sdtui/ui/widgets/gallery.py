@@ -8,6 +8,7 @@ from typing import Any
 
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
 
 from sdtui.catalog import CatalogImage
 
@@ -105,6 +106,8 @@ class Gallery(DataTable[str]):
             self.move_cursor(row=len(self.images) - 1)
 
     def add_image(self, image: CatalogImage, select: bool = True) -> None:
+        if self.rows.get(RowKey(str(image.path))) is not None:
+            return  # already shown: our own image, also found in the index
         self.images.append(image)
         self.add_row(*row_of(len(self.images), image), key=str(image.path))
         if select:
