@@ -62,8 +62,8 @@ async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_
         await pilot.press("ctrl+l", "up")
         assert screen.query_one("#image").image == first.path
         caption = text_of(app, "#saved-path")
-        assert str(first.path) in caption and f"seed={first.seed}" in caption
-        assert "variation_amount=0.4" in caption
+        assert str(first.path) in caption and f"seed {first.seed}" in caption
+        assert "variation 0.4 → seed" in caption
         await pilot.press("down")
         assert screen.query_one("#image").image == second.path
 

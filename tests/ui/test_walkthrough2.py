@@ -397,3 +397,27 @@ async def test_the_gallery_picks_up_images_another_client_saved(isolated_dirs) -
         save_image(out, _png(), {"prompt": "elsewhere", "seed": 6}, {"deployment": "other"})
         await until(pilot, lambda: [i.path for i in gallery.images] == [path])
         assert gallery.images[0].params["prompt"] == "headless"
+
+
+async def test_a_generate_queued_behind_another_client_says_it_waits(worker, tiny_model,
+                                                                    isolated_dirs) -> None:
+    other = worker.attach()  # another client on the same worker (a --no-ui run, say)
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        events = other.generate(prompt="theirs", steps=150, width=64, height=64, seed=1)
+        first = next(events)  # their request is running now
+        assert first["type"] in ("progress", "preview")
+        screen.query_one("#prompt", TextArea).text = "ours"
+        for name, value in (("steps", "2"), ("width", "64"), ("height", "64")):
+            screen.query_one(f"#{name}", Input).value = value
+        await pilot.press("ctrl+g")
+        status = screen.query_one("#gen-status")
+        await until(pilot, lambda: "busy with another client's request" in str(status.render()))
+        other.cancel(first["id"])
+        for _ in events:  # theirs ends (cancelled); ours then runs
+            pass
+        other.close()
+        gallery = screen.query_one("#gallery", Gallery)
+        await until(pilot, lambda: len(gallery.images) == 1 and not screen.generating)
+        assert gallery.images[0].params["prompt"] == "ours"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import random
 from dataclasses import asdict, replace
@@ -403,6 +404,10 @@ class PromptScreen(Screen[None]):
 
     def _generate_batch(self, params: dict[str, Any]) -> tuple[int, bool, Path | None]:
         """In a worker thread: the request, then the batch's grid when asked for one."""
+        with contextlib.suppress(SdtuiError):  # a worker that cannot answer: generate says so
+            info = self.session.client.info(timeout=5)
+            if info["busy"] is not None:  # the worker runs requests in order
+                self.pump.put({"type": "waiting", "queued": info["queued"]})
         saved, cancelled = self.session.generate(params, self.pump.put)
         grid = None
         if params.get("grid") and len(saved) > 1:
@@ -453,6 +458,11 @@ class PromptScreen(Screen[None]):
                                                                 progress=ev["step"])
             self.query_one("#gen-status", Label).update(
                 f"image {ev['index'] + 1}/{self.request_total} · step {ev['step']}/{ev['total']}")
+        elif kind == "waiting":
+            ahead = ev["queued"] + 1
+            self.query_one("#gen-status", Label).update(Text(
+                f"waiting: the worker is busy with another client's request ({ahead} ahead of "
+                "this one); it starts when that finishes", "yellow"))
         elif kind == "preview":
             from PIL import Image as PILImage  # loaded with textual-image, after the first frame
 
