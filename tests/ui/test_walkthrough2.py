@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from textual.widgets import Checkbox, Collapsible, Input, Select, TextArea
+from textual.widgets import Checkbox, Collapsible, DataTable, Input, Select, TextArea
 
 from sdtui import recent
 from sdtui.catalog import CatalogImage
@@ -421,3 +421,23 @@ async def test_a_generate_queued_behind_another_client_says_it_waits(worker, tin
         gallery = screen.query_one("#gallery", Gallery)
         await until(pilot, lambda: len(gallery.images) == 1 and not screen.generating)
         assert gallery.images[0].params["prompt"] == "ours"
+
+
+# --- 26: a deployment's state is shown whole ---------------------------------------------------
+
+
+class _Absent(FakeDeployment):
+    def status(self) -> DeploymentStatus:
+        return DeploymentStatus(self.name, self.option, "absent", [])
+
+
+async def test_a_deployment_state_is_not_clipped(isolated_dirs) -> None:
+    deployment = _Absent(None, name="old")
+    deployment.ledger.record("volume", "sdtui-models")
+    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs"))
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#deployments", DataTable)
+        await until(pilot, lambda: "absent" in str(table.get_row_at(0)))
+        await pilot.pause()
+        state = table.ordered_columns[2]
+        assert state.get_render_width(table) - 2 * table.cell_padding >= len("absent")
