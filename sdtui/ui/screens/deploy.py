@@ -205,8 +205,13 @@ class DeployScreen(Screen[None]):
         if widget.id is None or not widget.id.startswith(f"{self.option}-"):
             return
         name = widget.id.removeprefix(f"{self.option}-")
-        if isinstance(widget, Input):  # checked as typed, as the prompt panel's fields are
+        initial = self._initial_values.get(self.option, {}).get(name)
+        if isinstance(widget, Input) and widget.value != ("" if initial is None else str(initial)):
+            # Checked as typed, as the prompt panel's fields are (the form as it opened is
+            # checked by Provision: a first start shows no ✗ before anything is typed).
             self._mark(name, field_error(self.option, name, widget.value.strip()))
+        else:
+            self._mark(name, None)
         if not self.query(".-invalid"):
             form_error = self.query_one("#form-error", Static)
             if str(form_error.render()) == FIX_FIELDS:
