@@ -260,6 +260,7 @@ async def test_idle_minutes_is_checked_as_typed_and_the_form_message_goes(isolat
         assert "idle auto-stop after 45 min" in text_of(app, "#aws-estimate")
         bucket = app.screen.query_one("#aws-bucket", Input)
         bucket.value = ""
+        await pilot.press("ctrl+s")
         await until(pilot, lambda: text_of(app, "#aws-bucket-error").startswith(
             "✗ Enter a bucket name — 3–63 lowercase letters"))
 
