@@ -25,13 +25,13 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imports_of(path: Path, modules: set[str]) -> set[str]:
+def imports_of(path: Path, modules: set[str], type_checking: bool = False) -> set[str]:
     """The sdtui modules `path` imports (a `from package import name` of a submodule counts
-    as importing that submodule)."""
+    as importing that submodule); `type_checking`: the `if TYPE_CHECKING:` ones too."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     skipped: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node):
+        if not type_checking and isinstance(node, ast.If) and _is_type_checking(node):
             skipped.update(id(child) for stmt in node.body for child in ast.walk(stmt))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(
         ".")[0]
@@ -51,10 +51,10 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     return {m for m in found if m in modules and m != module_name(path)}
 
 
-def import_graph() -> dict[str, set[str]]:
+def import_graph(type_checking: bool = False) -> dict[str, set[str]]:
     paths = {module_name(p): p for p in ROOT.rglob("*.py")}
     modules = set(paths)
-    return {name: imports_of(path, modules) for name, path in paths.items()}
+    return {name: imports_of(path, modules, type_checking) for name, path in paths.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -95,12 +95,23 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_walker_sees_deferred_imports_and_skips_type_checking_ones() -> None:
     graph = import_graph()
     assert "sdtui.ui.app" in graph["sdtui.cli"]  # imported inside main()
-    assert "sdtui.ui.app" not in graph["sdtui.ui.screens.prompt"]  # under TYPE_CHECKING
+    assert "sdtui.client" not in graph["sdtui.ui.screens.prompt"]  # under TYPE_CHECKING
+    assert "sdtui.client" in import_graph(type_checking=True)["sdtui.ui.screens.prompt"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
 def test_no_import_circles() -> None:
     assert cycles(import_graph()) == []
+
+
+def test_no_circles_inside_the_app_even_for_types() -> None:
+    """Screens are typed against ui.host, which the app implements: no screen imports the app
+    module, not even under TYPE_CHECKING."""
+    graph = import_graph(type_checking=True)
+    ui = {m: {d for d in deps if d.startswith("sdtui.ui")}
+          for m, deps in graph.items() if m.startswith("sdtui.ui")}
+    assert cycles(ui) == []
+    assert [m for m, deps in ui.items() if "sdtui.ui.app" in deps] == []
 
 
 def test_nothing_under_ui_imports_the_cli() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -25,6 +25,7 @@ from sdtui.deploy.base import CostUpdate, Deployment
 from sdtui.settings import Given
 from sdtui.ui.core import Services
 from sdtui.ui.cost import CostMeter
+from sdtui.ui.host import SdtuiHost
 from sdtui.ui.images import ImageSupport
 from sdtui.ui.keys import key_of_action
 from sdtui.ui.screens.deploy import DeployScreen
@@ -41,7 +42,9 @@ RUNNING_STATES = ("provisioning", "ready", "generating", "running", "running, de
 BUSY_STATES = ("provisioning", "tearing down")  # a steps thread owns the deployment's clients
 
 
-class SdtuiApp(App[int]):
+class SdtuiApp(SdtuiHost):
+    """The screens' host (ui.host): the flow between them, the status bar's state, quitting."""
+
     CSS_PATH = "app.tcss"
     TITLE = "sdtui"
     BINDINGS = [

@@ -34,7 +34,7 @@ from sdtui.ui.forms import FIELDS, Option, field_error, field_errors
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from sdtui.ui.app import SdtuiApp
+    from sdtui.ui.host import SdtuiHost
 
 OPTION_TITLES: dict[Option, str] = {
     "aws": "Option A — cloud (AWS GPU, S3)",
@@ -70,7 +70,7 @@ class DeployScreen(Screen[None]):
          "choose('batch')"),
     ]
 
-    app: SdtuiApp
+    app: SdtuiHost
 
     def __init__(self) -> None:
         super().__init__()

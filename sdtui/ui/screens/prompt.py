@@ -64,7 +64,7 @@ from sdtui.ui.widgets.status_bar import StatusBar
 if TYPE_CHECKING:
     from sdtui.client import RunningRequest, WorkerClient
     from sdtui.deploy.base import Deployment
-    from sdtui.ui.app import SdtuiApp
+    from sdtui.ui.host import SdtuiHost
 
 FRAME_S = 1 / 15
 INDEX_POLL_S = 1.0  # how soon an image another client saved shows in the gallery
@@ -105,7 +105,7 @@ class PromptScreen(Screen[None]):
         ("Back to deployments", "Detach; the worker keeps running", "back"),
     ]
 
-    app: SdtuiApp
+    app: SdtuiHost
 
     def __init__(self, deployment: Deployment, client: WorkerClient) -> None:
         super().__init__()

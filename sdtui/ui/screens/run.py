@@ -23,7 +23,7 @@ from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
     from sdtui.deploy.batch.runs import Collected, RunStatus
-    from sdtui.ui.app import SdtuiApp
+    from sdtui.ui.host import SdtuiHost
 
 
 def saved_image(image: Collected) -> CatalogImage:
@@ -48,7 +48,7 @@ class RunScreen(Screen[None]):
         ("Tear down this deployment", "Show what will be deleted, then delete it", "teardown"),
     ]
 
-    app: SdtuiApp
+    app: SdtuiHost
 
     def __init__(self, deployment: Any, *, lines: list[dict[str, Any]] | None = None,
                  record: dict[str, Any] | None = None, out_dir: Path | None = None) -> None:
