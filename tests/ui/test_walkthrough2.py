@@ -160,6 +160,21 @@ async def _press_open(isolated_dirs: Path) -> tuple[SdtuiApp, Any, Path]:
     return SdtuiApp(fake_services(deployment, out)), deployment, path
 
 
+async def _panel_gallery(app: SdtuiApp, pilot: Any, deployment: FakeDeployment) -> Gallery:
+    """The prompt panel on an idle worker; its gallery."""
+    app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
+    await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+    return app.screen.query_one("#gallery", Gallery)
+
+
+async def _open_and_wait(app: SdtuiApp, pilot: Any, deployment: FakeDeployment, said: str
+                         ) -> None:
+    """The prompt panel, then `o` on the gallery's image, until the app says `said`."""
+    await _panel_gallery(app, pilot, deployment)
+    await pilot.press("ctrl+l", "o")
+    await until(pilot, lambda: any(str(n.message) == said for n in app._notifications))
+
+
 async def test_open_without_a_display_says_so_and_starts_nothing(isolated_dirs, monkeypatch
                                                                 ) -> None:
     ran = _opener(isolated_dirs, monkeypatch, 3)
@@ -167,12 +182,9 @@ async def test_open_without_a_display_says_so_and_starts_nothing(isolated_dirs, 
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     app, deployment, path = await _press_open(isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
-        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
-        await pilot.press("ctrl+l", "o")
-        await until(pilot, lambda: any(
-            "No viewer could open it" in str(n.message) and str(path) in str(n.message)
-            for n in app._notifications))
+        await _open_and_wait(app, pilot, deployment, "No viewer could open it (there is no "
+                             "display (DISPLAY and WAYLAND_DISPLAY are unset)); the file is "
+                             f"{path}")
     assert not ran.exists()  # no text-mode browser on our terminal
     assert _zombie_children() == []
 
@@ -182,12 +194,8 @@ async def test_an_opener_that_fails_is_reported_and_reaped(isolated_dirs, monkey
     monkeypatch.setenv("DISPLAY", ":99")  # a display nothing answers on
     app, deployment, path = await _press_open(isolated_dirs)
     async with app.run_test(size=SIZE) as pilot:
-        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
-        await pilot.press("ctrl+l", "o")
-        await until(pilot, lambda: any(
-            "xdg-open exited with status 3" in str(n.message) and str(path) in str(n.message)
-            for n in app._notifications))
+        await _open_and_wait(app, pilot, deployment, "No viewer could open it (xdg-open exited "
+                             f"with status 3); the file is {path}")
         assert ran.read_text().strip() == str(path)
         await until(pilot, lambda: _zombie_children() == [])
 
@@ -371,9 +379,7 @@ async def test_the_gallery_shows_the_newest_row(isolated_dirs, size) -> None:
     deployment = FakeDeployment(None)
     app = SdtuiApp(fake_services(deployment, out))
     async with app.run_test(size=size) as pilot:
-        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
-        gallery = app.screen.query_one("#gallery", Gallery)
+        gallery = await _panel_gallery(app, pilot, deployment)
         await until(pilot, lambda: len(gallery.images) == 40 and gallery.scroll_y > 0)
         assert _last_row_in_sight(gallery)
         path = save_image(out, _png(), {"prompt": "new", "seed": 99}, {"deployment": "fake"})
@@ -389,9 +395,7 @@ async def test_the_gallery_picks_up_images_another_client_saved(isolated_dirs) -
     deployment = FakeDeployment(None)
     app = SdtuiApp(fake_services(deployment, out))
     async with app.run_test(size=SIZE) as pilot:
-        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
-        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
-        gallery = app.screen.query_one("#gallery", Gallery)
+        gallery = await _panel_gallery(app, pilot, deployment)
         assert gallery.images == []
         # What a --no-ui run on the same deployment writes: the PNG and its index line.
         path = save_image(out, _png(), {"prompt": "headless", "seed": 5}, {"deployment": "fake"})
