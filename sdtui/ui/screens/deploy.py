@@ -45,6 +45,9 @@ CHECK_DELAY_S = 0.6
 MARKS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
 ESTIMATE_FIELDS = ("instance_type", "spot", "idle_minutes", "region")
 FIX_FIELDS = "Fix the fields marked ✗ first."
+# The scale-out form's run fields kept in recent.json's app table (the settings keep the rest).
+BATCH_RUN = "batch_run"
+REMEMBERED_RUN = ("prompt_file", "gpus")
 
 
 class DeployScreen(Screen[None]):
@@ -113,6 +116,12 @@ class DeployScreen(Screen[None]):
             self._initial_values[option] = self.app.services.form_values(
                 option, self.app.services.given)
         values = self._initial_values[option]
+        if option == "batch":  # the run's own fields, as last submitted (flags win)
+            given = self.app.services.given
+            flags = {**given.deployment, **given.generate} if given.option in (None, option) else {}
+            kept = recent.load().app.get(BATCH_RUN, {})
+            values.update({k: str(v) for k, v in kept.items() if k in REMEMBERED_RUN
+                           and flags.get(k) is None and v not in (None, "")})
         widgets: list[Widget] = []
         for f in FIELDS[option]:
             value = values.get(f.name)
@@ -268,6 +277,10 @@ class DeployScreen(Screen[None]):
             return
         form_error.update("")
         if lines is not None:
+            try:
+                recent.remember_app(**{BATCH_RUN: {k: values[k] for k in REMEMBERED_RUN}})
+            except SdtuiError as exc:
+                self.notify(f"could not remember the form: {exc}", severity="warning")
             self.app.start_batch_run(deployment, lines)
         else:
             self.app.start_provision(deployment)
