@@ -223,7 +223,14 @@ class SdtuiApp(SdtuiHost):
             self.push_screen(HelpScreen(self.screen))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own Keys panel and Quit would be a second, different help and a quit that
+        # does not ask: ours stand in their place.
+        yield from (c for c in super().get_system_commands(screen)
+                    if c.title not in ("Keys", "Quit"))
+        yield SystemCommand("Help", "f1 · This screen's keys and what each field means",
+                            self.action_help)
+        yield SystemCommand("Quit", "ctrl+q · Quit; first says what keeps running and what it "
+                            "costs", self.action_quit)
         for title, help_text, action in getattr(screen, "PALETTE", ()):
             key = key_of_action(self, screen, action)
             shown = f"{key} · {help_text}" if key else help_text

@@ -406,3 +406,19 @@ async def test_a_deployment_state_is_not_clipped(isolated_dirs) -> None:
         await pilot.pause()
         state = table.ordered_columns[2]
         assert state.get_render_width(table) - 2 * table.cell_padding >= len("absent")
+
+
+# --- 15, 16: the palette -------------------------------------------------------------------------
+
+
+async def test_the_palette_has_help_one_keys_panel_and_our_quit(isolated_dirs) -> None:
+    app = make(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        commands = {c.title: c.help for c in app.get_system_commands(app.screen)}
+        assert commands["Help"].startswith("f1")
+        assert "Keys" not in commands  # one key panel: F1's
+        assert commands["Quit"] == ("ctrl+q · Quit; first says what keeps running and what it "
+                                    "costs")
+        await app.screen.run_action("choose('batch')")
+        await until(pilot, lambda: app.focused is not None and app.focused.id == "batch-name")

@@ -199,7 +199,10 @@ class DeployScreen(Screen[None]):
             self.action_checks()
 
     def action_choose(self, option: Option) -> None:
+        """From the palette: the form's first field gets the focus, ready to type in."""
         self.choose(option)
+        first = f"#{option}-{FIELDS[option][0].name}"
+        self.call_after_refresh(lambda: self.query_one(first).focus())
 
     @on(RadioSet.Changed, "#option")
     def _option_changed(self, event: RadioSet.Changed) -> None:
