@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from textual.widgets import Checkbox, Collapsible, DataTable, Input, Select, TextArea
+from textual.widgets import Button, Checkbox, Collapsible, DataTable, Input, Select, TextArea
 
 from sdtui import recent
 from sdtui.catalog import CatalogImage
@@ -20,9 +20,11 @@ from sdtui.outputs import save_image
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.checks import Check
 from sdtui.ui.core import Services, make_deployment
+from sdtui.ui.screens.confirm import ConfirmModal
 from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
+from sdtui.ui.screens.teardown import TeardownModal
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.steps import StepRow
 
@@ -422,3 +424,31 @@ async def test_the_palette_has_help_one_keys_panel_and_our_quit(isolated_dirs) -
                                     "costs")
         await app.screen.run_action("choose('batch')")
         await until(pilot, lambda: app.focused is not None and app.focused.id == "batch-name")
+
+
+# --- 27: one dialog pattern ----------------------------------------------------------------------
+
+
+async def test_every_dialog_names_its_keys_and_escape_cancels(isolated_dirs) -> None:
+    deployment = FakeDeployment(None, name="dlg")
+    deployment.ledger.record("container", "sdtui-dlg")
+    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: "ready" in str(
+            app.screen.query_one("#deployments", DataTable).get_row_at(0)))
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, TeardownModal))
+        labels = [str(b.label) for b in app.screen.query(Button)]
+        assert labels == ["Tear down (t)", "Cancel (esc)"]
+        assert app.focused is app.screen.query_one("#cancel")  # Enter deletes nothing
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        assert deployment.teardowns == []
+        await pilot.press("ctrl+t")
+        await until(pilot, lambda: isinstance(app.screen, TeardownModal))
+        await pilot.press("t")  # its key, as the quit dialog's t and the delete dialog's y
+        await until(pilot, lambda: deployment.teardowns == [False])
+        app.push_screen(ConfirmModal("Delete x?", "detail", "Delete"))
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        assert [str(b.label) for b in app.screen.query(Button)] == ["Delete (y)",
+                                                                    "Cancel (esc)"]

@@ -39,7 +39,13 @@ def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
 class TeardownModal(ModalScreen[bool | None]):
     """Returns the purge choice when confirmed, None when cancelled."""
 
-    BINDINGS = [Binding("escape", "dismiss_modal", "Cancel")]
+    HELP_TITLE = "tear down"
+    # The dialogs' one pattern: each button names its key, escape cancels, and the focus
+    # starts on the choice that deletes nothing.
+    BINDINGS = [
+        Binding("t", "confirm", "Tear down", tooltip="Tear down (and the ticked extras)"),
+        Binding("escape", "dismiss_modal", "Cancel", tooltip="Keep everything as it is"),
+    ]
 
     def __init__(self, status: DeploymentStatus, outputs: Path) -> None:
         super().__init__()
@@ -57,8 +63,8 @@ class TeardownModal(ModalScreen[bool | None]):
                         else "the model volume")
                 yield Checkbox(f"Also delete {what}", id="purge")
             with Horizontal(id="teardown-buttons"):
-                yield Button("Tear down", id="confirm", variant="error")
-                yield Button("Cancel", id="cancel")
+                yield Button("Tear down (t)", id="confirm", variant="error")
+                yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
@@ -69,7 +75,7 @@ class TeardownModal(ModalScreen[bool | None]):
             describe(self.status, self.outputs, event.value))
 
     @on(Button.Pressed, "#confirm")
-    def _confirm(self) -> None:
+    def action_confirm(self) -> None:
         purge = self.query("#purge")
         self.dismiss(bool(purge) and purge.first(Checkbox).value)
 
