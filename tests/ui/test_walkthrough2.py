@@ -22,6 +22,7 @@ from sdtui.ui.checks import Check
 from sdtui.ui.core import Services, make_deployment
 from sdtui.ui.screens.confirm import ConfirmModal
 from sdtui.ui.screens.deploy import DeployScreen
+from sdtui.ui.screens.help import HelpScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
 from sdtui.ui.screens.teardown import TeardownModal
@@ -452,3 +453,20 @@ async def test_every_dialog_names_its_keys_and_escape_cancels(isolated_dirs) -> 
         await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
         assert [str(b.label) for b in app.screen.query(Button)] == ["Delete (y)",
                                                                     "Cancel (esc)"]
+
+
+# --- 28: F1 on the chooser -----------------------------------------------------------------------
+
+
+async def test_chooser_help_lists_each_key_once_with_the_lists_keys(isolated_dirs) -> None:
+    app = make(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        await pilot.press("f1")
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        rows = app.screen.keys_table().columns
+        keys = list(rows[0]._cells)
+        assert keys.count("^q") == 1
+        assert not any("While generating" in str(c) for c in rows[1]._cells)
+        assert {"↑ / ↓", "enter", "tab / shift+tab"} <= set(keys)
+        assert rows[2].header == "where it works" and "every screen" in rows[2]._cells

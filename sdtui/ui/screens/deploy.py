@@ -62,6 +62,12 @@ class DeployScreen(Screen[None]):
         Binding("ctrl+l", "checks", "Re-check",
                 tooltip="Run the checks again: engine, GPU runtime, AWS identity, model files"),
     ]
+    # Keys the widgets bring with them (no binding of ours): shown by F1 all the same.
+    HELP_KEYS = [
+        ("↑ / ↓", "Move in the option list, or in Existing deployments", "the focused list"),
+        ("enter", "Choose the highlighted option; on a deployment: resume it", "the focused list"),
+        ("tab / shift+tab", "The next / the previous field", "this screen"),
+    ]
     PALETTE = [
         ("Provision", "Provision the chosen option with this form", "provision"),
         ("Resume selected deployment", "Provision again (existing work is skipped)", "resume"),
