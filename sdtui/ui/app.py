@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
@@ -68,6 +69,7 @@ class SdtuiApp(SdtuiHost):
         self.images = images or ImageSupport()
         self.deployment: Deployment | None = None
         self.cost_meter = CostMeter()
+        self.left_running: Deployment | None = None  # what quitting left running
         self._cost_poll: Any = None
 
     def on_load(self) -> None:
@@ -289,13 +291,28 @@ class SdtuiApp(SdtuiHost):
 
     def leave(self) -> None:
         """Quit now, leaving the deployment running: nothing here waits for the worker."""
+        self.left_running = self.running_deployment()
         self.exit()
         self._detach()
+
+
+def farewell(app: SdtuiApp) -> str | None:
+    """The line printed on the way out when the app leaves a deployment running: what runs,
+    and the command that stops it."""
+    left = app.left_running
+    if left is None:
+        return None
+    cost = f" ({app.cost_label})" if left.option == "aws" and app.cost_label else ""
+    return (f"sdtui: {left.name} ({left.option}) is still running{cost}; to stop it: "
+            f"sdtui --no-ui --name {left.name} --teardown")
 
 
 def run(app: SdtuiApp) -> int:
     """Run the app until it quits, and return its exit code."""
     result = app.run()
+    line = farewell(app)
+    if line:
+        print(line, file=sys.stderr)
     # The app's objects die with the process: the interpreter's shutdown collections need not
     # walk them (on a busy machine that took seconds before the shell prompt came back).
     gc.freeze()

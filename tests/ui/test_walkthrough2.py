@@ -17,7 +17,7 @@ from sdtui.catalog import CatalogImage
 from sdtui.deploy.base import DeploymentStatus
 from sdtui.ledger import Ledger
 from sdtui.outputs import save_image
-from sdtui.ui.app import SdtuiApp
+from sdtui.ui.app import SdtuiApp, farewell
 from sdtui.ui.checks import Check
 from sdtui.ui.core import Services, make_deployment
 from sdtui.ui.screens.confirm import ConfirmModal
@@ -25,6 +25,7 @@ from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.help import HelpScreen
 from sdtui.ui.screens.prompt import PromptScreen
 from sdtui.ui.screens.provision import ProvisionScreen
+from sdtui.ui.screens.quit import QuitModal
 from sdtui.ui.screens.teardown import TeardownModal
 from sdtui.ui.widgets.gallery import Gallery
 from sdtui.ui.widgets.steps import StepRow
@@ -470,3 +471,30 @@ async def test_chooser_help_lists_each_key_once_with_the_lists_keys(isolated_dir
         assert not any("While generating" in str(c) for c in rows[1]._cells)
         assert {"↑ / ↓", "enter", "tab / shift+tab"} <= set(keys)
         assert rows[2].header == "where it works" and "every screen" in rows[2]._cells
+
+
+# --- 21: leaving a deployment running says so on the way out ------------------------------------
+
+
+async def test_leaving_a_deployment_running_prints_what_and_how_to_stop_it(isolated_dirs
+                                                                          ) -> None:
+    deployment = FakeDeployment(None, name="left")
+    app = SdtuiApp(fake_services(deployment, isolated_dirs / "outputs"))
+    async with app.run_test(size=SIZE) as pilot:
+        app.open_prompt(deployment, IdleWorker())  # type: ignore[arg-type]
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen))
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: isinstance(app.screen, QuitModal))
+        await pilot.press("l")
+        await until(pilot, lambda: app.return_code is not None)
+    assert farewell(app) == ("sdtui: left (local) is still running; to stop it: "
+                             "sdtui --no-ui --name left --teardown")
+
+
+async def test_quitting_with_nothing_running_prints_nothing(isolated_dirs) -> None:
+    app = make(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        await pilot.press("ctrl+q")
+        await until(pilot, lambda: app.return_code is not None)
+    assert farewell(app) is None
