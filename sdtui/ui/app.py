@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 
 COST_POLL_S = 15.0  # each poll asks EC2 and reads the instance's activity file over SSH
 # Worker states in which quitting leaves something running.
-RUNNING_STATES = ("provisioning", "ready", "generating", "running", "running, detached")
+RUNNING_STATES = ("provisioning", "ready", "generating", "generating (another client)",
+                  "running", "running, detached")
 BUSY_STATES = ("provisioning", "tearing down")  # a steps thread owns the deployment's clients
 
 

@@ -498,3 +498,20 @@ async def test_quitting_with_nothing_running_prints_nothing(isolated_dirs) -> No
         await pilot.press("ctrl+q")
         await until(pilot, lambda: app.return_code is not None)
     assert farewell(app) is None
+
+
+async def test_the_status_bar_follows_what_another_client_makes_the_worker_do(
+        worker, tiny_model, isolated_dirs) -> None:
+    other = worker.attach()  # a --no-ui run on the same deployment, say
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await provision(app, pilot)
+        assert app.worker_state == "ready"
+        events = other.generate(prompt="theirs", steps=150, width=64, height=64, seed=2)
+        first = next(events)
+        await until(pilot, lambda: app.worker_state == "generating (another client)")
+        other.cancel(first["id"])
+        for _ in events:
+            pass
+        other.close()
+        await until(pilot, lambda: app.worker_state == "ready")

@@ -35,7 +35,7 @@ from textual.worker import Worker, WorkerState
 
 from sdtui import protocol, recent
 from sdtui.catalog import CatalogImage, delete_image, images_of
-from sdtui.errors import BadSetting, SdtuiError
+from sdtui.errors import BadSetting, Detached, SdtuiError, WorkerDied
 from sdtui.generation import (
     GenerateSettings,
     init_image_data,
@@ -68,6 +68,8 @@ if TYPE_CHECKING:
 
 FRAME_S = 1 / 15
 INDEX_POLL_S = 1.0  # how soon an image another client saved shows in the gallery
+WORKER_POLL_S = 2.0  # how soon the status bar shows what another client made the worker do
+OTHER_CLIENT = "generating (another client)"
 # The settings the form keeps between runs (recent.json); the init image as its path.
 REMEMBERED = tuple(FIELDS)
 
@@ -195,6 +197,7 @@ class PromptScreen(Screen[None]):
         self._index_seen = self._index_stamp()
         self._frames = self.set_interval(FRAME_S, self._frame)
         self.set_interval(INDEX_POLL_S, self._follow_index)
+        self.set_interval(WORKER_POLL_S, self._poll_worker)
         self.query_one("#prompt", TextArea).focus()
         if self._show_more_held():  # what the last session left set is in sight
             self.query_one("#more", Collapsible).collapsed = False
@@ -520,6 +523,32 @@ class PromptScreen(Screen[None]):
             self.app.worker_state = "error"
             self.show_selected(self.request_saved[-1] if self.request_saved else None)
             status.update(Text(f"✗ {error_text(event.worker.error or Exception())}", "red"))
+
+    # --- the worker's real state, while this client is idle --------------------------------------
+
+    def _poll_worker(self) -> None:
+        if not self.generating:
+            self._ask_worker()
+
+    @work(thread=True, exclusive=True, group="worker-state", exit_on_error=False)
+    def _ask_worker(self) -> None:
+        try:
+            info = self.session.client.info(timeout=10)
+        except Detached:
+            return  # we let go of it ourselves
+        except WorkerDied as exc:  # torn down or stopped by another client
+            self.app.call_from_thread(self._worker_seen, "gone", exc)
+            return
+        except SdtuiError:
+            return  # a slow answer: asked again at the next poll
+        self.app.call_from_thread(self._worker_seen, OTHER_CLIENT if info["busy"] else "ready")
+
+    def _worker_seen(self, state: str, error: SdtuiError | None = None) -> None:
+        if self.generating or self.app.worker_state == state:
+            return
+        self.app.worker_state = state
+        if error is not None:
+            self.query_one("#gen-status", Label).update(Text(f"✗ {error_text(error)}", "red"))
 
     # --- gallery -------------------------------------------------------------------------------
 
