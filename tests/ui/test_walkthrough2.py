@@ -34,6 +34,7 @@ from .conftest import fake_services, quiet_checks
 from .fakes import FakeDeployment, IdleWorker
 from .test_fields import make, prompt_panel
 from .test_flows import SIZE, generate, make_app, provision, text_of, until
+from .worker_relay import SubprocessWorker
 
 pytestmark = pytest.mark.asyncio
 
@@ -515,3 +516,17 @@ async def test_the_status_bar_follows_what_another_client_makes_the_worker_do(
             pass
         other.close()
         await until(pilot, lambda: app.worker_state == "ready")
+
+
+async def test_a_worker_another_client_tore_down_is_shown_gone_with_the_next_step(
+        tiny_model, isolated_dirs) -> None:
+    own = SubprocessWorker(tiny_model, isolated_dirs / "worker.log")  # this test ends it
+    try:
+        app = make_app(FakeDeployment(own), isolated_dirs, tiny_model)
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await provision(app, pilot)
+            own.stop()  # what a headless --teardown does to the container
+            await until(pilot, lambda: app.worker_state == "gone")
+            assert "ctrl+b, then Resume" in str(screen.query_one("#gen-status").render())
+    finally:
+        own.stop()

@@ -62,6 +62,11 @@ class SubprocessWorker:
             for peer in peers:
                 with contextlib.suppress(OSError):
                     peer.sendall(struct.pack(">BxxxL", STDOUT_FRAME, len(chunk)) + chunk)
+        with self._lock:  # the worker is gone: like Docker, the attach streams end
+            peers = list(self._peers)
+        for peer in peers:
+            with contextlib.suppress(OSError):
+                peer.shutdown(socket.SHUT_WR)
 
     def _pump_stdin(self, peer: socket.socket) -> None:
         assert self.proc.stdin is not None

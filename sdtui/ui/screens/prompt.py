@@ -70,6 +70,7 @@ FRAME_S = 1 / 15
 INDEX_POLL_S = 1.0  # how soon an image another client saved shows in the gallery
 WORKER_POLL_S = 2.0  # how soon the status bar shows what another client made the worker do
 OTHER_CLIENT = "generating (another client)"
+GONE_FIX = "ctrl+b, then Resume (it starts the worker again; finished images are kept)"
 # The settings the form keeps between runs (recent.json); the init image as its path.
 REMEMBERED = tuple(FIELDS)
 
@@ -548,7 +549,9 @@ class PromptScreen(Screen[None]):
             return
         self.app.worker_state = state
         if error is not None:
-            self.query_one("#gen-status", Label).update(Text(f"✗ {error_text(error)}", "red"))
+            fix = "" if error.fix else f" — {GONE_FIX}"
+            self.query_one("#gen-status", Label).update(
+                Text(f"✗ {error_text(error)}{fix}", "red"))
 
     # --- gallery -------------------------------------------------------------------------------
 
