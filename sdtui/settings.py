@@ -32,6 +32,9 @@ class Given:
     name: str | None = None
     deployment: Mapping[str, Any] = field(default_factory=dict)
     generate: Mapping[str, Any] = field(default_factory=dict)
+    # Deployment fields a form emptied: the default (config, then built-in), never the value
+    # the ledger or the last use holds.
+    cleared: frozenset[str] = frozenset()
 
 
 def is_set(value: Any) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sdtui.deploy.aws.estimate import COLD_START, cold_start_s, launch_line
+from sdtui.deploy.aws.estimate import COLD_START, cold_start_s, cold_start_text, launch_line
 from sdtui.deploy.aws.pricing import FALLBACK_HOURLY, Price
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -32,10 +32,19 @@ def test_the_cold_start_estimate_is_the_readmes_table() -> None:
     assert cold_start_s("relaunch") == (145, 250) and cold_start_s("restart") == (75, 120)
 
 
+def test_the_readme_says_the_forms_cold_start_figure() -> None:
+    """One figure, from one table: the sentence under the table is the form's."""
+    text = " ".join(README.read_text().split())
+    assert f"A first launch takes ≈ {cold_start_text()} " in text
+    assert f"a relaunch ≈ {cold_start_text('relaunch')}" in text
+    assert f"a restart ≈ {cold_start_text('restart')}" in text
+
+
 def test_the_line_says_price_cold_start_and_idle_stop() -> None:
     line = launch_line("g4dn.xlarge", "us-east-1", spot=False, idle_minutes=30)
     assert line == ("g4dn.xlarge on-demand $0.526/h · cold start ≈ 5.2–8.8 min (a relaunch "
-                    "2.4–4.2, a restart 1.2–2) · idle auto-stop after 30 min (≤ $0.26 idle)")
+                    "2.4–4.2 min, a restart 1.2–2 min) · idle auto-stop after 30 min "
+                    "(≤ $0.26 idle)")
     assert f"${FALLBACK_HOURLY['g5.xlarge']:.3f}/h" in launch_line(
         "g5.xlarge", None, spot=False, idle_minutes=10)
 

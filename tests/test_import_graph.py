@@ -25,13 +25,13 @@ def _is_type_checking(node: ast.If) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def imports_of(path: Path, modules: set[str], type_only: bool = False) -> set[str]:
+def imports_of(path: Path, modules: set[str], type_checking: bool = False) -> set[str]:
     """The sdtui modules `path` imports (a `from package import name` of a submodule counts
-    as importing that submodule); with type_only, also those under `if TYPE_CHECKING:`."""
+    as importing that submodule); `type_checking`: the `if TYPE_CHECKING:` ones too."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     skipped: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and _is_type_checking(node) and not type_only:
+        if not type_checking and isinstance(node, ast.If) and _is_type_checking(node):
             skipped.update(id(child) for stmt in node.body for child in ast.walk(stmt))
     package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(
         ".")[0]
@@ -51,10 +51,10 @@ def imports_of(path: Path, modules: set[str], type_only: bool = False) -> set[st
     return {m for m in found if m in modules and m != module_name(path)}
 
 
-def import_graph(type_only: bool = False) -> dict[str, set[str]]:
+def import_graph(type_checking: bool = False) -> dict[str, set[str]]:
     paths = {module_name(p): p for p in ROOT.rglob("*.py")}
     modules = set(paths)
-    return {name: imports_of(path, modules, type_only) for name, path in paths.items()}
+    return {name: imports_of(path, modules, type_checking) for name, path in paths.items()}
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -95,7 +95,8 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_walker_sees_deferred_imports_and_skips_type_checking_ones() -> None:
     graph = import_graph()
     assert "sdtui.ui.app" in graph["sdtui.cli"]  # imported inside main()
-    assert "sdtui.ui.app" not in graph["sdtui.ui.screens.prompt"]  # under TYPE_CHECKING
+    assert "sdtui.client" not in graph["sdtui.ui.screens.prompt"]  # under TYPE_CHECKING
+    assert "sdtui.client" in import_graph(type_checking=True)["sdtui.ui.screens.prompt"]
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -105,11 +106,12 @@ def test_no_import_circles() -> None:
 
 def test_no_circles_hidden_behind_type_checking() -> None:
     """A type-only import is still a dependency: `if TYPE_CHECKING:` must not hide a circle
-    (headless_batch once named headless's Reporter that way while headless imported it). The
-    one exception is Textual's: screens name their app's type for `self.app`."""
-    graph = {m: {d for d in deps if not d.startswith("sdtui.ui")}
-             for m, deps in import_graph(type_only=True).items() if not m.startswith("sdtui.ui")}
+    (headless_batch once named headless's Reporter that way while headless imported it). Screens
+    are typed against ui.host, which the app implements: no screen imports the app module."""
+    graph = import_graph(type_checking=True)
     assert cycles(graph) == []
+    assert [m for m, deps in graph.items()
+            if m.startswith("sdtui.ui.screens") and "sdtui.ui.app" in deps] == []
 
 
 def test_nothing_under_ui_imports_the_cli() -> None:

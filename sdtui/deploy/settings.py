@@ -13,7 +13,7 @@ before use and how to build the deployment.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -203,8 +203,10 @@ def choose(given: Given) -> Target:
 # --- what it is asked to be ------------------------------------------------------------------
 
 
-def layers(target: Target, given: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The precedence layers of a deployment's settings, highest first."""
+def layers(target: Target, given: Mapping[str, Any], cleared: Collection[str] = ()
+           ) -> list[Mapping[str, Any]]:
+    """The precedence layers of a deployment's settings, highest first. `cleared` fields skip
+    the ledger's (or last used) layer."""
     spec = option_spec(target.option)
     cls = spec.settings_class()
     known = set(field_names(cls))
@@ -217,16 +219,18 @@ def layers(target: Target, given: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     else:  # only a convenience: what does not fit is dropped
         remembered = recent.load().settings.get(target.option, {})
         before = {k: v for k, v in remembered.items() if k not in mistyped(cls, remembered)}
-    before = {k: v for k, v in before.items() if k not in spec.not_remembered}
+    before = {k: v for k, v in before.items()
+              if k not in spec.not_remembered and k not in cleared}
     config_section = load_config().given(target.option)
     return [{k: v for k, v in layer.items() if k in known}
             for layer in (given, before, config_section)]
 
 
-def unchecked_settings(target: Target, given: Mapping[str, Any]) -> Any:
+def unchecked_settings(target: Target, given: Mapping[str, Any],
+                       cleared: Collection[str] = ()) -> Any:
     """The option's settings dataclass as the layers fill it in, before any check (what a form
     shows). Values that belong to another option are ignored."""
-    found = layers(target, given)
+    found = layers(target, given, cleared)
     for layer in found:
         if layer.get("models"):
             layer["models"] = [m if is_remote(m) else Path(m)  # type: ignore[index]
@@ -234,9 +238,10 @@ def unchecked_settings(target: Target, given: Mapping[str, Any]) -> Any:
     return resolve(option_spec(target.option).settings_class(), found, name=target.name)
 
 
-def resolve_settings(target: Target, given: Mapping[str, Any], *, for_use: bool) -> Any:
+def resolve_settings(target: Target, given: Mapping[str, Any], *, for_use: bool,
+                     cleared: Collection[str] = ()) -> Any:
     """The option's settings, filled in and checked: BadInput before anything is created."""
-    settings = unchecked_settings(target, given)
+    settings = unchecked_settings(target, given, cleared)
     option_spec(target.option).complete(settings, for_use)
     return settings
 
@@ -246,7 +251,8 @@ def open_deployment(given: Given, *, for_use: bool, purge: bool = False,
     """The deployment the user means (or `target`), ready to provision (for_use) or to
     inspect."""
     target = target or choose(given)
-    settings = resolve_settings(target, given.deployment, for_use=for_use)
+    settings = resolve_settings(target, given.deployment, for_use=for_use,
+                                cleared=given.cleared)
     return target, option_spec(target.option).build(settings, purge)
 
 

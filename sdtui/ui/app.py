@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sys
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -25,6 +26,7 @@ from sdtui.deploy.base import CostUpdate, Deployment
 from sdtui.settings import Given
 from sdtui.ui.core import Services
 from sdtui.ui.cost import CostMeter
+from sdtui.ui.host import SdtuiHost
 from sdtui.ui.images import ImageSupport
 from sdtui.ui.keys import key_of_action
 from sdtui.ui.screens.deploy import DeployScreen
@@ -37,11 +39,14 @@ if TYPE_CHECKING:
 
 COST_POLL_S = 15.0  # each poll asks EC2 and reads the instance's activity file over SSH
 # Worker states in which quitting leaves something running.
-RUNNING_STATES = ("provisioning", "ready", "generating", "running", "running, detached")
+RUNNING_STATES = ("provisioning", "ready", "generating", "generating (another client)",
+                  "running", "running, detached")
 BUSY_STATES = ("provisioning", "tearing down")  # a steps thread owns the deployment's clients
 
 
-class SdtuiApp(App[int]):
+class SdtuiApp(SdtuiHost):
+    """The screens' host (ui.host): the flow between them, the status bar's state, quitting."""
+
     CSS_PATH = "app.tcss"
     TITLE = "sdtui"
     BINDINGS = [
@@ -65,6 +70,7 @@ class SdtuiApp(App[int]):
         self.images = images or ImageSupport()
         self.deployment: Deployment | None = None
         self.cost_meter = CostMeter()
+        self.left_running: Deployment | None = None  # what quitting left running
         self._cost_poll: Any = None
 
     def on_load(self) -> None:
@@ -220,7 +226,14 @@ class SdtuiApp(App[int]):
             self.push_screen(HelpScreen(self.screen))
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        # Textual's own Keys panel and Quit would be a second, different help and a quit that
+        # does not ask: ours stand in their place.
+        yield from (c for c in super().get_system_commands(screen)
+                    if c.title not in ("Keys", "Quit"))
+        yield SystemCommand("Help", "f1 · This screen's keys and what each field means",
+                            self.action_help)
+        yield SystemCommand("Quit", "ctrl+q · Quit; first says what keeps running and what it "
+                            "costs", self.action_quit)
         for title, help_text, action in getattr(screen, "PALETTE", ()):
             key = key_of_action(self, screen, action)
             shown = f"{key} · {help_text}" if key else help_text
@@ -279,13 +292,28 @@ class SdtuiApp(App[int]):
 
     def leave(self) -> None:
         """Quit now, leaving the deployment running: nothing here waits for the worker."""
+        self.left_running = self.running_deployment()
         self.exit()
         self._detach()
+
+
+def farewell(app: SdtuiApp) -> str | None:
+    """The line printed on the way out when the app leaves a deployment running: what runs,
+    and the command that stops it."""
+    left = app.left_running
+    if left is None:
+        return None
+    cost = f" ({app.cost_label})" if left.option == "aws" and app.cost_label else ""
+    return (f"sdtui: {left.name} ({left.option}) is still running{cost}; to stop it: "
+            f"sdtui --no-ui --name {left.name} --teardown")
 
 
 def run(app: SdtuiApp) -> int:
     """Run the app until it quits, and return its exit code."""
     result = app.run()
+    line = farewell(app)
+    if line:
+        print(line, file=sys.stderr)
     # The app's objects die with the process: the interpreter's shutdown collections need not
     # walk them (on a busy machine that took seconds before the shell prompt came back).
     gc.freeze()

@@ -19,7 +19,7 @@ from sdtui.paths import default_outputs_dir
 from sdtui.settings import Given
 from sdtui.ui.batch_form import batch_lines
 from sdtui.ui.checks import Check, live_checks
-from sdtui.ui.forms import Option, from_form, to_form
+from sdtui.ui.forms import Option, effective_values, from_form, to_form
 
 
 def make_deployment(option: Option, values: dict[str, Any]) -> Deployment:
@@ -77,6 +77,7 @@ class Services:
     list_deployments: Callable[[], list[Ledger]] = list_ledgers
     damaged_deployments: Callable[[], list[Damaged]] = damaged_ledgers
     live_checks: Callable[[Option, dict[str, Any]], list[Check]] = live_checks
+    effective_values: Callable[[Option, dict[str, Any]], dict[str, Any]] = effective_values
     load_config: Callable[[], Config] = load_config
     form_values: Callable[[Option, Given], dict[str, Any]] = form_values
     default_option: Callable[[Given], Option] = default_option

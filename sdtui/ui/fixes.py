@@ -14,13 +14,20 @@ _FLAG_OF = {"models": "--model"}
 # Flags with no form field, and what the app offers instead.
 _NOT_ON_A_FORM = {
     "--spot": "“Spot instance”",
-    "--purge-bucket": "“Also delete the bucket” in the teardown dialog",
-    "--purge-volume": "“Also delete the model volume” in the teardown dialog",
+    "--purge-bucket": "“Also delete the bucket” (teardown dialog)",
+    "--purge-volume": "“Also delete the model volume” (teardown dialog)",
     "--ssh-cidr": "the --ssh-cidr flag (sdtui --ssh-cidr CIDR)",
     "--ami": "the --ami flag (sdtui --ami ID)",
     "--volume-gb": "the --volume-gb flag",
 }
 _COMMAND = re.compile(r"`?\(?sdtui --no-ui[^`)]*\)?`?")
+# Phrases of the command line's fix lines, as the app says them.
+_PHRASES = (
+    (re.compile(r"\brun sdtui again\b"), "ctrl+b, then Resume"),
+    (re.compile(r"\bset DOCKER_HOST\b"), "enter it in “Docker host/context”"),
+    (re.compile(r" or set AWS_REGION\b"), ""),
+    (re.compile(r"(--purge-[a-z]+) deletes it\b"), r"tick \1 to delete it"),
+)
 _FLAG = re.compile(r"--[a-z][a-z-]*")
 
 
@@ -56,6 +63,8 @@ def in_app(text: str) -> str:
     """A fix line with the form fields and screens to use instead of flags and commands
     (shell commands in backticks, such as `aws configure --profile x`, are left as they are)."""
     text = _COMMAND.sub(_command, text)
+    for phrase, said in _PHRASES:
+        text = phrase.sub(said, text)
     labels = _labels()
     parts = text.split("`")
     return "`".join(part if i % 2 else _outside_code(part, labels)

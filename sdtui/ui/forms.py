@@ -139,9 +139,14 @@ def from_form(option: Option, values: dict[str, Any]) -> Given:
     Call it once field_errors() is empty."""
     given: dict[str, Any] = {}
     generate: dict[str, Any] = {}
+    cleared: set[str] = set()
     for f in FIELDS[option]:
         value = values.get(f.name)
-        if f.name in ("name", "prompt_file") or value is None or value == "":
+        if f.name in ("name", "prompt_file"):
+            continue
+        if value is None or value == "":
+            if f.name not in GENERATE_FIELDS:
+                cleared.add(f.name)
             continue
         if f.name == "models":
             value = split_paths(value)
@@ -149,7 +154,23 @@ def from_form(option: Option, values: dict[str, Any]) -> Given:
             value = int(value)
         (generate if f.name in GENERATE_FIELDS else given)[f.name] = value
     return Given(option=option, name=values.get("name") or None, deployment=given,
-                 generate=generate)
+                 generate=generate, cleared=frozenset(cleared))
+
+
+def effective_values(option: Option, values: dict[str, Any]) -> dict[str, Any]:
+    """The form as provisioning will read it: an empty field is the default (the config file's,
+    else the built-in one), never the value the ledger or the last use holds. The checks run on
+    these, so they check what Provision will use."""
+    from sdtui.deploy.settings import choose, unchecked_settings
+    from sdtui.errors import SdtuiError
+
+    try:
+        given = from_form(option, values)
+        settings = unchecked_settings(choose(given), given.deployment, given.cleared)
+    except (SdtuiError, ValueError):  # a field marked ✗: the checks see the form as typed
+        return dict(values)
+    resolved = to_form(option, settings)
+    return {**values, **{k: v for k, v in resolved.items() if k not in ("name", *RUN_FIELDS)}}
 
 
 # --- per-field checks: each raises BadInput with the one-line message shown next to the field
@@ -171,6 +192,8 @@ def _check_models(text: str) -> None:
 
 
 def _check_idle(text: str) -> None:
+    if not text:
+        return  # the default
     try:
         minutes = int(text)
     except ValueError:
@@ -183,6 +206,9 @@ def _aws_check(name: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         from sdtui.deploy.aws import settings as aws
 
+        if name == "bucket" and not value:
+            raise BadInput("Enter a bucket name", fix="3–63 lowercase letters, digits, hyphens "
+                           "and dots, globally unique (e.g. my-sd-models-1234)")
         {"bucket": aws.check_bucket_name, "instance_type": aws.check_instance_type,
          "region": lambda v: v and aws.resolve_region(v, None)}[name](value)
 
@@ -251,12 +277,18 @@ CHECKS: dict[Option, dict[str, Callable[[str], None]]] = {
 }
 
 
+def field_error(option: Option, name: str, value: str) -> BadInput | None:
+    """The field's error, or None when it is fine (or has no check)."""
+    check = CHECKS[option].get(name)
+    try:
+        if check is not None:
+            check(value)
+    except BadInput as exc:
+        return exc
+    return None
+
+
 def field_errors(option: Option, values: dict[str, Any]) -> dict[str, BadInput]:
     """Each invalid field's error; empty when the form can be submitted."""
-    errors: dict[str, BadInput] = {}
-    for name, check in CHECKS[option].items():
-        try:
-            check(values.get(name, ""))
-        except BadInput as exc:
-            errors[name] = exc
-    return errors
+    found = {name: field_error(option, name, values.get(name, "")) for name in CHECKS[option]}
+    return {name: error for name, error in found.items() if error is not None}

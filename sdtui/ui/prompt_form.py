@@ -92,6 +92,10 @@ SAMPLER_ROW = ("scheduler", "schedule")
 MORE_GRID = ("strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
              "variation_seed")
 MORE_FIELDS = ("init_image", "mask", *MORE_GRID, "grid")
+MORE_TITLE = "More: img2img, mask, faces, upscale, variations"
+# What More holds when set, as its header says it: (field, words).
+MORE_HELD = (("init_image", "init image"), ("mask", "mask"), ("gfpgan", "faces"),
+             ("upscale", "upscale"), ("variation_amount", "variation"), ("grid", "grid"))
 # Fields whose check reads other fields: a schedule exists for some samplers only.
 CHECKED_WITH = {"schedule": ("scheduler",)}
 
@@ -121,11 +125,33 @@ def parse(name: str, raw: Any) -> Any:
         raise BadSetting(name, f"{field.label} must be {kind}") from None
 
 
+def schedule_choices(sampler: str | None) -> tuple[tuple[str, str], ...]:
+    """The schedule list, each schedule the sampler lacks marked as such."""
+    usable = samplers.SAMPLERS[sampler].schedules if sampler in samplers.SAMPLERS else None
+    return tuple((shown if usable is None or value in usable or value in (
+        samplers.DEFAULT_SCHEDULE, samplers.AUTOMATIC) else f"{shown} ✗ not for {sampler}",
+                  value) for shown, value in _schedule_choices())
+
+
+def _check_schedule(sampler: Any, schedule: str) -> None:
+    """A schedule the sampler lacks, in the list's own words (Uniform, not "default")."""
+    if sampler not in samplers.SAMPLERS or schedule in (samplers.DEFAULT_SCHEDULE,
+                                                        samplers.AUTOMATIC):
+        return
+    usable = samplers.SAMPLERS[sampler].schedules
+    if schedule not in usable:
+        labels = ["Uniform", *(samplers.SCHEDULE_A1111[s] for s in usable), "Automatic"]
+        raise BadSetting("schedule", f"{sampler} has no {samplers.SCHEDULE_A1111[schedule]} "
+                         f"schedule; choose {', '.join(labels[:-1])} or {labels[-1]}")
+
+
 def check(name: str, value: Any, form: Mapping[str, Any] | None = None) -> None:
     """The protocol's own check of one value (its range, its multiple of 8, ...); `form`, the
     form's other values, for the fields in CHECKED_WITH."""
     if value is None:
         return
+    if name == "schedule":
+        _check_schedule((form or {}).get("scheduler"), value)
     if FIELDS[name].kind == "path":
         try:
             check_file(Path(value), FIELDS[name].label)
@@ -149,3 +175,25 @@ def shown(value: Any) -> str:
     if value is None:
         return ""
     return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _holds(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw or "").strip()
+    if text in ("", "off"):
+        return False
+    try:
+        return float(text) != 0
+    except ValueError:
+        return True  # a path (or a value its field marks as wrong)
+
+
+def more_title(raw: Mapping[str, Any]) -> str:
+    """More's header: what it holds when anything in it is set, so a collapsed More never
+    hides an init image, a mask or postprocessing from the next Generate."""
+    held = [words for name, words in MORE_HELD if _holds(raw.get(name))]
+    if not held:
+        return MORE_TITLE
+    listed = held[0] if len(held) == 1 else f"{', '.join(held[:-1])} and {held[-1]}"
+    return f"More: {listed} set"

@@ -168,6 +168,10 @@ class IdleWorker:
     def watch_running(self) -> None:  # nothing left running by a client that quit
         return None
 
+    def info(self, timeout: float = 30) -> dict:  # idle, as the real worker answers
+        return {"type": "info", "busy": None, "request": None, "queued": 0, "unacked": 0,
+                "uptime": 1.0, "ready": {}}
+
     def close(self) -> None:
         self.closed = True
 

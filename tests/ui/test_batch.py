@@ -94,3 +94,21 @@ async def test_cancel_from_the_run_screen_keeps_the_finished_images(tiny_model, 
         assert len(read_index(isolated_dirs / "outputs")) == 2
         await pilot.press("ctrl+b")
         await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+
+
+@pytest.mark.asyncio
+async def test_the_batch_form_remembers_its_prompt_file_and_gpus(tiny_model, isolated_dirs
+                                                                 ) -> None:
+    prompts = isolated_dirs / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    app = batch_app(FakeBatchDeployment(), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await fill(pilot, app, prompts, tiny_model, gpus="3")
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, RunScreen))
+    app = batch_app(FakeBatchDeployment(), isolated_dirs, tiny_model)  # a restart
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.click("#choose-batch")
+        screen = app.screen
+        assert screen.query_one("#batch-prompt_file", Input).value == str(prompts)
+        assert screen.query_one("#batch-gpus", Input).value == "3"

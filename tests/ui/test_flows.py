@@ -252,6 +252,7 @@ async def test_escape_cancels_a_generation_and_keys_are_answered(worker, tiny_mo
             worker.resume()
         await until(pilot, lambda: not screen.generating)
         assert "cancelled" in str(screen.query_one("#gen-status").render())
+        assert not screen.query_one("#gen-progress").display  # no bar left at the cancel's %
         assert app.worker_state == "ready"
 
 

@@ -44,8 +44,8 @@ async def test_rows_show_what_tells_images_apart() -> None:
     assert (plain["variation"], plain["init"], plain["upscale"], plain["faces"]) == (
         "-", "-", "-", "-")
     shown = describe(image)
-    assert shown.startswith("saved /out/a.png") and "variation_seed=99" in shown
-    assert "gfpgan=0.8" in shown and "sha256" not in shown
+    assert shown.startswith("saved /out/a.png") and "variation 0.3 → seed 99" in shown
+    assert "faces 0.8" in shown and "sha256" not in shown
 
 
 async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_model,
@@ -62,8 +62,8 @@ async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_
         await pilot.press("ctrl+l", "up")
         assert screen.query_one("#image").image == first.path
         caption = text_of(app, "#saved-path")
-        assert str(first.path) in caption and f"seed={first.seed}" in caption
-        assert "variation_amount=0.4" in caption
+        assert str(first.path) in caption and f"seed {first.seed}" in caption
+        assert "variation 0.4 → seed" in caption
         await pilot.press("down")
         assert screen.query_one("#image").image == second.path
 
@@ -100,6 +100,7 @@ async def test_open_copy_and_delete(worker, tiny_model, isolated_dirs, monkeypat
     opener.write_text(f'#!/bin/sh\necho "$1" > {opened}\n')
     opener.chmod(opener.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DISPLAY", ":0")
     app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         screen = await provision(app, pilot)

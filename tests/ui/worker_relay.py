@@ -1,6 +1,7 @@
 """A real worker process (`python -m sdtui.worker`) that WorkerClient talks to as if over a
 Docker attach socket: its stdout is framed like Docker's multiplexed stream. Attaching again
-after a client closed reaches the same worker, which keeps its model and unacked images."""
+after a client closed reaches the same worker, which keeps its model and unacked images. As
+with Docker, every attached client reads the worker's whole output."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class SubprocessWorker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
-        self._peer: socket.socket | None = None
+        self._peers: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop_on: bytes | None = None
         self.stopped = threading.Event()
@@ -57,11 +58,15 @@ class SubprocessWorker:
                 self.proc.send_signal(signal.SIGSTOP)
                 self.stopped.set()
             with self._lock:
-                peer = self._peer
-            if peer is None:
-                continue  # nobody attached: like Docker, the output is not kept
+                peers = list(self._peers)  # nobody attached: like Docker, nothing is kept
+            for peer in peers:
+                with contextlib.suppress(OSError):
+                    peer.sendall(struct.pack(">BxxxL", STDOUT_FRAME, len(chunk)) + chunk)
+        with self._lock:  # the worker is gone: like Docker, the attach streams end
+            peers = list(self._peers)
+        for peer in peers:
             with contextlib.suppress(OSError):
-                peer.sendall(struct.pack(">BxxxL", STDOUT_FRAME, len(chunk)) + chunk)
+                peer.shutdown(socket.SHUT_WR)
 
     def _pump_stdin(self, peer: socket.socket) -> None:
         assert self.proc.stdin is not None
@@ -75,13 +80,12 @@ class SubprocessWorker:
             self.proc.stdin.write(data)
             self.proc.stdin.flush()
         with self._lock:
-            if self._peer is peer:
-                self._peer = None
+            self._peers.discard(peer)
 
     def attach(self) -> WorkerClient:
         ours, theirs = socket.socketpair()
         with self._lock:
-            self._peer = theirs
+            self._peers.add(theirs)
         threading.Thread(target=self._pump_stdin, args=(theirs,), daemon=True).start()
         return WorkerClient.over_attach_socket(ours)
 

@@ -32,6 +32,12 @@ def _minutes(seconds: int) -> str:
     return f"{seconds / 60:.1f}".removesuffix(".0")
 
 
+def cold_start_text(kind: str = "first") -> str:
+    """A cold start as the form and the README say it, e.g. "5.2–8.8 min"."""
+    fastest, slowest = cold_start_s(kind)
+    return f"{_minutes(fastest)}–{_minutes(slowest)} min"
+
+
 def asked_price(instance_type: str, region: str | None, *, spot: bool,
                 profile: str | None = None) -> Price:
     """The price AWS quotes now (the current spot price, or the Pricing API's on-demand
@@ -61,10 +67,8 @@ def launch_line(instance_type: str, region: str | None, *, spot: bool, idle_minu
         cost = f"{instance_type} spot ≤ ${price.hourly_usd:.3f}/h (on-demand price)"
     else:
         cost = f"{instance_type} {'spot' if spot else 'on-demand'} ${price.hourly_usd:.3f}/h"
-    first, relaunch, restart = (cold_start_s(kind) for kind in KINDS)
-    line = (f"{cost} · cold start ≈ {_minutes(first[0])}–{_minutes(first[1])} min "
-            f"(a relaunch {_minutes(relaunch[0])}–{_minutes(relaunch[1])}, "
-            f"a restart {_minutes(restart[0])}–{_minutes(restart[1])})")
+    line = (f"{cost} · cold start ≈ {cold_start_text()} "
+            f"(a relaunch {cold_start_text('relaunch')}, a restart {cold_start_text('restart')})")
     if idle_minutes:
         idle_cost = price.hourly_usd * idle_minutes / 60
         line += f" · idle auto-stop after {idle_minutes} min"

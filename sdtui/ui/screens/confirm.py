@@ -15,7 +15,7 @@ class ConfirmModal(ModalScreen[bool]):
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", tooltip="Do it"),
         Binding("n", "answer(False)", "No", tooltip="Leave everything as it is"),
-        Binding("escape", "answer(False)", "No", show=False, tooltip="The same as n"),
+        Binding("escape", "answer(False)", "Cancel", tooltip="The same as n"),
     ]
 
     def __init__(self, title: str, detail: str, yes: str) -> None:
@@ -28,7 +28,7 @@ class ConfirmModal(ModalScreen[bool]):
             yield Static(self.detail, id="confirm-detail")
             with Horizontal(id="confirm-buttons"):
                 yield Button(f"{self.yes} (y)", id="yes", variant="error")
-                yield Button("Cancel (n)", id="no")
+                yield Button("Cancel (esc)", id="no")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

@@ -30,11 +30,11 @@ from sdtui.errors import SdtuiError
 from sdtui.ledger import Damaged, Ledger
 from sdtui.ui.checks import Check
 from sdtui.ui.fixes import error_text
-from sdtui.ui.forms import FIELDS, Option, field_errors
+from sdtui.ui.forms import FIELDS, Option, field_error, field_errors
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from sdtui.ui.app import SdtuiApp
+    from sdtui.ui.host import SdtuiHost
 
 OPTION_TITLES: dict[Option, str] = {
     "aws": "Option A — cloud (AWS GPU, S3)",
@@ -44,6 +44,10 @@ OPTION_TITLES: dict[Option, str] = {
 CHECK_DELAY_S = 0.6
 MARKS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
 ESTIMATE_FIELDS = ("instance_type", "spot", "idle_minutes", "region")
+FIX_FIELDS = "Fix the fields marked ✗ first."
+# The scale-out form's run fields kept in recent.json's app table (the settings keep the rest).
+BATCH_RUN = "batch_run"
+REMEMBERED_RUN = ("prompt_file", "gpus")
 
 
 class DeployScreen(Screen[None]):
@@ -58,6 +62,12 @@ class DeployScreen(Screen[None]):
         Binding("ctrl+l", "checks", "Re-check",
                 tooltip="Run the checks again: engine, GPU runtime, AWS identity, model files"),
     ]
+    # Keys the widgets bring with them (no binding of ours): shown by F1 all the same.
+    HELP_KEYS = [
+        ("↑ / ↓", "Move in the option list, or in Existing deployments", "the focused list"),
+        ("enter", "Choose the highlighted option; on a deployment: resume it", "the focused list"),
+        ("tab / shift+tab", "The next / the previous field", "this screen"),
+    ]
     PALETTE = [
         ("Provision", "Provision the chosen option with this form", "provision"),
         ("Resume selected deployment", "Provision again (existing work is skipped)", "resume"),
@@ -69,7 +79,7 @@ class DeployScreen(Screen[None]):
          "choose('batch')"),
     ]
 
-    app: SdtuiApp
+    app: SdtuiHost
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,6 +89,8 @@ class DeployScreen(Screen[None]):
         self._damaged: list[Damaged] = []
         self._problems: dict[Option, SdtuiError] = {}  # why a form could not be filled in
         self._check_timer: Any = None
+        # The last checks shown: for which option and form, and what they found.
+        self._checked: tuple[Option, dict[str, Any], list[Check]] | None = None
         self.title = "sdtui — choose a deployment"
 
     def compose(self) -> ComposeResult:
@@ -116,6 +128,12 @@ class DeployScreen(Screen[None]):
                 self._initial_values[option] = {}
                 self._problems[option] = exc
         values = self._initial_values[option]
+        if option == "batch":  # the run's own fields, as last submitted (flags win)
+            given = self.app.services.given
+            flags = {**given.deployment, **given.generate} if given.option in (None, option) else {}
+            kept = recent.load().app.get(BATCH_RUN, {})
+            values.update({k: str(v) for k, v in kept.items() if k in REMEMBERED_RUN
+                           and flags.get(k) is None and v not in (None, "")})
         widgets: list[Widget] = []
         for f in FIELDS[option]:
             value = values.get(f.name)
@@ -198,7 +216,10 @@ class DeployScreen(Screen[None]):
             self.action_checks()
 
     def action_choose(self, option: Option) -> None:
+        """From the palette: the form's first field gets the focus, ready to type in."""
         self.choose(option)
+        first = f"#{option}-{FIELDS[option][0].name}"
+        self.call_after_refresh(lambda: self.query_one(first).focus())
 
     @on(RadioSet.Changed, "#option")
     def _option_changed(self, event: RadioSet.Changed) -> None:
@@ -212,10 +233,18 @@ class DeployScreen(Screen[None]):
         widget = event.input if isinstance(event, Input.Changed) else event.checkbox
         if widget.id is None or not widget.id.startswith(f"{self.option}-"):
             return
-        widget.remove_class("-invalid")
-        error = self.query(f"#{widget.id}-error")
-        if error:
-            error.first(Static).update("")
+        name = widget.id.removeprefix(f"{self.option}-")
+        initial = self._initial_values.get(self.option, {}).get(name)
+        if isinstance(widget, Input) and widget.value != ("" if initial is None else str(initial)):
+            # Checked as typed, as the prompt panel's fields are (the form as it opened is
+            # checked by Provision: a first start shows no ✗ before anything is typed).
+            self._mark(name, field_error(self.option, name, widget.value.strip()))
+        else:
+            self._mark(name, None)
+        if not self.query(".-invalid"):
+            form_error = self.query_one("#form-error", Static)
+            if str(form_error.render()) == FIX_FIELDS:
+                form_error.update("")
         if self.option == "aws" and widget.id.removeprefix("aws-") in ESTIMATE_FIELDS:
             self._show_estimate()
         if self._check_timer is not None:
@@ -235,10 +264,13 @@ class DeployScreen(Screen[None]):
 
     def show_errors(self, errors: dict[str, SdtuiError]) -> None:
         for f in FIELDS[self.option]:
-            error = errors.get(f.name)
-            self.query_one(f"#{self.option}-{f.name}").set_class(error is not None, "-invalid")
-            self.query_one(f"#{self.option}-{f.name}-error", Static).update(
-                Text(f"✗ {error_text(error)}", "red") if error else "")
+            self._mark(f.name, errors.get(f.name))
+
+    def _mark(self, name: str, error: SdtuiError | None) -> None:
+        """A field's ✗ and its error right under it (none: both cleared)."""
+        self.query_one(f"#{self.option}-{name}").set_class(error is not None, "-invalid")
+        self.query_one(f"#{self.option}-{name}-error", Static).update(
+            Text(f"✗ {error_text(error)}", "red") if error else "")
 
     @on(Button.Pressed, "#provision")
     @on(Input.Submitted)
@@ -248,9 +280,14 @@ class DeployScreen(Screen[None]):
         self.show_errors(errors)
         form_error = self.query_one("#form-error", Static)
         if errors:
-            form_error.update(Text("Fix the fields marked ✗ first.", "red"))
+            form_error.update(Text(FIX_FIELDS, "red"))
             first = next(f for f in FIELDS[self.option] if f.name in errors)
             self.query_one(f"#{self.option}-{first.name}").focus()
+            return
+        failed = self._failed_checks(values)
+        if failed:  # the fix is in Checks, once
+            form_error.update(Text(f"✗ {' and '.join(failed)}: fix what Checks shows, then "
+                                   "provision.", "red"))
             return
         try:
             lines = self.app.services.batch_lines(values) if self.option == "batch" else None
@@ -260,9 +297,22 @@ class DeployScreen(Screen[None]):
             return
         form_error.update("")
         if lines is not None:
+            try:
+                recent.remember_app(**{BATCH_RUN: {k: values[k] for k in REMEMBERED_RUN}})
+            except SdtuiError as exc:
+                self.notify(f"could not remember the form: {exc}", severity="warning")
             self.app.start_batch_run(deployment, lines)
         else:
             self.app.start_provision(deployment)
+
+    def _failed_checks(self, values: dict[str, Any]) -> list[str]:
+        """The ✗ checks of this very form (none while its checks are still running)."""
+        if self._checked is None:
+            return []
+        option, form, checks = self._checked
+        if option != self.option or form != values:
+            return []
+        return [c.name for c in checks if c.state == "fail"]
 
     # --- live checks -------------------------------------------------------------------------
 
@@ -271,20 +321,24 @@ class DeployScreen(Screen[None]):
         self._run_checks(self.option, self.values())
 
     @work(thread=True, exclusive=True, group="checks")
-    def _run_checks(self, option: Option, values: dict[str, Any]) -> None:
+    def _run_checks(self, option: Option, form: dict[str, Any]) -> None:
+        values = self.app.services.effective_values(option, form)  # what Provision uses
         checks = self.app.services.live_checks(option, values)
-        self.app.call_from_thread(self._show_checks, checks)
+        self.app.call_from_thread(self._show_checks, checks, option, form)
         if option == "aws" and any(c.name == "AWS identity found" and c.state == "ok"
                                    for c in checks):
             price = self.app.services.launch_price(values)  # what AWS quotes now
             if price is not None:
-                self.app.call_from_thread(self._show_asked_price, values, price)
+                self.app.call_from_thread(self._show_asked_price, form, price)
 
     def _show_asked_price(self, values: dict[str, Any], price: Any) -> None:
         if self.option == "aws" and values == self.values("aws"):  # not changed since
             self._show_estimate(price)
 
-    def _show_checks(self, checks: list[Check]) -> None:
+    def _show_checks(self, checks: list[Check], option: Option | None = None,
+                     form: dict[str, Any] | None = None) -> None:
+        if option is not None and form is not None:
+            self._checked = (option, form, checks)
         text = Text()
         for c in checks:
             mark, style = MARKS[c.state]
@@ -333,7 +387,7 @@ class DeployScreen(Screen[None]):
     def _set_state(self, name: str, state: str) -> None:
         table = self.query_one("#deployments", DataTable)
         if name in {row.value for row in table.rows}:
-            table.update_cell(name, table.ordered_columns[2].key, state)
+            table.update_cell(name, table.ordered_columns[2].key, state, update_width=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("resume", "teardown"):

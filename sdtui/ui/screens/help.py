@@ -14,7 +14,7 @@ from textual.widgets import Label, Static
 
 from sdtui.ui.keys import keys_of
 
-WHERE = {"screen": "", "app": "everywhere"}
+WHERE = {"screen": "this screen", "app": "every screen"}
 
 
 class HelpScreen(ModalScreen[None]):
@@ -41,16 +41,20 @@ class HelpScreen(ModalScreen[None]):
             yield Label("escape, F1 or q closes this help.", id="help-close")
 
     def keys_table(self) -> Table:
-        table = Table.grid(padding=(0, 2))
-        table.add_column(style="bold", no_wrap=True)
-        table.add_column(ratio=1)
-        table.add_column(style="dim", no_wrap=True)
+        table = Table(box=None, padding=(0, 2), show_edge=False, header_style="bold dim")
+        table.add_column("key", style="bold", no_wrap=True)
+        table.add_column("what it does", ratio=1)
+        table.add_column("where it works", style="dim", no_wrap=True)
         seen: set[tuple[str, str]] = set()
         for k in keys_of(self.app, self.target):
-            if (k.key, k.action) in seen:
+            # The app's keys as they act now: one ctrl+q (while generating, or not).
+            if (k.key, k.action) in seen or (
+                    k.where == "app" and self.app.check_action(k.action, ()) is False):
                 continue
             seen.add((k.key, k.action))
             table.add_row(k.key, k.description, WHERE.get(k.where, f"in the {k.where}"))
+        for key, text, where in getattr(self.target, "HELP_KEYS", ()):
+            table.add_row(key, text, where)
         return table
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import random
 from dataclasses import asdict, replace
@@ -34,7 +35,7 @@ from textual.worker import Worker, WorkerState
 
 from sdtui import protocol, recent
 from sdtui.catalog import CatalogImage, delete_image, images_of
-from sdtui.errors import BadSetting, SdtuiError
+from sdtui.errors import BadSetting, Detached, SdtuiError, WorkerDied
 from sdtui.generation import (
     GenerateSettings,
     init_image_data,
@@ -42,10 +43,20 @@ from sdtui.generation import (
     request_params,
     resolve_generate,
 )
+from sdtui.outputs import INDEX_NAME
 from sdtui.ui import prompt_form
 from sdtui.ui.fixes import error_text
 from sdtui.ui.keys import TEARDOWN_BINDING
-from sdtui.ui.prompt_form import FIELDS, MAIN_GRID, MORE_FIELDS, MORE_GRID, SAMPLER_ROW
+from sdtui.ui.prompt_form import (
+    FIELDS,
+    MAIN_GRID,
+    MORE_FIELDS,
+    MORE_GRID,
+    MORE_HELD,
+    MORE_TITLE,
+    SAMPLER_ROW,
+    more_title,
+)
 from sdtui.ui.pump import EventPump
 from sdtui.ui.widgets.gallery import Gallery, describe
 from sdtui.ui.widgets.status_bar import StatusBar
@@ -53,9 +64,13 @@ from sdtui.ui.widgets.status_bar import StatusBar
 if TYPE_CHECKING:
     from sdtui.client import RunningRequest, WorkerClient
     from sdtui.deploy.base import Deployment
-    from sdtui.ui.app import SdtuiApp
+    from sdtui.ui.host import SdtuiHost
 
 FRAME_S = 1 / 15
+INDEX_POLL_S = 1.0  # how soon an image another client saved shows in the gallery
+WORKER_POLL_S = 2.0  # how soon the status bar shows what another client made the worker do
+OTHER_CLIENT = "generating (another client)"
+GONE_FIX = "ctrl+b, then Resume (it starts the worker again; finished images are kept)"
 # The settings the form keeps between runs (recent.json); the init image as its path.
 REMEMBERED = tuple(FIELDS)
 
@@ -93,7 +108,7 @@ class PromptScreen(Screen[None]):
         ("Back to deployments", "Detach; the worker keeps running", "back"),
     ]
 
-    app: SdtuiApp
+    app: SdtuiHost
 
     def __init__(self, deployment: Deployment, client: WorkerClient) -> None:
         super().__init__()
@@ -107,6 +122,7 @@ class PromptScreen(Screen[None]):
         self.request_saved: list[CatalogImage] = []
         self._refused: dict[str, Any] = {}  # the fields Generate refused, as they were
         self._frames: Any = None
+        self._index_seen: tuple[int, int, int] | None = None
         self.title = f"sdtui — {deployment.name} ({deployment.option})"
 
     # --- layout --------------------------------------------------------------------------------
@@ -129,8 +145,7 @@ class PromptScreen(Screen[None]):
                     yield Checkbox("Lock seed", id="lock-seed",
                                    tooltip="Keep this seed for every Generate (otherwise each "
                                    "one picks a new seed); remembered across restarts")
-                with Collapsible(title="More: img2img, mask, faces, upscale, variations",
-                                 collapsed=True, id="more"):
+                with Collapsible(title=MORE_TITLE, collapsed=True, id="more"):
                     yield from self._block("init_image")
                     yield from self._block("mask")
                     with Grid(id="more-grid", classes="param-grid"):
@@ -173,15 +188,34 @@ class PromptScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.app.worker_state = "ready"
+        self.query_one("#gen-progress", ProgressBar).display = False
         self._fill(self._remembered())
         given_seed = self.app.services.given.generate.get("seed") is not None
         lock = given_seed or bool(recent.load().app.get("lock_seed"))
         self.query_one("#lock-seed", Checkbox).value = lock  # --seed means this seed
         gallery = self.query_one("#gallery", Gallery)
         gallery.load(images_of(self.session.out_dir, self.deployment.name))
+        self._index_seen = self._index_stamp()
         self._frames = self.set_interval(FRAME_S, self._frame)
+        self.set_interval(INDEX_POLL_S, self._follow_index)
+        self.set_interval(WORKER_POLL_S, self._poll_worker)
         self.query_one("#prompt", TextArea).focus()
+        if self._show_more_held():  # what the last session left set is in sight
+            self.query_one("#more", Collapsible).collapsed = False
         self._recover()
+
+    def _show_more_held(self) -> bool:
+        """More's header says what it holds; True when it holds something."""
+        title = more_title({name: self._raw(name) for name, _ in MORE_HELD})
+        self.query_one("#more", Collapsible).title = title
+        return title != MORE_TITLE
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    @on(Checkbox.Changed)
+    def _more_changed(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
+        if event.control.id in dict(MORE_HELD):
+            self._show_more_held()
 
     # --- the form ------------------------------------------------------------------------------
 
@@ -241,14 +275,24 @@ class PromptScreen(Screen[None]):
             self._show_error(name, self._check_field(name))
 
     @on(Select.Changed)
-    def _selected(self, event: Select.Changed) -> None:
+    def _choice_changed(self, event: Select.Changed) -> None:
         """A choice that another field's check reads (the sampler) checks that field again."""
         name = event.select.id or ""
+        if name == "scheduler":
+            self._mark_schedules(str(event.value))
         for checked in (name, *(f for f, others in prompt_form.CHECKED_WITH.items()
                                 if name in others)):
             if checked in FIELDS:
                 self._refused.pop(checked, None)
                 self._show_error(checked, self._check_field(checked))
+
+    def _mark_schedules(self, sampler: str) -> None:
+        """The schedule list marks the schedules this sampler lacks."""
+        select = self.query_one("#schedule", Select)
+        value = select.value
+        with select.prevent(Select.Changed):
+            select.set_options(prompt_form.schedule_choices(sampler))
+            select.value = value
 
     @on(TextArea.Changed, "#prompt")
     def _prompt_typed(self) -> None:
@@ -334,6 +378,8 @@ class PromptScreen(Screen[None]):
 
     def _set_generating(self, generating: bool) -> None:
         self.generating = generating
+        # A bar only while sampling: idle, cancelled or failed, the status line says so alone.
+        self.query_one("#gen-progress", ProgressBar).display = generating
         self.app.worker_state = "generating" if generating else "ready"
         self.refresh_bindings()
 
@@ -362,6 +408,10 @@ class PromptScreen(Screen[None]):
 
     def _generate_batch(self, params: dict[str, Any]) -> tuple[int, bool, Path | None]:
         """In a worker thread: the request, then the batch's grid when asked for one."""
+        with contextlib.suppress(SdtuiError):  # a worker that cannot answer: generate says so
+            info = self.session.client.info(timeout=5)
+            if info["busy"] is not None:  # the worker runs requests in order
+                self.pump.put({"type": "waiting", "queued": info["queued"]})
         saved, cancelled = self.session.generate(params, self.pump.put)
         grid = None
         if params.get("grid") and len(saved) > 1:
@@ -412,6 +462,11 @@ class PromptScreen(Screen[None]):
                                                                 progress=ev["step"])
             self.query_one("#gen-status", Label).update(
                 f"image {ev['index'] + 1}/{self.request_total} · step {ev['step']}/{ev['total']}")
+        elif kind == "waiting":
+            ahead = ev["queued"] + 1
+            self.query_one("#gen-status", Label).update(Text(
+                f"waiting: the worker is busy with another client's request ({ahead} ahead of "
+                "this one); it starts when that finishes", "yellow"))
         elif kind == "preview":
             from PIL import Image as PILImage  # loaded with textual-image, after the first frame
 
@@ -470,7 +525,60 @@ class PromptScreen(Screen[None]):
             self.show_selected(self.request_saved[-1] if self.request_saved else None)
             status.update(Text(f"✗ {error_text(event.worker.error or Exception())}", "red"))
 
+    # --- the worker's real state, while this client is idle --------------------------------------
+
+    def _poll_worker(self) -> None:
+        if not self.generating:
+            self._ask_worker()
+
+    @work(thread=True, exclusive=True, group="worker-state", exit_on_error=False)
+    def _ask_worker(self) -> None:
+        try:
+            info = self.session.client.info(timeout=10)
+        except Detached:
+            return  # we let go of it ourselves
+        except WorkerDied as exc:  # torn down or stopped by another client
+            self.app.call_from_thread(self._worker_seen, "gone", exc)
+            return
+        except SdtuiError:
+            return  # a slow answer: asked again at the next poll
+        self.app.call_from_thread(self._worker_seen, OTHER_CLIENT if info["busy"] else "ready")
+
+    def _worker_seen(self, state: str, error: SdtuiError | None = None) -> None:
+        if self.generating or self.app.worker_state == state:
+            return
+        self.app.worker_state = state
+        if error is not None:
+            fix = "" if error.fix else f" — {GONE_FIX}"
+            self.query_one("#gen-status", Label).update(
+                Text(f"✗ {error_text(error)}{fix}", "red"))
+
     # --- gallery -------------------------------------------------------------------------------
+
+    def _index_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = (self.session.out_dir / INDEX_NAME).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _follow_index(self) -> None:
+        """Images another client (a --no-ui run, another app) saved for this deployment."""
+        stamp = self._index_stamp()
+        if stamp != self._index_seen:
+            self._index_seen = stamp
+            self._read_index()
+
+    @work(thread=True, exclusive=True, group="index", exit_on_error=False)
+    def _read_index(self) -> None:
+        found = images_of(self.session.out_dir, self.deployment.name)
+        self.app.call_from_thread(self._add_found, found)
+
+    def _add_found(self, found: list[CatalogImage]) -> None:
+        gallery = self.query_one("#gallery", Gallery)
+        for image in found:
+            gallery.add_image(image, select=not self.generating and not gallery.has_focus)
+        self.refresh_bindings()
 
     def _selected(self) -> CatalogImage | None:
         image = self.query_one("#gallery", Gallery).selected
@@ -482,12 +590,11 @@ class PromptScreen(Screen[None]):
         self.query_one("#gallery", Gallery).focus()
 
     def action_open_image(self) -> None:
-        from sdtui.ui.viewer import open_in_viewer
+        from sdtui.ui.viewer import open_and_tell
 
         image = self._selected()
-        if image is not None and not open_in_viewer(image.path):
-            self.notify(f"No image viewer found on this system; the file is {image.path}",
-                        severity="warning")
+        if image is not None:
+            open_and_tell(self, image.path)
 
     def action_rerun(self) -> None:
         image = self._selected()
@@ -505,9 +612,7 @@ class PromptScreen(Screen[None]):
         except SdtuiError as exc:
             self.notify(error_text(exc), severity="error", title="Re-run")
             return
-        self._fill({k: v for k, v in asdict(settings).items() if k not in ("init_image", "mask")})
-        self.query_one("#lock-seed", Checkbox).value = True
-        params.pop("preview_every", None)
+        params.pop("preview_every", None)  # the form stays as it is: c copies into it
         self.action_generate(params)
 
     def action_copy_prompt(self) -> None:

@@ -36,7 +36,7 @@ from sdtui.ui.widgets.steps import StepRow
 
 if TYPE_CHECKING:
     from sdtui.client import WorkerClient
-    from sdtui.ui.app import SdtuiApp
+    from sdtui.ui.host import SdtuiHost
 
 FRAME_S = 1 / 15
 
@@ -77,7 +77,7 @@ class ProvisionScreen(Screen[None]):
         ("Back to deployments", "Return to the deployment screen", "back"),
     ]
 
-    app: SdtuiApp
+    app: SdtuiHost
 
     def __init__(self, deployment: Deployment, mode: Literal["provision", "teardown"] = "provision",
                  purge: bool = False, then_quit: bool = False,

@@ -23,7 +23,7 @@ from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
     from sdtui.deploy.batch.runs import Collected, RunStatus
-    from sdtui.ui.app import SdtuiApp
+    from sdtui.ui.host import SdtuiHost
 
 
 def saved_image(image: Collected) -> CatalogImage:
@@ -48,7 +48,7 @@ class RunScreen(Screen[None]):
         ("Tear down this deployment", "Show what will be deleted, then delete it", "teardown"),
     ]
 
-    app: SdtuiApp
+    app: SdtuiHost
 
     def __init__(self, deployment: Any, *, lines: list[dict[str, Any]] | None = None,
                  record: dict[str, Any] | None = None, out_dir: Path | None = None) -> None:
@@ -178,12 +178,11 @@ class RunScreen(Screen[None]):
             self.notify(str(image.path), title="Saved at")
 
     def action_open_image(self) -> None:
-        from sdtui.ui.viewer import open_in_viewer
+        from sdtui.ui.viewer import open_and_tell
 
         image = self.query_one(Gallery).selected
-        if image is not None and not open_in_viewer(image.path):
-            self.notify(f"No image viewer found on this system; the file is {image.path}",
-                        severity="warning")
+        if image is not None:
+            open_and_tell(self, image.path)
 
     def action_copy_prompt(self) -> None:
         image = self.query_one(Gallery).selected

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Label, Static
 
 from sdtui.deploy.base import DeploymentStatus
+from sdtui.ui.fixes import in_app
 
 
 def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
@@ -30,7 +31,7 @@ def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
         text.append(f"  this stops ${status.hourly_usd:.3f}/h{spent}\n", "yellow")
     text.append("Kept:\n", "bold green")
     for r in kept:
-        text.append(f"  ✓ {r.kind} {r.id}  {r.note}".rstrip() + "\n")
+        text.append(f"  ✓ {r.kind} {r.id}  {in_app(r.note)}".rstrip() + "\n")
     text.append(f"  ✓ your images in {outputs}\n")
     return text
 
@@ -38,7 +39,13 @@ def describe(status: DeploymentStatus, outputs: Path, purge: bool) -> Text:
 class TeardownModal(ModalScreen[bool | None]):
     """Returns the purge choice when confirmed, None when cancelled."""
 
-    BINDINGS = [Binding("escape", "dismiss_modal", "Cancel")]
+    HELP_TITLE = "tear down"
+    # The dialogs' one pattern: each button names its key, escape cancels, and the focus
+    # starts on the choice that deletes nothing.
+    BINDINGS = [
+        Binding("t", "confirm", "Tear down", tooltip="Tear down (and the ticked extras)"),
+        Binding("escape", "dismiss_modal", "Cancel", tooltip="Keep everything as it is"),
+    ]
 
     def __init__(self, status: DeploymentStatus, outputs: Path) -> None:
         super().__init__()
@@ -56,8 +63,8 @@ class TeardownModal(ModalScreen[bool | None]):
                         else "the model volume")
                 yield Checkbox(f"Also delete {what}", id="purge")
             with Horizontal(id="teardown-buttons"):
-                yield Button("Tear down", id="confirm", variant="error")
-                yield Button("Cancel", id="cancel")
+                yield Button("Tear down (t)", id="confirm", variant="error")
+                yield Button("Cancel (esc)", id="cancel")
 
     def on_mount(self) -> None:
         self.query_one("#cancel", Button).focus()
@@ -68,7 +75,7 @@ class TeardownModal(ModalScreen[bool | None]):
             describe(self.status, self.outputs, event.value))
 
     @on(Button.Pressed, "#confirm")
-    def _confirm(self) -> None:
+    def action_confirm(self) -> None:
         purge = self.query("#purge")
         self.dismiss(bool(purge) and purge.first(Checkbox).value)
 

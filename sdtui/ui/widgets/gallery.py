@@ -8,6 +8,7 @@ from typing import Any
 
 from textual.binding import Binding
 from textual.widgets import DataTable
+from textual.widgets.data_table import RowKey
 
 from sdtui.catalog import CatalogImage
 
@@ -40,11 +41,40 @@ def row_of(number: int, image: CatalogImage) -> tuple[str, ...]:
             _num(p.get("cfg")), str(p.get("scheduler", "")), str(p.get("prompt", ""))[:60])
 
 
+def _sampler(p: dict[str, Any]) -> str:
+    from sdtui import samplers
+
+    sampler, schedule = str(p.get("scheduler", "")), str(p.get("schedule") or "")
+    try:
+        shown = samplers.a1111_label(sampler)
+    except KeyError:
+        shown = sampler
+    if schedule and schedule != samplers.DEFAULT_SCHEDULE:
+        shown += f", {samplers.SCHEDULE_A1111.get(schedule, schedule)}"
+    return shown
+
+
 def describe(image: CatalogImage) -> str:
-    """Every parameter of an image, for the line under it."""
-    skip = ("init_image", "png", "type", "id", "preview_every")
-    parts = [f"{k}={v}" for k, v in image.params.items() if k not in skip and v not in (None, "")]
-    return f"saved {image.path}\n" + " · ".join(parts)
+    """The line under an image: where it is, its prompt, and the parameters that shaped it
+    (img2img, mask, faces, upscale and variation only when they were used)."""
+    p = image.params
+    parts = [f"{p.get('width', '?')}×{p.get('height', '?')}", f"{_num(p.get('steps'))} steps",
+             f"cfg {_num(p.get('cfg'))}", _sampler(p), f"seed {image.seed}"]
+    if p.get("negative_prompt"):
+        parts.append(f"not: {p['negative_prompt']}")
+    if p.get("init_image") or p.get("init_image_sha256"):
+        parts.append(f"img2img strength {_num(p.get('strength'))} ({p.get('fit', 'resize')})")
+    if p.get("mask"):
+        parts.append("inpainted with a mask")
+    if p.get("variation_amount"):
+        parts.append(f"variation {_num(p['variation_amount'])} → seed "
+                     f"{p.get('variation_seed', '?')}")
+    if p.get("gfpgan"):
+        parts.append(f"faces {_num(p['gfpgan'])}")
+    if p.get("upscale"):
+        parts.append(f"upscale ×{p['upscale']} (mix {_num(p.get('upscale_strength'))})")
+    return f"saved {image.path}\n{p.get('prompt', '')}\n" + " · ".join(
+        part for part in parts if part)
 
 
 class Gallery(DataTable[str]):
@@ -76,6 +106,8 @@ class Gallery(DataTable[str]):
             self.move_cursor(row=len(self.images) - 1)
 
     def add_image(self, image: CatalogImage, select: bool = True) -> None:
+        if self.rows.get(RowKey(str(image.path))) is not None:
+            return  # already shown: our own image, also found in the index
         self.images.append(image)
         self.add_row(*row_of(len(self.images), image), key=str(image.path))
         if select:

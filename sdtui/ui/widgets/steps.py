@@ -24,7 +24,8 @@ class StepRow(Static):
         self.seconds: float | None = None
 
     def on_mount(self) -> None:
-        self.set_state("pending")
+        # A step can start and finish before its row is mounted: show where it is now.
+        self.set_state(self.state, self.detail, self.seconds)
 
     def set_state(self, state: str, detail: str = "", seconds: float | None = None) -> None:
         self.state, self.detail, self.seconds = state, detail, seconds
