@@ -35,7 +35,7 @@ def test_the_cold_start_estimate_is_the_readmes_table() -> None:
 def test_the_readme_says_the_forms_cold_start_figure() -> None:
     """One figure, from one table: the sentence under the table is the form's."""
     text = " ".join(README.read_text().split())
-    assert f"A first launch takes ≈ {cold_start_text()} " in text
+    assert f"A first launch takes ≈ {cold_start_text()}," in text
     assert f"a relaunch ≈ {cold_start_text('relaunch')}" in text
     assert f"a restart ≈ {cold_start_text('restart')}" in text
 

@@ -33,9 +33,9 @@ class FormField:
 
 _NAME_HELP = ("What sdtui calls this deployment: lowercase letters, digits and hyphens. "
               "Another name makes a second deployment beside this one.")
-_MODELS_HELP = ("The Stable Diffusion model (.ckpt, .safetensors or a diffusers folder, or a "
-                "name to fetch: sd15, sdxl, hf:ORG/REPO, civitai:ID), then any extra files, "
-                "comma-separated (e.g. GFPGANv1.3.pth for face restoration).")
+_MODELS_HELP = ("The model (.ckpt, .safetensors, a diffusers folder, or a name to fetch: "
+                "sd15, sdxl, hf:ORG/REPO, civitai:ID), then extra files, comma-separated "
+                "(e.g. GFPGANv1.3.pth for faces).")
 _BASE_IMAGE_HELP = ("The image the worker image is built on; it must be on this Docker engine "
                     "or pullable (sdtui-base:offline on machines without Docker Hub).")
 
