@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Static, TextArea
 
+from sdtui.deploy.base import DeploymentStatus
 from sdtui.outputs import read_metadata
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.screens.deploy import DeployScreen
@@ -322,3 +323,20 @@ async def test_command_palette_runs_screen_actions(worker, tiny_model, isolated_
         await pilot.pause(0.3)
         await pilot.press("enter")
         await until(pilot, lambda: screen.query_one("#seed", Input).value != before)
+
+
+async def test_existing_deployments_show_each_state_whole(tiny_model, isolated_dirs) -> None:
+    """The state column grows with what the status says ("exited", not "exite")."""
+
+    class Exited(FakeDeployment):
+        def status(self) -> DeploymentStatus:
+            return DeploymentStatus(self.name, "local", "exited")
+
+    deployment = Exited(None, name="stopped-one")
+    deployment.ledger.record("container", "sdtui-stopped-one-worker")
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#deployments")
+        await until(pilot, lambda: "exited" in str(table.get_row_at(0)))
+        shown = table.render_line(1).text  # the header, then the first row, as drawn
+        assert "stopped-one" in shown and " exited " in shown, shown

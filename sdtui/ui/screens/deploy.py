@@ -319,7 +319,7 @@ class DeployScreen(Screen[None]):
     def _set_state(self, name: str, state: str) -> None:
         table = self.query_one("#deployments", DataTable)
         if name in {row.value for row in table.rows}:
-            table.update_cell(name, table.ordered_columns[2].key, state)
+            table.update_cell(name, table.ordered_columns[2].key, state, update_width=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("resume", "teardown"):
