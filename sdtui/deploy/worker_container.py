@@ -171,11 +171,15 @@ def diagnose(container: Container) -> WorkerDied:
 def _torn_down() -> WorkerDied:
     return WorkerDied("the deployment was torn down: its worker container was removed (another "
                       "client's `sdtui --teardown`, or `docker rm`)",
-                      fix="the images saved so far are kept; the same command deploys it again")
+                      fix="the images saved so far are kept; deploy it again to go on (sdtui "
+                      "--no-ui with the same flags)")
+
+
+RESTART_FIX = "run sdtui again: it restarts the worker, and finished images are kept"
 
 
 def _diagnose(container: Container) -> WorkerDied:
-    again = "run sdtui again: it restarts the worker, and finished images are kept"
+    again = RESTART_FIX
     container.reload()
     state = container.attrs.get("State", {})
     # A teardown (another client's `--teardown`, or `docker rm -f`) marks the container as being

@@ -21,6 +21,9 @@ _NOT_ON_A_FORM = {
     "--volume-gb": "the --volume-gb flag",
 }
 _COMMAND = re.compile(r"`?\(?sdtui --no-ui[^`)]*\)?`?")
+# Running sdtui again, inside the app: back to the deployment screen and Resume, no restart.
+_AGAIN = re.compile(r"\brun (?:sdtui again|the same command(?: again)?)|\bthe same command\b")
+RESUME = "ctrl+b, then Resume (ctrl+r)"
 _FLAG = re.compile(r"--[a-z][a-z-]*")
 
 
@@ -56,6 +59,7 @@ def in_app(text: str) -> str:
     """A fix line with the form fields and screens to use instead of flags and commands
     (shell commands in backticks, such as `aws configure --profile x`, are left as they are)."""
     text = _COMMAND.sub(_command, text)
+    text = _AGAIN.sub(RESUME, text)
     labels = _labels()
     parts = text.split("`")
     return "`".join(part if i % 2 else _outside_code(part, labels)

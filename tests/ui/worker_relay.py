@@ -62,6 +62,11 @@ class SubprocessWorker:
                 continue  # nobody attached: like Docker, the output is not kept
             with contextlib.suppress(OSError):
                 peer.sendall(struct.pack(">BxxxL", STDOUT_FRAME, len(chunk)) + chunk)
+        with self._lock:  # the worker is gone: like Docker, the attached stream ends
+            peer = self._peer
+        if peer is not None:
+            with contextlib.suppress(OSError):
+                peer.shutdown(socket.SHUT_RDWR)
 
     def _pump_stdin(self, peer: socket.socket) -> None:
         assert self.proc.stdin is not None
