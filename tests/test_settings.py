@@ -83,7 +83,7 @@ def test_a_deployment_that_was_never_created_is_not_remembered(dirs, model) -> N
         "models": [model], "docker_host": "unix:///nonexistent.sock"}), for_use=True)
     remember_use(deployment)
     assert choose(Given()).chosen_by == "first"
-    assert resolve_settings(choose(Given(name="box")), {}, for_use=True).docker_host is None
+    assert resolve_settings(choose(Given(name="box")), {}, for_use=False).docker_host is None
 
 
 def test_the_default_deployment_is_the_last_one_used() -> None:
