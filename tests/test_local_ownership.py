@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 from local_cli import BASE, FAST, Cli, events, labelled, one_line, read_events, step_outcomes
 
-from sdtui.errors import EXIT_BAD_INPUT, EXIT_DEPLOYMENT, EXIT_GENERATION
+from sdtui.deploy.base import run_steps
+from sdtui.deploy.local import LocalDeployment, LocalSettings
+from sdtui.errors import EXIT_BAD_INPUT, EXIT_DEPLOYMENT, EXIT_GENERATION, BadInput
 from sdtui.outputs import read_index
 
 pytestmark = [pytest.mark.docker]
@@ -191,3 +193,19 @@ def test_a_teardown_by_another_client_is_named_to_the_one_generating(deployed, d
     line = one_line(err)
     assert "the deployment was torn down" in line and "killed" not in line
     assert read_index(deployed.out)  # what it saved is kept
+
+
+@pytest.mark.parametrize("foreign_container", ["named"], indirect=True)
+def test_the_container_step_itself_never_replaces_a_container_it_did_not_create(
+        foreign_container, tmp_path, monkeypatch, tiny_models):
+    """The step that creates the worker checks too (Option A's runs on the instance without the
+    engine step's check; here one appears after that check): one line, nothing removed."""
+    name, theirs = foreign_container
+    monkeypatch.setenv("SDTUI_STATE_DIR", str(tmp_path / "state"))
+    deployment = LocalDeployment(LocalSettings([tiny_models["ckpt"]], name=name))
+    (step,) = [s for s in deployment.plan() if s.name == "container"]
+    with pytest.raises(BadInput, match=f"container {theirs.name} on this Docker engine claims "
+                                       f"deployment {name}"):
+        run_steps([step], lambda ev: None)
+    theirs.reload()
+    assert theirs.status == "running"

@@ -76,10 +76,10 @@ class WorkerSteps:
         if (old := self._worker_container()) is not None:
             ctx.log(f"replacing {old.name}: the image or the model changed")
             old.remove(force=True)
-        spec = self.worker_spec()
         name = worker_container.container_name(self.name)
         if _exists(self.engine, name):  # ours was just removed: this one is someone else's
-            raise worker_container.not_ours("container", name, self.name)
+            raise worker_container.not_ours([f"container {name}"], self.name)
+        spec = self.worker_spec()
         self.ledger.record("container", name)  # first
         container = worker_container.create_worker(self.engine, spec)
         self.ledger.record("container", container.name, container_id=container.id)
