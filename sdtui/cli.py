@@ -175,9 +175,10 @@ def check_flags(args: argparse.Namespace) -> None:
         first, second = (actions + others)[:2]
         raise errors.BadInput(f"{first} and {second} cannot be used together",
                               fix="run them as two commands")
-    if args.prompt is not None and args.prompt_file is not None:
-        raise errors.BadInput("--prompt and --prompt-file cannot be used together",
-                              fix="put the prompt in the file, or pass only --prompt")
+    besides_file = [flag for flag in others if flag in ("--prompt", "--from-png")]
+    if args.prompt_file is not None and besides_file:
+        raise errors.BadInput(f"{besides_file[0]} and --prompt-file cannot be used together",
+                              fix=f"pass the prompts in the file, or only {besides_file[0]}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,6 +104,8 @@ def test_a_flag_argparse_refuses_is_one_line_and_a_pointer_to_help(tmp_path, arg
     (["--no-ui", "--status", "--prompt-file", "p.txt"], "--status and --prompt-file cannot"),
     (["--no-ui", "--prompt", "x", "--prompt-file", "p.txt"],
      "--prompt and --prompt-file cannot be used together"),
+    (["--no-ui", "--from-png", "a.png", "--prompt-file", "p.txt"],
+     "--from-png and --prompt-file cannot be used together"),
     (["--teardown"], "--teardown works only with --no-ui"),
     (["--status"], "--status works only with --no-ui"),
 ])
