@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from sdtui import __version__, errors
 from sdtui.protocol import DEFAULT_SCHEDULER, SCHEDULERS, SCHEDULES
@@ -37,8 +38,16 @@ the app or by --no-ui (it says which); --name picks another.
 """
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors in sdtui's one line (not the whole usage) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(errors.EXIT_BAD_INPUT,
+                  f"sdtui: error: {message} — `sdtui --help` lists the flags\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="sdtui",
         description="Deploy Stable Diffusion in a Docker container (locally or on an AWS GPU "
         "instance) and generate images from your terminal.",
@@ -149,6 +158,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What a run does instead of generating: one at a time, and never with a prompt.
+ACTIONS = ("status", "teardown", "cancel")
+GENERATION_INPUTS = ("prompt", "prompt_file", "from_png")
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Flags that contradict each other, or that the chosen front end would ignore, are refused
+    before anything else happens."""
+    actions = [_flag(a) for a in ACTIONS if getattr(args, a)]
+    others = ["--estimate"] * bool(args.estimate) + [
+        _flag(i) for i in GENERATION_INPUTS if getattr(args, i) is not None]
+    for purge in ("purge_volume", "purge_bucket"):
+        if getattr(args, purge) and not args.teardown:
+            raise errors.BadInput(f"{_flag(purge)} works only with --teardown",
+                                  fix="add --teardown to delete it with the deployment")
+    headless_only = actions + ["--estimate"] * bool(args.estimate) + ["--json"] * args.json
+    if not args.no_ui and headless_only:
+        raise errors.BadInput(f"{headless_only[0]} works only with --no-ui",
+                              fix="add --no-ui (the app shows status, teardown and runs itself)")
+    if len(actions) > 1 or (actions and others):
+        first, second = (actions + others)[:2]
+        raise errors.BadInput(f"{first} and {second} cannot be used together",
+                              fix="run them as two commands")
+    besides_file = [flag for flag in others if flag in ("--prompt", "--from-png")]
+    if args.prompt_file is not None and besides_file:
+        raise errors.BadInput(f"{besides_file[0]} and --prompt-file cannot be used together",
+                              fix=f"pass the prompts in the file, or only {besides_file[0]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_models:
@@ -157,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(listing()))
         return errors.EXIT_OK
     try:
+        check_flags(args)
         if args.no_ui:
             from sdtui.headless import run
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdtui import docker_values
 from sdtui.errors import BadInput
 from sdtui.paths import config_dir
 from sdtui.protocol import DEFAULT_SCHEDULER, GENERATE_FIELDS, ProtocolError, normalize_scheduler
@@ -117,6 +118,10 @@ def _pattern(regex: str, what: str) -> Callable[[Any], str]:
     return check
 
 
+def _checked(check: Callable[[str], str]) -> Callable[[Any], str]:
+    return lambda value: check(_string(value))
+
+
 def _integer(lo: int, hi: int) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if not isinstance(value, int) or isinstance(value, bool):
@@ -183,9 +188,9 @@ def _paths(base: Path) -> Callable[[Any], list[Path]]:
 def _checks(base: Path) -> dict[str, dict[str, Callable[[Any], Any]]]:
     return {
         "local": {
-            "docker_host": _string,
-            "volume": _pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]*", "Docker volume name"),
-            "base_image": _pattern(r"[^\s]+", "image name"),
+            "docker_host": _checked(docker_values.engine_url),
+            "volume": _checked(docker_values.volume_name),
+            "base_image": _checked(docker_values.image_name),
             "models": _paths(base),
         },
         "aws": {

@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from sdtui import errors
-from sdtui.config import load_config
 from sdtui.deploy.base import Deployment, provision_or_interrupt
 from sdtui.deploy.settings import choose, open_deployment, remember_use
 from sdtui.flags import given_from_args
 from sdtui.generation import init_image_data, mask_data, request_params, resolve_generate
 from sdtui.grid import save_grid
-from sdtui.inputs import prompts_of, read_prompt_file
+from sdtui.inputs import outputs_folder, prompts_of, read_prompt_file
 from sdtui.ledger import Ledger
-from sdtui.paths import default_outputs_dir
 from sdtui.reporter import Reporter
 from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
@@ -157,12 +155,13 @@ def run(args: argparse.Namespace) -> int:
                                        png_params(args.from_png, args, report))
     else:
         requests = generation_requests(args, list(read_prompts(args)))
+    out_dir = _out_dir(args)
     target, deployment = open_deployment(given, for_use=True)
     report.using(target)
-    out_dir = _out_dir(args)
-    remember_use(deployment)
-
-    provision_or_interrupt(deployment, report.deploy)
+    try:
+        provision_or_interrupt(deployment, report.deploy)
+    finally:  # the default once it exists: a run refused before creating anything is forgotten
+        remember_use(deployment)
     session = Session(deployment.connect(), out_dir, deployment.name)
     try:
         interrupted = _generate(session, requests, report)
@@ -172,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    return args.out or load_config().generate.out_dir or default_outputs_dir()
+    return outputs_folder(args.out)
 
 
 def _save_unsaved(deployment: Deployment, out_dir: Path, report: Reporter) -> None:

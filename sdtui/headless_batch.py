@@ -12,14 +12,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sdtui import errors
-from sdtui.config import load_config
 from sdtui.deploy.base import Deployment, provision_or_interrupt
 from sdtui.deploy.batch.deployment import BatchDeployment
 from sdtui.deploy.batch.estimate import format_table
 from sdtui.deploy.batch.requests import run_lines
 from sdtui.deploy.batch.runs import Collected, RunStatus
 from sdtui.deploy.settings import open_deployment, remember_use
-from sdtui.paths import default_outputs_dir
+from sdtui.inputs import outputs_folder
 from sdtui.reporter import Reporter
 from sdtui.settings import Given
 
@@ -47,7 +46,7 @@ def _deployment(given: Given, report: Reporter, *, for_use: bool) -> BatchDeploy
 
 
 def _out_dir(args: argparse.Namespace) -> Path:
-    return args.out or load_config().generate.out_dir or default_outputs_dir()
+    return outputs_folder(args.out)
 
 
 def submit(args: argparse.Namespace, given: Given, report: Reporter,
@@ -69,8 +68,10 @@ def submit(args: argparse.Namespace, given: Given, report: Reporter,
     if args.estimate:
         return errors.EXIT_OK
 
-    remember_use(deployment)
-    provision_or_interrupt(deployment, report.deploy)
+    try:
+        provision_or_interrupt(deployment, report.deploy)
+    finally:  # the default once it exists: a run refused before creating anything is forgotten
+        remember_use(deployment)
     record = deployment.submit(lines, _out_dir(args))
     if report.as_json:
         report.json("submitted", run=record["run"], job_id=record["job_id"],

@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+from sdtui.config import load_config
 from sdtui.errors import BadInput
+from sdtui.paths import default_outputs_dir
 from sdtui.protocol import MAX_INIT_IMAGE_BYTES
 from sdtui.userfiles import expand, read_bytes, read_text
 
@@ -41,3 +43,16 @@ def read_init_image(path: Path) -> str:
 def read_mask(path: Path) -> str:
     """An inpainting mask, carried like the init image."""
     return _read_image(path, "mask")
+
+
+def outputs_folder(out: Path | None) -> Path:
+    """Where images are saved (`--out`, else the config's, else the default): a folder, or a
+    path one can be made at. Checked before anything is created, so no image is generated only
+    to find it has nowhere to go."""
+    folder = out or load_config().generate.out_dir or default_outputs_dir()
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if blocking is not None and not blocking.is_dir():
+        what = "is a file" if blocking == folder else f"cannot be made: {blocking} is a file"
+        raise BadInput(f"the outputs folder {folder} {what}",
+                       fix="pass --out a folder (it is made if it does not exist)")
+    return folder

@@ -84,6 +84,13 @@ def _text(max_len: int, *, non_empty: bool = False) -> Callable[[str, Any], Any]
             raise ProtocolError(f"{name} must not be empty")
         if len(value) > max_len:
             raise ProtocolError(f"{name} is longer than {max_len} characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # bytes Python could not decode (argv, stdin)
+            code = ord(value[exc.start])
+            what = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else "a surrogate"
+            raise ProtocolError(f"{name} is not valid UTF-8 text ({what} at character "
+                                f"{exc.start + 1})") from None
         return value
 
     return check

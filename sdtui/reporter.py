@@ -112,5 +112,12 @@ class Reporter:
             self.line(f"warning: {text}")
 
     def line(self, text: str) -> None:
-        self.err.write(text + "\n")
+        self.err.write(printable(text) + "\n")
         self.err.flush()
+
+
+def printable(text: str) -> str:
+    """Text as it may reach a terminal, whatever a file put in it (a PNG's text chunks, a build's
+    log): control characters shown escaped as repr shows them, so no escape sequence acts and no
+    newline forges a line of its own."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import builtins
 import os
+import pickle
 import shutil
 import subprocess
 import sys
 import types
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +66,48 @@ def test_pickled_code_is_refused_naming_the_object_and_never_run(tiny_models, tm
         load_model(str(path))
     assert "refuses to load it" in str(info.value)
     assert not marker.exists()
+
+
+def with_decoy(path: Path) -> Path:
+    """The checkpoint rewritten with a harmless `data.pkl` listed before the one torch reads."""
+    decoy = path.with_name(f"decoy-{path.name}")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(decoy, "w") as out:
+        prefix = src.namelist()[0].split("/")[0]
+        out.writestr(f"{prefix}/aaa/data.pkl", pickle.dumps({"nothing": 1}, protocol=2))
+        for name in src.namelist():
+            out.writestr(name, src.read(name))
+    shutil.copytree(path.with_suffix(".config"), decoy.with_suffix(".config"))
+    return decoy
+
+
+def test_a_decoy_pickle_beside_the_real_one_hides_nothing(tiny_models, tmp_path):
+    marker = tmp_path / "ran"
+    path = with_decoy(checkpoint_beside(tiny_models, tmp_path, "hostile", {
+        "callbacks": Payload(builtins.exec, f"open({str(marker)!r}, 'w')")}))
+    with pytest.raises(ModelInvalid) as info:
+        load_model(str(path))
+    message = str(info.value)
+    assert f"{path} holds pickled code, not just weights: builtins.exec;" in message
+    assert "\n" not in message and "\x1b" not in message and "two options" not in message
+    assert not marker.exists()
+
+
+def test_code_in_a_legacy_files_magic_number_is_refused_as_hostile(tiny_models, tmp_path):
+    """A pre-1.6 file is four pickles; the first (the magic number) can carry code too."""
+    marker = tmp_path / "ran"
+    legacy = checkpoint_beside(tiny_models, tmp_path, "legacy", {},
+                               _use_new_zipfile_serialization=False)
+    data = legacy.read_bytes()
+    magic_end = data.index(pickle.STOP) + 1
+    hostile = tmp_path / "old-magic.ckpt"
+    hostile.write_bytes(pickle.dumps(Payload(os.system, f"touch {marker}"), protocol=2)
+                        + data[magic_end:])
+    shutil.copytree(legacy.with_suffix(".config"), hostile.with_suffix(".config"))
+    with pytest.raises(ModelInvalid) as info:
+        load_model(str(hostile))
+    assert f"{hostile} holds pickled code, not just weights: {os.system.__module__}.system" in \
+        str(info.value)
+    assert "re-save" not in str(info.value) and not marker.exists()
 
 
 @pytest.fixture

@@ -351,6 +351,31 @@ def test_layouts_of_other_models_are_named(tmp_path):
             load_model(str(tmp_path / f"{name}.safetensors"))
 
 
+def test_a_diffusers_layout_lora_or_vae_is_named(tiny_diffusers, tmp_path):
+    """What diffusers itself saves: a LoRA (save_lora_weights, from a kohya file it loaded) and
+    a VAE (AutoencoderKL.save_pretrained), each given as the model."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    from sdtui.devtools.tiny_lora import write_tiny_lora
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_diffusers, safety_checker=None,
+                                                   requires_safety_checker=False)
+    kohya = write_tiny_lora(tiny_diffusers, tmp_path / "kohya.safetensors")
+    pipe.load_lora_weights(str(kohya), adapter_name="tiny")
+    StableDiffusionPipeline.save_lora_weights(tmp_path / "lora", **{
+        f"{name}_lora_layers": get_peft_model_state_dict(getattr(pipe, name), adapter_name="tiny")
+        for name in ("unet", "text_encoder")})
+    AutoencoderKL.from_pretrained(tiny_diffusers, subfolder="vae").save_pretrained(
+        tmp_path / "vae")
+    for path, what in ((tmp_path / "lora" / "pytorch_lora_weights.safetensors",
+                        "a LoRA in diffusers' layout"),
+                       (tmp_path / "vae" / "diffusion_pytorch_model.safetensors",
+                        "a standalone VAE in diffusers' layout")):
+        with pytest.raises(ModelInvalid, match=f"{path.name} is {what}"):
+            load_model(str(path))
+
+
 def test_a_refusal_names_the_family_it_detected(family_models, tmp_path):
     state = {k: v for k, v in load_file(family_models["sdxl"]["safetensors"]).items()
              if not k.startswith("conditioner.embedders.1.")}

@@ -68,11 +68,22 @@ def test_flags_of_the_other_option_are_ignored(model) -> None:
 def test_values_last_used_survive_a_teardown(dirs, model) -> None:
     _, deployment = open_deployment(Given(name="box", deployment={
         "models": [model], "volume": "box-models", "base_image": "base:2"}), for_use=True)
+    deployment.ledger.record("volume", "box-models", created=True)  # provisioned, in part
     remember_use(deployment)
-    assert Ledger.load("box") is None  # nothing provisioned: no ledger, only what was used
+    Ledger.load("box").delete()  # torn down: no ledger, only what was used
     again = resolve_settings(choose(Given()), {}, for_use=True)
     assert (again.name, again.volume, again.base_image, again.models) == (
         "box", "box-models", "base:2", [model])
+
+
+def test_a_deployment_that_was_never_created_is_not_remembered(dirs, model) -> None:
+    """A run refused before it created anything (an engine that does not answer, say) changes
+    neither the default deployment nor the values last used."""
+    _, deployment = open_deployment(Given(name="box", deployment={
+        "models": [model], "docker_host": "unix:///nonexistent.sock"}), for_use=True)
+    remember_use(deployment)
+    assert choose(Given()).chosen_by == "first"
+    assert resolve_settings(choose(Given(name="box")), {}, for_use=False).docker_host is None
 
 
 def test_the_default_deployment_is_the_last_one_used() -> None:

@@ -110,6 +110,10 @@ class LocalDeployment(WorkerSteps, Deployment):
 
     def _check_engine(self, ctx: StepContext) -> str:
         version = self.engine.version().get("Version", "?")
+        # Before this state dir records anything (a fresh read: another run of it may be
+        # copying the models with a helper container it has recorded).
+        if claimed := self._not_ours(Ledger.load(self.name)):
+            raise worker_container.not_ours([f"{r.kind} {r.id}" for r in claimed], self.name)
         fetched = self.settings.fetched_model() is not None
         self.ledger.set_params(
             models=[str(m) if i == 0 and fetched else str(Path(m).expanduser().absolute())
@@ -141,13 +145,34 @@ class LocalDeployment(WorkerSteps, Deployment):
     def _labelled(self, labels: dict | None) -> bool:
         return (labels or {}).get(worker_container.LABEL) == self.name
 
+    def _not_ours(self, ledger: Ledger | None) -> list[Resource]:
+        """What on the engine claims this deployment (its label, or its worker container's
+        name) that this state dir's ledger does not record creating."""
+        containers = {e.id for e in ledger.resources("container")} if ledger else set()
+        volumes = {e.id for e in ledger.resources("volume") if e.meta.get("created", True)
+                   } if ledger else set()
+        label = {"label": f"{worker_container.LABEL}={self.name}"}
+        found = [c.name for c in self.engine.containers.list(all=True, filters=label)]
+        with contextlib.suppress(docker.errors.NotFound):
+            found.append(self.engine.containers.get(
+                worker_container.container_name(self.name)).name)
+        claimed = [Resource("container", name, note=NOT_OURS)
+                   for name in dict.fromkeys(found) if name not in containers]
+        return claimed + [Resource("volume", v.name, kept_on_teardown=True, note=NOT_OURS)
+                          for v in self.engine.volumes.list(filters=label)
+                          if v.name not in volumes]
+
     def _volume_exists(self) -> str | None:
         try:
             volume = self.engine.volumes.get(self.settings.volume)
         except docker.errors.NotFound:
             return None
-        ours = self._labelled(volume.attrs.get("Labels"))
-        self.ledger.record("volume", self.settings.volume, created=ours)
+        entry = next((e for e in self.ledger.resources("volume")
+                      if e.id == self.settings.volume), None)
+        if entry is None:  # it was there before this deployment: the user's
+            self.ledger.record("volume", self.settings.volume, created=False)
+        ours = (entry is not None and entry.meta.get("created", True)
+                and self._labelled(volume.attrs.get("Labels")))
         return "exists" if ours else YOURS
 
     def _create_volume(self, ctx: StepContext) -> str:
@@ -237,13 +262,10 @@ class LocalDeployment(WorkerSteps, Deployment):
             return DeploymentStatus(self.name, "local", "absent")
         resources: list[Resource] = []
         state = "absent"
-        try:
-            engine = self.engine
-        except Exception as exc:
-            return DeploymentStatus(self.name, "local", f"unknown ({exc})")
+        engine = self.engine  # unreachable: EngineUnreachable, the deployment failing (exit 3)
         recorded = {e.id for e in ledger.resources("container")}
-        container = worker_container.find_worker(engine, self.name)
-        if container is not None and container.name in recorded:
+        container = worker_container.find_worker(engine, self.name, recorded)
+        if container is not None:
             state = "ready" if container.status == "running" else container.status
             resources.append(Resource("container", container.name, container.status))
         for name, volume, ours in self._volumes(ledger):
@@ -275,16 +297,17 @@ class LocalDeployment(WorkerSteps, Deployment):
         volumes = self._volumes(ledger)
         report = TeardownReport()
         on_event(StepStarted("teardown", f"Tear down {self.name}"))
-        if ledger is None:
-            on_event(StepFinished("teardown", "done", "nothing recorded for this deployment"))
+        if ledger is None:  # nothing is ours; say what claims the name and is left alone
+            report.kept.extend(self._not_ours(None))
+            on_event(StepFinished("teardown", "done", "nothing recorded for this deployment in "
+                                  "this state dir; " + report.summary()))
             return report
         recorded = {e.id for e in ledger.resources("container")}
         for container in self.engine.containers.list(
             all=True, filters={"label": f"{worker_container.LABEL}={self.name}"}
         ):
             if container.name not in recorded:
-                report.kept.append(Resource("container", container.name, note=(
-                    "labelled for this deployment but not in its ledger: not deleted")))
+                report.kept.append(Resource("container", container.name, note=NOT_OURS))
                 continue
             try:
                 container.remove(force=True)
@@ -340,4 +363,6 @@ class LocalDeployment(WorkerSteps, Deployment):
         report.removed.append(Resource("spool", str(self.spool_dir), note="empty"))
 
 
+NOT_OURS = ("it carries this deployment's label or name, but this state dir's ledger does not "
+            "record sdtui creating it (another state dir's deployment?): not deleted")
 YOURS = "yours (not created by sdtui): it receives the model files, and is never deleted"

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdtui.docker_values import engine_url, image_name, volume_name
+from sdtui.errors import BadSetting
 from sdtui.fetch.plan import Resolved
 from sdtui.fetch.refs import is_remote
 from sdtui.fetch.store import Store
@@ -29,9 +31,24 @@ class LocalSettings:
     docker_host: str | None = None
     lora_files: list[str] = field(default_factory=list)  # LoRAs to fetch into loras/
 
+    def validate_values(self) -> None:
+        """The name and the Docker values, as the config file checks them: enough to find
+        what exists (status, teardown)."""
+        validate_name(self.name)
+        for setting, check in (("volume", volume_name), ("base_image", image_name),
+                               ("docker_host", engine_url)):
+            value = getattr(self, setting)
+            if value is None:
+                continue
+            try:
+                check(value)
+            except ValueError as exc:
+                raise BadSetting(setting, f"{setting.replace('_', ' ')}: {exc}",
+                                 fix=f"fix the value of --{setting.replace('_', '-')}") from None
+
     def validate(self) -> None:
         """Everything that can be checked before anything is created."""
-        validate_name(self.name)
+        self.validate_values()
         if self.fetched_model() is None:
             check_models(self.models)
         else:

@@ -56,7 +56,7 @@ def _local_complete(settings: Any, for_use: bool) -> None:
     if for_use:
         settings.validate()
     else:
-        validate_name(settings.name)
+        settings.validate_values()
 
 
 def _local_build(settings: Any, purge: bool) -> Deployment:
@@ -257,7 +257,12 @@ def open_deployment(given: Given, *, for_use: bool, purge: bool = False,
 
 
 def remember_use(deployment: Deployment) -> None:
-    """This deployment is now the default one, and its settings are the last used."""
+    """This deployment is now the default one, and its settings are the last used, once it
+    exists (its ledger records something): a run refused before it created anything (an
+    unreachable engine, missing credentials) changes nothing that is remembered."""
+    ledger = Ledger.load(deployment.name)
+    if ledger is None or ledger.option != deployment.option or not ledger.resources():
+        return
     spec = option_spec(deployment.option)
     recent.use_deployment(deployment.name, deployment.option)
     settings = getattr(deployment, "settings", None)

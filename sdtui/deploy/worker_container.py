@@ -14,7 +14,7 @@ from docker.types import DeviceRequest, LogConfig, Mount
 
 from sdtui.client import WorkerClient
 from sdtui.container.docker_engine import engine_lost
-from sdtui.errors import WorkerDied
+from sdtui.errors import BadInput, DeploymentError, WorkerDied
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +68,27 @@ def model_sha256(models: list, digests: dict[str, str]) -> str | None:
     return digests.get(model_files(models[0])[0][1])
 
 
-def find_worker(client: docker.DockerClient, deployment: str) -> Container | None:
+def find_worker(client: docker.DockerClient, deployment: str, recorded: set[str]
+                ) -> Container | None:
+    """The deployment's worker container among those the ledger records creating (`recorded`,
+    by name): anyone can put the labels on a container, so a labelled one is not ours alone."""
     found = client.containers.list(
         all=True, filters={"label": [f"{LABEL}={deployment}", f"{ROLE_LABEL}=worker"]}
     )
-    return found[0] if found else None
+    return next((c for c in found if c.name in recorded), None)
+
+
+def not_ours(objects: list[str], deployment: str) -> BadInput:
+    """The refusal to touch what claims a deployment (its label, its worker's name) without its
+    ledger's record of creating it: another state dir's deployment of that name, or made by
+    hand."""
+    return BadInput(
+        f"{', '.join(objects)} on this Docker engine claim{'s' if len(objects) == 1 else ''} "
+        f"deployment {deployment}, but this state dir's ledger does not record sdtui creating "
+        f"{'it' if len(objects) == 1 else 'them'} (another state dir's deployment of that name, "
+        "or made by hand): sdtui never uses, replaces or deletes them",
+        fix="choose another --name, or use the state dir that created that deployment "
+        "(SDTUI_STATE_DIR)")
 
 
 def is_current(container: Container, spec: WorkerSpec) -> bool:
@@ -114,6 +130,10 @@ def attach(container: Container, on_log: Callable[[dict[str, Any]], None] | None
            ) -> WorkerClient:
     """Attach to the worker (starting it if needed). A fresh worker announces itself with
     `ready`; one that was already running is asked with `info`, and never reloads."""
+    container.reload()
+    if container.status == "paused":  # the engine refuses to attach (409) until unpaused
+        raise DeploymentError(f"the worker container {container.name} is paused (`docker pause`)",
+                              fix=f"run `docker unpause {container.name}`, then the same command")
     api = container.client.api
     sock = api.attach_socket(
         container.id, params={"stdin": 1, "stdout": 1, "stderr": 0, "stream": 1}
@@ -141,17 +161,31 @@ def diagnose(container: Container) -> WorkerDied:
     try:
         return _diagnose(container)
     except docker.errors.NotFound:
-        return WorkerDied("the worker container was removed", fix="run sdtui again to recreate it")
+        return _torn_down()
     except Exception as exc:  # noqa: BLE001 (the engine, or SSH to it, is gone: say so)
         if (lost := engine_lost(exc)) is None:
             raise
         return WorkerDied(lost.message, fix=lost.fix)
 
 
+def _torn_down() -> WorkerDied:
+    return WorkerDied("the deployment was torn down: its worker container was removed (another "
+                      "client's `sdtui --teardown`, or `docker rm`)",
+                      fix="the images saved so far are kept; deploy it again to go on (sdtui "
+                      "--no-ui with the same flags)")
+
+
+RESTART_FIX = "run sdtui again: it restarts the worker, and finished images are kept"
+
+
 def _diagnose(container: Container) -> WorkerDied:
-    again = "run sdtui again: it restarts the worker, and finished images are kept"
+    again = RESTART_FIX
     container.reload()
     state = container.attrs.get("State", {})
+    # A teardown (another client's `--teardown`, or `docker rm -f`) marks the container as being
+    # removed before it kills the worker: say that, not "killed".
+    if state.get("Status") in ("removing", "dead"):
+        return _torn_down()
     if state.get("Running"):
         return WorkerDied("the connection to the worker dropped; the worker is still running",
                           fix="run sdtui again to reattach; finished images are kept")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from abc import abstractmethod
 
 import docker
+from docker.models.containers import Container
 
 from sdtui.client import WorkerClient
 from sdtui.container.build import build_image, existing_image
@@ -62,27 +63,35 @@ class WorkerSteps:
         self.ledger.record("image", self._image)
         return self._image
 
+    def _worker_container(self) -> Container | None:
+        """The worker container this deployment's ledger records creating: only that one is
+        ever attached to, replaced or removed."""
+        recorded = {e.id for e in self.ledger.resources("container")}
+        return worker_container.find_worker(self.engine, self.name, recorded)
+
     def _container_current(self) -> str | None:
-        container = worker_container.find_worker(self.engine, self.name)
+        container = self._worker_container()
         if container is None or not worker_container.is_current(container, self.worker_spec()):
             return None
         self.ledger.record("container", container.name, container_id=container.id)
         return f"{container.name} ({container.status})"
 
     def _create_container(self, ctx: StepContext) -> str:
-        old = worker_container.find_worker(self.engine, self.name)
-        if old is not None:
+        if (old := self._worker_container()) is not None:
             ctx.log(f"replacing {old.name}: the image or the model changed")
             old.remove(force=True)
+        name = worker_container.container_name(self.name)
+        if _exists(self.engine, name):  # ours was just removed: this one is someone else's
+            raise worker_container.not_ours([f"container {name}"], self.name)
         spec = self.worker_spec()
-        self.ledger.record("container", worker_container.container_name(self.name))  # first
+        self.ledger.record("container", name)  # first
         container = worker_container.create_worker(self.engine, spec)
         self.ledger.record("container", container.name, container_id=container.id)
         gib = worker_container.memory_limit_bytes(container) / 2**30
         return f"{container.name}, memory limit {gib:.1f} GiB"
 
     def _attach(self, ctx: StepContext) -> str:
-        container = worker_container.find_worker(self.engine, self.name)
+        container = self._worker_container()
         was_running = container.status == "running"
         self._worker = worker_container.attach(container)
         ready = self._worker.ready or {}
@@ -95,9 +104,17 @@ class WorkerSteps:
     def connect(self) -> WorkerClient:
         if self._worker is not None and not self._worker.closed:
             return self._worker
-        container = worker_container.find_worker(self.engine, self.name)
+        container = self._worker_container()
         if container is None:
             raise BadInput(f"deployment {self.name!r} has no worker container",
                            fix="run sdtui again to provision it")
         self._worker = worker_container.attach(container)
         return self._worker
+
+
+def _exists(engine: docker.DockerClient, container: str) -> bool:
+    try:
+        engine.containers.get(container)
+    except docker.errors.NotFound:
+        return False
+    return True

@@ -100,10 +100,6 @@ class SdtuiApp(SdtuiHost):
                         on_ready: Callable[[Deployment], None] | None = None) -> None:
         """Provision, then open the prompt panel (or call `on_ready`: a scale-out's run)."""
         self._use(deployment)
-        try:
-            self.services.remember_use(deployment)  # the default deployment, for --no-ui too
-        except errors.SdtuiError as exc:
-            self.notify(f"could not record the default deployment: {exc}", severity="warning")
         from sdtui.ui.screens.provision import ProvisionScreen
 
         self._to_deployments()

@@ -21,9 +21,11 @@ _NOT_ON_A_FORM = {
     "--volume-gb": "the --volume-gb flag",
 }
 _COMMAND = re.compile(r"`?\(?sdtui --no-ui[^`)]*\)?`?")
+# Running sdtui again, inside the app: back to the deployment screen and Resume, no restart.
+RESUME = "ctrl+b, then Resume (ctrl+r)"
 # Phrases of the command line's fix lines, as the app says them.
 _PHRASES = (
-    (re.compile(r"\brun sdtui again\b"), "ctrl+b, then Resume"),
+    (re.compile(r"\brun (?:sdtui again|the same command(?: again)?)|\bthe same command\b"), RESUME),
     (re.compile(r"\bset DOCKER_HOST\b"), "enter it in “Docker host/context”"),
     (re.compile(r" or set AWS_REGION\b"), ""),
     (re.compile(r"(--purge-[a-z]+) deletes it\b"), r"tick \1 to delete it"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+import re
 import struct
 import zipfile
 from collections.abc import Callable
@@ -195,24 +196,35 @@ class _Inert:
         pass
 
 
-class _NoGlobals(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"unexpected global {module}.{name}")
-
-
 def _pickled_globals(path: Path) -> set[str]:
-    """Every class or function the checkpoint's pickle names, read without unpickling it."""
+    """Every class or function the checkpoint's pickles name, read without unpickling them:
+    every pickle in a zip (a decoy beside the one torch reads must not hide it), and all four of
+    a legacy file (magic number, protocol, sys info, then the object)."""
     from torch._weights_only_unpickler import get_globals_in_pkl
 
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            record = next(n for n in archive.namelist() if n.endswith("data.pkl"))
-            with archive.open(record) as pkl:
-                return set(get_globals_in_pkl(pkl))
-    with open(path, "rb") as f:  # legacy: magic number, protocol, sys info, then the object
-        for _ in range(3):
-            _NoGlobals(f).load()
-        return set(get_globals_in_pkl(f))
+    found: set[str] = set()
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for record in archive.namelist():
+                    if record.endswith(".pkl"):
+                        with archive.open(record) as pkl:
+                            found |= get_globals_in_pkl(pkl)
+            return found
+        with open(path, "rb") as f:
+            for _ in range(4):
+                found |= get_globals_in_pkl(f)
+    except (pickle.UnpicklingError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        raise ModelInvalid(f"model file {path} holds pickled data sdtui cannot check "
+                           f"({_first_line(error)}); sdtui refuses to load it (nothing was "
+                           "run); use a .safetensors copy of the model") from None
+    return found
+
+
+def _first_line(error: BaseException) -> str:
+    """An error's text as one plain line (torch's carry several, with ANSI codes)."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    return re.sub(r"\x1b\[[0-9;]*m", "", lines[0]).strip()
 
 
 def _torch_load(path: Path, stubs: list[tuple[type, str]] | None = None) -> Any:
@@ -249,9 +261,10 @@ def load_pickled(path: Path) -> Any:
     try:
         return _torch_load(path, stubs)
     except pickle.UnpicklingError as error:  # something the static scan could not see
-        first = str(error).strip().splitlines()[0]
-        raise ModelInvalid(f"model file {path} holds pickled objects sdtui will not load "
-                           f"({first}); nothing was run") from None
+        named = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = python3_name(named.group(1)) if named else "objects outside torch's allowlist"
+        raise ModelInvalid(f"model file {path} holds pickled {what}, which sdtui will not "
+                           "load (nothing was run); use a .safetensors copy of the model") from None
 
 
 def is_legacy_ckpt(path: Path) -> bool:

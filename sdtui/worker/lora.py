@@ -98,6 +98,11 @@ _PROCESSOR_LAYERS = {
 }
 
 
+def is_diffusers_lora_key(key: str) -> bool:
+    """A key in one of diffusers' LoRA layouts (with its component prefix or without)."""
+    return bool(_PROCESSOR_KEY.match(key) or _LAYER_KEY.match(key))
+
+
 def _layer_of(component: str, key: str) -> tuple[str, str] | None:
     """(dotted layer path within the component, "down" or "up") of a converted LoRA key."""
     if match := _PROCESSOR_KEY.match(key):

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input, Static, TextArea
 
+from sdtui.client import WorkerClient
+from sdtui.deploy.base import DeploymentStatus
+from sdtui.deploy.worker_container import RESTART_FIX
+from sdtui.errors import WorkerDied
 from sdtui.outputs import read_metadata
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.screens.deploy import DeployScreen
@@ -21,6 +25,7 @@ from sdtui.ui.widgets.steps import StepRow
 
 from .conftest import fake_services, given
 from .fakes import FakeDeployment
+from .worker_relay import SubprocessWorker
 
 pytestmark = pytest.mark.asyncio
 SIZE = (140, 45)
@@ -323,3 +328,55 @@ async def test_command_palette_runs_screen_actions(worker, tiny_model, isolated_
         await pilot.pause(0.3)
         await pilot.press("enter")
         await until(pilot, lambda: screen.query_one("#seed", Input).value != before)
+
+
+async def test_existing_deployments_show_each_state_whole(tiny_model, isolated_dirs) -> None:
+    """The state column grows with what the status says ("exited", not "exite")."""
+
+    class Exited(FakeDeployment):
+        def status(self) -> DeploymentStatus:
+            return DeploymentStatus(self.name, "local", "exited")
+
+    deployment = Exited(None, name="stopped-one")
+    deployment.ledger.record("container", "sdtui-stopped-one-worker")
+    app = make_app(deployment, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.screen.query_one("#deployments")
+        await until(pilot, lambda: "exited" in str(table.get_row_at(0)))
+        shown = table.render_line(1).text  # the header, then the first row, as drawn
+        assert "stopped-one" in shown and " exited " in shown, shown
+
+
+async def test_a_killed_worker_says_how_to_resume_without_leaving(tiny_model, isolated_dirs,
+                                                                   tmp_path) -> None:
+    """The worker killed mid-image (its process SIGKILLed; the deployment says why, as Docker's
+    diagnosis does): the app names its own keys for the recovery, not 'run sdtui again'."""
+    own = SubprocessWorker(tiny_model, tmp_path / "worker.log")
+    first = own.attach()
+    first.wait_ready(timeout=120)
+    first.close()
+
+    class Diagnosed(FakeDeployment):
+        def connect(self) -> WorkerClient:
+            client = own.attach()
+            client._diagnose = lambda: WorkerDied("the worker was killed (SIGKILL)",
+                                                  fix=RESTART_FIX)
+            return client
+
+    app = make_app(Diagnosed(own), isolated_dirs, tiny_model)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            screen = await provision(app, pilot)
+            screen.query_one("#prompt", TextArea).text = "slow"
+            for name, value in (("steps", "150"), ("width", "64"), ("height", "64")):
+                screen.query_one(f"#{name}", Input).value = value
+            stopped = own.stop_on_event("progress")
+            await pilot.press("ctrl+g")
+            await until(pilot, stopped.is_set)
+            own.proc.kill()
+            await until(pilot, lambda: not screen.generating)
+            status = str(screen.query_one("#gen-status").render())
+            assert "the worker was killed" in status
+            assert "ctrl+b, then Resume (ctrl+r)" in status and "sdtui again" not in status
+    finally:
+        own.stop()

@@ -42,6 +42,21 @@ async def test_a_deployment_used_in_the_app_is_the_default_for_no_ui(worker, tin
                      "chosen_by": "default"}
 
 
+async def test_a_deployment_that_created_nothing_does_not_become_the_default(tiny_model,
+                                                                          isolated_dirs) -> None:
+    failing = FakeDeployment(None, name="never-made", failure=BuildFailed(
+        "image build failed: base image 'nope:1' could not be pulled", fix=BASE_IMAGE_FIX))
+    app = make_app(failing, isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
+                    and not app.screen.running and app.screen.failed)
+    done = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--status", "--json"],
+                          capture_output=True, text=True, timeout=120)
+    first = json.loads(done.stdout.splitlines()[0])
+    assert (first["name"], first["chosen_by"]) == ("local", "first")
+
+
 async def test_the_form_and_lock_seed_survive_a_restart(worker, tiny_model,
                                                         isolated_dirs) -> None:
     deployment = FakeDeployment(worker)

@@ -21,7 +21,7 @@ from sdtui.ui.widgets.gallery import describe
      "start Docker Desktop or dockerd, or enter it in “Docker host/context”"),
     ("pull it (docker pull IMAGE) or pass --base-image with an image this engine has",
      "pull it (docker pull IMAGE) or enter “Base image” with an image this engine has"),
-    ("run sdtui again to recreate it", "ctrl+b, then Resume to recreate it"),
+    ("run sdtui again to recreate it", "ctrl+b, then Resume (ctrl+r) to recreate it"),
     ("pass --region (e.g. us-east-1) or set AWS_REGION", "enter “Region” (e.g. us-east-1)"),
 ])
 def test_fix_lines_in_the_app_name_fields_and_keys(fix: str, said: str) -> None:

@@ -162,8 +162,18 @@ class ProvisionScreen(Screen[None]):
                             group="provision", name="teardown")
 
     def _provision(self) -> WorkerClient | None:
-        self.deployment.provision(self.pump.put, self.cancel_event)
+        try:
+            self.deployment.provision(self.pump.put, self.cancel_event)
+        finally:  # the default deployment once it exists, for --no-ui too
+            self._remember()
         return None if self.on_ready else self.deployment.connect()
+
+    def _remember(self) -> None:
+        try:
+            self.app.services.remember_use(self.deployment)
+        except SdtuiError as exc:
+            self.app.call_from_thread(self.app.notify, f"could not record the default "
+                                      f"deployment: {exc}", severity="warning")
 
     def _teardown(self) -> TeardownReport:
         return self.deployment.teardown(self.pump.put, purge=self.purge)

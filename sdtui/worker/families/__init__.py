@@ -18,6 +18,7 @@ from sdtui.worker.families.base import (
     Pipelines,
     TextEncoder,
 )
+from sdtui.worker.lora import is_diffusers_lora_key
 
 __all__ = ["EPSILON", "FAMILIES", "V_PREDICTION", "Family", "Pipelines", "TextEncoder",
            "detect", "detect_folder", "is_inpainting", "is_leftover"]
@@ -55,6 +56,8 @@ _OTHER_LAYOUTS = (
     ("control_model.", "a ControlNet"),
     ("encoder.down.0.block.0.", "a standalone VAE"),
     ("decoder.up.0.block.0.", "a standalone VAE"),
+    ("encoder.down_blocks.0.", "a standalone VAE in diffusers' layout"),
+    ("decoder.up_blocks.0.", "a standalone VAE in diffusers' layout"),
     ("down_blocks.0.", "a diffusers-layout UNet alone (load the whole diffusers folder)"),
 )
 _CROSS_ATTENTION_KEY = UNET_PREFIX + "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight"
@@ -87,6 +90,10 @@ def detect(path: Path, shapes: Mapping[str, tuple[int, ...]]) -> Family:
     """The family of a single-file checkpoint from its keys (and a shape or two), or
     ModelInvalid saying what the file is and what it lacks."""
     family = _by_text_encoders(shapes)
+    if family is None and any(is_diffusers_lora_key(key) for key in shapes):
+        raise ModelInvalid(f"model file {path} is a LoRA in diffusers' layout (use it with "
+                           f"<lora:NAME:WEIGHT> in a prompt), not a Stable Diffusion checkpoint; "
+                           f"sdtui loads {SUPPORTED} checkpoints")
     if family is None:
         for prefix, what in _OTHER_LAYOUTS:
             if _has(shapes, prefix):
