@@ -78,9 +78,20 @@ _STORED = {"str": str, "Path": str, "int": int, "float": (int, float), "bool": b
            "None": type(None)}
 
 
+def _alternatives(annotation: str) -> list[str]:
+    """`list[Path | str] | None` -> ["list[Path|str]", "None"]: the `|` outside brackets."""
+    parts, depth, start = [], 0, 0
+    text = annotation.replace(" ", "")
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "|" and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
 def _fits(value: Any, annotation: str) -> bool:
-    parts = annotation.replace(" ", "").split("|")
-    for part in parts:
+    for part in _alternatives(annotation):
         if part.startswith("list[") and part.endswith("]"):
             if isinstance(value, list) and all(_fits(v, part[5:-1]) for v in value):
                 return True

@@ -88,5 +88,5 @@ def test_what_does_not_fit_in_recent_json_is_ignored(tmp_path: Path, case: str) 
     assert "Traceback" not in err, err
     # As with no recent.json at all: the first run's deployment, which needs a model.
     assert code == 2, err
-    assert err.strip().splitlines() == [
-        "sdtui: error: no model given — pass --model PATH (e.g. ~/Downloads/sd-v1-4.ckpt)"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sdtui: error: no model given — pass --model ")

@@ -125,7 +125,7 @@ def parse_ref(text: str) -> Ref | None:
             return _civitai_url(text, url.path, url.query)
         raise _malformed(text, "only huggingface.co and civitai.com URLs are fetched",
                          "download it yourself and pass the file's path")
-    if Path(text).expanduser().exists() or "/" in text or text.startswith((".", "~")):
+    if "/" in text or text.startswith((".", "~")) or Path(text).exists():
         return None
     if Path(text).suffix.lower() in (*CHECKPOINT_SUFFIXES, ".pth", ".bin", ".pt"):
         return None  # a file name: "does not exist" is the clearer message
