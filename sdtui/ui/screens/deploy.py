@@ -3,6 +3,7 @@ scale-out, what the run will cost), resume or tear down what exists."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -10,6 +11,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import (
@@ -332,11 +334,15 @@ class DeployScreen(Screen[None]):
                 self.app.call_from_thread(self._show_asked_price, form, price)
 
     def _show_asked_price(self, values: dict[str, Any], price: Any) -> None:
+        if not self.is_attached:
+            return
         if self.option == "aws" and values == self.values("aws"):  # not changed since
             self._show_estimate(price)
 
     def _show_checks(self, checks: list[Check], option: Option | None = None,
                      form: dict[str, Any] | None = None) -> None:
+        if not self.is_attached:  # the checks' thread finished after the screen went
+            return
         if option is not None and form is not None:
             self._checked = (option, form, checks)
         text = Text()
@@ -345,7 +351,8 @@ class DeployScreen(Screen[None]):
             text.append(mark, style)
             text.append(c.name, "bold")
             text.append(f"  {c.detail}\n", style if c.state == "warn" else "dim")
-        self.query_one("#checks", Static).update(text)
+        with contextlib.suppress(NoMatches):  # the screen went while the checks ran
+            self.query_one("#checks", Static).update(text)
 
     # --- existing deployments ----------------------------------------------------------------
 
