@@ -115,6 +115,19 @@ class Step:
 Explain = Callable[[Exception], SdtuiError | None]
 
 
+def _raised_while_interrupted(exc: BaseException) -> bool:
+    """Ctrl-C inside a library call can surface as the error of the cleanup it cut short (a
+    socket closed under a half-sent body gives EBADF); the user still pressed Ctrl-C."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def run_steps(steps: list[Step], on_event: OnEvent, cancel: threading.Event | None = None,
               explain: Explain = lambda exc: None) -> None:
     """`explain` turns a deployment's own kind of unexpected failure (its engine gone, say)
@@ -135,6 +148,8 @@ def run_steps(steps: list[Step], on_event: OnEvent, cancel: threading.Event | No
             on_event(StepFinished(step.name, "failed", str(exc), time.monotonic() - started))
             raise
         except Exception as exc:  # an unexpected failure still names its step
+            if _raised_while_interrupted(exc):
+                raise KeyboardInterrupt from exc
             known = explain(exc)
             on_event(StepFinished(step.name, "failed", str(known or exc),
                                   time.monotonic() - started))
