@@ -13,7 +13,7 @@ import argparse
 import signal
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ from sdtui.ledger import Ledger
 from sdtui.reporter import Reporter
 from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
+
+# The options whose model step fetches a model named by reference (sdtui.fetch).
+FETCHING_OPTIONS = ("local",)
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
@@ -55,6 +58,19 @@ def png_params(path: Path, args: argparse.Namespace | None = None,
         if report is not None:
             report.warn(warning)
     return params
+
+
+def recorded_model(given: Given, path: Path, option: str) -> Given:
+    """A PNG made with a fetched model re-runs with exactly that model (the same commit, or
+    the same Civitai version) unless --model names another."""
+    from sdtui.metadata.reader import recorded_source
+
+    if given.deployment.get("models") or option not in FETCHING_OPTIONS:
+        return given
+    source = recorded_source(path)
+    if source is None:
+        return given
+    return replace(given, deployment={**given.deployment, "models": [source]})
 
 
 def generation_requests(args: argparse.Namespace, prompts: list[str | None],
@@ -153,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_png:
         requests = generation_requests(args, [args.prompt],
                                        png_params(args.from_png, args, report))
+        given = recorded_model(given, args.from_png, option)
     else:
         requests = generation_requests(args, list(read_prompts(args)))
     out_dir = _out_dir(args)

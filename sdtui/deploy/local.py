@@ -224,6 +224,7 @@ class LocalDeployment(WorkerSteps, Deployment):
             model_sha256=worker_container.model_sha256(
                 self.settings.local_models(),
                 {f.name: f.sha256 for f in getattr(self, "_files", [])}),
+            model_source=fetched.pinned if (fetched := self.settings.fetched_model()) else None,
             data_mount=Mount(worker_container.DATA_DIR, self.settings.volume, type="volume",
                              read_only=True),
             outputs_host_dir=str(self.worker_outputs_dir()),

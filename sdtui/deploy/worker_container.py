@@ -24,6 +24,7 @@ DATA_DIR = "/data"
 OUTPUTS_DIR = "/outputs"
 READY_TIMEOUT_S = 900
 MODEL_SHA_LABEL = "sdtui.model_sha256"
+MODEL_SOURCE_LABEL = "sdtui.model_source"
 
 
 @dataclass
@@ -38,12 +39,15 @@ class WorkerSpec:
     mem_limit: str | None = None  # e.g. "8g"; None leaves the engine's whole memory
     # The model file's sha256 (a single-file checkpoint's; None for a diffusers folder).
     model_sha256: str | None = None
+    # A fetched model's pinned source (sdtui.fetch's Resolved.pinned), recorded in each image.
+    model_source: str | None = None
     extra_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def labels(self) -> dict[str, str]:
         return {LABEL: self.deployment, ROLE_LABEL: "worker", "sdtui.model": self.model,
                 "sdtui.image": self.image, MODEL_SHA_LABEL: self.model_sha256 or "",
+                MODEL_SOURCE_LABEL: self.model_source or "",
                 **self.extra_labels}
 
 
@@ -95,13 +99,16 @@ def is_current(container: Container, spec: WorkerSpec) -> bool:
     """A container made from another image or for another model must be replaced."""
     labels = container.labels
     return (labels.get("sdtui.image") == spec.image and labels.get("sdtui.model") == spec.model
-            and labels.get(MODEL_SHA_LABEL, "") == (spec.model_sha256 or ""))
+            and labels.get(MODEL_SHA_LABEL, "") == (spec.model_sha256 or "")
+            and labels.get(MODEL_SOURCE_LABEL, "") == (spec.model_source or ""))
 
 
 def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
     command = ["--model", spec.model]
     if spec.model_sha256:
         command += ["--model-sha256", spec.model_sha256]
+    if spec.model_source:
+        command += ["--model-source", spec.model_source]
     mounts = [spec.data_mount]
     if spec.outputs_host_dir:
         command += ["--outputs", OUTPUTS_DIR]

@@ -110,5 +110,6 @@ def _file_of(ref: CivitaiRef, body: dict, suffixes: tuple[str, ...]) -> Resolved
     size = int(size_kb * 1024) if isinstance(size_kb, int | float) else None
     remote = RemoteFile(url=str(chosen["downloadUrl"]), dest=name, size=size, sha256=sha256,
                         auth="civitai")
-    return Resolved(str(ref), f"civitai:{ref.version_id} ({name})",
+    # A version's files do not change; the sha256 each image records pins the bytes too.
+    return Resolved(str(ref), f"civitai:{ref.version_id} ({name})", str(ref),
                     f"civitai/{ref.version_id}", name, (remote,))

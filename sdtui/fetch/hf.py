@@ -5,6 +5,7 @@ errors), turned into the files one model needs."""
 from __future__ import annotations
 
 import posixpath
+from dataclasses import replace
 
 import httpx2  # huggingface_hub's HTTP client: its connection errors are its own
 import requests
@@ -106,7 +107,8 @@ def _single(ref: HfRef, info, commit: str, path: str) -> Resolved:
             files.append(_remote(ref, commit, sibling, name[len(posixpath.dirname(path)):]
                                  .lstrip("/")))
     root = f"hf/{ref.repo}/{commit}/{posixpath.dirname(path)}".rstrip("/")
-    return Resolved(str(ref), f"hf:{ref.repo}/{path}@{commit}", root,
+    pinned = f"hf:{ref.repo}/{path}@{commit}"
+    return Resolved(str(ref), pinned, pinned, root,
                     posixpath.basename(path), tuple(files))
 
 
@@ -142,7 +144,8 @@ def _diffusers(ref: HfRef, info, commit: str) -> Resolved:
                                                         ".onnx_data", ".h5", ".ckpt", ".pb"))]
         chosen += _weights(inside)
     files = tuple(_remote(ref, commit, by_name[n], f"{name}/{n}") for n in chosen)
-    return Resolved(str(ref), f"hf:{ref.repo}@{commit}", f"hf/{ref.repo}/{commit}", name, files)
+    pinned = f"hf:{ref.repo}@{commit}"
+    return Resolved(str(ref), pinned, pinned, f"hf/{ref.repo}/{commit}", name, files)
 
 
 def resolve_hf_lora(ref: HfRef) -> Resolved:
@@ -163,7 +166,7 @@ def resolve_hf_lora(ref: HfRef) -> Resolved:
     if not path.endswith(".safetensors") or DIFFUSERS_INDEX in names and ref.path is None:
         raise BadInput(f"{ref} is not a LoRA file", fix="give the LoRA's .safetensors file")
     resolved = _single(HfRef(ref.repo, path, ref.revision), info, commit, path)
-    return Resolved(str(ref), resolved.source, resolved.root, resolved.model, resolved.files[:1])
+    return replace(resolved, ref=str(ref), files=resolved.files[:1])
 
 
 def resolve_hf(ref: HfRef) -> Resolved:

@@ -23,6 +23,7 @@ class RemoteFile:
 class Resolved:
     ref: str  # what the user typed
     source: str  # exactly what was resolved, e.g. hf:ORG/REPO/FILE@COMMIT
+    pinned: str  # a --model value that fetches exactly these files again (what images record)
     root: str  # the set's folder in the store, relative
     model: str  # the model (a file or a diffusers folder) relative to root
     files: tuple[RemoteFile, ...]
@@ -33,5 +34,5 @@ class Resolved:
 
     def record(self) -> dict:
         """What the ledger keeps, so the run can be repeated exactly."""
-        return {"ref": self.ref, "source": self.source,
+        return {"ref": self.ref, "source": self.source, "pinned": self.pinned,
                 "files": {f.dest: f.sha256 or f.git_sha1 for f in self.files}}

@@ -3,6 +3,8 @@ the network, before anything is created) to the exact files of one model set."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sdtui.errors import BadInput
 from sdtui.fetch.catalogue import entry
 from sdtui.fetch.civitai import resolve_civitai
@@ -16,8 +18,7 @@ def resolve(text: str) -> Resolved:
     if isinstance(ref, CatalogueRef):
         e = entry(ref.name)
         resolved = resolve_hf(e.source)
-        return Resolved(text, f"{e.name} = {resolved.source}", resolved.root, resolved.model,
-                        resolved.files)
+        return replace(resolved, ref=text, source=f"{e.name} = {resolved.source}")
     if isinstance(ref, HfRef):
         return resolve_hf(ref)
     if isinstance(ref, CivitaiRef):

@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
                         "until a client acknowledges them, across restarts")
     parser.add_argument("--model-sha256", metavar="HEX",
                         help="the model file's sha256, recorded in every image's metadata")
+    parser.add_argument("--model-source", metavar="REF",
+                        help="where a fetched model came from, pinned (hf:ORG/REPO/FILE@COMMIT, "
+                        "civitai:ID), recorded in every image's metadata")
     parser.add_argument("--device", help="force a torch device (default: cuda if present)")
     args = parser.parse_args(argv)
 
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
     }
-    worker = Worker(Sampler(model, args.model_sha256), info, out, args.outputs)
+    worker = Worker(Sampler(model, args.model_sha256, args.model_source), info, out, args.outputs)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop())
     if worker.serve(sys.stdin.buffer):
         # Not a normal exit: the stdin reader thread is blocked in a read that holds stdin's

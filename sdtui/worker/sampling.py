@@ -55,10 +55,14 @@ def _walk(seed: int, index: int) -> int:
 
 
 class Sampler:
-    def __init__(self, model: LoadedModel, model_sha256: str | None = None) -> None:
+    def __init__(self, model: LoadedModel, model_sha256: str | None = None,
+                 model_source: str | None = None) -> None:
         self.model = model
         # The model file's sha256, from the deployment that copied it (the images record it).
         self.model_sha256 = model_sha256
+        # Where a fetched model came from, pinned (hf:ORG/REPO/FILE@COMMIT, civitai:ID), so
+        # `--from-png` fetches exactly the same files again.
+        self.model_source = model_source
         self.pipe = model.pipe
         self.pipe.set_progress_bar_config(disable=True)
         self._base_scheduler_config = dict(self.pipe.scheduler.config)
@@ -133,6 +137,8 @@ class Sampler:
             dtype=self.model.dtype,
             generator="sdtui " + __version__,
         )
+        if self.model_source:
+            params["model_source"] = self.model_source
         return params
 
     def _seeds(self, req: dict[str, Any], index: int) -> tuple[int, int | None]:

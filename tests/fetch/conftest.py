@@ -38,3 +38,12 @@ def hub_env(hub: Hub, root: Path) -> dict[str, str]:
 def clean_env(hub: Hub, root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "CIVITAI_API_TOKEN")}
     return {**env, **hub_env(hub, root)}
+
+
+def checkpoint_files(model: Path, path: str) -> dict[str, Path]:
+    """A tiny single-file model as a repo holds it at `path`: the file, and the `STEM.config/`
+    folder sdtui reads beside it."""
+    stem = path.removesuffix(Path(path).suffix)
+    sidecar = model.with_name(model.stem + ".config")
+    return {path: model, **{f"{stem}.config/{p.relative_to(sidecar).as_posix()}": p
+                            for p in sidecar.rglob("*") if p.is_file()}}

@@ -14,7 +14,9 @@ download URL answering with a 302 to a signed URL.
 Faults, set per test: `hook_at` (N bytes, a function run once when the CDN has sent them),
 `cut_after` (the CDN closes the connection after N bytes of a body, once
 per armed cut), `corrupt` (one byte of the body flipped), `pause_at` (the CDN stops sending at N
-bytes until `resume` is set). `served` counts the body bytes the CDN sent, per blob.
+bytes until `resume` is set). `served` counts the body bytes the CDN sent, per blob, and
+`served_to` per client address (the "instance" and the user's machine fetch from different
+addresses). `push` makes a new commit the repo's `main`; older commits stay reachable by id.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ class Repo:
     gated: bool = False
     tags: list[str] = field(default_factory=list)
     lfs_min: int = 1024  # files this big and up are LFS files, served through the CDN
+    commit: str = COMMIT  # what `main` is
+    history: dict[str, dict[str, bytes]] = field(default_factory=dict)  # older commits' files
+
+    def at(self, revision: str | None) -> tuple[str, dict[str, bytes]] | None:
+        if revision in (None, "main", self.commit):
+            return self.commit, self.files
+        return (revision, self.history[revision]) if revision in self.history else None
 
 
 @dataclass
@@ -56,6 +65,7 @@ class Hub:
         self.versions: dict[int, Version] = {}
         self.blobs: dict[str, bytes] = {}
         self.served: dict[str, int] = {}
+        self.served_to: dict[str, int] = {}  # body bytes by client address
         self.requests: list[tuple[str, str, dict]] = []  # (server, path, headers)
         self.token = "hf_test_token"
         self.civitai_token: str | None = None  # set: Civitai answers 401 without it
@@ -94,6 +104,13 @@ class Hub:
             self.blobs[hashlib.sha256(content).hexdigest()] = content
         return self.repos[repo]
 
+    def push(self, repo: str, files: dict[str, bytes | Path], commit: str) -> None:
+        """A new commit on `main`; the one before stays reachable by its id."""
+        old = self.repos[repo]
+        history = {**old.history, old.commit: old.files}
+        self.add_repo(repo, files, gated=old.gated, tags=old.tags, lfs_min=old.lfs_min,
+                      commit=commit, history=history)
+
     def add_folder(self, repo: str, folder: Path, prefix: str = "", **kw) -> Repo:
         files = {prefix + p.relative_to(folder).as_posix(): p
                  for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -109,17 +126,21 @@ class Hub:
 
     # --- the shapes ----------------------------------------------------------------------------
 
-    def model_info(self, name: str) -> dict:
+    def model_info(self, name: str, revision: str | None = None) -> dict | None:
         repo = self.repos[name]
+        found = repo.at(revision)
+        if found is None:
+            return None
+        commit, files = found
         siblings = []
-        for path, data in sorted(repo.files.items()):
+        for path, data in sorted(files.items()):
             sibling = {"rfilename": path, "size": len(data), "blobId": git_sha1(data)}
             if len(data) >= repo.lfs_min:
                 sibling["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
                                   "pointerSize": 134}
             siblings.append(sibling)
         return {"_id": "x" * 24, "id": name, "modelId": name, "author": name.split("/")[0],
-                "sha": COMMIT, "private": False, "disabled": False,
+                "sha": commit, "private": False, "disabled": False,
                 "gated": "manual" if repo.gated else False, "downloads": 0, "likes": 0,
                 "tags": repo.tags, "library_name": "diffusers", "siblings": siblings,
                 "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z"}
@@ -184,10 +205,11 @@ def _handler(hub: Hub, kind: str) -> type[BaseHTTPRequestHandler]:
             if name not in hub.repos:
                 return self.send(401, b'{"error":"Repository not found"}',
                                  {"X-Error-Code": "RepoNotFound"})
-            if revision not in (None, "main", COMMIT):
+            info = hub.model_info(name, revision)
+            if info is None:
                 return self.send(404, b'{"error":"Invalid rev id"}',
                                  {"X-Error-Code": "RevisionNotFound"})
-            body = json.dumps(hub.model_info(name)).encode()
+            body = json.dumps(info).encode()
             self.send(200, body, {"Content-Type": "application/json"})
 
         def resolve(self, name: str, revision: str, file: str, head: bool) -> None:
@@ -198,12 +220,14 @@ def _handler(hub: Hub, kind: str) -> type[BaseHTTPRequestHandler]:
                 status = 403 if self.headers.get("Authorization") else 401
                 return self.send(status, b"", {"X-Error-Code": "GatedRepo", "X-Error-Message":
                                  "Access to model is restricted."}, head)
-            if revision not in ("main", COMMIT):
+            found = repo.at(revision)
+            if found is None:
                 return self.send(404, b"", {"X-Error-Code": "RevisionNotFound"}, head)
-            data = repo.files.get(file)
+            commit, files = found
+            data = files.get(file)
             if data is None:
                 return self.send(404, b"", {"X-Error-Code": "EntryNotFound"}, head)
-            common = {"X-Repo-Commit": COMMIT, "Accept-Ranges": "bytes"}
+            common = {"X-Repo-Commit": commit, "Accept-Ranges": "bytes"}
             if len(data) >= repo.lfs_min:
                 sha = hashlib.sha256(data).hexdigest()
                 return self.send(302, b"", {**common, "Location": f"{hub.cdn}/blobs/{sha}",
@@ -288,5 +312,7 @@ def _handler(hub: Hub, kind: str) -> type[BaseHTTPRequestHandler]:
         def count(self, key: str, n: int) -> None:
             with hub.lock:
                 hub.served[key] = hub.served.get(key, 0) + n
+                address = self.client_address[0]
+                hub.served_to[address] = hub.served_to.get(address, 0) + n
 
     return Handler

@@ -19,7 +19,7 @@ from local_cli import FAST, events, labelled, one_line, step_outcomes, throwaway
 
 from sdtui.fetch.catalogue import CATALOGUE
 from sdtui.fetch.download import CHUNK
-from tests.fetch.conftest import clean_env
+from tests.fetch.conftest import checkpoint_files, clean_env
 from tests.fetch.standin import COMMIT, Hub
 
 
@@ -82,12 +82,7 @@ def test_a_catalogue_name_is_fetched_and_generates_on_option_b(
         worker_image: str, tiny_models: dict[str, Path]) -> None:
     entry = CATALOGUE["sd15"]
     model = tiny_models["safetensors"]
-    stem = Path(entry.source.path).stem
-    files: dict = {entry.source.path: model}
-    sidecar = model.with_name(model.stem + ".config")
-    files.update({f"{stem}.config/{p.relative_to(sidecar).as_posix()}": p
-                  for p in sidecar.rglob("*") if p.is_file()})
-    hub.add_repo(entry.source.repo, files)
+    hub.add_repo(entry.source.repo, checkpoint_files(model, entry.source.path))
     root = tmp_path_factory.mktemp("fetch-e2e")
     size = model.stat().st_size
     with throwaway_cli(root, docker_client) as cli:
