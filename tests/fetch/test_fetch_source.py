@@ -44,20 +44,39 @@ def test_a_catalogue_name_is_pinned_to_the_commit_it_resolved(hub: Hub) -> None:
     assert resolve(resolved.pinned).record()["files"] == resolved.record()["files"]
 
 
+def _png(folder: Path, source: object) -> Path:
+    image = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(image, "PNG")
+    return save_image(folder, image.getvalue(), {
+        "prompt": "a cat", "seed": 1, "steps": 4, "cfg": 7.0, "width": 64, "height": 64,
+        "scheduler": "euler_a", "model_source": source})
+
+
+def _sdtui(hub: Hub, root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**clean_env(hub, root), "SDTUI_STATE_DIR": str(root / "state"),
+           "SDTUI_CONFIG_DIR": str(root / "config"), "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # never reached: refused before
+    return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--name", "t-src", *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_an_option_that_cannot_fetch_says_the_recorded_model_is_not_used(
+        hub: Hub, tmp_path: Path) -> None:
+    source = f"hf:org/tiny/tiny.safetensors@{COMMIT}"
+    png = _png(tmp_path / "out", source)
+    done = _sdtui(hub, tmp_path, "--option", "aws", "--bucket", "sdtui-src-test",
+                  "--from-png", str(png))
+    assert f"was made with {source}, which this option cannot fetch" in done.stderr
+    assert done.returncode == 2, done.stderr  # no model: nothing created
+    assert not hub.requests
+
+
 @pytest.mark.parametrize("source", ["hf:org/tiny", "/home/someone/model.safetensors",
                                     "https://example.com/x.safetensors", 7])
 def test_a_png_whose_source_is_not_pinned_is_refused_in_one_line(
         hub: Hub, tmp_path: Path, source: object) -> None:
-    image = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(image, "PNG")
-    png = save_image(tmp_path / "out", image.getvalue(), {
-        "prompt": "a cat", "seed": 1, "steps": 4, "cfg": 7.0, "width": 64, "height": 64,
-        "scheduler": "euler_a", "model_source": source})
-    env = {**clean_env(hub, tmp_path), "SDTUI_STATE_DIR": str(tmp_path / "state"),
-           "SDTUI_CONFIG_DIR": str(tmp_path / "config")}
-    done = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--name", "t-src-bad",
-                           "--from-png", str(png)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    done = _sdtui(hub, tmp_path, "--from-png", str(_png(tmp_path / "out", source)))
     assert done.returncode == 2, done.stderr
     assert "is not a pinned hf:ORG/REPO[/FILE]@COMMIT or civitai:ID" in one_line(done.stderr)
     assert not (tmp_path / "state").exists() and not hub.requests
