@@ -116,6 +116,8 @@ WORKER_DATA = (
     "container/install-worker-deps.sh", "container/lock.py",
 )
 WORKER_ENTRY = "worker"
+# Other programs the image runs: Option A's fetch into the bucket, on the instance.
+OTHER_ENTRIES = ("fetch/to_bucket.py",)
 
 
 def _package_root() -> Traversable:
@@ -146,11 +148,12 @@ def _context_files(ca_bundle: Path | None) -> Iterator[tuple[str, bytes]]:
 
 
 def worker_modules() -> list[str]:
-    """The package's modules the worker imports, found by reading (never importing) the code:
-    every `sdtui` import, lazy ones included, from the worker package outwards."""
+    """The package's modules the image runs, found by reading (never importing) the code:
+    every `sdtui` import, lazy ones included, from the worker package (and OTHER_ENTRIES)
+    outwards."""
     root = _package_root()
     todo = [f"{WORKER_ENTRY}/{c.name}" for c in root.joinpath(WORKER_ENTRY).iterdir()
-            if c.name.endswith(".py")]
+            if c.name.endswith(".py")] + list(OTHER_ENTRIES)
     seen: set[str] = {"__init__.py"}
     while todo:
         module = todo.pop()

@@ -27,6 +27,8 @@ from sdtui.fetch.store import Store
 CHUNK = 64 * 1024  # what a dropped connection can cost: the read it cut short
 RETRIES = 5  # reconnects per file within one run; each resumes where the last one stopped
 TIMEOUT = (30, 120)
+# Who fetches, in each request's User-Agent: this machine, or the instance (`to_bucket`).
+CLIENT_AGENT = "sdtui-fetch"
 
 
 def margin(need: int) -> int:
@@ -63,12 +65,13 @@ def _digest(path: Path, f: RemoteFile) -> str:
     return digest.hexdigest()
 
 
-def _transfer(f: RemoteFile, part: Path, meter: Meter, cancel: threading.Event | None) -> None:
+def _transfer(f: RemoteFile, part: Path, meter: Meter, cancel: threading.Event | None,
+              agent: str) -> None:
     """One request from where the partial file ends; raises on a cut connection."""
     have = part.stat().st_size if part.exists() else 0
     if f.size is not None and have > f.size:
         have = 0
-    headers = _headers(f) | ({"range": f"bytes={have}-"} if have else {})
+    headers = _headers(f) | {"user-agent": agent} | ({"range": f"bytes={have}-"} if have else {})
     with requests.get(f.url, headers=headers, stream=True, timeout=TIMEOUT) as response:
         if response.status_code == 416 and have:
             return  # the partial file is already whole
@@ -106,19 +109,19 @@ def _only_fetcher(store: Store, f: RemoteFile) -> Iterator[None]:
 
 
 def fetch_file(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
-               cancel: threading.Event | None = None) -> None:
+               cancel: threading.Event | None = None, *, agent: str = CLIENT_AGENT) -> None:
     store.staging.mkdir(parents=True, exist_ok=True)
     with _only_fetcher(store, f):
         if not store.has(resolved, f):  # another run may have finished it meanwhile
-            _fetch_locked(store, resolved, f, meter, cancel)
+            _fetch_locked(store, resolved, f, meter, cancel, agent)
 
 
 def _fetch_locked(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
-                  cancel: threading.Event | None) -> None:
+                  cancel: threading.Event | None, agent: str) -> None:
     part = store.part(f)
     for attempt in range(RETRIES + 1):
         try:
-            _transfer(f, part, meter, cancel)
+            _transfer(f, part, meter, cancel, agent)
             break
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:

@@ -36,3 +36,26 @@ class Resolved:
         """What the ledger keeps, so the run can be repeated exactly."""
         return {"ref": self.ref, "source": self.source, "pinned": self.pinned,
                 "files": {f.dest: f.sha256 or f.git_sha1 for f in self.files}}
+
+    def to_json(self) -> dict:
+        """Everything needed to fetch these files elsewhere (the instance), tokens excepted."""
+        return {"ref": self.ref, "source": self.source, "pinned": self.pinned,
+                "root": self.root, "model": self.model,
+                "files": [{"url": f.url, "dest": f.dest, "size": f.size, "sha256": f.sha256,
+                           "git_sha1": f.git_sha1, "auth": f.auth} for f in self.files]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Resolved:
+        """The inverse of to_json; raises KeyError, TypeError or ValueError on another shape."""
+        files = tuple(RemoteFile(url=str(f["url"]), dest=str(f["dest"]),
+                                 size=None if f["size"] is None else int(f["size"]),
+                                 sha256=f["sha256"], git_sha1=f["git_sha1"],
+                                 auth=_auth(f["auth"])) for f in data["files"])
+        return cls(str(data["ref"]), str(data["source"]), str(data["pinned"]),
+                   str(data["root"]), str(data["model"]), files)
+
+
+def _auth(value: object) -> Auth:
+    if value not in ("hf", "civitai"):
+        raise ValueError(f"unknown auth {value!r}")
+    return value  # type: ignore[return-value]

@@ -1,0 +1,152 @@
+"""`python -m sdtui.fetch.to_bucket`: fetch resolved model sets straight into the model bucket,
+run on the instance in the worker image (Option A's "fetch" step), so the user's machine never
+carries the model's bytes.
+
+It reads one JSON line on stdin: {"bucket", "prefix", "staging", "sets": [Resolved.to_json()],
+"tokens": {"HF_TOKEN": ..., "CIVITAI_API_TOKEN": ...}}. The tokens live in this process's
+memory only: never in the container's configuration, a file, or an event. Each file is staged
+under `staging` (a host folder, so an interrupted fetch resumes on the next run) with
+download.fetch_file's resume and checksum, then uploaded to `prefix + root/dest` with its sha256
+in the object's metadata. A key whose object already carries that checksum is skipped.
+
+It writes JSON lines on stdout: `download_progress` (file, done, total, rate, eta_s), `log`
+(message), then `done` (fetched, skipped, bytes) or `error` (message, fix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sdtui.bucket_layout import SHA256_META
+from sdtui.errors import DeploymentError, SdtuiError
+from sdtui.fetch.plan import RemoteFile, Resolved
+from sdtui.modelfiles import sha256_file
+
+AGENT = "sdtui-fetch-to-bucket"  # the User-Agent of the instance's requests to the hub
+GIT_SHA1_META = "git-sha1"
+TOKEN_VARS = ("HF_TOKEN", "CIVITAI_API_TOKEN")
+JOB_LIMIT = 1024 * 1024  # bytes of the one JSON line read
+# A policy just put on the role takes a while to reach S3: AccessDenied is retried this long.
+POLICY_WAIT_S = 60.0
+
+Emit = Callable[[dict], None]
+
+
+def key_of(prefix: str, resolved: Resolved, f: RemoteFile) -> str:
+    return f"{prefix}{resolved.root}/{f.dest}"
+
+
+def _emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def present(s3, bucket: str, key: str, f: RemoteFile) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in {"404", "NoSuchKey", "NotFound"}:
+            return False
+        raise
+    meta = head.get("Metadata", {})
+    if f.size is not None and head.get("ContentLength") != f.size:
+        return False
+    return (meta.get(SHA256_META) == f.sha256) if f.sha256 else (
+        meta.get(GIT_SHA1_META) == f.git_sha1)
+
+
+def _upload(s3, bucket: str, key: str, path: Path, f: RemoteFile,
+            sleep: Callable[[float], None] = time.sleep) -> None:
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    meta = {SHA256_META: f.sha256 or sha256_file(path)}
+    if f.git_sha1:
+        meta[GIT_SHA1_META] = f.git_sha1
+    deadline = time.monotonic() + POLICY_WAIT_S
+    delay = 1.0
+    while True:
+        try:
+            s3.upload_file(str(path), bucket, key, ExtraArgs={"Metadata": meta})
+            return
+        except (ClientError, S3UploadFailedError) as exc:
+            if "AccessDenied" not in str(exc) or time.monotonic() + delay > deadline:
+                raise DeploymentError(f"the instance could not write s3://{bucket}/{key}: {exc}",
+                                      fix="run sdtui again; the fetched file is kept on the "
+                                      "instance and only uploaded") from None
+            sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+def run(job: dict, emit: Emit) -> dict:
+    import boto3
+
+    from sdtui.fetch import download
+    from sdtui.fetch.progress import Meter
+    from sdtui.fetch.store import Store
+    from sdtui.fetch.store import key as blob_key
+
+    bucket, prefix = str(job["bucket"]), str(job["prefix"])
+    sets = [Resolved.from_json(s) for s in job["sets"]]
+    for var in TOKEN_VARS:
+        if token := (job.get("tokens") or {}).get(var):
+            os.environ[var] = str(token)
+    s3 = boto3.client("s3")
+    store = Store(Path(job["staging"]))
+    todo, skipped = [], []
+    for resolved in sets:
+        for f in resolved.files:
+            key = key_of(prefix, resolved, f)
+            if present(s3, bucket, key, f):
+                skipped.append(key)
+                emit({"type": "log", "message": f"{key}: already in the bucket, skipped"})
+            else:
+                todo.append((resolved, f, key))
+    download.check_space(store, [f for _, f, _ in todo])
+    meter = Meter(lambda file, done, total, rate, eta: emit(
+        {"type": "download_progress", "file": file, "done": done, "total": total,
+         "rate": rate, "eta_s": eta}))
+    sent = 0
+    for resolved, f, key in todo:
+        download.fetch_file(store, resolved, f, meter, agent=AGENT)
+        path = store.dest(resolved, f)
+        emit({"type": "log", "message": f"{key}: verified, uploading"})
+        _upload(s3, bucket, key, path, f)
+        sent += path.stat().st_size
+        path.unlink()
+        (store.blobs / blob_key(f)).unlink(missing_ok=True)
+    return {"type": "done", "fetched": [k for _, _, k in todo], "skipped": skipped,
+            "bytes": sent}
+
+
+def main() -> int:
+    line = sys.stdin.buffer.readline(JOB_LIMIT)
+    try:
+        job = json.loads(line)
+        if not isinstance(job, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        _emit({"type": "error", "message": f"the fetch job is not one JSON object: {exc}",
+               "fix": "run sdtui again"})
+        return 2
+    try:
+        _emit(run(job, _emit))
+    except SdtuiError as exc:
+        _emit({"type": "error", "message": exc.message, "fix": exc.fix})
+        return 1
+    except (KeyError, TypeError, ValueError) as exc:
+        _emit({"type": "error", "message": f"the fetch job is malformed: {exc!r}",
+               "fix": "run sdtui again"})
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
