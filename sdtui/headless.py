@@ -30,7 +30,7 @@ from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
 
 # The options whose model step fetches a model named by reference (sdtui.fetch).
-FETCHING_OPTIONS = ("local",)
+FETCHING_OPTIONS = ("local", "aws")
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:

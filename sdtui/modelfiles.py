@@ -141,7 +141,7 @@ def check_models(models: list[Path]) -> None:
                        "the path of a checkpoint (e.g. ~/Downloads/sd-v1-4.ckpt)")
     if is_remote(models[0]):
         raise BadInput(f"--model {models[0]} names a model to fetch; fetching by name works "
-                       "with Option B (--option local) so far",
+                       "with Option B (--option local) and Option A (--option aws) so far",
                        fix="fetch it with --option local once (the file lands in "
                        "SDTUI_MODELS_DIR), then pass that file's path")
     detect_format(models[0])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sdtui.docker_values import engine_url, image_name, volume_name
 from sdtui.errors import BadSetting
+from sdtui.fetch.named import ModelByName
 from sdtui.fetch.plan import Resolved
-from sdtui.fetch.refs import is_remote
 from sdtui.fetch.store import Store
 from sdtui.ledger import validate_name
 from sdtui.loras import LORA_DIR
@@ -23,7 +23,7 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 
 
 @dataclass
-class LocalSettings:
+class LocalSettings(ModelByName):
     models: list[Path | str] = field(default_factory=list)
     name: str = DEFAULT_NAME
     volume: str = DEFAULT_VOLUME
@@ -68,17 +68,6 @@ class LocalSettings:
 
             cached = self._loras = [resolve_lora(str(x)) for x in self.lora_files]
         return cached
-
-    def fetched_model(self) -> Resolved | None:
-        """The model named to fetch, resolved once (over the network), or None for a file."""
-        if not self.models or not is_remote(self.models[0]):
-            return None
-        resolved = getattr(self, "_resolved", None)
-        if resolved is None or resolved.ref != str(self.models[0]):
-            from sdtui.fetch.resolve import resolve
-
-            resolved = self._resolved = resolve(str(self.models[0]))
-        return resolved
 
     @property
     def store(self) -> Store:

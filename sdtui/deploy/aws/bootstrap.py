@@ -64,6 +64,10 @@ class HostPlan:
     s3_endpoint: str | None = None
     s3_credentials: tuple[str, str] | None = None  # test-only static keys (TEST_CREDENTIALS)
     probe_key: str | None = None  # a model file read through the mount to prove it
+    # The bucket may hold no file yet (the instance fetches the model after the bootstrap): a
+    # listing of the mount proves it instead (s3fs itself refuses to mount a bucket it cannot
+    # reach).
+    probe_listing: bool = False
 
     def path(self, absolute: str) -> str:
         return f"{self.prefix}{absolute}"
@@ -83,13 +87,14 @@ class HostPlan:
 
 def host_plan_from_env(bucket: str, region: str, idle_minutes: int, *, user: str,
                        probe_image: str, s3_endpoint: str | None,
-                       probe_key: str | None = None) -> HostPlan:
+                       probe_key: str | None = None, probe_listing: bool = False) -> HostPlan:
     no_gpu = os.environ.get("SDTUI_TEST_NO_GPU", "") == "1"
     return HostPlan(
         bucket=bucket, region=region, idle_minutes=idle_minutes, user=user,
         gpu_probe_image=None if no_gpu else probe_image,
         prefix=os.environ.get("SDTUI_TEST_HOST_PREFIX", "").rstrip("/"),
         s3_endpoint=s3_endpoint, s3_credentials=test_credentials(), probe_key=probe_key,
+        probe_listing=probe_listing,
     )
 
 
@@ -123,7 +128,8 @@ def mount_script(plan: HostPlan) -> str:
     mount, fstab, log = q(plan.mount_point), q(plan.path("/etc/fstab")), q(plan.path(s3fs.LOG_FILE))
     probe = (f"{mount}/{q(plan.probe_key)}" if plan.probe_key
              else f'"$(find {mount} -maxdepth 3 -type f -print -quit)"')
-    what = plan.probe_key or "a file"
+    what = plan.probe_key or ("a listing" if plan.probe_listing else "a file")
+    read = f"ls -A {mount}" if plan.probe_listing else f"head -c 1 -- {probe}"
     return f"""
 echo "== mount s3://{plan.bucket} read-only at {plan.mount_point}"
 if [ -d {q(plan.path(NVME_DIR))} ]; then cache={q(plan.path(NVME_DIR))}/s3fs-cache
@@ -137,7 +143,7 @@ if ! grep -qxF "$entry" {fstab}; then
   echo "$entry" >> {fstab}.tmp && mv {fstab}.tmp {fstab}
   echo "fstab entry written: the mount survives a reboot"
 fi
-serves() {{ mountpoint -q {mount} && head -c 1 -- {probe} >/dev/null 2>&1; }}
+serves() {{ mountpoint -q {mount} && {read} >/dev/null 2>&1; }}
 s3fs_said() {{ tail -n {S3FS_LOG_LINES} {log} 2>/dev/null | tr '\n' ' '; }}
 if serves; then
   echo "already mounted (cache in $cache)"

@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from docker.types import Mount
 
 from sdtui.deploy import worker_container
-from sdtui.deploy.aws import access, image, instance, pricing, ssh
+from sdtui.deploy.aws import access, iam, image, instance, pricing, remote_fetch, ssh
 from sdtui.deploy.aws import teardown as aws_teardown
 from sdtui.deploy.aws.bootstrap import (
     HostPlan,
@@ -27,6 +27,7 @@ from sdtui.deploy.aws.bootstrap import (
 )
 from sdtui.deploy.aws.docker_ssh import docker_over_ssh
 from sdtui.deploy.aws.heartbeat import HostHeartbeat, touch_command
+from sdtui.deploy.aws.naming import MODELS_PREFIX
 from sdtui.deploy.aws.session import client, make_session
 from sdtui.deploy.aws.settings import AwsSettings
 from sdtui.deploy.aws.steps import aws_steps
@@ -46,6 +47,7 @@ from sdtui.deploy.base import (
 )
 from sdtui.deploy.worker_steps import WorkerSteps
 from sdtui.errors import BadInput, DeploymentError, SdtuiError
+from sdtui.fetch import to_bucket
 from sdtui.ledger import Ledger
 from sdtui.worker import spool
 
@@ -122,7 +124,8 @@ class AwsDeployment(WorkerSteps, Deployment):
         uploaded = sorted(e.id for e in self.ledger.resources("object"))
         return host_plan_from_env(s.bucket, str(s.region), s.idle_minutes, user=target.user,
                                   probe_image=s.base_image, s3_endpoint=endpoint,
-                                  probe_key=uploaded[0] if uploaded else None)
+                                  probe_key=uploaded[0] if uploaded else None,
+                                  probe_listing=self.settings.fetched_model() is not None)
 
     @property
     def engine(self) -> docker.DockerClient:
@@ -155,9 +158,13 @@ class AwsDeployment(WorkerSteps, Deployment):
         steps = aws_steps(self.settings, self.ledger, public_ip=self._public_ip,
                           on_cost=self._emit, sleep=self._sleep,
                           user_data=lambda: ssh.user_data(self.name))
+        fetched = self.settings.fetched_model()
+        fetch = [Step("fetch", f"Fetch {fetched.ref} on the instance into "
+                      f"s3://{self.settings.bucket}/{MODELS_PREFIX} ({fetched.total / 2**20:.1f} "
+                      "MiB)", self._fetch_models, self._models_fetched)] if fetched else []
         busy = [Step("image", "Worker image: pulled from ECR, or built on the instance and "
                      "pushed", self._pull_or_build, self._image_ready),
-                *self.container_steps()]
+                *fetch, *self.container_steps()]
         return steps + [
             Step("bootstrap", "Prepare the instance: s3fs mount, Docker, GPU, idle stop",
                  self._bootstrap),
@@ -223,15 +230,75 @@ class AwsDeployment(WorkerSteps, Deployment):
         self.ledger.record("image", found.tag)
         return f"{found.tag}: {found.how}"
 
+    def _models_fetched(self) -> str | None:
+        resolved = self.settings.fetched_model()
+        s3 = client(self.session, "s3")
+        if resolved is None or not all(
+                to_bucket.present(s3, self.settings.bucket,
+                                  to_bucket.key_of(MODELS_PREFIX, resolved, f), f)
+                for f in resolved.files):
+            return None
+        return (f"{len(resolved.files)} file(s) of {resolved.source} already in "
+                f"s3://{self.settings.bucket}/{MODELS_PREFIX}")
+
+    def _fetch_models(self, ctx: StepContext) -> str:
+        resolved = self.settings.fetched_model()
+        assert resolved is not None  # the step is planned only for a model named to fetch
+        target = self._target(self._find_running())
+        staging = self.host_plan(target).path(remote_fetch.STAGING_DIR)
+        sudo = "sudo -n " if target.user != "root" else ""
+        connection = self._open_ssh(target, log=ctx.log)
+        try:
+            ssh.run_command(connection, f"{sudo}mkdir -p {shlex.quote(staging)} && {sudo}chown "
+                            f"{remote_fetch.WORKER_UID}:{remote_fetch.WORKER_UID} "
+                            f"{shlex.quote(staging)}")
+        finally:
+            connection.close()
+
+        def on_event(event: dict) -> None:
+            if event.get("type") == "download_progress":
+                ctx.download(str(event.get("file")), int(event.get("done") or 0),
+                             event.get("total"), float(event.get("rate") or 0.0),
+                             event.get("eta_s"))
+            elif event.get("type") == "log":
+                ctx.log(str(event.get("message")))
+
+        engine = self._docker(target)
+        try:
+            with iam.may_write_models(client(self.session, "iam"), self.name,
+                                      self.settings.bucket):
+                done = remote_fetch.run_fetch(
+                    engine, deployment=self.name, image=self._image or "", staging=staging,
+                    environment=remote_fetch.environment(str(self.settings.region)),
+                    job=remote_fetch.job(self.settings.bucket, MODELS_PREFIX, [resolved]),
+                    ledger=self.ledger, on_event=on_event, cancel=ctx.cancel)
+        finally:
+            engine.close()
+        return (f"{len(done.get('fetched', []))} file(s) fetched by the instance "
+                f"({int(done.get('bytes') or 0) / 2**20:.1f} MiB), "
+                f"{len(done.get('skipped', []))} already there ({resolved.source})")
+
+    def _model_in_container(self) -> tuple[str, str | None]:
+        """The worker's model path under /data and the model file's sha256."""
+        resolved = self.settings.fetched_model()
+        if resolved is not None:
+            sha = next((f.sha256 for f in resolved.files if f.dest == resolved.model), None)
+            return (f"{worker_container.DATA_DIR}/{MODELS_PREFIX}{resolved.root}/"
+                    f"{resolved.model}", sha)
+        models = self.settings.uploads()
+        return (worker_container.model_in_container(models), worker_container.model_sha256(
+            models, {e.id: str(e.meta.get("sha256")) for e in self.ledger.resources("object")}))
+
     def worker_spec(self) -> worker_container.WorkerSpec:
         plan = self.host_plan(self._target(self._find_running()))
+        model, sha256 = self._model_in_container()
+        fetched = self.settings.fetched_model()
         return worker_container.WorkerSpec(
             deployment=self.name,
             image=self._image or "",
-            model=worker_container.model_in_container(self.settings.models),
-            model_sha256=worker_container.model_sha256(
-                self.settings.models,
-                {e.id: str(e.meta.get("sha256")) for e in self.ledger.resources("object")}),
+            model=model,
+            model_sha256=sha256,
+            model_source=fetched.pinned if fetched else None,
             data_mount=Mount(worker_container.DATA_DIR, plan.mount_point, type="bind",
                              read_only=True),
             outputs_host_dir=plan.outputs_dir,

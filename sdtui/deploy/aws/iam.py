@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from botocore.exceptions import ClientError
 
 from sdtui.deploy.aws.naming import (
+    FETCH_POLICY_NAME,
+    MODELS_PREFIX,
     POLICY_NAME,
     TAG_KEY,
     error_code,
@@ -41,6 +44,31 @@ def read_bucket_policy(bucket: str) -> dict:
             {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": bucket_arn},
         ],
     }
+
+
+def write_models_policy(bucket: str) -> dict:
+    # A multipart upload's create, part and complete calls are all s3:PutObject; aborting one
+    # is its own action. Reading (the skip check) is the role's read policy.
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow",
+                       "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                       "Resource": f"arn:{PARTITION}:s3:::{bucket}/{MODELS_PREFIX}*"}],
+    }
+
+
+@contextlib.contextmanager
+def may_write_models(iam, name: str, bucket: str) -> Iterator[None]:
+    """The instance role may write the bucket's models/ for the block's length only. A crash
+    that leaves the policy behind is undone by ensure_role (nothing else) and refused by
+    role_ready."""
+    iam.put_role_policy(RoleName=role_name(name), PolicyName=FETCH_POLICY_NAME,
+                        PolicyDocument=json.dumps(write_models_policy(bucket)))
+    try:
+        yield
+    finally:
+        _unless_missing(lambda: iam.delete_role_policy(RoleName=role_name(name),
+                                                       PolicyName=FETCH_POLICY_NAME))
 
 
 def _tags(name: str) -> list[dict[str, str]]:

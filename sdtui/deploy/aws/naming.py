@@ -52,6 +52,9 @@ def repository_name(name: str) -> str:
 
 
 POLICY_NAME = "sdtui-read-model-bucket"
+# Put on the instance role only while the instance fetches models into the bucket.
+FETCH_POLICY_NAME = "sdtui-fetch-models"
+MODELS_PREFIX = "models/"  # where fetched models land in the bucket
 
 
 def error_code(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ from botocore.exceptions import BotoCoreError
 
 from sdtui.container.context import DEFAULT_BASE_IMAGE
 from sdtui.errors import BadInput
+from sdtui.fetch.named import ModelByName
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import check_models
 
@@ -40,11 +41,12 @@ MIN_VOLUME_GB = 60  # the Deep Learning AMI itself takes about 45 GB
 
 
 @dataclass
-class AwsSettings:
+class AwsSettings(ModelByName):
     name: str
     region: str | None
     bucket: str
-    models: list[Path] = field(default_factory=list)
+    # Files here (uploaded), or one name to fetch (the instance fetches it into the bucket).
+    models: list[Path | str] = field(default_factory=list)
     profile: str | None = None
     instance_type: str = "g4dn.xlarge"
     spot: bool = False
@@ -73,7 +75,17 @@ class AwsSettings:
                 f"a {self.volume_gb} GB root volume is too small for the CUDA image",
                 fix=f"pass --volume-gb {MIN_VOLUME_GB} or more (100 is the default)",
             )
-        check_models(self.models)
+        if self.fetched_model() is None:
+            check_models(self.models)
+        elif self.models[1:]:
+            raise BadInput(f"{self.models[1]} travels beside a model to fetch, which Option A "
+                           "does not upload yet",
+                           fix="put the extra file in the bucket yourself, or give the model "
+                           "as a file")
+
+    def uploads(self) -> list[Path]:
+        """The files this machine uploads: none when the instance fetches the model."""
+        return [] if self.fetched_model() else [Path(m) for m in self.models]
 
 
 def check_bucket_name(bucket: str) -> None:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cached_property
+from pathlib import Path
 
 from sdtui.deploy.aws import access, ami, bucket, ecr, iam, image, instance, pricing, upload
 from sdtui.deploy.aws.naming import instance_profile_name, key_pair_name
@@ -52,10 +53,13 @@ class AwsRun(SessionClients):
         # Read only: a repository of this name that is not ours is refused before anything is
         # created (the repository step itself comes after the bucket and the role).
         ecr.describe(self.client("ecr"), s.name)
+        fetched = s.fetched_model()
         self.ledger.set_params(
             account=who.account, region=s.region, bucket=s.bucket, instance_type=s.instance_type,
             spot=s.spot, idle_minutes=s.idle_minutes, profile=s.profile,
-            models=[str(m.expanduser().absolute()) for m in s.models], base_image=s.base_image,
+            models=[str(m) if fetched else str(Path(m).expanduser().absolute())
+                    for m in s.models], base_image=s.base_image,
+            fetched=[fetched.record()] if fetched else None,
         )
         return f"{who.arn} in {s.region}"
 
@@ -118,7 +122,7 @@ class AwsRun(SessionClients):
     def run_upload(self, ctx: StepContext) -> str:
         known = {e.id: e.meta for e in self.ledger.resources("object")}
         result = upload.upload_models(
-            self.client("s3"), self.settings.bucket, self.settings.models,
+            self.client("s3"), self.settings.bucket, self.settings.uploads(),
             progress=lambda done, total: ctx.progress(done, total, "bytes"),
             check_cancel=ctx.check_cancel, log=ctx.log, known_digests=known,
         )
@@ -236,7 +240,8 @@ def aws_steps(
         Step("identity", "Check AWS credentials", run.run_identity),
         Step("ami", "Find the Deep Learning GPU AMI", run.run_ami, run.ami_done),
         Step("bucket", "Private S3 bucket for the model", run.run_bucket, run.bucket_done),
-        Step("upload", "Upload the model files", run.run_upload),
+        *([Step("upload", "Upload the model files", run.run_upload)]
+          if settings.uploads() else []),
         Step("iam", "Instance role that may read the bucket", run.run_iam, run.iam_done),
         Step("repository", "Private ECR repository for the worker image", run.run_repository,
              run.repository_done),
