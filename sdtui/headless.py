@@ -29,9 +29,6 @@ from sdtui.reporter import Reporter
 from sdtui.session import SavedImage, Session
 from sdtui.settings import Given
 
-# The options whose model step fetches a model named by reference (sdtui.fetch).
-FETCHING_OPTIONS = ("local", "aws")
-
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
     if args.prompt_file == "-":
@@ -60,20 +57,16 @@ def png_params(path: Path, args: argparse.Namespace | None = None,
     return params
 
 
-def recorded_model(given: Given, path: Path, option: str, report: Reporter) -> Given:
+def recorded_model(given: Given, path: Path) -> Given:
     """A PNG made with a fetched model re-runs with exactly that model (the same commit, or
-    the same Civitai version) unless --model names another."""
+    the same Civitai version) unless --model names another. Both options that read --from-png
+    fetch by name (the scale-out takes no --from-png)."""
     from sdtui.metadata.reader import recorded_source
 
     if given.deployment.get("models"):
         return given
     source = recorded_source(path)
     if source is None:
-        return given
-    if option not in FETCHING_OPTIONS:
-        report.warn(f"{path.name} was made with {source}, which this option cannot fetch by "
-                    "name yet: it is re-run with the deployment's model (pass --option local "
-                    "to re-run it exactly)")
         return given
     return replace(given, deployment={**given.deployment, "models": [source]})
 
@@ -174,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     if args.from_png:
         requests = generation_requests(args, [args.prompt],
                                        png_params(args.from_png, args, report))
-        given = recorded_model(given, Path(args.from_png), option, report)
+        given = recorded_model(given, Path(args.from_png))
     else:
         requests = generation_requests(args, list(read_prompts(args)))
     out_dir = _out_dir(args)

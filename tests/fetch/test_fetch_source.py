@@ -61,15 +61,20 @@ def _sdtui(hub: Hub, root: Path, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=120)
 
 
-def test_an_option_that_cannot_fetch_says_the_recorded_model_is_not_used(
-        hub: Hub, tmp_path: Path) -> None:
+def test_option_a_re_runs_a_png_with_its_recorded_model(hub: Hub, tmp_path: Path,
+                                                        tiny_models: dict[str, Path]) -> None:
+    """Option A fetches by name now: --from-png resolves the image's pinned source (before
+    AWS is reached, which this test never lets happen), and this machine downloads nothing."""
+    hub.add_repo("org/tiny", checkpoint_files(tiny_models["safetensors"], "tiny.safetensors"))
     source = f"hf:org/tiny/tiny.safetensors@{COMMIT}"
     png = _png(tmp_path / "out", source)
     done = _sdtui(hub, tmp_path, "--option", "aws", "--bucket", "sdtui-src-test",
                   "--from-png", str(png))
-    assert f"was made with {source}, which this option cannot fetch" in done.stderr
-    assert done.returncode == 2, done.stderr  # no model: nothing created
-    assert not hub.requests
+    assert "cannot fetch" not in done.stderr
+    assert any(p.startswith(f"/api/models/org/tiny/revision/{COMMIT}") for _, p, _ in
+               hub.requests), hub.requests
+    assert done.returncode == 3, done.stderr  # AWS unreachable: after resolving, nothing made
+    assert not hub.served
 
 
 @pytest.mark.parametrize("source", ["hf:org/tiny", "/home/someone/model.safetensors",
