@@ -6,6 +6,7 @@ in place of the account's ECR registry."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,35 @@ def instance_sandbox(monkeypatch: pytest.MonkeyPatch, host: Path, port: int,
     monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
     monkeypatch.setenv("SDTUI_TEST_S3FS_CREDENTIALS", "testing:testing")
     install_wrapper(host / s3fs.BINARY.lstrip("/"))
+
+
+def clean_up_instance(docker_client, boot, mount: Path, registry: str, name: str) -> None:
+    """What an end-to-end test leaves whatever happened: the "instance" (sshd), the containers
+    of deployment `name` on the engine, the s3fs mount and the image tags pushed to `registry`.
+    """
+    from sdtui.deploy.worker_container import LABEL
+
+    from .registry import remove_tags
+
+    boot.stop.set()
+    boot.join(5)
+    for container in docker_client.containers.list(all=True,
+                                                   filters={"label": f"{LABEL}={name}"}):
+        container.remove(force=True)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    if boot.sshd is not None:
+        boot.sshd.stop()
+    remove_tags(docker_client, f"{registry}/sdtui-{name}")
+
+
+def boot_instance(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ec2, registry: str,
+                  name: str):  # -> (host root, s3fs mount point, sshd.FakeBoot, started)
+    """The sandboxed "instance" of deployment `name`, booted as soon as moto runs it."""
+    from .sshd import FakeBoot, free_port
+
+    host = tmp_path / "host"
+    port = free_port()
+    instance_sandbox(monkeypatch, host, port, registry)
+    boot = FakeBoot(ec2, name, tmp_path / "sshd", port)
+    boot.start()
+    return host, host / "mnt/sd-data", boot

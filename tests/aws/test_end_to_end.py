@@ -28,9 +28,7 @@ from sdtui.ledger import Ledger
 from sdtui.modelfiles import sha256_file
 from sdtui.ui.core import resume_deployment
 
-from .instance_sandbox import instance_sandbox
-from .registry import remove_tags
-from .sshd import FakeBoot, free_port
+from .instance_sandbox import boot_instance, clean_up_instance
 
 BUCKET = "sdtui-e2e-models"
 NAME = "e2e"
@@ -57,13 +55,8 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
     from conftest import OFFLINE_BASE
 
     model = tiny_checkpoint(tmp_path / "models")
-    host = tmp_path / "host"
-    port = free_port()
-    instance_sandbox(monkeypatch, host, port, ecr_registry)
+    host, mount, boot = boot_instance(monkeypatch, tmp_path, aws["ec2"], ecr_registry, NAME)
     out = tmp_path / "out"
-    mount = host / "mnt/sd-data"
-    boot = FakeBoot(aws["ec2"], NAME, tmp_path / "sshd", port)
-    boot.start()
     try:
         run = sdtui("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,
                    "--ssh-cidr", "203.0.113.7/32", "--idle-minutes", "20",
@@ -128,12 +121,4 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert boto3.client("ecr").describe_repositories()["repositories"] == []
         assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={NAME}"})
     finally:
-        boot.stop.set()
-        boot.join(5)
-        for container in docker_client.containers.list(
-                all=True, filters={"label": f"{LABEL}={NAME}"}):
-            container.remove(force=True)
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
-        if boot.sshd is not None:
-            boot.sshd.stop()
-        remove_tags(docker_client, f"{ecr_registry}/sdtui-{NAME}")
+        clean_up_instance(docker_client, boot, mount, ecr_registry, NAME)

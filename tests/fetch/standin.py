@@ -15,8 +15,9 @@ Faults, set per test: `hook_at` (N bytes, a function run once when the CDN has s
 `cut_after` (the CDN closes the connection after N bytes of a body, once
 per armed cut), `corrupt` (one byte of the body flipped), `pause_at` (the CDN stops sending at N
 bytes until `resume` is set). `served` counts the body bytes the CDN sent, per blob, and
-`served_to` per client address (the "instance" and the user's machine fetch from different
-addresses). `push` makes a new commit the repo's `main`; older commits stay reachable by id.
+`served_to` per client address and `served_as` per User-Agent (where the "instance" and the
+user's machine both connect from 127.0.0.1, their User-Agents tell them apart). `push` makes
+a new commit the repo's `main`; older commits stay reachable by id.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Hub:
         self.blobs: dict[str, bytes] = {}
         self.served: dict[str, int] = {}
         self.served_to: dict[str, int] = {}  # body bytes by client address
+        self.served_as: dict[str, int] = {}  # body bytes by the client's User-Agent
         self.requests: list[tuple[str, str, dict]] = []  # (server, path, headers)
         self.token = "hf_test_token"
         self.civitai_token: str | None = None  # set: Civitai answers 401 without it
@@ -314,5 +316,7 @@ def _handler(hub: Hub, kind: str) -> type[BaseHTTPRequestHandler]:
                 hub.served[key] = hub.served.get(key, 0) + n
                 address = self.client_address[0]
                 hub.served_to[address] = hub.served_to.get(address, 0) + n
+                agent = self.headers.get("User-Agent", "")
+                hub.served_as[agent] = hub.served_as.get(agent, 0) + n
 
     return Handler

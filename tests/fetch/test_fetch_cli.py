@@ -37,8 +37,6 @@ def test_list_models_names_each_entry_with_its_licence() -> None:
     (["--model", "hf:org/lora"], "is a LoRA"),
     (["--model", "https://huggingface.co/org"], "not a repo"),
     (["--model", "sd15", "--lora-file", "civitai:5"], "not a LoRA"),
-    (["--option", "aws", "--bucket", "sdtui-fetch-test", "--model", "sd15"],
-     "fetching by name works with Option B"),
     (["--option", "aws", "--bucket", "sdtui-fetch-test", "--model", "/x.ckpt",
       "--lora-file", "civitai:5"], "--lora-file fetches with Option B"),
 ])
