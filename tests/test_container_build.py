@@ -57,17 +57,20 @@ def test_context_holds_package_dockerfiles_and_generated_pyproject() -> None:
 
 def test_context_holds_every_sdtui_module_the_worker_imports() -> None:
     """A module the worker imports but the image lacks fails only inside the container, at
-    its first import: this catches it here. The worker's entry points are imported for real
-    and every sdtui module they load must be in the context."""
+    its first import: this catches it here. The worker's entry points, and the fetch runner
+    Option A starts on the instance (with what its run() loads), are imported for real and
+    every sdtui module they load must be in the context."""
     files = _members(build_context("Dockerfile.local").data)
     loaded = subprocess.run(
         [sys.executable, "-c",
          "import sys, pkgutil, importlib, sdtui.worker as w\n"
+         "import sdtui.fetch.to_bucket, sdtui.fetch.download, sdtui.fetch.store\n"
          "for m in pkgutil.iter_modules(w.__path__):\n"
          "    importlib.import_module(f'sdtui.worker.{m.name}')\n"
          "print('\\n'.join(n for n, m in sys.modules.items() if n.startswith('sdtui') "
          "and getattr(m, '__file__', None)))"],
         capture_output=True, text=True, check=True).stdout.split()
+    assert "sdtui.fetch.to_bucket" in loaded
     for name in loaded:
         path = name.replace(".", "/")
         assert f"{path}.py" in files or f"{path}/__init__.py" in files, name
