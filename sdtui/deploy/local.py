@@ -56,6 +56,7 @@ class LocalDeployment(WorkerSteps, Deployment):
     dockerfile = "Dockerfile.local"
 
     def __init__(self, settings: LocalSettings) -> None:
+        settings.fill_in()
         self.settings = settings
         self.name = settings.name
         self.ledger = Ledger.open(settings.name, "local")

@@ -46,7 +46,7 @@ LOCAL_FIELDS = (
     FormField("docker_host", "Docker host/context", "default: DOCKER_HOST or the context",
               help="Which Docker engine runs the worker: empty for this machine's (DOCKER_HOST "
               "or the current context), or e.g. ssh://user@gpu-box."),
-    FormField("volume", "Volume", "sdtui-models",
+    FormField("volume", "Volume", "default: sdtui-NAME-models (NAME: the deployment's)",
               help="The Docker volume the model files are copied into, once; it is kept on "
               "teardown unless you tick “Also delete the model volume”."),
     FormField("base_image", "Base image", "python:3.11-slim", help=_BASE_IMAGE_HELP),
@@ -161,12 +161,12 @@ def effective_values(option: Option, values: dict[str, Any]) -> dict[str, Any]:
     """The form as provisioning will read it: an empty field is the default (the config file's,
     else the built-in one), never the value the ledger or the last use holds. The checks run on
     these, so they check what Provision will use."""
-    from sdtui.deploy.settings import choose, unchecked_settings
+    from sdtui.deploy.settings import choose, filled_settings
     from sdtui.errors import SdtuiError
 
     try:
         given = from_form(option, values)
-        settings = unchecked_settings(choose(given), given.deployment, given.cleared)
+        settings = filled_settings(choose(given), given.deployment, given.cleared)
     except (SdtuiError, ValueError):  # a field marked ✗: the checks see the form as typed
         return dict(values)
     resolved = to_form(option, settings)

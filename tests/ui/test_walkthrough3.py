@@ -1,0 +1,67 @@
+"""The app's second walkthrough (issue 21), the items left after the first round: default names
+of their own, other clients on the deployment, kept volumes, the base image, the estimate
+without an account, the catalogue picker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from textual.widgets import Input
+
+from sdtui import recent
+from sdtui.ledger import Ledger
+from sdtui.ui.app import SdtuiApp
+from sdtui.ui.screens.deploy import DeployScreen
+
+from .test_flows import SIZE, until
+from .test_walkthrough2 import recording_services
+
+pytestmark = pytest.mark.asyncio
+
+
+# --- 2: default names that two state dirs on one engine never share ---------------------------
+
+
+async def first_form(outputs: Path, model: Path) -> tuple[str, Any]:
+    """The name a first start's form shows, and the settings Provision makes from it."""
+    made: list[Any] = []
+    checked: list[dict[str, Any]] = []
+    app = SdtuiApp(recording_services(outputs, made, checked))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen) and bool(checked))
+        name = app.screen.query_one("#local-name", Input).value
+        app.screen.query_one("#local-models", Input).value = str(model)
+        app.screen.query_one("#local-models", Input).focus()
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: bool(made))
+    return name, made[0].settings
+
+
+async def test_two_state_dirs_default_to_names_and_volumes_of_their_own(
+        isolated_dirs, tiny_model, monkeypatch) -> None:
+    """Two users of one engine, each with a state dir, both take the form as it opens: their
+    deployments, workers and volumes must not be the same objects."""
+    found = []
+    for user in ("one", "two"):
+        state = isolated_dirs / user
+        state.mkdir()
+        monkeypatch.setenv("SDTUI_STATE_DIR", str(state))
+        found.append(await first_form(isolated_dirs / "outputs", tiny_model))
+    (name_one, one), (name_two, two) = found
+    assert name_one.startswith("local-") and name_two.startswith("local-")
+    assert name_one != name_two and one.name == name_one and two.name == name_two
+    assert one.volume != two.volume and one.volume == f"sdtui-{name_one}-models"
+
+
+async def test_a_deployment_made_as_local_is_still_the_one_a_first_start_opens(
+        isolated_dirs, tiny_model) -> None:
+    """Made before names carried the state dir's id, and recent.json lost since: the form
+    still opens on it, so its resume and teardown find what it created."""
+    ledger = Ledger.open("local", "local")
+    ledger.set_params(models=[str(tiny_model)], volume="sdtui-models")
+    ledger.record("volume", "sdtui-models", created=True)
+    assert recent.load().current is None
+    name, settings = await first_form(isolated_dirs / "outputs", tiny_model)
+    assert (name, settings.name, settings.volume) == ("local", "local", "sdtui-models")
