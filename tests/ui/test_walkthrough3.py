@@ -4,17 +4,23 @@ without an account, the catalogue picker."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from sdtui import recent
+from sdtui.deploy.base import run_steps
+from sdtui.deploy.settings import open_deployment
 from sdtui.ledger import Ledger
+from sdtui.settings import Given
 from sdtui.ui.app import SdtuiApp
+from sdtui.ui.core import Services
 from sdtui.ui.screens.deploy import DeployScreen
 
+from .conftest import quiet_checks
 from .test_flows import SIZE, until
 from .test_walkthrough2 import recording_services
 
@@ -65,3 +71,34 @@ async def test_a_deployment_made_as_local_is_still_the_one_a_first_start_opens(
     assert recent.load().current is None
     name, settings = await first_form(isolated_dirs / "outputs", tiny_model)
     assert (name, settings.name, settings.volume) == ("local", "local", "sdtui-models")
+
+
+# --- 26: a teardown that kept the volume is not "stopped" -------------------------------------
+
+
+@pytest.mark.docker
+async def test_a_torn_down_deployment_whose_volume_was_kept_says_so(
+        isolated_dirs, tiny_model, docker_client) -> None:
+    """The real engine and the real steps: the volume made by provisioning, a teardown that
+    keeps it, then the deployment screen's list as the real core reports it."""
+    name = f"kept-{uuid.uuid4().hex[:6]}"
+    deployment = open_deployment(Given(name=name, option="local",
+                                       deployment={"models": [tiny_model]}), for_use=True)[1]
+    try:
+        run_steps([s for s in deployment.plan() if s.name in ("engine", "volume")],
+                  lambda event: None)
+        deployment.teardown(lambda event: None)
+        assert docker_client.volumes.get(f"sdtui-{name}-models")  # kept, as asked
+        app = SdtuiApp(Services(live_checks=quiet_checks, out_dir=isolated_dirs / "outputs"))
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, DeployScreen)
+                        and row_of(app, name)[2] != "…")
+            assert row_of(app, name)[2] == "torn down (volume kept)"
+    finally:
+        for volume in docker_client.volumes.list(filters={"name": f"sdtui-{name}-models"}):
+            volume.remove(force=True)
+
+
+def row_of(app: SdtuiApp, name: str) -> list[str]:
+    table = app.screen.query_one("#deployments", DataTable)
+    return [str(cell) for cell in table.get_row(name)]
