@@ -101,6 +101,7 @@ BATCH_FIELDS = (
     FormField("height", "Height", "model's",
               help="Image height in pixels: a multiple of 8, 64–2048; empty: the model's own."),
 )
+_BATCH = {f.name: f for f in BATCH_FIELDS}
 FIELDS: dict[Option, tuple[FormField, ...]] = {"local": LOCAL_FIELDS, "aws": AWS_FIELDS,
                                                "batch": BATCH_FIELDS}
 # The scale-out form also carries the run: its prompt file and these generation settings.
@@ -236,7 +237,7 @@ def _batch_check(name: str) -> Callable[[str], None]:
                                fix="enter a file with one prompt per line")
             read_prompt_file(Path(value))
         elif name == "gpus":
-            batch.check_gpus(_integer(value or "1", "GPUs", "4"))
+            batch.check_gpus(_integer(value or "1", "GPUs", "4"), field=f"“{_BATCH['gpus'].label}”")
         elif name == "instance_type" and value and value not in batch.INSTANCE_TYPES:
             raise BadInput(f"{value!r} cannot run one shard per GPU",
                            fix=f"enter one of {', '.join(batch.INSTANCE_TYPES)}")

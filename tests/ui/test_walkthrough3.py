@@ -21,7 +21,9 @@ from sdtui.ui.core import Services
 from sdtui.ui.screens.deploy import DeployScreen
 
 from .conftest import quiet_checks
-from .test_flows import SIZE, until
+from .fakes import FakeBatchDeployment
+from .test_batch import batch_app
+from .test_flows import SIZE, text_of, until
 from .test_walkthrough2 import recording_services
 
 pytestmark = pytest.mark.asyncio
@@ -102,3 +104,17 @@ async def test_a_torn_down_deployment_whose_volume_was_kept_says_so(
 def row_of(app: SdtuiApp, name: str) -> list[str]:
     table = app.screen.query_one("#deployments", DataTable)
     return [str(cell) for cell in table.get_row(name)]
+
+
+# --- 8: the Batch form names its field, not the flag ------------------------------------------
+
+
+async def test_zero_gpus_is_marked_in_the_forms_words(isolated_dirs, tiny_model) -> None:
+    app = batch_app(FakeBatchDeployment(), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.click("#choose-batch")
+        app.screen.query_one("#batch-gpus", Input).value = "0"
+        await until(pilot, lambda: text_of(app, "#batch-gpus-error") != "")
+        shown = text_of(app, "#batch-gpus-error")
+    assert "--gpus" not in shown and "pass " not in shown
+    assert "“GPUs (one shard each)”" in shown and "1 to 256" in shown
