@@ -24,6 +24,7 @@ from .conftest import quiet_checks
 from .fakes import FakeBatchDeployment
 from .test_batch import batch_app
 from .test_flows import SIZE, text_of, until
+from .test_real_local import BASE
 from .test_walkthrough2 import recording_services
 
 pytestmark = pytest.mark.asyncio
@@ -118,3 +119,36 @@ async def test_zero_gpus_is_marked_in_the_forms_words(isolated_dirs, tiny_model)
         shown = text_of(app, "#batch-gpus-error")
     assert "--gpus" not in shown and "pass " not in shown
     assert "“GPUs (one shard each)”" in shown and "1 to 256" in shown
+
+
+# --- 19: the base image, checked before anything is created -----------------------------------
+
+
+@pytest.mark.docker
+async def test_a_base_image_the_engine_cannot_get_is_a_cross_before_launch(
+        isolated_dirs, tiny_model, docker_client) -> None:
+    """The real checks against the real engine, which has no registry access here (as the
+    walkthrough's had none): ✗ Base image, and Provision creates nothing."""
+    name = f"k-{uuid.uuid4().hex[:6]}"
+    missing = f"sdtui-h21-absent-{uuid.uuid4().hex[:6]}:1"
+    made: list[Any] = []
+    app = SdtuiApp(Services(make_deployment=lambda option, values: made.append(values),
+                            out_dir=isolated_dirs / "outputs"))
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        for field, value in (("name", name), ("models", str(tiny_model)),
+                             ("base_image", missing)):
+            app.screen.query_one(f"#local-{field}", Input).value = value
+        await until(pilot, lambda: missing in text_of(app, "#checks"), timeout=60)
+        line = next(x for x in text_of(app, "#checks").splitlines() if "Base image" in x)
+        assert line.startswith("✗ Base image") and f"{missing}' is not on this engine" in line
+        assert "“Base image”" in line and "--base-image" not in line
+        app.screen.query_one("#local-models", Input).focus()
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "Base image" in text_of(app, "#form-error"))
+        assert made == [] and isinstance(app.screen, DeployScreen)
+        assert docker_client.volumes.list(filters={"name": name}) == []
+
+        app.screen.query_one("#local-base_image", Input).value = BASE
+        await until(pilot, lambda: "✓ Base image" in text_of(app, "#checks"), timeout=60)
+        assert f"{BASE} is on this engine" in text_of(app, "#checks")
