@@ -4,6 +4,9 @@ without an account, the catalogue picker."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,6 @@ from .test_flows import SIZE, text_of, until
 from .test_real_local import BASE
 from .test_walkthrough2 import recording_services
 
-pytestmark = pytest.mark.asyncio
-
-
 # --- 2: default names that two state dirs on one engine never share ---------------------------
 
 
@@ -48,6 +48,7 @@ async def first_form(outputs: Path, model: Path) -> tuple[str, Any]:
     return name, made[0].settings
 
 
+@pytest.mark.asyncio
 async def test_two_state_dirs_default_to_names_and_volumes_of_their_own(
         isolated_dirs, tiny_model, monkeypatch) -> None:
     """Two users of one engine, each with a state dir, both take the form as it opens: their
@@ -64,6 +65,7 @@ async def test_two_state_dirs_default_to_names_and_volumes_of_their_own(
     assert one.volume != two.volume and one.volume == f"sdtui-{name_one}-models"
 
 
+@pytest.mark.asyncio
 async def test_a_deployment_made_as_local_is_still_the_one_a_first_start_opens(
         isolated_dirs, tiny_model) -> None:
     """Made before names carried the state dir's id, and recent.json lost since: the form
@@ -80,6 +82,7 @@ async def test_a_deployment_made_as_local_is_still_the_one_a_first_start_opens(
 
 
 @pytest.mark.docker
+@pytest.mark.asyncio
 async def test_a_torn_down_deployment_whose_volume_was_kept_says_so(
         isolated_dirs, tiny_model, docker_client) -> None:
     """The real engine and the real steps: the volume made by provisioning, a teardown that
@@ -110,6 +113,7 @@ def row_of(app: SdtuiApp, name: str) -> list[str]:
 # --- 8: the Batch form names its field, not the flag ------------------------------------------
 
 
+@pytest.mark.asyncio
 async def test_zero_gpus_is_marked_in_the_forms_words(isolated_dirs, tiny_model) -> None:
     app = batch_app(FakeBatchDeployment(), isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
@@ -125,6 +129,7 @@ async def test_zero_gpus_is_marked_in_the_forms_words(isolated_dirs, tiny_model)
 
 
 @pytest.mark.docker
+@pytest.mark.asyncio
 async def test_a_base_image_the_engine_cannot_get_is_a_cross_before_launch(
         isolated_dirs, tiny_model, docker_client) -> None:
     """The real checks against the real engine, which has no registry access here (as the
@@ -152,3 +157,50 @@ async def test_a_base_image_the_engine_cannot_get_is_a_cross_before_launch(
         app.screen.query_one("#local-base_image", Input).value = BASE
         await until(pilot, lambda: "✓ Base image" in text_of(app, "#checks"), timeout=60)
         assert f"{BASE} is on this engine" in text_of(app, "#checks")
+
+
+# --- 20: the scale-out's estimate before any AWS account --------------------------------------
+
+
+@pytest.fixture
+def no_aws_account(isolated_dirs, monkeypatch) -> dict[str, str]:
+    """No credentials anywhere boto3 looks (as on a new user's machine)."""
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(isolated_dirs / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(isolated_dirs / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    return dict(os.environ)
+
+
+@pytest.mark.asyncio
+async def test_the_batch_form_estimates_without_an_aws_account(
+        isolated_dirs, tiny_model, no_aws_account) -> None:
+    prompts = isolated_dirs / "prompts.txt"
+    prompts.write_text("a red fox\na lighthouse\na teapot\n")
+    app = SdtuiApp(Services(out_dir=isolated_dirs / "outputs"))  # the real checks
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.click("#choose-batch")
+        for field, value in (("prompt_file", str(prompts)), ("models", str(tiny_model)),
+                             ("bucket", "my-sd-models"), ("gpus", "2")):
+            app.screen.query_one(f"#batch-{field}", Input).value = value
+        await until(pilot, lambda: "GPUs  wall time" in text_of(app, "#checks"), timeout=60)
+        shown = text_of(app, "#checks")
+    assert "✗ AWS identity found" in shown  # still refused at Provision, the fix given once
+    assert "✓ Estimate" in shown and "estimated without an AWS account: the built-in " in shown
+    assert "at $0.526/h per GPU" in shown
+
+
+def test_estimate_flag_without_an_aws_account(tmp_path, tiny_model, no_aws_account) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red fox\na lighthouse\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "sdtui", "--no-ui", "--option", "batch", "--prompt-file",
+         str(prompts), "--model", str(tiny_model), "--bucket", "my-sd-models", "--gpus", "2",
+         "--spot", "--estimate"], capture_output=True, text=True, timeout=120, env=no_aws_account)
+    assert done.returncode == 0, done.stderr
+    assert "estimated without an AWS account: the built-in table's us-east-1 on-demand price " \
+        "(spot is usually about a third of it)" in done.stderr
+    assert "at $0.526/h per GPU" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "state" / "deployments").exists()  # nothing created, nothing recorded
