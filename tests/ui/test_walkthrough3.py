@@ -22,11 +22,12 @@ from sdtui.settings import Given
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services
 from sdtui.ui.screens.deploy import DeployScreen
+from sdtui.ui.screens.teardown import TeardownModal
 
 from .conftest import quiet_checks
-from .fakes import FakeBatchDeployment
+from .fakes import FakeBatchDeployment, FakeDeployment
 from .test_batch import batch_app
-from .test_flows import SIZE, text_of, until
+from .test_flows import SIZE, make_app, provision, text_of, until
 from .test_real_local import BASE
 from .test_walkthrough2 import recording_services
 
@@ -204,3 +205,75 @@ def test_estimate_flag_without_an_aws_account(tmp_path, tiny_model, no_aws_accou
         "(spot is usually about a third of it)" in done.stderr
     assert "at $0.526/h per GPU" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "state" / "deployments").exists()  # nothing created, nothing recorded
+
+
+# --- 4: a teardown while another client is attached -------------------------------------------
+
+NO_ENGINE = ("--docker-host", "unix:///nonexistent/docker.sock")
+
+
+def headless_teardown(name: str, *more: str) -> subprocess.CompletedProcess[str]:
+    """`sdtui --no-ui --teardown` from another terminal. The engine it would reach next does not
+    answer: a run the refusal lets through stops there, touching nothing."""
+    return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--name", name,
+                           "--teardown", *NO_ENGINE, *more],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.asyncio
+async def test_a_headless_teardown_while_the_app_is_attached_needs_force(
+        worker, tiny_model, isolated_dirs) -> None:
+    name = f"att-{uuid.uuid4().hex[:6]}"
+    app = make_app(FakeDeployment(worker, name=name), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await provision(app, pilot)
+        refused = headless_teardown(name)
+        forced = headless_teardown(name, "--force")
+    assert refused.returncode == 2, refused.stderr
+    line = refused.stderr.strip().splitlines()[-1]
+    assert line == (f"sdtui: error: another client is attached to deployment {name}: the sdtui "
+                    f"app (pid {os.getpid()}); a teardown stops the worker it is using — quit "
+                    "it first, or add --force to tear down anyway")
+    assert forced.returncode == 3 and "cannot reach the Docker engine" in forced.stderr
+    after = headless_teardown(name)  # the app has quit: nothing to ask about
+    assert after.returncode == 3 and "another client" not in after.stderr
+
+
+HOLDER = """
+import sys
+from sdtui.client_locks import Attachment
+held = Attachment(sys.argv[1])
+held.acquire(note="sdtui --no-ui (pid 4242)")
+print("attached", flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.mark.asyncio
+async def test_the_apps_teardown_says_another_client_is_attached(
+        tiny_model, isolated_dirs) -> None:
+    name = f"att-{uuid.uuid4().hex[:6]}"
+    deployment = FakeDeployment(None, name=name)
+    deployment.ledger.record("volume", "sdtui-models")
+    other = subprocess.Popen([sys.executable, "-c", HOLDER, name], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "attached\n"
+        app = make_app(deployment, isolated_dirs, tiny_model)
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+            await pilot.press("ctrl+t")
+            await until(pilot, lambda: isinstance(app.screen, TeardownModal))
+            assert text_of(app, "#teardown-others") == (
+                "! Another client is attached: sdtui --no-ui (pid 4242). Tearing down stops "
+                "the worker it is using.")
+            await pilot.press("escape")
+            other.kill()  # gone without closing: its lock file is free, and removed
+            other.wait(timeout=30)
+            await pilot.press("ctrl+t")
+            await until(pilot, lambda: isinstance(app.screen, TeardownModal))
+            assert not app.screen.query("#teardown-others")
+        assert deployment.teardowns == []
+    finally:
+        other.kill()
+        other.wait(timeout=30)

@@ -115,7 +115,8 @@ class PromptScreen(Screen[None]):
         self.deployment = deployment
         from sdtui.session import Session  # the Docker SDK loads after the first frame
 
-        self.session = Session(client, self.app.services.outputs(), deployment.name)
+        self.session = Session(client, self.app.services.outputs(), deployment.name,
+                               who="the sdtui app")
         self.pump = EventPump(_coalesce_key)
         self.generating = False
         self.request_total = 1
