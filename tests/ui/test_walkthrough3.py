@@ -28,6 +28,7 @@ from .conftest import quiet_checks
 from .fakes import FakeBatchDeployment, FakeDeployment
 from .test_batch import batch_app
 from .test_flows import SIZE, make_app, provision, text_of, until
+from .test_help import table_text
 from .test_real_local import BASE
 from .test_walkthrough2 import recording_services
 
@@ -277,3 +278,35 @@ async def test_the_apps_teardown_says_another_client_is_attached(
     finally:
         other.kill()
         other.wait(timeout=30)
+
+
+# --- issue 18: the catalogue picker on Option B's form ----------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_picking_from_the_catalogue_fills_the_model_field_as_model_name_does(
+        isolated_dirs, tiny_model) -> None:
+    from sdtui.cli import build_parser
+    from sdtui.flags import given_from_args
+    from sdtui.ui.forms import from_form
+
+    app = make_app(FakeDeployment(None), isolated_dirs, tiny_model)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        screen = app.screen
+        models = screen.query_one("#local-models", Input)
+        models.value = f"{tiny_model}, GFPGANv1.3.pth"
+        screen.query_one("#local-catalogue").focus()
+        await pilot.press("enter")  # opens the list: the prompt, sd15, sdxl
+        await pilot.press("down", "down", "enter")
+        await until(pilot, lambda: not models.value.startswith(str(tiny_model)), timeout=10)
+        assert models.value == "sdxl, GFPGANv1.3.pth"  # the extra file stays
+        values = screen.values("local")
+        await pilot.press("f1")
+        await until(pilot, lambda: not isinstance(app.screen, DeployScreen))
+        assert "Catalogue" in table_text(app, "#help-fields")
+    flags = given_from_args(build_parser().parse_args(
+        ["--model", "sdxl", "--model", "GFPGANv1.3.pth"]))
+    picked = from_form("local", values).deployment["models"]
+    assert [str(m) for m in picked] == [str(m) for m in flags.deployment["models"]]
+

@@ -24,6 +24,7 @@ from textual.widgets import (
     Label,
     RadioButton,
     RadioSet,
+    Select,
     Static,
 )
 
@@ -47,6 +48,8 @@ CHECK_DELAY_S = 0.6
 MARKS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
 ESTIMATE_FIELDS = ("instance_type", "spot", "idle_minutes", "region")
 FIX_FIELDS = "Fix the fields marked ✗ first."
+CATALOGUE_HELP = ("Models sdtui fetches by name (verified, into the volume): choosing one puts "
+                  "its name first in “Model files”; the extra files stay.")
 # The scale-out form's run fields kept in recent.json's app table (the settings keep the rest).
 BATCH_RUN = "batch_run"
 REMEMBERED_RUN = ("prompt_file", "gpus")
@@ -148,15 +151,41 @@ class DeployScreen(Screen[None]):
             field.tooltip = f.help
             widgets.append(field)
             widgets.append(Static("", id=f"{option}-{f.name}-error", classes="field-error"))
+            if option == "local" and f.name == "models":
+                widgets.append(self._catalogue_picker())
         if option == "aws":
             widgets.append(Static("", id="aws-estimate"))
         return widgets
+
+    @staticmethod
+    def _catalogue_picker() -> Select[str]:
+        """Option B fetches these by name: choosing one puts its name in “Model files”, as
+        `--model NAME` does on the command line."""
+        from sdtui.fetch.catalogue import CATALOGUE
+
+        picker: Select[str] = Select(
+            [(f"{e.name} — {e.title}, {e.size}, {e.licence}{', gated' if e.gated else ''}",
+              e.name) for e in CATALOGUE.values()],
+            prompt="…or pick one to fetch (sdtui --list-models)", id="local-catalogue")
+        picker.tooltip = CATALOGUE_HELP
+        return picker
+
+    @on(Select.Changed, "#local-catalogue")
+    def _catalogue_picked(self, event: Select.Changed) -> None:
+        if event.value is Select.BLANK:
+            return
+        models = self.query_one("#local-models", Input)
+        extras = [p.strip() for p in models.value.split(",")[1:] if p.strip()]
+        models.value = ", ".join([str(event.value), *extras])  # the extra files stay
 
     def field_help(self) -> list[tuple[str, str]]:
         fields = [("Option", "A: an AWS GPU instance with the models in S3 (costs money while "
                    "it runs). B: Docker on this machine (or DOCKER_HOST). Batch: a prompt file "
                    "shared over N GPUs with AWS Batch, each GPU billed only while it works.")]
-        return fields + [(f.label, f.help) for f in FIELDS[self.option]]
+        fields += [(f.label, f.help) for f in FIELDS[self.option]]
+        if self.option == "local":
+            fields.append(("Catalogue", CATALOGUE_HELP))
+        return fields
 
     def on_mount(self) -> None:
         table = self.query_one("#deployments", DataTable)
