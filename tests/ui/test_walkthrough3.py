@@ -310,3 +310,23 @@ async def test_picking_from_the_catalogue_fills_the_model_field_as_model_name_do
     picked = from_form("local", values).deployment["models"]
     assert [str(m) for m in picked] == [str(m) for m in flags.deployment["models"]]
 
+
+
+# --- 23: 80×24 -----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_at_80x24_the_hint_and_the_picker_are_not_cut(isolated_dirs, tiny_model) -> None:
+    from rich.text import Text
+    from textual.widgets import Select, Static
+
+    app = make_app(FakeDeployment(None), isolated_dirs, tiny_model)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: isinstance(app.screen, DeployScreen))
+        hint = app.screen.query_one("#more-below", Static)
+        await until(pilot, lambda: hint.display)
+        shown = Text.from_markup(str(hint.render())).cell_len
+        assert shown <= hint.content_region.width, str(hint.render())
+        picker = app.screen.query_one("#local-catalogue", Select)
+        prompt = Text(str(picker.prompt)).cell_len
+        assert prompt + 4 <= picker.content_region.width  # the prompt, its ▼ and their gaps

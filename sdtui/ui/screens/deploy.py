@@ -113,7 +113,7 @@ class DeployScreen(Screen[None]):
                                        id=f"form-{option}", classes="form")
                     yield Static("", id="form-error", classes="field-error")
                     yield Button("Provision  (ctrl+s)", id="provision", variant="primary")
-                yield Static("↓ more fields below: scroll, or Tab through them", id="more-below")
+                yield Static("↓ more fields below: scroll or Tab", id="more-below")
             with Vertical(id="deploy-side"):
                 yield Label("Checks", classes="section")
                 yield Static("checking…", id="checks")
@@ -166,7 +166,7 @@ class DeployScreen(Screen[None]):
         picker: Select[str] = Select(
             [(f"{e.name} — {e.title}, {e.size}, {e.licence}{', gated' if e.gated else ''}",
               e.name) for e in CATALOGUE.values()],
-            prompt="…or pick one to fetch (sdtui --list-models)", id="local-catalogue")
+            prompt="…or pick a model to fetch", id="local-catalogue")
         picker.tooltip = CATALOGUE_HELP
         return picker
 
