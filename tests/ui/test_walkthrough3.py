@@ -27,6 +27,7 @@ from sdtui.ui.screens.teardown import TeardownModal
 from .conftest import quiet_checks
 from .fakes import FakeBatchDeployment, FakeDeployment
 from .test_batch import batch_app
+from .test_fields import make, prompt_panel
 from .test_flows import SIZE, make_app, provision, text_of, until
 from .test_help import table_text
 from .test_real_local import BASE
@@ -330,3 +331,45 @@ async def test_at_80x24_the_hint_and_the_picker_are_not_cut(isolated_dirs, tiny_
         picker = app.screen.query_one("#local-catalogue", Select)
         prompt = Text(str(picker.prompt)).cell_len
         assert prompt + 4 <= picker.content_region.width  # the prompt, its ▼ and their gaps
+
+
+# --- 22: the init image and the mask, previewed beside their fields ---------------------------
+
+
+def colours_of(text: Any) -> set[str]:
+    """The colours a half-block preview draws with (foreground and background of each cell)."""
+    found = set()
+    for span in getattr(text, "spans", []):
+        style = span.style if not isinstance(span.style, str) else None
+        for colour in (style.color, style.bgcolor) if style else ():
+            if colour is not None:
+                found.add(colour.get_truecolor().hex)
+    return found
+
+
+@pytest.mark.asyncio
+async def test_the_init_image_and_mask_are_previewed_beside_their_fields(isolated_dirs) -> None:
+    from PIL import Image
+    from rich.text import Text
+    from textual.widgets import Collapsible, Static
+
+    picture, mask = isolated_dirs / "red.png", isolated_dirs / "mask.png"
+    Image.new("RGB", (64, 32), (255, 0, 0)).save(picture)
+    Image.new("L", (64, 32), 255).save(mask)
+    app = make(isolated_dirs)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await prompt_panel(app, pilot)
+        screen.query_one("#more", Collapsible).collapsed = False
+        preview = screen.query_one("#inputs-preview", Static)
+        assert not preview.display  # nothing to show: it takes no room from the fields
+        screen.query_one("#init_image", Input).value = str(picture)
+        await until(pilot, lambda: "#ff0000" in colours_of(preview.content))
+        screen.query_one("#mask", Input).value = str(mask)
+        await until(pilot, lambda: "#ffffff" in colours_of(preview.content))
+        shown = preview.content
+        assert isinstance(shown, Text) and "▀" in shown.plain
+        assert "init image" in shown.plain and "mask" in shown.plain
+        screen.query_one("#init_image", Input).value = str(isolated_dirs / "nothing.png")
+        screen.query_one("#mask", Input).value = ""
+        await until(pilot, lambda: not preview.display)
+        assert "▀" not in str(preview.content)
