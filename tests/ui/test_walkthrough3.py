@@ -373,3 +373,29 @@ async def test_the_init_image_and_mask_are_previewed_beside_their_fields(isolate
         screen.query_one("#mask", Input).value = ""
         await until(pilot, lambda: not preview.display)
         assert "▀" not in str(preview.content)
+
+
+# --- 24: 220×60, short fields side by side --------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("option", ["aws", "batch"])
+async def test_at_220x60_short_fields_sit_side_by_side(isolated_dirs, tiny_model, option) -> None:
+    app = make_app(FakeDeployment(None), isolated_dirs, tiny_model)
+    async with app.run_test(size=(220, 60)) as pilot:
+        await pilot.click(f"#choose-{option}")
+        await pilot.pause()
+        short = {"aws": ("instance_type", "idle_minutes"), "batch": ("gpus", "steps")}[option]
+        first, other = (app.screen.query_one(f"#{option}-{n}", Input) for n in short)
+        path = app.screen.query_one(f"#{option}-models", Input)
+        assert first.region.width < path.region.width // 2  # a number is not as wide as a path
+        assert any(w.region.y == first.region.y and w.region.x > first.region.x
+                   for w in app.screen.query(f"#form-{option} Input, #form-{option} Checkbox"))
+        assert other.region.width < path.region.width // 2
+    app = make_app(FakeDeployment(None), isolated_dirs, tiny_model)
+    async with app.run_test(size=(80, 24)) as pilot:  # narrow: one under the other
+        await pilot.click(f"#choose-{option}")
+        await pilot.pause()
+        first = app.screen.query_one(f"#{option}-{short[0]}", Input)
+        path = app.screen.query_one(f"#{option}-models", Input)
+        assert first.size.width == path.size.width
