@@ -57,7 +57,7 @@ AWS_FIELDS = (
     FormField("profile", "AWS profile", "default",
               help="The profile in ~/.aws/config to use; empty for the standard credential "
               "chain (environment variables, default profile, SSO)."),
-    FormField("region", "Region", "the profile's region, or us-east-1",
+    FormField("region", "Region", "profile's, or us-east-1",
               help="The AWS region of the instance and the bucket, e.g. us-east-1."),
     FormField("bucket", "Bucket", "my-sd-models",
               help="A private S3 bucket for the model files: a globally unique name. It is "
