@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--teardown", action="store_true", help="remove the deployment's container")
     d.add_argument("--purge-volume", action="store_true",
                    help="with --teardown: also delete the model volume")
+    d.add_argument("--force", action="store_true",
+                   help="with --teardown: tear down even while another sdtui client (the app, "
+                   "or another --no-ui run) is attached to the deployment")
 
     a = p.add_argument_group("aws (with --option aws)")
     a.add_argument("--profile", help="AWS profile (default: the standard credential chain)")
@@ -173,10 +176,11 @@ def check_flags(args: argparse.Namespace) -> None:
     actions = [_flag(a) for a in ACTIONS if getattr(args, a)]
     others = ["--estimate"] * bool(args.estimate) + [
         _flag(i) for i in GENERATION_INPUTS if getattr(args, i) is not None]
-    for purge in ("purge_volume", "purge_bucket"):
+    for purge in ("purge_volume", "purge_bucket", "force"):
         if getattr(args, purge) and not args.teardown:
             raise errors.BadInput(f"{_flag(purge)} works only with --teardown",
-                                  fix="add --teardown to delete it with the deployment")
+                                  fix="add --teardown" + (" to delete it with the deployment"
+                                                          if purge != "force" else ""))
     headless_only = actions + ["--estimate"] * bool(args.estimate) + ["--json"] * args.json
     if not args.no_ui and headless_only:
         raise errors.BadInput(f"{headless_only[0]} works only with --no-ui",

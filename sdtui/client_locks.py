@@ -7,6 +7,8 @@ process lives and let go by the kernel when it dies, so a dead client's locks ar
   request (or adopted it) for the whole time it owns it, from before it is sent until its last
   image is saved and acknowledged. Another client never adopts a request, nor saves an image
   of one, whose lock it cannot take: its owner is alive and saves them itself.
+- An attachment (`clients/NAME/attached/<pid>-<random>.lock`): held by every client while it is
+  attached to the worker, so a teardown from elsewhere can name the clients it would cut off.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from sdtui.paths import state_dir
@@ -93,3 +96,36 @@ class RequestLocks:
     def release_all(self) -> None:
         for rid in list(self._held):
             self._held.pop(rid).release()
+
+
+def _attached_dir(deployment: str) -> Path:
+    return state_dir() / "clients" / deployment / "attached"
+
+
+class Attachment(FileLock):
+    """This client is attached to the deployment's worker (held from attach to close)."""
+
+    def __init__(self, deployment: str) -> None:
+        super().__init__(_attached_dir(deployment) / f"{os.getpid()}-{secrets.token_hex(4)}.lock")
+
+
+def attached_elsewhere(deployment: str) -> list[str]:
+    """What each other live process attached to `deployment` says of itself (its note). The
+    file of a client that died without closing is free to lock: it is removed."""
+    try:
+        paths = sorted(_attached_dir(deployment).iterdir())
+    except OSError:
+        return []
+    found = []
+    for path in paths:
+        if path.name.split("-", 1)[0] == str(os.getpid()):
+            continue
+        probe = FileLock(path)
+        if probe.acquire():
+            probe.release(remove=True)
+            continue
+        try:
+            found.append(path.read_text(encoding="utf-8", errors="replace").strip()[:200])
+        except OSError:  # it let go meanwhile
+            continue
+    return found

@@ -37,6 +37,11 @@ class BadSetting(BadInput):
         self.setting = setting
 
 
+class NoCredentials(BadInput):
+    """No usable AWS credentials (none found, expired, or rejected): what can be done without
+    an account (an estimate from the built-in prices) still is."""
+
+
 class DeploymentError(SdtuiError):
     exit_code = EXIT_DEPLOYMENT
 

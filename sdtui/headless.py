@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sdtui import errors
+from sdtui.client_locks import attached_elsewhere
 from sdtui.deploy.base import Deployment, provision_or_interrupt
 from sdtui.deploy.settings import choose, open_deployment, remember_use
 from sdtui.flags import given_from_args
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
         provision_or_interrupt(deployment, report.deploy)
     finally:  # the default once it exists: a run refused before creating anything is forgotten
         remember_use(deployment)
-    session = Session(deployment.connect(), out_dir, deployment.name)
+    session = Session(deployment.connect(), out_dir, deployment.name, who="sdtui --no-ui")
     try:
         interrupted = _generate(session, requests, report)
     finally:
@@ -198,7 +199,8 @@ def _save_unsaved(deployment: Deployment, out_dir: Path, report: Reporter) -> No
             return
         if deployment.status().state != "ready":
             return
-        session = Session(deployment.connect(), out_dir, deployment.name)
+        session = Session(deployment.connect(), out_dir, deployment.name,
+                          who="sdtui --no-ui --teardown")
     except errors.SdtuiError:
         return
     try:
@@ -259,6 +261,11 @@ def _teardown(args: argparse.Namespace, given: Given, report: Reporter) -> int:
     report.using(target)
     if purge:
         deployment.refuse_foreign_purge()
+    if (others := attached_elsewhere(deployment.name)) and not args.force:
+        raise errors.BadInput(
+            f"another client is attached to deployment {deployment.name}: {'; '.join(others)}; "
+            "a teardown stops the worker it is using",
+            fix="quit it first, or add --force to tear down anyway")
     _save_unsaved(deployment, _out_dir(args), report)
     result = deployment.teardown(report.deploy, purge=purge)
     if not args.json:

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from sdtui import errors
 from sdtui.deploy.base import Deployment, provision_or_interrupt
@@ -57,14 +58,18 @@ def submit(args: argparse.Namespace, given: Given, report: Reporter,
     deployment = _deployment(given, report, for_use=True)
     if note := deployment.fit_to(lines):
         report.line(note)
-    deployment.preflight()
+    try:
+        deployment.preflight()
+    except errors.NoCredentials:
+        if not args.estimate:
+            raise
+        # An estimate needs no account: the built-in prices, marked as such.
+        rates, table, note = deployment.estimates_without_account(lines)
+        _print_estimate(report, rates, table, note)
+        return errors.EXIT_OK
 
     rates, table = deployment.estimates(lines)
-    if report.as_json:
-        report.json("estimate", rates=asdict(rates), table=[asdict(e) for e in table])
-    else:
-        for line in format_table(table, rates):
-            report.line(line)
+    _print_estimate(report, rates, table)
     if args.estimate:
         return errors.EXIT_OK
 
@@ -82,6 +87,18 @@ def submit(args: argparse.Namespace, given: Given, report: Reporter,
                     f"not the run: --status {record['run']} picks it up, "
                     f"--cancel {record['run']} stops it")
     return _watch(deployment, record, report)
+
+
+def _print_estimate(report: Reporter, rates: Any, table: list[Any],
+                    without_account: str | None = None) -> None:
+    if report.as_json:
+        report.json("estimate", rates=asdict(rates), table=[asdict(e) for e in table],
+                    without_account=without_account)
+        return
+    if without_account:
+        report.line(without_account)
+    for line in format_table(table, rates):
+        report.line(line)
 
 
 def _watch(deployment: BatchDeployment, record: dict, report: Reporter,

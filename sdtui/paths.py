@@ -6,7 +6,9 @@ environment variable, which is how tests and scripts keep sdtui away from the re
 
 from __future__ import annotations
 
+import hashlib
 import os
+import socket
 from pathlib import Path
 
 import platformdirs
@@ -22,6 +24,23 @@ def _override(var: str) -> Path | None:
 def state_dir() -> Path:
     """Ledgers of deployments (SDTUI_STATE_DIR overrides)."""
     return _override("SDTUI_STATE_DIR") or Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def state_dir_id() -> str:
+    """Six hex digits that name this machine and this state dir together. Default deployment
+    names carry them, so two clients with their own state dirs on one Docker engine (or one
+    AWS account) never default to the same name. Computed, not stored: `--status` writes
+    nothing, and the id stays the same for as long as the state dir stays where it is."""
+    machine = ""
+    for source in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            machine = Path(source).read_text(encoding="ascii", errors="replace").strip()
+        except OSError:
+            continue
+        if machine:
+            break
+    seed = f"{machine}\0{socket.gethostname()}\0{state_dir().absolute()}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:6]
 
 
 def models_dir() -> Path:

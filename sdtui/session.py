@@ -14,6 +14,7 @@ second client attached at the same time saves only its own requests.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import Any
 
 from sdtui import protocol
 from sdtui.client import RunningRequest, WorkerClient, decode_png
-from sdtui.client_locks import ClientLock, RequestLocks
+from sdtui.client_locks import Attachment, ClientLock, RequestLocks
 from sdtui.errors import GenerationError, RequestRejected, SpoolFull, WorkerDied
 from sdtui.outputs import OutputWriteError, find_saved, save_image, store_inputs
 
@@ -65,14 +66,18 @@ def _with_what_is_kept(exc: SpoolFull | OutputWriteError, saved: int, out_dir: P
 
 
 class Session:
-    def __init__(self, client: WorkerClient, out_dir: Path, deployment: str | None = None
-                 ) -> None:
+    def __init__(self, client: WorkerClient, out_dir: Path, deployment: str | None = None,
+                 who: str = "sdtui") -> None:
+        """`who`: how another client's teardown names this one (the app, or sdtui --no-ui)."""
         self.client = client
         self.out_dir = out_dir
         # Recorded in each image's index line: the app's gallery shows a deployment's images.
         self.deployment = deployment
         self._lock = ClientLock(deployment) if deployment else None
         self._owned = RequestLocks(deployment) if deployment else None
+        self._attached = Attachment(deployment) if deployment else None
+        if self._attached is not None:
+            self._attached.acquire(note=f"{who} (pid {os.getpid()})")
         self._current: str | None = None
         self._state = threading.Lock()
         self._saved: dict[tuple[str, int], Path] = {}
@@ -221,3 +226,5 @@ class Session:
             self._owned.release_all()
         if self._lock is not None:
             self._lock.release()
+        if self._attached is not None:
+            self._attached.release(remove=True)

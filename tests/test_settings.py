@@ -16,6 +16,7 @@ from sdtui.deploy.settings import choose, open_deployment, remember_use, resolve
 from sdtui.errors import BadInput, BadSetting
 from sdtui.generation import GenerateSettings, request_params, resolve_generate
 from sdtui.ledger import Ledger
+from sdtui.paths import state_dir_id
 from sdtui.settings import Given, resolve
 
 
@@ -88,11 +89,12 @@ def test_a_deployment_that_was_never_created_is_not_remembered(dirs, model) -> N
 
 def test_the_default_deployment_is_the_last_one_used() -> None:
     first = choose(Given())
-    assert (first.name, first.option, first.chosen_by) == ("local", "local", "first")
+    assert (first.name, first.option, first.chosen_by) == (
+        f"local-{state_dir_id()}", "local", "first")
     recent.use_deployment("box", "local")
     assert choose(Given()) == choose(Given(option="local"))
     assert (choose(Given()).name, choose(Given()).chosen_by) == ("box", "default")
-    assert choose(Given(option="aws")).name == "aws"
+    assert choose(Given(option="aws")).name == f"aws-{state_dir_id()}"
     recent.use_deployment("cloud", "aws")
     assert (choose(Given()).name, choose(Given()).option) == ("cloud", "aws")
     other = choose(Given(option="local"))

@@ -99,6 +99,27 @@ def image_exists(client: docker.DockerClient, tag: str) -> bool:
     return True
 
 
+def base_image_source(client: docker.DockerClient, name: str) -> tuple[bool, str]:
+    """Where a build would get its base image `name` from, asked before anything is created:
+    (True, how) when it will be there (on this engine, or described by its registry), (False,
+    why not for sure) when its registry would not describe it (a private image, say). A base
+    image that is neither here nor reachable is BuildFailed, as the build would fail."""
+    if image_exists(client, name):
+        return True, f"{name} is on this engine"
+    try:
+        client.api.inspect_distribution(name)
+    except docker.errors.APIError as exc:
+        reason = (exc.explanation or str(exc)).strip().splitlines()[0]
+        reason = reason.rsplit("dial tcp: ", 1)[-1][-160:]  # the lookup, not the URL tried
+        if exc.status_code in (401, 403) or "unauthorized" in reason or "denied" in reason:
+            return False, (f"{name} is not on this engine and its registry would not describe "
+                           f"it ({reason}): a private image needs `docker login` first")
+        raise BuildFailed(f"base image {name!r} is not on this engine and cannot be pulled "
+                          f"({reason})", fix=f"pull it (`docker pull {name}`), or pass "
+                          "--base-image NAME for an image this engine has") from None
+    return True, f"{name} is pulled from its registry by the first build"
+
+
 def _follow(stream: Iterable[Mapping[str, Any]], on_log: Callable[[str], None],
             base_image: str) -> None:
     """Relay the build log line by line; on an error, raise BuildFailed with the step's tail."""

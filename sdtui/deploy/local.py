@@ -56,6 +56,7 @@ class LocalDeployment(WorkerSteps, Deployment):
     dockerfile = "Dockerfile.local"
 
     def __init__(self, settings: LocalSettings) -> None:
+        settings.fill_in()
         self.settings = settings
         self.name = settings.name
         self.ledger = Ledger.open(settings.name, "local")
@@ -120,7 +121,7 @@ class LocalDeployment(WorkerSteps, Deployment):
                     for i, m in enumerate(self.settings.models)],
             fetched=[r.record() for r in self.settings.to_fetch()] or None,
             volume=self.settings.volume, base_image=self.settings.base_image,
-            docker_host=self.settings.docker_host,
+            docker_host=self.settings.docker_host, **{TORN_DOWN: False},
         )
         gpu = "NVIDIA runtime found" if has_nvidia_runtime(self.engine) else "no GPU runtime (CPU)"
         return f"Docker {version}, {gpu}"
@@ -278,8 +279,17 @@ class LocalDeployment(WorkerSteps, Deployment):
             resources.append(Resource("spool", str(self.spool_dir), f"{spooled} unsaved image(s)",
                                       note="the next run saves them"))
         if state == "absent" and resources:
-            state = "stopped"
+            state = self._without_worker(ledger, resources)
         return DeploymentStatus(self.name, "local", state, resources)
+
+    @staticmethod
+    def _without_worker(ledger: Ledger, resources: list[Resource]) -> str:
+        """No worker, something left: a teardown that kept the volume (or unsaved images), or a
+        worker that went without one (`docker rm`, a provisioning that stopped early)."""
+        if not ledger.params.get(TORN_DOWN) or ledger.resources("container"):
+            return "stopped"
+        return ("torn down (volume kept)" if any(r.kind == "volume" for r in resources)
+                else "torn down")
 
     def refuse_foreign_purge(self) -> None:
         for name, volume, ours in self._volumes(Ledger.load(self.name)):
@@ -347,6 +357,8 @@ class LocalDeployment(WorkerSteps, Deployment):
         self._teardown_spool(report)
         if not ledger.resources():
             ledger.delete()
+        elif not ledger.resources("container"):
+            ledger.set_params(**{TORN_DOWN: True})
         on_event(StepFinished("teardown", "done", report.summary()))
         return report
 
@@ -364,6 +376,8 @@ class LocalDeployment(WorkerSteps, Deployment):
         report.removed.append(Resource("spool", str(self.spool_dir), note="empty"))
 
 
+# A ledger param: the last teardown removed the worker and kept something (the volume).
+TORN_DOWN = "torn_down"
 NOT_OURS = ("it carries this deployment's label or name, but this state dir's ledger does not "
             "record sdtui creating it (another state dir's deployment?): not deleted")
 YOURS = "yours (not created by sdtui): it receives the model files, and is never deleted"

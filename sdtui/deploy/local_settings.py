@@ -18,18 +18,28 @@ from sdtui.modelfiles import check_extras, check_models, deployment_files
 from sdtui.paths import models_dir
 
 DEFAULT_NAME = "local"
-DEFAULT_VOLUME = "sdtui-models"
+DEFAULT_VOLUME = "sdtui-models"  # the volume of deployments made before it carried their name
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+
+
+def default_volume(name: str) -> str:
+    return DEFAULT_VOLUME if name == DEFAULT_NAME else f"sdtui-{name}-models"
 
 
 @dataclass
 class LocalSettings(ModelByName):
     models: list[Path | str] = field(default_factory=list)
     name: str = DEFAULT_NAME
-    volume: str = DEFAULT_VOLUME
+    volume: str = ""  # empty: default_volume(name)
     base_image: str = DEFAULT_BASE_IMAGE
     docker_host: str | None = None
     lora_files: list[str] = field(default_factory=list)  # LoRAs to fetch into loras/
+
+    def fill_in(self) -> None:
+        """What the layers left open and follows from the rest: the volume, named after the
+        deployment so that two deployments (or two state dirs on one engine) never share it
+        by default."""
+        self.volume = self.volume or default_volume(self.name)
 
     def validate_values(self) -> None:
         """The name and the Docker values, as the config file checks them: enough to find

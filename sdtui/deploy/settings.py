@@ -24,6 +24,7 @@ from sdtui.deploy.base import Deployment
 from sdtui.errors import BadInput
 from sdtui.fetch.refs import is_remote
 from sdtui.ledger import Ledger, damaged, validate_name
+from sdtui.paths import state_dir_id
 from sdtui.settings import Given, field_names, mistyped, resolve
 
 ChosenBy = Literal["name", "option", "default", "first"]
@@ -41,6 +42,8 @@ class OptionSpec:
     build: Callable[[Any, bool], Deployment]  # (settings, purge) -> the deployment
     # Fields that are never taken from what was used before: they apply to one run only.
     not_remembered: tuple[str, ...] = ()
+    # Fills in defaults that follow from other fields (Option B's volume from the name).
+    fill_in: Callable[[Any], None] = lambda settings: None
 
 
 # --- Option B ------------------------------------------------------------------------------------
@@ -52,7 +55,12 @@ def _local_class() -> type:
     return LocalSettings
 
 
+def _local_fill_in(settings: Any) -> None:
+    settings.fill_in()
+
+
 def _local_complete(settings: Any, for_use: bool) -> None:
+    settings.fill_in()
     if for_use:
         settings.validate()
     else:
@@ -139,7 +147,7 @@ def _batch_build(settings: Any, purge: bool) -> Deployment:
 
 OPTIONS: dict[str, OptionSpec] = {
     "local": OptionSpec("local", "Option B — local Docker", "local", _local_class,
-                        _local_complete, _local_build),
+                        _local_complete, _local_build, fill_in=_local_fill_in),
     "aws": OptionSpec("aws", "Option A — AWS GPU instance", "aws", _aws_class, _aws_complete,
                       _aws_build, not_remembered=("ami", "ssh_cidr", "dockerfile")),
     "batch": OptionSpec("batch", "Scale-out — a prompt file over N GPUs (AWS Batch)", "batch",
@@ -192,12 +200,24 @@ def choose(given: Given) -> Target:
         name = last.last_of_option.get(given.option)
         if name:
             return Target(name, given.option, "option")
-        return Target(OPTIONS[given.option].default_name, given.option, "first")
+        return Target(first_name(given.option), given.option, "first")
     if last.current:
         name, option = last.current
         if option in OPTIONS:
             return Target(name, option, "default")
-    return Target(OPTIONS["local"].default_name, "local", "first")
+    return Target(first_name("local"), "local", "first")
+
+
+def first_name(option: str) -> str:
+    """The name a first deployment of `option` gets: the option's own name with this machine's
+    and state dir's id (paths.state_dir_id), so another state dir sharing the engine or the
+    account never defaults to it. A deployment this state dir made under the bare name (before
+    names carried the id) keeps it: its ledger still finds it for resume and teardown."""
+    bare = OPTIONS[option].default_name
+    ledger = Ledger.load(bare)
+    if ledger is not None and ledger.option == option:
+        return bare
+    return f"{bare}-{state_dir_id()}"
 
 
 # --- what it is asked to be ------------------------------------------------------------------
@@ -236,6 +256,15 @@ def unchecked_settings(target: Target, given: Mapping[str, Any],
             layer["models"] = [m if is_remote(m) else Path(m)  # type: ignore[index]
                                for m in layer["models"]]
     return resolve(option_spec(target.option).settings_class(), found, name=target.name)
+
+
+def filled_settings(target: Target, given: Mapping[str, Any],
+                    cleared: Collection[str] = ()) -> Any:
+    """unchecked_settings with the defaults that follow from other fields filled in: what
+    provisioning will use, before any check (what the live checks try)."""
+    settings = unchecked_settings(target, given, cleared)
+    option_spec(target.option).fill_in(settings)
+    return settings
 
 
 def resolve_settings(target: Target, given: Mapping[str, Any], *, for_use: bool,

@@ -192,9 +192,10 @@ class SdtuiApp(SdtuiHost):
         except errors.SdtuiError as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", title="Teardown")
             return
-        self.call_from_thread(self._ask_teardown, deployment, status)
+        others = self.services.other_clients(deployment.name)
+        self.call_from_thread(self._ask_teardown, deployment, status, others)
 
-    def _ask_teardown(self, deployment: Deployment, status: Any) -> None:
+    def _ask_teardown(self, deployment: Deployment, status: Any, others: list[str]) -> None:
         from sdtui.ui.screens.provision import ProvisionScreen
         from sdtui.ui.screens.teardown import TeardownModal
 
@@ -209,7 +210,7 @@ class SdtuiApp(SdtuiHost):
             self._to_deployments()
             self._open_steps(ProvisionScreen(deployment, mode="teardown", purge=purge))
 
-        self.push_screen(TeardownModal(status, self.services.outputs()), confirmed)
+        self.push_screen(TeardownModal(status, self.services.outputs(), others), confirmed)
 
     # --- help, and the command palette with each command's key ----------------------------------
 

@@ -21,9 +21,14 @@ def batch_estimate(values: dict[str, Any]) -> list[str]:
     """The estimate table as --estimate prints it (AWS is only read; nothing is created)."""
     from sdtui.deploy.batch.estimate import format_table
     from sdtui.deploy.settings import open_deployment
+    from sdtui.errors import NoCredentials
 
     lines = batch_lines(values)
     deployment: Any = open_deployment(from_form("batch", values), for_use=True)[1]
-    note = deployment.fit_to(lines)
-    rates, table = deployment.estimates(lines)
-    return [*([note] if note else []), *format_table(table, rates)]
+    notes = [note] if (note := deployment.fit_to(lines)) else []
+    try:
+        rates, table = deployment.estimates(lines)
+    except NoCredentials:  # an estimate needs no account: the built-in prices, marked so
+        rates, table, without = deployment.estimates_without_account(lines)
+        notes.append(without)
+    return [*notes, *format_table(table, rates)]

@@ -53,7 +53,23 @@ def _docker(values: dict[str, Any]) -> list[Check]:
     else:
         runtime = Check("GPU runtime", "warn", "none: the worker runs on the CPU, and each "
                         "512×512 image takes minutes instead of seconds")
-    return [Check("Docker engine reachable", "ok", f"Docker {version}"), runtime]
+    return [Check("Docker engine reachable", "ok", f"Docker {version}"), runtime,
+            _base_image(engine, values.get("base_image") or "")]
+
+
+def _base_image(engine: Any, name: str) -> Check:
+    """The image the worker is built on: here, or pullable, before the volume is created."""
+    from sdtui.container.build import base_image_source
+
+    if not name:
+        return Check("Base image", "fail", "enter one in “Base image”")
+    try:
+        sure, detail = base_image_source(engine, name)
+    except SdtuiError as exc:
+        return Check("Base image", "fail", error_text(exc))
+    except Exception as exc:  # the engine failed to answer: the build would find out
+        return Check("Base image", "warn", f"could not ask the engine: {exc}"[:200])
+    return Check("Base image", "ok" if sure else "warn", detail)
 
 
 def _aws_identity(values: dict[str, Any]) -> Check:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdtui.client_locks import attached_elsewhere
 from sdtui.config import Config, load_config
 from sdtui.deploy.base import Deployment
 from sdtui.ledger import Damaged, Ledger, damaged_ledgers, list_ledgers
@@ -84,6 +85,8 @@ class Services:
     remember_use: Callable[[Deployment], None] = remember_use
     launch_price: Callable[[dict[str, Any]], Any] = launch_price
     batch_lines: Callable[[dict[str, Any]], list[dict[str, Any]]] = batch_lines
+    # The other clients attached to a deployment (by name): what a teardown would cut off.
+    other_clients: Callable[[str], list[str]] = attached_elsewhere
     out_dir: Path | None = None
     # What the command line gave (flags), over the ledger, the last used values and config.
     given: Given = field(default_factory=Given)

@@ -46,7 +46,7 @@ LOCAL_FIELDS = (
     FormField("docker_host", "Docker host/context", "default: DOCKER_HOST or the context",
               help="Which Docker engine runs the worker: empty for this machine's (DOCKER_HOST "
               "or the current context), or e.g. ssh://user@gpu-box."),
-    FormField("volume", "Volume", "sdtui-models",
+    FormField("volume", "Volume", "default: sdtui-NAME-models (NAME: the deployment's)",
               help="The Docker volume the model files are copied into, once; it is kept on "
               "teardown unless you tick “Also delete the model volume”."),
     FormField("base_image", "Base image", "python:3.11-slim", help=_BASE_IMAGE_HELP),
@@ -57,7 +57,7 @@ AWS_FIELDS = (
     FormField("profile", "AWS profile", "default",
               help="The profile in ~/.aws/config to use; empty for the standard credential "
               "chain (environment variables, default profile, SSO)."),
-    FormField("region", "Region", "the profile's region, or us-east-1",
+    FormField("region", "Region", "profile's, or us-east-1",
               help="The AWS region of the instance and the bucket, e.g. us-east-1."),
     FormField("bucket", "Bucket", "my-sd-models",
               help="A private S3 bucket for the model files: a globally unique name. It is "
@@ -101,6 +101,7 @@ BATCH_FIELDS = (
     FormField("height", "Height", "model's",
               help="Image height in pixels: a multiple of 8, 64–2048; empty: the model's own."),
 )
+_BATCH = {f.name: f for f in BATCH_FIELDS}
 FIELDS: dict[Option, tuple[FormField, ...]] = {"local": LOCAL_FIELDS, "aws": AWS_FIELDS,
                                                "batch": BATCH_FIELDS}
 # The scale-out form also carries the run: its prompt file and these generation settings.
@@ -161,12 +162,12 @@ def effective_values(option: Option, values: dict[str, Any]) -> dict[str, Any]:
     """The form as provisioning will read it: an empty field is the default (the config file's,
     else the built-in one), never the value the ledger or the last use holds. The checks run on
     these, so they check what Provision will use."""
-    from sdtui.deploy.settings import choose, unchecked_settings
+    from sdtui.deploy.settings import choose, filled_settings
     from sdtui.errors import SdtuiError
 
     try:
         given = from_form(option, values)
-        settings = unchecked_settings(choose(given), given.deployment, given.cleared)
+        settings = filled_settings(choose(given), given.deployment, given.cleared)
     except (SdtuiError, ValueError):  # a field marked ✗: the checks see the form as typed
         return dict(values)
     resolved = to_form(option, settings)
@@ -236,7 +237,7 @@ def _batch_check(name: str) -> Callable[[str], None]:
                                fix="enter a file with one prompt per line")
             read_prompt_file(Path(value))
         elif name == "gpus":
-            batch.check_gpus(_integer(value or "1", "GPUs", "4"))
+            batch.check_gpus(_integer(value or "1", "GPUs", "4"), field=f"“{_BATCH['gpus'].label}”")
         elif name == "instance_type" and value and value not in batch.INSTANCE_TYPES:
             raise BadInput(f"{value!r} cannot run one shard per GPU",
                            fix=f"enter one of {', '.join(batch.INSTANCE_TYPES)}")

@@ -48,7 +48,7 @@ async def test_batch_form_run_screen_and_gallery(tiny_model, isolated_dirs) -> N
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, DeployScreen)  # nothing submitted
-        assert "--gpus 0 is out of range" in text_of(app, "#batch-gpus-error")
+        assert "0 GPUs is out of range" in text_of(app, "#batch-gpus-error")
         assert "steps must be from 1 to 150" in text_of(app, "#batch-steps-error")
         app.screen.query_one("#batch-gpus", Input).value = "2"
         app.screen.query_one("#batch-steps", Input).value = "2"

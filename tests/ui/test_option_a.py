@@ -11,6 +11,7 @@ import pytest
 from textual.widgets import Checkbox, Input
 
 from sdtui.ledger import Ledger
+from sdtui.paths import state_dir_id
 from sdtui.ui import app as app_module
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services, resume_deployment
@@ -64,7 +65,7 @@ async def test_option_a_form_is_checked_inline_then_provisions_for_real(
         assert provision.query_one("#step-instance", StepRow).state == "pending"
         assert "credentials" in text_of(app, "#error").lower()
         assert provision.query_one("#failure-actions").display
-        assert app.deployment_label == "aws (aws)"
+        assert app.deployment_label == f"aws-{state_dir_id()} (aws)"  # the first one's name
 
 
 @pytest.mark.asyncio

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from sdtui.deploy import base
+from sdtui.deploy import base, settings
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services
 from sdtui.ui.screens import provision
@@ -37,6 +37,8 @@ HOLDS: list[threading.Event] = []
 def stopped_clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(provision, "time", _StoppedClock)
     monkeypatch.setattr(base, "time", _StoppedClock)
+    # Default names carry the state dir's id, and each test's state dir is another tmp dir.
+    monkeypatch.setattr(settings, "state_dir_id", lambda: "3f9a2c")
     yield
     for hold in HOLDS:  # let the held provisioning threads finish
         hold.set()

@@ -23,7 +23,7 @@ from botocore.exceptions import (
 )
 
 from sdtui.deploy.aws.naming import error_code, error_message
-from sdtui.errors import BadInput, DeploymentError
+from sdtui.errors import BadInput, DeploymentError, NoCredentials
 
 # botocore's "standard" mode retries throttling and transient errors only, with backoff.
 CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 8})
@@ -105,22 +105,25 @@ def identity(session: boto3.Session) -> Identity:
     try:
         credentials = session.get_credentials()
     except (SSOError, TokenRetrievalError, UnauthorizedSSOTokenError) as exc:
-        raise BadInput(f"the SSO login has expired ({exc})", fix=_login_fix(profile)) from None
+        raise NoCredentials(f"the SSO login has expired ({exc})",
+                            fix=_login_fix(profile)) from None
     if credentials is None:
-        raise BadInput(f"no AWS credentials found (looked in {where})", fix=_login_fix(profile))
+        raise NoCredentials(f"no AWS credentials found (looked in {where})",
+                            fix=_login_fix(profile))
     try:
         reply = client(session, "sts").get_caller_identity()
     except NoCredentialsError:
-        raise BadInput(
+        raise NoCredentials(
             f"no AWS credentials found (looked in {where})", fix=_login_fix(profile)
         ) from None
     except (SSOError, TokenRetrievalError, UnauthorizedSSOTokenError) as exc:
-        raise BadInput(f"the SSO login has expired ({exc})", fix=_login_fix(profile)) from None
+        raise NoCredentials(f"the SSO login has expired ({exc})",
+                            fix=_login_fix(profile)) from None
     except ClientError as exc:
         code = error_code(exc)
         if code in {"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken",
                     "ExpiredTokenException", "AccessDenied"}:
-            raise BadInput(
+            raise NoCredentials(
                 f"AWS rejected the credentials ({code}: {error_message(exc)})",
                 fix=_login_fix(profile),
             ) from None

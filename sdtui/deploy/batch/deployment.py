@@ -28,7 +28,7 @@ from sdtui.deploy.base import (
     TeardownReport,
     run_steps,
 )
-from sdtui.deploy.batch import estimate, jobdef, runs
+from sdtui.deploy.batch import estimate, jobdef, models, runs
 from sdtui.deploy.batch import teardown as batch_teardown
 from sdtui.deploy.batch.settings import BatchSettings
 from sdtui.deploy.batch.steps import BatchSteps, Preflight
@@ -83,9 +83,32 @@ class BatchDeployment(Deployment):
                   ) -> tuple[estimate.Rates, list[estimate.Estimate]]:
         """W = 1, 2, 4, 8 and the chosen W, cheapest first in the table's order."""
         rates = self.rates(lines)
+        return rates, self._table(lines, self.price().hourly_usd, rates)
+
+    def estimates_without_account(self, lines: list[dict[str, Any]]
+                                  ) -> tuple[estimate.Rates, list[estimate.Estimate], str]:
+        """The same table before any AWS account is set up: the built-in on-demand price, and
+        the model's size here (a key in the bucket cannot be looked up: a typical size is
+        assumed). The line says so."""
+        s, first = self.settings, lines[0]
+        if all(models.is_local(m) for m in s.models):
+            files = models.plan(None, s.bucket, False, list(s.models))
+            primary, size, assumed = files.primary, files.total_bytes, ""
+        else:
+            primary, size = s.models[0].rstrip("/"), estimate.ASSUMED_MODEL_BYTES
+            assumed = f", a {size / 1e9:.1f} GB model assumed (it is in the bucket)"
+        price = pricing.hourly_price(s.instance_type, str(s.region), spot=False)
+        rates = estimate.rates(s.instance_type, primary, first["width"], first["height"],
+                               first["steps"], size)
+        spot = " (spot is usually about a third of it)" if s.spot else ""
+        note = (f"estimated without an AWS account: the {price.source}'s us-east-1 on-demand "
+                f"price{spot}{assumed}")
+        return rates, self._table(lines, price.hourly_usd, rates), note
+
+    def _table(self, lines: list[dict[str, Any]], hourly_usd: float, rates: estimate.Rates
+               ) -> list[estimate.Estimate]:
         choices = tuple(sorted({*estimate.SHARD_CHOICES, self.settings.gpus}))
-        counts = [line["count"] for line in lines]
-        return rates, estimate.table(counts, self.price().hourly_usd, rates, choices)
+        return estimate.table([line["count"] for line in lines], hourly_usd, rates, choices)
 
     # --- provisioning ------------------------------------------------------------------------
 

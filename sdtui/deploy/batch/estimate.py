@@ -58,6 +58,7 @@ class Rates:
 
 
 ASSUMED_SIZE = 512  # for a request without a size (the model's own)
+ASSUMED_MODEL_BYTES = 4_265_380_512  # sd-v1-4.ckpt: a model in the bucket, sized without AWS
 
 
 def family(instance_type: str) -> str:

@@ -61,6 +61,9 @@ class BatchSettings:
                            "(e.g. sd-v1-4.ckpt)")
 
 
-def check_gpus(gpus: int) -> None:
+def check_gpus(gpus: int, field: str | None = None) -> None:
+    """`field`: the form field the count was typed in, named instead of the flag."""
     if not 1 <= gpus <= MAX_GPUS:
+        if field:
+            raise BadInput(f"{gpus} GPUs is out of range", fix=f"enter 1 to {MAX_GPUS} in {field}")
         raise BadInput(f"--gpus {gpus} is out of range", fix=f"pass 1 to {MAX_GPUS}")

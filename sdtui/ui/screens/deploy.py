@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import Screen
-from textual.widget import Widget
+from textual.widget import AwaitMount, Widget
 from textual.widgets import (
     Button,
     Checkbox,
@@ -24,6 +24,7 @@ from textual.widgets import (
     Label,
     RadioButton,
     RadioSet,
+    Select,
     Static,
 )
 
@@ -47,6 +48,13 @@ CHECK_DELAY_S = 0.6
 MARKS = {"ok": ("✓ ", "green"), "warn": ("! ", "yellow"), "fail": ("✗ ", "red")}
 ESTIMATE_FIELDS = ("instance_type", "spot", "idle_minutes", "region")
 FIX_FIELDS = "Fix the fields marked ✗ first."
+# Fields a few characters long: side by side, SHORT_ROW to a row, once the screen is WIDE_COLUMNS.
+SHORT_FIELDS = ("profile", "region", "instance_type", "spot", "idle_minutes", "gpus", "steps",
+                "width", "height")
+SHORT_ROW = 4
+WIDE_COLUMNS = 180
+CATALOGUE_HELP = ("Models sdtui fetches by name (verified, into the volume): choosing one puts "
+                  "its name first in “Model files”; the extra files stay.")
 # The scale-out form's run fields kept in recent.json's app table (the settings keep the rest).
 BATCH_RUN = "batch_run"
 REMEMBERED_RUN = ("prompt_file", "gpus")
@@ -110,7 +118,7 @@ class DeployScreen(Screen[None]):
                                        id=f"form-{option}", classes="form")
                     yield Static("", id="form-error", classes="field-error")
                     yield Button("Provision  (ctrl+s)", id="provision", variant="primary")
-                yield Static("↓ more fields below: scroll, or Tab through them", id="more-below")
+                yield Static("↓ more fields below: scroll or Tab", id="more-below")
             with Vertical(id="deploy-side"):
                 yield Label("Checks", classes="section")
                 yield Static("checking…", id="checks")
@@ -137,26 +145,62 @@ class DeployScreen(Screen[None]):
             values.update({k: str(v) for k, v in kept.items() if k in REMEMBERED_RUN
                            and flags.get(k) is None and v not in (None, "")})
         widgets: list[Widget] = []
+        row: list[Widget] = []  # short fields in a row (side by side on a wide screen)
         for f in FIELDS[option]:
             value = values.get(f.name)
+            parts: list[Widget] = []
             if f.kind == "bool":
                 field: Widget = Checkbox(f.label, bool(value), id=f"{option}-{f.name}")
             else:
-                widgets.append(Label(f.label, classes="field-label"))
+                parts.append(Label(f.label, classes="field-label"))
                 field = Input("" if value is None else str(value), placeholder=f.placeholder,
                               id=f"{option}-{f.name}")
             field.tooltip = f.help
-            widgets.append(field)
-            widgets.append(Static("", id=f"{option}-{f.name}-error", classes="field-error"))
+            parts += [field, Static("", id=f"{option}-{f.name}-error", classes="field-error")]
+            if f.name in SHORT_FIELDS:
+                row.append(Vertical(*parts, classes="short-field"))
+            if row and (f.name not in SHORT_FIELDS or len(row) == SHORT_ROW):
+                widgets.append(Horizontal(*row, classes="short-row"))
+                row = []
+            if f.name not in SHORT_FIELDS:
+                widgets += parts
+            if option == "local" and f.name == "models":
+                widgets.append(self._catalogue_picker())
+        if row:
+            widgets.append(Horizontal(*row, classes="short-row"))
         if option == "aws":
             widgets.append(Static("", id="aws-estimate"))
         return widgets
+
+    @staticmethod
+    def _catalogue_picker() -> Select[str]:
+        """Option B fetches these by name: choosing one puts its name in “Model files”, as
+        `--model NAME` does on the command line."""
+        from sdtui.fetch.catalogue import CATALOGUE
+
+        picker: Select[str] = Select(
+            [(f"{e.name} — {e.title}, {e.size}, {e.licence}{', gated' if e.gated else ''}",
+              e.name) for e in CATALOGUE.values()],
+            prompt="…or pick a model to fetch", id="local-catalogue")
+        picker.tooltip = CATALOGUE_HELP
+        return picker
+
+    @on(Select.Changed, "#local-catalogue")
+    def _catalogue_picked(self, event: Select.Changed) -> None:
+        if event.value is Select.BLANK:
+            return
+        models = self.query_one("#local-models", Input)
+        extras = [p.strip() for p in models.value.split(",")[1:] if p.strip()]
+        models.value = ", ".join([str(event.value), *extras])  # the extra files stay
 
     def field_help(self) -> list[tuple[str, str]]:
         fields = [("Option", "A: an AWS GPU instance with the models in S3 (costs money while "
                    "it runs). B: Docker on this machine (or DOCKER_HOST). Batch: a prompt file "
                    "shared over N GPUs with AWS Batch, each GPU billed only while it works.")]
-        return fields + [(f.label, f.help) for f in FIELDS[self.option]]
+        fields += [(f.label, f.help) for f in FIELDS[self.option]]
+        if self.option == "local":
+            fields.append(("Catalogue", CATALOGUE_HELP))
+        return fields
 
     def on_mount(self) -> None:
         table = self.query_one("#deployments", DataTable)
@@ -183,6 +227,7 @@ class DeployScreen(Screen[None]):
         self.refresh_deployments()
 
     def on_resize(self) -> None:
+        self.set_class(self.size.width >= WIDE_COLUMNS, "-wide")
         self.call_after_refresh(self._hint_more)
 
     def _hint_more(self, _: object = None) -> None:
@@ -203,14 +248,22 @@ class DeployScreen(Screen[None]):
     def choose(self, option: Option, check: bool = True) -> None:
         self.option = option
         form = self.query_one(f"#form-{option}", Vertical)
-        if not form.children:
-            form.mount_all(self._form(option))
+        mounting = form.mount_all(self._form(option)) if not form.children else None
         for other in FIELDS:
             self.query_one(f"#form-{other}").display = other == option
         self.query_one(f"#choose-{option}", RadioButton).value = True
         problem = self._problems.get(option)
         self.query_one("#form-error", Static).update(
             Text(f"✗ {error_text(problem)}", "red") if problem else "")
+        self.call_later(self._form_shown, option, mounting, check)
+
+    async def _form_shown(self, option: Option, mounting: AwaitMount | None, check: bool
+                          ) -> None:
+        """What reads the form's fields waits for them: a row's fields are mounted with it."""
+        if mounting is not None:
+            await mounting
+        if option != self.option:  # chosen away meanwhile
+            return
         if option == "aws":
             self.call_after_refresh(self._show_estimate)
         self.call_after_refresh(self._hint_more)

@@ -115,7 +115,8 @@ class PromptScreen(Screen[None]):
         self.deployment = deployment
         from sdtui.session import Session  # the Docker SDK loads after the first frame
 
-        self.session = Session(client, self.app.services.outputs(), deployment.name)
+        self.session = Session(client, self.app.services.outputs(), deployment.name,
+                               who="the sdtui app")
         self.pump = EventPump(_coalesce_key)
         self.generating = False
         self.request_total = 1
@@ -146,8 +147,10 @@ class PromptScreen(Screen[None]):
                                    tooltip="Keep this seed for every Generate (otherwise each "
                                    "one picks a new seed); remembered across restarts")
                 with Collapsible(title=MORE_TITLE, collapsed=True, id="more"):
-                    yield from self._block("init_image")
-                    yield from self._block("mask")
+                    with Horizontal(id="inputs-row"):
+                        yield Vertical(*self._block("init_image"), *self._block("mask"),
+                                       id="inputs-fields")
+                        yield Static("", id="inputs-preview")
                     with Grid(id="more-grid", classes="param-grid"):
                         for name in MORE_GRID:
                             yield Vertical(*self._block(name), classes="param")
@@ -216,6 +219,29 @@ class PromptScreen(Screen[None]):
     def _more_changed(self, event: Input.Changed | Select.Changed | Checkbox.Changed) -> None:
         if event.control.id in dict(MORE_HELD):
             self._show_more_held()
+        if event.control.id in ("init_image", "mask"):
+            self._preview_inputs(self._raw("init_image"), self._raw("mask"))
+
+    @work(thread=True, exclusive=True, group="inputs-preview")
+    def _preview_inputs(self, init_image: str, mask: str) -> None:
+        """The init image and the mask as small pictures beside their fields (files are read
+        in this thread: a large one never holds up typing)."""
+        from sdtui.ui.thumbnail import half_blocks
+
+        shown = Text()
+        for label, value in (("init image", init_image), ("mask", mask)):
+            picture = half_blocks(Path(value.strip()).expanduser()) if value.strip() else None
+            if picture is not None:
+                shown.append(f"{label}\n", "dim")
+                shown.append_text(picture)
+        self.app.call_from_thread(self._show_inputs_preview, shown)
+
+    def _show_inputs_preview(self, shown: Text) -> None:
+        if not self.is_attached:
+            return
+        preview = self.query_one("#inputs-preview", Static)
+        preview.update(shown)
+        preview.display = bool(shown.plain)
 
     # --- the form ------------------------------------------------------------------------------
 

@@ -47,15 +47,21 @@ class TeardownModal(ModalScreen[bool | None]):
         Binding("escape", "dismiss_modal", "Cancel", tooltip="Keep everything as it is"),
     ]
 
-    def __init__(self, status: DeploymentStatus, outputs: Path) -> None:
+    def __init__(self, status: DeploymentStatus, outputs: Path,
+                 other_clients: list[str] | None = None) -> None:
         super().__init__()
         self.status = status
         self.outputs = outputs
+        self.other_clients = other_clients or []
 
     def compose(self) -> ComposeResult:
         with Vertical(id="teardown-dialog"):
             yield Label(f"Tear down {self.status.name} ({self.status.option}, "
                         f"{self.status.state})?", id="teardown-title")
+            if self.other_clients:
+                yield Static(Text(
+                    f"! Another client is attached: {'; '.join(self.other_clients)}. Tearing "
+                    "down stops the worker it is using.", "bold yellow"), id="teardown-others")
             yield Static(describe(self.status, self.outputs, False), id="teardown-list")
             kept = [r for r in self.status.resources if r.kept_on_teardown]
             if kept:
