@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sdtui import samplers
 from sdtui.errors import BadSetting
 from sdtui.generation import request_params, resolve_generate
 
@@ -181,6 +182,10 @@ def _given(route: str, body: Mapping[str, Any]) -> dict[str, Any]:
     # The protocol's count range checks the product (named as batch_size).
     count = _number("batch_size", get("batch_size"), int) * _number("n_iter", get("n_iter"), int)
     seed = _number("seed", get("seed"), int)
+    sampler = body.get("sampler_name") or get("sampler_index")
+    _named("sampler_name", samplers.parse, sampler)
+    if body.get("scheduler") is not None:
+        _named("scheduler", samplers.parse_schedule, body["scheduler"])
     subseed = _number("subseed", get("subseed"), int)
     given: dict[str, Any] = {
         "prompt": get("prompt"),
@@ -190,8 +195,8 @@ def _given(route: str, body: Mapping[str, Any]) -> dict[str, Any]:
         "width": _number("width", get("width"), int),
         "height": _number("height", get("height"), int),
         "seed": None if seed == -1 else seed,
-        "scheduler": body.get("sampler_name") or get("sampler_index"),
-        "schedule": body.get("scheduler") or "automatic",
+        "scheduler": sampler,
+        "schedule": body.get("scheduler") or _schedule_of(sampler),
         "count": count,
         "variation_amount": _number("subseed_strength", get("subseed_strength"), float),
         "variation_seed": None if subseed == -1 else subseed,
@@ -215,6 +220,22 @@ def _given(route: str, body: Mapping[str, Any]) -> dict[str, Any]:
         given["fit"] = _FITS[mode]
         given["strength"] = _number("denoising_strength", get("denoising_strength"), float)
     return given
+
+
+def _named(field: str, parse: Any, value: Any) -> Any:
+    """A sampler or schedule name parsed, or FieldError naming the field."""
+    if not isinstance(value, str):
+        raise FieldError(field, f"{field} must be a name, got {value!r}")
+    try:
+        return parse(value)
+    except samplers.UnknownSampler as exc:
+        raise FieldError(field, f"{field}: {exc}") from None
+
+
+def _schedule_of(sampler: str) -> str:
+    """No `scheduler`: A1111's Automatic, unless the sampler's name implies one ("DPM++ 2M
+    Karras", as before A1111 1.9)."""
+    return samplers.parse(sampler)[1] or samplers.AUTOMATIC
 
 
 # sdtui request fields -> the A1111 field a protocol error about them names.
@@ -252,9 +273,8 @@ def translate(route: str, body: Any, *, preview_every: int = 0) -> Translated:
         params = request_params(settings)
     except BadSetting as exc:
         name = _A1111_NAME.get(exc.setting, exc.setting)
-        message = exc.message
-        if name != exc.setting:
-            message = message.replace(exc.setting, name, 1)
+        said = "batch_size × n_iter" if exc.setting == "count" else name
+        message = exc.message.replace(exc.setting, said, 1)
         raise FieldError(name, message, fix=f"change {name}") from None
     parameters = {name: rule.default for name, rule in rules.items()}
     parameters.update(body)
