@@ -32,6 +32,7 @@ examples:
         --prompt-file prompts.txt --gpus 4 --estimate
   sdtui --no-ui --option batch --status [RUN]
   sdtui --no-ui --option batch --cancel RUN
+  sdtui serve --name NAME                 # the deployment behind A1111's web API
 
 A bare --status, --teardown or generation uses the default deployment: the last one used, by
 the app or by --no-ui (it says which); --name picks another.
@@ -195,14 +196,34 @@ def check_flags(args: argparse.Namespace) -> None:
                               fix=f"pass the prompts in the file, or only {besides_file[0]}")
 
 
+def build_serve_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="sdtui serve", description="Serve a deployment (Option A or B) behind "
+               "AUTOMATIC1111's web API (/sdapi/v1/txt2img and its siblings), for the tools "
+               "that speak it.", epilog=EPILOG.partition("\n")[0])
+    p.add_argument("--name", help="deployment to serve (default: the last one used)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860, A1111's)")
+    p.add_argument("--listen", default="127.0.0.1", metavar="ADDR",
+                   help="address to listen on (default 127.0.0.1); any other needs --api-auth")
+    p.add_argument("--api-auth", metavar="USER:PASS",
+                   help="HTTP basic auth, as A1111's flag (several: comma-separated)")
+    p.add_argument("--out", type=Path, help="where images are saved (default: ~/Pictures/sdtui)")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.list_models:
+    argv = sys.argv[1:] if argv is None else argv
+    serving = argv[:1] == ["serve"]
+    args = (build_serve_parser() if serving else build_parser()).parse_args(argv[serving:])
+    if not serving and args.list_models:
         from sdtui.fetch.catalogue import listing
 
         print("\n".join(listing()))
         return errors.EXIT_OK
     try:
+        if serving:
+            from sdtui.serve.run import run as serve
+
+            return serve(args)
         check_flags(args)
         if args.no_ui:
             from sdtui.headless import run

@@ -1,0 +1,172 @@
+"""The API's queue: requests go to the worker one at a time, first come first served.
+
+Each request's images are saved by the session like any other client's before its HTTP answer
+is written, so a client that hangs up loses nothing: its images are in the outputs all the
+same. /interrupt stops the running request (the images it finished are kept and answered).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sdtui.client import RunningRequest
+from sdtui.errors import GenerationError, SdtuiError
+from sdtui.session import SavedImage, Session
+
+
+class Stopping(GenerationError):
+    """`sdtui serve` stopped before the request ran."""
+
+
+@dataclass
+class Job:
+    params: dict[str, Any]
+    route: str = "txt2img"
+    adopted: RunningRequest | None = None  # a request a departed client left running
+    images: list[SavedImage] = field(default_factory=list)
+    cancelled: bool = False
+    error: SdtuiError | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+    stamp: str = field(default_factory=lambda: time.strftime("%Y%m%d%H%M%S"))
+
+    @property
+    def count(self) -> int:
+        return int(self.params.get("count", 1))
+
+
+@dataclass
+class _Progress:
+    job: Job | None = None
+    started: float = 0.0
+    index: int = 0
+    step: int = 0
+    total: int = 0
+    preview: str | None = None  # the latest preview, base64 PNG
+    interrupted: bool = False
+    skipped: bool = False
+
+
+class JobQueue:
+    def __init__(self, session: Session, on_saved: Callable[[str], None] | None = None
+                 ) -> None:
+        self.session = session
+        self._on_saved = on_saved
+        self._pending: collections.deque[Job] = collections.deque()
+        self._cond = threading.Condition()
+        self._now = _Progress()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="api-queue", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, job: Job) -> Job:
+        with self._cond:
+            if self._stopping:
+                job.error = Stopping("sdtui serve is stopping", fix="send it again once it is "
+                                     "back")
+                job.finished.set()
+                return job
+            self._pending.append(job)
+            self._cond.notify()
+        return job
+
+    def stop(self) -> None:
+        """Take no more requests and answer the waiting ones. The running one goes on in the
+        worker and the next client adopts it (its images are saved, never lost)."""
+        with self._cond:
+            self._stopping = True
+            waiting, self._pending = list(self._pending), collections.deque()
+            self._cond.notify_all()
+        for job in waiting:
+            job.error = Stopping("sdtui serve stopped before this request ran",
+                                 fix="send it again once it is back")
+            job.finished.set()
+
+    def queued(self) -> int:
+        """Requests waiting or running."""
+        with self._cond:
+            return len(self._pending) + (self._now.job is not None)
+
+    def _next(self) -> Job | None:
+        with self._cond:
+            while not self._pending and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            job = self._pending.popleft()
+            self._now = _Progress(job, time.monotonic())
+            return job
+
+    def _run(self) -> None:
+        while (job := self._next()) is not None:
+            try:
+                if job.adopted is not None:
+                    job.images, job.cancelled = self.session.follow(job.adopted, self._event)
+                else:
+                    job.images, job.cancelled = self.session.generate(job.params, self._event)
+            except SdtuiError as exc:
+                job.error = exc
+            finally:
+                with self._cond:
+                    self._now = _Progress()
+                job.finished.set()
+
+    def _event(self, ev: dict[str, Any]) -> None:
+        with self._cond:
+            now = self._now
+            if ev["type"] == "progress":
+                now.index, now.step, now.total = ev["index"], ev["step"], ev["total"]
+            elif ev["type"] == "preview":
+                now.preview = ev["png"]
+            elif ev["type"] == "image":
+                now.index, now.step = ev["index"] + 1, 0
+        if ev["type"] == "image" and self._on_saved is not None:
+            self._on_saved(ev["path"])
+
+    def interrupt(self, *, skip: bool = False) -> bool:
+        """Stop the running request after its current step; its finished images are kept."""
+        with self._cond:
+            if self._now.job is None:
+                return False
+            self._now.skipped = skip
+            self._now.interrupted = not skip
+        with contextlib.suppress(SdtuiError):
+            self.session.cancel()
+        return True
+
+    def progress(self, with_image: bool = True) -> dict[str, Any]:
+        """A1111's /sdapi/v1/progress answer (ProgressResponse)."""
+        with self._cond:
+            now, waiting = self._now, len(self._pending)
+        state = {"skipped": now.skipped, "interrupted": now.interrupted,
+                 "stopping_generation": False, "job": "", "job_count": 0,
+                 "job_timestamp": "0", "job_no": 0, "sampling_step": 0, "sampling_steps": 0,
+                 "queued": waiting}
+        if now.job is None:
+            return {"progress": 0, "eta_relative": 0, "state": state, "current_image": None,
+                    "textinfo": f"{waiting} request(s) queued" if waiting else None}
+        count = now.job.count
+        state |= {"job": now.job.route, "job_count": count, "job_no": min(now.index, count),
+                  "job_timestamp": now.job.stamp, "sampling_step": now.step,
+                  "sampling_steps": now.total}
+        # A1111's formula: a small start, then the images done and the current image's steps.
+        done = 0.01 + now.index / count + (now.step / now.total / count if now.total else 0)
+        elapsed = time.monotonic() - now.started
+        return {"progress": min(done, 1.0), "eta_relative": elapsed / done - elapsed,
+                "state": state,
+                "current_image": now.preview if with_image else None,
+                "textinfo": f"image {min(now.index + 1, count)} of {count}, step {now.step}"
+                            f"/{now.total}; {waiting} more request(s) queued"}
+
+
+def png_base64(image: SavedImage) -> str:
+    """A saved image as the API answers it: the file's bytes, its metadata chunks included."""
+    return base64.b64encode(image.path.read_bytes()).decode("ascii")
