@@ -23,6 +23,7 @@ ROLE_LABEL = "sdtui.role"
 DATA_DIR = "/data"
 OUTPUTS_DIR = "/outputs"
 READY_TIMEOUT_S = 900
+MODEL_LABEL = "sdtui.model"
 MODEL_SHA_LABEL = "sdtui.model_sha256"
 
 
@@ -42,7 +43,7 @@ class WorkerSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL: self.deployment, ROLE_LABEL: "worker", "sdtui.model": self.model,
+        return {LABEL: self.deployment, ROLE_LABEL: "worker", MODEL_LABEL: self.model,
                 "sdtui.image": self.image, MODEL_SHA_LABEL: self.model_sha256 or "",
                 **self.extra_labels}
 
@@ -94,7 +95,7 @@ def not_ours(objects: list[str], deployment: str) -> BadInput:
 def is_current(container: Container, spec: WorkerSpec) -> bool:
     """A container made from another image or for another model must be replaced."""
     labels = container.labels
-    return (labels.get("sdtui.image") == spec.image and labels.get("sdtui.model") == spec.model
+    return (labels.get("sdtui.image") == spec.image and labels.get(MODEL_LABEL) == spec.model
             and labels.get(MODEL_SHA_LABEL, "") == (spec.model_sha256 or ""))
 
 
