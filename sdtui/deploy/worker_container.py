@@ -115,6 +115,10 @@ def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
         log_config=LogConfig(type="json-file", config={"max-size": "20m", "max-file": "2"}),
         restart_policy={"Name": "no"},
         mem_limit=spec.mem_limit,
+        # PID 1 ignores a signal it has no handler for: before Python has set the worker's
+        # SIGTERM handler, `docker stop` would wait out its grace and SIGKILL it. Docker's init
+        # passes SIGTERM on to the worker, which then stops at once (exit 143).
+        init=True,
     )
     config = api.create_container_config(
         spec.image, command, stdin_open=True, tty=False, user=spec.user, labels=spec.labels,
