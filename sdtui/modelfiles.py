@@ -167,9 +167,14 @@ def lora_files(model: str | Path) -> list[tuple[Path, str]]:
 def deployment_files(models: list[Path]) -> list[tuple[Path, str]]:
     """What a deployment copies: the model with its sidecars, the LoRAs beside it, then the
     extra files by name."""
-    files = model_files(models[0]) + lora_files(models[0])
-    files += [(expand(p, "model file").absolute(), Path(p).name) for p in models[1:]]
-    return files
+    return model_files(models[0]) + companion_files(models)
+
+
+def companion_files(models: list[Path]) -> list[tuple[Path, str]]:
+    """What travels with the model but is not part of it: the LoRAs beside it, then the extra
+    files by name."""
+    return lora_files(models[0]) + [(expand(p, "model file").absolute(), Path(p).name)
+                                    for p in models[1:]]
 
 
 def sha256_file(path: Path, chunk: int = 4 * 1024 * 1024) -> str:

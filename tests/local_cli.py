@@ -117,9 +117,19 @@ def frozen(container) -> Iterator[Callable[[], bool]]:
     """The worker container's process stopped (SIGSTOP) for the block, whatever it was doing;
     yields a condition that turns true once bytes wait on its stdin (a client's request
     reached it)."""
-    container.reload()
-    with frozen_process(container.attrs["State"]["Pid"]) as waiting:
+    with frozen_process(worker_pid(container)) as waiting:
         yield waiting
+
+
+def worker_pid(container) -> int:
+    """The worker's process on this machine: the only child of the container's init (Docker's
+    init forwards signals, so SIGSTOP must go to the worker itself)."""
+    container.reload()
+    pid = container.attrs["State"]["Pid"]
+    if not container.attrs["HostConfig"].get("Init"):
+        return pid
+    (child,) = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return int(child)
 
 
 @contextlib.contextmanager

@@ -47,13 +47,17 @@ def volume(docker_client, worker_image, tiny_models, tmp_path_factory):
         yield name
 
 
-def start_worker(docker_client, image, volume, model, **spec_args):
+def create_worker(docker_client, image, volume, model, **spec_args):
     spec = worker_container.WorkerSpec(
         deployment=f"wc-{uuid.uuid4().hex[:6]}", image=image, model=f"/data/{model}",
         data_mount=Mount("/data", volume, type="volume", read_only=True),
         extra_labels={"sdtui.test": "container"}, **spec_args,
     )
-    container = worker_container.create_worker(docker_client, spec)
+    return worker_container.create_worker(docker_client, spec)
+
+
+def start_worker(docker_client, image, volume, model, **spec_args):
+    container = create_worker(docker_client, image, volume, model, **spec_args)
     return container, worker_container.attach(container)
 
 
@@ -93,3 +97,15 @@ def test_an_oom_killed_worker_says_so_with_its_memory_limit(docker_client, worke
         start_worker(docker_client, worker_image, volume, tiny_models["ckpt"].name,
                      mem_limit="96m")
     assert "OOM-killed (memory limit 0.1 GiB)" in str(info.value)
+
+
+def test_a_stop_while_the_worker_starts_is_a_clean_stop(docker_client, worker_image, volume,
+                                                        tiny_models):
+    """`docker stop` at once after the start, while Python starts and loads the model: the
+    worker leaves with 143 (stopped), never ignored until docker's SIGKILL (137, reported as
+    killed). The grace is long, so a SIGTERM that was ignored ends in a SIGKILL, not a 143."""
+    container = create_worker(docker_client, worker_image, volume, tiny_models["ckpt"].name)
+    container.start()
+    container.stop(timeout=60)
+    assert container.wait(timeout=60)["StatusCode"] == 143
+    assert "the worker was stopped" in worker_container.diagnose(container).message

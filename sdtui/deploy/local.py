@@ -115,6 +115,8 @@ class LocalDeployment(WorkerSteps, Deployment):
         # copying the models with a helper container it has recorded).
         if claimed := self._not_ours(Ledger.load(self.name)):
             raise worker_container.not_ours([f"{r.kind} {r.id}" for r in claimed], self.name)
+        if self.settings.model_kept():
+            self._kept_model()  # refused here, before anything is created, when gone
         fetched = self.settings.fetched_model() is not None
         self.ledger.set_params(
             models=[str(m) if i == 0 and fetched else str(Path(m).expanduser().absolute())
@@ -201,7 +203,17 @@ class LocalDeployment(WorkerSteps, Deployment):
         with self._copier() as copier:
             self._manifest = copier.manifest()
         self._todo = model_copy.changed(self._files, self._manifest)
-        return None if self._todo else f"{len(self._files)} file(s) unchanged in the volume"
+        kept = ""
+        if self.settings.model_kept():
+            model, sha256 = self._kept_model()
+            name = model.removeprefix(f"{worker_container.DATA_DIR}/")
+            held = (self._manifest.get(name, {}).get("sha256") == sha256 if sha256 else
+                    any(f.startswith(f"{name}/") for f in self._manifest))
+            if not held:
+                raise self._model_gone("the volume no longer holds its copy")
+            kept = f"; {name} is gone from this machine, the volume's copy serves"
+        return None if self._todo else (f"{len(self._files)} file(s) unchanged in the "
+                                        f"volume{kept}")
 
     def _copy_models(self, ctx: StepContext) -> str:
         total, sent = model_copy.total_size(self._todo), 0
@@ -217,14 +229,36 @@ class LocalDeployment(WorkerSteps, Deployment):
             copier.copy(self._todo, self._manifest, on_bytes)
         return f"copied {len(self._todo)} of {len(self._files)} file(s), {total / 2**20:.1f} MiB"
 
+    def _model_gone(self, why: str) -> BadInput:
+        return BadInput(f"model file {self.settings.models[0]} does not exist, and {why}",
+                        fix="put the file back, or pass --model with another checkpoint")
+
+    def _kept_model(self) -> tuple[str, str | None]:
+        """(the model under /data, its sha256) as the worker container this deployment
+        created was given them, for a model file gone from this machine."""
+        container = self._worker_container()
+        name = Path(self.settings.models[0]).name
+        if container is None or container.labels.get(worker_container.MODEL_LABEL) != \
+                f"{worker_container.DATA_DIR}/{name}":
+            raise self._model_gone("the worker container that had it loaded is gone")
+        return (container.labels[worker_container.MODEL_LABEL],
+                container.labels.get(worker_container.MODEL_SHA_LABEL) or None)
+
+    def _model_spec(self) -> tuple[str, str | None]:
+        """(the model under /data, its sha256) for the worker container."""
+        if self.settings.model_kept():
+            return self._kept_model()
+        models = self.settings.local_models()
+        return (worker_container.model_in_container(models), worker_container.model_sha256(
+            models, {f.name: f.sha256 for f in getattr(self, "_files", [])}))
+
     def worker_spec(self) -> worker_container.WorkerSpec:
+        model, sha256 = self._model_spec()
         return worker_container.WorkerSpec(
             deployment=self.name,
             image=self._image or "",
-            model=worker_container.model_in_container(self.settings.local_models()),
-            model_sha256=worker_container.model_sha256(
-                self.settings.local_models(),
-                {f.name: f.sha256 for f in getattr(self, "_files", [])}),
+            model=model,
+            model_sha256=sha256,
             model_source=fetched.pinned if (fetched := self.settings.fetched_model()) else None,
             data_mount=Mount(worker_container.DATA_DIR, self.settings.volume, type="volume",
                              read_only=True),

@@ -11,11 +11,13 @@ from sdtui.docker_values import engine_url, image_name, volume_name
 from sdtui.errors import BadSetting
 from sdtui.fetch.named import ModelByName
 from sdtui.fetch.plan import Resolved
+from sdtui.fetch.refs import is_remote
 from sdtui.fetch.store import Store
-from sdtui.ledger import validate_name
+from sdtui.ledger import Ledger, validate_name
 from sdtui.loras import LORA_DIR
-from sdtui.modelfiles import check_extras, check_models, deployment_files
+from sdtui.modelfiles import check_extras, check_models, companion_files, deployment_files
 from sdtui.paths import models_dir
+from sdtui.userfiles import expand
 
 DEFAULT_NAME = "local"
 DEFAULT_VOLUME = "sdtui-models"  # the volume of deployments made before it carried their name
@@ -59,11 +61,25 @@ class LocalSettings(ModelByName):
     def validate(self) -> None:
         """Everything that can be checked before anything is created."""
         self.validate_values()
-        if self.fetched_model() is None:
+        if self.fetched_model() is None and not self.model_kept():
             check_models(self.models)
         else:
             check_extras(self.models[1:])
         self.fetched_loras()
+
+    def model_kept(self) -> bool:
+        """The model file is gone from this machine, yet this deployment's ledger records
+        giving that very path to the worker container it created: the copy in the volume serves
+        a run that needs no upload (the deployment checks its worker still holds it)."""
+        if not self.models or is_remote(self.models[0]):
+            return False
+        path = expand(self.models[0], "model file").absolute()
+        if path.exists():
+            return False
+        ledger = Ledger.load(self.name)
+        return (ledger is not None and ledger.option == "local"
+                and bool(ledger.resources("container"))
+                and (ledger.params.get("models") or [None])[0] == str(path))
 
     def to_fetch(self) -> list[Resolved]:
         """Every set named to fetch: the model's, then each LoRA's."""
@@ -93,4 +109,6 @@ class LocalSettings(ModelByName):
         """What the volume receives; a fetched LoRA lands in loras/ under its file's name."""
         fetched = [(self.store.model_path(r), f"{LORA_DIR}/{Path(r.model).name}")
                    for r in self.fetched_loras()]
-        return deployment_files(self.local_models()) + fetched
+        models = self.local_models()
+        ours = companion_files(models) if self.model_kept() else deployment_files(models)
+        return ours + fetched

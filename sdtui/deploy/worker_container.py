@@ -23,6 +23,7 @@ ROLE_LABEL = "sdtui.role"
 DATA_DIR = "/data"
 OUTPUTS_DIR = "/outputs"
 READY_TIMEOUT_S = 900
+MODEL_LABEL = "sdtui.model"
 MODEL_SHA_LABEL = "sdtui.model_sha256"
 MODEL_SOURCE_LABEL = "sdtui.model_source"
 
@@ -45,7 +46,7 @@ class WorkerSpec:
 
     @property
     def labels(self) -> dict[str, str]:
-        return {LABEL: self.deployment, ROLE_LABEL: "worker", "sdtui.model": self.model,
+        return {LABEL: self.deployment, ROLE_LABEL: "worker", MODEL_LABEL: self.model,
                 "sdtui.image": self.image, MODEL_SHA_LABEL: self.model_sha256 or "",
                 MODEL_SOURCE_LABEL: self.model_source or "",
                 **self.extra_labels}
@@ -98,7 +99,7 @@ def not_ours(objects: list[str], deployment: str) -> BadInput:
 def is_current(container: Container, spec: WorkerSpec) -> bool:
     """A container made from another image or for another model must be replaced."""
     labels = container.labels
-    return (labels.get("sdtui.image") == spec.image and labels.get("sdtui.model") == spec.model
+    return (labels.get("sdtui.image") == spec.image and labels.get(MODEL_LABEL) == spec.model
             and labels.get(MODEL_SHA_LABEL, "") == (spec.model_sha256 or "")
             and labels.get(MODEL_SOURCE_LABEL, "") == (spec.model_source or ""))
 
@@ -121,6 +122,10 @@ def create_worker(client: docker.DockerClient, spec: WorkerSpec) -> Container:
         log_config=LogConfig(type="json-file", config={"max-size": "20m", "max-file": "2"}),
         restart_policy={"Name": "no"},
         mem_limit=spec.mem_limit,
+        # PID 1 ignores a signal it has no handler for: before Python has set the worker's
+        # SIGTERM handler, `docker stop` would wait out its grace and SIGKILL it. Docker's init
+        # passes SIGTERM on to the worker, which then stops at once (exit 143).
+        init=True,
     )
     config = api.create_container_config(
         spec.image, command, stdin_open=True, tty=False, user=spec.user, labels=spec.labels,

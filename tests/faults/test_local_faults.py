@@ -12,10 +12,7 @@ Every cell asserts what a user is promised:
 Faults are injected on a condition (an event on the --json stream, a container's state), never
 after a sleep. Cells that do not exist, and why:
 - the container killed or stopped: before the container step there is no worker container to
-  kill (the volume step's and models step's helper containers are created, never started). A
-  stop while the model loads is not a cell: until Python has set the worker's SIGTERM handler,
-  the worker, as the container's PID 1, ignores SIGTERM and docker kills it after its grace
-  (reported as killed, as the killed cells check);
+  kill (the volume step's and models step's helper containers are created, never started);
 - a disk full (the outputs', the spool's, or one disk holding both): nothing is written to the
   outputs or the spool before generation. The spool's cells restart the worker before the same
   command runs again, so an image it sent but could not spool would be lost, and fail the cell.
@@ -124,7 +121,7 @@ FAULTS = [
     Fault("disk-full", fill_disk, error_line(EXIT_GENERATION, "No space left on device"),
           ("generate",), repair=free_disk, generate_at="progress", needs="tmpfs"),
     Fault("container-stopped", stop_container,
-          error_line(EXIT_GENERATION, "the worker was stopped"), ("generate",)),
+          error_line(EXIT_GENERATION, "the worker was stopped"), ("attach", "generate")),
     # Filled at the first step, before the worker writes any image to its spool.
     Fault("spool-disk-full", fill_disk, error_line(EXIT_GENERATION, "spool cannot keep"),
           ("generate",), repair=free_disk_and_restart_worker, generate_at="progress",

@@ -30,8 +30,11 @@ class SubprocessWorker:
         )
         self._peers: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._stdin_lock = threading.Lock()  # the pumps' writes, and stop's close
+        self._stdin_closed = False
         self._stop_on: bytes | None = None
         self.stopped = threading.Event()
+        self.stdin_pumps: list[threading.Thread] = []
         threading.Thread(target=self._pump_stdout, daemon=True).start()
 
     def stop_on_event(self, kind: str) -> threading.Event:
@@ -77,22 +80,36 @@ class SubprocessWorker:
                 data = b""
             if not data:
                 break
-            self.proc.stdin.write(data)
-            self.proc.stdin.flush()
+            with self._stdin_lock:
+                if self._stdin_closed:  # stopped: like Docker, a late write reaches nothing
+                    break
+                try:
+                    self.proc.stdin.write(data)
+                    self.proc.stdin.flush()
+                except BrokenPipeError:  # the worker exited on its own
+                    break
         with self._lock:
             self._peers.discard(peer)
 
     def attach(self) -> WorkerClient:
+        return WorkerClient.over_attach_socket(self.attach_socket())
+
+    def attach_socket(self) -> socket.socket:
+        """The client's end of a new attach stream."""
         ours, theirs = socket.socketpair()
         with self._lock:
             self._peers.add(theirs)
-        threading.Thread(target=self._pump_stdin, args=(theirs,), daemon=True).start()
-        return WorkerClient.over_attach_socket(ours)
+        pump = threading.Thread(target=self._pump_stdin, args=(theirs,), daemon=True)
+        self.stdin_pumps.append(pump)
+        pump.start()
+        return ours
 
     def stop(self) -> None:
-        self.resume()
-        with contextlib.suppress(OSError):
-            self.proc.stdin.close()  # type: ignore[union-attr]
+        self.resume()  # first: a write blocked on the stopped worker's full pipe goes on
+        with self._stdin_lock:
+            self._stdin_closed = True
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()  # type: ignore[union-attr]
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
