@@ -259,7 +259,8 @@ def dream_name(sampler: str) -> str:
 DIFFUSION, FLOW = "diffusion", "flow"
 FLOW_CLASS = "FlowMatchEulerDiscreteScheduler"
 FLOW_SAMPLERS = ("euler",)
-FLOW_SCHEDULES = (DEFAULT_SCHEDULE, "simple")
+FLOW_SCHEDULE = "simple"
+FLOW_SCHEDULES = (DEFAULT_SCHEDULE, FLOW_SCHEDULE)
 _FLOW_REFUSED_SCHEDULES = {
     "karras": "Forge's Karras takes the model's sigma range, diffusers' the shifted schedule's",
     "exponential": "Forge's Exponential takes the model's sigma range, diffusers' the shifted "
