@@ -125,12 +125,13 @@ class Sampler:
                 self._base_scheduler_config, name, schedule, self.model.family.sampler_table)
         self.pipe.scheduler = self._scheduler_cache[key]
 
-    def decode(self, latents: torch.Tensor, width: int, height: int) -> Image.Image:
-        latents = unpacked(latents, self.model.family, width, height)
+    def decode(self, latents: torch.Tensor) -> Image.Image:
+        """The image of (unpacked) latents; ImageInvalid for NaN or all-zero latents, which
+        would decode to a black picture."""
         if not torch.isfinite(latents).all() or not latents.any():
             raise ImageInvalid(
-                f"the {width}x{height} image came out {'NaN' if latents.isnan().any() else 'black'}"
-                f" ({self.model.dtype} on {self.model.device}): it was not saved; the images "
+                f"the image came out {'NaN' if latents.isnan().any() else 'black'} "
+                f"({self.model.dtype} on {self.model.device}), so it was not saved; the images "
                 f"before it are kept")
         vae = self.pipe.vae
         if (self.model.family.upcast_vae and vae.dtype == torch.float16
@@ -235,6 +236,8 @@ class Sampler:
         refusal = protocol.model_refusal(self.model.info(), req)
         if refusal:
             raise BadInput(refusal)
+        if self.model.family.sampler_table == samplers.FLOW:
+            req["schedule"] = samplers.FLOW_SCHEDULE  # recorded as Forge's "Simple"
         prompt, refs = loras.parse_prompt(req["prompt"], req["negative_prompt"])
         if refs and self.model.family.denoiser != "unet":
             raise BadInput(f"LoRAs do not run on {self.model.family.label} models yet; drop "
@@ -289,7 +292,7 @@ class Sampler:
             if cancel.is_set():
                 raise Cancelled(finished)
             image = result if isinstance(result, Image.Image) else self.decode(
-                result, req["width"], req["height"])
+                unpacked(result, self.model.family, req["width"], req["height"]))
             if mask is not None:
                 image = inpaint.paste_back(image, init, mask)
             image = self.post.apply(image, req, note)
