@@ -106,14 +106,38 @@ def test_ready_names_flux1_its_guidance_steps_and_size_multiple(workers):
     assert dev["default_size"] == 1024 and dev["dtype"] == "float32"
 
 
-def test_previews_every_step_are_the_unpacked_latents_projected(workers):
-    events = list(workers["dev"].client.generate(prompt=PROMPT, width=96, height=64, steps=3,
-                                                 seed=1, scheduler="euler", preview_every=1))
+def test_previews_every_step_are_the_unpacked_latents_projected(workers, tiny_flux):
+    """Each step's preview is ComfyUI's linear 16-channel projection of the latents FluxPipeline
+    holds at that step, unpacked by diffusers' own _unpack_latents."""
+    import diffusers
+
+    from sdtui.worker.families.flux1 import FAMILY
+    from sdtui.worker.models import align_weights
+    from sdtui.worker.sampling import latent_preview
+
+    width, height = 96, 64
+    events = list(workers["dev"].client.generate(prompt=PROMPT, width=width, height=height,
+                                                 steps=3, seed=1, scheduler="euler",
+                                                 preview_every=1))
     previews = [e for e in events if e["type"] == "preview"]
     assert [p["step"] for p in previews] == [1, 2]
-    for preview in previews:
+
+    pipe = diffusers.FluxPipeline.from_pretrained(tiny_flux["dev"], local_files_only=True)
+    align_weights(pipe)
+    seen = []
+
+    def keep(pipe, step, timestep, kwargs):
+        seen.append(pipe._unpack_latents(kwargs["latents"], height, width, pipe.vae_scale_factor))
+        return kwargs
+
+    pipe(prompt=PROMPT, width=width, height=height, num_inference_steps=3, guidance_scale=3.5,
+         generator=torch.Generator("cpu").manual_seed(1), output_type="latent",
+         callback_on_step_end=keep)
+    for preview, latents in zip(previews, seen, strict=False):
         image = Image.open(io.BytesIO(base64.b64decode(preview["png"])))
-        assert image.size == (96 // 8, 64 // 8)  # the 16-channel latent grid, not the packing
+        assert image.size == (width // 8, height // 8)  # the latent grid, not the packing
+        expected = np.asarray(latent_preview(latents, FAMILY), dtype=int)
+        assert np.array_equal(np.asarray(image, dtype=int), expected)
 
 
 @pytest.mark.parametrize(("params", "needle"), [
@@ -145,3 +169,20 @@ def test_guidance_is_refused_for_schnell_and_for_stable_diffusion(workers, tiny_
     assert "--guidance does not apply to SD 1.x" in model_refusal(ready, {"guidance": 2.0})
     assert model_refusal(ready, {"schedule": "simple"}).startswith(
         "schedule type 'Simple' is not supported for SD 1.x")
+
+
+def test_a_full_variation_is_the_variation_seeds_own_image(workers, tiny_flux):
+    """Variation noise is drawn unpacked and packed as FluxPipeline packs its own: all the way
+    to the variation seed, it is that seed's image."""
+    ours = generate(workers["dev"], seed=1, steps=3, variation_amount=1.0, variation_seed=5)
+    ref = reference(tiny_flux["dev"], seed=5, num_inference_steps=3, width=SIZE, height=SIZE,
+                    guidance_scale=3.5)
+    assert_same(ours, ref)
+    halfway = generate(workers["dev"], seed=1, steps=3, variation_amount=0.5, variation_seed=5)
+    assert not np.array_equal(pixels(halfway), ref)
+
+
+def test_a_lora_on_flux_is_refused_in_one_line(workers):
+    with pytest.raises(GenerationError, match="LoRAs do not run on FLUX.1 models yet"):
+        list(workers["schnell"].client.generate(prompt="a cat <lora:style:0.5>", steps=1,
+                                                width=SIZE, height=SIZE, scheduler="euler"))
