@@ -71,11 +71,11 @@ class AwsConfig:
 class GenerateConfig:
     steps: int = 30
     cfg: float = 7.5
-    guidance: float | None = None  # FLUX.1 [dev]'s; None: the model's own (3.5)
     width: int | None = None  # None: the model's own size (1024 for SDXL)
     height: int | None = None
     scheduler: str = DEFAULT_SCHEDULER
     out_dir: Path | None = None
+    guidance: float | None = None  # FLUX.1 [dev]'s; None: the model's own (3.5)
 
 
 @dataclass(frozen=True)
