@@ -363,7 +363,6 @@ def _family_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
     return None
 
 
-
 def validate_request(obj: Any) -> dict[str, Any]:
     req = _validate(obj, REQUEST_SCHEMAS, "request")
     if req["type"] == "generate":

@@ -158,7 +158,6 @@ def load_model(path: str, device: str | None = None,
             _load_diffusers_folder(model, Path(path), dtype)
         else:
             _load_single_file(model, Path(path), dtype, device)
-
         model.pipe.to(device)
     except ModelInvalid:
         raise

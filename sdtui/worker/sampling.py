@@ -47,9 +47,9 @@ class ImageInvalid(RuntimeError):
 
 
 def unpacked(latents: torch.Tensor, family: Family, width: int, height: int) -> torch.Tensor:
-    """The latents as (batch, channels, h, w): FLUX.1's pipelines pack them in 2x2 patches,
-    (batch, h/2 * w/2, channels * 4); diffusers' FluxPipeline._unpack_latents, which reads
-    only the shape."""
+    """The latents as (batch, channels, h, w). FLUX.1's pipelines hold them packed in 2x2
+    patches, (batch, h/2 * w/2, channels * 4): undone here as FluxPipeline._unpack_latents
+    does."""
     if not family.packed_latents:
         return latents
     batch, _, packed = latents.shape
@@ -171,8 +171,7 @@ class Sampler:
         if self.model.guidance == CFG:
             return {}
         embedded = self.model.guidance == EMBEDDED
-        return {"cfg": 1.0, "negative_prompt": "",
-                "guidance": self._guidance(req) if embedded else None}
+        return {"cfg": 1.0, "guidance": self._guidance(req) if embedded else None}
 
     def _guidance(self, req: dict[str, Any]) -> float:
         return req["guidance"] if req["guidance"] is not None else (
