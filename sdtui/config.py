@@ -18,6 +18,7 @@
     [generate]
     steps = 30
     cfg = 7.5
+    guidance = 3.5        # FLUX.1 [dev]'s embedded guidance (leave out for the model's)
     width = 512           # leave out for the model's own size (1024 for SDXL)
     height = 512
     scheduler = "euler_a"
@@ -74,6 +75,7 @@ class GenerateConfig:
     height: int | None = None
     scheduler: str = DEFAULT_SCHEDULER
     out_dir: Path | None = None
+    guidance: float | None = None  # FLUX.1 [dev]'s; None: the model's own (3.5)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def _generate_field(name: str) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, GENERATE_FIELDS[name].kind):
-            raise TypeError("a number" if name == "cfg" else "an integer")
+            raise TypeError("a number" if name in ("cfg", "guidance") else "an integer")
         try:
             return GENERATE_FIELDS[name].check(name, value)
         except ProtocolError as exc:
@@ -205,6 +207,7 @@ def _checks(base: Path) -> dict[str, dict[str, Callable[[Any], Any]]]:
         "generate": {
             "steps": _generate_field("steps"),
             "cfg": _generate_field("cfg"),
+            "guidance": _generate_field("guidance"),
             "width": _generate_field("width"),
             "height": _generate_field("height"),
             "scheduler": _scheduler,

@@ -32,6 +32,7 @@ class GenerateSettings:
     negative_prompt: str = _default("negative_prompt")
     steps: int = _default("steps")
     cfg: float = _default("cfg")
+    guidance: float | None = _default("guidance")  # FLUX.1 [dev]; None: the model's (3.5)
     width: int | None = _default("width")  # None: the model's own size (1024 for SDXL)
     height: int | None = _default("height")
     seed: int | None = None  # None: the worker picks one

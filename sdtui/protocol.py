@@ -144,6 +144,9 @@ GENERATE_FIELDS: dict[str, Field] = {
     "negative_prompt": Field(str, default="", check=_text(20_000)),
     "steps": Field(_INT, default=30, check=_int_range(1, 150)),
     "cfg": Field(_NUM, default=7.5, check=_float_range(0.0, 50.0)),
+    # The guidance strength a guidance-distilled model (FLUX.1 [dev]) takes as an input, in
+    # place of cfg; null means the model's own default (3.5). Other models refuse it.
+    "guidance": Field(_NUM, default=None, check=_float_range(0.0, 100.0), nullable=True),
     # No size (null) means the model's own: 1024 for SDXL, 768 for SD 2.x v-prediction, 512
     # otherwise; the worker resolves it and the image's params record what ran.
     "width": Field(_INT, default=None, check=_int_range(64, 2048, 8), nullable=True),
@@ -199,6 +202,15 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "prediction": Field(str, default="epsilon", check=_one_of("epsilon", "v_prediction")),
         # Width and height of a request that names none (1024 for SDXL, 768 for SD 2.x v).
         "default_size": Field(_INT, default=None, nullable=True),
+        # Width and height must be multiples of this (16 for FLUX.1's packed latents).
+        "size_multiple": Field(_INT, default=8),
+        # "cfg" (classifier-free, a negative prompt applies), "embedded" (FLUX.1 [dev]: the
+        # request's guidance) or "none" (FLUX.1 [schnell]).
+        "guidance": Field(str, default="cfg", check=_one_of("cfg", "embedded", "none")),
+        "default_steps": Field(_INT, default=None, nullable=True),
+        # Which sampler table it runs (sdtui.samplers): "diffusion", or "flow" (FLUX.1).
+        "sampling": Field(str, default="diffusion", check=_one_of("diffusion", "flow")),
+        "family_label": Field(str, default=None, nullable=True),  # for messages: "FLUX.1"
         # What the worker noticed while loading, e.g. tensors no component uses.
         "warnings": Field(list, default=None, nullable=True),
         "device": Field(str, required=True),
@@ -324,6 +336,30 @@ def model_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
     if ready.get("inpainting") and not (req.get("init_image") and req.get("mask")):
         return ("this model is an inpainting checkpoint (its UNet takes 9 input channels): it "
                 "needs an init image and a mask; pass --init-image FILE --mask FILE")
+    return _family_refusal(ready, req)
+
+
+def _family_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """What a model's family cannot take: its size multiple, its samplers, its guidance."""
+    label = ready.get("family_label") or "this model"
+    multiple = ready.get("size_multiple") or 8
+    for side in ("width", "height"):
+        if req.get(side) and req[side] % multiple:
+            return (f"{label} needs a {side} that is a multiple of {multiple}, got {req[side]}; "
+                    f"pass --{side} {req[side] // multiple * multiple or multiple}")
+    why = samplers.refusal(ready.get("sampling") or samplers.DIFFUSION, label,
+                           req.get("scheduler") or DEFAULT_SCHEDULER,
+                           req.get("schedule") or DEFAULT_SCHEDULE)
+    if why:
+        return why
+    guidance = ready.get("guidance") or "cfg"
+    if req.get("guidance") is not None and guidance != "embedded":
+        why = ("it takes no guidance (timestep-distilled)" if guidance == "none"
+               else "it uses cfg (--cfg), not embedded guidance")
+        return f"--guidance does not apply to {label}: {why}; drop --guidance"
+    if guidance != "cfg" and (req.get("negative_prompt") or "").strip():
+        return (f"{label} takes no negative prompt (it has no classifier-free guidance); drop "
+                f"--negative-prompt")
     return None
 
 

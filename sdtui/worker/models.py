@@ -1,5 +1,6 @@
-"""Load a Stable Diffusion model (SD 1.x, SD 2.x or SDXL base) from a diffusers folder or a
-single-file checkpoint, with no network: every config and tokenizer comes from local files.
+"""Load a model (SD 1.x, SD 2.x, SDXL base; FLUX.1 from a diffusers folder) from a diffusers
+folder or a single-file checkpoint, with no network: every config and tokenizer comes from
+local files.
 
 The family is detected from the key layout (sdtui.worker.families); reading the file is
 sdtui.worker.checkpoint's job and building each component from the original layout is
@@ -29,11 +30,13 @@ from sdtui.modelfiles import detect_format
 from sdtui.worker import ldm
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families import (
+    CFG,
     EPSILON,
     V_PREDICTION,
     Family,
     detect,
     detect_folder,
+    folder_guidance,
     folder_inpainting,
     folder_prediction,
     is_leftover,
@@ -71,12 +74,21 @@ class LoadedModel:
     family: Family | None = None  # None only while loading, before it is detected
     inpainting: bool = False  # a 9-channel UNet: needs an init image and a mask
     prediction: str = EPSILON
+    guidance: str = CFG  # CFG, EMBEDDED (FLUX.1 [dev]) or NO_GUIDANCE (FLUX.1 [schnell])
     warnings: list[str] = field(default_factory=list)
 
     @property
     def default_size(self) -> int:
         """Width and height for a request that names none: what the family was trained at."""
         return self.family.default_size(self.prediction)
+
+    @property
+    def default_steps(self) -> int:
+        return self.family.steps[self.guidance]
+
+    @property
+    def denoiser(self) -> Any:
+        return getattr(self.pipe, self.family.denoiser)
 
     def pipeline_class(self, kind: str) -> Any:
         """The family's diffusers pipeline for "text2img", "img2img" or "inpaint"."""
@@ -93,6 +105,11 @@ class LoadedModel:
             "inpainting": self.inpainting,
             "prediction": self.prediction,
             "default_size": self.default_size,
+            "size_multiple": self.family.size_multiple,
+            "guidance": self.guidance,
+            "default_steps": self.default_steps,
+            "sampling": self.family.sampler_table,
+            "family_label": self.family.label,
             "device": self.device,
             "dtype": self.dtype,
             "load_seconds": round(self.load_seconds, 3),
@@ -106,6 +123,26 @@ def pick_device(device: str | None = None) -> tuple[str, torch.dtype]:
     return device, torch.float16 if device.startswith("cuda") else torch.float32
 
 
+# bfloat16 compute arrived with Ampere (compute capability 8.0); Turing (a T4, 7.5) has none.
+BF16_CAPABILITY = (8, 0)
+
+
+def family_dtype(family: Family, device: str, capability: tuple[int, int] | None) -> torch.dtype:
+    """The compute precision, decided once from the device: float32 on the CPU; for a family
+    trained in bfloat16 (FLUX.1), bfloat16 where the GPU computes it and float16 (with
+    diffusers' activation clamping and a float32 VAE decode) where it does not; float16 for
+    the Stable Diffusion families."""
+    if not device.startswith("cuda"):
+        return torch.float32
+    if family.bf16 and capability is not None and capability >= BF16_CAPABILITY:
+        return torch.bfloat16
+    return torch.float16
+
+
+def _capability(device: str) -> tuple[int, int] | None:
+    return torch.cuda.get_device_capability(device) if device.startswith("cuda") else None
+
+
 def load_model(path: str, device: str | None = None,
                dtype: torch.dtype | None = None) -> LoadedModel:
     started = time.perf_counter()
@@ -113,10 +150,9 @@ def load_model(path: str, device: str | None = None,
         fmt = detect_format(path)
     except BadInput as error:
         raise ModelInvalid(str(error)) from None
-    device, default_dtype = pick_device(device)
-    dtype = dtype or default_dtype
-    model = LoadedModel(pipe=None, path=str(path), format=fmt, device=device,
-                        dtype=str(dtype).removeprefix("torch."), load_seconds=0.0)
+    device, _ = pick_device(device)
+    model = LoadedModel(pipe=None, path=str(path), format=fmt, device=device, dtype="",
+                        load_seconds=0.0)
     try:
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
@@ -131,7 +167,7 @@ def load_model(path: str, device: str | None = None,
         raise ModelInvalid(
             f"model {path}{f' ({family.label})' if family else ''} could not be loaded: "
             f"{type(error).__name__}: {first_line}", family=family and family.id) from error
-    _align(model.pipe)
+    align_weights(model.pipe)
     model.pipe.set_progress_bar_config(disable=True)
     model.load_seconds = time.perf_counter() - started
     for warning in model.warnings:
@@ -145,7 +181,7 @@ def load_model(path: str, device: str | None = None,
 ALIGNMENT = 64
 
 
-def _align(pipe: Any) -> None:
+def align_weights(pipe: Any) -> None:
     for component in pipe.components.values():
         if not isinstance(component, torch.nn.Module):
             continue
@@ -156,10 +192,18 @@ def _align(pipe: Any) -> None:
                         tensor.data = tensor.data.clone()
 
 
-def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype) -> None:
+def _dtype_for(model: LoadedModel, dtype: torch.dtype | None) -> torch.dtype:
+    dtype = dtype or family_dtype(model.family, model.device, _capability(model.device))
+    model.dtype = str(dtype).removeprefix("torch.")
+    return dtype
+
+
+def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
     model.family = detect_folder(path)
     model.inpainting = folder_inpainting(path)
     model.prediction = folder_prediction(path)
+    model.guidance = folder_guidance(path, model.family)
+    dtype = _dtype_for(model, dtype)
     model.pipe = model.pipeline_class("text2img").from_pretrained(
         path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options)
 
@@ -168,9 +212,11 @@ def _skipped(family: Family) -> Callable[[str], bool]:
     return lambda key: is_leftover(key) or family.unused(key) or key == V_PRED_MARKER
 
 
-def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype, device: str) -> None:
+def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype | None,
+                      device: str) -> None:
     checkpoint = Checkpoint(path, model.format)
     family = model.family = detect(path, checkpoint.shapes)
+    dtype = _dtype_for(model, dtype)
     model.inpainting = has_inpainting_unet(checkpoint.shapes)
     sources = ldm.ConfigSources.beside(path, family)
     log.info("loading %s (%s) with configs from %s", path, family.label, sources)
