@@ -1,0 +1,143 @@
+"""Tiny FLUX.1 transformers in the files people have, written by their authors' code: BFL's
+reference model (vendored in tests/vendor/flux_bfl) saved from its own state_dict, and GGUFs
+written with the `gguf` package as city96's ComfyUI-GGUF tools/convert.py writes them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VENDOR = Path(__file__).parent / "vendor" / "flux_bfl"
+# 256 wide, so llama.cpp's K-quants (256-element blocks) fit its rows; two 128-wide heads with
+# FLUX.1's own rotary axes, one double and one single block.
+WIDTH = 256
+
+
+def bfl():
+    """BFL's `flux.model` (Flux, FluxParams), imported from the vendored copy."""
+    if str(VENDOR) not in sys.path:
+        sys.path.insert(0, str(VENDOR))
+    import flux.model
+
+    return flux.model
+
+
+def bfl_flux(guidance: bool, seed: int = 0) -> torch.nn.Module:
+    """A tiny FLUX.1 transformer ([dev] embeds guidance, [schnell] does not), random weights."""
+    model = bfl()
+    torch.manual_seed(seed)
+    params = model.FluxParams(
+        in_channels=64, out_channels=64, vec_in_dim=WIDTH, context_in_dim=WIDTH,
+        hidden_size=WIDTH, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1,
+        axes_dim=[16, 56, 56], theta=10_000, qkv_bias=True, guidance_embed=guidance)
+    flux = model.Flux(params).eval()
+    with torch.no_grad():
+        for tensor in flux.parameters():  # PyTorch's default init leaves the biases tiny
+            tensor.normal_(0.0, 0.05)
+    return flux
+
+
+def state_dict(flux: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone().contiguous() for key, value in flux.state_dict().items()}
+
+
+def inputs(seed: int = 1) -> dict[str, torch.Tensor]:
+    """One denoising step's inputs: a 4×4 grid of packed latents and 8 text tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    img_ids = torch.zeros(16, 3)
+    img_ids[:, 1] = torch.arange(16) // 4
+    img_ids[:, 2] = torch.arange(16) % 4
+    return {"img": torch.randn(1, 16, 64, generator=generator),
+            "txt": torch.randn(1, 8, WIDTH, generator=generator),
+            "y": torch.randn(1, WIDTH, generator=generator),
+            "img_ids": img_ids, "txt_ids": torch.zeros(8, 3),
+            "t": torch.tensor([0.7]), "guidance": torch.tensor([3.5])}
+
+
+def reference_forward(flux: torch.nn.Module, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    with torch.no_grad():
+        return flux(x["img"], x["img_ids"][None], x["txt"], x["txt_ids"][None], x["t"], x["y"],
+                    x["guidance"] if flux.params.guidance_embed else None)
+
+
+def diffusers_forward(transformer: torch.nn.Module, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The same step through a diffusers FluxTransformer2DModel (ids without the batch axis)."""
+    with torch.no_grad():
+        return transformer(
+            hidden_states=x["img"], encoder_hidden_states=x["txt"], pooled_projections=x["y"],
+            timestep=x["t"], img_ids=x["img_ids"], txt_ids=x["txt_ids"],
+            guidance=x["guidance"] if transformer.config.guidance_embeds else None).sample
+
+
+# --- GGUF --------------------------------------------------------------------------------------
+
+def gguf():
+    """The `gguf` package (in the worker lock; a test without it fails, it does not skip)."""
+    import gguf
+
+    return gguf
+
+
+# convert.py's thresholds: 1-D and small tensors stay F32 (QUANTIZATION_THRESHOLD).
+QUANTIZATION_THRESHOLD = 1024
+
+
+def kquant_blocks(shape: tuple[int, ...], qtype, seed: int) -> np.ndarray:
+    """Valid llama.cpp K-quant blocks for a tensor of `shape` (the gguf package dequantizes
+    K-quants but cannot make them): random quants with small, finite fp16 scales."""
+    g = gguf()
+    block, size = g.GGML_QUANT_SIZES[qtype]
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
+    rng = np.random.default_rng(seed)
+    raw = rng.integers(0, 256, size=(rows * cols // block, size), dtype=np.uint8)
+    scale = np.full((raw.shape[0], 1), 0.002, dtype=np.float16).view(np.uint8)
+    if qtype == g.GGMLQuantizationType.Q6_K:
+        raw[:, -2:] = scale  # d sits last
+    else:
+        raw[:, 0:2] = scale  # d, then dmin
+        raw[:, 2:4] = np.full((raw.shape[0], 1), 0.001, dtype=np.float16).view(np.uint8)
+    return raw.reshape(*shape[:-1], cols // block * size)
+
+
+def write_gguf(state: dict[str, torch.Tensor], path: Path, qtype, arch: str = "flux",
+               kquant_seed: int = 0) -> Path:
+    """`state` as ComfyUI-GGUF's convert.py lays it out (its architecture key, BFL's tensor
+    names, 1-D and small tensors in F32), with `qtype` where convert.py + llama-quantize would
+    quantize and F16 where a tensor's rows do not fit the blocks (llama-quantize's fallback)."""
+    g = gguf()
+    writer = g.GGUFWriter(path=None, arch=arch)
+    writer.add_quantization_version(g.GGML_QUANT_VERSION)
+    kquants = {g.GGMLQuantizationType.Q4_K, g.GGMLQuantizationType.Q5_K,
+               g.GGMLQuantizationType.Q6_K}
+    for index, (key, tensor) in enumerate(state.items()):
+        data = tensor.float().numpy()
+        kind = qtype
+        if data.ndim == 1 or data.size <= QUANTIZATION_THRESHOLD:
+            kind = g.GGMLQuantizationType.F32
+        elif data.shape[-1] % g.GGML_QUANT_SIZES[qtype][0]:
+            kind = g.GGMLQuantizationType.F16
+        if kind in kquants:
+            raw = kquant_blocks(data.shape, kind, kquant_seed + index)
+        else:
+            raw = g.quants.quantize(data, kind)
+        writer.add_tensor(key, raw, raw_dtype=kind)
+    writer.write_header_to_file(path=path)
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def dequantized(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a GGUF as gguf.quants.dequantize gives it, by name, in float32."""
+    g = gguf()
+    reader = g.GGUFReader(path)
+    out = {}
+    for tensor in reader.tensors:
+        shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
+        values = g.quants.dequantize(tensor.data, tensor.tensor_type)
+        out[tensor.name] = torch.from_numpy(np.ascontiguousarray(values)).float().reshape(shape)
+    return out
