@@ -5,6 +5,8 @@ Formats (each for SD 1.x, SD 2.x and SDXL base; the worker tells the family from
 - "diffusers": a folder holding model_index.json (the layout `save_pretrained` writes).
 - "ckpt": the original single-file checkpoint, a torch pickle (the guide's sd-v1-4.ckpt).
 - "safetensors": the same weights as a .safetensors file.
+- "gguf": a FLUX.1 transformer quantized in city96's ComfyUI-GGUF layout (architecture "flux");
+  a GGUF of any other architecture is refused here, from its header.
 
 A checkpoint FILE with stem S may have sidecars beside it, found the way other SD tools find a
 same-named .yaml (the worker resolves them in this order; see sdtui.worker.models):
@@ -27,10 +29,11 @@ from typing import BinaryIO, Literal
 
 from sdtui.errors import BadInput
 from sdtui.fetch.refs import is_remote
+from sdtui.gguf_header import NotGguf, gguf_architecture
 from sdtui.loras import LORA_DIR, LORA_SUFFIX
 from sdtui.userfiles import check_file, expand, open_file
 
-ModelFormat = Literal["diffusers", "ckpt", "safetensors"]
+ModelFormat = Literal["diffusers", "ckpt", "safetensors", "gguf"]
 
 DIFFUSERS_INDEX = "model_index.json"
 CONFIG_DIR_SUFFIX = ".config"
@@ -40,6 +43,10 @@ MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 # Legacy (pre-zip) torch.save files start with a pickle protocol 2+ opcode.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
+# GGUF architectures sdtui runs (what ComfyUI-GGUF's tools/convert.py names FLUX.1).
+GGUF_ARCHITECTURES = {"flux": "FLUX.1"}
+_GGUF_FIX = ("pass a FLUX.1 transformer .gguf (e.g. flux1-dev-Q4_K_S.gguf, ComfyUI-GGUF's "
+             "layout) with clip_l.safetensors, a t5xxl_*.safetensors and ae.safetensors beside it")
 _FIX = "pass the path of sd-v1-4.ckpt, of a .safetensors checkpoint or of a diffusers model folder"
 
 
@@ -89,6 +96,8 @@ def detect_format(path: str | Path) -> ModelFormat:
             return "diffusers"
         raise _not_a_model(path, f"the folder has no {DIFFUSERS_INDEX}")
     suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        return _check_gguf(path)
     if suffix not in (".ckpt", ".safetensors"):
         raise _not_a_model(path, f"unsupported file type {suffix or '(no extension)'}")
     with open_file(path, "model file", _FIX) as stream:
@@ -99,6 +108,20 @@ def detect_format(path: str | Path) -> ModelFormat:
         if _has_safetensors_header(stream):
             return "safetensors"
         raise _not_a_model(path, "it has no valid safetensors header (truncated or corrupt?)")
+
+
+def _check_gguf(path: Path) -> ModelFormat:
+    try:
+        with open_file(path, "model file", _GGUF_FIX) as stream:
+            found = gguf_architecture(stream)
+    except NotGguf as error:
+        raise BadInput(f"model file {path} is not a GGUF model: {error}", fix=_GGUF_FIX) from None
+    if found not in GGUF_ARCHITECTURES:
+        raise BadInput(f"model file {path} is a GGUF of architecture {found or '(none named)'!r}"
+                       f", which sdtui does not run; sdtui runs "
+                       f"{', '.join(GGUF_ARCHITECTURES.values())} transformers as GGUF",
+                       fix=_GGUF_FIX)
+    return "gguf"
 
 
 def sidecars(path: str | Path) -> list[Path]:
