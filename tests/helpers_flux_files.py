@@ -93,12 +93,12 @@ def kquant_blocks(shape: tuple[int, ...], qtype, seed: int) -> np.ndarray:
     rows, cols = int(np.prod(shape[:-1])), shape[-1]
     rng = np.random.default_rng(seed)
     raw = rng.integers(0, 256, size=(rows * cols // block, size), dtype=np.uint8)
-    scale = np.full((raw.shape[0], 1), 0.002, dtype=np.float16).view(np.uint8)
+    scale = np.full((raw.shape[0], 1), 2e-4, dtype=np.float16).view(np.uint8)
     if qtype == g.GGMLQuantizationType.Q6_K:
         raw[:, -2:] = scale  # d sits last
     else:
         raw[:, 0:2] = scale  # d, then dmin
-        raw[:, 2:4] = np.full((raw.shape[0], 1), 0.001, dtype=np.float16).view(np.uint8)
+        raw[:, 2:4] = np.full((raw.shape[0], 1), 1e-4, dtype=np.float16).view(np.uint8)
     return raw.reshape(*shape[:-1], cols // block * size)
 
 
@@ -139,5 +139,5 @@ def dequantized(path: Path) -> dict[str, torch.Tensor]:
     for tensor in reader.tensors:
         shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
         values = g.quants.dequantize(tensor.data, tensor.tensor_type)
-        out[tensor.name] = torch.from_numpy(np.ascontiguousarray(values)).float().reshape(shape)
+        out[tensor.name] = torch.from_numpy(np.array(values)).float().reshape(shape)
     return out

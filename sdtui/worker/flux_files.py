@@ -140,9 +140,14 @@ def load_transformer(path: Path, dtype: torch.dtype, fmt: str) -> Any:
     base_file = config_file(path)
     config = transformer_config(path, shapes, _base_config(base_file))
     state = converter(shapes_width(shapes))(state)
-    return FluxTransformer2DModel.from_single_file(
+    transformer = FluxTransformer2DModel.from_single_file(
         state, config=str(base_file), local_files_only=True, torch_dtype=dtype,
         **config, **options)
+    if fmt == "gguf":
+        from sdtui.worker.gguf_files import exact_dequantization
+
+        exact_dequantization(transformer)
+    return transformer
 
 
 def shapes_width(shapes: Mapping[str, tuple[int, ...]]) -> int:
