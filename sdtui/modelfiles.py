@@ -7,6 +7,9 @@ Formats (each for SD 1.x, SD 2.x and SDXL base; the worker tells the family from
 - "safetensors": the same weights as a .safetensors file.
 - "gguf": a FLUX.1 transformer quantized in city96's ComfyUI-GGUF layout (architecture "flux");
   a GGUF of any other architecture is refused here, from its header.
+- "set": a folder of FLUX.1's split component files (sdtui.modelsets). A FLUX.1 transformer
+  file (.safetensors or .gguf) is a set's transformer: its siblings complete the set, and a set
+  with a part missing is refused here.
 
 A checkpoint FILE with stem S may have sidecars beside it, found the way other SD tools find a
 same-named .yaml (the worker resolves them in this order; see sdtui.worker.models):
@@ -20,26 +23,22 @@ LoRA files sit in a `loras/` folder beside the model and travel with it (see sdt
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import struct
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 from sdtui.errors import BadInput
 from sdtui.fetch.refs import is_remote
-from sdtui.gguf_header import NotGguf, gguf_architecture
+from sdtui.headers import NotGguf, gguf_architecture, safetensors_header
 from sdtui.loras import LORA_DIR, LORA_SUFFIX
+from sdtui.modelsets import find_set
 from sdtui.userfiles import check_file, expand, open_file
 
-ModelFormat = Literal["diffusers", "ckpt", "safetensors", "gguf"]
+ModelFormat = Literal["diffusers", "ckpt", "safetensors", "gguf", "set"]
 
 DIFFUSERS_INDEX = "model_index.json"
 CONFIG_DIR_SUFFIX = ".config"
 YAML_SUFFIX = ".yaml"
-# A safetensors header is a JSON object; real ones are kilobytes, this only rejects nonsense.
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 # Legacy (pre-zip) torch.save files start with a pickle protocol 2+ opcode.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
@@ -71,19 +70,7 @@ def _looks_like_torch_checkpoint(stream: BinaryIO) -> bool:
 
 
 def _has_safetensors_header(stream: BinaryIO) -> bool:
-    size = os.fstat(stream.fileno()).st_size
-    prefix = stream.read(8)
-    if len(prefix) < 8:
-        return False
-    (header_len,) = struct.unpack("<Q", prefix)
-    if header_len < 2 or header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
-        return False
-    header = stream.read(header_len)
-    try:
-        parsed = json.loads(header)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return False
-    return isinstance(parsed, dict)
+    return safetensors_header(stream) is not None
 
 
 def detect_format(path: str | Path) -> ModelFormat:
@@ -94,7 +81,16 @@ def detect_format(path: str | Path) -> ModelFormat:
     if path.is_dir():
         if (path / DIFFUSERS_INDEX).is_file():
             return "diffusers"
+        if find_set(path) is not None:
+            return "set"
         raise _not_a_model(path, f"the folder has no {DIFFUSERS_INDEX}")
+    fmt = _file_format(path)
+    if fmt in ("safetensors", "gguf"):
+        find_set(path)  # a FLUX.1 transformer needs the rest of its set beside it
+    return fmt
+
+
+def _file_format(path: Path) -> ModelFormat:
     suffix = path.suffix.lower()
     if suffix == ".gguf":
         return _check_gguf(path)
@@ -144,14 +140,25 @@ def model_files(path: str | Path) -> list[tuple[Path, str]]:
     destination directory). Copying them all into one directory keeps sidecars beside their
     checkpoint, so the worker finds them from the checkpoint path alone."""
     path = expand(path, "model file").absolute()
-    if detect_format(path) == "diffusers":
+    fmt = detect_format(path)
+    if fmt == "diffusers":
         return _files_under(path, path.name)
-    files = [(path, path.name)]
+    model_set = find_set(path) if fmt in ("set", "safetensors", "gguf") else None
+    if model_set is None:
+        return _with_sidecars(path, "")
+    # A set travels whole: as its folder, or as files beside the transformer.
+    prefix = path.name + "/" if fmt == "set" else ""
+    return _with_sidecars(model_set.transformer, prefix) + [
+        (part, prefix + part.name) for part in model_set.parts.values()]
+
+
+def _with_sidecars(path: Path, prefix: str) -> list[tuple[Path, str]]:
+    files = [(path, prefix + path.name)]
     for sidecar in sidecars(path):
         if sidecar.is_dir():
-            files += _files_under(sidecar, sidecar.name)
+            files += _files_under(sidecar, prefix + sidecar.name)
         else:
-            files.append((sidecar, sidecar.name))
+            files.append((sidecar, prefix + sidecar.name))
     return files
 
 

@@ -61,7 +61,6 @@ def flux_dev() -> torch.nn.Module:
 def test_gguf_stays_quantized_and_computes_with_dequantize_bit_for_bit(
         tmp_path: Path, flux_dev: torch.nn.Module, qtype) -> None:
     path = write_gguf(state_dict(flux_dev), tmp_path / f"flux1-dev-{qtype.name}.gguf", qtype)
-    assert detect_format(path) == "gguf"
 
     transformer = load_transformer(path, torch.float32, "gguf")
 

@@ -1,5 +1,7 @@
-"""The architecture a .gguf file names (`general.architecture`), read from its header with the
-stdlib, so the client can refuse a GGUF sdtui does not run before anything is created.
+"""Model file headers read with the stdlib, so the client can tell what a file is before
+anything is created: a .safetensors file's tensor table, a .gguf file's architecture.
+
+A safetensors file starts with a uint64 length and that many bytes of JSON (the tensor table).
 
 GGUF (llama.cpp's format): "GGUF", a uint32 version, uint64 tensor and key-value counts, then
 key-value pairs (a uint64-length UTF-8 key, a uint32 type, the value), all little-endian.
@@ -9,9 +11,13 @@ pairs with bounded strings, so a hostile header costs little.
 
 from __future__ import annotations
 
+import json
+import os
 import struct
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+# A safetensors header is a JSON object; real ones are kilobytes, this only rejects nonsense.
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 MAGIC = b"GGUF"
 ARCHITECTURE = "general.architecture"
 MAX_PAIRS = 64
@@ -20,6 +26,22 @@ MAX_ARRAY = 1 << 24
 _STRING, _ARRAY = 8, 9
 # Fixed sizes of the scalar value types, by type number.
 _SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def safetensors_header(stream: BinaryIO) -> dict[str, Any] | None:
+    """The tensor table of the .safetensors file open in `stream`, None if it has none."""
+    size = os.fstat(stream.fileno()).st_size
+    prefix = stream.read(8)
+    if len(prefix) < 8:
+        return None
+    (length,) = struct.unpack("<Q", prefix)
+    if length < 2 or length > min(MAX_SAFETENSORS_HEADER, size - 8):
+        return None
+    try:
+        parsed = json.loads(stream.read(length))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 class NotGguf(ValueError):
