@@ -141,3 +141,55 @@ def dequantized(path: Path) -> dict[str, torch.Tensor]:
         values = g.quants.dequantize(tensor.data, tensor.tensor_type)
         out[tensor.name] = torch.from_numpy(np.array(values)).float().reshape(shape)
     return out
+
+
+# --- split component sets ----------------------------------------------------------------------
+
+TINY_CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+             "num_hidden_layers": 2, "max_position_embeddings": 77, "vocab_size": 1000,
+             "hidden_act": "quick_gelu", "bos_token_id": 998, "eos_token_id": 999,
+             "pad_token_id": 999}
+TINY_T5 = {"vocab_size": 100, "d_model": 32, "d_kv": 8, "d_ff": 37, "num_layers": 2,
+           "num_heads": 4, "relative_attention_num_buckets": 8, "feed_forward_proj": "gated-gelu",
+           "is_encoder_decoder": False, "tie_word_embeddings": False}
+
+
+def tiny_clip(seed: int = 2) -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    return CLIPTextModel(CLIPTextConfig(**TINY_CLIP)).eval()
+
+
+def tiny_t5(seed: int = 3) -> torch.nn.Module:
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    return T5EncoderModel(T5Config(**TINY_T5)).eval()
+
+
+def bfl_autoencoder(seed: int = 4) -> torch.nn.Module:
+    """BFL's own AutoEncoder (ae.safetensors' layout): 16 latent channels, the real ×8 scale,
+    32-64 channels wide."""
+    bfl()
+    from flux.modules.autoencoder import AutoEncoder, AutoEncoderParams
+
+    torch.manual_seed(seed)
+    params = AutoEncoderParams(resolution=64, in_channels=3, ch=32, out_ch=3, ch_mult=[1, 1, 2, 2],
+                               num_res_blocks=1, z_channels=16, scale_factor=0.3611,
+                               shift_factor=0.1159)
+    return AutoEncoder(params).eval()
+
+
+def comfy_clip_l(clip: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """CLIP-L's weights as ComfyUI's clip_l.safetensors keeps them: transformers' keys under
+    `text_model.` (transformers 5 saves them without it)."""
+    return {(key if key.startswith("text_model.") else "text_model." + key): value.contiguous()
+            for key, value in clip.state_dict().items()}
+
+
+def comfy_t5(t5: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """T5's weights as t5xxl_*.safetensors keep them (no tied encoder.embed_tokens copy), its
+    matrices stored in `dtype` (t5xxl_fp8_e4m3fn: float8_e4m3fn)."""
+    return {key: (value.to(dtype) if value.ndim > 1 else value).contiguous()
+            for key, value in t5.state_dict().items() if key != "encoder.embed_tokens.weight"}

@@ -1,0 +1,143 @@
+"""FLUX.1 as ComfyUI users keep it: a folder with a transformer (BFL's layout or a GGUF),
+clip_l.safetensors, a t5xxl_*.safetensors and ae.safetensors. `--model FOLDER` and `--model
+TRANSFORMER_FILE` both name the set; each component computes what its reference does; a set
+with a part missing is refused before anything is created."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sdtui.errors import EXIT_BAD_INPUT, BadInput
+from sdtui.modelfiles import detect_format, model_files
+from sdtui.worker.flux_parts import components_from_files
+from tests.helpers_flux_files import (
+    TINY_CLIP,
+    bfl_autoencoder,
+    bfl_flux,
+    comfy_clip_l,
+    comfy_t5,
+    diffusers_forward,
+    inputs,
+    reference_forward,
+    state_dict,
+    tiny_clip,
+    tiny_t5,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+PARTS = ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae.safetensors")
+
+
+@pytest.fixture(scope="module")
+def references() -> dict[str, torch.nn.Module]:
+    return {"flux": bfl_flux(guidance=True), "clip": tiny_clip(), "t5": tiny_t5(),
+            "ae": bfl_autoencoder()}
+
+
+def write_set(folder: Path, references: dict[str, torch.nn.Module]) -> Path:
+    folder.mkdir()
+    transformer = folder / "flux1-dev.safetensors"
+    save_file(state_dict(references["flux"]), transformer)
+    save_file(comfy_clip_l(references["clip"]), folder / "clip_l.safetensors")
+    save_file(comfy_t5(references["t5"], torch.float8_e4m3fn),
+              folder / "t5xxl_fp8_e4m3fn.safetensors")
+    save_file(state_dict(references["ae"]), folder / "ae.safetensors")
+    # CLIP's head count is not in its weights: the tiny one's travels in the sidecar.
+    sidecar = folder / "flux1-dev.config" / "text_encoder"
+    sidecar.mkdir(parents=True)
+    (sidecar / "config.json").write_text(json.dumps(TINY_CLIP))
+    return transformer
+
+
+@pytest.mark.parametrize("named", ["folder", "transformer file"])
+def test_a_split_set_loads_each_component_as_its_reference_computes(
+        tmp_path: Path, references: dict[str, torch.nn.Module], named: str) -> None:
+    transformer_file = write_set(tmp_path / "flux1-dev", references)
+    model = transformer_file.parent if named == "folder" else transformer_file
+    assert detect_format(model) == ("set" if named == "folder" else "safetensors")
+
+    parts = components_from_files(model, torch.float32)
+
+    assert sorted(parts) == ["text_encoder", "text_encoder_2", "transformer", "vae"]
+    x = inputs()
+    torch.testing.assert_close(diffusers_forward(parts["transformer"], x),
+                               reference_forward(references["flux"], x), atol=1e-5, rtol=0)
+    ids = torch.tensor([[998, 5, 17, 300, 999]])
+    with torch.no_grad():
+        expected = references["clip"](ids)
+        got = parts["text_encoder"](ids)
+    torch.testing.assert_close(got.last_hidden_state, expected.last_hidden_state)
+    torch.testing.assert_close(got.pooler_output, expected.pooler_output)
+    # t5xxl_fp8_e4m3fn: the reference holds the same fp8-rounded weights, upcast.
+    t5 = references["t5"]
+    rounded = tiny_t5()
+    rounded.load_state_dict({k: v.float() for k, v in comfy_t5(t5, torch.float8_e4m3fn).items()},
+                            strict=False)
+    assert {p.dtype for p in parts["text_encoder_2"].parameters()} == {torch.float32}
+    with torch.no_grad():
+        torch.testing.assert_close(parts["text_encoder_2"](torch.tensor([[4, 8, 15, 1]]))[0],
+                                   rounded(torch.tensor([[4, 8, 15, 1]]))[0])
+    # ae.safetensors in BFL's layout decodes (and encodes) as BFL's own autoencoder does.
+    ae, vae = references["ae"], parts["vae"]
+    assert vae.config.latent_channels == 16 and vae.config.shift_factor == 0.1159
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(5))
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(vae.decode(z).sample, ae.decoder(z), atol=1e-5, rtol=0)
+        torch.testing.assert_close(vae.encode(image).latent_dist.mean,
+                                   ae.encoder(image)[:, :16], atol=1e-5, rtol=0)
+
+
+def test_every_file_of_a_set_travels(tmp_path: Path,
+                                     references: dict[str, torch.nn.Module]) -> None:
+    transformer = write_set(tmp_path / "flux1-dev", references)
+    by_folder = sorted(name for _, name in model_files(transformer.parent))
+    assert by_folder == sorted(["flux1-dev/flux1-dev.safetensors", "flux1-dev/clip_l.safetensors",
+                                "flux1-dev/t5xxl_fp8_e4m3fn.safetensors",
+                                "flux1-dev/ae.safetensors",
+                                "flux1-dev/flux1-dev.config/text_encoder/config.json"])
+    by_file = [name for _, name in model_files(transformer)]
+    assert by_file[0] == "flux1-dev.safetensors"  # the worker is pointed at the first
+    assert sorted(by_file[1:]) == sorted([*PARTS, "flux1-dev.config/text_encoder/config.json"])
+
+
+@pytest.mark.parametrize(("missing", "names"), [
+    ("clip_l.safetensors", "clip_l.safetensors (Hugging Face: comfyanonymous/flux_text_encoders)"),
+    ("t5xxl_fp8_e4m3fn.safetensors", "t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors"),
+    ("ae.safetensors", "ae.safetensors (Hugging Face: black-forest-labs/FLUX.1-schnell)"),
+])
+def test_a_set_with_a_part_missing_is_refused_naming_it(
+        tmp_path: Path, references: dict[str, torch.nn.Module], missing: str,
+        names: str) -> None:
+    transformer = write_set(tmp_path / "flux1-dev", references)
+    (transformer.parent / missing).unlink()
+    for model in (transformer.parent, transformer):
+        with pytest.raises(BadInput) as caught:
+            detect_format(model)
+        message = f"{caught.value} ({caught.value.fix})"
+        assert names in message and "\n" not in message
+        assert caught.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_the_command_line_refuses_an_incomplete_set_before_creating_anything(
+        tmp_path: Path, references: dict[str, torch.nn.Module]) -> None:
+    transformer = write_set(tmp_path / "flux1-dev", references)
+    (transformer.parent / "ae.safetensors").unlink()
+    state = tmp_path / "state"
+    result = subprocess.run(
+        [sys.executable, "-m", "sdtui", "--no-ui", "--model", str(transformer.parent),
+         "--prompt", "a lighthouse"],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False,
+        env={"SDTUI_STATE_DIR": str(state), "SDTUI_CONFIG_DIR": str(tmp_path / "config"),
+             "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "has no VAE" in result.stderr and "black-forest-labs/FLUX.1-schnell" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not state.exists() or not any(state.rglob("*.json"))
