@@ -141,3 +141,44 @@ def test_the_command_line_refuses_an_incomplete_set_before_creating_anything(
     assert "has no VAE" in result.stderr and "black-forest-labs/FLUX.1-schnell" in result.stderr
     assert "Traceback" not in result.stderr
     assert not state.exists() or not any(state.rglob("*.json"))
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("named", ["folder", "transformer file"])
+def test_a_set_copied_into_a_volume_arrives_whole(
+        tmp_path: Path, references: dict[str, torch.nn.Module], docker_client,
+        named: str) -> None:
+    """Option B copies what model_files lists: every part lands in the volume, byte for byte,
+    where the worker's --model path finds its siblings."""
+    import hashlib
+    import uuid
+
+    from docker.types import Mount
+
+    from sdtui.deploy import model_copy
+    from tests.conftest import OFFLINE_BASE
+
+    transformer = write_set(tmp_path / "flux1-dev", references)
+    model = transformer.parent if named == "folder" else transformer
+    files = model_files(model)
+    volume = f"sdtui-test-h17set-{uuid.uuid4().hex[:8]}"
+    docker_client.volumes.create(volume)
+    try:
+        with model_copy.VolumeCopier(docker_client, volume, OFFLINE_BASE, {},
+                                     name=f"{volume}-copy") as copier:
+            copier.copy(model_copy.describe(files), {}, lambda n: None)
+        listing = docker_client.containers.run(
+            OFFLINE_BASE, ["sh", "-c", "cd /data && find . -type f ! -name '.sdtui-*' "
+                                        "-exec sha256sum {} +"],
+            mounts=[Mount("/data", volume, type="volume", read_only=True)], remove=True,
+            name=f"sdtui-test-h17set-{uuid.uuid4().hex[:8]}").decode()
+    finally:
+        docker_client.volumes.get(volume).remove(force=True)
+    arrived = {name.removeprefix("./"): digest
+               for digest, name in (line.split() for line in listing.splitlines())}
+    expected = {name: hashlib.sha256(source.read_bytes()).hexdigest() for source, name in files}
+    assert arrived == expected
+    worker_model = files[0][1].split("/")[0]  # what the worker's --model names
+    prefix = "flux1-dev/" if named == "folder" else ""
+    assert worker_model == ("flux1-dev" if named == "folder" else "flux1-dev.safetensors")
+    assert {prefix + part for part in PARTS} <= arrived.keys()
