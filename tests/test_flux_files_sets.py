@@ -182,3 +182,67 @@ def test_a_set_copied_into_a_volume_arrives_whole(
     prefix = "flux1-dev/" if named == "folder" else ""
     assert worker_model == ("flux1-dev" if named == "folder" else "flux1-dev.safetensors")
     assert {prefix + part for part in PARTS} <= arrived.keys()
+
+
+def _stored(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Weights as an all-in-one file stores them: fp16/bf16 throughout; fp8 for matrices only
+    (norms and biases stay bf16, as the released fp8 files keep them)."""
+    if dtype == torch.float8_e4m3fn:
+        return {k: (v.to(dtype) if v.ndim > 1 else v.to(torch.bfloat16)).contiguous()
+                for k, v in state.items()}
+    return {k: v.to(dtype).contiguous() for k, v in state.items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn],
+                         ids=["fp16", "bf16", "fp8_e4m3fn"])
+def test_an_all_in_one_checkpoint_loads_all_four_components(
+        tmp_path: Path, references: dict[str, torch.nn.Module], dtype: torch.dtype) -> None:
+    parts = {
+        "model.diffusion_model.": state_dict(references["flux"]),
+        "text_encoders.clip_l.transformer.": comfy_clip_l(references["clip"]),
+        "text_encoders.t5xxl.transformer.": comfy_t5(references["t5"], torch.float32),
+        "vae.": state_dict(references["ae"]),
+    }
+    path = tmp_path / "flux1-dev-aio.safetensors"
+    save_file({prefix + key: value for prefix, state in parts.items()
+               for key, value in _stored(state, dtype).items()}, path)
+    sidecar = tmp_path / "flux1-dev-aio.config" / "text_encoder"
+    sidecar.mkdir(parents=True)
+    (sidecar / "config.json").write_text(json.dumps(TINY_CLIP))
+    assert detect_format(path) == "safetensors"
+
+    loaded = components_from_files(path, torch.float32)
+
+    # The references hold the same stored weights, upcast.
+    upcast = {prefix: {k: v.float() for k, v in _stored(state, dtype).items()}
+              for prefix, state in parts.items()}
+    flux, clip, t5, ae = bfl_flux(guidance=True), tiny_clip(), tiny_t5(), bfl_autoencoder()
+    flux.load_state_dict(upcast["model.diffusion_model."])
+    clip.load_state_dict({k.removeprefix("text_model."): v for k, v in
+                          upcast["text_encoders.clip_l.transformer."].items()})
+    t5.load_state_dict(upcast["text_encoders.t5xxl.transformer."], strict=False)
+    ae.load_state_dict(upcast["vae."])
+    x = inputs()
+    ids = torch.tensor([[998, 5, 17, 300, 999]])
+    z = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(diffusers_forward(loaded["transformer"], x),
+                                   reference_forward(flux, x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(loaded["text_encoder"](ids).pooler_output,
+                                   clip(ids).pooler_output)
+        torch.testing.assert_close(loaded["text_encoder_2"](ids % 100)[0], t5(ids % 100)[0])
+        torch.testing.assert_close(loaded["vae"].decode(z).sample, ae.decoder(z), atol=1e-5,
+                                   rtol=0)
+
+
+def test_an_all_in_one_checkpoint_without_its_vae_is_refused(
+        tmp_path: Path, references: dict[str, torch.nn.Module]) -> None:
+    from sdtui.worker.checkpoint import ModelInvalid
+
+    path = tmp_path / "flux1-dev-aio.safetensors"
+    save_file({"model.diffusion_model." + k: v for k, v in state_dict(references["flux"]).items()}
+              | {"text_encoders.clip_l.transformer." + k: v
+                 for k, v in comfy_clip_l(references["clip"]).items()}, path)
+    with pytest.raises(ModelInvalid, match="no T5-XXL text encoder, VAE weights") as caught:
+        components_from_files(path, torch.float32)
+    assert "\n" not in str(caught.value)

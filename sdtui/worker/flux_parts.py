@@ -1,7 +1,8 @@
 """FLUX.1's pipeline components from a split set (sdtui.modelsets): the transformer
 (sdtui.worker.flux_files), CLIP-L from `clip_l.safetensors` and T5-XXL from a
 `t5xxl_*.safetensors` (transformers' own key layout, as ComfyUI's files keep them), and the VAE
-from `ae.safetensors` (BFL's autoencoder layout, mapped by diffusers' converter).
+from `ae.safetensors` (BFL's autoencoder layout, mapped by diffusers' converter); or the same
+four from one all-in-one checkpoint, each under its prefix (AIO_PARTS).
 
 Every file is read by sdtui's safetensors reader: no pickle, and fp8-stored weights are upcast
 tensor by tensor to the compute dtype as they are read. Configurations come from the tensors'
@@ -19,20 +20,23 @@ from typing import Any
 import torch
 
 from sdtui.errors import BadInput
-from sdtui.modelsets import ModelSet, find_set
+from sdtui.modelsets import find_set
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
-from sdtui.worker.flux_files import load_transformer
+from sdtui.worker.flux_files import ORIGINAL_PREFIX, load_transformer
 
 # What FLUX.1's released files use where the weights do not say (black-forest-labs/FLUX.1-dev:
 # text_encoder/config.json, vae/config.json).
 CLIP_L = {"num_attention_heads": 12, "hidden_act": "quick_gelu", "bos_token_id": 49406,
           "eos_token_id": 49407, "pad_token_id": 1}
+# Where an all-in-one checkpoint keeps each component (ComfyUI's layout).
+AIO_PARTS = {"transformer": ORIGINAL_PREFIX,
+             "CLIP-L text encoder": "text_encoders.clip_l.transformer.",
+             "T5-XXL text encoder": "text_encoders.t5xxl.transformer.", "VAE": "vae."}
 AE = {"scaling_factor": 0.3611, "shift_factor": 0.1159, "force_upcast": True,
       "norm_num_groups": 32}
 
 
-def _sidecar(model_set: ModelSet, component: str) -> dict[str, Any]:
-    transformer = model_set.transformer
+def _sidecar(transformer: Path, component: str) -> dict[str, Any]:
     file = transformer.with_name(transformer.stem + ".config") / component / "config.json"
     if not file.is_file():
         return {}
@@ -42,9 +46,14 @@ def _sidecar(model_set: ModelSet, component: str) -> dict[str, Any]:
         raise ModelInvalid(f"{file} is not a readable JSON config") from None
 
 
-def _read(path: Path, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _read(path: Path, dtype: torch.dtype,
+          prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors under `prefix` (all of a component's own file), named without it."""
     checkpoint = Checkpoint(path, "safetensors")
-    return checkpoint.read(lambda key: True, dtype), checkpoint.shapes
+    state = checkpoint.read(lambda key: key.startswith(prefix), dtype)
+    return ({key.removeprefix(prefix): value for key, value in state.items()},
+            {key.removeprefix(prefix): shape for key, shape in checkpoint.shapes.items()
+             if key.startswith(prefix)})
 
 
 def _count(shapes: dict[str, Any], prefix: str) -> int:
@@ -60,10 +69,10 @@ def _shape(path: Path, shapes: dict[str, Any], key: str, what: str) -> tuple[int
                        f"no {key}", family="flux1")
 
 
-def clip_l(path: Path, dtype: torch.dtype, overrides: dict[str, Any]) -> Any:
+def clip_l(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    state, shapes = _read(path, dtype)
+    state, shapes = _read(path, dtype, prefix)
     what = "CLIP-L text encoder"
     vocab, hidden = _shape(path, shapes, "embeddings.token_embedding.weight", what)
     unprefixed = {key.removeprefix("text_model."): shape for key, shape in shapes.items()}
@@ -76,10 +85,10 @@ def clip_l(path: Path, dtype: torch.dtype, overrides: dict[str, Any]) -> Any:
                                          dtype=dtype).eval()
 
 
-def t5_encoder(path: Path, dtype: torch.dtype) -> Any:
+def t5_encoder(path: Path, dtype: torch.dtype, prefix: str = "") -> Any:
     from transformers import T5Config, T5EncoderModel
 
-    state, shapes = _read(path, dtype)
+    state, shapes = _read(path, dtype, prefix)
     what = "T5-XXL text encoder"
     block = "encoder.block.0.layer."
     vocab, width = _shape(path, shapes, "shared.weight", what)
@@ -97,11 +106,11 @@ def t5_encoder(path: Path, dtype: torch.dtype) -> Any:
                                           dtype=dtype).eval()
 
 
-def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any]) -> Any:
+def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    state, shapes = _read(path, dtype)
+    state, shapes = _read(path, dtype, prefix)
     what = "VAE in BFL's autoencoder layout"
     levels = _count(shapes, "encoder.down.")
     if not levels:
@@ -126,10 +135,36 @@ def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any]) -> Any:
     return model.to(dtype).eval()
 
 
+def all_in_one(path: Path, dtype: torch.dtype) -> dict[str, Any]:
+    """The components of an all-in-one checkpoint (ComfyUI's layout: the transformer under
+    model.diffusion_model., the text encoders under text_encoders.clip_l.transformer. and
+    text_encoders.t5xxl.transformer., the VAE under vae.)."""
+    shapes = Checkpoint(path, "safetensors").shapes
+    missing = [label for label, prefix in AIO_PARTS.items()
+               if not any(key.startswith(prefix) for key in shapes)]
+    if missing:
+        raise ModelInvalid(f"model file {path} is an incomplete FLUX.1 all-in-one checkpoint: "
+                           f"it has no {', '.join(missing)} weights; put clip_l.safetensors, a "
+                           "t5xxl_*.safetensors and ae.safetensors beside a transformer file "
+                           "instead", family="flux1")
+    return {
+        "transformer": load_transformer(path, dtype, "safetensors"),
+        "text_encoder": clip_l(path, dtype, _sidecar(path, "text_encoder"),
+                               AIO_PARTS["CLIP-L text encoder"]),
+        "text_encoder_2": t5_encoder(path, dtype, AIO_PARTS["T5-XXL text encoder"]),
+        "vae": vae(path, dtype, _sidecar(path, "vae"), AIO_PARTS["VAE"]),
+    }
+
+
 def components_from_files(path: str | Path, dtype: torch.dtype) -> dict[str, Any]:
-    """The FLUX.1 components a split set at `path` (its folder or its transformer file) holds:
-    transformer, text_encoder (CLIP-L), text_encoder_2 (T5-XXL) and vae, computing in `dtype`.
-    Tokenizers and the scheduler come from the family's configs, not from these files."""
+    """The FLUX.1 components the files at `path` hold: a split set (its folder or its
+    transformer file) or an all-in-one checkpoint. transformer, text_encoder (CLIP-L),
+    text_encoder_2 (T5-XXL) and vae, computing in `dtype`. Tokenizers and the scheduler come
+    from the family's configs, not from these files."""
+    file = Path(path)
+    if file.is_file() and file.suffix.lower() == ".safetensors" and any(
+            key.startswith(ORIGINAL_PREFIX) for key in Checkpoint(file, "safetensors").shapes):
+        return all_in_one(file, dtype)
     try:
         model_set = find_set(path)
     except BadInput as error:
@@ -141,7 +176,8 @@ def components_from_files(path: str | Path, dtype: torch.dtype) -> dict[str, Any
     parts = model_set.parts
     return {
         "transformer": load_transformer(model_set.transformer, dtype, fmt),
-        "text_encoder": clip_l(parts["text_encoder"], dtype, _sidecar(model_set, "text_encoder")),
+        "text_encoder": clip_l(parts["text_encoder"], dtype,
+                               _sidecar(model_set.transformer, "text_encoder")),
         "text_encoder_2": t5_encoder(parts["text_encoder_2"], dtype),
-        "vae": vae(parts["vae"], dtype, _sidecar(model_set, "vae")),
+        "vae": vae(parts["vae"], dtype, _sidecar(model_set.transformer, "vae")),
     }
