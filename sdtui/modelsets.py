@@ -3,7 +3,8 @@
 - a transformer: a .safetensors in BFL's layout (flux1-dev.safetensors) or a .gguf
   (flux1-dev-Q4_K_S.gguf, ComfyUI-GGUF's layout);
 - `clip_l.safetensors` (CLIP-L text encoder), a `t5xxl_*.safetensors` (T5-XXL text encoder:
-  t5xxl_fp16, t5xxl_fp8_e4m3fn, ...), `ae.safetensors` (the VAE), all in the same folder.
+  t5xxl_fp16, t5xxl_fp8_e4m3fn, ...) or a T5 `.gguf` (t5-v1_1-xxl-encoder-Q8_0.gguf),
+  `ae.safetensors` (the VAE), all in the same folder.
 
 `--model FOLDER` and `--model TRANSFORMER_FILE` inside such a folder both name the set. Stdlib
 only: the client resolves a set, and refuses one with a part missing, before anything is
@@ -37,7 +38,7 @@ class Part:
 PARTS = (
     Part("text_encoder", "CLIP-L text encoder", ("clip_l*.safetensors",),
          "clip_l.safetensors (Hugging Face: comfyanonymous/flux_text_encoders)"),
-    Part("text_encoder_2", "T5-XXL text encoder", ("t5xxl*.safetensors",),
+    Part("text_encoder_2", "T5-XXL text encoder", ("t5xxl*.safetensors", "t5*.gguf"),
          "t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors (Hugging Face: "
          "comfyanonymous/flux_text_encoders)"),
     Part("vae", "VAE", ("ae.safetensors",),

@@ -193,3 +193,38 @@ def comfy_t5(t5: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]
     matrices stored in `dtype` (t5xxl_fp8_e4m3fn: float8_e4m3fn)."""
     return {key: (value.to(dtype) if value.ndim > 1 else value).contiguous()
             for key, value in t5.state_dict().items() if key != "encoder.embed_tokens.weight"}
+
+
+def write_t5_gguf(t5: torch.nn.Module, path: Path, qtype) -> dict[str, str]:
+    """A T5 encoder as llama.cpp's convert_hf_to_gguf.py writes one (city96's
+    t5-v1_1-xxl-encoder-*.gguf): architecture `t5encoder`, the package's own tensor names, 1-D
+    tensors in F32. Returns {transformers' name: GGUF name}."""
+    g = gguf()
+    c = t5.config
+    writer = g.GGUFWriter(path=None, arch="t5encoder")
+    writer.add_context_length(512)
+    writer.add_embedding_length(c.d_model)
+    writer.add_feed_forward_length(c.d_ff)
+    writer.add_block_count(c.num_layers)
+    writer.add_head_count(c.num_heads)
+    writer.add_key_length(c.d_kv)
+    writer.add_value_length(c.d_kv)
+    writer.add_layer_norm_eps(c.layer_norm_epsilon)
+    writer.add_relative_attn_buckets_count(c.relative_attention_num_buckets)
+    writer.add_vocab_size(c.vocab_size)
+    names = g.get_tensor_name_map(g.MODEL_ARCH.T5ENCODER, c.num_layers)
+    mapping = {}
+    for key, tensor in t5.state_dict().items():
+        if key == "encoder.embed_tokens.weight":  # tied to shared.weight
+            continue
+        mapping[key] = name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        data = tensor.float().numpy()
+        kind = qtype
+        if data.ndim == 1 or data.shape[-1] % g.GGML_QUANT_SIZES[qtype][0]:
+            kind = g.GGMLQuantizationType.F32
+        writer.add_tensor(name, g.quants.quantize(data, kind), raw_dtype=kind)
+    writer.write_header_to_file(path=path)
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return mapping

@@ -246,3 +246,26 @@ def test_an_all_in_one_checkpoint_without_its_vae_is_refused(
     with pytest.raises(ModelInvalid, match="no T5-XXL text encoder, VAE weights") as caught:
         components_from_files(path, torch.float32)
     assert "\n" not in str(caught.value)
+
+
+def test_a_t5_gguf_completes_a_set(tmp_path: Path,
+                                   references: dict[str, torch.nn.Module]) -> None:
+    """city96's T5 GGUFs: transformers reads their feed-forward as ReLU unless told it is T5
+    v1.1's gated GELU; sdtui's encoder computes what the reference does with the same weights."""
+    from tests.helpers_flux_files import dequantized, gguf, write_t5_gguf
+
+    transformer = write_set(tmp_path / "flux1-dev", references)
+    (transformer.parent / "t5xxl_fp8_e4m3fn.safetensors").unlink()
+    t5_file = transformer.parent / "t5-v1_1-xxl-encoder-Q8_0.gguf"
+    mapping = write_t5_gguf(references["t5"], t5_file, gguf().GGMLQuantizationType.Q8_0)
+    assert detect_format(transformer.parent) == "set"
+
+    encoder = components_from_files(transformer.parent, torch.float32)["text_encoder_2"]
+
+    stored = dequantized(t5_file)
+    reference = tiny_t5()
+    reference.load_state_dict({key: stored[name] for key, name in mapping.items()}, strict=False)
+    ids = torch.tensor([[4, 8, 15, 16, 23, 42, 1]])
+    with torch.no_grad():
+        expected = reference(ids)[0]
+        torch.testing.assert_close(encoder(ids)[0], expected, atol=1e-5, rtol=0)

@@ -32,6 +32,7 @@ CLIP_L = {"num_attention_heads": 12, "hidden_act": "quick_gelu", "bos_token_id":
 AIO_PARTS = {"transformer": ORIGINAL_PREFIX,
              "CLIP-L text encoder": "text_encoders.clip_l.transformer.",
              "T5-XXL text encoder": "text_encoders.t5xxl.transformer.", "VAE": "vae."}
+T5_GGUF = "t5encoder"
 AE = {"scaling_factor": 0.3611, "shift_factor": 0.1159, "force_upcast": True,
       "norm_num_groups": 32}
 
@@ -103,6 +104,26 @@ def t5_encoder(path: Path, dtype: torch.dtype, prefix: str = "") -> Any:
         num_layers=_count(shapes, "encoder.block."), is_encoder_decoder=False,
         feed_forward_proj="gated-gelu" if gated else "relu", tie_word_embeddings=False)
     return T5EncoderModel.from_pretrained(None, config=config, state_dict=state,
+                                          dtype=dtype).eval()
+
+
+def t5_gguf(path: Path, dtype: torch.dtype) -> Any:
+    """T5-XXL from a .gguf (city96's t5-v1_1-xxl-encoder-Q8_0.gguf: llama.cpp's 't5encoder'
+    layout), through transformers' GGUF loader, which dequantizes it whole: the text encoders
+    sit off the GPU while the transformer denoises."""
+    from transformers import T5Config, T5EncoderModel
+
+    from sdtui.worker.gguf_files import read_architecture
+
+    tensors = read_architecture(path, T5_GGUF, "a T5 encoder",
+                                "T5-XXL encoders as GGUF (llama.cpp's 't5encoder' layout)")
+    config = T5Config.from_pretrained(path.parent, gguf_file=path.name)
+    # transformers maps a GGUF T5's feed-forward as the original T5's ReLU; FLUX's T5 v1.1 is
+    # gated GELU, which the file shows by its ffn_gate tensors.
+    if any(name.endswith("ffn_gate.weight") for name in tensors):
+        config.feed_forward_proj, config.dense_act_fn, config.is_gated_act = (
+            "gated-gelu", "gelu_new", True)
+    return T5EncoderModel.from_pretrained(path.parent, gguf_file=path.name, config=config,
                                           dtype=dtype).eval()
 
 
@@ -178,6 +199,7 @@ def components_from_files(path: str | Path, dtype: torch.dtype) -> dict[str, Any
         "transformer": load_transformer(model_set.transformer, dtype, fmt),
         "text_encoder": clip_l(parts["text_encoder"], dtype,
                                _sidecar(model_set.transformer, "text_encoder")),
-        "text_encoder_2": t5_encoder(parts["text_encoder_2"], dtype),
+        "text_encoder_2": (t5_gguf if parts["text_encoder_2"].suffix.lower() == ".gguf"
+                           else t5_encoder)(parts["text_encoder_2"], dtype),
         "vae": vae(parts["vae"], dtype, _sidecar(model_set.transformer, "vae")),
     }

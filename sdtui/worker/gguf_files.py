@@ -37,21 +37,27 @@ def architecture(reader: Any) -> str:
     return field.contents() if field is not None else ""
 
 
-def read_gguf(path: Path, expected: str, what: str,
-              runs: str) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
-    """The tensors of a GGUF whose architecture is `expected`, by their stored names, and each
-    tensor's shape as the model sees it (a quantized tensor's own shape counts bytes). Any
-    other architecture is refused naming it (`what` says what sdtui wanted, `runs` what it
-    runs as GGUF)."""
-    from diffusers.models.model_loading_utils import load_gguf_checkpoint
-
+def read_architecture(path: Path, expected: str, what: str,
+                      runs: str) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape as the model sees it (a quantized tensor's own shape counts bytes),
+    by name, of a GGUF whose architecture is `expected`. Any other architecture is refused
+    naming it (`what` says what sdtui wanted, `runs` what it runs as GGUF)."""
     reader = _reader(path)
     found = architecture(reader)
     if found != expected:
         raise ModelInvalid(f"model file {path} is a GGUF of architecture "
                            f"{found or '(none named)'!r}, not {what}; sdtui runs {runs}")
     # GGUF lists dimensions innermost first.
-    shapes = {t.name: tuple(int(n) for n in reversed(t.shape.tolist())) for t in reader.tensors}
+    return {t.name: tuple(int(n) for n in reversed(t.shape.tolist())) for t in reader.tensors}
+
+
+def read_gguf(path: Path, expected: str, what: str,
+              runs: str) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """The tensors of a GGUF whose architecture is `expected` as stored (see
+    read_architecture), and their shapes."""
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    shapes = read_architecture(path, expected, what, runs)
     try:
         return load_gguf_checkpoint(str(path)), shapes
     except ValueError as error:  # a quantization type diffusers cannot dequantize
