@@ -124,3 +124,13 @@ def test_a_file_named_gguf_that_is_not_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="not a GGUF model") as caught:
         detect_format(path)
     assert caught.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_a_truncated_gguf_is_refused_in_one_line(tmp_path: Path,
+                                                 flux_dev: torch.nn.Module) -> None:
+    """A download cut short: the worker names the file, no traceback."""
+    path = write_gguf(state_dict(flux_dev), tmp_path / "flux1-dev-Q8_0.gguf", Q.Q8_0)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ModelInvalid, match="truncated or corrupt") as caught:
+        load_transformer(path, torch.float32, "gguf")
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
