@@ -4,11 +4,13 @@ written with the `gguf` package as city96's ComfyUI-GGUF tools/convert.py writes
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 VENDOR = Path(__file__).parent / "vendor" / "flux_bfl"
 # 256 wide, so llama.cpp's K-quants (256-element blocks) fit its rows; two 128-wide heads with
@@ -228,3 +230,20 @@ def write_t5_gguf(t5: torch.nn.Module, path: Path, qtype) -> dict[str, str]:
     writer.write_tensors_to_file()
     writer.close()
     return mapping
+
+
+def write_set(folder: Path, references: dict[str, torch.nn.Module]) -> Path:
+    """A split FLUX.1 set as ComfyUI users keep it, from the reference models (flux, clip, t5,
+    ae); returns its transformer file."""
+    folder.mkdir()
+    transformer = folder / "flux1-dev.safetensors"
+    save_file(state_dict(references["flux"]), transformer)
+    save_file(comfy_clip_l(references["clip"]), folder / "clip_l.safetensors")
+    save_file(comfy_t5(references["t5"], torch.float8_e4m3fn),
+              folder / "t5xxl_fp8_e4m3fn.safetensors")
+    save_file(state_dict(references["ae"]), folder / "ae.safetensors")
+    # CLIP's head count is not in its weights: the tiny one's travels in the sidecar.
+    sidecar = folder / "flux1-dev.config" / "text_encoder"
+    sidecar.mkdir(parents=True)
+    (sidecar / "config.json").write_text(json.dumps(TINY_CLIP))
+    return transformer

@@ -29,6 +29,7 @@ from tests.helpers_flux_files import (
     state_dict,
     tiny_clip,
     tiny_t5,
+    write_set,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,21 +40,6 @@ PARTS = ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae.safetensors")
 def references() -> dict[str, torch.nn.Module]:
     return {"flux": bfl_flux(guidance=True), "clip": tiny_clip(), "t5": tiny_t5(),
             "ae": bfl_autoencoder()}
-
-
-def write_set(folder: Path, references: dict[str, torch.nn.Module]) -> Path:
-    folder.mkdir()
-    transformer = folder / "flux1-dev.safetensors"
-    save_file(state_dict(references["flux"]), transformer)
-    save_file(comfy_clip_l(references["clip"]), folder / "clip_l.safetensors")
-    save_file(comfy_t5(references["t5"], torch.float8_e4m3fn),
-              folder / "t5xxl_fp8_e4m3fn.safetensors")
-    save_file(state_dict(references["ae"]), folder / "ae.safetensors")
-    # CLIP's head count is not in its weights: the tiny one's travels in the sidecar.
-    sidecar = folder / "flux1-dev.config" / "text_encoder"
-    sidecar.mkdir(parents=True)
-    (sidecar / "config.json").write_text(json.dumps(TINY_CLIP))
-    return transformer
 
 
 @pytest.mark.parametrize("named", ["folder", "transformer file"])
