@@ -24,6 +24,7 @@ from sdtui.userfiles import expand
 # BFL's key layout: a transformer alone has this tensor without the all-in-one prefix.
 FLUX_MARKER = "double_blocks.0.img_attn.qkv.weight"
 FLUX_GGUF = "flux"
+T5_GGUF = "t5encoder"  # llama.cpp's name for a T5 encoder alone
 TRANSFORMER_SUFFIXES = (".safetensors", ".gguf")
 
 
@@ -76,6 +77,22 @@ def is_flux_transformer(path: Path) -> bool:
     return header is not None and FLUX_MARKER in header
 
 
+def _readable(path: Path) -> str | None:
+    """Why a part's file cannot be what it is named (None when its header is sound)."""
+    try:
+        with open(path, "rb") as stream:
+            if path.suffix.lower() == ".gguf":
+                found = gguf_architecture(stream)
+                return None if found == T5_GGUF else (
+                    f"a GGUF of architecture {found or '(none named)'!r}, not a T5 encoder")
+            return None if safetensors_header(stream) is not None else (
+                "no safetensors file (truncated or corrupt?)")
+    except NotGguf as error:
+        return f"not a GGUF file: {error}"
+    except OSError as error:
+        return f"unreadable ({error.strerror})"
+
+
 def _transformer_in(folder: Path) -> Path | None:
     found = [f for f in sorted(folder.iterdir())
              if not _is_part(f) and is_flux_transformer(f)]
@@ -106,5 +123,9 @@ def find_set(path: str | Path) -> ModelSet | None:
             raise BadInput(f"FLUX.1 model set {folder} has no {part.label} "
                            f"({' or '.join(part.patterns)}) beside {transformer.name}",
                            fix=f"put {part.usual} in {folder}")
+        why = _readable(folder / match)
+        if why is not None:
+            raise BadInput(f"FLUX.1 model set {folder}: {match} is {why}",
+                           fix=f"download it again: {part.usual}")
         parts[part.component] = folder / match
     return ModelSet(transformer, parts)

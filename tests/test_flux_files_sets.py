@@ -255,3 +255,36 @@ def test_a_t5_gguf_completes_a_set(tmp_path: Path,
     with torch.no_grad():
         expected = reference(ids)[0]
         torch.testing.assert_close(encoder(ids)[0], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("part", "content", "says"), [
+    ("ae.safetensors", b"<html>429 Too Many Requests</html>", "ae.safetensors is no safetensors"),
+    ("t5-v1_1-xxl-encoder-Q8_0.gguf", b"GGUF\x03\x00\x00\x00" + b"\xff" * 40, "is not a GGUF"),
+])
+def test_a_damaged_part_is_refused_before_anything_is_created(
+        tmp_path: Path, references: dict[str, torch.nn.Module], part: str, content: bytes,
+        says: str) -> None:
+    transformer = write_set(tmp_path / "flux1-dev", references)
+    if part.endswith(".gguf"):
+        (transformer.parent / "t5xxl_fp8_e4m3fn.safetensors").unlink()
+    (transformer.parent / part).write_bytes(content)
+    with pytest.raises(BadInput, match=says) as caught:
+        detect_format(transformer.parent)
+    assert "download it again" in caught.value.fix and "\n" not in str(caught.value)
+
+
+def test_a_language_model_gguf_in_place_of_t5_is_refused(
+        tmp_path: Path, references: dict[str, torch.nn.Module]) -> None:
+    from tests.helpers_flux_files import gguf
+
+    g = gguf()
+    transformer = write_set(tmp_path / "flux1-dev", references)
+    (transformer.parent / "t5xxl_fp8_e4m3fn.safetensors").unlink()
+    writer = g.GGUFWriter(path=None, arch="llama")
+    writer.add_tensor("token_embd.weight", torch.zeros(4, 32).numpy())
+    writer.write_header_to_file(path=transformer.parent / "t5-llama.gguf")
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(BadInput, match="t5-llama.gguf is a GGUF of architecture 'llama'"):
+        detect_format(transformer)
