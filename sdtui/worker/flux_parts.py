@@ -70,26 +70,27 @@ def _shape(path: Path, shapes: dict[str, Any], key: str, what: str) -> tuple[int
                        f"no {key}", family="flux1")
 
 
+def clip_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
+    what = "CLIP-L text encoder"
+    vocab, hidden = _shape(path, shapes, "embeddings.token_embedding.weight", what)
+    unprefixed = {key.removeprefix("text_model."): shape for key, shape in shapes.items()}
+    return {**CLIP_L, "vocab_size": vocab, "hidden_size": hidden,
+            "max_position_embeddings": _shape(
+                path, shapes, "embeddings.position_embedding.weight", what)[0],
+            "intermediate_size": _shape(path, shapes, "encoder.layers.0.mlp.fc1.weight", what)[0],
+            "num_hidden_layers": _count(unprefixed, "encoder.layers.")}
+
+
 def clip_l(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     state, shapes = _read(path, dtype, prefix)
-    what = "CLIP-L text encoder"
-    vocab, hidden = _shape(path, shapes, "embeddings.token_embedding.weight", what)
-    unprefixed = {key.removeprefix("text_model."): shape for key, shape in shapes.items()}
-    config = {**CLIP_L, "vocab_size": vocab, "hidden_size": hidden,
-              "max_position_embeddings": _shape(
-                  path, shapes, "embeddings.position_embedding.weight", what)[0],
-              "intermediate_size": _shape(path, shapes, "encoder.layers.0.mlp.fc1.weight", what)[0],
-              "num_hidden_layers": _count(unprefixed, "encoder.layers."), **overrides}
-    return CLIPTextModel.from_pretrained(None, config=CLIPTextConfig(**config), state_dict=state,
+    config = CLIPTextConfig(**{**clip_config(path, shapes), **overrides})
+    return CLIPTextModel.from_pretrained(None, config=config, state_dict=state,
                                          dtype=dtype).eval()
 
 
-def t5_encoder(path: Path, dtype: torch.dtype, prefix: str = "") -> Any:
-    from transformers import T5Config, T5EncoderModel
-
-    state, shapes = _read(path, dtype, prefix)
+def t5_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
     what = "T5-XXL text encoder"
     block = "encoder.block.0.layer."
     vocab, width = _shape(path, shapes, "shared.weight", what)
@@ -97,14 +98,21 @@ def t5_encoder(path: Path, dtype: torch.dtype, prefix: str = "") -> Any:
                             what)
     gated = block + "1.DenseReluDense.wi_0.weight" in shapes
     feed = "wi_0" if gated else "wi"
-    config = T5Config(
-        vocab_size=vocab, d_model=width, num_heads=heads, relative_attention_num_buckets=buckets,
-        d_kv=_shape(path, shapes, block + "0.SelfAttention.q.weight", what)[0] // heads,
-        d_ff=_shape(path, shapes, f"{block}1.DenseReluDense.{feed}.weight", what)[0],
-        num_layers=_count(shapes, "encoder.block."), is_encoder_decoder=False,
-        feed_forward_proj="gated-gelu" if gated else "relu", tie_word_embeddings=False)
-    return T5EncoderModel.from_pretrained(None, config=config, state_dict=state,
-                                          dtype=dtype).eval()
+    return {"vocab_size": vocab, "d_model": width, "num_heads": heads,
+            "relative_attention_num_buckets": buckets,
+            "d_kv": _shape(path, shapes, block + "0.SelfAttention.q.weight", what)[0] // heads,
+            "d_ff": _shape(path, shapes, f"{block}1.DenseReluDense.{feed}.weight", what)[0],
+            "num_layers": _count(shapes, "encoder.block."), "is_encoder_decoder": False,
+            "feed_forward_proj": "gated-gelu" if gated else "relu",
+            "tie_word_embeddings": False}
+
+
+def t5_encoder(path: Path, dtype: torch.dtype, prefix: str = "") -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    state, shapes = _read(path, dtype, prefix)
+    return T5EncoderModel.from_pretrained(None, config=T5Config(**t5_config(path, shapes)),
+                                          state_dict=state, dtype=dtype).eval()
 
 
 def t5_gguf(path: Path, dtype: torch.dtype) -> Any:
@@ -127,17 +135,13 @@ def t5_gguf(path: Path, dtype: torch.dtype) -> Any:
                                           dtype=dtype).eval()
 
 
-def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
-    from diffusers import AutoencoderKL
-    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
-
-    state, shapes = _read(path, dtype, prefix)
+def vae_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
     what = "VAE in BFL's autoencoder layout"
     levels = _count(shapes, "encoder.down.")
     if not levels:
         raise ModelInvalid(f"model file {path} is not a {what}: it has no encoder.down blocks",
                            family="flux1")
-    config = {
+    return {
         **AE,
         "in_channels": _shape(path, shapes, "encoder.conv_in.weight", what)[1],
         "out_channels": _shape(path, shapes, "decoder.conv_out.weight", what)[0],
@@ -149,8 +153,15 @@ def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str =
         "up_block_types": ["UpDecoderBlock2D"] * levels,
         "use_quant_conv": "quant_conv.weight" in shapes,
         "use_post_quant_conv": "post_quant_conv.weight" in shapes,
-        **overrides,
     }
+
+
+def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
+    from diffusers import AutoencoderKL
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    state, shapes = _read(path, dtype, prefix)
+    config = {**vae_config(path, shapes), **overrides}
     model = AutoencoderKL.from_config(config)
     model.load_state_dict(convert_ldm_vae_checkpoint(state, config), strict=True)
     return model.to(dtype).eval()
