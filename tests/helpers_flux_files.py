@@ -27,15 +27,20 @@ def bfl():
     return flux.model
 
 
-def bfl_flux(guidance: bool, seed: int = 0) -> torch.nn.Module:
-    """A tiny FLUX.1 transformer ([dev] embeds guidance, [schnell] does not), random weights."""
-    model = bfl()
+def flux_params(guidance: bool, **sizes: object):
+    """BFL's FluxParams: the tiny test transformer unless `sizes` say otherwise ([dev] embeds
+    guidance, [schnell] does not)."""
+    tiny = {"in_channels": 64, "out_channels": 64, "vec_in_dim": WIDTH, "context_in_dim": WIDTH,
+            "hidden_size": WIDTH, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1,
+            "depth_single_blocks": 1, "axes_dim": [16, 56, 56], "theta": 10_000,
+            "qkv_bias": True}
+    return bfl().FluxParams(**{**tiny, **sizes}, guidance_embed=guidance)
+
+
+def bfl_flux(guidance: bool, seed: int = 0, **sizes: object) -> torch.nn.Module:
+    """A FLUX.1 transformer of BFL's reference implementation, random weights."""
     torch.manual_seed(seed)
-    params = model.FluxParams(
-        in_channels=64, out_channels=64, vec_in_dim=WIDTH, context_in_dim=WIDTH,
-        hidden_size=WIDTH, mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1,
-        axes_dim=[16, 56, 56], theta=10_000, qkv_bias=True, guidance_embed=guidance)
-    flux = model.Flux(params).eval()
+    flux = bfl().Flux(flux_params(guidance, **sizes)).eval()
     with torch.no_grad():
         for tensor in flux.parameters():  # PyTorch's default init leaves the biases tiny
             tensor.normal_(0.0, 0.05)

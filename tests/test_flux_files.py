@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 from sdtui.worker.checkpoint import ModelInvalid
 from sdtui.worker.flux_files import is_flux_layout, load_transformer
 from tests.helpers_flux_files import (
-    bfl,
     bfl_flux,
     diffusers_forward,
     inputs,
@@ -84,13 +83,8 @@ def test_a_file_without_a_flux_transformer_is_refused_in_one_line(tmp_path: Path
 
 def test_narrow_heads_need_their_config_beside_the_file(tmp_path: Path) -> None:
     """Rotary axes are not in the weights: FLUX.1's own unless a sidecar config says."""
-    model = bfl()
-    params = model.FluxParams(
-        in_channels=64, out_channels=64, vec_in_dim=32, context_in_dim=32, hidden_size=32,
-        mlp_ratio=4.0, num_heads=2, depth=1, depth_single_blocks=1, axes_dim=[4, 4, 8],
-        theta=10_000, qkv_bias=True, guidance_embed=False)
-    torch.manual_seed(0)
-    flux = model.Flux(params).eval()
+    flux = bfl_flux(guidance=False, vec_in_dim=32, context_in_dim=32, hidden_size=32,
+                    axes_dim=[4, 4, 8])
     path = tmp_path / "narrow.safetensors"
     save_file(state_dict(flux), path)
     with pytest.raises(ModelInvalid, match=r"narrow\.config/transformer/") as caught:

@@ -14,7 +14,7 @@ import torch
 from sdtui.worker.families.base import ASSETS
 from sdtui.worker.flux_files import CONFIG, transformer_config
 from sdtui.worker.flux_parts import clip_config, t5_config, vae_config
-from tests.helpers_flux_files import bfl
+from tests.helpers_flux_files import bfl, flux_params
 
 FILE = Path("model.safetensors")
 
@@ -31,14 +31,11 @@ def _shapes(module: torch.nn.Module, prefix: str = "") -> dict[str, tuple[int, .
 def test_flux1_transformer_config_from_bfls_released_shapes(guidance: bool) -> None:
     from diffusers import FluxTransformer2DModel
 
-    model = bfl()
     # black-forest-labs/flux src/flux/util.py: configs["flux-dev"] / ["flux-schnell"].params
-    params = model.FluxParams(
-        in_channels=64, out_channels=64, vec_in_dim=768, context_in_dim=4096, hidden_size=3072,
-        mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56],
-        theta=10_000, qkv_bias=True, guidance_embed=guidance)
+    params = flux_params(guidance, vec_in_dim=768, context_in_dim=4096, hidden_size=3072,
+                         num_heads=24, depth=19, depth_single_blocks=38)
     with torch.device("meta"):
-        reference = model.Flux(params)
+        reference = bfl().Flux(params)
         config = transformer_config(FILE, _shapes(reference), json.loads(CONFIG.read_text()))
         derived = FluxTransformer2DModel(**config)
     shipped = {k: v for k, v in json.loads(CONFIG.read_text()).items() if k != "_class_name"}
