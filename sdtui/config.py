@@ -16,12 +16,12 @@
     models = []
 
     [generate]
-    steps = 30
+    steps = 30            # leave out for the model's (30; FLUX.1 [schnell] 4, [dev] 28)
     cfg = 7.5
     guidance = 3.5        # FLUX.1 [dev]'s embedded guidance (leave out for the model's)
     width = 512           # leave out for the model's own size (1024 for SDXL)
     height = 512
-    scheduler = "euler_a"
+    scheduler = "euler_a"  # leave out for the model's (Euler a; Euler for FLUX.1)
     out_dir = "~/Pictures/sdtui"
 
 A missing file means all defaults. Unknown keys and wrong types are rejected with the file, the
@@ -40,7 +40,7 @@ from typing import Any
 from sdtui import docker_values
 from sdtui.errors import BadInput
 from sdtui.paths import config_dir
-from sdtui.protocol import DEFAULT_SCHEDULER, GENERATE_FIELDS, ProtocolError, normalize_scheduler
+from sdtui.protocol import GENERATE_FIELDS, ProtocolError, normalize_scheduler
 from sdtui.userfiles import expand, read_text
 
 CONFIG_NAME = "config.toml"
@@ -69,11 +69,11 @@ class AwsConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    steps: int = 30
+    steps: int | None = None  # None: the model's (30; FLUX.1 [schnell] 4, [dev] 28)
     cfg: float = 7.5
     width: int | None = None  # None: the model's own size (1024 for SDXL)
     height: int | None = None
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str | None = None  # None: the model's (Euler a; Euler for FLUX.1)
     out_dir: Path | None = None
     guidance: float | None = None  # FLUX.1 [dev]'s; None: the model's own (3.5)
 

@@ -24,6 +24,9 @@ SCHEDULERS = tuple(samplers.SAMPLERS)
 SCHEDULES = samplers.SCHEDULES
 DEFAULT_SCHEDULER = samplers.DEFAULT_SAMPLER
 DEFAULT_SCHEDULE = samplers.DEFAULT_SCHEDULE
+# The steps of a request that names none, where the model's `ready` gives no default_steps
+# (Stable Diffusion's).
+DEFAULT_STEPS = 30
 
 MAX_SEED = 2**32 - 1
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -142,7 +145,9 @@ GENERATE_FIELDS: dict[str, Field] = {
     "id": _ID,
     "prompt": Field(str, required=True, check=_text(20_000, non_empty=True)),
     "negative_prompt": Field(str, default="", check=_text(20_000)),
-    "steps": Field(_INT, default=30, check=_int_range(1, 150)),
+    # No steps or sampler (null) means the model's own: 30 steps of Euler a for Stable
+    # Diffusion, Euler for FLUX.1 at 4 steps ([schnell]) or 28 ([dev]); see with_model_defaults.
+    "steps": Field(_INT, default=None, check=_int_range(1, 150), nullable=True),
     "cfg": Field(_NUM, default=7.5, check=_float_range(0.0, 50.0)),
     # The guidance strength a guidance-distilled model (FLUX.1 [dev]) takes as an input, in
     # place of cfg; null means the model's own default (3.5). Other models refuse it.
@@ -152,7 +157,7 @@ GENERATE_FIELDS: dict[str, Field] = {
     "width": Field(_INT, default=None, check=_int_range(64, 2048, 8), nullable=True),
     "height": Field(_INT, default=None, check=_int_range(64, 2048, 8), nullable=True),
     "seed": Field(_INT, default=None, check=_int_range(0, MAX_SEED), nullable=True),
-    "scheduler": Field(str, default=DEFAULT_SCHEDULER, check=_scheduler),
+    "scheduler": Field(str, default=None, check=_scheduler, nullable=True),
     # The noise schedule (A1111's "Schedule type"); a combined name such as
     # "DPM++ 2M Karras" in `scheduler` implies it.
     "schedule": Field(str, default=DEFAULT_SCHEDULE, check=_schedule),
@@ -314,8 +319,12 @@ def _validate(obj: Any, schemas: dict[str, dict[str, Field]], what: str) -> dict
 
 def _check_generate(req: dict[str, Any], raw: dict[str, Any]) -> None:
     try:
-        req["scheduler"], req["schedule"] = samplers.resolve(
-            raw.get("scheduler", req["scheduler"]), req["schedule"])
+        if req["scheduler"] is None:  # the model's sampler, whose Automatic is its own
+            if req["schedule"] == samplers.AUTOMATIC:
+                req["schedule"] = DEFAULT_SCHEDULE
+        else:
+            req["scheduler"], req["schedule"] = samplers.resolve(
+                raw.get("scheduler") or req["scheduler"], req["schedule"])
     except samplers.UnknownSampler as exc:
         raise ProtocolError(f"generate: {exc}") from None
     if req["init_image"] and req["variation_amount"]:
@@ -339,8 +348,22 @@ def model_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
     return _family_refusal(ready, req)
 
 
+def with_model_defaults(ready: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+    """The request with what it leaves to the model (null steps, null sampler) filled in from
+    the model's `ready`: its default steps and its family's sampler."""
+    table = ready.get("sampling") or samplers.DIFFUSION
+    return {**req, "steps": req.get("steps") or ready.get("default_steps") or DEFAULT_STEPS,
+            "scheduler": req.get("scheduler") or samplers.DEFAULT_SAMPLERS[table]}
+
+
 def _family_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
     """What a model's family cannot take: its size multiple, its samplers, its guidance."""
+    if not req.get("scheduler"):  # the family's sampler: does it have the schedule asked for?
+        req = with_model_defaults(ready, req)
+        try:
+            samplers.check_combination(req["scheduler"], req.get("schedule") or DEFAULT_SCHEDULE)
+        except samplers.UnknownSampler as exc:
+            return str(exc)
     label = ready.get("family_label") or "this model"
     multiple = ready.get("size_multiple") or 8
     for side in ("width", "height"):
@@ -348,7 +371,7 @@ def _family_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
             return (f"{label} needs a {side} that is a multiple of {multiple}, got {req[side]}; "
                     f"pass --{side} {req[side] // multiple * multiple or multiple}")
     why = samplers.refusal(ready.get("sampling") or samplers.DIFFUSION, label,
-                           req.get("scheduler") or DEFAULT_SCHEDULER,
+                           req["scheduler"],
                            req.get("schedule") or DEFAULT_SCHEDULE)
     if why:
         return why

@@ -259,6 +259,8 @@ def dream_name(sampler: str) -> str:
 DIFFUSION, FLOW = "diffusion", "flow"
 FLOW_CLASS = "FlowMatchEulerDiscreteScheduler"
 FLOW_SAMPLERS = ("euler",)
+# The sampler a request that names none runs, by the family's sampler table.
+DEFAULT_SAMPLERS = {DIFFUSION: DEFAULT_SAMPLER, FLOW: FLOW_SAMPLERS[0]}
 FLOW_SCHEDULE = "simple"
 FLOW_SCHEDULES = (DEFAULT_SCHEDULE, FLOW_SCHEDULE)
 _FLOW_REFUSED_SCHEDULES = {

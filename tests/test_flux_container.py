@@ -62,8 +62,8 @@ def test_flux1_dev_on_option_b_with_no_ui(tmp_path, worker_image, docker_client,
                 in meta["parameters"])
         # What FLUX.1 cannot take is refused in one line, exit 2, and nothing is generated.
         for argv, needle in [
-            ([], "FLUX.1 is a flow-matching model: it runs the Euler sampler only, not Euler a; "
-                 "pass --scheduler euler"),
+            (["--scheduler", "euler_a"], "FLUX.1 is a flow-matching model: it runs the Euler "
+                                         "sampler only, not Euler a; pass --scheduler euler"),
             (["--scheduler", "euler", "--negative-prompt", "blurry"],
              "FLUX.1 takes no negative prompt"),
             (["--scheduler", "euler", "--width", "72"], "a width that is a multiple of 16"),
@@ -74,3 +74,20 @@ def test_flux1_dev_on_option_b_with_no_ui(tmp_path, worker_image, docker_client,
             assert needle in one_line(r.stderr), argv
         assert len(list(cli.out.glob("*.png"))) == 1
         assert len(labelled(docker_client, cli.name)[0]) == 1
+
+
+def test_no_steps_or_sampler_given_means_the_models_own(tmp_path, worker_image, docker_client,
+                                                        tiny_flux, tiny_diffusers):
+    """FLUX.1 [schnell] runs Euler (Simple) at its 4 steps and SD its 30 steps of Euler a, when
+    the user names neither; each image records what ran."""
+    with throwaway_cli(tmp_path, docker_client) as cli:
+        for model, steps, sampler in [(tiny_flux["schnell"], 4, "Sampler: Euler, "
+                                       "Schedule type: Simple,"),
+                                      (tiny_diffusers, 30, "Sampler: Euler a,")]:
+            r = cli.run("--model", str(model), "--prompt", "a red barn", "--width", "64",
+                        "--height", "64", "--seed", "7", "--json")
+            assert r.returncode == 0, r.stderr
+            (saved,) = [e["path"] for e in events(r.stdout) if e["event"] == "image"]
+            meta = read_metadata(Path(saved))
+            assert meta["params"]["steps"] == steps, meta["params"]
+            assert f"Steps: {steps}, {sampler}" in meta["parameters"], meta["parameters"]

@@ -238,7 +238,9 @@ class Sampler:
         # No size given means the model's own (1024 for SDXL); the params record what ran.
         req["width"] = req["width"] or self.model.default_size
         req["height"] = req["height"] or self.model.default_size
-        refusal = protocol.model_refusal(self.model.info(), req)
+        info = self.model.info()
+        req.update(protocol.with_model_defaults(info, req))  # the params record what ran
+        refusal = protocol.model_refusal(info, req)
         if refusal:
             raise BadInput(refusal)
         if self.model.family.sampler_table == samplers.FLOW:
