@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from sdtui.errors import BadInput
-from sdtui.modelsets import find_set
+from sdtui.modelsets import ModelSet, find_set
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.flux_files import ORIGINAL_PREFIX, load_transformer
 
@@ -188,15 +188,12 @@ def all_in_one(path: Path, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def components_from_files(path: str | Path, dtype: torch.dtype) -> dict[str, Any]:
-    """The FLUX.1 components the files at `path` hold: a split set (its folder or its
-    transformer file) or an all-in-one checkpoint. transformer, text_encoder (CLIP-L),
-    text_encoder_2 (T5-XXL) and vae, computing in `dtype`. Tokenizers and the scheduler come
-    from the family's configs, not from these files."""
-    file = Path(path)
-    if file.is_file() and file.suffix.lower() == ".safetensors" and any(
-            key.startswith(ORIGINAL_PREFIX) for key in Checkpoint(file, "safetensors").shapes):
-        return all_in_one(file, dtype)
+def is_all_in_one(file: Path) -> bool:
+    return file.is_file() and file.suffix.lower() == ".safetensors" and any(
+        key.startswith(ORIGINAL_PREFIX) for key in Checkpoint(file, "safetensors").shapes)
+
+
+def _find_set(path: str | Path) -> ModelSet:
     try:
         model_set = find_set(path)
     except BadInput as error:
@@ -204,6 +201,25 @@ def components_from_files(path: str | Path, dtype: torch.dtype) -> dict[str, Any
     if model_set is None:
         raise ModelInvalid(f"model {path} is not a FLUX.1 set: no FLUX.1 transformer "
                            "(.safetensors in BFL's layout or a 'flux' .gguf) there")
+    return model_set
+
+
+def configured_file(path: str | Path) -> Path:
+    """The file whose `S.config/` sidecar configures the FLUX.1 files at `path`: an all-in-one
+    file itself, else the set's transformer file."""
+    file = Path(path)
+    return file if is_all_in_one(file) else _find_set(path).transformer
+
+
+def components_from_files(path: str | Path, dtype: torch.dtype) -> dict[str, Any]:
+    """The FLUX.1 components the files at `path` hold: a split set (its folder or its
+    transformer file) or an all-in-one checkpoint. transformer, text_encoder (CLIP-L),
+    text_encoder_2 (T5-XXL) and vae, computing in `dtype`. Tokenizers and the scheduler come
+    from the family's configs, not from these files."""
+    file = Path(path)
+    if is_all_in_one(file):
+        return all_in_one(file, dtype)
+    model_set = _find_set(path)
     fmt = model_set.transformer.suffix.lower().lstrip(".")
     parts = model_set.parts
     return {

@@ -1,4 +1,5 @@
-"""Load a model (SD 1.x, SD 2.x, SDXL base; FLUX.1 from a diffusers folder) from a diffusers
+"""Load a model (SD 1.x, SD 2.x, SDXL base; FLUX.1, also from its split sets, GGUF and
+all-in-one files: sdtui.worker.flux_parts) from a diffusers
 folder or a single-file checkpoint, with no network: every config and tokenizer comes from
 local files.
 
@@ -36,6 +37,7 @@ from sdtui.worker.families import (
     Family,
     detect,
     detect_folder,
+    flux1,
     folder_guidance,
     folder_inpainting,
     folder_prediction,
@@ -43,6 +45,7 @@ from sdtui.worker.families import (
 )
 from sdtui.worker.families import is_inpainting as has_inpainting_unet
 from sdtui.worker.families.sd1 import FAMILY as SD1
+from sdtui.worker.flux_files import is_flux_layout
 
 __all__ = ["SD1_ASSETS", "LoadedModel", "ModelInvalid", "load_model", "pick_device"]
 
@@ -156,6 +159,9 @@ def load_model(path: str, device: str | None = None,
     try:
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
+        elif fmt in ("set", "gguf") or (fmt == "safetensors" and is_flux_layout(
+                Checkpoint(Path(path), fmt).shapes)):
+            _load_flux_files(model, Path(path), dtype)
         else:
             _load_single_file(model, Path(path), dtype, device)
         model.pipe.to(device)
@@ -233,12 +239,11 @@ def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype | None,
         log.info("skipped %d tensors inference never uses (EMA weights, DDPM buffers, ...)",
                  skipped)
     loaded = ldm.Loaded(state)
-    unet = ldm.ldm_component("unet", loaded, sources)
-    vae = ldm.ldm_component("vae", loaded, sources)
-    parts: dict[str, Any] = {}
+    parts: dict[str, Any] = {"unet": ldm.ldm_component("unet", loaded, sources),
+                             "vae": ldm.ldm_component("vae", loaded, sources)}
     for spec in family.text_encoders:
         parts[spec.name] = ldm.text_encoder(spec, loaded, sources)
-        parts[spec.tokenizer] = ldm.tokenizer(sources.folder(spec.tokenizer))
+    unet = parts["unet"]
     model.prediction = _prediction(sources, checkpoint.shapes, unet, model.inpainting)
     unused = loaded.unused()
     if unused:
@@ -246,9 +251,37 @@ def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype | None,
         model.warnings.append(f"model file {path} ({family.label}): {len(unused)} tensors that "
                               f"no {family.label} component uses were ignored: {listed}")
     del loaded, state
-    model.pipe = model.pipeline_class("text2img")(
-        unet=unet, vae=vae, scheduler=ldm.scheduler(sources, model.prediction), **parts,
-        **family.pipeline_options)
+    _assemble(model, parts, sources, ldm.scheduler(sources, model.prediction))
+
+
+def _assemble(model: LoadedModel, parts: dict[str, Any], sources: ldm.ConfigSources,
+              scheduler: Any) -> None:
+    """The family's pipeline from a single file's (or a set's) components, with the tokenizers
+    from the `S.config/` sidecar or the family's assets."""
+    for spec in model.family.text_encoders:
+        parts[spec.tokenizer] = ldm.tokenizer(sources.folder(spec.tokenizer), spec.layout)
+    model.pipe = model.pipeline_class("text2img")(scheduler=scheduler, **parts,
+                                                  **model.family.pipeline_options)
+
+
+def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
+    """FLUX.1 from the files people have (sdtui.worker.flux_parts): a split set, its transformer
+    file (.safetensors or .gguf), BFL's single file among its parts, or an all-in-one file.
+    The sidecar beside the transformer file is the set's."""
+    import diffusers
+
+    from sdtui.worker.flux_parts import components_from_files, configured_file
+
+    family = model.family = flux1.FAMILY
+    dtype = _dtype_for(model, dtype)
+    parts = components_from_files(path, dtype)
+    model.guidance = family.guidance_of(parts["transformer"].config)
+    sources = ldm.ConfigSources.beside(configured_file(path), family)
+    log.info("loading %s (%s) with configs from %s", path, family.label, sources)
+    config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
+    if sources.sidecar("scheduler") is None:
+        config.update(flux1.SCHEDULER_BY_GUIDANCE.get(model.guidance, {}))
+    _assemble(model, parts, sources, getattr(diffusers, config["_class_name"]).from_config(config))
 
 
 def _prediction(sources: ldm.ConfigSources, shapes: dict[str, Any], unet: Any,

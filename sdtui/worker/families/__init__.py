@@ -55,8 +55,6 @@ _OTHER_LAYOUTS = (
     ("conditioner.embedders.0.model.", "an SDXL refiner checkpoint (only the base model loads)"),
     (UNET_PREFIX + "joint_blocks.", "a Stable Diffusion 3 checkpoint"),
     ("joint_blocks.", "a Stable Diffusion 3 checkpoint"),
-    (UNET_PREFIX + "double_blocks.", "a FLUX checkpoint"),
-    ("double_blocks.", "a FLUX checkpoint"),
     ("lora_unet_", "a LoRA (use it with <lora:NAME:WEIGHT> in a prompt)"),
     ("lora_te", "a LoRA (use it with <lora:NAME:WEIGHT> in a prompt)"),
     ("control_model.", "a ControlNet"),

@@ -23,6 +23,11 @@ from sdtui.worker.families.base import (
 PIPELINE = "FluxPipeline"
 
 
+# FLUX.1's shipped scheduler config is [dev]'s (black-forest-labs/FLUX.1-dev); [schnell] does
+# not shift by resolution (black-forest-labs/FLUX.1-schnell/scheduler/scheduler_config.json).
+SCHEDULER_BY_GUIDANCE = {NO_GUIDANCE: {"shift": 1.0, "use_dynamic_shifting": False}}
+
+
 def guidance_of(transformer_config: Any) -> str:
     """[dev] embeds guidance (its transformer has a guidance embedder); [schnell] does not."""
     return EMBEDDED if transformer_config.get("guidance_embeds") else NO_GUIDANCE
