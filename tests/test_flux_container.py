@@ -91,3 +91,34 @@ def test_no_steps_or_sampler_given_means_the_models_own(tmp_path, worker_image, 
             meta = read_metadata(Path(saved))
             assert meta["params"]["steps"] == steps, meta["params"]
             assert f"Steps: {steps}, {sampler}" in meta["parameters"], meta["parameters"]
+
+
+def test_flux1_sets_generate_in_the_container_and_on_option_b(tmp_path, worker_image,
+                                                              docker_client):
+    """The CPU image's locked dependency set (gguf included) loads a split set and a GGUF
+    transformer's set; `sdtui --no-ui --model SET_FOLDER` saves a FLUX.1 image on Option B."""
+    from tests.test_flux_formats import references, write_set
+
+    refs = references("dev")
+    sets = {"set": write_set(tmp_path / "set" / "flux1-dev", "dev", refs).parent,
+            "gguf": write_set(tmp_path / "gguf" / "flux1-dev", "dev", refs, transformer="gguf")}
+    with model_volume(docker_client, worker_image, model_files(sets["gguf"])) as volume:
+        container, client = start_worker(docker_client, worker_image, volume,
+                                         sets["gguf"].name)
+        try:
+            assert (client.ready["family"], client.ready["format"]) == ("flux1", "gguf")
+            (image,) = [e for e in client.generate(prompt="a tiny castle", seed=5, steps=2,
+                                                   width=64, height=64, preview_every=0)
+                        if e["type"] == "image"]
+            assert Image.open(io.BytesIO(decode_png(image))).size == (64, 64)
+        finally:
+            client.close()
+            container.remove(force=True)
+    with throwaway_cli(tmp_path, docker_client) as cli:
+        r = cli.run("--model", str(sets["set"]), "--prompt", "a red barn", "--steps", "2",
+                    "--width", "64", "--height", "64", "--seed", "7", "--json")
+        assert r.returncode == 0, r.stderr
+        (saved,) = [e["path"] for e in events(r.stdout) if e["event"] == "image"]
+        params = read_metadata(Path(saved))["params"]
+        assert (params["family"], params["scheduler"], params["guidance"]) == (
+            "flux1", "euler", 3.5)

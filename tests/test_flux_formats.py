@@ -188,3 +188,18 @@ def test_the_tiny_models_prompt_tokens_reach_the_image(workers):
     a = pixels(generate(workers["dev file"], seed=5, steps=3))
     b = pixels(generate(workers["dev file"], PROMPT + " at night", seed=5, steps=3))
     assert not np.array_equal(a, b)
+
+
+def test_a_set_without_t5s_tokenizer_is_refused_in_one_line(tmp_path):
+    """T5's tokenizer is not shipped yet: a set with none beside it says where to put it."""
+    import shutil
+
+    from sdtui.worker.checkpoint import ModelInvalid
+    from sdtui.worker.models import load_model
+
+    transformer = write_set(tmp_path / "set", "schnell", references("schnell"))
+    shutil.rmtree(tmp_path / "set" / "flux1-schnell.config" / "tokenizer_2")
+    with pytest.raises(ModelInvalid, match=r"has no T5 tokenizer: put .* in "
+                       r".*flux1-schnell\.config/tokenizer_2/") as caught:
+        load_model(str(tmp_path / "set"))
+    assert "\n" not in str(caught.value) and transformer.exists()

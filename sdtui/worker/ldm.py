@@ -244,9 +244,6 @@ def tokenizer(folder: Path, layout: str = "clip") -> Any:
     from transformers import CLIPTokenizer, T5TokenizerFast
 
     if layout == "t5":
-        if not (folder / "tokenizer.json").is_file():
-            raise ModelInvalid(f"no T5 tokenizer in {folder}: put T5's tokenizer.json, "
-                               "tokenizer_config.json and special_tokens_map.json there")
         return T5TokenizerFast.from_pretrained(folder, local_files_only=True)
 
     if (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file():

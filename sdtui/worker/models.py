@@ -277,6 +277,13 @@ def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) 
     parts = components_from_files(path, dtype)
     model.guidance = family.guidance_of(parts["transformer"].config)
     sources = ldm.ConfigSources.beside(configured_file(path), family)
+    tokenizer = sources.folder("tokenizer_2")
+    if not (tokenizer / "tokenizer.json").is_file():  # T5's is not shipped yet
+        sidecar = sources.checkpoint.with_name(sources.checkpoint.stem + ".config")
+        raise ModelInvalid(f"model {path} ({family.label}) has no T5 tokenizer: put T5 v1.1's "
+                           f"tokenizer.json, tokenizer_config.json and special_tokens_map.json "
+                           f"(a FLUX.1 Hub repo's tokenizer_2/) in {sidecar}/tokenizer_2/",
+                           family=family.id)
     log.info("loading %s (%s) with configs from %s", path, family.label, sources)
     config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
     if sources.sidecar("scheduler") is None:
