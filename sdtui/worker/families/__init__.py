@@ -29,8 +29,9 @@ __all__ = ["CFG", "EMBEDDED", "EPSILON", "FAMILIES", "NO_GUIDANCE", "V_PREDICTIO
 
 FAMILIES: dict[str, Family] = {f.id: f for f in (sd1.FAMILY, sd2.FAMILY, sdxl.FAMILY,
                                                   flux1.FAMILY)}
-SUPPORTED = "SD 1.x, SD 2.x and SDXL base"
-SUPPORTED_FOLDERS = SUPPORTED + " (and FLUX.1 [schnell] and [dev])"
+# FLUX.1's files never reach detect(): the loader sends them to sdtui.worker.flux_parts.
+SUPPORTED = "SD 1.x, SD 2.x, SDXL base and FLUX.1"
+SUPPORTED_FOLDERS = "SD 1.x, SD 2.x and SDXL base (and FLUX.1 [schnell] and [dev])"
 
 # Training leftovers every family's checkpoints may carry, never used for inference.
 _DDPM_BUFFERS = frozenset({
