@@ -117,14 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt-file", metavar="FILE",
                    help="one prompt per line ('-' reads stdin), like the guide's --from_file")
     g.add_argument("--negative-prompt", default="")
-    g.add_argument("--steps", type=int, help="sampling steps, 1-150 (default 30)")
+    g.add_argument("--steps", type=int, help="sampling steps, 1-150 (default: the model's, 30; "
+                   "FLUX.1 [schnell] 4, [dev] 28)")
     g.add_argument("--cfg", type=float, help="guidance scale (default 7.5)")
-    g.add_argument("--width", type=int, help="multiple of 8, 64-2048 (default: the model's "
-                   "own, 512 SD 1.x, 768 SD 2.x v, 1024 SDXL)")
+    g.add_argument("--guidance", type=float, metavar="G",
+                   help="FLUX.1 [dev]'s embedded guidance, 0-100 (default 3.5; Forge's "
+                   "Distilled CFG Scale); FLUX.1 runs no CFG, so --cfg does not apply to it")
+    g.add_argument("--width", type=int, help="multiple of 8 (16 for FLUX.1), 64-2048 (default: "
+                   "the model's own, 512 SD 1.x, 768 SD 2.x v, 1024 SDXL and FLUX.1)")
     g.add_argument("--height", type=int, help="multiple of 8, 64-2048 (default: the model's)")
     g.add_argument("--seed", type=int, help="seed; images of a batch use seed, seed+1, ...")
     g.add_argument("--scheduler", metavar="NAME",
-                   help=f"one of {', '.join(SCHEDULERS)} (default {DEFAULT_SCHEDULER}); "
+                   help=f"one of {', '.join(SCHEDULERS)} (default: the model's, "
+                   f"{DEFAULT_SCHEDULER}; euler for FLUX.1); "
                    "the guide's k_lms, k_euler_a, plms... and A1111's names (Euler a, "
                    "DPM++ 2M Karras, UniPC...) are accepted")
     g.add_argument("--schedule", metavar="NAME",

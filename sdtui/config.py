@@ -16,11 +16,12 @@
     models = []
 
     [generate]
-    steps = 30
+    steps = 30            # leave out for the model's (30; FLUX.1 [schnell] 4, [dev] 28)
     cfg = 7.5
+    guidance = 3.5        # FLUX.1 [dev]'s embedded guidance (leave out for the model's)
     width = 512           # leave out for the model's own size (1024 for SDXL)
     height = 512
-    scheduler = "euler_a"
+    scheduler = "euler_a"  # leave out for the model's (Euler a; Euler for FLUX.1)
     out_dir = "~/Pictures/sdtui"
 
 A missing file means all defaults. Unknown keys and wrong types are rejected with the file, the
@@ -39,7 +40,7 @@ from typing import Any
 from sdtui import docker_values
 from sdtui.errors import BadInput
 from sdtui.paths import config_dir
-from sdtui.protocol import DEFAULT_SCHEDULER, GENERATE_FIELDS, ProtocolError, normalize_scheduler
+from sdtui.protocol import GENERATE_FIELDS, ProtocolError, normalize_scheduler
 from sdtui.userfiles import expand, read_text
 
 CONFIG_NAME = "config.toml"
@@ -68,12 +69,13 @@ class AwsConfig:
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    steps: int = 30
+    steps: int | None = None  # None: the model's (30; FLUX.1 [schnell] 4, [dev] 28)
     cfg: float = 7.5
     width: int | None = None  # None: the model's own size (1024 for SDXL)
     height: int | None = None
-    scheduler: str = DEFAULT_SCHEDULER
+    scheduler: str | None = None  # None: the model's (Euler a; Euler for FLUX.1)
     out_dir: Path | None = None
+    guidance: float | None = None  # FLUX.1 [dev]'s; None: the model's own (3.5)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def _generate_field(name: str) -> Callable[[Any], Any]:
 
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, GENERATE_FIELDS[name].kind):
-            raise TypeError("a number" if name == "cfg" else "an integer")
+            raise TypeError("a number" if name in ("cfg", "guidance") else "an integer")
         try:
             return GENERATE_FIELDS[name].check(name, value)
         except ProtocolError as exc:
@@ -205,6 +207,7 @@ def _checks(base: Path) -> dict[str, dict[str, Callable[[Any], Any]]]:
         "generate": {
             "steps": _generate_field("steps"),
             "cfg": _generate_field("cfg"),
+            "guidance": _generate_field("guidance"),
             "width": _generate_field("width"),
             "height": _generate_field("height"),
             "scheduler": _scheduler,

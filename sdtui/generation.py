@@ -30,12 +30,13 @@ def _default(name: str) -> Any:
 class GenerateSettings:
     prompt: str = ""
     negative_prompt: str = _default("negative_prompt")
-    steps: int = _default("steps")
+    steps: int | None = _default("steps")  # None: the model's (30; FLUX.1 [schnell] 4)
     cfg: float = _default("cfg")
+    guidance: float | None = _default("guidance")  # FLUX.1 [dev]; None: the model's (3.5)
     width: int | None = _default("width")  # None: the model's own size (1024 for SDXL)
     height: int | None = _default("height")
     seed: int | None = None  # None: the worker picks one
-    scheduler: str = _default("scheduler")
+    scheduler: str | None = _default("scheduler")  # None: the model's (Euler a; FLUX.1 Euler)
     schedule: str = _default("schedule")
     count: int = _default("count")
     preview_every: int = _default("preview_every")

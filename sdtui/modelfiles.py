@@ -5,6 +5,11 @@ Formats (each for SD 1.x, SD 2.x and SDXL base; the worker tells the family from
 - "diffusers": a folder holding model_index.json (the layout `save_pretrained` writes).
 - "ckpt": the original single-file checkpoint, a torch pickle (the guide's sd-v1-4.ckpt).
 - "safetensors": the same weights as a .safetensors file.
+- "gguf": a FLUX.1 transformer quantized in city96's ComfyUI-GGUF layout (architecture "flux");
+  a GGUF of any other architecture is refused here, from its header.
+- "set": a folder of FLUX.1's split component files (sdtui.modelsets). A FLUX.1 transformer
+  file (.safetensors or .gguf) is a set's transformer: its siblings complete the set, and a set
+  with a part missing is refused here.
 
 A checkpoint FILE with stem S may have sidecars beside it, found the way other SD tools find a
 same-named .yaml (the worker resolves them in this order; see sdtui.worker.models):
@@ -18,28 +23,29 @@ LoRA files sit in a `loras/` folder beside the model and travel with it (see sdt
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import struct
 import zipfile
 from pathlib import Path
 from typing import BinaryIO, Literal
 
 from sdtui.errors import BadInput
 from sdtui.fetch.refs import is_remote
+from sdtui.headers import NotGguf, gguf_architecture, safetensors_header
 from sdtui.loras import LORA_DIR, LORA_SUFFIX
+from sdtui.modelsets import find_set
 from sdtui.userfiles import check_file, expand, open_file
 
-ModelFormat = Literal["diffusers", "ckpt", "safetensors"]
+ModelFormat = Literal["diffusers", "ckpt", "safetensors", "gguf", "set"]
 
 DIFFUSERS_INDEX = "model_index.json"
 CONFIG_DIR_SUFFIX = ".config"
 YAML_SUFFIX = ".yaml"
-# A safetensors header is a JSON object; real ones are kilobytes, this only rejects nonsense.
-MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 # Legacy (pre-zip) torch.save files start with a pickle protocol 2+ opcode.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
+# GGUF architectures sdtui runs (what ComfyUI-GGUF's tools/convert.py names FLUX.1).
+GGUF_ARCHITECTURES = {"flux": "FLUX.1"}
+_GGUF_FIX = ("pass a FLUX.1 transformer .gguf (e.g. flux1-dev-Q4_K_S.gguf, ComfyUI-GGUF's "
+             "layout) with clip_l.safetensors, a t5xxl_*.safetensors and ae.safetensors beside it")
 _FIX = "pass the path of sd-v1-4.ckpt, of a .safetensors checkpoint or of a diffusers model folder"
 
 
@@ -64,19 +70,7 @@ def _looks_like_torch_checkpoint(stream: BinaryIO) -> bool:
 
 
 def _has_safetensors_header(stream: BinaryIO) -> bool:
-    size = os.fstat(stream.fileno()).st_size
-    prefix = stream.read(8)
-    if len(prefix) < 8:
-        return False
-    (header_len,) = struct.unpack("<Q", prefix)
-    if header_len < 2 or header_len > min(MAX_SAFETENSORS_HEADER, size - 8):
-        return False
-    header = stream.read(header_len)
-    try:
-        parsed = json.loads(header)
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        return False
-    return isinstance(parsed, dict)
+    return safetensors_header(stream) is not None
 
 
 def detect_format(path: str | Path) -> ModelFormat:
@@ -87,8 +81,19 @@ def detect_format(path: str | Path) -> ModelFormat:
     if path.is_dir():
         if (path / DIFFUSERS_INDEX).is_file():
             return "diffusers"
+        if find_set(path) is not None:
+            return "set"
         raise _not_a_model(path, f"the folder has no {DIFFUSERS_INDEX}")
+    fmt = _file_format(path)
+    if fmt in ("safetensors", "gguf"):
+        find_set(path)  # a FLUX.1 transformer needs the rest of its set beside it
+    return fmt
+
+
+def _file_format(path: Path) -> ModelFormat:
     suffix = path.suffix.lower()
+    if suffix == ".gguf":
+        return _check_gguf(path)
     if suffix not in (".ckpt", ".safetensors"):
         raise _not_a_model(path, f"unsupported file type {suffix or '(no extension)'}")
     with open_file(path, "model file", _FIX) as stream:
@@ -99,6 +104,20 @@ def detect_format(path: str | Path) -> ModelFormat:
         if _has_safetensors_header(stream):
             return "safetensors"
         raise _not_a_model(path, "it has no valid safetensors header (truncated or corrupt?)")
+
+
+def _check_gguf(path: Path) -> ModelFormat:
+    try:
+        with open_file(path, "model file", _GGUF_FIX) as stream:
+            found = gguf_architecture(stream)
+    except NotGguf as error:
+        raise BadInput(f"model file {path} is not a GGUF model: {error}", fix=_GGUF_FIX) from None
+    if found not in GGUF_ARCHITECTURES:
+        raise BadInput(f"model file {path} is a GGUF of architecture {found or '(none named)'!r}"
+                       f", which sdtui does not run; sdtui runs "
+                       f"{', '.join(GGUF_ARCHITECTURES.values())} transformers as GGUF",
+                       fix=_GGUF_FIX)
+    return "gguf"
 
 
 def sidecars(path: str | Path) -> list[Path]:
@@ -121,14 +140,25 @@ def model_files(path: str | Path) -> list[tuple[Path, str]]:
     destination directory). Copying them all into one directory keeps sidecars beside their
     checkpoint, so the worker finds them from the checkpoint path alone."""
     path = expand(path, "model file").absolute()
-    if detect_format(path) == "diffusers":
+    fmt = detect_format(path)
+    if fmt == "diffusers":
         return _files_under(path, path.name)
-    files = [(path, path.name)]
+    model_set = find_set(path) if fmt in ("set", "safetensors", "gguf") else None
+    if model_set is None:
+        return _with_sidecars(path, "")
+    # A set travels whole: as its folder, or as files beside the transformer.
+    prefix = path.name + "/" if fmt == "set" else ""
+    return _with_sidecars(model_set.transformer, prefix) + [
+        (part, prefix + part.name) for part in model_set.parts.values()]
+
+
+def _with_sidecars(path: Path, prefix: str) -> list[tuple[Path, str]]:
+    files = [(path, prefix + path.name)]
     for sidecar in sidecars(path):
         if sidecar.is_dir():
-            files += _files_under(sidecar, sidecar.name)
+            files += _files_under(sidecar, prefix + sidecar.name)
         else:
-            files.append((sidecar, sidecar.name))
+            files.append((sidecar, prefix + sidecar.name))
     return files
 
 

@@ -24,6 +24,9 @@ SCHEDULERS = tuple(samplers.SAMPLERS)
 SCHEDULES = samplers.SCHEDULES
 DEFAULT_SCHEDULER = samplers.DEFAULT_SAMPLER
 DEFAULT_SCHEDULE = samplers.DEFAULT_SCHEDULE
+# The steps of a request that names none, where the model's `ready` gives no default_steps
+# (Stable Diffusion's).
+DEFAULT_STEPS = 30
 
 MAX_SEED = 2**32 - 1
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -142,14 +145,19 @@ GENERATE_FIELDS: dict[str, Field] = {
     "id": _ID,
     "prompt": Field(str, required=True, check=_text(20_000, non_empty=True)),
     "negative_prompt": Field(str, default="", check=_text(20_000)),
-    "steps": Field(_INT, default=30, check=_int_range(1, 150)),
+    # No steps or sampler (null) means the model's own: 30 steps of Euler a for Stable
+    # Diffusion, Euler for FLUX.1 at 4 steps ([schnell]) or 28 ([dev]); see with_model_defaults.
+    "steps": Field(_INT, default=None, check=_int_range(1, 150), nullable=True),
     "cfg": Field(_NUM, default=7.5, check=_float_range(0.0, 50.0)),
+    # The guidance strength a guidance-distilled model (FLUX.1 [dev]) takes as an input, in
+    # place of cfg; null means the model's own default (3.5). Other models refuse it.
+    "guidance": Field(_NUM, default=None, check=_float_range(0.0, 100.0), nullable=True),
     # No size (null) means the model's own: 1024 for SDXL, 768 for SD 2.x v-prediction, 512
     # otherwise; the worker resolves it and the image's params record what ran.
     "width": Field(_INT, default=None, check=_int_range(64, 2048, 8), nullable=True),
     "height": Field(_INT, default=None, check=_int_range(64, 2048, 8), nullable=True),
     "seed": Field(_INT, default=None, check=_int_range(0, MAX_SEED), nullable=True),
-    "scheduler": Field(str, default=DEFAULT_SCHEDULER, check=_scheduler),
+    "scheduler": Field(str, default=None, check=_scheduler, nullable=True),
     # The noise schedule (A1111's "Schedule type"); a combined name such as
     # "DPM++ 2M Karras" in `scheduler` implies it.
     "schedule": Field(str, default=DEFAULT_SCHEDULE, check=_schedule),
@@ -199,6 +207,15 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "prediction": Field(str, default="epsilon", check=_one_of("epsilon", "v_prediction")),
         # Width and height of a request that names none (1024 for SDXL, 768 for SD 2.x v).
         "default_size": Field(_INT, default=None, nullable=True),
+        # Width and height must be multiples of this (16 for FLUX.1's packed latents).
+        "size_multiple": Field(_INT, default=8),
+        # "cfg" (classifier-free, a negative prompt applies), "embedded" (FLUX.1 [dev]: the
+        # request's guidance) or "none" (FLUX.1 [schnell]).
+        "guidance": Field(str, default="cfg", check=_one_of("cfg", "embedded", "none")),
+        "default_steps": Field(_INT, default=None, nullable=True),
+        # Which sampler table it runs (sdtui.samplers): "diffusion", or "flow" (FLUX.1).
+        "sampling": Field(str, default="diffusion", check=_one_of("diffusion", "flow")),
+        "family_label": Field(str, default=None, nullable=True),  # for messages: "FLUX.1"
         # What the worker noticed while loading, e.g. tensors no component uses.
         "warnings": Field(list, default=None, nullable=True),
         "device": Field(str, required=True),
@@ -302,8 +319,12 @@ def _validate(obj: Any, schemas: dict[str, dict[str, Field]], what: str) -> dict
 
 def _check_generate(req: dict[str, Any], raw: dict[str, Any]) -> None:
     try:
-        req["scheduler"], req["schedule"] = samplers.resolve(
-            raw.get("scheduler", req["scheduler"]), req["schedule"])
+        if req["scheduler"] is None:  # the model's sampler, whose Automatic is its own
+            if req["schedule"] == samplers.AUTOMATIC:
+                req["schedule"] = DEFAULT_SCHEDULE
+        else:
+            req["scheduler"], req["schedule"] = samplers.resolve(
+                raw.get("scheduler") or req["scheduler"], req["schedule"])
     except samplers.UnknownSampler as exc:
         raise ProtocolError(f"generate: {exc}") from None
     if req["init_image"] and req["variation_amount"]:
@@ -324,6 +345,44 @@ def model_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
     if ready.get("inpainting") and not (req.get("init_image") and req.get("mask")):
         return ("this model is an inpainting checkpoint (its UNet takes 9 input channels): it "
                 "needs an init image and a mask; pass --init-image FILE --mask FILE")
+    return _family_refusal(ready, req)
+
+
+def with_model_defaults(ready: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
+    """The request with what it leaves to the model (null steps, null sampler) filled in from
+    the model's `ready`: its default steps and its family's sampler."""
+    table = ready.get("sampling") or samplers.DIFFUSION
+    return {**req, "steps": req.get("steps") or ready.get("default_steps") or DEFAULT_STEPS,
+            "scheduler": req.get("scheduler") or samplers.DEFAULT_SAMPLERS[table]}
+
+
+def _family_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
+    """What a model's family cannot take: its size multiple, its samplers, its guidance."""
+    if not req.get("scheduler"):  # the family's sampler: does it have the schedule asked for?
+        req = with_model_defaults(ready, req)
+        try:
+            samplers.check_combination(req["scheduler"], req.get("schedule") or DEFAULT_SCHEDULE)
+        except samplers.UnknownSampler as exc:
+            return str(exc)
+    label = ready.get("family_label") or "this model"
+    multiple = ready.get("size_multiple") or 8
+    for side in ("width", "height"):
+        if req.get(side) and req[side] % multiple:
+            return (f"{label} needs a {side} that is a multiple of {multiple}, got {req[side]}; "
+                    f"pass --{side} {req[side] // multiple * multiple or multiple}")
+    why = samplers.refusal(ready.get("sampling") or samplers.DIFFUSION, label,
+                           req["scheduler"],
+                           req.get("schedule") or DEFAULT_SCHEDULE)
+    if why:
+        return why
+    guidance = ready.get("guidance") or "cfg"
+    if req.get("guidance") is not None and guidance != "embedded":
+        why = ("it takes no guidance (timestep-distilled)" if guidance == "none"
+               else "it uses cfg (--cfg), not embedded guidance")
+        return f"--guidance does not apply to {label}: {why}; drop --guidance"
+    if guidance != "cfg" and (req.get("negative_prompt") or "").strip():
+        return (f"{label} takes no negative prompt (it has no classifier-free guidance); drop "
+                f"--negative-prompt")
     return None
 
 

@@ -44,11 +44,16 @@ _SCHEDULE_TABLE = (
     Schedule("exponential", "Exponential", (("use_exponential_sigmas", True),), "linspace"),
     # A1111's beta_scheduler and diffusers' _convert_to_beta: the same formula, alpha=beta=0.6.
     Schedule("beta", "Beta", (("use_beta_sigmas", True),), "linspace"),
+    # Forge/ComfyUI's "Simple": flow models only (see FLOW_SAMPLERS).
+    Schedule("simple", "Simple"),
 )
 SCHEDULE_TABLE: dict[str, Schedule] = {s.id: s for s in _SCHEDULE_TABLE}
 SCHEDULES = tuple(SCHEDULE_TABLE)
 SCHEDULE_A1111 = {s.id: s.a1111 for s in _SCHEDULE_TABLE}
-_RESHAPING = tuple(s for s in SCHEDULES if s != DEFAULT_SCHEDULE)
+_RESHAPING = ("karras", "exponential", "beta")
+# Why the diffusion samplers (SD 1.x/2.x/SDXL) refuse a schedule the table knows.
+_DIFFUSION_REFUSED = {"simple": "diffusers' nearest (trailing spacing) rounds timesteps "
+                                "differently"}
 
 # A1111 1.9+ schedule types with no faithful diffusers equivalent.
 _REFUSED_SCHEDULES = {
@@ -56,7 +61,6 @@ _REFUSED_SCHEDULES = {
     "SGM Uniform": "diffusers' nearest (trailing spacing) picks other timesteps",
     "KL Optimal": "diffusers has no KL-optimal sigmas",
     "Align Your Steps": "diffusers has no Align Your Steps sigmas for this scheduler family",
-    "Simple": "diffusers' nearest (trailing spacing) rounds timesteps differently",
     "Normal": "diffusers has no sgm-style normal schedule",
     "DDIM": "the DDIM schedule type is not a diffusers sigma schedule",
 }
@@ -201,6 +205,8 @@ def parse_schedule(name: str) -> str:
 
 
 def check_combination(sampler: str, schedule: str) -> None:
+    if schedule in _DIFFUSION_REFUSED:
+        return  # a flow model's schedule: which family runs it decides (see `refusal`)
     if schedule != DEFAULT_SCHEDULE and schedule not in SAMPLERS[sampler].schedules:
         usable = ", ".join(SAMPLERS[sampler].schedules) or "none besides default"
         raise UnknownSampler(
@@ -243,3 +249,43 @@ def a1111_label(sampler: str) -> str:
 
 def dream_name(sampler: str) -> str:
     return SAMPLERS[sampler].dream
+
+
+# --- flow-matching families (FLUX.1) ----------------------------------------------------------
+# A rectified-flow model samples with diffusers' FlowMatchEulerDiscreteScheduler, with the
+# model's own shift (fixed, or by resolution for [dev]) from its scheduler config. Forge's and
+# ComfyUI's "Simple" schedule picks the model's shifted sigmas at t = 1, 1 - 1/n, ..., 1/n:
+# exactly the linspace(1, 1/n) FluxPipeline shifts, so Simple is the scheduler's own.
+DIFFUSION, FLOW = "diffusion", "flow"
+FLOW_CLASS = "FlowMatchEulerDiscreteScheduler"
+FLOW_SAMPLERS = ("euler",)
+# The sampler a request that names none runs, by the family's sampler table.
+DEFAULT_SAMPLERS = {DIFFUSION: DEFAULT_SAMPLER, FLOW: FLOW_SAMPLERS[0]}
+FLOW_SCHEDULE = "simple"
+FLOW_SCHEDULES = (DEFAULT_SCHEDULE, FLOW_SCHEDULE)
+_FLOW_REFUSED_SCHEDULES = {
+    "karras": "Forge's Karras takes the model's sigma range, diffusers' the shifted schedule's",
+    "exponential": "Forge's Exponential takes the model's sigma range, diffusers' the shifted "
+                   "schedule's",
+    "beta": "diffusers' beta sigmas interpolate between the shifted schedule's ends, Forge's "
+            "pick the shifted schedule at beta-spaced timesteps",
+}
+
+
+def refusal(table: str, label: str, sampler: str, schedule: str) -> str | None:
+    """Why a model of `label` whose family samples from `table` cannot run this (resolved)
+    sampler and schedule, in one line with the ones it can, or None."""
+    if table != FLOW:
+        if schedule in _DIFFUSION_REFUSED:
+            return (f"schedule type {SCHEDULE_A1111[schedule]!r} is not supported for {label}: "
+                    f"{_DIFFUSION_REFUSED[schedule]}; valid schedules: "
+                    f"{', '.join(s for s in SCHEDULES if s not in _DIFFUSION_REFUSED)}")
+        return None
+    if sampler not in FLOW_SAMPLERS:
+        return (f"{label} is a flow-matching model: it runs the Euler sampler only, not "
+                f"{a1111_label(sampler)}; pass --scheduler euler (schedule Simple)")
+    if schedule not in FLOW_SCHEDULES:
+        why = _FLOW_REFUSED_SCHEDULES.get(schedule, "diffusers has no such flow schedule")
+        return (f"schedule type {SCHEDULE_A1111[schedule]!r} is not supported for {label}: "
+                f"{why}; its schedule: Simple (--schedule simple)")
+    return None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sdtui.devtools.tiny_flux import write_tiny_flux
 from sdtui.devtools.tiny_model import write_tiny_model
 
 # The original LDM config (the kind of S.yaml other SD tools read) for the tiny model's UNet
@@ -137,6 +138,14 @@ def loaded_families(family_models):
 
     return {family: {fmt: load_model(str(path)) for fmt, path in formats.items()}
             for family, formats in family_models.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny FLUX.1 diffusers folders, [schnell] and [dev], from one seed."""
+    root = tmp_path_factory.mktemp("flux1")
+    return {variant: write_tiny_flux(root / f"tiny-flux1-{variant}", variant, seed=7)
+            for variant in ("schnell", "dev")}
 
 
 @pytest.fixture

@@ -90,3 +90,16 @@ def test_the_table_names_its_inputs():
 def test_the_attempt_timeout_leaves_room():
     assert estimate.attempt_timeout_s(1, RATES) == 1800
     assert estimate.attempt_timeout_s(1000, RATES) == 3 * (45 + 5000)
+
+
+def test_a_run_that_names_no_steps_is_estimated_at_the_models_default():
+    """No --steps: the model's own, estimated as Stable Diffusion's 30 until a run is measured,
+    and measured under its own key."""
+    own = estimate.rates("g4dn.xlarge", "sd-v1-4.ckpt", 512, 512, None, 4_300_000_000)
+    assert own.seconds_per_image == estimate.rates(
+        "g4dn.xlarge", "sd-v1-4.ckpt", 512, 512, 30, 4_300_000_000).seconds_per_image
+    key = estimate.timing_key("g4dn.xlarge", "sd-v1-4.ckpt", 512, 512, None)
+    assert key != estimate.timing_key("g4dn.xlarge", "sd-v1-4.ckpt", 512, 512, 30)
+    estimate.record_timings(key, [2.0], [10.0])
+    assert estimate.rates("g4dn.xlarge", "sd-v1-4.ckpt", 512, 512, None,
+                          4_300_000_000).source == "measured"

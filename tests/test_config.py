@@ -40,7 +40,8 @@ def test_missing_file_gives_the_defaults() -> None:
     assert config.local == LocalConfig(None, "sdtui-models", "python:3.11-slim", [])
     assert config.aws.region == "us-east-1" and config.aws.instance_type == "g4dn.xlarge"
     assert (config.aws.spot, config.aws.idle_minutes, config.aws.bucket) == (False, 30, None)
-    assert config.generate == GenerateConfig(30, 7.5, None, None, "euler_a", None)
+    # No steps or sampler: the model's own (sdtui.protocol.with_model_defaults).
+    assert config.generate == GenerateConfig(None, 7.5, None, None, None, None)
 
 
 def test_full_file_is_read_with_types(config_dir: Path, monkeypatch) -> None:

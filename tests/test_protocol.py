@@ -15,9 +15,33 @@ def gen(**fields):
 
 def test_generate_fills_defaults():
     req = gen()
-    assert req["steps"] == 30 and req["count"] == 1
+    assert req["count"] == 1
     assert req["width"] is None and req["height"] is None  # the model's own size
-    assert req["scheduler"] == protocol.DEFAULT_SCHEDULER and req["seed"] is None
+    assert req["steps"] is None and req["scheduler"] is None  # the model's own
+    assert req["seed"] is None
+
+
+SD_READY = {"sampling": "diffusion", "default_steps": 30}
+FLUX_READY = {"sampling": "flow", "default_steps": 4, "family_label": "FLUX.1",
+              "size_multiple": 16, "guidance": "none"}
+
+
+def test_steps_and_sampler_not_given_are_the_models():
+    assert {k: protocol.with_model_defaults(SD_READY, gen())[k] for k in ("steps", "scheduler")
+            } == {"steps": 30, "scheduler": "euler_a"}
+    assert {k: protocol.with_model_defaults(FLUX_READY, gen())[k]
+            for k in ("steps", "scheduler")} == {"steps": 4, "scheduler": "euler"}
+    given = gen(steps=9, scheduler="Euler a")
+    assert {k: protocol.with_model_defaults(FLUX_READY, given)[k]
+            for k in ("steps", "scheduler")} == {"steps": 9, "scheduler": "euler_a"}
+
+
+def test_a_flux_model_takes_a_request_that_names_no_sampler():
+    assert protocol.model_refusal(FLUX_READY, gen()) is None
+    assert "runs the Euler sampler only" in protocol.model_refusal(
+        FLUX_READY, gen(scheduler="euler_a"))
+    # The model's sampler still has to have the schedule asked for.
+    assert "has no karras schedule" in protocol.model_refusal(SD_READY, gen(schedule="karras"))
 
 
 @pytest.mark.parametrize(

@@ -30,8 +30,9 @@ def model_volume(docker_client, image, files):
             copier.copy(model_copy.describe(files), {}, lambda n: None)
         yield name
     finally:
-        for c in docker_client.containers.list(all=True,
-                                               filters={"label": "sdtui.test=container"}):
+        # Only this volume's test workers: the engine is shared with other test runs.
+        for c in docker_client.containers.list(
+                all=True, filters={"label": "sdtui.test=container", "volume": name}):
             c.remove(force=True)
         docker_client.volumes.get(name).remove(force=True)
 

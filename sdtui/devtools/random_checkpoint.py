@@ -98,7 +98,9 @@ def write_random_checkpoint(out: Path, family: str = "sd1", dtype: torch.dtype =
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--family", choices=tuple(FAMILIES), default="sd1")
+    # The UNet families' released layouts; FLUX.1's are another writer's.
+    parser.add_argument("--family", default="sd1",
+                        choices=tuple(f for f, spec in FAMILIES.items() if spec.denoiser == "unet"))
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

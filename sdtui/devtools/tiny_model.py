@@ -65,8 +65,8 @@ OPEN_CLIP_UNUSED_BLOCKS = {"sd2": 1, "sdxl": 0}
 
 
 def _family(name: str) -> Family:
-    if name not in FAMILIES:
-        raise ValueError(f"unknown family {name!r}; pick one of {', '.join(FAMILIES)}")
+    if name not in TINY:  # FLUX.1's tiny folders: sdtui.devtools.tiny_flux
+        raise ValueError(f"unknown family {name!r}; pick one of {', '.join(TINY)}")
     return FAMILIES[name]
 
 
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="a folder (diffusers) or a .ckpt/.safetensors file")
     parser.add_argument("--format", choices=FORMATS, required=True)
-    parser.add_argument("--family", choices=tuple(FAMILIES), default="sd1")
+    parser.add_argument("--family", choices=tuple(TINY), default="sd1")
     parser.add_argument("--inpainting", action="store_true",
                         help="a 9-channel inpainting UNet")
     parser.add_argument("--seed", type=int, default=0)

@@ -33,6 +33,9 @@ ESRGAN_LABELS = {2: "R-ESRGAN 2x+", 4: "R-ESRGAN 4x+"}
 MODEL_HASH_DIGITS = 10  # A1111's "AutoV2" hash: sha256, first 10 hex digits
 LORA_HASH_DIGITS = 12  # A1111's LoRA "AutoV3" hash
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+DISTILLED_CFG = "Distilled CFG Scale"
+FAMILY = "Family"
+_NAMED_FAMILIES = ("flux1",)
 
 
 def quote(text: Any) -> str:
@@ -96,11 +99,16 @@ def format_infotext(params: dict[str, Any]) -> str:
         ("Sampler", samplers.a1111_label(scheduler) if known else scheduler or None),
         ("Schedule type", samplers.SCHEDULE_A1111.get(schedule) if known else None),
         ("CFG scale", params.get("cfg")),
+        # Forge's name for FLUX.1 [dev]'s embedded guidance.
+        (DISTILLED_CFG, params.get("guidance")),
         ("Seed", params.get("seed")),
         ("Face restoration", GFPGAN_LABEL if gfpgan else None),
         ("Size", f"{params['width']}x{params['height']}" if "width" in params else None),
         ("Model hash", sha[:MODEL_HASH_DIGITS] or None),
         ("Model", model_name(params.get("model")) or None),
+        # Neither A1111 nor Forge names the family; sdtui does for the families that are not
+        # Stable Diffusion's, which A1111's readers would otherwise take for one.
+        (FAMILY, params.get("family") if params.get("family") in _NAMED_FAMILIES else None),
         ("Variation seed", params.get("variation_seed") if variation else None),
         ("Variation seed strength", variation or None),
         # Only img2img has a denoising strength: on a txt2img image A1111 reads it as hires fix.
@@ -232,7 +240,7 @@ def parse_infotext(text: str) -> Infotext | None:
 
 # Settings that only describe the file (which model, which version wrote it): never a warning.
 _DESCRIPTIVE = {"Model", "Model hash", "Version", "Lora hashes", "TI hashes", "Hashes", "VAE",
-                "VAE hash"}
+                "VAE hash", FAMILY}
 # Settings at A1111's defaults, which are sdtui's behaviour too.
 _AT_DEFAULT = {("Clip skip", "1"), ("RNG", "GPU")}
 # From 1.9 A1111 writes "Schedule type"; before, the schedule was part of the sampler's name.
@@ -253,7 +261,8 @@ def read(text: str) -> Parsed | None:
     simple = {"Steps": ("steps", to_int), "CFG scale": ("cfg", to_float),
               "Seed": ("seed", to_int), "Variation seed": ("variation_seed", to_int),
               "Variation seed strength": ("variation_amount", to_float),
-              "Denoising strength": ("strength", to_float)}
+              "Denoising strength": ("strength", to_float),
+              DISTILLED_CFG: ("guidance", to_float)}
     for key, (name, convert) in simple.items():
         if key in settings:
             params[name] = convert(TOOL, key, settings.pop(key))

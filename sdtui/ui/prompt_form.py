@@ -30,8 +30,13 @@ class PromptField:
     optional: bool = False  # empty means "none" (not the default)
 
 
+# The sampler choice that leaves it to the model (Euler a; Euler for FLUX.1).
+MODEL_SAMPLER = "model's"
+
+
 def _sampler_choices() -> tuple[tuple[str, str], ...]:
-    return tuple((s, s) for s in protocol.SCHEDULERS)
+    return (("model's (euler_a; FLUX.1 euler)", MODEL_SAMPLER),
+            *((s, s) for s in protocol.SCHEDULERS))
 
 
 def _schedule_choices() -> tuple[tuple[str, str], ...]:
@@ -46,7 +51,8 @@ FIELDS: dict[str, PromptField] = {f.name: f for f in (
     PromptField("negative_prompt", "Negative prompt", "text", "What to steer away from, "
                 "e.g. blurry, low quality.", "what to avoid"),
     PromptField("steps", "steps", "int", "Sampling steps, 1–150: more is slower and finer "
-                "(20–30 is usual)."),
+                "(20–30 is usual); empty: the model's (30; FLUX.1 [schnell] 4, [dev] 28).",
+                "model's"),
     PromptField("cfg", "cfg", "float", "Guidance scale, 0–50: how closely the image follows "
                 "the prompt (7–8 is usual; high values look harsh)."),
     PromptField("count", "count", "int", "Images per Generate, 1–16; they use seeds seed, "
@@ -107,7 +113,7 @@ def parse(name: str, raw: Any) -> Any:
     if field.kind == "bool" or field.kind == "select":
         if name == "upscale":
             return None if raw in ("off", None) else int(str(raw))
-        return raw
+        return None if name == "scheduler" and raw == MODEL_SAMPLER else raw
     text = str(raw).strip() if raw is not None else ""
     if field.kind == "text":
         return str(raw) if raw is not None else ""

@@ -14,26 +14,12 @@ from typing import Any
 
 from PIL import Image
 
-from sdtui import protocol
 from sdtui.errors import BadInput
 from sdtui.worker.img2img import decode_init_image, fit_image, open_image
-
-INPAINT_CHANNELS = 9
 
 
 class MaskInvalid(BadInput):
     pass
-
-
-def is_inpainting(unet: Any) -> bool:
-    return unet.config.in_channels == INPAINT_CHANNELS
-
-
-def check_request(unet: Any, req: dict[str, Any]) -> None:
-    """An inpainting checkpoint cannot run without an init image and a mask."""
-    refusal = protocol.model_refusal({"inpainting": is_inpainting(unet)}, req)
-    if refusal:
-        raise BadInput(refusal)
 
 
 def decode_mask(data_b64: str, width: int, height: int, fit: str) -> Image.Image:

@@ -237,10 +237,14 @@ def text_encoder(spec: TextEncoder, loaded: Loaded, sources: ConfigSources) -> A
     return model
 
 
-def tokenizer(folder: Path) -> Any:
-    """A CLIP tokenizer from a diffusers-layout folder. The family assets' folders hold only
-    their settings (the pad token differs) and share the one vocabulary."""
-    from transformers import CLIPTokenizer
+def tokenizer(folder: Path, layout: str = "clip") -> Any:
+    """A CLIP tokenizer (or, for a "t5" text encoder, T5's) from a diffusers-layout folder.
+    The family assets' CLIP folders hold only their settings (the pad token differs) and
+    share the one vocabulary."""
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    if layout == "t5":
+        return T5TokenizerFast.from_pretrained(folder, local_files_only=True)
 
     if (folder / "vocab.json").is_file() or (folder / "tokenizer.json").is_file():
         return CLIPTokenizer.from_pretrained(folder, local_files_only=True)

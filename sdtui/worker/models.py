@@ -1,5 +1,7 @@
-"""Load a Stable Diffusion model (SD 1.x, SD 2.x or SDXL base) from a diffusers folder or a
-single-file checkpoint, with no network: every config and tokenizer comes from local files.
+"""Load a model (SD 1.x, SD 2.x, SDXL base; FLUX.1, also from its split sets, GGUF and
+all-in-one files: sdtui.worker.flux_parts) from a diffusers
+folder or a single-file checkpoint, with no network: every config and tokenizer comes from
+local files.
 
 The family is detected from the key layout (sdtui.worker.families); reading the file is
 sdtui.worker.checkpoint's job and building each component from the original layout is
@@ -29,17 +31,21 @@ from sdtui.modelfiles import detect_format
 from sdtui.worker import ldm
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families import (
+    CFG,
     EPSILON,
     V_PREDICTION,
     Family,
     detect,
     detect_folder,
+    flux1,
+    folder_guidance,
     folder_inpainting,
     folder_prediction,
     is_leftover,
 )
 from sdtui.worker.families import is_inpainting as has_inpainting_unet
 from sdtui.worker.families.sd1 import FAMILY as SD1
+from sdtui.worker.flux_files import is_flux_layout
 
 __all__ = ["SD1_ASSETS", "LoadedModel", "ModelInvalid", "load_model", "pick_device"]
 
@@ -71,12 +77,21 @@ class LoadedModel:
     family: Family | None = None  # None only while loading, before it is detected
     inpainting: bool = False  # a 9-channel UNet: needs an init image and a mask
     prediction: str = EPSILON
+    guidance: str = CFG  # CFG, EMBEDDED (FLUX.1 [dev]) or NO_GUIDANCE (FLUX.1 [schnell])
     warnings: list[str] = field(default_factory=list)
 
     @property
     def default_size(self) -> int:
         """Width and height for a request that names none: what the family was trained at."""
         return self.family.default_size(self.prediction)
+
+    @property
+    def default_steps(self) -> int:
+        return self.family.steps[self.guidance]
+
+    @property
+    def denoiser(self) -> Any:
+        return getattr(self.pipe, self.family.denoiser)
 
     def pipeline_class(self, kind: str) -> Any:
         """The family's diffusers pipeline for "text2img", "img2img" or "inpaint"."""
@@ -93,6 +108,11 @@ class LoadedModel:
             "inpainting": self.inpainting,
             "prediction": self.prediction,
             "default_size": self.default_size,
+            "size_multiple": self.family.size_multiple,
+            "guidance": self.guidance,
+            "default_steps": self.default_steps,
+            "sampling": self.family.sampler_table,
+            "family_label": self.family.label,
             "device": self.device,
             "dtype": self.dtype,
             "load_seconds": round(self.load_seconds, 3),
@@ -106,6 +126,26 @@ def pick_device(device: str | None = None) -> tuple[str, torch.dtype]:
     return device, torch.float16 if device.startswith("cuda") else torch.float32
 
 
+# bfloat16 compute arrived with Ampere (compute capability 8.0); Turing (a T4, 7.5) has none.
+BF16_CAPABILITY = (8, 0)
+
+
+def family_dtype(family: Family, device: str, capability: tuple[int, int] | None) -> torch.dtype:
+    """The compute precision, decided once from the device: float32 on the CPU; for a family
+    trained in bfloat16 (FLUX.1), bfloat16 where the GPU computes it and float16 (with
+    diffusers' activation clamping and a float32 VAE decode) where it does not; float16 for
+    the Stable Diffusion families."""
+    if not device.startswith("cuda"):
+        return torch.float32
+    if family.bf16 and capability is not None and capability >= BF16_CAPABILITY:
+        return torch.bfloat16
+    return torch.float16
+
+
+def _capability(device: str) -> tuple[int, int] | None:
+    return torch.cuda.get_device_capability(device) if device.startswith("cuda") else None
+
+
 def load_model(path: str, device: str | None = None,
                dtype: torch.dtype | None = None) -> LoadedModel:
     started = time.perf_counter()
@@ -113,13 +153,15 @@ def load_model(path: str, device: str | None = None,
         fmt = detect_format(path)
     except BadInput as error:
         raise ModelInvalid(str(error)) from None
-    device, default_dtype = pick_device(device)
-    dtype = dtype or default_dtype
-    model = LoadedModel(pipe=None, path=str(path), format=fmt, device=device,
-                        dtype=str(dtype).removeprefix("torch."), load_seconds=0.0)
+    device, _ = pick_device(device)
+    model = LoadedModel(pipe=None, path=str(path), format=fmt, device=device, dtype="",
+                        load_seconds=0.0)
     try:
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
+        elif fmt in ("set", "gguf") or (fmt == "safetensors" and is_flux_layout(
+                Checkpoint(Path(path), fmt).shapes)):
+            _load_flux_files(model, Path(path), dtype)
         else:
             _load_single_file(model, Path(path), dtype, device)
         model.pipe.to(device)
@@ -131,7 +173,7 @@ def load_model(path: str, device: str | None = None,
         raise ModelInvalid(
             f"model {path}{f' ({family.label})' if family else ''} could not be loaded: "
             f"{type(error).__name__}: {first_line}", family=family and family.id) from error
-    _align(model.pipe)
+    align_weights(model.pipe)
     model.pipe.set_progress_bar_config(disable=True)
     model.load_seconds = time.perf_counter() - started
     for warning in model.warnings:
@@ -145,7 +187,7 @@ def load_model(path: str, device: str | None = None,
 ALIGNMENT = 64
 
 
-def _align(pipe: Any) -> None:
+def align_weights(pipe: Any) -> None:
     for component in pipe.components.values():
         if not isinstance(component, torch.nn.Module):
             continue
@@ -156,10 +198,18 @@ def _align(pipe: Any) -> None:
                         tensor.data = tensor.data.clone()
 
 
-def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype) -> None:
+def _dtype_for(model: LoadedModel, dtype: torch.dtype | None) -> torch.dtype:
+    dtype = dtype or family_dtype(model.family, model.device, _capability(model.device))
+    model.dtype = str(dtype).removeprefix("torch.")
+    return dtype
+
+
+def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
     model.family = detect_folder(path)
     model.inpainting = folder_inpainting(path)
     model.prediction = folder_prediction(path)
+    model.guidance = folder_guidance(path, model.family)
+    dtype = _dtype_for(model, dtype)
     model.pipe = model.pipeline_class("text2img").from_pretrained(
         path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options)
 
@@ -168,9 +218,11 @@ def _skipped(family: Family) -> Callable[[str], bool]:
     return lambda key: is_leftover(key) or family.unused(key) or key == V_PRED_MARKER
 
 
-def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype, device: str) -> None:
+def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype | None,
+                      device: str) -> None:
     checkpoint = Checkpoint(path, model.format)
     family = model.family = detect(path, checkpoint.shapes)
+    dtype = _dtype_for(model, dtype)
     model.inpainting = has_inpainting_unet(checkpoint.shapes)
     sources = ldm.ConfigSources.beside(path, family)
     log.info("loading %s (%s) with configs from %s", path, family.label, sources)
@@ -187,12 +239,11 @@ def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype, device
         log.info("skipped %d tensors inference never uses (EMA weights, DDPM buffers, ...)",
                  skipped)
     loaded = ldm.Loaded(state)
-    unet = ldm.ldm_component("unet", loaded, sources)
-    vae = ldm.ldm_component("vae", loaded, sources)
-    parts: dict[str, Any] = {}
+    parts: dict[str, Any] = {"unet": ldm.ldm_component("unet", loaded, sources),
+                             "vae": ldm.ldm_component("vae", loaded, sources)}
     for spec in family.text_encoders:
         parts[spec.name] = ldm.text_encoder(spec, loaded, sources)
-        parts[spec.tokenizer] = ldm.tokenizer(sources.folder(spec.tokenizer))
+    unet = parts["unet"]
     model.prediction = _prediction(sources, checkpoint.shapes, unet, model.inpainting)
     unused = loaded.unused()
     if unused:
@@ -200,9 +251,44 @@ def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype, device
         model.warnings.append(f"model file {path} ({family.label}): {len(unused)} tensors that "
                               f"no {family.label} component uses were ignored: {listed}")
     del loaded, state
-    model.pipe = model.pipeline_class("text2img")(
-        unet=unet, vae=vae, scheduler=ldm.scheduler(sources, model.prediction), **parts,
-        **family.pipeline_options)
+    _assemble(model, parts, sources, ldm.scheduler(sources, model.prediction))
+
+
+def _assemble(model: LoadedModel, parts: dict[str, Any], sources: ldm.ConfigSources,
+              scheduler: Any) -> None:
+    """The family's pipeline from a single file's (or a set's) components, with the tokenizers
+    from the `S.config/` sidecar or the family's assets."""
+    for spec in model.family.text_encoders:
+        parts[spec.tokenizer] = ldm.tokenizer(sources.folder(spec.tokenizer), spec.layout)
+    model.pipe = model.pipeline_class("text2img")(scheduler=scheduler, **parts,
+                                                  **model.family.pipeline_options)
+
+
+def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
+    """FLUX.1 from the files people have (sdtui.worker.flux_parts): a split set, its transformer
+    file (.safetensors or .gguf), BFL's single file among its parts, or an all-in-one file.
+    The sidecar beside the transformer file is the set's."""
+    import diffusers
+
+    from sdtui.worker.flux_parts import components_from_files, configured_file
+
+    family = model.family = flux1.FAMILY
+    dtype = _dtype_for(model, dtype)
+    parts = components_from_files(path, dtype)
+    model.guidance = family.guidance_of(parts["transformer"].config)
+    sources = ldm.ConfigSources.beside(configured_file(path), family)
+    tokenizer = sources.folder("tokenizer_2")
+    if not (tokenizer / "tokenizer.json").is_file():  # T5's is not shipped yet
+        sidecar = sources.checkpoint.with_name(sources.checkpoint.stem + ".config")
+        raise ModelInvalid(f"model {path} ({family.label}) has no T5 tokenizer: put T5 v1.1's "
+                           f"tokenizer.json, tokenizer_config.json and special_tokens_map.json "
+                           f"(a FLUX.1 Hub repo's tokenizer_2/) in {sidecar}/tokenizer_2/",
+                           family=family.id)
+    log.info("loading %s (%s) with configs from %s", path, family.label, sources)
+    config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
+    if sources.sidecar("scheduler") is None:
+        config.update(flux1.SCHEDULER_BY_GUIDANCE.get(model.guidance, {}))
+    _assemble(model, parts, sources, getattr(diffusers, config["_class_name"]).from_config(config))
 
 
 def _prediction(sources: ldm.ConfigSources, shapes: dict[str, Any], unet: Any,

@@ -65,3 +65,16 @@ class PromptEncoder:
             for name in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
                 embeds[name] = torch.zeros_like(embeds[name])
         return embeds
+
+
+class PipelinePrompts:
+    """A prompt through the pipeline's own encode_prompt: FLUX.1's CLIP (pooled) and T5, as
+    its pipelines encode it (no weights, no negative prompt; T5 reads 512 tokens)."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    def encode(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
+        with torch.inference_mode():
+            embeds, pooled, _ = self.pipe.encode_prompt(prompt=prompt, prompt_2=None)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}

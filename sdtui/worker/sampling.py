@@ -18,13 +18,14 @@ import torch
 from PIL import Image
 
 from sdtui import __version__, loras, protocol, samplers
+from sdtui.errors import BadInput
 from sdtui.worker import inpaint
-from sdtui.worker.families import Family
+from sdtui.worker.families import CFG, EMBEDDED, Family
 from sdtui.worker.img2img import decode_init_image, fit_image
 from sdtui.worker.lora import LoraSet
 from sdtui.worker.models import LoadedModel
 from sdtui.worker.postprocess import PostProcessor
-from sdtui.worker.prompts import PromptEncoder
+from sdtui.worker.prompts import PipelinePrompts, PromptEncoder
 from sdtui.worker.schedulers import build_scheduler
 from sdtui.worker.variations import variation_noise
 
@@ -41,10 +42,28 @@ def png_bytes(image: Image.Image, compress_level: int = 4) -> bytes:
     return buf.getvalue()
 
 
+class ImageInvalid(RuntimeError):
+    """A finished image whose latents are NaN or all zeros (a black picture): not saved."""
+
+
+def unpacked(latents: torch.Tensor, family: Family, width: int, height: int) -> torch.Tensor:
+    """The latents as (batch, channels, h, w). FLUX.1's pipelines hold them packed in 2x2
+    patches, (batch, h/2 * w/2, channels * 4): undone here as FluxPipeline._unpack_latents
+    does."""
+    if not family.packed_latents:
+        return latents
+    batch, _, packed = latents.shape
+    channels, h, w = packed // 4, height // family.size_multiple, width // family.size_multiple
+    latents = latents.view(batch, h, w, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return latents.reshape(batch, channels, h * 2, w * 2)
+
+
 def latent_preview(latents: torch.Tensor, family: Family) -> Image.Image:
-    """The latents projected to RGB with the family's linear factors: a matmul, not a decode."""
+    """The (unpacked) latents projected to RGB with the family's linear factors: a matmul,
+    not a decode."""
     factors = torch.tensor(family.latent_rgb)
-    rgb = torch.einsum("chw,cr->hwr", latents[0, :4].float().cpu(), factors)
+    rgb = torch.einsum("chw,cr->hwr", latents[0, :family.latent_channels].float().cpu(),
+                       factors)
     rgb = rgb + torch.tensor(family.latent_rgb_bias)
     pixels = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).numpy()
     return Image.fromarray(pixels)
@@ -70,7 +89,7 @@ class Sampler:
         self._img2img: Any = None
         self._inpaint: Any = None
         self.loras = LoraSet(self.pipe, model.path, model.family.id)
-        self._prompts: PromptEncoder | None = None
+        self._prompts: PromptEncoder | PipelinePrompts | None = None
         self.post = PostProcessor(model.path, model.device)
 
     def _family_pipeline(self, kind: str) -> Any:
@@ -97,19 +116,27 @@ class Sampler:
         return self._inpaint
 
     @property
-    def prompts(self) -> PromptEncoder:
+    def prompts(self) -> PromptEncoder | PipelinePrompts:
         if self._prompts is None:
-            self._prompts = PromptEncoder(self.pipe, self.model.family.id)
+            self._prompts = (PromptEncoder(self.pipe, self.model.family.id)
+                             if self.model.family.compel else PipelinePrompts(self.pipe))
         return self._prompts
 
     def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
         key = f"{name}/{schedule}"
         if key not in self._scheduler_cache:
-            self._scheduler_cache[key] = build_scheduler(self._base_scheduler_config, name,
-                                                         schedule)
+            self._scheduler_cache[key] = build_scheduler(
+                self._base_scheduler_config, name, schedule, self.model.family.sampler_table)
         self.pipe.scheduler = self._scheduler_cache[key]
 
     def decode(self, latents: torch.Tensor) -> Image.Image:
+        """The image of (unpacked) latents; ImageInvalid for NaN or all-zero latents, which
+        would decode to a black picture."""
+        if not torch.isfinite(latents).all() or not latents.any():
+            raise ImageInvalid(
+                f"the image came out {'NaN' if latents.isnan().any() else 'black'} "
+                f"({self.model.dtype} on {self.model.device}), so it was not saved; the images "
+                f"before it are kept")
         vae = self.pipe.vae
         if (self.model.family.upcast_vae and vae.dtype == torch.float16
                 and vae.config.force_upcast):
@@ -118,6 +145,8 @@ class Sampler:
             vae.to(torch.float32)
         with torch.inference_mode():
             latents = latents.to(vae.dtype) / vae.config.scaling_factor
+            if vae.config.get("shift_factor") is not None:  # FLUX.1's VAE
+                latents = latents + vae.config.shift_factor
             image = vae.decode(latents, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(image, output_type="pil")[0]
 
@@ -134,12 +163,25 @@ class Sampler:
             model_format=self.model.format,
             family=self.model.family.id,
             device=self.model.device,
+            **self._guidance_params(req),
             dtype=self.model.dtype,
             generator="sdtui " + __version__,
         )
         if self.model_source:
             params["model_source"] = self.model_source
         return params
+
+    def _guidance_params(self, req: dict[str, Any]) -> dict[str, Any]:
+        """What steered the image: cfg for CFG models; for FLUX.1 no CFG ran (cfg 1, as Forge
+        records it) and [dev]'s embedded guidance did."""
+        if self.model.guidance == CFG:
+            return {}
+        embedded = self.model.guidance == EMBEDDED
+        return {"cfg": 1.0, "guidance": self._guidance(req) if embedded else None}
+
+    def _guidance(self, req: dict[str, Any]) -> float:
+        return req["guidance"] if req["guidance"] is not None else (
+            self.model.family.default_guidance)
 
     def _seeds(self, req: dict[str, Any], index: int) -> tuple[int, int | None]:
         """An image's seed and variation seed. A batch of variations keeps the seed and walks
@@ -155,10 +197,11 @@ class Sampler:
         """Latents, or the init image itself when img2img has no step to take."""
         if hasattr(self.pipe.scheduler, "noise_sampler_seed"):  # DPM++ SDE's Brownian tree
             self.pipe.scheduler.noise_sampler_seed = seed
+        flux = self.model.family.packed_latents
         common = {
             **embeds,
             "num_inference_steps": req["steps"],
-            "guidance_scale": req["cfg"],
+            "guidance_scale": req["cfg"] if self.model.guidance == CFG else self._guidance(req),
             "generator": torch.Generator("cpu").manual_seed(seed),
             "output_type": "latent",
             "callback_on_step_end": on_step,
@@ -172,14 +215,19 @@ class Sampler:
                     return self.inpaint(image=init, mask_image=mask, strength=req["strength"],
                                         width=req["width"], height=req["height"],
                                         **common).images
-                return self.img2img(image=init, strength=req["strength"], **common).images
+                # FLUX.1's img2img sizes to 1024² unless told; SD's takes the image's size.
+                size = {"width": req["width"], "height": req["height"]} if flux else {}
+                return self.img2img(image=init, strength=req["strength"], **size,
+                                    **common).images
             latents = None
             if variation_seed is not None:
                 shape = (1, self.pipe.vae.config.latent_channels,
                          req["height"] // self.pipe.vae_scale_factor,
                          req["width"] // self.pipe.vae_scale_factor)
                 noise = variation_noise(seed, variation_seed, req["variation_amount"], shape)
-                latents = noise.to(self.pipe.device, self.pipe.unet.dtype)
+                if flux:  # packed as FluxPipeline.prepare_latents packs its own noise
+                    noise = self.pipe._pack_latents(noise, *shape)
+                latents = noise.to(self.pipe.device, self.model.denoiser.dtype)
             return self.pipe(width=req["width"], height=req["height"], latents=latents,
                              **common).images
 
@@ -190,8 +238,17 @@ class Sampler:
         # No size given means the model's own (1024 for SDXL); the params record what ran.
         req["width"] = req["width"] or self.model.default_size
         req["height"] = req["height"] or self.model.default_size
-        inpaint.check_request(self.pipe.unet, req)
+        info = self.model.info()
+        req.update(protocol.with_model_defaults(info, req))  # the params record what ran
+        refusal = protocol.model_refusal(info, req)
+        if refusal:
+            raise BadInput(refusal)
+        if self.model.family.sampler_table == samplers.FLOW:
+            req["schedule"] = samplers.FLOW_SCHEDULE  # recorded as Forge's "Simple"
         prompt, refs = loras.parse_prompt(req["prompt"], req["negative_prompt"])
+        if refs and self.model.family.denoiser != "unet":
+            raise BadInput(f"LoRAs do not run on {self.model.family.label} models yet; drop "
+                           f"the <lora:...> tags")
         self.use_scheduler(req["scheduler"], req["schedule"])
         self.post.check(req)
         extra = {"loras": self.loras.apply(refs)} if refs else {}
@@ -231,7 +288,9 @@ class Sampler:
                 done, total = step + 1, pipe.num_timesteps
                 emit("progress", {"id": rid, "index": index, "step": done, "total": total})
                 if every and (done % every == 0) and done < total:
-                    preview = png_bytes(latent_preview(kwargs["latents"], self.model.family),
+                    latents = unpacked(kwargs["latents"], self.model.family, req["width"],
+                                       req["height"])
+                    preview = png_bytes(latent_preview(latents, self.model.family),
                                         compress_level=1)
                     emit("preview", {"id": rid, "index": index, "step": done, "png": preview})
                 return kwargs
@@ -239,7 +298,8 @@ class Sampler:
             result = self._sample(req, seed, variation_seed, init, embeds, on_step, mask)
             if cancel.is_set():
                 raise Cancelled(finished)
-            image = result if isinstance(result, Image.Image) else self.decode(result)
+            image = result if isinstance(result, Image.Image) else self.decode(
+                unpacked(result, self.model.family, req["width"], req["height"]))
             if mask is not None:
                 image = inpaint.paste_back(image, init, mask)
             image = self.post.apply(image, req, note)

@@ -38,6 +38,17 @@ def pinned_options(cls: type, sampler: str, schedule: str) -> dict[str, Any]:
     return pinned | samplers.scheduler_options(sampler, schedule)
 
 
-def build_scheduler(model_config: Mapping[str, Any], sampler: str, schedule: str) -> Any:
+# A flow model's scheduler config is all the model's (its shift, fixed or by resolution); what
+# only changes how it samples is pinned to FluxPipeline's own sampling: plain shifted sigmas,
+# deterministic steps.
+FLOW_PINNED = {"use_karras_sigmas": False, "use_exponential_sigmas": False,
+               "use_beta_sigmas": False, "invert_sigmas": False, "stochastic_sampling": False}
+
+
+def build_scheduler(model_config: Mapping[str, Any], sampler: str, schedule: str,
+                    table: str = samplers.DIFFUSION) -> Any:
+    if table == samplers.FLOW:  # Euler and the Simple schedule are the scheduler's own
+        return getattr(diffusers, samplers.FLOW_CLASS).from_config(dict(model_config),
+                                                                   **FLOW_PINNED)
     cls = getattr(diffusers, samplers.SAMPLERS[sampler].diffusers_class)
     return cls.from_config(dict(model_config), **pinned_options(cls, sampler, schedule))

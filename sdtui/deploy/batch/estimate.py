@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sdtui import protocol
 from sdtui.deploy.aws.pricing import MINIMUM_BILLED_S
 from sdtui.paths import state_dir
 
@@ -75,13 +76,13 @@ def default_load_s(model_bytes: int) -> float:
 
 
 def timing_key(instance_type: str, model: str, width: int | None, height: int | None,
-               steps: int) -> str:
-    """No size: the model's own, which is what the recorded run measured."""
-    return f"{instance_type}|{model}|{width or 'own'}x{height or 'own'}|{steps}"
+               steps: int | None) -> str:
+    """No size or steps: the model's own, which is what the recorded run measured."""
+    return f"{instance_type}|{model}|{width or 'own'}x{height or 'own'}|{steps or 'own'}"
 
 
-def rates(instance_type: str, model: str, width: int | None, height: int | None, steps: int,
-          model_bytes: int) -> Rates:
+def rates(instance_type: str, model: str, width: int | None, height: int | None,
+          steps: int | None, model_bytes: int) -> Rates:
     boot = BOOT_AND_PULL_S.get(family(instance_type), DEFAULT_BOOT_AND_PULL_S)
     seen = load_timings().get(timing_key(instance_type, model, width, height, steps))
     if seen:
@@ -92,7 +93,8 @@ def rates(instance_type: str, model: str, width: int | None, height: int | None,
         source = (f"default at {ASSUMED_SIZE}x{ASSUMED_SIZE}; the model's own size is known "
                   "once it loads (SDXL's 1024x1024 takes 4x longer: pass --width/--height)")
         width, height = width or ASSUMED_SIZE, height or ASSUMED_SIZE
-    return Rates(default_seconds_per_image(instance_type, width, height, steps),
+    return Rates(default_seconds_per_image(instance_type, width, height,
+                                           steps or protocol.DEFAULT_STEPS),
                  default_load_s(model_bytes), boot, source)
 
 

@@ -8,9 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sdtui.worker.checkpoint import ModelInvalid
-from sdtui.worker.families import sd1, sd2, sdxl
+from sdtui.worker.families import flux1, sd1, sd2, sdxl
 from sdtui.worker.families.base import (
+    CFG,
+    EMBEDDED,
     EPSILON,
+    NO_GUIDANCE,
     UNET_CONV_IN,
     UNET_PREFIX,
     V_PREDICTION,
@@ -20,11 +23,15 @@ from sdtui.worker.families.base import (
 )
 from sdtui.worker.lora import is_diffusers_lora_key
 
-__all__ = ["EPSILON", "FAMILIES", "V_PREDICTION", "Family", "Pipelines", "TextEncoder",
-           "detect", "detect_folder", "is_inpainting", "is_leftover"]
+__all__ = ["CFG", "EMBEDDED", "EPSILON", "FAMILIES", "NO_GUIDANCE", "V_PREDICTION", "Family",
+           "Pipelines", "TextEncoder", "detect", "detect_folder", "folder_guidance",
+           "is_inpainting", "is_leftover"]
 
-FAMILIES: dict[str, Family] = {f.id: f for f in (sd1.FAMILY, sd2.FAMILY, sdxl.FAMILY)}
-SUPPORTED = "SD 1.x, SD 2.x and SDXL base"
+FAMILIES: dict[str, Family] = {f.id: f for f in (sd1.FAMILY, sd2.FAMILY, sdxl.FAMILY,
+                                                  flux1.FAMILY)}
+# FLUX.1's files never reach detect(): the loader sends them to sdtui.worker.flux_parts.
+SUPPORTED = "SD 1.x, SD 2.x, SDXL base and FLUX.1"
+SUPPORTED_FOLDERS = "SD 1.x, SD 2.x and SDXL base (and FLUX.1 [schnell] and [dev])"
 
 # Training leftovers every family's checkpoints may carry, never used for inference.
 _DDPM_BUFFERS = frozenset({
@@ -49,8 +56,6 @@ _OTHER_LAYOUTS = (
     ("conditioner.embedders.0.model.", "an SDXL refiner checkpoint (only the base model loads)"),
     (UNET_PREFIX + "joint_blocks.", "a Stable Diffusion 3 checkpoint"),
     ("joint_blocks.", "a Stable Diffusion 3 checkpoint"),
-    (UNET_PREFIX + "double_blocks.", "a FLUX checkpoint"),
-    ("double_blocks.", "a FLUX checkpoint"),
     ("lora_unet_", "a LoRA (use it with <lora:NAME:WEIGHT> in a prompt)"),
     ("lora_te", "a LoRA (use it with <lora:NAME:WEIGHT> in a prompt)"),
     ("control_model.", "a ControlNet"),
@@ -130,14 +135,17 @@ def detect_folder(path: Path) -> Family:
     """The family of a diffusers folder, from its pipeline class and text encoder configs."""
     index = _config(path, "model_index.json")
     pipeline = str(index.get("_class_name", ""))
+    if pipeline == flux1.PIPELINE:
+        return flux1.FAMILY
     if "XL" in pipeline:
         if not index.get("text_encoder") or index["text_encoder"] == [None, None]:
             raise ModelInvalid(f"model folder {path} is an SDXL refiner (only the base model "
-                               f"loads); sdtui loads {SUPPORTED} models", family="sdxl")
+                               f"loads); sdtui loads {SUPPORTED_FOLDERS} models",
+                               family="sdxl")
         return sdxl.FAMILY
     if not pipeline.startswith("StableDiffusion"):
         raise ModelInvalid(f"model folder {path} holds a {pipeline or 'unknown'} pipeline; "
-                           f"sdtui loads {SUPPORTED} models")
+                           f"sdtui loads {SUPPORTED_FOLDERS} models")
     text = _config(path / "text_encoder", "config.json")
     unet = _config(path / "unet", "config.json")
     # OpenCLIP's encoder uses GELU where OpenAI's CLIP uses quick GELU; full-size SD 2.x also
@@ -153,3 +161,8 @@ def folder_prediction(path: Path) -> str:
 
 def folder_inpainting(path: Path) -> bool:
     return _config(path / "unet", "config.json").get("in_channels") == 9
+
+
+def folder_guidance(path: Path, family: Family) -> str:
+    """CFG, EMBEDDED or NO_GUIDANCE, from the folder's denoiser config."""
+    return family.guidance_of(_config(path / family.denoiser, "config.json"))

@@ -7,6 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
+
+from sdtui.samplers import DIFFUSION
 
 ASSETS = Path(str(files("sdtui") / "assets"))
 
@@ -15,6 +18,12 @@ VAE_PREFIX = "first_stage_model."
 UNET_CONV_IN = UNET_PREFIX + "input_blocks.0.0.weight"
 
 EPSILON, V_PREDICTION = "epsilon", "v_prediction"
+
+# How a family steers towards the prompt. CFG: classifier-free guidance, with a negative prompt
+# (the request's cfg). EMBEDDED: a distilled guidance strength the denoiser takes as an input,
+# no negative prompt (FLUX.1 [dev]; the request's guidance). NO_GUIDANCE: neither (FLUX.1
+# [schnell]).
+CFG, EMBEDDED, NO_GUIDANCE = "cfg", "embedded", "none"
 
 
 @dataclass(frozen=True)
@@ -60,11 +69,34 @@ class Family:
     # When nothing beside a checkpoint says, guess v-prediction from the loaded UNet.
     guess_v_prediction: Callable[[object], bool | None] | None = None
 
+    # The denoiser's pipeline component: a UNet, or a transformer (FLUX.1, SD 3.5).
+    denoiser: str = "unet"
+    latent_channels: int = 4
+    # Width and height must be multiples of this: the VAE's downscale times the denoiser's
+    # patch size (8 for SD's UNets, 16 for FLUX.1's 2x2-packed latents).
+    size_multiple: int = 8
+    # The latents the pipeline samples are packed in 2x2 patches (FLUX.1): unpacked before a
+    # preview or a decode.
+    packed_latents: bool = False
+    sampler_table: str = DIFFUSION  # which sampler table it runs (sdtui.samplers)
+    # CFG, EMBEDDED or NO_GUIDANCE for a loaded model of the family, from its denoiser's config.
+    guidance_of: Callable[[Any], str] = field(default=lambda config: CFG)
+    # Steps a request that names none gets, by guidance kind (a distilled model needs fewer).
+    steps: dict[str, int] = field(default_factory=lambda: {CFG: 30})
+    # Embedded guidance a request that names none gets.
+    default_guidance: float | None = None
+    # Prompts go through compel (weights, blends, long prompts); otherwise the pipeline's own
+    # encode_prompt, which knows the family's text encoders (CLIP and T5 for FLUX.1).
+    compel: bool = True
+    # Trained in bfloat16: computed in it where the GPU can (see models.family_dtype).
+    bf16: bool = False
+
     def default_size(self, prediction: str) -> int:
         return self.sizes[prediction]
 
     @property
     def prefixes(self) -> dict[str, str]:
         """Each component's key prefix in the single-file layout, for the completeness check."""
-        return {"UNet": UNET_PREFIX, "VAE": VAE_PREFIX,
+        denoiser = "UNet" if self.denoiser == "unet" else self.denoiser
+        return {denoiser: UNET_PREFIX, "VAE": VAE_PREFIX,
                 **{t.label: t.prefix for t in self.text_encoders}}

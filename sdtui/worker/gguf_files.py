@@ -1,0 +1,102 @@
+"""Reading a .gguf model file (llama.cpp's format, as city96's ComfyUI-GGUF writes diffusion
+models) with the `gguf` package, llama.cpp's own reader.
+
+The tensors stay as stored: quantized ones become diffusers' GGUFParameter (raw blocks plus
+their quantization type), which diffusers' GGUFLinear dequantizes one layer at a time while
+computing; F16 and F32 ones are plain tensors. No pickle is involved anywhere in the format.
+
+diffusers' GGUFLinear dequantizes in float16 whatever the compute dtype (every weight is
+rounded to float16 once more on the way); llama.cpp and the gguf package dequantize in float32.
+exact_dequantization() makes a loaded model's GGUF layers dequantize as they do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdtui.worker.checkpoint import ModelInvalid
+
+ARCHITECTURE_KEY = "general.architecture"
+
+
+def _reader(path: Path) -> Any:
+    from gguf import GGUFReader
+
+    try:
+        return GGUFReader(path)
+    except (ValueError, OSError, IndexError, KeyError) as error:
+        raise ModelInvalid(f"model file {path} is not a readable GGUF file (truncated or "
+                           f"corrupt?): {type(error).__name__}") from None
+
+
+def architecture(reader: Any) -> str:
+    field = reader.get_field(ARCHITECTURE_KEY)
+    return field.contents() if field is not None else ""
+
+
+def read_architecture(path: Path, expected: str, what: str,
+                      runs: str) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape as the model sees it (a quantized tensor's own shape counts bytes),
+    by name, of a GGUF whose architecture is `expected`. Any other architecture is refused
+    naming it (`what` says what sdtui wanted, `runs` what it runs as GGUF)."""
+    reader = _reader(path)
+    found = architecture(reader)
+    if found != expected:
+        raise ModelInvalid(f"model file {path} is a GGUF of architecture "
+                           f"{found or '(none named)'!r}, not {what}; sdtui runs {runs}")
+    # GGUF lists dimensions innermost first.
+    return {t.name: tuple(int(n) for n in reversed(t.shape.tolist())) for t in reader.tensors}
+
+
+def read_gguf(path: Path, expected: str, what: str,
+              runs: str) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """The tensors of a GGUF whose architecture is `expected` as stored (see
+    read_architecture), and their shapes."""
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    shapes = read_architecture(path, expected, what, runs)
+    try:
+        return load_gguf_checkpoint(str(path)), shapes
+    except ValueError as error:  # a quantization type diffusers cannot dequantize
+        first = str(error).strip().splitlines()[0]
+        raise ModelInvalid(f"model file {path}: {first}") from None
+
+
+def dequantize(weight: Any) -> torch.Tensor:
+    """A GGUFParameter's values in float32, as gguf.quants.dequantize computes them (diffusers'
+    own block formulas, run in float32); a plain tensor as it is."""
+    from diffusers.quantizers.gguf.utils import (
+        GGML_QUANT_SIZES,
+        _quant_shape_from_byte_shape,
+        dequantize_functions,
+    )
+
+    if not hasattr(weight, "quant_type"):
+        return weight
+    block_size, type_size = GGML_QUANT_SIZES[weight.quant_type]
+    raw = weight.as_tensor().view(torch.uint8)
+    shape = _quant_shape_from_byte_shape(raw.shape, type_size, block_size)
+    blocks = raw.reshape(-1, type_size)
+    values = dequantize_functions[weight.quant_type](blocks, block_size, type_size,
+                                                     dtype=torch.float32)
+    return values.reshape(shape)
+
+
+def exact_dequantization(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with each of diffusers' GGUF linears dequantizing in float32, then casting to
+    its compute dtype."""
+    from diffusers.quantizers.gguf.utils import GGUFLinear
+
+    class ExactGGUFLinear(GGUFLinear):
+        def forward_native(self, inputs: torch.Tensor) -> torch.Tensor:
+            weight = dequantize(self.weight).to(self.compute_dtype)
+            bias = self.bias.to(self.compute_dtype) if self.bias is not None else None
+            return torch.nn.functional.linear(inputs, weight, bias)
+
+    for module in model.modules():
+        if type(module) is GGUFLinear:
+            module.__class__ = ExactGGUFLinear
+    return model
