@@ -77,7 +77,9 @@ def plan_steps() -> list[str]:
         def validate(self) -> None:
             return None
 
-    deployment = AwsDeployment(Unchecked(name="plan-only", region="us-east-1", bucket="plan-only"))
+    # A model file to upload, as every cell's run has: the upload step is planned only then.
+    deployment = AwsDeployment(Unchecked(name="plan-only", region="us-east-1", bucket="plan-only",
+                                         models=[Path("plan-only.ckpt")]))
     return [step.name for step in deployment.plan()]
 
 
