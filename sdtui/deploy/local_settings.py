@@ -47,6 +47,7 @@ class LocalSettings(ModelByName):
         """The name and the Docker values, as the config file checks them: enough to find
         what exists (status, teardown)."""
         validate_name(self.name)
+        self.fill_in()
         for setting, check in (("volume", volume_name), ("base_image", image_name),
                                ("docker_host", engine_url)):
             value = getattr(self, setting)
