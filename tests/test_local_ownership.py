@@ -183,7 +183,8 @@ def test_a_teardown_by_another_client_is_named_to_the_one_generating(deployed, d
                                 "--height", "64", "--json")
     try:
         next(ev for ev in read_events(generating) if ev["event"] == "image")
-        down = deployed.run("--teardown")
+        # --force: a teardown while another client is attached is refused without it.
+        down = deployed.run("--teardown", "--force")
         assert down.returncode == 0, down.stderr
         _, err = generating.communicate(timeout=300)
     finally:

@@ -42,6 +42,7 @@ def worker_params(**fields: Any) -> dict[str, Any]:
                                                        "seed": 1234, "width": 512,
                                                        "height": 768, **fields})
     del request["type"], request["id"]
+    request = protocol.with_model_defaults({}, request)  # as the worker fills them in
     return {**request, "base_seed": request["seed"], "index": 0,
             "model": "/data/sd-v1-4.ckpt", "model_sha256": MODEL_SHA, "model_format": "ckpt",
             "device": "cuda", "dtype": "float16", "generator": "sdtui 0.1.0"}

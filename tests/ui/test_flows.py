@@ -222,7 +222,9 @@ async def test_gallery_rerun_same_seed_copy_prompt_and_path(worker, tiny_model, 
         assert screen.query_one("#prompt", TextArea).text == "first prompt"
         assert screen.query_one("#seed", Input).value == str(first.seed)
         await pilot.press("ctrl+l", "up")  # selecting a row shows that image and its parameters
-        assert str(first.path) in text_of(app, "#saved-path")
+        # The caption follows the highlighted row once the app has handled it (not at once
+        # on a loaded machine).
+        await until(pilot, lambda: str(first.path) in text_of(app, "#saved-path"))
         await pilot.press("ctrl+l", "up", "r")
         await until(pilot, lambda: len(gallery.images) == 3 and not screen.generating)
         again = gallery.images[2]
