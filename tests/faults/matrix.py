@@ -50,6 +50,10 @@ def reached(fault: Fault, step: str, ev: dict) -> bool:
     fault's event has arrived)."""
     if step == "generate":
         return ev["event"] == fault.generate_at
+    if fault.step_at == "step_log" and ev.get("line", "").startswith("waiting for"):
+        # a waiter's line (sshd still booting): a drop now hits a handshake, which the
+        # waiter rightly retries, so the step is not yet "well under way"
+        return False
     return ev["event"] == fault.step_at and ev.get("step") == step
 
 
