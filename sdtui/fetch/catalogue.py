@@ -1,6 +1,9 @@
-"""The curated catalogue: short names for models sdtui runs today, each resolving to an exact
-repo and file. Only families the worker runs are listed (SD 1.x, SDXL); FLUX.1, SD 3.5 and
-FLUX.2 names come with the families themselves (issue 17).
+"""The curated catalogue: short names for models sdtui runs today, each resolving to exact
+repos and files. SD 1.x and SDXL are one checkpoint each; FLUX.1 is BFL's diffusers repo whole
+(`flux1-schnell`, `flux1-dev`), or a split set (`NAME:q8`, `NAME:q4`) gathered from the repos
+ComfyUI users get them from into one folder laid out as sdtui.modelsets reads it: city96's GGUF
+transformer, comfyanonymous's CLIP-L and T5-XXL, BFL's VAE, and BFL's T5 tokenizer and CLIP-L
+config in the transformer's `S.config/` sidecar (what the weights cannot say).
 
 No entry pins a revision or a sha256: none is stated by a public source we could cite. The
 commit and sha256 a fetch resolved are recorded in the deployment's ledger instead, and the
@@ -17,10 +20,59 @@ from sdtui.fetch.refs import HfRef
 
 
 @dataclass(frozen=True)
+class Part:
+    """One file of a split set: where it is on the Hub and where it goes in the set folder."""
+
+    repo: str
+    path: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class SplitSet:
+    parts: tuple[Part, ...]  # the transformer first: it names the set to the worker
+
+    @property
+    def repos(self) -> tuple[str, ...]:
+        """Each repo once, in the order the parts name them (a pinned name's commits' order)."""
+        return tuple(dict.fromkeys(p.repo for p in self.parts))
+
+    def __str__(self) -> str:
+        weights = [p for p in self.parts if p.dest == p.path]
+        return " + ".join(f"hf:{p.repo}/{p.path}" for p in weights) + " (+ configs)"
+
+
+# BFL's T5 tokenizer and CLIP-L config (black-forest-labs/FLUX.1-*: tokenizer_2/, text_encoder/):
+# the files the worker reads from a set's sidecar (sdtui.worker.models._load_flux_files).
+FLUX_CONFIGS = ("tokenizer_2/tokenizer.json", "tokenizer_2/tokenizer_config.json",
+                "tokenizer_2/special_tokens_map.json", "text_encoder/config.json")
+
+
+def flux1_set(variant: str, quant: str, t5: str) -> SplitSet:
+    """FLUX.1 [variant] as a split set: city96's `flux1-VARIANT-QUANT.gguf` (ComfyUI-GGUF),
+    comfyanonymous's `clip_l` and `t5` text encoders, BFL's `ae.safetensors` and configs."""
+    transformer = f"flux1-{variant}-{quant}.gguf"
+    bfl = f"black-forest-labs/FLUX.1-{variant}"
+    sidecar = transformer.removesuffix(".gguf") + ".config"
+    encoders = "comfyanonymous/flux_text_encoders"
+    return SplitSet((
+        Part(f"city96/FLUX.1-{variant}-gguf", transformer, transformer),
+        Part(encoders, "clip_l.safetensors", "clip_l.safetensors"),
+        Part(encoders, f"{t5}.safetensors", f"{t5}.safetensors"),
+        Part(bfl, "ae.safetensors", "ae.safetensors"),
+        *(Part(bfl, path, f"{sidecar}/{path}") for path in FLUX_CONFIGS)))
+
+
+SCHNELL = ("Apache-2.0", "https://huggingface.co/black-forest-labs/FLUX.1-schnell")
+DEV = ("FLUX.1 [dev] Non-Commercial License",
+       "https://huggingface.co/black-forest-labs/FLUX.1-dev")
+
+
+@dataclass(frozen=True)
 class Entry:
     name: str
     title: str
-    source: HfRef
+    source: HfRef | SplitSet
     licence: str
     licence_url: str
     gated: bool
@@ -37,6 +89,18 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
           HfRef("stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors"),
           "CreativeML OpenRAIL++-M",
           "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0", False, "6.9 GB"),
+    Entry("flux1-schnell", "FLUX.1 [schnell], 4 steps (1024x1024), bf16 diffusers repo",
+          HfRef("black-forest-labs/FLUX.1-schnell"), *SCHNELL, False, "34 GB"),
+    Entry("flux1-schnell:q8", "FLUX.1 [schnell], transformer GGUF Q8_0, T5-XXL fp16",
+          flux1_set("schnell", "Q8_0", "t5xxl_fp16"), *SCHNELL, False, "23 GB"),
+    Entry("flux1-schnell:q4", "FLUX.1 [schnell], transformer GGUF Q4_K_S, T5-XXL fp8",
+          flux1_set("schnell", "Q4_K_S", "t5xxl_fp8_e4m3fn"), *SCHNELL, False, "12 GB"),
+    Entry("flux1-dev", "FLUX.1 [dev], 28 steps (1024x1024), bf16 diffusers repo",
+          HfRef("black-forest-labs/FLUX.1-dev"), *DEV, True, "34 GB"),
+    Entry("flux1-dev:q8", "FLUX.1 [dev], transformer GGUF Q8_0, T5-XXL fp16",
+          flux1_set("dev", "Q8_0", "t5xxl_fp16"), *DEV, True, "23 GB"),
+    Entry("flux1-dev:q4", "FLUX.1 [dev], transformer GGUF Q4_K_S, T5-XXL fp8",
+          flux1_set("dev", "Q4_K_S", "t5xxl_fp8_e4m3fn"), *DEV, True, "12 GB"),
 )}
 
 
@@ -54,8 +118,9 @@ def entry(name: str) -> Entry:
 def listing() -> list[str]:
     """`sdtui --list-models`: one line per name."""
     lines = []
+    width = max(len(name) for name in CATALOGUE)
     for e in CATALOGUE.values():
         gated = "gated: accept the licence, set HF_TOKEN" if e.gated else "not gated"
-        lines.append(f"{e.name:<8} {e.title} — {e.source} ({e.size}; {e.licence}, {gated}; "
+        lines.append(f"{e.name:<{width}} {e.title} — {e.source} ({e.size}; {e.licence}, {gated}; "
                      f"{e.licence_url})")
     return lines
