@@ -34,8 +34,9 @@ def _revisions(text: str, repos: tuple[str, ...],
     if given is None:
         return (None,) * len(repos)
     if len(given) != len(repos):
-        raise BadInput(f"{text} gives {len(given)} commits; its entry's files come from "
-                       f"{len(repos)} repos ({', '.join(repos)})",
+        plural = "s" if len(repos) > 1 else ""
+        raise BadInput(f"{text}: its entry's files come from {len(repos)} repo{plural} "
+                       f"({', '.join(repos)}), one commit each; {len(given)} given",
                        fix="give one commit per repo, joined by +, or the name alone")
     return given
 
