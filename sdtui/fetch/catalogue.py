@@ -63,11 +63,6 @@ def flux1_set(variant: str, quant: str, t5: str) -> SplitSet:
         *(Part(bfl, path, f"{sidecar}/{path}") for path in FLUX_CONFIGS)))
 
 
-SCHNELL = ("Apache-2.0", "https://huggingface.co/black-forest-labs/FLUX.1-schnell")
-DEV = ("FLUX.1 [dev] Non-Commercial License",
-       "https://huggingface.co/black-forest-labs/FLUX.1-dev")
-
-
 @dataclass(frozen=True)
 class Entry:
     name: str
@@ -77,6 +72,20 @@ class Entry:
     licence_url: str
     gated: bool
     size: str  # what the download weighs, as a person reads it
+
+
+def flux1_entries(variant: str, steps: int, licence: str, gated: bool) -> tuple[Entry, ...]:
+    """FLUX.1 [variant]: BFL's diffusers repo whole (bf16), and split sets with city96's Q8_0
+    or Q4_K_S transformer; [dev]'s licence gates every one of them (its BFL repo is gated)."""
+    label, page = f"FLUX.1 [{variant}]", f"https://huggingface.co/black-forest-labs/FLUX.1-{variant}"
+    return (
+        Entry(f"flux1-{variant}", f"{label}, {steps} steps (1024x1024), bf16 diffusers repo",
+              HfRef(f"black-forest-labs/FLUX.1-{variant}"), licence, page, gated, "34 GB"),
+        Entry(f"flux1-{variant}:q8", f"{label}, transformer GGUF Q8_0, T5-XXL fp16",
+              flux1_set(variant, "Q8_0", "t5xxl_fp16"), licence, page, gated, "23 GB"),
+        Entry(f"flux1-{variant}:q4", f"{label}, transformer GGUF Q4_K_S, T5-XXL fp8",
+              flux1_set(variant, "Q4_K_S", "t5xxl_fp8_e4m3fn"), licence, page, gated, "12 GB"),
+    )
 
 
 CATALOGUE: dict[str, Entry] = {e.name: e for e in (
@@ -89,18 +98,8 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
           HfRef("stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors"),
           "CreativeML OpenRAIL++-M",
           "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0", False, "6.9 GB"),
-    Entry("flux1-schnell", "FLUX.1 [schnell], 4 steps (1024x1024), bf16 diffusers repo",
-          HfRef("black-forest-labs/FLUX.1-schnell"), *SCHNELL, False, "34 GB"),
-    Entry("flux1-schnell:q8", "FLUX.1 [schnell], transformer GGUF Q8_0, T5-XXL fp16",
-          flux1_set("schnell", "Q8_0", "t5xxl_fp16"), *SCHNELL, False, "23 GB"),
-    Entry("flux1-schnell:q4", "FLUX.1 [schnell], transformer GGUF Q4_K_S, T5-XXL fp8",
-          flux1_set("schnell", "Q4_K_S", "t5xxl_fp8_e4m3fn"), *SCHNELL, False, "12 GB"),
-    Entry("flux1-dev", "FLUX.1 [dev], 28 steps (1024x1024), bf16 diffusers repo",
-          HfRef("black-forest-labs/FLUX.1-dev"), *DEV, True, "34 GB"),
-    Entry("flux1-dev:q8", "FLUX.1 [dev], transformer GGUF Q8_0, T5-XXL fp16",
-          flux1_set("dev", "Q8_0", "t5xxl_fp16"), *DEV, True, "23 GB"),
-    Entry("flux1-dev:q4", "FLUX.1 [dev], transformer GGUF Q4_K_S, T5-XXL fp8",
-          flux1_set("dev", "Q4_K_S", "t5xxl_fp8_e4m3fn"), *DEV, True, "12 GB"),
+    *flux1_entries("schnell", 4, "Apache-2.0", gated=False),
+    *flux1_entries("dev", 28, "FLUX.1 [dev] Non-Commercial License", gated=True),
 )}
 
 
