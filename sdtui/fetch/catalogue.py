@@ -1,6 +1,9 @@
-"""The curated catalogue: short names for models sdtui runs today, each resolving to an exact
-repo and file. Only families the worker runs are listed (SD 1.x, SDXL); FLUX.1, SD 3.5 and
-FLUX.2 names come with the families themselves (issue 17).
+"""The curated catalogue: short names for models sdtui runs today, each resolving to exact
+repos and files. SD 1.x and SDXL are one checkpoint each; FLUX.1 is BFL's diffusers repo whole
+(`flux1-schnell`, `flux1-dev`), or a split set (`NAME:q8`, `NAME:q4`) gathered from the repos
+ComfyUI users get them from into one folder laid out as sdtui.modelsets reads it: city96's GGUF
+transformer, comfyanonymous's CLIP-L and T5-XXL, BFL's VAE, and BFL's T5 tokenizer and CLIP-L
+config in the transformer's `S.config/` sidecar (what the weights cannot say).
 
 No entry pins a revision or a sha256: none is stated by a public source we could cite. The
 commit and sha256 a fetch resolved are recorded in the deployment's ledger instead, and the
@@ -17,14 +20,72 @@ from sdtui.fetch.refs import HfRef
 
 
 @dataclass(frozen=True)
+class Part:
+    """One file of a split set: where it is on the Hub and where it goes in the set folder."""
+
+    repo: str
+    path: str
+    dest: str
+
+
+@dataclass(frozen=True)
+class SplitSet:
+    parts: tuple[Part, ...]  # the transformer first: it names the set to the worker
+
+    @property
+    def repos(self) -> tuple[str, ...]:
+        """Each repo once, in the order the parts name them (a pinned name's commits' order)."""
+        return tuple(dict.fromkeys(p.repo for p in self.parts))
+
+    def __str__(self) -> str:
+        weights = [p for p in self.parts if p.dest == p.path]
+        return " + ".join(f"hf:{p.repo}/{p.path}" for p in weights) + " (+ configs)"
+
+
+# BFL's T5 tokenizer and CLIP-L config (black-forest-labs/FLUX.1-*: tokenizer_2/, text_encoder/):
+# the files the worker reads from a set's sidecar (sdtui.worker.models._load_flux_files).
+FLUX_CONFIGS = ("tokenizer_2/tokenizer.json", "tokenizer_2/tokenizer_config.json",
+                "tokenizer_2/special_tokens_map.json", "text_encoder/config.json")
+
+
+def flux1_set(variant: str, quant: str, t5: str) -> SplitSet:
+    """FLUX.1 [variant] as a split set: city96's `flux1-VARIANT-QUANT.gguf` (ComfyUI-GGUF),
+    comfyanonymous's `clip_l` and `t5` text encoders, BFL's `ae.safetensors` and configs."""
+    transformer = f"flux1-{variant}-{quant}.gguf"
+    bfl = f"black-forest-labs/FLUX.1-{variant}"
+    sidecar = transformer.removesuffix(".gguf") + ".config"
+    encoders = "comfyanonymous/flux_text_encoders"
+    return SplitSet((
+        Part(f"city96/FLUX.1-{variant}-gguf", transformer, transformer),
+        Part(encoders, "clip_l.safetensors", "clip_l.safetensors"),
+        Part(encoders, f"{t5}.safetensors", f"{t5}.safetensors"),
+        Part(bfl, "ae.safetensors", "ae.safetensors"),
+        *(Part(bfl, path, f"{sidecar}/{path}") for path in FLUX_CONFIGS)))
+
+
+@dataclass(frozen=True)
 class Entry:
     name: str
     title: str
-    source: HfRef
+    source: HfRef | SplitSet
     licence: str
     licence_url: str
     gated: bool
     size: str  # what the download weighs, as a person reads it
+
+
+def flux1_entries(variant: str, steps: int, licence: str, gated: bool) -> tuple[Entry, ...]:
+    """FLUX.1 [variant]: BFL's diffusers repo whole (bf16), and split sets with city96's Q8_0
+    or Q4_K_S transformer; [dev]'s licence gates every one of them (its BFL repo is gated)."""
+    label, page = f"FLUX.1 [{variant}]", f"https://huggingface.co/black-forest-labs/FLUX.1-{variant}"
+    return (
+        Entry(f"flux1-{variant}", f"{label}, {steps} steps (1024x1024), bf16 diffusers repo",
+              HfRef(f"black-forest-labs/FLUX.1-{variant}"), licence, page, gated, "34 GB"),
+        Entry(f"flux1-{variant}:q8", f"{label}, transformer GGUF Q8_0, T5-XXL fp16",
+              flux1_set(variant, "Q8_0", "t5xxl_fp16"), licence, page, gated, "23 GB"),
+        Entry(f"flux1-{variant}:q4", f"{label}, transformer GGUF Q4_K_S, T5-XXL fp8",
+              flux1_set(variant, "Q4_K_S", "t5xxl_fp8_e4m3fn"), licence, page, gated, "12 GB"),
+    )
 
 
 CATALOGUE: dict[str, Entry] = {e.name: e for e in (
@@ -37,6 +98,8 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
           HfRef("stabilityai/stable-diffusion-xl-base-1.0", "sd_xl_base_1.0.safetensors"),
           "CreativeML OpenRAIL++-M",
           "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0", False, "6.9 GB"),
+    *flux1_entries("schnell", 4, "Apache-2.0", gated=False),
+    *flux1_entries("dev", 28, "FLUX.1 [dev] Non-Commercial License", gated=True),
 )}
 
 
@@ -54,8 +117,9 @@ def entry(name: str) -> Entry:
 def listing() -> list[str]:
     """`sdtui --list-models`: one line per name."""
     lines = []
+    width = max(len(name) for name in CATALOGUE)
     for e in CATALOGUE.values():
         gated = "gated: accept the licence, set HF_TOKEN" if e.gated else "not gated"
-        lines.append(f"{e.name:<8} {e.title} — {e.source} ({e.size}; {e.licence}, {gated}; "
+        lines.append(f"{e.name:<{width}} {e.title} — {e.source} ({e.size}; {e.licence}, {gated}; "
                      f"{e.licence_url})")
     return lines

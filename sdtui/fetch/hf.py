@@ -148,6 +148,24 @@ def _diffusers(ref: HfRef, info, commit: str) -> Resolved:
     return Resolved(str(ref), pinned, pinned, f"hf/{ref.repo}/{commit}", name, files)
 
 
+def repo_files(repo: str, revision: str | None,
+               wanted: dict[str, str]) -> tuple[str, list[RemoteFile]]:
+    """The files `wanted` (path in the repo -> where it lands) of one repo, pinned to the commit
+    `revision` resolved to; the commit too."""
+    ref = HfRef(repo, None, revision)
+    info = _info(ref)
+    if info.gated and not token():
+        raise gated_line(repo)
+    commit = info.sha or revision or "main"
+    by_name = {s.rfilename: s for s in info.siblings or []}
+    missing = [path for path in wanted if path not in by_name]
+    if missing:
+        raise DeploymentError(f"{repo} at {commit[:12]} has no {', '.join(missing)}",
+                              fix="the repo has changed: pick another name (sdtui --list-models) "
+                              "or give its files as hf:ORG/REPO/FILE")
+    return commit, [_remote(ref, commit, by_name[path], dest) for path, dest in wanted.items()]
+
+
 def resolve_hf_lora(ref: HfRef) -> Resolved:
     """A LoRA: the file named, or the repo's one .safetensors file."""
     info = _info(ref)

@@ -55,6 +55,14 @@ class Resolved:
                    str(data["root"]), str(data["model"]), files)
 
 
+def fetched_source(params: dict) -> str | None:
+    """The pinned source of the model a deployment's ledger params record fetching (its first
+    model, the `fetched` record whose ref it is), or None when that model is a file."""
+    models = params.get("models") or [None]
+    return next((r.get("pinned") for r in params.get("fetched") or []
+                 if isinstance(r, dict) and r.get("ref") == models[0]), None)
+
+
 def _auth(value: object) -> Auth:
     if value not in ("hf", "civitai"):
         raise ValueError(f"unknown auth {value!r}")

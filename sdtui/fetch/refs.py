@@ -7,6 +7,8 @@ network: a malformed name or URL is refused here, before anything is created.
     civitai:VERSION_ID                          a Civitai model version
     https://civitai.com/models/ID[/slug]?modelVersionId=VERSION_ID, .../api/download/models/ID
     NAME                                        a catalogue name (sdtui --list-models)
+    NAME@COMMIT[+COMMIT...]                     the name at the commits a fetch resolved, one per
+                                                repo of the entry (what images record)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ HF_HOSTS = ("huggingface.co", "www.huggingface.co", "hf.co")
 CIVITAI_HOSTS = ("civitai.com", "www.civitai.com")
 _REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}/[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
 _CATALOGUE_NAME = re.compile(r"[a-z0-9][a-z0-9.:_-]{0,63}")
+_REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
 _HF_FIX = "write hf:ORG/REPO, hf:ORG/REPO/FILE.safetensors or add @REVISION"
 
 
@@ -48,9 +51,10 @@ class CivitaiRef:
 @dataclass(frozen=True)
 class CatalogueRef:
     name: str
+    revisions: tuple[str, ...] | None = None  # one per repo of the entry, in its order
 
     def __str__(self) -> str:
-        return self.name
+        return self.name + (f"@{'+'.join(self.revisions)}" if self.revisions else "")
 
 
 Ref = HfRef | CivitaiRef | CatalogueRef
@@ -64,7 +68,7 @@ def _hf(text: str, body: str, revision: str | None) -> HfRef:
     parts = [p for p in body.strip("/").split("/")]
     if len(parts) < 2 or not _REPO.fullmatch("/".join(parts[:2])) or "" in parts:
         raise _malformed(text, "no ORG/REPO", _HF_FIX)
-    if revision is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}", revision):
+    if revision is not None and not _REVISION.fullmatch(revision):
         raise _malformed(text, f"revision {revision!r} is not a branch, tag or commit", _HF_FIX)
     path = "/".join(parts[2:]) or None
     if path is not None:
@@ -129,8 +133,15 @@ def parse_ref(text: str) -> Ref | None:
         return None
     if Path(text).suffix.lower() in (*CHECKPOINT_SUFFIXES, ".pth", ".bin", ".pt"):
         return None  # a file name: "does not exist" is the clearer message
-    if _CATALOGUE_NAME.fullmatch(text):
-        return CatalogueRef(text)
+    name, pinned, revisions = text.partition("@")
+    if _CATALOGUE_NAME.fullmatch(name):
+        if not pinned:
+            return CatalogueRef(name)
+        commits = tuple(revisions.split("+"))
+        if not all(_REVISION.fullmatch(c) for c in commits):
+            raise _malformed(text, f"{revisions!r} is not COMMIT[+COMMIT...]",
+                             f"write {name}, or {name}@COMMIT with the commits it was fetched at")
+        return CatalogueRef(name, commits)
     return None
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from sdtui import protocol
 from sdtui.errors import BadInput
-from sdtui.fetch.refs import CivitaiRef, HfRef, parse_ref
+from sdtui.fetch.refs import CatalogueRef, CivitaiRef, HfRef, parse_ref
 from sdtui.metadata import a1111, dream
 from sdtui.metadata.parsed import Parsed
 from sdtui.metadata.png_chunks import MAX_FILE_BYTES, PngError, read_file, read_head, read_texts
@@ -191,7 +191,7 @@ def request_from_png(path: Path, given: set[str]) -> tuple[dict[str, Any], list[
 
 def recorded_source(path: Path) -> str | None:
     """The pinned source of the fetched model an sdtui PNG was made with (`model_source`:
-    hf:ORG/REPO/FILE@COMMIT, civitai:ID), or None when it was made from a file."""
+    hf:ORG/REPO/FILE@COMMIT, civitai:ID, NAME@COMMIT+...), or None when it was made from a file."""
     found = read_metadata(Path(path))
     source = found["params"].get("model_source") if found["tool"] == "sdtui" else None
     if source is None:
@@ -200,9 +200,11 @@ def recorded_source(path: Path) -> str | None:
         ref = parse_ref(source) if isinstance(source, str) else None
     except BadInput:
         ref = None
-    if not isinstance(ref, HfRef | CivitaiRef) or isinstance(ref, HfRef) and not ref.revision:
+    pinned = (isinstance(ref, CivitaiRef) or isinstance(ref, HfRef) and ref.revision
+              or isinstance(ref, CatalogueRef) and ref.revisions)
+    if not pinned:
         raise BadInput(f"{path}: its model_source {str(source)[:80]!r} is not a pinned "
-                       "hf:ORG/REPO[/FILE]@COMMIT or civitai:ID",
+                       "hf:ORG/REPO[/FILE]@COMMIT or civitai:ID (or a catalogue NAME@COMMIT)",
                        fix="the file's metadata is damaged; pass --model")
     return source
 

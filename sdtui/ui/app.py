@@ -97,13 +97,15 @@ class SdtuiApp(SdtuiHost):
             self._cost_poll = self.set_interval(COST_POLL_S, self._poll_cost)
 
     def start_provision(self, deployment: Deployment,
-                        on_ready: Callable[[Deployment], None] | None = None) -> None:
-        """Provision, then open the prompt panel (or call `on_ready`: a scale-out's run)."""
+                        on_ready: Callable[[Deployment], None] | None = None, *,
+                        rerun: dict[str, Any] | None = None) -> None:
+        """Provision, then open the prompt panel (or call `on_ready`: a scale-out's run); the
+        panel sends `rerun` (a gallery image's request) once it is open."""
         self._use(deployment)
         from sdtui.ui.screens.provision import ProvisionScreen
 
         self._to_deployments()
-        self._open_steps(ProvisionScreen(deployment, on_ready=on_ready))
+        self._open_steps(ProvisionScreen(deployment, on_ready=on_ready, rerun=rerun))
 
     def _open_steps(self, screen: Any) -> None:
         """The state is busy from the push, not from the screen's mount a frame later: a cost
@@ -127,11 +129,12 @@ class SdtuiApp(SdtuiHost):
         else:
             self.push_screen(screen)
 
-    def open_prompt(self, deployment: Deployment, client: WorkerClient) -> None:
+    def open_prompt(self, deployment: Deployment, client: WorkerClient,
+                    rerun: dict[str, Any] | None = None) -> None:
         from sdtui.ui.screens.prompt import PromptScreen
 
         self._use(deployment)
-        self.switch_screen(PromptScreen(deployment, client))
+        self.switch_screen(PromptScreen(deployment, client, rerun))
 
     def back_to_deployments(self, detached: bool = False) -> None:
         """Back to the deployment screen; `detached`: the worker is left running."""

@@ -38,6 +38,16 @@ def resume_deployment(ledger: Ledger) -> Deployment:
     return open_deployment(Given(option=ledger.option, name=ledger.name), for_use=False)[1]
 
 
+def with_model(deployment: Deployment, model: str) -> Deployment:
+    """The deployment made again with another model (a gallery image's pinned source), the rest
+    as its ledger records it, as `--from-png` does; validated before anything is created."""
+    from sdtui.deploy.settings import open_deployment
+
+    given = Given(option=deployment.option, name=deployment.name,
+                  deployment={"models": [model]})
+    return open_deployment(given, for_use=True)[1]
+
+
 def form_values(option: Option, given: Given) -> dict[str, Any]:
     """The option's form as the core resolves it: the flags the app was started with, then
     the deployment's ledger (or the values last used), then the config file, then defaults."""
@@ -75,6 +85,7 @@ def remember_use(deployment: Deployment) -> None:
 class Services:
     make_deployment: Callable[[Option, dict[str, Any]], Deployment] = make_deployment
     resume_deployment: Callable[[Ledger], Deployment] = resume_deployment
+    with_model: Callable[[Deployment, str], Deployment] = with_model
     list_deployments: Callable[[], list[Ledger]] = list_ledgers
     damaged_deployments: Callable[[], list[Damaged]] = damaged_ledgers
     live_checks: Callable[[Option, dict[str, Any]], list[Check]] = live_checks

@@ -28,7 +28,8 @@ class SdtuiHost(App[int]):
         raise NotImplementedError
 
     def start_provision(self, deployment: Deployment,
-                        on_ready: Callable[[Deployment], None] | None = None) -> None:
+                        on_ready: Callable[[Deployment], None] | None = None, *,
+                        rerun: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     def start_batch_run(self, deployment: Deployment, lines: list[dict[str, Any]]) -> None:
@@ -38,7 +39,8 @@ class SdtuiHost(App[int]):
                  lines: list[dict[str, Any]] | None = None) -> None:
         raise NotImplementedError
 
-    def open_prompt(self, deployment: Deployment, client: WorkerClient) -> None:
+    def open_prompt(self, deployment: Deployment, client: WorkerClient,
+                    rerun: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     def back_to_deployments(self, detached: bool = False) -> None:

@@ -147,6 +147,9 @@ def test_a_gated_repo_names_the_licence_page_and_hf_token(hub: Hub, monkeypatch)
     ("civitai:8", "embedding"),
     ("civitai:9", "archive"),
     ("civitai:404", "no model version 404"),
+    ("flux1-schnell:q8@" + COMMIT, "from 3 repos.*one commit each; 1 given"),
+    ("sd15@a+b", "from 1 repo .*2 given"),
+    ("flux1-dev:q4@main+x!y", "is not COMMIT"),
 ])
 def test_bad_names_are_refused_before_anything_is_fetched(hub: Hub, ref: str, says: str) -> None:
     hub.add_repo("org/m", {"m.safetensors": BIG,

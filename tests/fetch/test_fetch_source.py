@@ -17,6 +17,7 @@ from local_cli import FAST, events, one_line, throwaway_cli
 from PIL import Image
 
 from sdtui.devtools.tiny_model import write_tiny_model
+from sdtui.fetch.plan import fetched_source
 from sdtui.fetch.resolve import resolve
 from sdtui.metadata.reader import read_metadata
 from sdtui.outputs import save_image
@@ -121,3 +122,14 @@ def test_from_png_re_runs_the_same_commit_after_main_moved_on(
         assert hub.served_of(other.read_bytes()) == 0  # the newer weights were never fetched
         with Image.open(made[0]["path"]) as a, Image.open(remade[0]["path"]) as b:
             assert a.tobytes() == b.tobytes()  # the same image again
+
+
+def test_the_model_a_deployment_fetched_is_told_from_its_ledger_params() -> None:
+    """What the app's gallery compares an image's source with: the first model's pinned
+    source, not a LoRA's, and none for a file."""
+    pinned = f"hf:org/tiny/tiny.safetensors@{COMMIT}"
+    lora = {"ref": "civitai:5", "pinned": "civitai:5"}
+    assert fetched_source({"models": ["hf:org/tiny"],
+                           "fetched": [{"ref": "hf:org/tiny", "pinned": pinned}, lora]}) == pinned
+    assert fetched_source({"models": ["/m/tiny.safetensors"], "fetched": [lora]}) is None
+    assert fetched_source({}) is None

@@ -12,6 +12,7 @@ from PIL import Image
 from textual.widgets import Input, TextArea
 
 from sdtui.catalog import CatalogImage
+from sdtui.metadata.reader import read_metadata
 from sdtui.outputs import read_index, save_image
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.screens.confirm import ConfirmModal
@@ -149,3 +150,38 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), "blue").save(buf, "PNG")
     return buf.getvalue()
+
+
+PINNED = "hf:org/tiny/tiny.safetensors@0123456789abcdef0123456789abcdef01234567"
+
+
+async def test_a_rerun_uses_the_pinned_model_the_image_was_made_with(
+        worker, tiny_model, isolated_dirs) -> None:
+    """As `--from-png` does: an image made from a fetched model re-runs with that exact commit.
+    This deployment runs another model, so r asks, then provisions it again with the image's
+    source and sends the image's request there."""
+    recorded = {"prompt": "a pinned fox", "seed": 11, "steps": 2, "width": 64, "height": 64,
+                "cfg": 7.0, "scheduler": "euler_a", "model_source": PINNED}
+    save_image(isolated_dirs / "outputs", _png(), recorded, {"deployment": "fake"})
+    remade: list[tuple[str, str]] = []
+    again = FakeDeployment(worker)
+
+    def with_model(deployment, model: str) -> FakeDeployment:
+        remade.append((deployment.name, model))
+        return again
+
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
+    app.services.with_model = with_model
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await provision(app, pilot)
+        await pilot.press("ctrl+l", "r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal))
+        assert PINNED in text_of(app, "#confirm-detail")
+        await pilot.press("y")
+        await until(pilot, lambda: isinstance(app.screen, PromptScreen) and app.screen is not screen
+                    and len(app.screen.query_one("#gallery", Gallery).images) == 2
+                    and not app.screen.generating)
+        assert remade == [("fake", PINNED)] and again.provisioned == 1
+        made = app.screen.query_one("#gallery", Gallery).images[-1]
+        params = read_metadata(made.path)["params"]
+        assert (params["prompt"], params["seed"], params["steps"]) == ("a pinned fox", 11, 2)

@@ -110,9 +110,11 @@ class PromptScreen(Screen[None]):
 
     app: SdtuiHost
 
-    def __init__(self, deployment: Deployment, client: WorkerClient) -> None:
+    def __init__(self, deployment: Deployment, client: WorkerClient,
+                 rerun: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.deployment = deployment
+        self.rerun = rerun  # a gallery image's request, sent once the panel is open
         from sdtui.session import Session  # the Docker SDK loads after the first frame
 
         self.session = Session(client, self.app.services.outputs(), deployment.name,
@@ -206,6 +208,8 @@ class PromptScreen(Screen[None]):
         if self._show_more_held():  # what the last session left set is in sight
             self.query_one("#more", Collapsible).collapsed = False
         self._recover()
+        if self.rerun is not None:
+            self.action_generate(self.rerun)
 
     def _show_more_held(self) -> bool:
         """More's header says what it holds; True when it holds something."""
@@ -627,19 +631,50 @@ class PromptScreen(Screen[None]):
         if image is None or self.generating:
             return
         # The recorded request, every option included (the init image's stored copy too),
-        # not the form.
-        from sdtui.metadata.reader import resolve_inputs
+        # not the form; and the model it was made with when that was fetched by name.
+        from sdtui.fetch.plan import fetched_source
+        from sdtui.metadata.reader import recorded_source, resolve_inputs
 
         try:
             recorded = resolve_inputs(image.params, image.path.parent, image.path)
             settings = resolve_generate({}, recorded=recorded,
                                         config=self.app.services.load_config())
             params = request_params(settings)
+            source = recorded_source(image.path)
         except SdtuiError as exc:
             self.notify(error_text(exc), severity="error", title="Re-run")
             return
         params.pop("preview_every", None)  # the form stays as it is: c copies into it
-        self.action_generate(params)
+        ledger = getattr(self.deployment, "ledger", None)
+        running = fetched_source(ledger.params) if ledger is not None else None
+        if source is not None and source != running:
+            self._rerun_with(source, running, params)
+        else:
+            self.action_generate(params)
+
+    def _rerun_with(self, source: str, running: str | None, params: dict[str, Any]) -> None:
+        """An image made with another fetched model re-runs with that very model (its pinned
+        source, as `--from-png` does): the deployment is made again with it, after asking."""
+        from sdtui.ui.screens.confirm import ConfirmModal
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                deployment = self.app.services.with_model(self.deployment, source)
+            except SdtuiError as exc:
+                self.notify(error_text(exc), severity="error", title="Re-run")
+                return
+            self.detach()
+            self.app.start_provision(deployment, rerun=params)
+
+        now = running or "another model"
+        self.app.push_screen(ConfirmModal(
+            "Re-run with the model this image was made with?",
+            f"It was made with {source}; {self.deployment.name} runs {now}. Re-running "
+            f"provisions {self.deployment.name} again with {source} (fetched unless it is "
+            "already here), then generates the image's request.", "Provision and re-run"),
+            answered)
 
     def action_copy_prompt(self) -> None:
         image = self._selected()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.text import Text
 from textual import on
@@ -81,10 +81,12 @@ class ProvisionScreen(Screen[None]):
 
     def __init__(self, deployment: Deployment, mode: Literal["provision", "teardown"] = "provision",
                  purge: bool = False, then_quit: bool = False,
-                 on_ready: Callable[[Deployment], None] | None = None) -> None:
+                 on_ready: Callable[[Deployment], None] | None = None,
+                 rerun: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.deployment = deployment
         self.on_ready = on_ready  # what follows provisioning (default: the prompt panel)
+        self.rerun = rerun  # the request the prompt panel sends once open
         self.mode = mode
         self.purge = purge
         self.then_quit = then_quit  # the quit dialog's "tear down now": leave once it is done
@@ -235,7 +237,7 @@ class ProvisionScreen(Screen[None]):
             if self.mode == "provision" and self.on_ready is not None:
                 self.on_ready(self.deployment)
             elif self.mode == "provision":
-                self.app.open_prompt(self.deployment, event.worker.result)
+                self.app.open_prompt(self.deployment, event.worker.result, self.rerun)
             else:
                 self._torn_down(event.worker.result)
         elif event.state == WorkerState.ERROR:
