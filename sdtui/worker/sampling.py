@@ -7,6 +7,7 @@ cancelled image never pays for a decode and previews never touch the VAE.
 
 from __future__ import annotations
 
+import inspect
 import io
 import secrets
 import threading
@@ -49,7 +50,13 @@ class ImageInvalid(RuntimeError):
 def unpacked(latents: torch.Tensor, family: Family, width: int, height: int) -> torch.Tensor:
     """The latents as (batch, channels, h, w). FLUX.1's pipelines hold them packed in 2x2
     patches, (batch, h/2 * w/2, channels * 4): undone here as FluxPipeline._unpack_latents
-    does."""
+    does. FLUX.2's hold 2x2-patchified tokens while sampling (unpatchified here as ComfyUI's
+    Flux2 preview does) and hand back the VAE's own latents."""
+    if family.patchified_latents and latents.ndim == 3:
+        batch, _, channels = latents.shape
+        h, w = height // family.size_multiple, width // family.size_multiple
+        latents = latents.transpose(1, 2).reshape(batch, channels // 4, 2, 2, h, w)
+        return latents.permute(0, 1, 4, 2, 5, 3).reshape(batch, channels // 4, h * 2, w * 2)
     if not family.packed_latents:
         return latents
     batch, _, packed = latents.shape
@@ -95,9 +102,14 @@ class Sampler:
     def _family_pipeline(self, kind: str) -> Any:
         """The family's img2img or inpaint pipeline over the loaded components."""
         components = self.pipe.components
-        options = {k: v for k, v in self.model.family.pipeline_options.items()
-                   if k not in components}
-        pipe = self.model.pipeline_class(kind)(**components, **options)
+        cls = self.model.pipeline_class(kind)
+        takes = inspect.signature(cls.__init__).parameters
+        # The loaded pipeline's own settings carry over (FLUX.2 Klein's is_distilled).
+        options = {k: v for k, v in self.pipe.config.items()
+                   if k in takes and k not in components and not k.startswith("_")}
+        options |= {k: v for k, v in self.model.family.pipeline_options.items()
+                    if k not in components}
+        pipe = cls(**components, **options)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -119,7 +131,8 @@ class Sampler:
     def prompts(self) -> PromptEncoder | PipelinePrompts:
         if self._prompts is None:
             self._prompts = (PromptEncoder(self.pipe, self.model.family.id)
-                             if self.model.family.compel else PipelinePrompts(self.pipe))
+                             if self.model.family.compel else
+                             PipelinePrompts(self.pipe, cfg=self.model.guidance == CFG))
         return self._prompts
 
     def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
@@ -144,7 +157,9 @@ class Sampler:
             # diffusers' own SDXL pipeline does. (Its img2img casts it back after encoding.)
             vae.to(torch.float32)
         with torch.inference_mode():
-            latents = latents.to(vae.dtype) / vae.config.scaling_factor
+            latents = latents.to(vae.dtype)
+            if not self.model.family.patchified_latents:  # FLUX.2's come ready for its VAE
+                latents = latents / vae.config.scaling_factor
             if vae.config.get("shift_factor") is not None:  # FLUX.1's VAE
                 latents = latents + vae.config.shift_factor
             image = vae.decode(latents, return_dict=False)[0]
@@ -224,6 +239,10 @@ class Sampler:
                 shape = (1, self.pipe.vae.config.latent_channels,
                          req["height"] // self.pipe.vae_scale_factor,
                          req["width"] // self.pipe.vae_scale_factor)
+                if self.model.family.patchified_latents:  # FLUX.2 draws patchified noise
+                    multiple = self.model.family.size_multiple
+                    shape = (1, self.model.denoiser.config.in_channels,
+                             req["height"] // multiple, req["width"] // multiple)
                 noise = variation_noise(seed, variation_seed, req["variation_amount"], shape)
                 if flux:  # packed as FluxPipeline.prepare_latents packs its own noise
                     noise = self.pipe._pack_latents(noise, *shape)
@@ -246,6 +265,10 @@ class Sampler:
         if self.model.family.sampler_table == samplers.FLOW:
             req["schedule"] = samplers.FLOW_SCHEDULE  # recorded as Forge's "Simple"
         prompt, refs = loras.parse_prompt(req["prompt"], req["negative_prompt"])
+        if req["init_image"] and not req["mask"] and not self.model.family.pipelines.img2img:
+            raise BadInput(f"{self.model.family.label} has no img2img (its pipeline takes an "
+                           f"image as a reference to edit, not as a start); add --mask FILE to "
+                           f"repaint part of it, or drop --init-image")
         if refs and self.model.family.denoiser != "unet":
             raise BadInput(f"LoRAs do not run on {self.model.family.label} models yet; drop "
                            f"the <lora:...> tags")
