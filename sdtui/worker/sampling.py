@@ -7,7 +7,6 @@ cancelled image never pays for a decode and previews never touch the VAE.
 
 from __future__ import annotations
 
-import inspect
 import io
 import secrets
 import threading
@@ -102,14 +101,9 @@ class Sampler:
     def _family_pipeline(self, kind: str) -> Any:
         """The family's img2img or inpaint pipeline over the loaded components."""
         components = self.pipe.components
-        cls = self.model.pipeline_class(kind)
-        takes = inspect.signature(cls.__init__).parameters
-        # The loaded pipeline's own settings carry over (FLUX.2 Klein's is_distilled).
-        options = {k: v for k, v in self.pipe.config.items()
-                   if k in takes and k not in components and not k.startswith("_")}
-        options |= {k: v for k, v in self.model.family.pipeline_options.items()
-                    if k not in components}
-        pipe = cls(**components, **options)
+        options = {k: v for k, v in self.model.family.pipeline_options.items()
+                   if k not in components}
+        pipe = self.model.pipeline_class(kind)(**components, **options)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
