@@ -137,13 +137,9 @@ class Sampler:
         self.pipe.scheduler = self._scheduler_cache[key]
 
     def decode(self, latents: torch.Tensor) -> Image.Image:
-        """The image of (unpacked) latents; ImageInvalid for NaN or all-zero latents, which
-        would decode to a black picture."""
-        if not torch.isfinite(latents).all() or not latents.any():
-            raise ImageInvalid(
-                f"the image came out {'NaN' if latents.isnan().any() else 'black'} "
-                f"({self.model.dtype} on {self.model.device}), so it was not saved; the images "
-                f"before it are kept")
+        """The image of (unpacked) latents; ImageInvalid for NaN or all-zero latents, or a
+        decode that overflowed to NaN, which would all be a black picture."""
+        self._check(latents)
         vae = self.pipe.vae
         if (self.model.family.upcast_vae and vae.dtype == torch.float16
                 and vae.config.force_upcast):
@@ -157,7 +153,15 @@ class Sampler:
             if vae.config.get("shift_factor") is not None:  # FLUX.1's VAE
                 latents = latents + vae.config.shift_factor
             image = vae.decode(latents, return_dict=False)[0]
+        self._check(image)
         return self.pipe.image_processor.postprocess(image, output_type="pil")[0]
+
+    def _check(self, values: torch.Tensor) -> None:
+        if not torch.isfinite(values).all() or not values.any():
+            raise ImageInvalid(
+                f"the image came out {'NaN' if values.isnan().any() else 'black'} "
+                f"({self.model.dtype} on {self.model.device}), so it was not saved; the images "
+                f"before it are kept")
 
     def params_for(self, req: dict[str, Any], seed: int, index: int,
                    variation_seed: int | None = None) -> dict[str, Any]:
