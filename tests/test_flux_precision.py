@@ -33,14 +33,19 @@ def test_precision_follows_the_device(family, device, capability, dtype):
     assert family_dtype(FAMILIES[family], device, capability) == dtype
 
 
-def nan_transformer(folder, out):
-    """The same FLUX.1 folder with a transformer whose output projection is NaN."""
+def with_nan(folder, out, part: str, key: str):
+    """A copy of a diffusers folder with one tensor of one component NaN."""
     shutil.copytree(folder, out)
-    path = out / "transformer" / "diffusion_pytorch_model.safetensors"
+    path = out / part / "diffusion_pytorch_model.safetensors"
     state = load_file(path)
-    state["proj_out.weight"] = torch.full_like(state["proj_out.weight"], float("nan"))
+    state[key] = torch.full_like(state[key], float("nan"))
     save_file(state, path, metadata={"format": "pt"})
     return out
+
+
+def nan_transformer(folder, out):
+    """The same FLUX.1 folder with a transformer whose output projection is NaN."""
+    return with_nan(folder, out, "transformer", "proj_out.weight")
 
 
 def test_a_nan_image_is_reported_in_one_line_not_saved_black(tiny_flux, tmp_path):
@@ -64,13 +69,7 @@ def test_a_nan_image_is_reported_in_one_line_not_saved_black(tiny_flux, tmp_path
 def nan_vae_decoder(folder, out):
     """The same FLUX.2 Klein folder with a VAE whose last decoder convolution is NaN: the
     latents are fine, the decode overflows (as a float16 VAE can)."""
-    shutil.copytree(folder, out)
-    path = out / "vae" / "diffusion_pytorch_model.safetensors"
-    state = load_file(path)
-    state["decoder.conv_out.bias"] = torch.full_like(state["decoder.conv_out.bias"],
-                                                     float("nan"))
-    save_file(state, path, metadata={"format": "pt"})
-    return out
+    return with_nan(folder, out, "vae", "decoder.conv_out.bias")
 
 
 def test_a_decode_that_overflows_is_reported_in_one_line_not_saved_black(tiny_klein, tmp_path):
