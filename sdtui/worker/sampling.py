@@ -153,11 +153,11 @@ class Sampler:
             if vae.config.get("shift_factor") is not None:  # FLUX.1's VAE
                 latents = latents + vae.config.shift_factor
             image = vae.decode(latents, return_dict=False)[0]
-        self._check(image)
+        self._check(image, zeros_are_black=False)  # a decoded 0 is grey
         return self.pipe.image_processor.postprocess(image, output_type="pil")[0]
 
-    def _check(self, values: torch.Tensor) -> None:
-        if not torch.isfinite(values).all() or not values.any():
+    def _check(self, values: torch.Tensor, zeros_are_black: bool = True) -> None:
+        if not torch.isfinite(values).all() or (zeros_are_black and not values.any()):
             raise ImageInvalid(
                 f"the image came out {'NaN' if values.isnan().any() else 'black'} "
                 f"({self.model.dtype} on {self.model.device}), so it was not saved; the images "
