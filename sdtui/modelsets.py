@@ -23,6 +23,9 @@ from sdtui.userfiles import expand
 
 # BFL's key layout: a transformer alone has this tensor without the all-in-one prefix.
 FLUX_MARKER = "double_blocks.0.img_attn.qkv.weight"
+# FLUX.2's transformers share BFL's block names; this key is theirs alone (diffusers'
+# CHECKPOINT_KEY_NAMES["flux2"]).
+FLUX2_MARKER = "single_stream_modulation.lin.weight"
 FLUX_GGUF = "flux"
 T5_GGUF = "t5encoder"  # llama.cpp's name for a T5 encoder alone
 TRANSFORMER_SUFFIXES = (".safetensors", ".gguf")
@@ -74,7 +77,25 @@ def is_flux_transformer(path: Path) -> bool:
             header = safetensors_header(stream)
     except (OSError, NotGguf):
         return False  # detect_format says what is wrong with it
-    return header is not None and FLUX_MARKER in header
+    return header is not None and FLUX_MARKER in header and not is_flux2_header(header)
+
+
+def is_flux2_header(header: dict) -> bool:
+    return any(key.endswith(FLUX2_MARKER) for key in header)
+
+
+def _refuse_flux2(path: Path) -> None:
+    """A FLUX.2 transformer file alone (BFL's or ComfyUI's) is not a model sdtui loads yet."""
+    try:
+        with open(path, "rb") as stream:
+            header = safetensors_header(stream)
+    except OSError:
+        return  # detect_format says what is wrong with it
+    if header is not None and is_flux2_header(header):
+        raise BadInput(f"model file {path} is a FLUX.2 transformer alone; sdtui loads FLUX.2 "
+                       f"Klein from a diffusers folder only",
+                       fix="pass the folder (the Hub's black-forest-labs/FLUX.2-klein-4B "
+                           "layout) with --model")
 
 
 def _readable(path: Path) -> str | None:
@@ -110,6 +131,8 @@ def find_set(path: str | Path) -> ModelSet | None:
     if path.is_dir():
         transformer = _transformer_in(path)
     else:
+        if path.suffix.lower() == ".safetensors" and path.is_file():
+            _refuse_flux2(path)
         transformer = path if not _is_part(path) and is_flux_transformer(path) else None
     if transformer is None:
         return None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,6 +35,57 @@ def pixels(event: dict) -> np.ndarray:
 
 def images_of(events: list[dict]) -> list[dict]:
     return [e for e in events if e["type"] == "image"]
+
+
+@contextlib.contextmanager
+def running_workers(folders: dict[str, Path]) -> Iterator[dict[str, Any]]:
+    """A real worker process for each model folder, ready, stopped after."""
+    from tests.test_worker import WorkerProcess
+
+    started = {name: WorkerProcess(path) for name, path in folders.items()}
+    try:
+        for worker in started.values():
+            worker.client.wait_ready(timeout=300)
+        yield started
+    finally:
+        for worker in started.values():
+            worker.stop()
+
+
+def reference_pipeline(folder: Path, kind: str) -> Any:
+    """diffusers' own pipeline `kind` on a folder, its weights aligned as the worker's are
+    (sdtui.worker.models.align_weights): CPU kernels round differently on unaligned weights,
+    and a diffusers folder's tensors are views at whatever offset each sits in its file."""
+    import diffusers
+
+    from sdtui.worker.models import align_weights
+
+    pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True)
+    align_weights(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pipeline_pixels(pipe: Any, prompt: str, seed: int, **kwargs: Any) -> np.ndarray:
+    import torch
+
+    out = pipe(prompt=prompt, generator=torch.Generator("cpu").manual_seed(seed),
+               **kwargs).images[0]
+    return np.asarray(out.convert("RGB"), dtype=int)
+
+
+def assert_same(ours: dict, ref: np.ndarray) -> None:
+    got = pixels(ours)
+    assert got.shape == ref.shape, f"sdtui drew {got.shape}, diffusers {ref.shape}"
+    assert np.array_equal(got, ref), f"pixels differ by up to {np.abs(got - ref).max()}"
+
+
+def one_image(worker: Any, prompt: str, **params: Any) -> dict:
+    """The one image a request for Euler at SIZE², no previews, gives."""
+    (image,) = images_of(list(worker.client.generate(
+        prompt=prompt, **{"width": SIZE, "height": SIZE, "scheduler": "euler",
+                          "preview_every": 0, **params})))
+    return image
 
 
 # A flat red init image and a mask that repaints its centre square only.

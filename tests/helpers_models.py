@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdtui.devtools.tiny_flux import write_tiny_flux
+from sdtui.devtools.tiny_klein import write_tiny_klein
 from sdtui.devtools.tiny_model import write_tiny_model
 
 # The original LDM config (the kind of S.yaml other SD tools read) for the tiny model's UNet
@@ -146,6 +147,14 @@ def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("flux1")
     return {variant: write_tiny_flux(root / f"tiny-flux1-{variant}", variant, seed=7)
             for variant in ("schnell", "dev")}
+
+
+@pytest.fixture(scope="session")
+def tiny_klein(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny FLUX.2 Klein diffusers folders, [klein] (distilled) and base, from one seed."""
+    root = tmp_path_factory.mktemp("klein")
+    return {variant: write_tiny_klein(root / f"tiny-klein-{variant}", variant, seed=7)
+            for variant in ("distilled", "base")}
 
 
 @pytest.fixture

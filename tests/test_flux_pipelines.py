@@ -18,7 +18,18 @@ import torch
 from PIL import Image
 
 from sdtui.errors import GenerationError
-from tests.helpers_generation import INIT, MASK, SIZE, b64_png, images_of, pixels
+from tests.helpers_generation import (
+    INIT,
+    MASK,
+    SIZE,
+    assert_same,
+    b64_png,
+    one_image,
+    pipeline_pixels,
+    pixels,
+    reference_pipeline,
+    running_workers,
+)
 from tests.test_worker import WorkerProcess
 
 PROMPT = "a photo of a red lighthouse"
@@ -26,38 +37,17 @@ PROMPT = "a photo of a red lighthouse"
 
 @pytest.fixture(scope="module")
 def workers(tiny_flux):
-    started = {variant: WorkerProcess(path) for variant, path in tiny_flux.items()}
-    for w in started.values():
-        w.client.wait_ready(timeout=300)
-    yield started
-    for w in started.values():
-        w.stop()
+    with running_workers(tiny_flux) as started:
+        yield started
 
 
 def reference(folder, kind: str = "FluxPipeline", **kwargs) -> np.ndarray:
-    import diffusers
-
-    from sdtui.worker.models import align_weights
-
-    pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True)
-    align_weights(pipe)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(prompt=PROMPT, generator=torch.Generator("cpu").manual_seed(kwargs.pop("seed")),
-               **kwargs).images[0]
-    return np.asarray(out.convert("RGB"), dtype=int)
-
-
-def assert_same(ours: dict, ref: np.ndarray) -> None:
-    got = pixels(ours)
-    assert got.shape == ref.shape, f"sdtui drew {got.shape}, diffusers {ref.shape}"
-    assert np.array_equal(got, ref), f"pixels differ by up to {np.abs(got - ref).max()}"
+    return pipeline_pixels(reference_pipeline(folder, kind), PROMPT, kwargs.pop("seed"),
+                           **kwargs)
 
 
 def generate(worker, **params) -> dict:
-    (image,) = images_of(list(worker.client.generate(
-        prompt=PROMPT, width=SIZE, height=SIZE, scheduler="euler", preview_every=0,
-        **params)))
-    return image
+    return one_image(worker, PROMPT, **params)
 
 
 def test_schnell_draws_the_pixels_of_diffusers_flux_pipeline(workers, tiny_flux):

@@ -18,12 +18,13 @@ small Unigram vocabulary built here with the `tokenizers` package (T5's special 
 
 from __future__ import annotations
 
-import argparse
 import string
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sdtui.devtools.pipeline_folders import save_new, variant_main
 
 VARIANTS = ("schnell", "dev")
 
@@ -116,20 +117,11 @@ def build_tiny_flux_pipeline(seed: int = 0, variant: str = "schnell") -> Any:
 
 def write_tiny_flux(out: Path | str, variant: str = "schnell", seed: int = 0) -> Path:
     """A tiny FLUX.1 [schnell] or [dev] diffusers folder at OUT (created; must not exist)."""
-    out = Path(out)
-    if out.exists():
-        raise FileExistsError(f"{out} exists; pick a new path")
-    build_tiny_flux_pipeline(seed, variant).save_pretrained(out, safe_serialization=True)
-    return out
+    return save_new(out, lambda: build_tiny_flux_pipeline(seed, variant))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--variant", choices=VARIANTS, default="schnell")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    print(write_tiny_flux(args.out, args.variant, args.seed))
+    variant_main(__doc__, VARIANTS, write_tiny_flux, argv)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ LORA_HASH_DIGITS = 12  # A1111's LoRA "AutoV3" hash
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 DISTILLED_CFG = "Distilled CFG Scale"
 FAMILY = "Family"
-_NAMED_FAMILIES = ("flux1",)
+_NAMED_FAMILIES = ("flux1", "flux2-klein")
 
 
 def quote(text: Any) -> str:

@@ -1,5 +1,5 @@
 """Load a model (SD 1.x, SD 2.x, SDXL base; FLUX.1, also from its split sets, GGUF and
-all-in-one files: sdtui.worker.flux_parts) from a diffusers
+all-in-one files: sdtui.worker.flux_parts; FLUX.2 Klein) from a diffusers
 folder or a single-file checkpoint, with no network: every config and tokenizer comes from
 local files.
 
@@ -132,7 +132,7 @@ BF16_CAPABILITY = (8, 0)
 
 def family_dtype(family: Family, device: str, capability: tuple[int, int] | None) -> torch.dtype:
     """The compute precision, decided once from the device: float32 on the CPU; for a family
-    trained in bfloat16 (FLUX.1), bfloat16 where the GPU computes it and float16 (with
+    trained in bfloat16 (FLUX.1, FLUX.2 Klein), bfloat16 where the GPU computes it and float16 (with
     diffusers' activation clamping and a float32 VAE decode) where it does not; float16 for
     the Stable Diffusion families."""
     if not device.startswith("cuda"):

@@ -68,13 +68,21 @@ class PromptEncoder:
 
 
 class PipelinePrompts:
-    """A prompt through the pipeline's own encode_prompt: FLUX.1's CLIP (pooled) and T5, as
-    its pipelines encode it (no weights, no negative prompt; T5 reads 512 tokens)."""
+    """A prompt through the pipeline's own encode_prompt: FLUX.1's CLIP (pooled) and T5,
+    FLUX.2 Klein's Qwen3, as their pipelines encode it (no weights; T5 and Qwen3 read 512
+    tokens). A model with classifier-free guidance (Klein base) encodes the negative prompt
+    too, "" when none is given, as its pipeline does."""
 
-    def __init__(self, pipe: Any) -> None:
+    def __init__(self, pipe: Any, cfg: bool = False) -> None:
         self.pipe = pipe
+        self.cfg = cfg
 
     def encode(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
-            embeds, pooled, _ = self.pipe.encode_prompt(prompt=prompt, prompt_2=None)
-        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+            out = self.pipe.encode_prompt(prompt=prompt)
+            embeds = {"prompt_embeds": out[0]}
+            if len(out) == 3:  # FLUX.1: (T5 embeds, pooled CLIP, text ids)
+                embeds["pooled_prompt_embeds"] = out[1]
+            if self.cfg:
+                embeds["negative_prompt_embeds"] = self.pipe.encode_prompt(prompt=negative)[0]
+        return embeds

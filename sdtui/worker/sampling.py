@@ -49,7 +49,13 @@ class ImageInvalid(RuntimeError):
 def unpacked(latents: torch.Tensor, family: Family, width: int, height: int) -> torch.Tensor:
     """The latents as (batch, channels, h, w). FLUX.1's pipelines hold them packed in 2x2
     patches, (batch, h/2 * w/2, channels * 4): undone here as FluxPipeline._unpack_latents
-    does."""
+    does. FLUX.2's hold 2x2-patchified tokens while sampling (unpatchified here as ComfyUI's
+    Flux2 preview does) and hand back the VAE's own latents."""
+    if family.patchified_latents and latents.ndim == 3:
+        batch, _, channels = latents.shape
+        h, w = height // family.size_multiple, width // family.size_multiple
+        latents = latents.transpose(1, 2).reshape(batch, channels // 4, 2, 2, h, w)
+        return latents.permute(0, 1, 4, 2, 5, 3).reshape(batch, channels // 4, h * 2, w * 2)
     if not family.packed_latents:
         return latents
     batch, _, packed = latents.shape
@@ -119,7 +125,8 @@ class Sampler:
     def prompts(self) -> PromptEncoder | PipelinePrompts:
         if self._prompts is None:
             self._prompts = (PromptEncoder(self.pipe, self.model.family.id)
-                             if self.model.family.compel else PipelinePrompts(self.pipe))
+                             if self.model.family.compel else
+                             PipelinePrompts(self.pipe, cfg=self.model.guidance == CFG))
         return self._prompts
 
     def use_scheduler(self, name: str, schedule: str = samplers.DEFAULT_SCHEDULE) -> None:
@@ -130,13 +137,9 @@ class Sampler:
         self.pipe.scheduler = self._scheduler_cache[key]
 
     def decode(self, latents: torch.Tensor) -> Image.Image:
-        """The image of (unpacked) latents; ImageInvalid for NaN or all-zero latents, which
-        would decode to a black picture."""
-        if not torch.isfinite(latents).all() or not latents.any():
-            raise ImageInvalid(
-                f"the image came out {'NaN' if latents.isnan().any() else 'black'} "
-                f"({self.model.dtype} on {self.model.device}), so it was not saved; the images "
-                f"before it are kept")
+        """The image of (unpacked) latents; ImageInvalid for NaN or all-zero latents, or a
+        decode that overflowed to NaN, which would all be a black picture."""
+        self._check(latents)
         vae = self.pipe.vae
         if (self.model.family.upcast_vae and vae.dtype == torch.float16
                 and vae.config.force_upcast):
@@ -144,11 +147,21 @@ class Sampler:
             # diffusers' own SDXL pipeline does. (Its img2img casts it back after encoding.)
             vae.to(torch.float32)
         with torch.inference_mode():
-            latents = latents.to(vae.dtype) / vae.config.scaling_factor
+            latents = latents.to(vae.dtype)
+            if not self.model.family.patchified_latents:  # FLUX.2's come ready for its VAE
+                latents = latents / vae.config.scaling_factor
             if vae.config.get("shift_factor") is not None:  # FLUX.1's VAE
                 latents = latents + vae.config.shift_factor
             image = vae.decode(latents, return_dict=False)[0]
+        self._check(image, zeros_are_black=False)  # a decoded 0 is grey
         return self.pipe.image_processor.postprocess(image, output_type="pil")[0]
+
+    def _check(self, values: torch.Tensor, zeros_are_black: bool = True) -> None:
+        if not torch.isfinite(values).all() or (zeros_are_black and not values.any()):
+            raise ImageInvalid(
+                f"the image came out {'NaN' if values.isnan().any() else 'black'} "
+                f"({self.model.dtype} on {self.model.device}), so it was not saved; the images "
+                f"before it are kept")
 
     def params_for(self, req: dict[str, Any], seed: int, index: int,
                    variation_seed: int | None = None) -> dict[str, Any]:
@@ -224,6 +237,10 @@ class Sampler:
                 shape = (1, self.pipe.vae.config.latent_channels,
                          req["height"] // self.pipe.vae_scale_factor,
                          req["width"] // self.pipe.vae_scale_factor)
+                if self.model.family.patchified_latents:  # FLUX.2 draws patchified noise
+                    multiple = self.model.family.size_multiple
+                    shape = (1, self.model.denoiser.config.in_channels,
+                             req["height"] // multiple, req["width"] // multiple)
                 noise = variation_noise(seed, variation_seed, req["variation_amount"], shape)
                 if flux:  # packed as FluxPipeline.prepare_latents packs its own noise
                     noise = self.pipe._pack_latents(noise, *shape)
@@ -246,6 +263,10 @@ class Sampler:
         if self.model.family.sampler_table == samplers.FLOW:
             req["schedule"] = samplers.FLOW_SCHEDULE  # recorded as Forge's "Simple"
         prompt, refs = loras.parse_prompt(req["prompt"], req["negative_prompt"])
+        if req["init_image"] and not req["mask"] and not self.model.family.pipelines.img2img:
+            raise BadInput(f"{self.model.family.label} has no img2img (its pipeline takes an "
+                           f"image as a reference to edit, not as a start); add --mask FILE to "
+                           f"repaint part of it, or drop --init-image")
         if refs and self.model.family.denoiser != "unet":
             raise BadInput(f"LoRAs do not run on {self.model.family.label} models yet; drop "
                            f"the <lora:...> tags")

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sdtui.worker.checkpoint import ModelInvalid
-from sdtui.worker.families import flux1, sd1, sd2, sdxl
+from sdtui.worker.families import flux1, flux2_klein, sd1, sd2, sdxl
 from sdtui.worker.families.base import (
     CFG,
     EMBEDDED,
@@ -28,10 +28,11 @@ __all__ = ["CFG", "EMBEDDED", "EPSILON", "FAMILIES", "NO_GUIDANCE", "V_PREDICTIO
            "is_inpainting", "is_leftover"]
 
 FAMILIES: dict[str, Family] = {f.id: f for f in (sd1.FAMILY, sd2.FAMILY, sdxl.FAMILY,
-                                                  flux1.FAMILY)}
+                                                  flux1.FAMILY, flux2_klein.FAMILY)}
 # FLUX.1's files never reach detect(): the loader sends them to sdtui.worker.flux_parts.
 SUPPORTED = "SD 1.x, SD 2.x, SDXL base and FLUX.1"
-SUPPORTED_FOLDERS = "SD 1.x, SD 2.x and SDXL base (and FLUX.1 [schnell] and [dev])"
+SUPPORTED_FOLDERS = ("SD 1.x, SD 2.x and SDXL base (and FLUX.1 [schnell] and [dev], FLUX.2 "
+                     "[klein])")
 
 # Training leftovers every family's checkpoints may carry, never used for inference.
 _DDPM_BUFFERS = frozenset({
@@ -137,6 +138,8 @@ def detect_folder(path: Path) -> Family:
     pipeline = str(index.get("_class_name", ""))
     if pipeline == flux1.PIPELINE:
         return flux1.FAMILY
+    if pipeline == flux2_klein.PIPELINE:
+        return flux2_klein.FAMILY
     if "XL" in pipeline:
         if not index.get("text_encoder") or index["text_encoder"] == [None, None]:
             raise ModelInvalid(f"model folder {path} is an SDXL refiner (only the base model "
@@ -164,5 +167,8 @@ def folder_inpainting(path: Path) -> bool:
 
 
 def folder_guidance(path: Path, family: Family) -> str:
-    """CFG, EMBEDDED or NO_GUIDANCE, from the folder's denoiser config."""
+    """CFG, EMBEDDED or NO_GUIDANCE, from the folder's denoiser config (or the file the
+    family names)."""
+    if family.guidance_config:
+        return family.guidance_of(_config(path, family.guidance_config))
     return family.guidance_of(_config(path / family.denoiser, "config.json"))

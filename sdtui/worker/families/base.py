@@ -78,9 +78,15 @@ class Family:
     # The latents the pipeline samples are packed in 2x2 patches (FLUX.1): unpacked before a
     # preview or a decode.
     packed_latents: bool = False
+    # The latents are 2x2-patchified into channels, then packed one token a patch (FLUX.2):
+    # the pipeline hands back VAE-ready latents; previews unpack and unpatchify the tokens.
+    patchified_latents: bool = False
     sampler_table: str = DIFFUSION  # which sampler table it runs (sdtui.samplers)
     # CFG, EMBEDDED or NO_GUIDANCE for a loaded model of the family, from its denoiser's config.
     guidance_of: Callable[[Any], str] = field(default=lambda config: CFG)
+    # The diffusers folder's file guidance_of reads: the denoiser's config by default; FLUX.2
+    # Klein's model_index.json (is_distilled).
+    guidance_config: str | None = None
     # Steps a request that names none gets, by guidance kind (a distilled model needs fewer).
     steps: dict[str, int] = field(default_factory=lambda: {CFG: 30})
     # Embedded guidance a request that names none gets.
