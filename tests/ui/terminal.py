@@ -37,6 +37,25 @@ class Tmux:
         self.frames.append(text)
         return text
 
+    def resize(self, width: int, height: int) -> None:
+        """What a user dragging the terminal's corner does: the app gets SIGWINCH."""
+        self._tmux("resize-window", "-t", self.session, "-x", str(width), "-y", str(height),
+                   check=True)
+
+    def settled(self, timeout: float, quiet: float = 1.0, poll: float = 0.1) -> str:
+        """The screen once it has not changed for `quiet` seconds (the app has drawn what a
+        change made it draw, late writes included)."""
+        deadline = time.monotonic() + timeout
+        last, since = self.screen(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(poll)
+            now = self.screen()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return now
+        raise AssertionError(f"the screen never settled; last screen:\n{last}")
+
     def alive(self) -> bool:
         return self._tmux("has-session", "-t", self.session, capture_output=True).returncode == 0
 
