@@ -5,29 +5,17 @@ start at that size draws, so a character left behind from the old size fails the
 from __future__ import annotations
 
 import difflib
-import os
-import shlex
 import sys
 import time
-from pathlib import Path
 
-from .terminal import Tmux
+from .terminal import Tmux, in_terminal
 
-REPO = Path(__file__).resolve().parents[2]
 SMALL, LARGE = (80, 24), (220, 60)
 
 
 def _sdtui(name: str, size: tuple[int, int]) -> Tmux:
     """`sdtui` itself, on an engine that does not answer (so its checks settle at once)."""
-    env = {k: os.environ[k] for k in ("SDTUI_STATE_DIR", "SDTUI_CONFIG_DIR",
-                                      "SDTUI_OUTPUTS_DIR")}
-    env |= {"SDTUI_IMAGE_PROTOCOL": "halfcell", "TERM": "xterm-256color",
-            "PYTHONPATH": str(REPO), "DOCKER_HOST": "unix:///nonexistent-sdtui-test.sock"}
-    command = ("env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-               + f" {shlex.join([sys.executable, '-m', 'sdtui'])}; exec sleep 600")
-    term = Tmux(name, size=size)
-    term.start(f"cd {shlex.quote(str(REPO))} && {command}")
-    return term
+    return in_terminal(name, [sys.executable, "-m", "sdtui"], size)
 
 
 def _fresh(term: Tmux) -> str:
