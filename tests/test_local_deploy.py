@@ -21,6 +21,7 @@ from local_cli import (
 )
 from PIL import Image
 
+from sdtui.errors import EXIT_DEPLOYMENT
 from sdtui.modelfiles import sha256_file
 from sdtui.outputs import read_index, read_metadata
 from sdtui.worker import spool
@@ -237,6 +238,24 @@ def test_no_engine_is_one_clear_line(tmp_path, tiny_models):
     assert r.returncode == 3
     (line,) = r.stderr.strip().splitlines()[-1:]
     assert "Docker" in line and "DOCKER_HOST" in line
+
+
+def test_a_base_image_the_engine_cannot_get_is_refused_before_anything_is_created(
+        tmp_path, tiny_models, docker_client):
+    """Not here and its registry refuses: one line with the fix, before the volume is made."""
+    missing = "127.0.0.1:9/none:1"
+    with throwaway_cli(tmp_path, docker_client) as fresh:  # removes what a regression makes
+        r = fresh.run("--model", str(tiny_models["ckpt"]), "--prompt", "x", *FAST,
+                      "--base-image", missing)
+        made = labelled(docker_client, fresh.name), docker_client.volumes.list(
+            filters={"name": fresh.volume})
+    assert r.returncode == EXIT_DEPLOYMENT, r.stderr
+    line = one_line(r.stderr)
+    assert f"base image {missing!r} is not on this engine and cannot be pulled" in line
+    assert f"docker pull {missing}" in line and "--base-image NAME" in line
+    assert made == (([], []), [])
+    assert not (fresh.state / "deployments" / f"{fresh.name}.json").exists()
+    assert "Build the worker image" not in r.stderr  # refused at the engine check
 
 
 def test_teardown_purge_leaves_nothing_labelled(cli, docker_client):

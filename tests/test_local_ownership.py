@@ -3,8 +3,12 @@ create: ownership is the deployment's label and this state dir's ledger, both.""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from local_cli import BASE, FAST, Cli, events, labelled, one_line, read_events, step_outcomes
@@ -210,3 +214,68 @@ def test_the_container_step_itself_never_replaces_a_container_it_did_not_create(
         run_steps([step], lambda ev: None)
     theirs.reload()
     assert theirs.status == "running"
+
+
+class DefaultCli(Cli):
+    """A user with their own state dir who names nothing: the default deployment and volume
+    (`name` is learnt from the ledger the first run writes)."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root, "", "")
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "sdtui", "--no-ui", "--base-image", BASE, "--out",
+                str(self.out), *args]
+
+
+@pytest.mark.slow
+def test_two_state_dirs_on_one_engine_never_share_a_default_deployment(
+        docker_client, tmp_path, tiny_models, worker_image):
+    """Two users of one engine, each with their own state dir, both run the README's first
+    headless example at the same time: each gets its own deployment, worker and volume, and
+    saves its own images; a clash on a name is refused before anything is touched, and one
+    user's teardown leaves the other's worker and volume."""
+    users = [DefaultCli(tmp_path / "a"), DefaultCli(tmp_path / "b")]
+    runs: list[subprocess.Popen] = []
+    try:
+        runs += [cli.popen("--model", str(tiny_models["ckpt"]), "--prompt", "x", *FAST)
+                for cli in users]
+        for run in runs:
+            _, stderr = run.communicate(timeout=900)
+            assert run.returncode == 0, stderr
+        for cli in users:
+            (ledger,) = (cli.state / "deployments").glob("*.json")
+            cli.name = ledger.stem
+            status = cli.run("--status").stdout
+            assert re.fullmatch(r"local-[0-9a-f]{6}", cli.name), status
+            assert f"{cli.name} (local): ready" in status
+        a, b = users
+        assert a.name != b.name
+        (worker_a,), (volume_a,) = labelled(docker_client, a.name)
+        (worker_b,), (volume_b,) = labelled(docker_client, b.name)
+        assert worker_a.name != worker_b.name and volume_a.name != volume_b.name
+        for cli in users:
+            (image,) = read_index(cli.out)
+            assert image["deployment"] == cli.name and (cli.out / image["file"]).is_file()
+
+        clash = b.run("--name", a.name, "--prompt", "y", *FAST)  # B names A's deployment
+        assert clash.returncode == EXIT_BAD_INPUT, clash.stderr
+        assert f"container {worker_a.name}, volume {volume_a.name}" in one_line(clash.stderr)
+        down = b.run("--name", a.name, "--teardown")
+        assert down.returncode == 0, down.stderr
+        assert labelled(docker_client, a.name) == ([worker_a], [volume_a])
+
+        down = a.run("--teardown", "--purge-volume")
+        assert down.returncode == 0, down.stderr
+        assert labelled(docker_client, a.name) == ([], [])
+        worker_b.reload()
+        assert worker_b.status == "running"
+        assert labelled(docker_client, b.name) == ([worker_b], [volume_b])
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        for ledger in {p.stem for cli in users for p in (cli.state / "deployments").glob("*.json")}:
+            for leftover in sum(labelled(docker_client, ledger), []):
+                leftover.remove(force=True)

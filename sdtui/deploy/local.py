@@ -117,6 +117,7 @@ class LocalDeployment(WorkerSteps, Deployment):
             raise worker_container.not_ours([f"{r.kind} {r.id}" for r in claimed], self.name)
         if self.settings.model_kept():
             self._kept_model()  # refused here, before anything is created, when gone
+        unsure = self.base_image_unsure()  # refused here, not after the volume is made
         fetched = self.settings.fetched_model() is not None
         self.ledger.set_params(
             models=[str(m) if i == 0 and fetched else str(Path(m).expanduser().absolute())
@@ -126,7 +127,7 @@ class LocalDeployment(WorkerSteps, Deployment):
             docker_host=self.settings.docker_host, **{TORN_DOWN: False},
         )
         gpu = "NVIDIA runtime found" if has_nvidia_runtime(self.engine) else "no GPU runtime (CPU)"
-        return f"Docker {version}, {gpu}"
+        return f"Docker {version}, {gpu}" + (f"; {unsure}" if unsure else "")
 
     def _fetched(self) -> str | None:
         sets, store = self.settings.to_fetch(), self.settings.store

@@ -9,7 +9,7 @@ import docker
 from docker.models.containers import Container
 
 from sdtui.client import WorkerClient
-from sdtui.container.build import build_image, existing_image
+from sdtui.container.build import base_image_source, build_image, existing_image
 from sdtui.container.docker_engine import engine_lost
 from sdtui.deploy import worker_container
 from sdtui.deploy.base import Step, StepContext
@@ -44,6 +44,16 @@ class WorkerSteps:
                  self._container_current),
             Step("attach", "Load the model and attach", self._attach),
         ]
+
+    def base_image_unsure(self) -> str | None:
+        """Before anything is created: a worker image still to be built needs its base image
+        here or pullable (BuildFailed otherwise, with the fix); why it might not be, when the
+        registry would not say (a private image); None when the build will find it."""
+        if existing_image(self.engine, dockerfile=self.dockerfile,
+                          base_image=self.base_image) is not None:
+            return None
+        sure, detail = base_image_source(self.engine, self.base_image)
+        return None if sure else detail
 
     def _image_exists(self) -> str | None:
         return self._image_found(existing_image(self.engine, dockerfile=self.dockerfile,

@@ -4,6 +4,7 @@ tests never touch anyone's tmux."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import time
 import uuid
@@ -37,6 +38,25 @@ class Tmux:
         self.frames.append(text)
         return text
 
+    def resize(self, width: int, height: int) -> None:
+        """What a user dragging the terminal's corner does: the app gets SIGWINCH."""
+        self._tmux("resize-window", "-t", self.session, "-x", str(width), "-y", str(height),
+                   check=True)
+
+    def settled(self, timeout: float, quiet: float = 1.0, poll: float = 0.1) -> str:
+        """The screen once it has not changed for `quiet` seconds (the app has drawn what a
+        change made it draw, late writes included)."""
+        deadline = time.monotonic() + timeout
+        last, since = self.screen(), time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(poll)
+            now = self.screen()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return now
+        raise AssertionError(f"the screen never settled; last screen:\n{last}")
+
     def alive(self) -> bool:
         return self._tmux("has-session", "-t", self.session, capture_output=True).returncode == 0
 
@@ -58,3 +78,20 @@ class Tmux:
         self._tmux("kill-server", capture_output=True)
         socket = Path(f"/tmp/tmux-{os.getuid()}") / self.socket
         socket.unlink(missing_ok=True)  # tmux does not always remove it
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def in_terminal(name: str, argv: list[str], size: tuple[int, int] = (160, 45)) -> Tmux:
+    """`argv` (the app) in a terminal of its own, with the test's dirs and an engine that does
+    not answer; its exit code is printed as SDTUI-EXITED-N when it ends."""
+    env = {k: os.environ[k] for k in ("SDTUI_STATE_DIR", "SDTUI_CONFIG_DIR",
+                                      "SDTUI_OUTPUTS_DIR")}
+    env |= {"SDTUI_IMAGE_PROTOCOL": "halfcell", "TERM": "xterm-256color",
+            "PYTHONPATH": str(REPO), "DOCKER_HOST": "unix:///nonexistent-sdtui-test.sock"}
+    command = ("env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+               + f" {shlex.join(argv)}; echo SDTUI-EXITED-$?; exec sleep 600")
+    term = Tmux(name, size=size)
+    term.start(f"cd {shlex.quote(str(REPO))} && {command}")
+    return term

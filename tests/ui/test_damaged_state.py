@@ -5,28 +5,11 @@ returns exit code 0 to the shell."""
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import sys
-from pathlib import Path
 
 from sdtui.ledger import Ledger, deployments_dir
 
-from .terminal import Tmux
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def in_terminal(name: str, argv: list[str]) -> Tmux:
-    env = {k: os.environ[k] for k in ("SDTUI_STATE_DIR", "SDTUI_CONFIG_DIR",
-                                      "SDTUI_OUTPUTS_DIR")}
-    env |= {"SDTUI_IMAGE_PROTOCOL": "halfcell", "TERM": "xterm-256color",
-            "PYTHONPATH": str(REPO), "DOCKER_HOST": "unix:///nonexistent-sdtui-test.sock"}
-    command = ("env " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-               + f" {shlex.join(argv)}; echo SDTUI-EXITED-$?; exec sleep 600")
-    term = Tmux(name, size=(160, 45))
-    term.start(f"cd {shlex.quote(str(REPO))} && {command}")
-    return term
+from .terminal import in_terminal
 
 
 def test_the_app_starts_past_damaged_state_files_and_marks_them(isolated_dirs) -> None:

@@ -13,7 +13,6 @@ from PIL import Image
 from textual.widgets import Button, Checkbox, Collapsible, DataTable, Input, Select, TextArea
 
 from sdtui import recent
-from sdtui.catalog import CatalogImage
 from sdtui.deploy.base import DeploymentStatus
 from sdtui.ledger import Ledger
 from sdtui.outputs import save_image
@@ -336,20 +335,30 @@ def _last_row_in_sight(gallery: Gallery) -> bool:
     return gallery.cursor_row == last and top <= last < top + shown
 
 
-@pytest.mark.parametrize("size", [(80, 24), SIZE, (220, 60)])
-async def test_the_gallery_shows_the_newest_row(isolated_dirs, size) -> None:
+async def _newest_in_sight(pilot: Any, gallery: Gallery) -> None:
+    try:
+        await until(pilot, lambda: _last_row_in_sight(gallery), timeout=10)
+    except AssertionError:
+        top = int(gallery.scroll_y)
+        shown = gallery.scrollable_content_region.height - 1
+        raise AssertionError(f"rows {top + 1}-{top + shown} of {len(gallery.images)} in sight, "
+                             f"cursor on row {gallery.cursor_row + 1}") from None
+
+
+@pytest.mark.parametrize("size", [(80, 24), (220, 60)])
+async def test_the_gallery_shows_the_newest_row(worker, tiny_model, isolated_dirs, size) -> None:
     out = isolated_dirs / "outputs"
     for seed in range(40):
         save_image(out, _png(), {"prompt": f"p{seed}", "seed": seed}, {"deployment": "fake"})
-    deployment = FakeDeployment(None)
-    app = SdtuiApp(fake_services(deployment, out))
+    app = make_app(FakeDeployment(worker), isolated_dirs, tiny_model)
     async with app.run_test(size=size) as pilot:
-        gallery = await _panel_gallery(app, pilot, deployment)
-        await until(pilot, lambda: len(gallery.images) == 40 and gallery.scroll_y > 0)
-        assert _last_row_in_sight(gallery)
-        path = save_image(out, _png(), {"prompt": "new", "seed": 99}, {"deployment": "fake"})
-        gallery.add_image(CatalogImage(path, {"prompt": "new", "seed": 99}, ""))
-        await until(pilot, lambda: _last_row_in_sight(gallery))
+        screen = await provision(app, pilot)
+        gallery = screen.query_one("#gallery", Gallery)
+        await until(pilot, lambda: len(gallery.images) == 40)
+        await _newest_in_sight(pilot, gallery)
+        await generate(app, pilot, "new", count_before=40)  # the row a Generate adds
+        assert len(gallery.images) == 41
+        await _newest_in_sight(pilot, gallery)
 
 
 # --- 4: the app follows other clients on its deployment ----------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from textual import events
 from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
@@ -96,6 +97,12 @@ class Gallery(DataTable[str]):
 
     def on_mount(self) -> None:
         self.add_columns(*COLUMNS)
+
+    def on_resize(self, event: events.Resize) -> None:
+        # The caption above wraps onto more lines once a new image is shown, so the table
+        # shrinks after its cursor was scrolled into view; the selected row must stay in sight.
+        if self.images:
+            self.call_after_refresh(self.move_cursor, row=self.cursor_row)
 
     def load(self, images: list[CatalogImage]) -> None:
         self.clear()
