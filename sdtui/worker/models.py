@@ -35,9 +35,11 @@ from sdtui.worker.families import (
     EPSILON,
     V_PREDICTION,
     Family,
+    TextEncoder,
     detect,
     detect_folder,
     flux1,
+    folder_absent_encoders,
     folder_guidance,
     folder_inpainting,
     folder_prediction,
@@ -210,8 +212,18 @@ def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype | 
     model.prediction = folder_prediction(path)
     model.guidance = folder_guidance(path, model.family)
     dtype = _dtype_for(model, dtype)
+    absent = folder_absent_encoders(path, model.family)
+    model.warnings += [absent_encoder_note(path, model.family, spec) for spec in absent]
     model.pipe = model.pipeline_class("text2img").from_pretrained(
-        path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options)
+        path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options,
+        **{name: None for spec in absent for name in (spec.name, spec.tokenizer)})
+
+
+def absent_encoder_note(path: Path | str, family: Family, spec: TextEncoder) -> str:
+    """What `ready` says, once, of a model run without an optional text encoder."""
+    others = " and ".join(t.label for t in family.text_encoders if t is not spec)
+    return (f"model {path} ({family.label}) has no {spec.label}: it runs on its {others} "
+            f"alone, which follow the prompt less closely")
 
 
 def _skipped(family: Family) -> Callable[[str], bool]:

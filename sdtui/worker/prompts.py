@@ -68,13 +68,23 @@ class PromptEncoder:
 
 
 class PipelinePrompts:
-    """A prompt through the pipeline's own encode_prompt: FLUX.1's CLIP (pooled) and T5, as
-    its pipelines encode it (no weights, no negative prompt; T5 reads 512 tokens)."""
+    """A prompt through the pipeline's own encode_prompt, as its pipelines encode it (no
+    weights): FLUX.1's CLIP (pooled) and T5 (no negative prompt; T5 reads 512 tokens); SD 3.5's
+    CLIP-L and CLIP-G (pooled) and T5, with the negative prompt its CFG needs (T5 reads 256)."""
 
     def __init__(self, pipe: Any) -> None:
+        import inspect
+
         self.pipe = pipe
+        self.negative = "negative_prompt" in inspect.signature(pipe.encode_prompt).parameters
 
     def encode(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
-            embeds, pooled, _ = self.pipe.encode_prompt(prompt=prompt, prompt_2=None)
-        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+            if not self.negative:
+                embeds, pooled, _ = self.pipe.encode_prompt(prompt=prompt, prompt_2=None)
+                return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
+            embeds, negative_embeds, pooled, negative_pooled = self.pipe.encode_prompt(
+                prompt=prompt, prompt_2=None, prompt_3=None, negative_prompt=negative,
+                do_classifier_free_guidance=True)
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds,
+                "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
