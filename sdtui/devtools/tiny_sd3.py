@@ -58,15 +58,10 @@ def build_tiny_sd3_pipeline(seed: int = 0, variant: str = "medium", t5: bool = T
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
     )
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModelWithProjection,
-        CLIPTokenizer,
-        T5Config,
-        T5EncoderModel,
-    )
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     from sdtui.worker.families.base import ASSETS
+    from sdtui.worker.ldm import tokenizer
 
     if variant not in VARIANTS:
         raise ValueError(f"unknown SD 3.5 variant {variant!r}; pick one of {', '.join(VARIANTS)}")
@@ -84,9 +79,8 @@ def build_tiny_sd3_pipeline(seed: int = 0, variant: str = "medium", t5: bool = T
     return StableDiffusion3Pipeline(
         transformer=transformer, vae=vae,
         text_encoder=text_encoder,
-        tokenizer=CLIPTokenizer.from_pretrained(ASSETS / "sdxl" / "tokenizer"),
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=CLIPTokenizer.from_pretrained(ASSETS / "sdxl" / "tokenizer_2"),
+        tokenizer=tokenizer(ASSETS / "sdxl" / "tokenizer"),
+        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer(ASSETS / "sdxl" / "tokenizer_2"),
         text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
         scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULER))
 
