@@ -34,6 +34,13 @@ def images_of(events: list[dict]) -> list[dict]:
     return [e for e in events if e["type"] == "image"]
 
 
+def assert_same(ours: dict, ref: np.ndarray) -> None:
+    """The worker's image event has exactly a reference pipeline's pixels."""
+    got = pixels(ours)
+    assert got.shape == ref.shape, f"sdtui drew {got.shape}, diffusers {ref.shape}"
+    assert np.array_equal(got, ref), f"pixels differ by up to {np.abs(got - ref).max()}"
+
+
 # A flat red init image and a mask that repaints its centre square only.
 SIZE = 64
 INIT = Image.new("RGB", (SIZE, SIZE), (200, 30, 30))

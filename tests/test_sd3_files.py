@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers_generation import SIZE, images_of, pixels
+from tests.helpers_generation import SIZE, assert_same, images_of
 from tests.test_worker import WorkerProcess
 
 VENDOR = Path(__file__).parent / "vendor"
@@ -160,9 +160,7 @@ def test_a_stability_single_file_draws_the_pixels_of_diffusers_sd3_pipeline(stab
     ref = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, width=SIZE, height=SIZE,
                num_inference_steps=2, guidance_scale=4.0,
                generator=torch.Generator("cpu").manual_seed(3)).images[0]
-    expected = np.asarray(ref.convert("RGB"), dtype=int)
-    got = pixels(ours)
-    assert np.array_equal(got, expected), f"pixels differ by up to {np.abs(got - expected).max()}"
+    assert_same(ours, np.asarray(ref.convert("RGB"), dtype=int))
 
 
 def test_a_file_without_t5_loads_and_says_so(tiny_sd3, tmp_path):
@@ -187,3 +185,37 @@ def test_a_transformer_alone_is_refused_in_one_line(tmp_path):
     message = str(refused.value)
     assert f"model file {path} is an SD 3.5 file without its CLIP-L and CLIP-G and VAE " \
            "weights" in message and "\n" not in message
+
+
+# Stability's released MMDiTs as sd3_impls.BaseModel builds them from the files' shapes
+# (sd3.5_large: 38 blocks, 192² positions; sd3.5_medium: 24 blocks, 384² positions and
+# MMDiT-X's second attention in blocks 0-12), on the meta device: no memory, only shapes.
+RELEASED = {"large": (38, 192, []), "medium": (24, 384, list(range(13)))}
+
+
+@pytest.mark.parametrize("variant", RELEASED)
+def test_the_config_read_from_a_released_files_shapes_builds_the_same_model(variant):
+    import diffusers
+
+    from sdtui.worker.sd3_files import transformer_config
+
+    if str(VENDOR / "sd35_stability") not in sys.path:
+        sys.path.insert(0, str(VENDOR / "sd35_stability"))
+    import mmditx
+
+    depth, positions, dual = RELEASED[variant]
+    with torch.device("meta"):
+        reference = mmditx.MMDiTX(
+            input_size=None, pos_embed_scaling_factor=None, pos_embed_offset=None,
+            pos_embed_max_size=positions, patch_size=2, in_channels=16, depth=depth,
+            num_patches=positions * positions, adm_in_channels=2048, qk_norm="rms",
+            x_block_self_attn_layers=dual,
+            context_embedder_config={"target": "torch.nn.Linear",
+                                     "params": {"in_features": 4096, "out_features": 64 * depth}})
+        config = transformer_config({k: tuple(v.shape) for k, v in reference.state_dict().items()})
+        derived = diffusers.SD3Transformer2DModel.from_config(config)
+    assert (config["num_layers"], config["num_attention_heads"], config["pos_embed_max_size"],
+            list(config["dual_attention_layers"])) == (depth, depth, positions, dual)
+    assert (config["joint_attention_dim"], config["pooled_projection_dim"]) == (4096, 2048)
+    assert sum(p.numel() for p in derived.parameters()) == sum(
+        p.numel() for p in reference.parameters())

@@ -18,7 +18,15 @@ import torch
 from PIL import Image
 
 from sdtui.errors import GenerationError
-from tests.helpers_generation import INIT, MASK, SIZE, b64_png, images_of, pixels
+from tests.helpers_generation import (
+    INIT,
+    MASK,
+    SIZE,
+    assert_same,
+    b64_png,
+    images_of,
+    pixels,
+)
 from tests.test_worker import WorkerProcess
 
 PROMPT = "a photo of a red lighthouse"
@@ -52,12 +60,6 @@ def reference(folder, kind: str = "StableDiffusion3Pipeline", components=None,
     out = pipe(prompt=PROMPT, generator=torch.Generator("cpu").manual_seed(kwargs.pop("seed")),
                **kwargs).images[0]
     return np.asarray(out.convert("RGB"), dtype=int)
-
-
-def assert_same(ours: dict, ref: np.ndarray) -> None:
-    got = pixels(ours)
-    assert got.shape == ref.shape, f"sdtui drew {got.shape}, diffusers {ref.shape}"
-    assert np.array_equal(got, ref), f"pixels differ by up to {np.abs(got - ref).max()}"
 
 
 def generate(worker, **params) -> dict:
