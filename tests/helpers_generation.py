@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,6 +33,20 @@ def pixels(event: dict) -> np.ndarray:
 
 def images_of(events: list[dict]) -> list[dict]:
     return [e for e in events if e["type"] == "image"]
+
+
+def reference_pipe(folder: Path, kind: str, **components: object) -> Any:
+    """diffusers' own pipeline `kind` over a diffusers folder, its weights in their own aligned
+    memory as the worker's are (sdtui.worker.models.align_weights: CPU kernels round
+    differently on unaligned weights, and a folder's tensors are views into its files)."""
+    import diffusers
+
+    from sdtui.worker.models import align_weights
+
+    pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True, **components)
+    align_weights(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def assert_same(ours: dict, ref: np.ndarray) -> None:

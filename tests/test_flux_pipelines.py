@@ -26,32 +26,22 @@ from tests.helpers_generation import (
     b64_png,
     images_of,
     pixels,
+    reference_pipe,
 )
-from tests.test_worker import WorkerProcess
+from tests.test_worker import WorkerProcess, ready_workers
 
 PROMPT = "a photo of a red lighthouse"
 
 
 @pytest.fixture(scope="module")
 def workers(tiny_flux):
-    started = {variant: WorkerProcess(path) for variant, path in tiny_flux.items()}
-    for w in started.values():
-        w.client.wait_ready(timeout=300)
-    yield started
-    for w in started.values():
-        w.stop()
+    with ready_workers(tiny_flux) as started:
+        yield started
 
 
 def reference(folder, kind: str = "FluxPipeline", **kwargs) -> np.ndarray:
-    import diffusers
-
-    from sdtui.worker.models import align_weights
-
-    pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True)
-    align_weights(pipe)
-    pipe.set_progress_bar_config(disable=True)
-    out = pipe(prompt=PROMPT, generator=torch.Generator("cpu").manual_seed(kwargs.pop("seed")),
-               **kwargs).images[0]
+    generator = torch.Generator("cpu").manual_seed(kwargs.pop("seed"))
+    out = reference_pipe(folder, kind)(prompt=PROMPT, generator=generator, **kwargs).images[0]
     return np.asarray(out.convert("RGB"), dtype=int)
 
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers_generation import SIZE, assert_same, images_of
+from tests.helpers_generation import SIZE, assert_same, images_of, reference_pipe
 from tests.test_worker import WorkerProcess
 
 VENDOR = Path(__file__).parent / "vendor"
@@ -137,8 +137,6 @@ def test_a_stability_single_file_draws_the_pixels_of_diffusers_sd3_pipeline(stab
     import diffusers
     from diffusers.loaders.single_file_utils import convert_sd3_transformer_checkpoint_to_diffusers
 
-    from sdtui.worker.models import align_weights
-
     worker = WorkerProcess(stability_file)
     try:
         ready = worker.client.wait_ready(timeout=300)
@@ -153,10 +151,8 @@ def test_a_stability_single_file_draws_the_pixels_of_diffusers_sd3_pipeline(stab
     transformer = diffusers.SD3Transformer2DModel(**MMDITX_AS_DIFFUSERS)
     state = prefixed(stability_mmditx(), "")
     transformer.load_state_dict(convert_sd3_transformer_checkpoint_to_diffusers(state))
-    pipe = diffusers.StableDiffusion3Pipeline.from_pretrained(
-        tiny_sd3["medium"], transformer=transformer, local_files_only=True)
-    align_weights(pipe)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = reference_pipe(tiny_sd3["medium"], "StableDiffusion3Pipeline",
+                          transformer=transformer)
     ref = pipe(prompt=PROMPT, negative_prompt=NEGATIVE, width=SIZE, height=SIZE,
                num_inference_steps=2, guidance_scale=4.0,
                generator=torch.Generator("cpu").manual_seed(3)).images[0]

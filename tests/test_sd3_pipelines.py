@@ -4,7 +4,7 @@ Pipeline and StableDiffusion3InpaintPipeline on the same folder, seed, steps, CF
 prompt and scheduler settings (the folder's own shift).
 
 The reference's weights are put in their own aligned memory as the worker's are
-(sdtui.worker.models.align_weights), as in tests/test_flux_pipelines.py.
+(tests.helpers_generation.reference_pipe), as in tests/test_flux_pipelines.py.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from tests.helpers_generation import (
     b64_png,
     images_of,
     pixels,
+    reference_pipe,
 )
-from tests.test_worker import WorkerProcess
+from tests.test_worker import ready_workers
 
 PROMPT = "a photo of a red lighthouse"
 NEGATIVE = "a blue house at night"
@@ -35,23 +36,8 @@ NEGATIVE = "a blue house at night"
 
 @pytest.fixture(scope="module")
 def workers(tiny_sd3):
-    started = {variant: WorkerProcess(path) for variant, path in tiny_sd3.items()}
-    for w in started.values():
-        w.client.wait_ready(timeout=300)
-    yield started
-    for w in started.values():
-        w.stop()
-
-
-def reference_pipe(folder, kind: str = "StableDiffusion3Pipeline", **components):
-    import diffusers
-
-    from sdtui.worker.models import align_weights
-
-    pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True, **components)
-    align_weights(pipe)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    with ready_workers(tiny_sd3) as started:
+        yield started
 
 
 def reference(folder, kind: str = "StableDiffusion3Pipeline", components=None,
@@ -152,7 +138,7 @@ def test_previews_every_step_are_the_latents_projected(workers, tiny_sd3):
         seen.append(kwargs["latents"])
         return kwargs
 
-    reference_pipe(tiny_sd3["medium"])(
+    reference_pipe(tiny_sd3["medium"], "StableDiffusion3Pipeline")(
         prompt=PROMPT, width=width, height=height, num_inference_steps=3, guidance_scale=3.0,
         generator=torch.Generator("cpu").manual_seed(1), output_type="latent",
         callback_on_step_end=keep)

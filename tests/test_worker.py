@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from faults.matrix import Tmpfs
@@ -37,6 +39,19 @@ class WorkerProcess:
         self.proc.stdin.close()
         rc = self.proc.wait(timeout=120)
         return rc, self.proc.stderr.read().decode()
+
+
+@contextlib.contextmanager
+def ready_workers(models: dict[str, object]) -> Iterator[dict[str, WorkerProcess]]:
+    """A worker process per model, started side by side and each waited for until ready."""
+    started = {name: WorkerProcess(path) for name, path in models.items()}
+    try:
+        for w in started.values():
+            w.client.wait_ready(timeout=300)
+        yield started
+    finally:
+        for w in started.values():
+            w.stop()
 
 
 @pytest.fixture(scope="module")
