@@ -52,7 +52,7 @@ def running_workers(folders: dict[str, Path]) -> Iterator[dict[str, Any]]:
             worker.stop()
 
 
-def reference_pipeline(folder: Path, kind: str) -> Any:
+def reference_pipeline(folder: Path, kind: str, **components: object) -> Any:
     """diffusers' own pipeline `kind` on a folder, its weights aligned as the worker's are
     (sdtui.worker.models.align_weights): CPU kernels round differently on unaligned weights,
     and a diffusers folder's tensors are views at whatever offset each sits in its file."""
@@ -60,7 +60,7 @@ def reference_pipeline(folder: Path, kind: str) -> Any:
 
     from sdtui.worker.models import align_weights
 
-    pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True)
+    pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True, **components)
     align_weights(pipe)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -75,6 +75,7 @@ def pipeline_pixels(pipe: Any, prompt: str, seed: int, **kwargs: Any) -> np.ndar
 
 
 def assert_same(ours: dict, ref: np.ndarray) -> None:
+    """The worker's image event has exactly a reference pipeline's pixels."""
     got = pixels(ours)
     assert got.shape == ref.shape, f"sdtui drew {got.shape}, diffusers {ref.shape}"
     assert np.array_equal(got, ref), f"pixels differ by up to {np.abs(got - ref).max()}"

@@ -12,6 +12,7 @@ import pytest
 from sdtui.devtools.tiny_flux import write_tiny_flux
 from sdtui.devtools.tiny_klein import write_tiny_klein
 from sdtui.devtools.tiny_model import write_tiny_model
+from sdtui.devtools.tiny_sd3 import write_tiny_sd3
 
 # The original LDM config (the kind of S.yaml other SD tools read) for the tiny model's UNet
 # and VAE: sdtui.devtools.tiny_model's TINY["sd1"] / TINY_VAE in LDM terms.
@@ -155,6 +156,16 @@ def tiny_klein(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("klein")
     return {variant: write_tiny_klein(root / f"tiny-klein-{variant}", variant, seed=7)
             for variant in ("distilled", "base")}
+
+
+@pytest.fixture(scope="session")
+def tiny_sd3(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny SD 3.5 diffusers folders from one seed: Medium (MMDiT-X) with T5, and Large Turbo
+    without it (named as Stability names it, which is how Turbo is told apart)."""
+    root = tmp_path_factory.mktemp("sd3")
+    return {"medium": write_tiny_sd3(root / "tiny-sd3.5-medium", "medium", seed=7),
+            "turbo": write_tiny_sd3(root / "tiny-sd3.5-large-turbo", "large-turbo", seed=7,
+                                    t5=False)}
 
 
 @pytest.fixture

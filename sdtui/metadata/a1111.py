@@ -35,7 +35,7 @@ LORA_HASH_DIGITS = 12  # A1111's LoRA "AutoV3" hash
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
 DISTILLED_CFG = "Distilled CFG Scale"
 FAMILY = "Family"
-_NAMED_FAMILIES = ("flux1", "flux2-klein")
+_NAMED_FAMILIES = ("flux1", "flux2-klein", "sd3")
 
 
 def quote(text: Any) -> str:
@@ -106,8 +106,8 @@ def format_infotext(params: dict[str, Any]) -> str:
         ("Size", f"{params['width']}x{params['height']}" if "width" in params else None),
         ("Model hash", sha[:MODEL_HASH_DIGITS] or None),
         ("Model", model_name(params.get("model")) or None),
-        # Neither A1111 nor Forge names the family; sdtui does for the families that are not
-        # Stable Diffusion's, which A1111's readers would otherwise take for one.
+        # Neither A1111 nor Forge names the family; sdtui does for the transformer families
+        # (FLUX.1, SD 3.5), which A1111's readers would otherwise take for a UNet one.
         (FAMILY, params.get("family") if params.get("family") in _NAMED_FAMILIES else None),
         ("Variation seed", params.get("variation_seed") if variation else None),
         ("Variation seed strength", variation or None),

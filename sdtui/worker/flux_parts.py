@@ -37,7 +37,7 @@ AE = {"scaling_factor": 0.3611, "shift_factor": 0.1159, "force_upcast": True,
       "norm_num_groups": 32}
 
 
-def _sidecar(transformer: Path, component: str) -> dict[str, Any]:
+def sidecar_config(transformer: Path, component: str) -> dict[str, Any]:
     file = transformer.with_name(transformer.stem + ".config") / component / "config.json"
     if not file.is_file():
         return {}
@@ -74,20 +74,24 @@ def clip_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
     what = "CLIP-L text encoder"
     vocab, hidden = _shape(path, shapes, "embeddings.token_embedding.weight", what)
     unprefixed = {key.removeprefix("text_model."): shape for key, shape in shapes.items()}
+    projection = shapes.get("text_projection.weight")
     return {**CLIP_L, "vocab_size": vocab, "hidden_size": hidden,
+            **({"projection_dim": projection[0]} if projection else {}),
             "max_position_embeddings": _shape(
                 path, shapes, "embeddings.position_embedding.weight", what)[0],
             "intermediate_size": _shape(path, shapes, "encoder.layers.0.mlp.fc1.weight", what)[0],
             "num_hidden_layers": _count(unprefixed, "encoder.layers.")}
 
 
-def clip_l(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
-    from transformers import CLIPTextConfig, CLIPTextModel
+def clip_l(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "",
+           with_projection: bool = False) -> Any:
+    """A CLIP text encoder; with its text projection (SD 3.5's pooled embeddings) if asked."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     state, shapes = _read(path, dtype, prefix)
     config = CLIPTextConfig(**{**clip_config(path, shapes), **overrides})
-    return CLIPTextModel.from_pretrained(None, config=config, state_dict=state,
-                                         dtype=dtype).eval()
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return cls.from_pretrained(None, config=config, state_dict=state, dtype=dtype).eval()
 
 
 def t5_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
@@ -181,10 +185,10 @@ def all_in_one(path: Path, dtype: torch.dtype) -> dict[str, Any]:
                            "instead", family="flux1")
     return {
         "transformer": load_transformer(path, dtype, "safetensors"),
-        "text_encoder": clip_l(path, dtype, _sidecar(path, "text_encoder"),
+        "text_encoder": clip_l(path, dtype, sidecar_config(path, "text_encoder"),
                                AIO_PARTS["CLIP-L text encoder"]),
         "text_encoder_2": t5_encoder(path, dtype, AIO_PARTS["T5-XXL text encoder"]),
-        "vae": vae(path, dtype, _sidecar(path, "vae"), AIO_PARTS["VAE"]),
+        "vae": vae(path, dtype, sidecar_config(path, "vae"), AIO_PARTS["VAE"]),
     }
 
 
@@ -225,8 +229,8 @@ def components_from_files(path: str | Path, dtype: torch.dtype) -> dict[str, Any
     return {
         "transformer": load_transformer(model_set.transformer, dtype, fmt),
         "text_encoder": clip_l(parts["text_encoder"], dtype,
-                               _sidecar(model_set.transformer, "text_encoder")),
+                               sidecar_config(model_set.transformer, "text_encoder")),
         "text_encoder_2": (t5_gguf if parts["text_encoder_2"].suffix.lower() == ".gguf"
                            else t5_encoder)(parts["text_encoder_2"], dtype),
-        "vae": vae(parts["vae"], dtype, _sidecar(model_set.transformer, "vae")),
+        "vae": vae(parts["vae"], dtype, sidecar_config(model_set.transformer, "vae")),
     }

@@ -35,17 +35,21 @@ from sdtui.worker.families import (
     EPSILON,
     V_PREDICTION,
     Family,
+    TextEncoder,
     detect,
     detect_folder,
     flux1,
+    folder_absent_encoders,
     folder_guidance,
     folder_inpainting,
     folder_prediction,
     is_leftover,
+    sd3,
 )
 from sdtui.worker.families import is_inpainting as has_inpainting_unet
 from sdtui.worker.families.sd1 import FAMILY as SD1
 from sdtui.worker.flux_files import is_flux_layout
+from sdtui.worker.sd3_files import is_sd3_layout
 
 __all__ = ["SD1_ASSETS", "LoadedModel", "ModelInvalid", "load_model", "pick_device"]
 
@@ -157,11 +161,13 @@ def load_model(path: str, device: str | None = None,
     model = LoadedModel(pipe=None, path=str(path), format=fmt, device=device, dtype="",
                         load_seconds=0.0)
     try:
+        shapes = Checkpoint(Path(path), fmt).shapes if fmt == "safetensors" else {}
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
-        elif fmt in ("set", "gguf") or (fmt == "safetensors" and is_flux_layout(
-                Checkpoint(Path(path), fmt).shapes)):
+        elif fmt in ("set", "gguf") or is_flux_layout(shapes):
             _load_flux_files(model, Path(path), dtype)
+        elif is_sd3_layout(shapes):
+            _load_sd3_file(model, Path(path), dtype)
         else:
             _load_single_file(model, Path(path), dtype, device)
         model.pipe.to(device)
@@ -210,8 +216,18 @@ def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype | 
     model.prediction = folder_prediction(path)
     model.guidance = folder_guidance(path, model.family)
     dtype = _dtype_for(model, dtype)
+    absent = folder_absent_encoders(path, model.family)
+    model.warnings += [absent_encoder_note(path, model.family, spec) for spec in absent]
     model.pipe = model.pipeline_class("text2img").from_pretrained(
-        path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options)
+        path, local_files_only=True, **{_dtype_argument(): dtype}, **model.family.pipeline_options,
+        **{name: None for spec in absent for name in (spec.name, spec.tokenizer)})
+
+
+def absent_encoder_note(path: Path | str, family: Family, spec: TextEncoder) -> str:
+    """What `ready` says, once, of a model run without an optional text encoder."""
+    others = " and ".join(t.label for t in family.text_encoders if t is not spec)
+    return (f"model {path} ({family.label}) has no {spec.label}: it runs on its {others} "
+            f"alone, which follow the prompt less closely")
 
 
 def _skipped(family: Family) -> Callable[[str], bool]:
@@ -259,7 +275,8 @@ def _assemble(model: LoadedModel, parts: dict[str, Any], sources: ldm.ConfigSour
     """The family's pipeline from a single file's (or a set's) components, with the tokenizers
     from the `S.config/` sidecar or the family's assets."""
     for spec in model.family.text_encoders:
-        parts[spec.tokenizer] = ldm.tokenizer(sources.folder(spec.tokenizer), spec.layout)
+        if spec.tokenizer not in parts:  # an absent optional encoder's tokenizer is None
+            parts[spec.tokenizer] = ldm.tokenizer(sources.folder(spec.tokenizer), spec.layout)
     model.pipe = model.pipeline_class("text2img")(scheduler=scheduler, **parts,
                                                   **model.family.pipeline_options)
 
@@ -289,6 +306,35 @@ def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) 
     if sources.sidecar("scheduler") is None:
         config.update(flux1.SCHEDULER_BY_GUIDANCE.get(model.guidance, {}))
     _assemble(model, parts, sources, getattr(diffusers, config["_class_name"]).from_config(config))
+
+
+def _load_sd3_file(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
+    """SD 3.5 from Stability's single file (sdtui.worker.sd3_files), with the tokenizers and
+    scheduler from its `S.config/` sidecar or SD 3.5's assets. T5 is optional; its tokenizer,
+    not shipped, must then be in the sidecar."""
+    import diffusers
+
+    from sdtui.worker.sd3_files import components
+
+    family = model.family = sd3.FAMILY
+    dtype = _dtype_for(model, dtype)
+    sources = ldm.ConfigSources.beside(path, family)
+    log.info("loading %s (%s) with configs from %s", path, family.label, sources)
+    parts = components(path, dtype)
+    model.guidance = family.guidance_of({"_name_or_path": str(path)})
+    t5 = family.text_encoders[-1]
+    if parts[t5.name] is None:
+        model.warnings.append(absent_encoder_note(path, family, t5))
+        parts[t5.tokenizer] = None
+    elif not (sources.folder(t5.tokenizer) / "tokenizer.json").is_file():
+        raise ModelInvalid(f"model {path} ({family.label}) has no T5 tokenizer: put T5 v1.1's "
+                           f"tokenizer.json, tokenizer_config.json and special_tokens_map.json "
+                           f"(an SD 3.5 Hub repo's tokenizer_3/) in "
+                           f"{path.with_name(path.stem + ldm.CONFIG_DIR_SUFFIX)}/tokenizer_3/",
+                           family=family.id)
+    config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
+    scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
+    _assemble(model, parts, sources, scheduler)
 
 
 def _prediction(sources: ldm.ConfigSources, shapes: dict[str, Any], unet: Any,

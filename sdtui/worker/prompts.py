@@ -68,17 +68,28 @@ class PromptEncoder:
 
 
 class PipelinePrompts:
-    """A prompt through the pipeline's own encode_prompt: FLUX.1's CLIP (pooled) and T5,
-    FLUX.2 Klein's Qwen3, as their pipelines encode it (no weights; T5 and Qwen3 read 512
-    tokens). A model with classifier-free guidance (Klein base) encodes the negative prompt
-    too, "" when none is given, as its pipeline does."""
+    """A prompt through the pipeline's own encode_prompt, as its pipelines encode it (no
+    weights): FLUX.1's CLIP (pooled) and T5 (T5 reads 512 tokens); FLUX.2 Klein's Qwen3 (512);
+    SD 3.5's CLIP-L and CLIP-G (pooled) and T5 (256). A model with classifier-free guidance
+    encodes the negative prompt too, "" when none is given, as its pipeline does: SD 3.5's
+    encode_prompt takes both at once, Klein base's is called again."""
 
     def __init__(self, pipe: Any, cfg: bool = False) -> None:
+        import inspect
+
         self.pipe = pipe
         self.cfg = cfg
+        self.joint = "negative_prompt" in inspect.signature(pipe.encode_prompt).parameters
 
     def encode(self, prompt: str, negative: str) -> dict[str, torch.Tensor]:
         with torch.inference_mode():
+            if self.joint:
+                embeds, negative_embeds, pooled, negative_pooled = self.pipe.encode_prompt(
+                    prompt=prompt, prompt_2=None, prompt_3=None, negative_prompt=negative,
+                    do_classifier_free_guidance=True)
+                return {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds,
+                        "pooled_prompt_embeds": pooled,
+                        "negative_pooled_prompt_embeds": negative_pooled}
             out = self.pipe.encode_prompt(prompt=prompt)
             embeds = {"prompt_embeds": out[0]}
             if len(out) == 3:  # FLUX.1: (T5 embeds, pooled CLIP, text ids)

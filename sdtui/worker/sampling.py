@@ -192,6 +192,14 @@ class Sampler:
         embedded = self.model.guidance == EMBEDDED
         return {"cfg": 1.0, "guidance": self._guidance(req) if embedded else None}
 
+    def _guidance_scale(self, req: dict[str, Any]) -> float:
+        """The pipeline's guidance_scale: the request's cfg, the embedded guidance, or for a
+        model that takes neither (FLUX.1 [schnell], SD 3.5 Large Turbo) 1, where diffusers runs
+        no CFG pass."""
+        if self.model.guidance == CFG:
+            return req["cfg"]
+        return self._guidance(req) if self.model.guidance == EMBEDDED else 1.0
+
     def _guidance(self, req: dict[str, Any]) -> float:
         return req["guidance"] if req["guidance"] is not None else (
             self.model.family.default_guidance)
@@ -214,7 +222,7 @@ class Sampler:
         common = {
             **embeds,
             "num_inference_steps": req["steps"],
-            "guidance_scale": req["cfg"] if self.model.guidance == CFG else self._guidance(req),
+            "guidance_scale": self._guidance_scale(req),
             "generator": torch.Generator("cpu").manual_seed(seed),
             "output_type": "latent",
             "callback_on_step_end": on_step,

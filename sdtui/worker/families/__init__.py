@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sdtui.worker.checkpoint import ModelInvalid
-from sdtui.worker.families import flux1, flux2_klein, sd1, sd2, sdxl
+from sdtui.worker.families import flux1, flux2_klein, sd1, sd2, sd3, sdxl
 from sdtui.worker.families.base import (
     CFG,
     EMBEDDED,
@@ -24,15 +24,16 @@ from sdtui.worker.families.base import (
 from sdtui.worker.lora import is_diffusers_lora_key
 
 __all__ = ["CFG", "EMBEDDED", "EPSILON", "FAMILIES", "NO_GUIDANCE", "V_PREDICTION", "Family",
-           "Pipelines", "TextEncoder", "detect", "detect_folder", "folder_guidance",
+           "Pipelines", "TextEncoder", "detect", "detect_folder", "folder_absent_encoders",
+           "folder_guidance",
            "is_inpainting", "is_leftover"]
 
 FAMILIES: dict[str, Family] = {f.id: f for f in (sd1.FAMILY, sd2.FAMILY, sdxl.FAMILY,
-                                                  flux1.FAMILY, flux2_klein.FAMILY)}
+                                                  flux1.FAMILY, flux2_klein.FAMILY, sd3.FAMILY)}
 # FLUX.1's files never reach detect(): the loader sends them to sdtui.worker.flux_parts.
 SUPPORTED = "SD 1.x, SD 2.x, SDXL base and FLUX.1"
 SUPPORTED_FOLDERS = ("SD 1.x, SD 2.x and SDXL base (and FLUX.1 [schnell] and [dev], FLUX.2 "
-                     "[klein])")
+                     "[klein], SD 3.5 Medium, Large and Large Turbo)")
 
 # Training leftovers every family's checkpoints may carry, never used for inference.
 _DDPM_BUFFERS = frozenset({
@@ -140,6 +141,8 @@ def detect_folder(path: Path) -> Family:
         return flux1.FAMILY
     if pipeline == flux2_klein.PIPELINE:
         return flux2_klein.FAMILY
+    if pipeline == sd3.PIPELINE:
+        return sd3.FAMILY
     if "XL" in pipeline:
         if not index.get("text_encoder") or index["text_encoder"] == [None, None]:
             raise ModelInvalid(f"model folder {path} is an SDXL refiner (only the base model "
@@ -167,8 +170,17 @@ def folder_inpainting(path: Path) -> bool:
 
 
 def folder_guidance(path: Path, family: Family) -> str:
-    """CFG, EMBEDDED or NO_GUIDANCE, from the folder's denoiser config (or the file the
-    family names)."""
+    """CFG, EMBEDDED or NO_GUIDANCE, from the folder's denoiser config (or the file the family
+    names) and, where the config cannot say (SD 3.5 Large Turbo), its name, where diffusers
+    keeps it (_name_or_path)."""
     if family.guidance_config:
         return family.guidance_of(_config(path, family.guidance_config))
-    return family.guidance_of(_config(path / family.denoiser, "config.json"))
+    config = _config(path / family.denoiser, "config.json")
+    return family.guidance_of({**config, "_name_or_path": str(path)})
+
+
+def folder_absent_encoders(path: Path, family: Family) -> tuple[TextEncoder, ...]:
+    """The optional text encoders (SD 3.5's T5) the folder's model_index.json leaves null."""
+    index = _config(path, "model_index.json")
+    return tuple(spec for spec in family.text_encoders
+                 if spec.optional and not any(index.get(spec.name) or ()))

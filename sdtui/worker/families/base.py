@@ -36,6 +36,8 @@ class TextEncoder:
     layout: str  # "clip": transformers' CLIP keys; "open_clip": OpenCLIP's resblocks
     label: str  # for messages
     with_projection: bool = False  # CLIPTextModelWithProjection (SDXL's pooled embedding)
+    # A model may leave it out and run on its other text encoders (SD 3.5's T5).
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,4 +107,4 @@ class Family:
         """Each component's key prefix in the single-file layout, for the completeness check."""
         denoiser = "UNet" if self.denoiser == "unet" else self.denoiser
         return {denoiser: UNET_PREFIX, "VAE": VAE_PREFIX,
-                **{t.label: t.prefix for t in self.text_encoders}}
+                **{t.label: t.prefix for t in self.text_encoders if not t.optional}}
