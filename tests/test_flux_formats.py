@@ -151,7 +151,9 @@ def generate(worker, prompt: str = PROMPT, **params) -> dict:
     return image
 
 
+@pytest.fixture(scope="module")
 def dev_reference(models: dict[str, Path]) -> np.ndarray:
+    """The [dev] twin's drawing that every [dev] format is compared with (drawn once)."""
     return reference(models["dev twin"], seed=5, num_inference_steps=3, width=SIZE,
                      height=SIZE, guidance_scale=3.5)
 
@@ -165,19 +167,18 @@ def test_bfl_schnell_file_draws_the_pixels_of_its_diffusers_twin(workers, models
 
 
 @pytest.mark.parametrize("named", ["dev file", "dev folder", "dev all-in-one"])
-def test_bfl_dev_files_draw_the_pixels_of_their_diffusers_twin(workers, models, named):
+def test_bfl_dev_files_draw_the_pixels_of_their_diffusers_twin(workers, dev_reference, named):
     ready = workers[named].client.ready
     assert (ready["family"], ready["guidance"]) == ("flux1", "embedded")
     ours = generate(workers[named], seed=5, steps=3)
     assert ours["params"]["guidance"] == 3.5
-    assert_same(ours, dev_reference(models))
+    assert_same(ours, dev_reference)
 
 
 @pytest.mark.parametrize("named", ["dev gguf", "dev t5 gguf"])
-def test_gguf_parts_draw_their_twin_within_quantization_error(workers, models, named):
+def test_gguf_parts_draw_their_twin_within_quantization_error(workers, dev_reference, named):
     ours = pixels(generate(workers[named], seed=5, steps=3))
-    ref = dev_reference(models)
-    diff = np.abs(ours - ref)
+    diff = np.abs(ours - dev_reference)
     assert diff.max() <= GGUF_MAX_LEVELS and diff.mean() <= GGUF_MEAN_LEVELS, (
         f"{named}: up to {diff.max()} levels, {diff.mean():.2f} on average")
 
