@@ -120,16 +120,16 @@ def write_twin(folder: Path, variant: str, files: Path) -> Path:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("flux-formats")
     out: dict[str, Path] = {}
-    for variant in ("schnell", "dev"):
-        refs = references(variant)
-        out[f"{variant} file"] = write_set(root / f"set-{variant}", variant, refs)
+    refs = {variant: references(variant) for variant in ("schnell", "dev")}
+    for variant, weights in refs.items():
+        out[f"{variant} file"] = write_set(root / f"set-{variant}", variant, weights)
         out[f"{variant} twin"] = write_twin(root / f"twin-{variant}", variant,
                                             out[f"{variant} file"])
-    refs = references("dev")
+    dev = refs["dev"]
     out["dev folder"] = out["dev file"].parent
-    out["dev gguf"] = write_set(root / "set-gguf", "dev", refs, transformer="gguf")
-    out["dev t5 gguf"] = write_set(root / "set-t5-gguf", "dev", refs, t5="gguf").parent
-    out["dev all-in-one"] = write_all_in_one(root / "aio" / "flux1-dev-aio.safetensors", refs)
+    out["dev gguf"] = write_set(root / "set-gguf", "dev", dev, transformer="gguf")
+    out["dev t5 gguf"] = write_set(root / "set-t5-gguf", "dev", dev, t5="gguf").parent
+    out["dev all-in-one"] = write_all_in_one(root / "aio" / "flux1-dev-aio.safetensors", dev)
     return out
 
 
@@ -191,14 +191,15 @@ def test_the_tiny_models_prompt_tokens_reach_the_image(workers):
     assert not np.array_equal(a, b)
 
 
-def test_a_set_without_t5s_tokenizer_is_refused_in_one_line(tmp_path):
+def test_a_set_without_t5s_tokenizer_is_refused_in_one_line(models, tmp_path):
     """T5's tokenizer is not shipped yet: a set with none beside it says where to put it."""
     import shutil
 
     from sdtui.worker.checkpoint import ModelInvalid
     from sdtui.worker.models import load_model
 
-    transformer = write_set(tmp_path / "set", "schnell", references("schnell"))
+    shutil.copytree(models["schnell file"].parent, tmp_path / "set")
+    transformer = tmp_path / "set" / models["schnell file"].name
     shutil.rmtree(tmp_path / "set" / "flux1-schnell.config" / "tokenizer_2")
     with pytest.raises(ModelInvalid, match=r"has no T5 tokenizer: put .* in "
                        r".*flux1-schnell\.config/tokenizer_2/") as caught:
