@@ -55,6 +55,29 @@ def worker_image(docker_client: docker.DockerClient) -> str:
                        on_log=lambda line: None)
 
 
+# --- the AWS harness's servers (tests/aws/conftest.py has the rest) ----------------------------
+# Session-wide here, not in tests/aws/, so that every module uses the same two: a module that
+# imported them from tests/aws/conftest.py would get servers of its own, and a registry of its
+# own means the worker image (about 2 GB) compressed and pushed all over again.
+
+
+@pytest.fixture(scope="session")
+def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from aws.conftest import serve_moto
+
+    yield from serve_moto(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def ecr_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A registry standing in for the account's ECR registry, taking moto's ECR token."""
+    from aws.registry import MOTO_PASSWORD, MOTO_USER, serve_registry
+
+    with serve_registry(tmp_path_factory.mktemp("ecr-registry"), MOTO_USER,
+                        MOTO_PASSWORD) as address:
+        yield address
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _skipped_for_docker:
         terminalreporter.section(_LOUD, sep="!", red=True, bold=True)

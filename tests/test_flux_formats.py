@@ -120,16 +120,16 @@ def write_twin(folder: Path, variant: str, files: Path) -> Path:
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("flux-formats")
     out: dict[str, Path] = {}
-    for variant in ("schnell", "dev"):
-        refs = references(variant)
-        out[f"{variant} file"] = write_set(root / f"set-{variant}", variant, refs)
+    refs = {variant: references(variant) for variant in ("schnell", "dev")}
+    for variant, weights in refs.items():
+        out[f"{variant} file"] = write_set(root / f"set-{variant}", variant, weights)
         out[f"{variant} twin"] = write_twin(root / f"twin-{variant}", variant,
                                             out[f"{variant} file"])
-    refs = references("dev")
+    dev = refs["dev"]
     out["dev folder"] = out["dev file"].parent
-    out["dev gguf"] = write_set(root / "set-gguf", "dev", refs, transformer="gguf")
-    out["dev t5 gguf"] = write_set(root / "set-t5-gguf", "dev", refs, t5="gguf").parent
-    out["dev all-in-one"] = write_all_in_one(root / "aio" / "flux1-dev-aio.safetensors", refs)
+    out["dev gguf"] = write_set(root / "set-gguf", "dev", dev, transformer="gguf")
+    out["dev t5 gguf"] = write_set(root / "set-t5-gguf", "dev", dev, t5="gguf").parent
+    out["dev all-in-one"] = write_all_in_one(root / "aio" / "flux1-dev-aio.safetensors", dev)
     return out
 
 
@@ -151,7 +151,9 @@ def generate(worker, prompt: str = PROMPT, **params) -> dict:
     return image
 
 
+@pytest.fixture(scope="module")
 def dev_reference(models: dict[str, Path]) -> np.ndarray:
+    """The [dev] twin's drawing that every [dev] format is compared with (drawn once)."""
     return reference(models["dev twin"], seed=5, num_inference_steps=3, width=SIZE,
                      height=SIZE, guidance_scale=3.5)
 
@@ -165,19 +167,18 @@ def test_bfl_schnell_file_draws_the_pixels_of_its_diffusers_twin(workers, models
 
 
 @pytest.mark.parametrize("named", ["dev file", "dev folder", "dev all-in-one"])
-def test_bfl_dev_files_draw_the_pixels_of_their_diffusers_twin(workers, models, named):
+def test_bfl_dev_files_draw_the_pixels_of_their_diffusers_twin(workers, dev_reference, named):
     ready = workers[named].client.ready
     assert (ready["family"], ready["guidance"]) == ("flux1", "embedded")
     ours = generate(workers[named], seed=5, steps=3)
     assert ours["params"]["guidance"] == 3.5
-    assert_same(ours, dev_reference(models))
+    assert_same(ours, dev_reference)
 
 
 @pytest.mark.parametrize("named", ["dev gguf", "dev t5 gguf"])
-def test_gguf_parts_draw_their_twin_within_quantization_error(workers, models, named):
+def test_gguf_parts_draw_their_twin_within_quantization_error(workers, dev_reference, named):
     ours = pixels(generate(workers[named], seed=5, steps=3))
-    ref = dev_reference(models)
-    diff = np.abs(ours - ref)
+    diff = np.abs(ours - dev_reference)
     assert diff.max() <= GGUF_MAX_LEVELS and diff.mean() <= GGUF_MEAN_LEVELS, (
         f"{named}: up to {diff.max()} levels, {diff.mean():.2f} on average")
 
@@ -190,14 +191,15 @@ def test_the_tiny_models_prompt_tokens_reach_the_image(workers):
     assert not np.array_equal(a, b)
 
 
-def test_a_set_without_t5s_tokenizer_is_refused_in_one_line(tmp_path):
+def test_a_set_without_t5s_tokenizer_is_refused_in_one_line(models, tmp_path):
     """T5's tokenizer is not shipped yet: a set with none beside it says where to put it."""
     import shutil
 
     from sdtui.worker.checkpoint import ModelInvalid
     from sdtui.worker.models import load_model
 
-    transformer = write_set(tmp_path / "set", "schnell", references("schnell"))
+    shutil.copytree(models["schnell file"].parent, tmp_path / "set")
+    transformer = tmp_path / "set" / models["schnell file"].name
     shutil.rmtree(tmp_path / "set" / "flux1-schnell.config" / "tokenizer_2")
     with pytest.raises(ModelInvalid, match=r"has no T5 tokenizer: put .* in "
                        r".*flux1-schnell\.config/tokenizer_2/") as caught:

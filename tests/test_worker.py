@@ -126,6 +126,8 @@ def test_info_is_answered_while_a_generation_runs(worker):
 
 
 def test_bad_lines_get_error_events_and_the_worker_carries_on(tiny_diffusers):
+    """Also: stdout carries only protocol lines (every line parses), from `ready` to the last
+    request's `done`, and the worker exits 0 when its stdin closes."""
     lines = [
         {"type": "generate", "id": "w", "prompt": "p", "width": 100},
         {"type": "generate", "id": "s", "prompt": "p", "scheduler": "warp"},
@@ -137,7 +139,10 @@ def test_bad_lines_get_error_events_and_the_worker_carries_on(tiny_diffusers):
                      for ln in lines)
     proc = subprocess.run([sys.executable, "-m", "sdtui.worker", "--model", str(tiny_diffusers)],
                           input=stdin, capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     evs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert evs[0]["type"] == "ready" and evs[-1]["type"] == "done"
+    assert "image" in [e["type"] for e in evs]
     errors = [(e["id"], e["code"], e["message"]) for e in evs if e["type"] == "error"]
     assert errors[0] == ("w", "bad_request", "generate: width must be a multiple of 8, got 100")
     assert errors[1][:2] == ("s", "bad_request") and "valid schedulers: ddim" in errors[1][2]
@@ -309,17 +314,6 @@ def test_a_request_whose_images_cannot_fit_in_the_spool_is_refused_before_it_sta
         assert w.client.info()["busy"] is None and spooled(small_disk.path) == []
     finally:
         w.stop()
-
-
-def test_stdout_carries_only_protocol_lines(tiny_diffusers):
-    proc = subprocess.run(
-        [sys.executable, "-m", "sdtui.worker", "--model", str(tiny_diffusers)],
-        input=json.dumps({"type": "generate", "id": "a", "prompt": "p", **FAST}).encode() + b"\n",
-        capture_output=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    kinds = [json.loads(line)["type"] for line in proc.stdout.splitlines()]
-    assert kinds[0] == "ready" and kinds[-1] == "done" and "image" in kinds
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02 not a dict"])

@@ -6,6 +6,7 @@ import contextlib
 import io
 import uuid
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from docker.types import Mount
@@ -62,24 +63,36 @@ def start_worker(docker_client, image, volume, model, **spec_args):
     return container, worker_container.attach(container)
 
 
-@pytest.mark.parametrize("fmt", ["diffusers", "ckpt", "safetensors"])
-def test_each_model_format_generates_in_the_container(docker_client, worker_image, volume,
-                                                      tiny_models, fmt):
-    container, client = start_worker(docker_client, worker_image, volume, tiny_models[fmt].name)
-    try:
-        assert client.ready["format"] == fmt and client.ready["device"] == "cpu"
-        events = list(client.generate(prompt="a tiny castle", seed=5, steps=4, width=64,
-                                      height=96, preview_every=2))
-        kinds = {e["type"] for e in events}
-        assert {"progress", "preview", "image", "done"} <= kinds
-        image = next(e for e in events if e["type"] == "image")
-        png = Image.open(io.BytesIO(decode_png(image)))
-        assert png.format == "PNG" and png.size == (64, 96)
-        top = container.top()
-        assert all(row[0] != "root" for row in top["Processes"]), "the worker must not be root"
-    finally:
+FORMATS = ("diffusers", "ckpt", "safetensors")
+
+
+@pytest.fixture(scope="module")
+def format_workers(docker_client, worker_image, volume, tiny_models):
+    """A worker container for each format, started side by side (a start is mostly Python's
+    imports, on one core); the volume's clean-up removes them all even if one start fails."""
+    with ThreadPoolExecutor(len(FORMATS)) as pool:
+        started = dict(zip(FORMATS, pool.map(
+            lambda fmt: start_worker(docker_client, worker_image, volume,
+                                     tiny_models[fmt].name), FORMATS), strict=True))
+    yield started
+    for container, client in started.values():
         client.close()
         container.remove(force=True)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_model_format_generates_in_the_container(format_workers, fmt):
+    container, client = format_workers[fmt]
+    assert client.ready["format"] == fmt and client.ready["device"] == "cpu"
+    events = list(client.generate(prompt="a tiny castle", seed=5, steps=4, width=64,
+                                  height=96, preview_every=2))
+    kinds = {e["type"] for e in events}
+    assert {"progress", "preview", "image", "done"} <= kinds
+    image = next(e for e in events if e["type"] == "image")
+    png = Image.open(io.BytesIO(decode_png(image)))
+    assert png.format == "PNG" and png.size == (64, 96)
+    top = container.top()
+    assert all(row[0] != "root" for row in top["Processes"]), "the worker must not be root"
 
 
 def test_a_corrupt_checkpoint_is_model_invalid_through_the_container(docker_client, worker_image,

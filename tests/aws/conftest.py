@@ -1,4 +1,6 @@
-"""moto in server mode, over real HTTP, standing in for S3, IAM, EC2, STS and SSM."""
+"""moto in server mode, over real HTTP, standing in for S3, IAM, EC2, STS and SSM. The server
+(`moto_url`) and the ECR stand-in (`ecr_registry`) are tests/conftest.py's: one each for the
+whole session, so that the fault matrix (tests/faults) shares them."""
 
 from __future__ import annotations
 
@@ -72,21 +74,6 @@ def serve_moto(tmp_path_factory, extra_env: dict[str, str] | None = None):
     proc.terminate()
     proc.wait(timeout=10)
     log.close()
-
-
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory):
-    yield from serve_moto(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def ecr_registry(tmp_path_factory):
-    """A registry standing in for the account's ECR registry, taking moto's ECR token."""
-    from .registry import MOTO_PASSWORD, MOTO_USER, serve_registry
-
-    with serve_registry(tmp_path_factory.mktemp("ecr-registry"), MOTO_USER,
-                        MOTO_PASSWORD) as address:
-        yield address
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import boto3
 import pytest
@@ -34,14 +33,6 @@ BUCKET = "sdtui-e2e-models"
 NAME = "e2e"
 
 
-def tiny_checkpoint(folder: Path) -> Path:
-    folder.mkdir()
-    out = subprocess.run([sys.executable, "-m", "sdtui.devtools.tiny_model",
-                          str(folder / "tiny.ckpt"), "--format", "ckpt"],
-                         check=True, capture_output=True, text=True)
-    return Path(out.stdout.strip())
-
-
 def sdtui(*args: str) -> subprocess.CompletedProcess:
     """The real command, in its own process (the environment carries the test settings)."""
     return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--option", "aws",
@@ -51,10 +42,10 @@ def sdtui(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.docker
 @pytest.mark.slow
 def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeypatch,
-                             ecr_registry):
+                             ecr_registry, tiny_models):
     from conftest import OFFLINE_BASE
 
-    model = tiny_checkpoint(tmp_path / "models")
+    model = tiny_models["ckpt"]
     host, mount, boot = boot_instance(monkeypatch, tmp_path, aws["ec2"], ecr_registry, NAME)
     out = tmp_path / "out"
     try:

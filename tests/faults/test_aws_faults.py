@@ -39,7 +39,7 @@ from pathlib import Path
 import boto3
 import docker
 import pytest
-from aws.conftest import aws, aws_env, ecr_registry, moto_url  # noqa: F401 (the moto harness)
+from aws.conftest import aws, aws_env  # noqa: F401 (the moto harness; its servers: tests/conftest.py)
 from aws.instance_sandbox import instance_sandbox
 from aws.registry import remove_tags
 from aws.sshd import FakeBoot, free_port
@@ -146,7 +146,7 @@ FAULTS = [
 
 @pytest.fixture
 def cell(request, tmp_path, monkeypatch, aws, docker_client, worker_image,  # noqa: F811
-         ecr_registry) -> Iterator[Cell]:  # noqa: F811
+         ecr_registry) -> Iterator[Cell]:
     fault = request.node.callspec.params["fault"]
     name = f"fa-{uuid.uuid4().hex[:6]}"
     port = free_port()

@@ -29,7 +29,7 @@ from sdtui.paths import state_dir
 
 DEFAULT_USER = "ubuntu"  # the Deep Learning AMI (Ubuntu)
 CONNECT_WAIT_S = 300  # sshd comes up a minute or so after "running"
-RETRY_DELAY_S = 3
+RETRY_DELAY_S = 1  # a refused connect costs nothing; a booting sshd is caught within a second
 
 
 @dataclass(frozen=True)
