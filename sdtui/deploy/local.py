@@ -41,6 +41,7 @@ from sdtui.deploy.local_settings import (  # noqa: F401  (re-exported)
     DEFAULT_NAME,
     DEFAULT_VOLUME,
     LocalSettings,
+    kept_note,
 )
 from sdtui.deploy.worker_steps import WorkerSteps
 from sdtui.errors import BadInput
@@ -211,7 +212,7 @@ class LocalDeployment(WorkerSteps, Deployment):
                     any(f.startswith(f"{name}/") for f in self._manifest))
             if not held:
                 raise self._model_gone("the volume no longer holds its copy")
-            kept = f"; {name} is gone from this machine, the volume's copy serves"
+            kept = f"; {kept_note(name)}"
         return None if self._todo else (f"{len(self._files)} file(s) unchanged in the "
                                         f"volume{kept}")
 

@@ -28,6 +28,11 @@ def default_volume(name: str) -> str:
     return DEFAULT_VOLUME if name == DEFAULT_NAME else f"sdtui-{name}-models"
 
 
+def kept_note(model: str) -> str:
+    """What a run says of a model file that `LocalSettings.model_kept` lets it do without."""
+    return f"{model} is gone from this machine, the volume's copy serves"
+
+
 @dataclass
 class LocalSettings(ModelByName):
     models: list[Path | str] = field(default_factory=list)
