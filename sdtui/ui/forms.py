@@ -278,14 +278,18 @@ CHECKS: dict[Option, dict[str, Callable[[str], None]]] = {
 }
 
 
+# Where a deployment keeps the copy of its model that serves once the file here is gone.
+KEPT_IN = {"local": "volume", "aws": "bucket"}
+
+
 def kept_model(option: Option, values: dict[str, Any]) -> str | None:
-    """Option B: the form's model file when it is gone from this machine yet the deployment the
-    form names keeps the copy that serves it (the very rule --no-ui validates with:
-    LocalSettings.model_kept), else None."""
+    """The form's model file when it is gone from this machine yet the deployment the form
+    names keeps the copy that serves it (the very rule --no-ui validates with: the settings'
+    model_kept), else None."""
     from sdtui.deploy.settings import choose, filled_settings
     from sdtui.errors import SdtuiError
 
-    if option != "local":
+    if option not in KEPT_IN:
         return None
     try:
         given = from_form(option, values)
@@ -297,10 +301,10 @@ def kept_model(option: Option, values: dict[str, Any]) -> str | None:
 
 def field_note(option: Option, name: str, values: dict[str, Any]) -> str | None:
     """A warning under a field that passes, or None."""
-    from sdtui.deploy.local_settings import kept_note
+    from sdtui.deploy.kept_model import kept_note
 
     if name == "models" and (model := kept_model(option, values)):
-        return kept_note(model)
+        return kept_note(model, KEPT_IN[option])
     return None
 
 
