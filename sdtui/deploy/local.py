@@ -36,6 +36,7 @@ from sdtui.deploy.base import (
     StepStarted,
     TeardownReport,
 )
+from sdtui.deploy.kept_model import kept_note, model_gone
 from sdtui.deploy.local_settings import (  # noqa: F401  (re-exported)
     DEFAULT_BASE_IMAGE,
     DEFAULT_NAME,
@@ -212,7 +213,7 @@ class LocalDeployment(WorkerSteps, Deployment):
                     any(f.startswith(f"{name}/") for f in self._manifest))
             if not held:
                 raise self._model_gone("the volume no longer holds its copy")
-            kept = f"; {name} is gone from this machine, the volume's copy serves"
+            kept = f"; {kept_note(name, 'volume')}"
         return None if self._todo else (f"{len(self._files)} file(s) unchanged in the "
                                         f"volume{kept}")
 
@@ -231,8 +232,7 @@ class LocalDeployment(WorkerSteps, Deployment):
         return f"copied {len(self._todo)} of {len(self._files)} file(s), {total / 2**20:.1f} MiB"
 
     def _model_gone(self, why: str) -> BadInput:
-        return BadInput(f"model file {self.settings.models[0]} does not exist, and {why}",
-                        fix="put the file back, or pass --model with another checkpoint")
+        return model_gone(self.settings.models[0], why)
 
     def _kept_model(self) -> tuple[str, str | None]:
         """(the model under /data, its sha256) as the worker container this deployment

@@ -7,17 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdtui.deploy.kept_model import recorded_gone
 from sdtui.docker_values import engine_url, image_name, volume_name
 from sdtui.errors import BadSetting
 from sdtui.fetch.named import ModelByName
 from sdtui.fetch.plan import Resolved
-from sdtui.fetch.refs import is_remote
 from sdtui.fetch.store import Store
-from sdtui.ledger import Ledger, validate_name
+from sdtui.ledger import validate_name
 from sdtui.loras import LORA_DIR
 from sdtui.modelfiles import check_extras, check_models, companion_files, deployment_files
 from sdtui.paths import models_dir
-from sdtui.userfiles import expand
 
 DEFAULT_NAME = "local"
 DEFAULT_VOLUME = "sdtui-models"  # the volume of deployments made before it carried their name
@@ -72,15 +71,8 @@ class LocalSettings(ModelByName):
         """The model file is gone from this machine, yet this deployment's ledger records
         giving that very path to the worker container it created: the copy in the volume serves
         a run that needs no upload (the deployment checks its worker still holds it)."""
-        if not self.models or is_remote(self.models[0]):
-            return False
-        path = expand(self.models[0], "model file").absolute()
-        if path.exists():
-            return False
-        ledger = Ledger.load(self.name)
-        return (ledger is not None and ledger.option == "local"
-                and bool(ledger.resources("container"))
-                and (ledger.params.get("models") or [None])[0] == str(path))
+        ledger = recorded_gone(self.name, "local", self.models)
+        return ledger is not None and bool(ledger.resources("container"))
 
     def to_fetch(self) -> list[Resolved]:
         """Every set named to fetch: the model's, then each LoRA's."""

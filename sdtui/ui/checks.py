@@ -27,13 +27,14 @@ class Check:
         return self.state != "fail"
 
 
-def _models(values: dict[str, Any]) -> Check:
-    from sdtui.ui.forms import _check_models
+def model_check(option: str, values: dict[str, Any]) -> Check:
+    from sdtui.ui.forms import field_error, field_note
 
-    try:
-        _check_models(values.get("models", ""))
-    except SdtuiError as exc:
-        return Check("Model files readable", "fail", error_text(exc))
+    error = field_error(option, "models", values.get("models", ""), values)  # type: ignore[arg-type]
+    if error is not None:
+        return Check("Model files readable", "fail", error_text(error))
+    if note := field_note(option, "models", values):  # type: ignore[arg-type]
+        return Check("Model files readable", "warn", note)
     return Check("Model files readable", "ok", values["models"])
 
 
@@ -107,5 +108,5 @@ def live_checks(option: str, values: dict[str, Any]) -> list[Check]:
     if option == "batch":
         return [_aws_identity(values), _estimate(values)]
     if option == "aws":
-        return [_aws_identity(values), _models(values)]
-    return [*_docker(values), _models(values)]
+        return [_aws_identity(values), model_check(option, values)]
+    return [*_docker(values), model_check(option, values)]

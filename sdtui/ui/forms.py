@@ -278,18 +278,53 @@ CHECKS: dict[Option, dict[str, Callable[[str], None]]] = {
 }
 
 
-def field_error(option: Option, name: str, value: str) -> BadInput | None:
-    """The field's error, or None when it is fine (or has no check)."""
+# Where a deployment keeps the copy of its model that serves once the file here is gone.
+KEPT_IN = {"local": "volume", "aws": "bucket"}
+
+
+def kept_model(option: Option, values: dict[str, Any]) -> str | None:
+    """The form's model file when it is gone from this machine yet the deployment the form
+    names keeps the copy that serves it (the very rule --no-ui validates with: the settings'
+    model_kept), else None."""
+    from sdtui.deploy.settings import choose, filled_settings
+    from sdtui.errors import SdtuiError
+
+    if option not in KEPT_IN:
+        return None
+    try:
+        given = from_form(option, values)
+        settings = filled_settings(choose(given), given.deployment, given.cleared)
+        return str(settings.models[0]) if settings.model_kept() else None
+    except (SdtuiError, ValueError):  # a field marked ✗ for its own reason
+        return None
+
+
+def field_note(option: Option, name: str, values: dict[str, Any]) -> str | None:
+    """A warning under a field that passes, or None."""
+    from sdtui.deploy.kept_model import kept_note
+
+    if name == "models" and (model := kept_model(option, values)):
+        return kept_note(model, KEPT_IN[option])
+    return None
+
+
+def field_error(option: Option, name: str, value: str,
+                values: dict[str, Any] | None = None) -> BadInput | None:
+    """The field's error, or None when it is fine (or has no check). `values`: the whole form,
+    for a check that depends on other fields (a model kept by the deployment named)."""
     check = CHECKS[option].get(name)
     try:
         if check is not None:
             check(value)
     except BadInput as exc:
+        if values is not None and field_note(option, name, {**values, name: value}):
+            return None
         return exc
     return None
 
 
 def field_errors(option: Option, values: dict[str, Any]) -> dict[str, BadInput]:
     """Each invalid field's error; empty when the form can be submitted."""
-    found = {name: field_error(option, name, values.get(name, "")) for name in CHECKS[option]}
+    found = {name: field_error(option, name, values.get(name, ""), values)
+             for name in CHECKS[option]}
     return {name: error for name, error in found.items() if error is not None}

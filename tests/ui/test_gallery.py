@@ -61,12 +61,13 @@ async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_
         first, second = gallery.images
         assert screen.query_one("#image").image == second.path  # the newest is shown
         await pilot.press("ctrl+l", "up")
-        assert screen.query_one("#image").image == first.path
+        # The table's highlight reaches the screen as a message: waited for, not read at once.
+        await until(pilot, lambda: screen.query_one("#image").image == first.path)
         caption = text_of(app, "#saved-path")
         assert str(first.path) in caption and f"seed {first.seed}" in caption
         assert "variation 0.4 → seed" in caption
         await pilot.press("down")
-        assert screen.query_one("#image").image == second.path
+        await until(pilot, lambda: screen.query_one("#image").image == second.path)
 
 
 async def test_the_gallery_is_loaded_from_the_index_and_survives_resume_and_restart(

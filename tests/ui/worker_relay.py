@@ -26,7 +26,11 @@ class SubprocessWorker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sdtui.worker", "--model", str(model), "--device", "cpu"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            # One CPU thread, as in a one-CPU container. With the tiny model's microsecond
+            # kernels, torch's threads spend each step waiting for one another, and beside a
+            # busy core a step takes seconds instead of milliseconds (30 steps: 9 s on one
+            # thread, over 300 s on two, beside `while True: pass` on this 2-core machine).
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
         )
         self._peers: set[socket.socket] = set()
         self._lock = threading.Lock()

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import cached_property
+from pathlib import Path
 
 import docker
 from botocore.exceptions import BotoCoreError, ClientError
@@ -285,6 +286,9 @@ class AwsDeployment(WorkerSteps, Deployment):
             sha = next((f.sha256 for f in resolved.files if f.dest == resolved.model), None)
             return (f"{worker_container.DATA_DIR}/{MODELS_PREFIX}{resolved.root}/"
                     f"{resolved.model}", sha)
+        if kept := self.settings.kept_objects():  # gone from this machine: as uploaded
+            name = Path(self.settings.models[0]).name
+            return f"{worker_container.DATA_DIR}/{name}", kept.get(name, {}).get("sha256")
         models = self.settings.uploads()
         return (worker_container.model_in_container(models), worker_container.model_sha256(
             models, {e.id: str(e.meta.get("sha256")) for e in self.ledger.resources("object")}))

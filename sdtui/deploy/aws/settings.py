@@ -11,10 +11,11 @@ import boto3
 from botocore.exceptions import BotoCoreError
 
 from sdtui.container.context import DEFAULT_BASE_IMAGE
+from sdtui.deploy.kept_model import recorded_gone
 from sdtui.errors import BadInput
 from sdtui.fetch.named import ModelByName
 from sdtui.ledger import validate_name
-from sdtui.modelfiles import check_models
+from sdtui.modelfiles import check_extras, check_models
 
 # GPU instance types that run Stable Diffusion well (x86_64, NVIDIA, >= 16 GB of GPU memory)
 # and that the Deep Learning Base OSS Nvidia Driver GPU AMI (Ubuntu 24.04) supports: its
@@ -75,13 +76,30 @@ class AwsSettings(ModelByName):
                 f"a {self.volume_gb} GB root volume is too small for the CUDA image",
                 fix=f"pass --volume-gb {MIN_VOLUME_GB} or more (100 is the default)",
             )
-        if self.fetched_model() is None:
+        if self.fetched_model() is None and not self.model_kept():
             check_models(self.models)
+        elif self.fetched_model() is None:
+            check_extras(self.models[1:])
         elif self.models[1:]:
             raise BadInput(f"{self.models[1]} travels beside a model to fetch, which Option A "
                            "does not upload yet",
                            fix="put the extra file in the bucket yourself, or give the model "
                            "as a file")
+
+    def model_kept(self) -> bool:
+        return bool(self.kept_objects())
+
+    def kept_objects(self) -> dict[str, dict]:
+        """The model file is gone from this machine, yet this deployment's ledger records it as
+        its model and the upload of its objects (key -> size and sha256): the bucket's copy
+        serves a run that needs no upload (the upload step checks the bucket still holds it).
+        Empty otherwise."""
+        ledger = recorded_gone(self.name, "aws", self.models)
+        if ledger is None:
+            return {}
+        name = Path(self.models[0]).name
+        return {e.id: e.meta for e in ledger.resources("object")
+                if (e.id == name or e.id.startswith(f"{name}/")) and e.meta.get("sha256")}
 
     def uploads(self) -> list[Path]:
         """The files this machine uploads: none when the instance fetches the model."""

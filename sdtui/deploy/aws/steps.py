@@ -20,6 +20,7 @@ from sdtui.deploy.aws.session import (
 )
 from sdtui.deploy.aws.settings import AwsSettings
 from sdtui.deploy.base import CostUpdate, Step, StepContext
+from sdtui.deploy.kept_model import kept_note, model_gone
 from sdtui.errors import BadInput
 from sdtui.ledger import Ledger
 
@@ -121,16 +122,21 @@ class AwsRun(SessionClients):
 
     def run_upload(self, ctx: StepContext) -> str:
         known = {e.id: e.meta for e in self.ledger.resources("object")}
+        kept = self.settings.kept_objects()
+        if kept and upload.missing_in_bucket(self.client("s3"), self.settings.bucket, kept):
+            raise model_gone(self.settings.models[0], "the bucket no longer holds its copy")
         result = upload.upload_models(
             self.client("s3"), self.settings.bucket, self.settings.uploads(),
             progress=lambda done, total: ctx.progress(done, total, "bytes"),
             check_cancel=ctx.check_cancel, log=ctx.log, known_digests=known,
+            model_kept=bool(kept),
         )
         for key, meta in result.digests.items():
             if known.get(key) != meta:
                 self.ledger.record("object", key, **meta)
+        note = f"; {kept_note(Path(self.settings.models[0]).name, 'bucket')}" if kept else ""
         return (f"{len(result.uploaded)} uploaded ({result.bytes_sent} bytes), "
-                f"{len(result.skipped)} unchanged")
+                f"{len(result.skipped)} unchanged{note}")
 
     # --- iam --------------------------------------------------------------------------------
 

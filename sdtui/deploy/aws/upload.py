@@ -12,7 +12,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from sdtui.deploy.aws.naming import error_code
-from sdtui.modelfiles import deployment_files, sha256_file
+from sdtui.modelfiles import companion_files, deployment_files, sha256_file
 
 MiB = 1024 * 1024
 # Bigger parts and more threads than boto3's defaults (8 MiB, 10): fewer requests per GB.
@@ -39,10 +39,11 @@ class UploadResult:
     digests: dict[str, dict] = field(default_factory=dict)
 
 
-def local_files(models: list[Path]) -> list[LocalFile]:
-    """Every file to upload, a checkpoint's sidecars included, keyed as Option B lays them out."""
+def local_files(models: list[Path], *, model_kept: bool = False) -> list[LocalFile]:
+    """Every file to upload, a checkpoint's sidecars included, keyed as Option B lays them out.
+    `model_kept`: the model is gone from this machine and the bucket holds it: the rest only."""
     files: dict[str, LocalFile] = {}
-    for path, relative in deployment_files(models):
+    for path, relative in (companion_files if model_kept else deployment_files)(models):
         stat = path.stat()
         files[relative] = LocalFile(path, relative, stat.st_size, stat.st_mtime_ns)
     return list(files.values())
@@ -59,6 +60,13 @@ def remote_sha256(s3, bucket: str, key: str, size: int) -> str | None:
     if head["ContentLength"] != size:
         return None
     return head.get("Metadata", {}).get(SHA256_META)
+
+
+def missing_in_bucket(s3, bucket: str, objects: dict[str, dict]) -> list[str]:
+    """The keys of `objects` (key -> the size and sha256 recorded at upload) that the bucket
+    no longer holds as recorded."""
+    return [key for key, meta in objects.items()
+            if remote_sha256(s3, bucket, key, int(meta.get("size", -1))) != meta["sha256"]]
 
 
 def abort_orphans(s3, bucket: str, keys: set[str]) -> int:
@@ -103,8 +111,9 @@ def upload_models(
     log: Callable[[str], None] = lambda line: None,
     known_digests: dict[str, dict] | None = None,
     config: TransferConfig = TRANSFER_CONFIG,
+    model_kept: bool = False,
 ) -> UploadResult:
-    files = local_files(models)
+    files = local_files(models, model_kept=model_kept)
     keys = {f.key for f in files}
     result = UploadResult()
     if aborted := abort_orphans(s3, bucket, keys):

@@ -33,7 +33,7 @@ from sdtui.errors import SdtuiError
 from sdtui.ledger import Damaged, Ledger
 from sdtui.ui.checks import Check
 from sdtui.ui.fixes import error_text
-from sdtui.ui.forms import FIELDS, Option, field_error, field_errors
+from sdtui.ui.forms import FIELDS, Option, field_error, field_errors, field_note
 from sdtui.ui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
@@ -293,7 +293,9 @@ class DeployScreen(Screen[None]):
         if isinstance(widget, Input) and widget.value != ("" if initial is None else str(initial)):
             # Checked as typed, as the prompt panel's fields are (the form as it opened is
             # checked by Provision: a first start shows no ✗ before anything is typed).
-            self._mark(name, field_error(self.option, name, widget.value.strip()))
+            values = self.values()
+            self._mark(name, field_error(self.option, name, widget.value.strip(), values),
+                       field_note(self.option, name, values))
         else:
             self._mark(name, None)
         if not self.query(".-invalid"):
@@ -317,22 +319,28 @@ class DeployScreen(Screen[None]):
                            idle_minutes=int(idle) if idle.isdigit() else None, price=price)
         self.query_one("#aws-estimate", Static).update(Text(f"≈ {line}", "yellow"))
 
-    def show_errors(self, errors: dict[str, SdtuiError]) -> None:
+    def show_errors(self, errors: dict[str, SdtuiError],
+                    values: dict[str, Any] | None = None) -> None:
         for f in FIELDS[self.option]:
-            self._mark(f.name, errors.get(f.name))
+            self._mark(f.name, errors.get(f.name),
+                       field_note(self.option, f.name, values) if values else None)
 
-    def _mark(self, name: str, error: SdtuiError | None) -> None:
-        """A field's ✗ and its error right under it (none: both cleared)."""
+    def _mark(self, name: str, error: SdtuiError | None, note: str | None = None) -> None:
+        """A field's ✗ and its error right under it, or a warning that lets the form go (none:
+        both cleared)."""
         self.query_one(f"#{self.option}-{name}").set_class(error is not None, "-invalid")
-        self.query_one(f"#{self.option}-{name}-error", Static).update(
-            Text(f"✗ {error_text(error)}", "red") if error else "")
+        if error is not None:
+            text: Text | str = Text(f"✗ {error_text(error)}", "red")
+        else:
+            text = Text(f"! {note}", "yellow") if note else ""
+        self.query_one(f"#{self.option}-{name}-error", Static).update(text)
 
     @on(Button.Pressed, "#provision")
     @on(Input.Submitted)
     def action_provision(self) -> None:
         values = self.values()
         errors: dict[str, SdtuiError] = dict(field_errors(self.option, values))
-        self.show_errors(errors)
+        self.show_errors(errors, values)
         form_error = self.query_one("#form-error", Static)
         if errors:
             form_error.update(Text(FIX_FIELDS, "red"))
