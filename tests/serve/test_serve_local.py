@@ -9,6 +9,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from PIL import Image
 from sdtui.metadata.png_chunks import read_texts
 from sdtui.outputs import read_index
 from sdtui.serve.http import MAX_CONNECTIONS
+from sdtui.worker.activity import ACTIVITY_FILE
 from tests.vendor.a1111_infotext import parse_generation_parameters
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -116,8 +118,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 300) -> None:
 
 def test_txt2img_answers_a1111s_shape_and_saves_every_image(server, cli):
     before = index_keys(cli.out)
+    # the mark the idle auto-stop reads (Option A's host timer): an API request is activity
+    activity = cli.state / "worker-outputs" / cli.name / ACTIVITY_FILE
+    os.utime(activity, (0, 0))
     r = server.post("txt2img", {**BASE_BODY, "seed": 42, "batch_size": 2, "eta": 0.5})
     assert r.status_code == 200, r.text
+    assert activity.stat().st_mtime > 0
     answer = r.json()
     assert set(answer) == {"images", "parameters", "info"}
     info = json.loads(answer["info"])  # a JSON string, as A1111's Processed.js()
@@ -356,7 +362,7 @@ def test_serve_killed_with_three_requests_queued_runs_them_all_after_a_restart(s
                 if line["params"]["prompt"] == prompt]
 
     try:
-        send(prompts[0], 2, 8)
+        send(prompts[0], 2, 6)
         wait_until(running(first, 2))
         for n, prompt in enumerate(prompts[1:], start=1):
             send(prompt, 1, 2)
@@ -367,7 +373,6 @@ def test_serve_killed_with_three_requests_queued_runs_them_all_after_a_restart(s
         try:
             # the queue left on disk is taken before the server answers: idle means all ran
             wait_until(lambda: len(saved(prompts[0])) == 2 and second.idle(), timeout=600)
-            assert any("resumed 2 request(s)" in line for line in second.lines), second.lines
         finally:
             second.stop()
     finally:
@@ -378,6 +383,9 @@ def test_serve_killed_with_three_requests_queued_runs_them_all_after_a_restart(s
         assert len(saved(prompt)) == count, prompt
         assert sorted(saved(prompt)) == sorted(by_worker), prompt  # each saved exactly once
     assert max(index_keys(cli.out).values()) == 1
+    said = [line for line in second.lines if not line.startswith("api: ")]
+    assert any(line.startswith("adopted request ") for line in said), said
+    assert any(line.startswith("resumed 2 request(s)") for line in said), said
 
 
 def _ignore_errors(fn: Callable[[], object]) -> object:
