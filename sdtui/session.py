@@ -167,9 +167,10 @@ class Session:
     # --- requests ------------------------------------------------------------------------------
 
     def generate(self, params: dict[str, Any], on_event: OnWorkerEvent | None = None,
-                 ) -> tuple[list[SavedImage], bool]:
-        """Run one request. Returns the saved images and whether it was cancelled."""
-        request = protocol.request("generate", id=self.client.new_id(), **params)
+                 rid: str | None = None) -> tuple[list[SavedImage], bool]:
+        """Run one request (under request id `rid`, or a new one). Returns the saved images and
+        whether it was cancelled."""
+        request = protocol.request("generate", id=rid or self.client.new_id(), **params)
         del request["type"]
         refusal = protocol.model_refusal(self.client.ready or {}, request)
         if refusal:  # refused here, as the worker would, before anything is sent

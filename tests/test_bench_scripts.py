@@ -27,12 +27,14 @@ SMALLEST = {
                           "untiled"),
     "bench_gpu.py": ([], "no CUDA device"),
     "bench_load.py": (["--tiny", "--formats", "safetensors"], "weights bit-identical: yes"),
+    "bench_serve.py": (["--base-image", BASE, "--runs", "1", "--steps", "2", "--size", "64",
+                        "--polls", "3"], "p95"),
     "bench_metadata.py": (["--runs", "1", "--cases", "2", "--lengths", "2000"], "2000"),
     "bench_tui.py": (["--presses", "3"], "p95"),
     "bench_upload.py": (["--size-mib", "1", "--runs", "1"], "ratio sdtui/boto3"),
     "bench_worker.py": (["--runs", "1", "--steps", "2", "--size", "64"], "sdtui --help"),
 }
-NEEDS_DOCKER = {"bench_container.py"}
+NEEDS_DOCKER = {"bench_container.py", "bench_serve.py"}
 
 
 def is_script(path: Path) -> bool:

@@ -7,4 +7,6 @@ and `--no-ui` over the same core (Session, outputs, settings).
     fields   A1111 request bodies as sdtui requests, one behaviour per field
     answers  A1111 response shapes
     queue    one request at a time to the worker, first come first served
+    pending  the queue on disk, so a restarted `sdtui serve` runs what the last one left
+    child    `sdtui serve` as the app's child process (f2 on the prompt panel)
 """

@@ -3,14 +3,21 @@
 Every request is checked in this order, and nothing is read or queued before it passes:
 credentials (HTTP basic auth, as A1111's --api-auth: 401), the route, the body's size (413
 beyond MAX_BODY, refused before it is read), then its JSON (422).
+
+The server holds one thread per open connection, so it holds at most MAX_CONNECTIONS: a
+connection beyond them is answered 503 with Retry-After at once and closed, and a connection
+that sends nothing for IDLE_TIMEOUT_S is closed, so idle sockets cannot pin every thread.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import secrets
+import socket
+import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +28,10 @@ from sdtui.serve.api import Api, HttpError
 
 # Room for an init image and a mask at the protocol's largest, base64-encoded, and the rest.
 MAX_BODY = 2 * (protocol.MAX_INIT_IMAGE_BYTES * 4 // 3) + 2**20
+# Each waiting txt2img holds its connection: room for a long queue, and a bound on threads.
+MAX_CONNECTIONS = 64
+IDLE_TIMEOUT_S = 60
+RETRY_AFTER_S = 5
 
 
 def parse_auth(spec: str) -> dict[str, str]:
@@ -39,6 +50,7 @@ class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     # A restarted `sdtui serve` takes its port back at once (sockets in TIME_WAIT).
     allow_reuse_address = True
+    request_queue_size = 128  # the listen backlog: a burst of clients waits to be accepted
 
     def __init__(self, address: tuple[str, int], api: Api | None,
                  credentials: dict[str, str] | None = None,
@@ -47,6 +59,25 @@ class ApiServer(ThreadingHTTPServer):
         self.api = api
         self.credentials = credentials or {}
         self.log = log or (lambda line: None)
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            _refuse_busy(request)
+            self.log(f"{client_address[0]} refused: {MAX_CONNECTIONS} connections are open")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:
@@ -54,9 +85,22 @@ class ApiServer(ThreadingHTTPServer):
         return f"http://{host}:{port}"
 
 
+def _refuse_busy(request: socket.socket) -> None:
+    """503 without a thread: a short answer into a fresh socket's empty buffer never blocks."""
+    data = json.dumps(HttpError(503, f"sdtui serve has {MAX_CONNECTIONS} connections open; "
+                                "try again shortly").payload()).encode()
+    head = ("HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nRetry-After: {RETRY_AFTER_S}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    with contextlib.suppress(OSError):
+        request.setblocking(False)
+        request.send(head + data)
+
+
 class Handler(BaseHTTPRequestHandler):
     server: ApiServer
     protocol_version = "HTTP/1.1"
+    timeout = IDLE_TIMEOUT_S  # per read or write of the socket, not per request
 
     def do_GET(self) -> None:
         self._serve("GET")

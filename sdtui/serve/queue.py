@@ -3,6 +3,8 @@
 Each request's images are saved by the session like any other client's before its HTTP answer
 is written, so a client that hangs up loses nothing: its images are in the outputs all the
 same. /interrupt stops the running request (the images it finished are kept and answered).
+Every request is kept on disk (pending.py) from the moment it is queued until it is over, so a
+restarted `sdtui serve` runs what the last one left.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from sdtui.client import RunningRequest
 from sdtui.errors import GenerationError, SdtuiError
+from sdtui.serve import pending
 from sdtui.session import SavedImage, Session
 
 
@@ -30,6 +33,7 @@ class Job:
     params: dict[str, Any]
     route: str = "txt2img"
     adopted: RunningRequest | None = None  # a request a departed client left running
+    rid: str = ""  # the worker request id, given when it is queued
     images: list[SavedImage] = field(default_factory=list)
     cancelled: bool = False
     error: SdtuiError | None = None
@@ -54,10 +58,13 @@ class _Progress:
 
 
 class JobQueue:
-    def __init__(self, session: Session, on_saved: Callable[[str], None] | None = None
-                 ) -> None:
+    def __init__(self, session: Session, on_saved: Callable[[str], None] | None = None,
+                 deployment: str | None = None) -> None:
+        """`deployment`: keep the queue on disk under that name (none: in memory only)."""
         self.session = session
         self._on_saved = on_saved
+        self._deployment = deployment
+        self._kept: dict[str, pending.Pending] = {}  # on disk, in order: waiting or running
         self._pending: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._now = _Progress()
@@ -74,20 +81,49 @@ class JobQueue:
                                      "back")
                 job.finished.set()
                 return job
+            if job.adopted is None:
+                job.rid = job.rid or self.session.client.new_id()
+                try:
+                    self._keep({**self._kept, job.rid: pending.Pending(job.rid, job.route,
+                                                                       job.params)})
+                except SdtuiError as exc:  # not on disk, so not queued: nothing is lost
+                    job.error = exc
+                    job.finished.set()
+                    return job
             self._pending.append(job)
             self._cond.notify()
         return job
 
+    def resume(self, left: list[pending.Pending]) -> None:
+        """Queue what a previous `sdtui serve` left on disk (its clients are gone: the images
+        are saved to the outputs, nobody is answered), and write the queue as it now is."""
+        with self._cond:
+            self._keep({**self._kept, **{p.rid: p for p in left}})
+            self._pending.extend(Job(p.params, p.route, rid=p.rid) for p in left)
+            self._cond.notify()
+
+    def _keep(self, kept: dict[str, pending.Pending]) -> None:
+        """Write the queue to disk, then hold it in memory (under self._cond)."""
+        if self._deployment is not None:
+            pending.save(self._deployment, list(kept.values()))
+        self._kept = kept
+
     def stop(self) -> None:
-        """Take no more requests and answer the waiting ones. The running one goes on in the
-        worker and the next client adopts it (its images are saved, never lost)."""
+        """Take no more requests and answer the waiting ones: they stay on disk and the next
+        `sdtui serve` runs them. The running one goes on in the worker and the next client
+        adopts it (its images are saved, never lost)."""
         with self._cond:
             self._stopping = True
             waiting, self._pending = list(self._pending), collections.deque()
             self._cond.notify_all()
+        kept = self._deployment is not None
         for job in waiting:
-            job.error = Stopping("sdtui serve stopped before this request ran",
-                                 fix="send it again once it is back")
+            job.error = Stopping(
+                "sdtui serve stopped before this request ran" + (
+                    "; it is kept, and runs when sdtui serve is started again (its images go "
+                    "to the deployment's outputs)" if kept else ""),
+                fix="find its images in the outputs once sdtui serve is back" if kept
+                else "send it again once it is back")
             job.finished.set()
 
     def queued(self) -> int:
@@ -111,12 +147,16 @@ class JobQueue:
                 if job.adopted is not None:
                     job.images, job.cancelled = self.session.follow(job.adopted, self._event)
                 else:
-                    job.images, job.cancelled = self.session.generate(job.params, self._event)
+                    job.images, job.cancelled = self.session.generate(job.params, self._event,
+                                                                      rid=job.rid)
             except SdtuiError as exc:
                 job.error = exc
             finally:
                 with self._cond:
                     self._now = _Progress()
+                    if job.rid in self._kept:
+                        with contextlib.suppress(SdtuiError):  # kept: runs again, saved once
+                            self._keep({k: v for k, v in self._kept.items() if k != job.rid})
                 job.finished.set()
 
     def _event(self, ev: dict[str, Any]) -> None:

@@ -19,7 +19,9 @@ from sdtui.deploy.base import provision_or_interrupt
 from sdtui.deploy.settings import choose, open_deployment, remember_use
 from sdtui.inputs import outputs_folder
 from sdtui.ledger import Ledger
+from sdtui.outputs import read_index
 from sdtui.reporter import Reporter
+from sdtui.serve import pending
 from sdtui.serve.answers import Model
 from sdtui.serve.api import Api
 from sdtui.serve.http import ApiServer, parse_auth
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         raise errors.BadInput(f"there is no deployment {target.name!r} to serve",
                               fix="create it first: sdtui --no-ui --model MODEL --prompt ... "
                               "(or the app), then sdtui serve --name NAME")
+    left = pending.load(target.name)  # a damaged file is refused before anything starts
     server = _bind(args.listen, args.port, credentials, report)
     previous = _stop_on_sigterm()
     try:
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         client = deployment.connect()
         session = Session(client, out_dir, deployment.name)
         try:
-            return _serve(server, session, report, target.name, target.option)
+            return _serve(server, session, report, target.name, target.option, left)
         finally:
             session.close()
     except KeyboardInterrupt:
@@ -104,9 +107,18 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _still_to_run(left: list[pending.Pending], session: Session, adopted: str | None
+                  ) -> list[pending.Pending]:
+    """What a previous `sdtui serve` left that the worker has not run: not the request it is
+    running (adopted), nor one whose images are saved already."""
+    done = {record.get("request") for record in read_index(session.out_dir)}
+    return [p for p in left if p.rid != adopted and p.rid not in done]
+
+
 def _serve(server: ApiServer, session: Session, report: Reporter, name: str,
-           option: str) -> int:
-    queue = JobQueue(session, on_saved=lambda path: report.line(f"saved {path}"))
+           option: str, left: list[pending.Pending]) -> int:
+    queue = JobQueue(session, on_saved=lambda path: report.line(f"saved {path}"),
+                     deployment=name)
     recovery = session.take_over()
     for image in recovery.saved:
         report.line(f"saved an image that finished while no client was attached: {image.path}")
@@ -115,6 +127,12 @@ def _serve(server: ApiServer, session: Session, report: Reporter, name: str,
     if recovery.adopted is not None:
         report.line(f"adopted request {recovery.adopted.id}, left running by a client that quit")
         queue.submit(Job(recovery.adopted.params, adopted=recovery.adopted))
+    left = _still_to_run(left, session,
+                         recovery.adopted.id if recovery.adopted is not None else None)
+    queue.resume(left)
+    if left:
+        report.line(f"resumed {len(left)} request(s) queued before sdtui serve stopped; their "
+                    "images are saved to the outputs (their clients are gone)")
     server.api = Api(queue, Model(session.client.ready or session.client.info()["ready"]))
     queue.start()
     auth = f"basic auth for {', '.join(server.credentials)}" if server.credentials else "no auth"

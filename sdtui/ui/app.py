@@ -8,6 +8,7 @@ leaving a deployment running. The app only calls the core (see core.Services).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import sys
 from collections.abc import Callable, Iterable
@@ -34,9 +35,11 @@ from sdtui.ui.threads import DaemonThreads
 
 if TYPE_CHECKING:
     from sdtui.client import WorkerClient
+    from sdtui.serve.child import ServeChild
 
 # The later screens are imported where they are opened: the first frame needs only DeployScreen.
 
+API_POLL_S = 1.0  # how soon the status bar shows a request sent to the app's `sdtui serve`
 COST_POLL_S = 15.0  # each poll asks EC2 and reads the instance's activity file over SSH
 # Worker states in which quitting leaves something running.
 RUNNING_STATES = ("provisioning", "ready", "generating", "generating (another client)",
@@ -62,6 +65,7 @@ class SdtuiApp(SdtuiHost):
     deployment_label = reactive("")
     worker_state = reactive("")
     cost_label = reactive("")
+    api_label = reactive("")
 
     def __init__(self, services: Services | None = None,
                  images: ImageSupport | None = None) -> None:
@@ -72,6 +76,7 @@ class SdtuiApp(SdtuiHost):
         self.cost_meter = CostMeter()
         self.left_running: Deployment | None = None  # what quitting left running
         self._cost_poll: Any = None
+        self.serving: ServeChild | None = None
 
     def on_load(self) -> None:
         # Thread workers on daemon threads: quitting never waits for a generation to finish.
@@ -80,6 +85,7 @@ class SdtuiApp(SdtuiHost):
     def on_mount(self) -> None:
         self.push_screen(DeployScreen())
         self.set_interval(1.0, self._tick_cost)
+        self.set_interval(API_POLL_S, self._poll_api)
         self.call_after_refresh(self.images.start)  # a forced renderer loads after the frame
 
     @property
@@ -91,6 +97,7 @@ class SdtuiApp(SdtuiHost):
     def _use(self, deployment: Deployment) -> None:
         if deployment is not self.deployment:
             self.stop_cost()
+            self._stop_serving()
         self.deployment = deployment
         self.deployment_label = f"{deployment.name} ({deployment.option})"
         if callable(getattr(deployment, "cost_update", None)) and self._cost_poll is None:
@@ -215,6 +222,55 @@ class SdtuiApp(SdtuiHost):
 
         self.push_screen(TeardownModal(status, self.services.outputs(), others), confirmed)
 
+    # --- serving the A1111 API (sdtui serve, as a child process) ---------------------------------
+
+    def toggle_serving(self, deployment: Deployment) -> None:
+        """Start `sdtui serve` for the open deployment, or stop the one running."""
+        if self.serving is not None:
+            self._stop_serving()
+            self.notify("stopped serving the A1111 API")
+            return
+        from sdtui.serve.child import ServeChild
+
+        self.serving = ServeChild(deployment.name, self.services.outputs(),
+                                  self.services.serve_port, on_change=self._serving_changed_soon)
+        self.api_label = "api: starting…"
+        self.serving.start()
+
+    def _serving_changed_soon(self) -> None:
+        with contextlib.suppress(RuntimeError):  # the app has exited: nothing left to show
+            self.call_from_thread(self._serving_changed)
+
+    def _serving_changed(self) -> None:
+        child = self.serving
+        if child is None:
+            return
+        if child.url is not None:
+            self.api_label = f"api: {child.url} ({child.auth})"
+            self.notify(f"serving the A1111 API at {child.url} ({child.auth}); f2 stops it")
+        elif not child.running:
+            self.serving = None
+            self.api_label = ""
+            self.notify(f"sdtui serve stopped: {child.error or 'it exited'}",
+                        severity="error" if child.error else "information")
+
+    def _poll_api(self) -> None:
+        if self.serving is not None and self.serving.url is not None:
+            self._fetch_queue(self.serving)
+
+    @work(thread=True, exclusive=True, group="api-poll")
+    def _fetch_queue(self, child: ServeChild) -> None:
+        queued = child.queued()
+        if queued is not None and child is self.serving and child.url is not None:
+            self.call_from_thread(setattr, self, "api_label",
+                                  f"api: {child.url} ({child.auth}) · {queued} queued")
+
+    def _stop_serving(self) -> None:
+        child, self.serving = self.serving, None
+        self.api_label = ""
+        if child is not None:
+            child.stop(wait=False)
+
     # --- help, and the command palette with each command's key ----------------------------------
 
     def action_help(self) -> None:
@@ -295,6 +351,7 @@ class SdtuiApp(SdtuiHost):
         self.left_running = self.running_deployment()
         self.exit()
         self._detach()
+        self._stop_serving()
 
 
 def farewell(app: SdtuiApp) -> str | None:

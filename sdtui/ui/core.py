@@ -99,6 +99,7 @@ class Services:
     # The other clients attached to a deployment (by name): what a teardown would cut off.
     other_clients: Callable[[str], list[str]] = attached_elsewhere
     out_dir: Path | None = None
+    serve_port: int = 7860  # where the app's `sdtui serve` listens (A1111's port)
     # What the command line gave (flags), over the ledger, the last used values and config.
     given: Given = field(default_factory=Given)
 

@@ -22,6 +22,7 @@ class SdtuiHost(App[int]):
     deployment: Deployment | None
     worker_state: str  # what the status bar shows: ready, generating, provisioning, ...
     cost_label: str
+    api_label: str  # `sdtui serve` started from the app: its URL, auth and queue
 
     @property
     def image_class(self) -> type:
@@ -56,6 +57,9 @@ class SdtuiHost(App[int]):
         raise NotImplementedError
 
     def confirm_teardown(self, deployment: Deployment) -> None:
+        raise NotImplementedError
+
+    def toggle_serving(self, deployment: Deployment) -> None:
         raise NotImplementedError
 
     def leave(self) -> None:

@@ -9,6 +9,7 @@ import base64
 import contextlib
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from PIL import Image
 
 from sdtui.metadata.png_chunks import read_texts
 from sdtui.outputs import read_index
+from sdtui.serve.http import MAX_CONNECTIONS
+from sdtui.worker.activity import ACTIVITY_FILE
 from tests.vendor.a1111_infotext import parse_generation_parameters
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -115,8 +118,12 @@ def wait_until(condition: Callable[[], bool], timeout: float = 300) -> None:
 
 def test_txt2img_answers_a1111s_shape_and_saves_every_image(server, cli):
     before = index_keys(cli.out)
+    # the mark the idle auto-stop reads (Option A's host timer): an API request is activity
+    activity = cli.state / "worker-outputs" / cli.name / ACTIVITY_FILE
+    os.utime(activity, (0, 0))
     r = server.post("txt2img", {**BASE_BODY, "seed": 42, "batch_size": 2, "eta": 0.5})
     assert r.status_code == 200, r.text
+    assert activity.stat().st_mtime > 0
     answer = r.json()
     assert set(answer) == {"images", "parameters", "info"}
     info = json.loads(answer["info"])  # a JSON string, as A1111's Processed.js()
@@ -319,34 +326,69 @@ def test_a_second_sdtui_client_runs_its_own_request_beside_the_server(server, cl
                 if line["params"]["prompt"] == "from the cli"]) == 1
 
 
-def test_serve_killed_mid_request_then_restarted_saves_each_image_once(server, cli, container):
+def test_idle_connections_beyond_the_cap_get_503_and_threads_stay_bounded(server):
+    host, port = server.url.removeprefix("http://").split(":")
+    threads = lambda: len(list(Path(f"/proc/{server.proc.pid}/task").iterdir()))  # noqa: E731
+    before = threads()
+    idle = [socket.create_connection((host, int(port)), timeout=60)
+            for _ in range(MAX_CONNECTIONS)]
+    try:
+        wait_until(lambda: threads() >= before + MAX_CONNECTIONS, timeout=60)  # all taken
+        for _ in range(10):
+            with socket.create_connection((host, int(port)), timeout=60) as extra:
+                answer = extra.makefile("rb").read()  # answered and closed at once
+            assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 5" in answer
+        assert threads() <= before + MAX_CONNECTIONS
+    finally:
+        for s in idle:
+            s.close()
+    wait_until(lambda: _ignore_errors(lambda: server.get("progress").status_code) == 200,
+               timeout=60)
+
+
+def test_serve_killed_with_three_requests_queued_runs_them_all_after_a_restart(server, cli,
+                                                                              container):
     server.stop()  # this test runs its own servers
     first = Server(cli, "--api-auth", ":".join(AUTH))
-    try:
+    prompts = ["killed running", "killed queued 1", "killed queued 2"]
+
+    def send(prompt: str, count: int, steps: int) -> None:
         threading.Thread(target=lambda: _ignore_errors(lambda: first.post(
-            "txt2img", {**BASE_BODY, "prompt": "killed server", "batch_size": 3, "steps": 12})),
+            "txt2img", {**BASE_BODY, "prompt": prompt, "batch_size": count, "steps": steps})),
             daemon=True).start()
-        wait_until(running(first, 3))
-        first.proc.kill()
+
+    def saved(prompt: str) -> list[tuple[str, int]]:
+        return [(line["request"], line["index"]) for line in read_index(cli.out)
+                if line["params"]["prompt"] == prompt]
+
+    try:
+        send(prompts[0], 2, 6)
+        wait_until(running(first, 2))
+        for n, prompt in enumerate(prompts[1:], start=1):
+            send(prompt, 1, 2)
+            wait_until(lambda n=n: first.get("progress").json()["state"]["queued"] >= n)
+        first.proc.kill()  # SIGKILL: one request running in the worker, two waiting
         first.proc.wait(timeout=60)
         second = Server(cli, "--api-auth", ":".join(AUTH))
         try:
-            wait_until(lambda: len([line for line in read_index(cli.out)
-                                    if line["params"]["prompt"] == "killed server"]) == 3
-                       and second.idle())
-            assert any("adopted request" in line or "saved an image" in line
-                       for line in second.lines), second.lines
+            # the queue left on disk is taken before the server answers: idle means all ran
+            wait_until(lambda: len(saved(prompts[0])) == 2 and second.idle(), timeout=600)
         finally:
             second.stop()
     finally:
         first.stop()
-    sent = {key for key, ev in finished_by_worker(container).items()
-            if ev["params"]["prompt"] == "killed server"}
-    saved = [(line["request"], line["index"]) for line in read_index(cli.out)
-             if line["params"]["prompt"] == "killed server"]
-    assert sorted(saved) == sorted(sent) and len(saved) == 3
+    sent = finished_by_worker(container)
+    for prompt, count in zip(prompts, (2, 1, 1), strict=True):
+        by_worker = {key for key, ev in sent.items() if ev["params"]["prompt"] == prompt}
+        assert len(saved(prompt)) == count, prompt
+        assert sorted(saved(prompt)) == sorted(by_worker), prompt  # each saved exactly once
+    assert max(index_keys(cli.out).values()) == 1
+    said = [line for line in second.lines if not line.startswith("api: ")]
+    assert any(line.startswith("adopted request ") for line in said), said
+    assert any(line.startswith("resumed 2 request(s)") for line in said), said
 
 
-def _ignore_errors(fn: Callable[[], object]) -> None:
+def _ignore_errors(fn: Callable[[], object]) -> object:
     with contextlib.suppress(requests.RequestException):  # its server was killed
-        fn()
+        return fn()
+    return None

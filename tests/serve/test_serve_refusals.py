@@ -3,6 +3,7 @@ deployment to serve; and the one behaviour each A1111 field gets, as the README'
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -61,6 +62,26 @@ def test_serving_a_deployment_that_does_not_exist_says_how_to_make_one(tmp_path)
     assert r.returncode == 2
     line = one_error_line(r)
     assert "'nothing-here'" in line and "sdtui --no-ui --model" in line
+
+
+@pytest.mark.parametrize("content", [b'{"schema": 1, "requests": [{"rid": "a1-1", "rou',
+                                     b'\xff\xfe{}', b'{"schema": 1, "requests": [{"rid": 7}]}'])
+def test_a_damaged_queue_file_is_one_line_before_the_port_is_opened(tmp_path, content):
+    state = tmp_path / "state"
+    (state / "deployments").mkdir(parents=True)
+    (state / "deployments" / "kept.json").write_text(json.dumps(
+        {"schema": 1, "name": "kept", "option": "local", "resources": []}))
+    queue = state / "serve" / "kept.json"
+    queue.parent.mkdir()
+    queue.write_bytes(content)
+    port = free_port()
+    r = serve(tmp_path, "--name", "kept", "--port", str(port))
+    assert r.returncode == 2
+    line = one_error_line(r)
+    assert f"the API queue file {queue} is damaged" in line and "delete it" in line
+    assert queue.read_bytes() == content  # kept as it was: the user decides
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
 # --- fields ---------------------------------------------------------------------------------

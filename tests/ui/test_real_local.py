@@ -4,6 +4,7 @@ container. Driven with the Pilot, and as the `sdtui` executable in tmux."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shlex
 import sys
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 from textual.widgets import Input, TextArea
 
-from sdtui.outputs import read_metadata
+from sdtui.outputs import read_index, read_metadata
 from sdtui.ui.app import SdtuiApp
 from sdtui.ui.core import Services
 from sdtui.ui.screens.prompt import PromptScreen
@@ -55,7 +57,7 @@ async def test_pilot_choose_provision_generate_teardown(
         deployment_name, tiny_models, isolated_dirs, docker_client) -> None:
     volume = f"sdtui-test-{deployment_name}"
     out = isolated_dirs / "outputs"
-    app = SdtuiApp(Services(out_dir=out, given=given(
+    app = SdtuiApp(Services(out_dir=out, serve_port=0, given=given(
         option="local", name=deployment_name, volume=volume, base_image=BASE,
         models=str(tiny_models["ckpt"]))))
     async with app.run_test(size=SIZE) as pilot:
@@ -88,6 +90,21 @@ async def test_pilot_choose_provision_generate_teardown(
         assert f"saved {image.path}" in text_of(app, "#saved-path")
         assert screen.query_one("#image").image is not None
 
+        # f2 serves this deployment behind A1111's API; a request sent to it lands in the
+        # same outputs, and the status bar says where it is served and what it has queued
+        await pilot.press("f2")
+        await until(pilot, lambda: "http://127.0.0.1:" in app.api_label, timeout=SLOW_S)
+        url = app.api_label.split()[1]
+        assert "(no auth, this machine only)" in text_of(app, "StatusBar")
+        answer = await asyncio.to_thread(requests.post, f"{url}/sdapi/v1/txt2img", json={
+            "prompt": "from the api", "steps": 2, "width": 64, "height": 64}, timeout=SLOW_S)
+        assert answer.status_code == 200, answer.text
+        assert [r["params"]["prompt"] for r in read_index(out)] == ["a red barn", "from the api"]
+        await until(pilot, lambda: "· 0 queued" in text_of(app, "StatusBar"), timeout=60)
+        await pilot.press("f2")
+        assert app.api_label == "" and url not in text_of(app, "StatusBar")
+        await until(pilot, lambda: _refused(url), timeout=60)
+
         await pilot.press("ctrl+t")
         await until(pilot, lambda: isinstance(app.screen, TeardownModal), timeout=120)
         deleted, kept = text_of(app, "#teardown-list").split("Kept:")
@@ -99,6 +116,14 @@ async def test_pilot_choose_provision_generate_teardown(
         assert labelled(docker_client, deployment_name) == []
         assert docker_client.volumes.get(volume).name == volume  # the models are kept
         assert image.path.is_file()  # and so are the images
+
+
+def _refused(url: str) -> bool:
+    try:
+        requests.get(f"{url}/sdapi/v1/progress", timeout=5)
+    except requests.ConnectionError:
+        return True
+    return False
 
 
 def sdtui_executable() -> Path:

@@ -91,6 +91,9 @@ class PromptScreen(Screen[None]):
         Binding("ctrl+l", "focus_gallery", "Gallery",
                 tooltip="Browse this deployment's images: o open, r re-run, c copy, d delete"),
         TEARDOWN_BINDING,
+        Binding("f2", "serve_api", "Serve API", show=False,
+                tooltip="Start or stop serving this deployment behind A1111's web API "
+                "(sdtui serve) at 127.0.0.1:7860; the status bar shows its URL and queue"),
         Binding("ctrl+b", "back", "Deployments",
                 tooltip="Back to the deployment screen; the worker keeps running"),
     ]
@@ -105,6 +108,8 @@ class PromptScreen(Screen[None]):
          "delete_image"),
         ("Focus the gallery", "Browse this deployment's images", "focus_gallery"),
         ("Tear down this deployment", "Show what will be deleted, then delete it", "teardown"),
+        ("Serve the A1111 API", "Start or stop sdtui serve for this deployment (its URL and "
+         "queue in the status bar)", "serve_api"),
         ("Back to deployments", "Detach; the worker keeps running", "back"),
     ]
 
@@ -721,6 +726,9 @@ class PromptScreen(Screen[None]):
     def action_teardown(self) -> None:
         if not self.generating:
             self.app.confirm_teardown(self.deployment)
+
+    def action_serve_api(self) -> None:
+        self.app.toggle_serving(self.deployment)
 
     def action_back(self) -> None:
         if self.generating:

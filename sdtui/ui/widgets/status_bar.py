@@ -1,4 +1,5 @@
-"""The status bar: which deployment, what the worker is doing and, for Option A, the cost."""
+"""The status bar: which deployment, what the worker is doing, for Option A the cost, and
+while the app serves the A1111 API its URL, auth and queue."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ class StatusBar(Static):
     """
 
     def on_mount(self) -> None:
-        for attr in ("deployment_label", "worker_state", "cost_label"):
+        for attr in ("deployment_label", "worker_state", "cost_label", "api_label"):
             self.watch(self.app, attr, lambda _value: self._render_status(), init=False)
         self._render_status()
 
@@ -22,7 +23,6 @@ class StatusBar(Static):
         app = self.app
         parts = [f"deployment: {getattr(app, 'deployment_label', '') or 'none'}",
                  f"worker: {getattr(app, 'worker_state', '') or 'none'}"]
-        cost = getattr(app, "cost_label", "")
-        if cost:
-            parts.append(cost)
+        parts += [label for label in (getattr(app, "cost_label", ""),
+                                      getattr(app, "api_label", "")) if label]
         self.update("  │  ".join(parts))
