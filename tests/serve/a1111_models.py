@@ -13,13 +13,13 @@ option is a float).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
-import sys
 import warnings
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
+
+from vendor_loader import load_vendored
 
 VENDORED = Path(__file__).resolve().parents[1] / "vendor" / "a1111_api" / "models.py"
 
@@ -68,24 +68,10 @@ def _stubs() -> dict[str, ModuleType]:
 
 
 def _load() -> ModuleType:
-    stubs = _stubs()
-    saved = {name: sys.modules.get(name) for name in stubs}
-    sys.modules.update(stubs)
-    try:
-        with warnings.catch_warnings():
-            # A1111's models use pydantic v1's class Config, which v2 honours with a warning.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            spec = importlib.util.spec_from_file_location("a1111_api_models", VENDORED)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = old
-    return module
+    with warnings.catch_warnings():
+        # A1111's models use pydantic v1's class Config, which v2 honours with a warning.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return load_vendored("a1111_api_models", VENDORED, _stubs())
 
 
 models = _load()
