@@ -138,7 +138,7 @@ def test_webuiapi_polls_progress_and_interrupts_mid_batch(api, server, cli):
             return (bool(seen) and progress["state"]["job_no"] >= 1) or not worker.is_alive()
 
         wait_for(first_image_done_and_previewed, unless=lambda: False, timeout=1800)
-        assert api.interrupt().status_code == 200
+        assert api.interrupt() == {}  # A1111 answers an empty object
         worker.join(timeout=1800)
     finally:
         api.set_options({"show_progress_every_n_steps": 0})
