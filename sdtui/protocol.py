@@ -223,6 +223,10 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "torch": Field(str, required=True),
         "diffusers": Field(str, required=True),
         "load_seconds": Field(_NUM, required=True),
+        # The LoRA files beside the model ({name, path, metadata}) and the Real-ESRGAN weights
+        # ({scale, path}), as found when it loaded (the API lists them).
+        "loras": Field(list, default=None, nullable=True),
+        "upscalers": Field(list, default=None, nullable=True),
     },
     "progress": {
         "id": _ID,

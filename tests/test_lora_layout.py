@@ -4,8 +4,6 @@ converter maps every one of them onto a module of the model."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import types
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors import safe_open
 from transformers import CLIPTextModel
+from vendor_loader import load_vendored
 
 from sdtui.devtools.tiny_lora import write_tiny_lora
 
@@ -28,21 +27,8 @@ def kohya_networks_lora() -> types.ModuleType:
     utils.setup_logging = lambda *args, **kwargs: None
     sdxl_unet = types.ModuleType("library.sdxl_original_unet")
     sdxl_unet.SdxlUNet2DConditionModel = type("SdxlUNet2DConditionModel", (), {})
-    saved = {name: sys.modules.get(name) for name in ("library", "library.utils",
-                                                      "library.sdxl_original_unet")}
-    sys.modules.update({"library": library, "library.utils": utils,
-                        "library.sdxl_original_unet": sdxl_unet})
-    try:
-        spec = importlib.util.spec_from_file_location("kohya_networks_lora", KOHYA_LORA)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        for name, old in saved.items():
-            if old is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = old
+    return load_vendored("kohya_networks_lora", KOHYA_LORA, {
+        "library": library, "library.utils": utils, "library.sdxl_original_unet": sdxl_unet})
 
 
 class _CLIPTextModelAsTrained(torch.nn.Module):

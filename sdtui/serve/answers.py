@@ -24,6 +24,9 @@ class Model:
         self.filename = str(ready.get("model") or "model")
         self.name = PurePosixPath(self.filename).name
         self.sha256: str | None = None  # learnt from the first image the worker makes
+        # What the worker found beside the model when it loaded (older workers list none).
+        self.loras: list[dict[str, Any]] = list(ready.get("loras") or [])
+        self.upscalers: list[dict[str, Any]] = list(ready.get("upscalers") or [])
 
     @property
     def title(self) -> str:
@@ -81,6 +84,29 @@ def generation(job: Job, request: Translated, model: Model, *, send_images: bool
     }
     return {"images": [png_base64(i) for i in images] if send_images else [],
             "parameters": request.parameters, "info": json.dumps(info)}
+
+
+def lora_items(model: Model) -> list[dict[str, Any]]:
+    """A1111's /sdapi/v1/loras (its Lora extension's create_lora_json): `alias` is kohya's
+    `ss_output_name` where the file has one, as A1111's NetworkOnDisk takes it."""
+    rows = []
+    for lora in model.loras:
+        metadata = lora.get("metadata") or {}
+        rows.append({"name": lora["name"], "alias": metadata.get("ss_output_name", lora["name"]),
+                     "path": lora["path"], "metadata": metadata})
+    return rows
+
+
+def upscaler_items(model: Model) -> list[dict[str, Any]]:
+    """A1111's /sdapi/v1/upscalers (UpscalerItem): "None" first, as A1111 lists it, then the
+    Real-ESRGAN weights the deployment has, under A1111's names."""
+    rows = [{"name": "None", "model_name": None, "model_path": None, "model_url": None,
+             "scale": 4}]
+    for upscaler in model.upscalers:
+        path = PurePosixPath(upscaler["path"])
+        rows.append({"name": a1111.ESRGAN_LABELS[upscaler["scale"]], "model_name": path.stem,
+                     "model_path": str(path), "model_url": None, "scale": upscaler["scale"]})
+    return rows
 
 
 def sampler_items() -> list[dict[str, Any]]:

@@ -52,6 +52,11 @@ class Api:
             ("GET", "/sdapi/v1/sd-models"): lambda q, b: [self.model.item()],
             ("GET", "/sdapi/v1/samplers"): lambda q, b: answers.sampler_items(),
             ("GET", "/sdapi/v1/schedulers"): lambda q, b: answers.scheduler_items(),
+            ("GET", "/sdapi/v1/loras"): lambda q, b: answers.lora_items(self.model),
+            ("GET", "/sdapi/v1/upscalers"): lambda q, b: answers.upscaler_items(self.model),
+            # The hires fix's latent modes: sdtui has no hires fix (SillyTavern asks for them
+            # beside the upscalers).
+            ("GET", "/sdapi/v1/latent-upscale-modes"): lambda q, b: [],
             ("GET", "/sdapi/v1/options"): lambda q, b: self.options(),
             ("POST", "/sdapi/v1/options"): lambda q, b: self.set_options(b),
             ("POST", "/sdapi/v1/png-info"): lambda q, b: self._png_info(b),

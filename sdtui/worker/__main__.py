@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     import diffusers
     import torch
 
+    from sdtui.worker import lora
+    from sdtui.worker.restorers import listed_upscalers
     from sdtui.worker.sampling import Sampler
     from sdtui.worker.server import Worker
 
@@ -84,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         **model.info(),
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
+        "loras": lora.listed(args.model),
+        "upscalers": listed_upscalers(Path(args.model).parent),
     }
     worker = Worker(Sampler(model, args.model_sha256, args.model_source), info, out, args.outputs)
     signal.signal(signal.SIGTERM, lambda signum, frame: worker.stop())

@@ -33,6 +33,9 @@ _DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.")
 # kohya's metadata names the family it trained on (A1111 reads the same fields).
 _FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
 _CACHED_FILES = 4
+# What `ready` lists (the API's /sdapi/v1/loras): a bounded event whatever the folder holds.
+MAX_LISTED = 256
+MAX_LISTED_HEADER = 1024**2
 
 
 class LoraInvalid(BadInput):
@@ -76,14 +79,43 @@ def read_lora(path: Path, shown: str) -> LoraFile:
     except Exception as exc:
         raise LoraInvalid(f"LoRA file {shown} is not a valid .safetensors file "
                           f"(truncated or corrupt?): {type(exc).__name__}") from None
-    metadata = header.get("__metadata__") if isinstance(header, dict) else None
     return LoraFile(
         path=path,
         tensors=tensors,
-        metadata={str(k): str(v) for k, v in (metadata or {}).items()},
+        metadata=_metadata(header),
         sha256=hashlib.sha256(data).hexdigest(),
         a1111_hash=hashlib.sha256(data[8 + header_len :]).hexdigest(),
     )
+
+
+def _metadata(header: Any) -> dict[str, str]:
+    """A safetensors header's `__metadata__` (kohya's training notes), as strings."""
+    metadata = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+
+
+def _listed_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a LoRA file's header alone; empty for a header that is unreadable or
+    over MAX_LISTED_HEADER (the listing never reads the tensors)."""
+    try:
+        with path.open("rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if not 2 <= header_len <= MAX_LISTED_HEADER:
+                return {}
+            return _metadata(json.loads(f.read(header_len)))
+    except (OSError, ValueError, struct.error):
+        return {}
+
+
+def listed(model_path: str) -> list[dict[str, Any]]:
+    """The LoRA files a prompt can name, for `ready`: `name` (the NAME of `<lora:NAME>`),
+    `path` and the file's metadata, at most MAX_LISTED of them."""
+    folder = Path(model_path).parent / LORA_DIR
+    if not folder.is_dir():
+        return []
+    found = sorted(folder.rglob("*" + LORA_SUFFIX))[:MAX_LISTED]
+    return [{"name": path.stem, "path": str(path), "metadata": _listed_metadata(path)}
+            for path in found if path.is_file()]
 
 
 # The layouts diffusers' LoRA conversion leaves keys in: `<layer>.lora.down.weight`,

@@ -101,3 +101,9 @@ def load_restorer(path: Path, kind: str) -> Any:
 
 def _expected(kind: str) -> str:
     return GFPGAN_FILE if kind == "GFPGAN" else " or ".join(ESRGAN_FILES.values())
+
+
+def listed_upscalers(weights_dir: Path) -> list[dict[str, Any]]:
+    """The Real-ESRGAN files beside the model, for `ready`: `scale` and `path`."""
+    return [{"scale": scale, "path": str(weights_dir / name)}
+            for scale, name in sorted(ESRGAN_FILES.items()) if (weights_dir / name).is_file()]
