@@ -7,6 +7,7 @@ because a green CI run must mean the container tests ran.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import docker
@@ -20,6 +21,15 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 OFFLINE_BASE = os.environ.get("SDTUI_TEST_BASE_IMAGE", "sdtui-base:offline")
 _LOUD = "!!! DOCKER TESTS DID NOT RUN !!!"
 _skipped_for_docker: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background by a non-interactive shell (`cmd &` in a script) has
+    # SIGINT ignored, and an ignored signal stays ignored across exec: every sdtui the tests
+    # start would shrug off the Ctrl-C that the fault matrix sends and run to the end. A
+    # handler, unlike SIG_IGN, is reset to the default on exec.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def unavailable(reason: str) -> None:

@@ -92,7 +92,8 @@ async def test_a_torn_down_deployment_whose_volume_was_kept_says_so(
     keeps it, then the deployment screen's list as the real core reports it."""
     name = f"kept-{uuid.uuid4().hex[:6]}"
     deployment = open_deployment(Given(name=name, option="local",
-                                       deployment={"models": [tiny_model]}), for_use=True)[1]
+                                       deployment={"models": [tiny_model], "base_image": BASE}),
+                                 for_use=True)[1]
     try:
         run_steps([s for s in deployment.plan() if s.name in ("engine", "volume")],
                   lambda event: None)
