@@ -5,11 +5,12 @@ Formats (each for SD 1.x, SD 2.x and SDXL base; the worker tells the family from
 - "diffusers": a folder holding model_index.json (the layout `save_pretrained` writes).
 - "ckpt": the original single-file checkpoint, a torch pickle (the guide's sd-v1-4.ckpt).
 - "safetensors": the same weights as a .safetensors file.
-- "gguf": a FLUX.1 transformer quantized in city96's ComfyUI-GGUF layout (architecture "flux");
-  a GGUF of any other architecture is refused here, from its header.
-- "set": a folder of FLUX.1's split component files (sdtui.modelsets). A FLUX.1 transformer
-  file (.safetensors or .gguf) is a set's transformer: its siblings complete the set, and a set
-  with a part missing is refused here.
+- "gguf": a FLUX.1 or SD 3.5 transformer quantized in city96's ComfyUI-GGUF layout
+  (architecture "flux" or "sd3"); a GGUF of any other architecture is refused here, from its
+  header.
+- "set": a folder of FLUX.1's or SD 3.5's split component files (sdtui.modelsets). A
+  transformer file alone (.safetensors or .gguf) is a set's transformer: its siblings complete
+  the set, and a set with a part missing is refused here.
 
 A checkpoint FILE with stem S may have sidecars beside it, found the way other SD tools find a
 same-named .yaml (the worker resolves them in this order; see sdtui.worker.models):
@@ -31,7 +32,7 @@ from sdtui.errors import BadInput
 from sdtui.fetch.refs import is_remote
 from sdtui.headers import NotGguf, gguf_architecture, safetensors_header
 from sdtui.loras import LORA_DIR, LORA_SUFFIX
-from sdtui.modelsets import find_set
+from sdtui.modelsets import KINDS, find_set
 from sdtui.userfiles import check_file, expand, open_file
 
 ModelFormat = Literal["diffusers", "ckpt", "safetensors", "gguf", "set"]
@@ -42,10 +43,11 @@ YAML_SUFFIX = ".yaml"
 # Legacy (pre-zip) torch.save files start with a pickle protocol 2+ opcode.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
-# GGUF architectures sdtui runs (what ComfyUI-GGUF's tools/convert.py names FLUX.1).
-GGUF_ARCHITECTURES = {"flux": "FLUX.1"}
-_GGUF_FIX = ("pass a FLUX.1 transformer .gguf (e.g. flux1-dev-Q4_K_S.gguf, ComfyUI-GGUF's "
-             "layout) with clip_l.safetensors, a t5xxl_*.safetensors and ae.safetensors beside it")
+# GGUF architectures sdtui runs (what ComfyUI-GGUF's tools/convert.py names FLUX.1 and SD 3.5).
+GGUF_ARCHITECTURES = {kind.gguf_architecture: kind.label for kind in KINDS}
+_GGUF_FIX = ("pass a FLUX.1 or SD 3.5 transformer .gguf (e.g. flux1-dev-Q4_K_S.gguf, "
+             "sd3.5_large-Q4_0.gguf: ComfyUI-GGUF's layout) with its text encoders and VAE "
+             "beside it")
 _FIX = "pass the path of sd-v1-4.ckpt, of a .safetensors checkpoint or of a diffusers model folder"
 
 
@@ -86,7 +88,7 @@ def detect_format(path: str | Path) -> ModelFormat:
         raise _not_a_model(path, f"the folder has no {DIFFUSERS_INDEX}")
     fmt = _file_format(path)
     if fmt in ("safetensors", "gguf"):
-        find_set(path)  # a FLUX.1 transformer needs the rest of its set beside it
+        find_set(path)  # a transformer alone needs the rest of its set beside it
     return fmt
 
 
@@ -115,7 +117,7 @@ def _check_gguf(path: Path) -> ModelFormat:
     if found not in GGUF_ARCHITECTURES:
         raise BadInput(f"model file {path} is a GGUF of architecture {found or '(none named)'!r}"
                        f", which sdtui does not run; sdtui runs "
-                       f"{', '.join(GGUF_ARCHITECTURES.values())} transformers as GGUF",
+                       f"{' and '.join(GGUF_ARCHITECTURES.values())} transformers as GGUF",
                        fix=_GGUF_FIX)
     return "gguf"
 

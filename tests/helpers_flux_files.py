@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,10 +111,13 @@ def kquant_blocks(shape: tuple[int, ...], qtype, seed: int) -> np.ndarray:
 
 
 def write_gguf(state: dict[str, torch.Tensor], path: Path, qtype, arch: str = "flux",
-               kquant_seed: int = 0) -> Path:
-    """`state` as ComfyUI-GGUF's convert.py lays it out (its architecture key, BFL's tensor
-    names, 1-D and small tensors in F32), with `qtype` where convert.py + llama-quantize would
-    quantize and F16 where a tensor's rows do not fit the blocks (llama-quantize's fallback)."""
+               kquant_seed: int = 0, kept: Callable[[str, int], bool] = lambda key, dims: False
+               ) -> Path:
+    """`state` as ComfyUI-GGUF's convert.py lays it out (its architecture key, the authors'
+    tensor names, 1-D and small tensors in F32), with `qtype` where convert.py + llama-quantize
+    would quantize and F16 where a tensor's rows do not fit the blocks (llama-quantize's
+    fallback) or where `kept(name, dimensions)` says the patched llama-quantize leaves it as
+    convert.py wrote it (F16)."""
     g = gguf()
     writer = g.GGUFWriter(path=None, arch=arch)
     writer.add_quantization_version(g.GGML_QUANT_VERSION)
@@ -124,7 +128,7 @@ def write_gguf(state: dict[str, torch.Tensor], path: Path, qtype, arch: str = "f
         kind = qtype
         if data.ndim == 1 or data.size <= QUANTIZATION_THRESHOLD:
             kind = g.GGMLQuantizationType.F32
-        elif data.shape[-1] % g.GGML_QUANT_SIZES[qtype][0]:
+        elif kept(key, data.ndim) or data.shape[-1] % g.GGML_QUANT_SIZES[qtype][0]:
             kind = g.GGMLQuantizationType.F16
         if kind in kquants:
             raw = kquant_blocks(data.shape, kind, kquant_seed + index)
@@ -136,6 +140,39 @@ def write_gguf(state: dict[str, torch.Tensor], path: Path, qtype, arch: str = "f
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+# What ComfyUI-GGUF's patched llama-quantize leaves unquantized in an SD 3.5 MMDiT (tools/
+# lcpp.patch, LLM_ARCH_SD3; city96/ComfyUI-GGUF@795e45156ece99afbc3efef911e63fcb46e6a20d,
+# Apache-2.0): the embedders, the final layer, pos_embed, and every tensor that is not 2-D.
+SD3_KEPT_PARTS = ("final_layer.", "time_text_embed.", "context_embedder.", "t_embedder.",
+                  "y_embedder.", "x_embedder.")
+SD3_KEPT_NAMES = ("proj_out.weight", "pos_embed")
+
+
+def sd3_kept(key: str, dims: int) -> bool:
+    return dims != 2 or key in SD3_KEPT_NAMES or any(part in key for part in SD3_KEPT_PARTS)
+
+
+def write_sd3_gguf(state: dict[str, torch.Tensor], path: Path, qtype) -> Path:
+    """An SD 3.5 MMDiT as city96's sd3.5_*-Q*.gguf: convert.py strips model.diffusion_model.
+    and names the architecture 'sd3'; llama-quantize keeps what sd3_kept says."""
+    bare = {key.removeprefix("model.diffusion_model."): value for key, value in state.items()}
+    return write_gguf(bare, path, qtype, arch="sd3", kept=sd3_kept)
+
+
+def computed_weights_differ(transformer: torch.nn.Module, expected: dict) -> list[str]:
+    """The linears whose computation is not F.linear with the `expected` weights, bit for bit:
+    each layer is run on the identity matrix, so its output is its weight as it computes."""
+    differing = []
+    for name, module in transformer.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            eye = torch.eye(module.in_features)
+            bias = expected.get(name + ".bias")
+            if not torch.equal(module(eye), torch.nn.functional.linear(
+                    eye, expected[name + ".weight"], bias)):
+                differing.append(name)
+    return differing
 
 
 def dequantized(path: Path) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ from sdtui.worker.flux_files import converter, load_transformer
 from tests.helpers_flux_files import (
     WIDTH,
     bfl_flux,
+    computed_weights_differ,
     dequantized,
     diffusers_forward,
     gguf,
@@ -36,20 +37,6 @@ TYPES = [Q.Q8_0, Q.Q6_K, Q.Q5_K, Q.Q4_K, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1]
 # How far one step's output may move from the unquantized model's, relative to its largest
 # value, for what the gguf package can quantize itself (K-quants it can only read).
 TOLERANCE = {Q.Q8_0: 0.02, Q.Q5_0: 0.1, Q.Q5_1: 0.1, Q.Q4_0: 0.2, Q.Q4_1: 0.2}
-
-
-def computed_weights_differ(transformer: torch.nn.Module, expected: dict) -> list[str]:
-    """The linears whose computation is not F.linear with the `expected` weights, bit for bit:
-    each layer is run on the identity matrix, so its output is its weight as it computes."""
-    differing = []
-    for name, module in transformer.named_modules():
-        if isinstance(module, torch.nn.Linear):
-            eye = torch.eye(module.in_features)
-            bias = expected.get(name + ".bias")
-            if not torch.equal(module(eye), torch.nn.functional.linear(
-                    eye, expected[name + ".weight"], bias)):
-                differing.append(name)
-    return differing
 
 
 @pytest.fixture(scope="module")

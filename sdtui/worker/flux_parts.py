@@ -171,6 +171,38 @@ def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str =
     return model.to(dtype).eval()
 
 
+def diffusers_vae_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
+    what = "VAE in diffusers' layout"
+    levels = _count(shapes, "encoder.down_blocks.")
+    return {
+        "in_channels": _shape(path, shapes, "encoder.conv_in.weight", what)[1],
+        "out_channels": _shape(path, shapes, "decoder.conv_out.weight", what)[0],
+        "latent_channels": _shape(path, shapes, "decoder.conv_in.weight", what)[1],
+        "block_out_channels": [shapes[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"][0]
+                               for i in range(levels)],
+        "layers_per_block": _count(shapes, "encoder.down_blocks.0.resnets."),
+        "down_block_types": ["DownEncoderBlock2D"] * levels,
+        "up_block_types": ["UpDecoderBlock2D"] * levels,
+        "use_quant_conv": "quant_conv.weight" in shapes,
+        "use_post_quant_conv": "post_quant_conv.weight" in shapes,
+    }
+
+
+def any_vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
+    """A VAE in the LDM layout (vae()), or in diffusers' own (a Hub repo's
+    vae/diffusion_pytorch_model.safetensors kept under another name), loaded as it is."""
+    from diffusers import AutoencoderKL
+
+    shapes = Checkpoint(path, "safetensors").shapes
+    if not any(key.startswith(prefix + "encoder.down_blocks.") for key in shapes):
+        return vae(path, dtype, overrides, prefix)
+    state, shapes = _read(path, dtype, prefix)
+    model = AutoencoderKL.from_config(
+        {**AE, **diffusers_vae_config(path, shapes), **overrides})
+    model.load_state_dict(state, strict=True)
+    return model.to(dtype).eval()
+
+
 def all_in_one(path: Path, dtype: torch.dtype) -> dict[str, Any]:
     """The components of an all-in-one checkpoint (ComfyUI's layout: the transformer under
     model.diffusion_model., the text encoders under text_encoders.clip_l.transformer. and
@@ -202,7 +234,7 @@ def _find_set(path: str | Path) -> ModelSet:
         model_set = find_set(path)
     except BadInput as error:
         raise ModelInvalid(str(error), family="flux1") from None
-    if model_set is None:
+    if model_set is None or model_set.family != "flux1":
         raise ModelInvalid(f"model {path} is not a FLUX.1 set: no FLUX.1 transformer "
                            "(.safetensors in BFL's layout or a 'flux' .gguf) there")
     return model_set

@@ -1,5 +1,6 @@
 """Load a model (SD 1.x, SD 2.x, SDXL base; FLUX.1, also from its split sets, GGUF and
-all-in-one files: sdtui.worker.flux_parts; FLUX.2 Klein) from a diffusers
+all-in-one files: sdtui.worker.flux_parts; SD 3.5, also from Stability's single files and split
+sets: sdtui.worker.sd3_files; FLUX.2 Klein) from a diffusers
 folder or a single-file checkpoint, with no network: every config and tokenizer comes from
 local files.
 
@@ -28,6 +29,7 @@ import torch
 
 from sdtui.errors import BadInput
 from sdtui.modelfiles import detect_format
+from sdtui.modelsets import ModelSet, find_set
 from sdtui.worker import ldm
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families import (
@@ -162,12 +164,15 @@ def load_model(path: str, device: str | None = None,
                         load_seconds=0.0)
     try:
         shapes = Checkpoint(Path(path), fmt).shapes if fmt == "safetensors" else {}
+        model_set = find_set(path) if fmt in ("set", "safetensors", "gguf") else None
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
+        elif model_set is not None and model_set.family == sd3.FAMILY.id:
+            _load_sd3_files(model, Path(path), dtype, model_set)
         elif fmt in ("set", "gguf") or is_flux_layout(shapes):
             _load_flux_files(model, Path(path), dtype)
         elif is_sd3_layout(shapes):
-            _load_sd3_file(model, Path(path), dtype)
+            _load_sd3_files(model, Path(path), dtype)
         else:
             _load_single_file(model, Path(path), dtype, device)
         model.pipe.to(device)
@@ -308,20 +313,24 @@ def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) 
     _assemble(model, parts, sources, getattr(diffusers, config["_class_name"]).from_config(config))
 
 
-def _load_sd3_file(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
-    """SD 3.5 from Stability's single file (sdtui.worker.sd3_files), with the tokenizers and
-    scheduler from its `S.config/` sidecar or SD 3.5's assets. T5 is optional; its tokenizer,
-    not shipped, must then be in the sidecar."""
+def _load_sd3_files(model: LoadedModel, path: Path, dtype: torch.dtype | None,
+                    model_set: ModelSet | None = None) -> None:
+    """SD 3.5 from Stability's single file or a split set (sdtui.worker.sd3_files), with the
+    tokenizers and scheduler from the `S.config/` sidecar beside the file (a set's: beside its
+    transformer) or SD 3.5's assets. T5 is optional; its tokenizer, not shipped, must then be in
+    the sidecar. Large Turbo is told apart by the name given or the transformer's."""
     import diffusers
 
-    from sdtui.worker.sd3_files import components
+    from sdtui.worker.sd3_files import components, set_components
 
     family = model.family = sd3.FAMILY
     dtype = _dtype_for(model, dtype)
-    sources = ldm.ConfigSources.beside(path, family)
+    configured = model_set.transformer if model_set else path
+    sources = ldm.ConfigSources.beside(configured, family)
     log.info("loading %s (%s) with configs from %s", path, family.label, sources)
-    parts = components(path, dtype)
-    model.guidance = family.guidance_of({"_name_or_path": str(path)})
+    parts = set_components(model_set, dtype) if model_set else components(path, dtype)
+    named = [family.guidance_of({"_name_or_path": str(name)}) for name in (path, configured)]
+    model.guidance = next((guidance for guidance in named if guidance != CFG), CFG)
     t5 = family.text_encoders[-1]
     if parts[t5.name] is None:
         model.warnings.append(absent_encoder_note(path, family, t5))
@@ -330,7 +339,8 @@ def _load_sd3_file(model: LoadedModel, path: Path, dtype: torch.dtype | None) ->
         raise ModelInvalid(f"model {path} ({family.label}) has no T5 tokenizer: put T5 v1.1's "
                            f"tokenizer.json, tokenizer_config.json and special_tokens_map.json "
                            f"(an SD 3.5 Hub repo's tokenizer_3/) in "
-                           f"{path.with_name(path.stem + ldm.CONFIG_DIR_SUFFIX)}/tokenizer_3/",
+                           f"{configured.with_name(configured.stem + ldm.CONFIG_DIR_SUFFIX)}"
+                           f"/tokenizer_3/",
                            family=family.id)
     config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
     scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
