@@ -1,5 +1,5 @@
-"""Option A, Option B and the scale-out hand the worker the path of a FLUX.1 set inside the
-volume or bucket as the worker finds it: the set's folder, or its transformer file with the
+"""Option A, Option B and the scale-out hand the worker the path of a FLUX.1 or SD 3.5 set inside
+the volume or bucket as the worker finds it: the set's folder, or its transformer file with the
 parts beside it (the upload itself: tests/aws/test_flux_files_upload.py and
 tests/test_flux_files_sets.py)."""
 
@@ -10,22 +10,31 @@ import pytest
 from sdtui.deploy.batch.models import plan
 from sdtui.deploy.worker_container import model_in_container
 from tests.helpers_flux_files import bfl_autoencoder, bfl_flux, tiny_clip, tiny_t5, write_set
+from tests.helpers_sd3_files import write_sd3_set
+from tests.test_sd3_files import stability_mmditx
+
+PARTS = {"flux1-dev": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae.safetensors"),
+         "sd3.5_large": ("clip_l.safetensors", "clip_g.safetensors", "sd3.5_vae.safetensors")}
 
 
 @pytest.fixture(scope="module")
-def transformer(tmp_path_factory):
-    return write_set(tmp_path_factory.mktemp("flux") / "flux1-dev", {
-        "flux": bfl_flux(guidance=True), "clip": tiny_clip(), "t5": tiny_t5(),
-        "ae": bfl_autoencoder()})
+def transformers(tmp_path_factory, tiny_sd3):
+    root = tmp_path_factory.mktemp("sets")
+    return {"flux1-dev": write_set(root / "flux1-dev", {
+                "flux": bfl_flux(guidance=True), "clip": tiny_clip(), "t5": tiny_t5(),
+                "ae": bfl_autoencoder()}),
+            "sd3.5_large": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"],
+                                         stability_mmditx(), "gguf", vae="diffusers")}
 
 
-@pytest.mark.parametrize(("named", "expected"), [("folder", "flux1-dev"),
-                                                 ("transformer file", "flux1-dev.safetensors")])
-def test_the_worker_is_given_the_set_where_it_lands(transformer, named, expected):
+@pytest.mark.parametrize("family", PARTS)
+@pytest.mark.parametrize("named", ["folder", "transformer file"])
+def test_the_worker_is_given_the_set_where_it_lands(transformers, family, named):
+    transformer = transformers[family]
     model = transformer.parent if named == "folder" else transformer
+    expected = family if named == "folder" else transformer.name
     assert model_in_container([model]) == f"/data/{expected}"  # Option A's bind, B's volume
     files = plan(None, "models", False, [str(model)])  # the scale-out's shards
     assert files.primary == expected
-    prefix = "flux1-dev/" if named == "folder" else ""
-    assert {prefix + name for name in ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors",
-                                       "ae.safetensors")} <= set(files.keys)
+    prefix = f"{family}/" if named == "folder" else ""
+    assert {prefix + name for name in PARTS[family]} <= set(files.keys)

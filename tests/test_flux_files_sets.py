@@ -130,12 +130,14 @@ def test_the_command_line_refuses_an_incomplete_set_before_creating_anything(
 
 
 @pytest.mark.docker
-@pytest.mark.parametrize("named", ["folder", "transformer file"])
+@pytest.mark.parametrize(("family", "named"), [("flux1", "folder"), ("flux1", "transformer file"),
+                                               ("sd3", "transformer file")])
 def test_a_set_copied_into_a_volume_arrives_whole(
-        tmp_path: Path, references: dict[str, torch.nn.Module], docker_client,
-        named: str) -> None:
+        tmp_path: Path, references: dict[str, torch.nn.Module], docker_client, tiny_sd3,
+        family: str, named: str) -> None:
     """Option B copies what model_files lists: every part lands in the volume, byte for byte,
-    where the worker's --model path finds its siblings."""
+    where the worker's --model path finds its siblings (an SD 3.5 set: its transformer GGUF,
+    both CLIPs, T5 and sd3.5_vae.safetensors)."""
     import hashlib
     import uuid
 
@@ -143,8 +145,14 @@ def test_a_set_copied_into_a_volume_arrives_whole(
 
     from sdtui.deploy import model_copy
     from tests.conftest import OFFLINE_BASE
+    from tests.helpers_sd3_files import write_sd3_set
+    from tests.test_sd3_files import stability_mmditx
 
-    transformer = write_set(tmp_path / "flux1-dev", references)
+    if family == "sd3":
+        transformer = write_sd3_set(tmp_path / "sd3.5_large", tiny_sd3["medium"],
+                                    stability_mmditx(), "gguf", "fp16", vae="diffusers")
+    else:
+        transformer = write_set(tmp_path / "flux1-dev", references)
     model = transformer.parent if named == "folder" else transformer
     files = model_files(model)
     volume = f"sdtui-test-h17set-{uuid.uuid4().hex[:8]}"
@@ -165,9 +173,12 @@ def test_a_set_copied_into_a_volume_arrives_whole(
     expected = {name: hashlib.sha256(source.read_bytes()).hexdigest() for source, name in files}
     assert arrived == expected
     worker_model = files[0][1].split("/")[0]  # what the worker's --model names
-    prefix = "flux1-dev/" if named == "folder" else ""
-    assert worker_model == ("flux1-dev" if named == "folder" else "flux1-dev.safetensors")
-    assert {prefix + part for part in PARTS} <= arrived.keys()
+    prefix = transformer.parent.name + "/" if named == "folder" else ""
+    assert worker_model == (transformer.parent.name if named == "folder" else transformer.name)
+    parts = PARTS if family == "flux1" else (
+        "clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp16.safetensors",
+        "sd3.5_vae.safetensors", "sd3.5_large-Q8_0.config/tokenizer_3/tokenizer.json")
+    assert {prefix + part for part in parts} <= arrived.keys()
 
 
 def _stored(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:

@@ -1,5 +1,5 @@
-"""Option A (and the scale-out, which uploads the same list): a FLUX.1 split set reaches the
-moto bucket whole, keyed as the worker's --model path finds it."""
+"""Option A (and the scale-out, which uploads the same list): a FLUX.1 or SD 3.5 split set
+reaches the moto bucket whole, keyed as the worker's --model path finds it."""
 
 from __future__ import annotations
 
@@ -9,25 +9,41 @@ import pytest
 
 from sdtui.deploy.aws import upload
 from tests.helpers_flux_files import bfl_autoencoder, bfl_flux, tiny_clip, tiny_t5, write_set
+from tests.helpers_sd3_files import write_sd3_set
+from tests.test_sd3_files import stability_mmditx
 
-PARTS = ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae.safetensors")
+PARTS = {"flux1-dev": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae.safetensors"),
+         "sd3.5_large": ("clip_l.safetensors", "clip_g.safetensors",
+                         "t5xxl_fp8_e4m3fn.safetensors", "sd3.5_vae.safetensors")}
+SIDECARS = {"flux1-dev": ("flux1-dev.config/text_encoder/config.json",),
+            "sd3.5_large": ("sd3.5_large-Q8_0.config/text_encoder/config.json",
+                            "sd3.5_large-Q8_0.config/text_encoder_2/config.json")}
 
 
+@pytest.fixture(scope="module")
+def transformers(tmp_path_factory, tiny_sd3):
+    root = tmp_path_factory.mktemp("sets")
+    return {"flux1-dev": write_set(root / "flux1-dev", {
+                "flux": bfl_flux(guidance=False), "clip": tiny_clip(), "t5": tiny_t5(),
+                "ae": bfl_autoencoder()}),
+            "sd3.5_large": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"],
+                                         stability_mmditx(), "gguf", "fp8", vae="diffusers")}
+
+
+@pytest.mark.parametrize("family", PARTS)
 @pytest.mark.parametrize("named", ["folder", "transformer file"])
-def test_a_set_is_uploaded_whole(aws, tmp_path, named):
+def test_a_set_is_uploaded_whole(aws, transformers, family, named):
     aws["s3"].create_bucket(Bucket="models")
-    transformer = write_set(tmp_path / "flux1-dev", {
-        "flux": bfl_flux(guidance=False), "clip": tiny_clip(), "t5": tiny_t5(),
-        "ae": bfl_autoencoder()})
+    transformer = transformers[family]
     model = transformer.parent if named == "folder" else transformer
-    prefix = "flux1-dev/" if named == "folder" else ""
+    prefix = f"{family}/" if named == "folder" else ""
 
     result = upload.upload_models(aws["s3"], "models", [model])
 
-    expected = {prefix + name for name in ("flux1-dev.safetensors", *PARTS,
-                                           "flux1-dev.config/text_encoder/config.json")}
-    assert set(result.uploaded) == expected
-    for name in PARTS:
+    expected = {prefix + name for name in (transformer.name, *PARTS[family], *SIDECARS[family])}
+    assert expected <= set(result.uploaded)
+    assert {name for name in result.uploaded if "tokenizer_3/" not in name} == expected
+    for name in PARTS[family]:
         head = aws["s3"].head_object(Bucket="models", Key=prefix + name)
         digest = hashlib.sha256((transformer.parent / name).read_bytes()).hexdigest()
         assert head["Metadata"]["sha256"] == digest
