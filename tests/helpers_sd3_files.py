@@ -12,8 +12,19 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers_flux_files import comfy_clip_l, comfy_t5, gguf, write_sd3_gguf, write_t5_gguf
-from tests.test_sd3_files import _vae_to_ldm, prefixed
+from tests.helpers_flux_files import (
+    bfl_autoencoder,
+    bfl_flux,
+    comfy_clip_l,
+    comfy_t5,
+    gguf,
+    tiny_clip,
+    tiny_t5,
+    write_sd3_gguf,
+    write_set,
+    write_t5_gguf,
+)
+from tests.test_sd3_files import _vae_to_ldm, prefixed, stability_mmditx
 
 CLIPS = {"text_encoder": "clip_l.safetensors", "text_encoder_2": "clip_g.safetensors"}
 T5_FILES = {"fp16": "t5xxl_fp16.safetensors", "fp32": "t5xxl.safetensors",
@@ -73,3 +84,15 @@ def linked_copy(folder: Path, out: Path, leaving_out: str) -> Path:
     shutil.copytree(folder, out, copy_function=os.link,
                     ignore=lambda _, names: [n for n in names if n == leaving_out])
     return out
+
+
+def both_sets(root: Path, tiny_sd3: dict[str, Path], sd3_t5: str | None = None
+              ) -> dict[str, Path]:
+    """A FLUX.1 [dev] set (flux1-dev.safetensors with clip_l, t5xxl_fp8_e4m3fn and ae) and an
+    SD 3.5 set (sd3.5_large-Q8_0.gguf with clip_l, clip_g, sd3.5_vae and T5 as `sd3_t5` says),
+    by their transformer files, keyed by the folders' names."""
+    return {"flux1-dev": write_set(root / "flux1-dev", {
+                "flux": bfl_flux(guidance=True), "clip": tiny_clip(), "t5": tiny_t5(),
+                "ae": bfl_autoencoder()}),
+            "sd3.5_large": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"],
+                                         stability_mmditx(), "gguf", sd3_t5, vae="diffusers")}

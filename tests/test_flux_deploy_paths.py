@@ -9,9 +9,7 @@ import pytest
 
 from sdtui.deploy.batch.models import plan
 from sdtui.deploy.worker_container import model_in_container
-from tests.helpers_flux_files import bfl_autoencoder, bfl_flux, tiny_clip, tiny_t5, write_set
-from tests.helpers_sd3_files import write_sd3_set
-from tests.test_sd3_files import stability_mmditx
+from tests.helpers_sd3_files import both_sets
 
 PARTS = {"flux1-dev": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae.safetensors"),
          "sd3.5_large": ("clip_l.safetensors", "clip_g.safetensors", "sd3.5_vae.safetensors")}
@@ -19,12 +17,7 @@ PARTS = {"flux1-dev": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae
 
 @pytest.fixture(scope="module")
 def transformers(tmp_path_factory, tiny_sd3):
-    root = tmp_path_factory.mktemp("sets")
-    return {"flux1-dev": write_set(root / "flux1-dev", {
-                "flux": bfl_flux(guidance=True), "clip": tiny_clip(), "t5": tiny_t5(),
-                "ae": bfl_autoencoder()}),
-            "sd3.5_large": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"],
-                                         stability_mmditx(), "gguf", vae="diffusers")}
+    return both_sets(tmp_path_factory.mktemp("sets"), tiny_sd3)
 
 
 @pytest.mark.parametrize("family", PARTS)

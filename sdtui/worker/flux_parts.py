@@ -139,20 +139,25 @@ def t5_gguf(path: Path, dtype: torch.dtype) -> Any:
                                           dtype=dtype).eval()
 
 
-def vae_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
-    what = "VAE in BFL's autoencoder layout"
-    levels = _count(shapes, "encoder.down.")
+# Where each VAE key layout keeps the encoder's levels and their resnet blocks, and its name.
+VAE_LAYOUTS = {"ldm": ("encoder.down.", "block", "VAE in BFL's autoencoder layout"),
+               "diffusers": ("encoder.down_blocks.", "resnets", "VAE in diffusers' layout")}
+
+
+def vae_config(path: Path, shapes: dict[str, Any], layout: str = "ldm") -> dict[str, Any]:
+    down, blocks, what = VAE_LAYOUTS[layout]
+    levels = _count(shapes, down)
     if not levels:
-        raise ModelInvalid(f"model file {path} is not a {what}: it has no encoder.down blocks",
-                           family="flux1")
+        raise ModelInvalid(f"model file {path} is not a {what}: it has no {down.rstrip('.')} "
+                           f"blocks", family="flux1")
     return {
         **AE,
         "in_channels": _shape(path, shapes, "encoder.conv_in.weight", what)[1],
         "out_channels": _shape(path, shapes, "decoder.conv_out.weight", what)[0],
         "latent_channels": _shape(path, shapes, "decoder.conv_in.weight", what)[1],
-        "block_out_channels": [shapes[f"encoder.down.{i}.block.0.conv1.weight"][0]
+        "block_out_channels": [shapes[f"{down}{i}.{blocks}.0.conv1.weight"][0]
                                for i in range(levels)],
-        "layers_per_block": _count(shapes, "encoder.down.0.block."),
+        "layers_per_block": _count(shapes, f"{down}0.{blocks}."),
         "down_block_types": ["DownEncoderBlock2D"] * levels,
         "up_block_types": ["UpDecoderBlock2D"] * levels,
         "use_quant_conv": "quant_conv.weight" in shapes,
@@ -171,23 +176,6 @@ def vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str =
     return model.to(dtype).eval()
 
 
-def diffusers_vae_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
-    what = "VAE in diffusers' layout"
-    levels = _count(shapes, "encoder.down_blocks.")
-    return {
-        "in_channels": _shape(path, shapes, "encoder.conv_in.weight", what)[1],
-        "out_channels": _shape(path, shapes, "decoder.conv_out.weight", what)[0],
-        "latent_channels": _shape(path, shapes, "decoder.conv_in.weight", what)[1],
-        "block_out_channels": [shapes[f"encoder.down_blocks.{i}.resnets.0.conv1.weight"][0]
-                               for i in range(levels)],
-        "layers_per_block": _count(shapes, "encoder.down_blocks.0.resnets."),
-        "down_block_types": ["DownEncoderBlock2D"] * levels,
-        "up_block_types": ["UpDecoderBlock2D"] * levels,
-        "use_quant_conv": "quant_conv.weight" in shapes,
-        "use_post_quant_conv": "post_quant_conv.weight" in shapes,
-    }
-
-
 def any_vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: str = "") -> Any:
     """A VAE in the LDM layout (vae()), or in diffusers' own (a Hub repo's
     vae/diffusion_pytorch_model.safetensors kept under another name), loaded as it is."""
@@ -197,8 +185,7 @@ def any_vae(path: Path, dtype: torch.dtype, overrides: dict[str, Any], prefix: s
     if not any(key.startswith(prefix + "encoder.down_blocks.") for key in shapes):
         return vae(path, dtype, overrides, prefix)
     state, shapes = _read(path, dtype, prefix)
-    model = AutoencoderKL.from_config(
-        {**AE, **diffusers_vae_config(path, shapes), **overrides})
+    model = AutoencoderKL.from_config({**vae_config(path, shapes, "diffusers"), **overrides})
     model.load_state_dict(state, strict=True)
     return model.to(dtype).eval()
 

@@ -8,9 +8,7 @@ import hashlib
 import pytest
 
 from sdtui.deploy.aws import upload
-from tests.helpers_flux_files import bfl_autoencoder, bfl_flux, tiny_clip, tiny_t5, write_set
-from tests.helpers_sd3_files import write_sd3_set
-from tests.test_sd3_files import stability_mmditx
+from tests.helpers_sd3_files import both_sets
 
 PARTS = {"flux1-dev": ("clip_l.safetensors", "t5xxl_fp8_e4m3fn.safetensors", "ae.safetensors"),
          "sd3.5_large": ("clip_l.safetensors", "clip_g.safetensors",
@@ -22,12 +20,7 @@ SIDECARS = {"flux1-dev": ("flux1-dev.config/text_encoder/config.json",),
 
 @pytest.fixture(scope="module")
 def transformers(tmp_path_factory, tiny_sd3):
-    root = tmp_path_factory.mktemp("sets")
-    return {"flux1-dev": write_set(root / "flux1-dev", {
-                "flux": bfl_flux(guidance=False), "clip": tiny_clip(), "t5": tiny_t5(),
-                "ae": bfl_autoencoder()}),
-            "sd3.5_large": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"],
-                                         stability_mmditx(), "gguf", "fp8", vae="diffusers")}
+    return both_sets(tmp_path_factory.mktemp("sets"), tiny_sd3, sd3_t5="fp8")
 
 
 @pytest.mark.parametrize("family", PARTS)
