@@ -142,6 +142,17 @@ def test_each_component_of_a_set_computes_what_its_reference_does(
                                        rtol=0)
 
 
+def test_a_set_named_turbo_is_large_turbo_and_with_t5_says_nothing(tmp_path, sets):
+    """Large Turbo ships Large's configs: a set is told apart by its folder's name (or its
+    transformer's), as Stability names the release. T5 present: no note in `ready`."""
+    from sdtui.worker.models import load_model
+
+    folder = linked_copy(sets["safetensors"].parent, tmp_path / "sd3.5_large_turbo", "")
+    model = load_model(str(folder))
+    assert (model.family.id, model.format, model.guidance) == ("sd3", "set", "none")
+    assert model.pipe.text_encoder_3 is not None and model.info()["warnings"] == []
+
+
 @pytest.fixture(scope="module")
 def gguf_set(sets) -> Path:
     return sets["gguf"].parent
