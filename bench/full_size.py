@@ -316,10 +316,10 @@ def _replace_component(folder: Path, name: str, config: dict, layout: Layout,
     write_safetensors(layout, component / weights, seed)
 
 
-def write_klein_4b(out: Path, tiny: bool = False) -> Path:
+def write_klein_4b(out: Path, tiny: bool = False, qwen3: bool = True) -> Path:
     """A FLUX.2 [klein] 4B diffusers folder: the tiny pipeline (sdtui.devtools.tiny_klein: its
-    tokenizer and scheduler) with the released transformer, VAE and Qwen3-4B text encoder in
-    bfloat16 put in its place, unless `tiny`."""
+    tokenizer and scheduler) with the released transformer, VAE and (`qwen3`) Qwen3-4B text
+    encoder in bfloat16 put in its place, unless `tiny`."""
     from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -343,8 +343,10 @@ def write_klein_4b(out: Path, tiny: bool = False) -> Path:
                        "diffusion_pytorch_model.safetensors", 6)
     # The tiny tokenizer's vocabulary, not Qwen3's 151,936 rows: the text encoder is not what
     # is measured, and its embedding would be 0.8 GB of rows no token reaches.
-    _replace_component(out, "text_encoder", {**QWEN3_4B, "vocab_size": vocab},
-                       shapes_of(encoder, bf16, skip=("lm_head.weight",)), "model.safetensors", 7)
+    if qwen3:
+        _replace_component(out, "text_encoder", {**QWEN3_4B, "vocab_size": vocab},
+                           shapes_of(encoder, bf16, skip=("lm_head.weight",)),
+                           "model.safetensors", 7)
     return out
 
 
