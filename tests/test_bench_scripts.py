@@ -31,7 +31,7 @@ SMALLEST = {
                            "--model", "{diffusers}"], "untiled"),
     "bench_gpu.py": ([], "no CUDA device"),
     # Every row, test-sized, both loaders in one process (one import of torch and diffusers).
-    "bench_load.py": (["--tiny"], "Klein 4B folder bf16         largest file"),
+    "bench_load.py": (["--tiny"], "bit-identical"),
     "bench_serve.py": (["--base-image", BASE, "--runs", "1", "--steps", "2", "--size", "64",
                         "--polls", "3", "--model", "{ckpt}"], "p95"),
     "bench_metadata.py": (["--runs", "1", "--cases", "2", "--lengths", "2000"], "2000"),
