@@ -39,7 +39,7 @@ from pathlib import Path
 
 import full_size
 import torch
-from scratch import scratch_dir
+from scratch import reset_peak_rss, scratch_dir, status_kib
 
 PROMPT = "a lighthouse on a cliff at dusk, dramatic sky"
 
@@ -56,14 +56,6 @@ class Sink:
 
     def flush(self) -> None:
         pass
-
-
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
 
 
 def bench_model(path: Path, size: int, steps: int, runs: int, device: str = "cuda",
@@ -85,8 +77,7 @@ def bench_model(path: Path, size: int, steps: int, runs: int, device: str = "cud
 
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    with open("/proc/self/clear_refs", "w") as refs:  # the RSS peak from here on
-        refs.write("5")
+    reset_peak_rss()  # the RSS peak from here on
     started = time.perf_counter()
     model = load_model(str(path), device=device, dtype=dtype)
     load_seconds = time.perf_counter() - started
@@ -128,7 +119,7 @@ def bench_model(path: Path, size: int, steps: int, runs: int, device: str = "cud
     result = {name: statistics.median(ts) for name, ts in times.items()}
     result["load"] = load_seconds
     result["peak_vram"] = torch.cuda.max_memory_allocated() if cuda else 0
-    result["peak_rss"] = _kib("VmHWM:") * 1024
+    result["peak_rss"] = status_kib("VmHWM:") * 1024
     return result
 
 

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from scratch import scratch_dir
+from scratch import reset_peak_rss, scratch_dir, status_kib
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -120,14 +120,6 @@ ROWS = {
 
 
 # --- the child process: one loader, one row --------------------------------------------------
-
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field):
-                return int(line.split()[1])
-    return 0
-
 
 def _reference_config(path: Path, config: dict, name: str) -> Path:
     """A folder holding `name`/config.json, as diffusers' from_single_file takes one offline."""
@@ -233,9 +225,8 @@ def child(row: str, loader: str, path: Path) -> dict:
 
     from sdtui.worker import flux_files, flux_parts, models, sd3_files  # noqa: F401
 
-    with open("/proc/self/clear_refs", "w") as refs:  # the peak from here on
-        refs.write("5")
-    before = _kib("VmRSS:")
+    reset_peak_rss()  # the peak from here on
+    before = status_kib("VmRSS:")
     started = time.perf_counter()
     modules = load(row, loader, path)
     seconds = time.perf_counter() - started
@@ -251,7 +242,7 @@ def child(row: str, loader: str, path: Path) -> dict:
             for tensor in module.state_dict().values():
                 raw(tensor).sum()
     touched = time.perf_counter() - started
-    peak = _kib("VmHWM:") - before
+    peak = status_kib("VmHWM:") - before
     digests = {}
     for name, module in modules.items():
         digest = hashlib.sha256()
