@@ -23,7 +23,9 @@ The weights are written on the machine that runs it (bench/full_size.py, and
 sdtui.devtools.random_checkpoint for SD 1.5 and SDXL) under a temporary directory, deleted
 afterwards, and loaded through sdtui's loader; the bare pipeline is that same diffusers
 pipeline object. Runs are interleaved (bare, worker, bare, ...) and medians compared.
-All six rows write about 45 GB and, on an H100, take about 6 minutes with --runs 1.
+All six rows write about 50 GB in all, each row's files deleted before the next row's are
+written (at most about 23 GB at once, the FLUX.1 [schnell] set). `--runs 1` is meant to fit a
+10-minute slot on an H100: an estimate, not yet run on a GPU.
 """
 
 from __future__ import annotations
