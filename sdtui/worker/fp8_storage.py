@@ -42,4 +42,4 @@ def upcast_per_block(blocks: Iterable[torch.nn.Module], dtype: torch.dtype,
                     param.data = held.pop(name)
 
         block.register_forward_pre_hook(before)
-        block.register_forward_hook(after)
+        block.register_forward_hook(after, always_call=True)  # a failed step restores too
