@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--scale", type=int, choices=(2, 4), default=4)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--model", type=Path, help="a tiny diffusers folder (default: one "
+                        "written here)")
     args = parser.parse_args()
 
     import skimage.data
@@ -75,7 +77,8 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        model = load_model(str(write_tiny_model(root / "tiny-sd", "diffusers", seed=7)))
+        model = load_model(str(args.model or write_tiny_model(root / "tiny-sd", "diffusers",
+                                                              seed=7)))
         esrgan_path = write_esrgan_weights(root / f"x{args.scale}.pth", scale=args.scale)
         esrgan = load_restorer(esrgan_path, "ESRGAN")
         gfpgan = load_restorer(write_gfpgan_weights(root / "GFPGANv1.3.pth"), "GFPGAN")

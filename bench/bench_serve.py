@@ -57,12 +57,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--polls", type=int, default=200)
+    ap.add_argument("--model", type=Path, help="a tiny .ckpt (default: one written here)")
     args = ap.parse_args()
 
     tag = uuid.uuid4().hex[:6]
     name, volume = f"bench-{tag}", f"sdtui-bench-{tag}"
     with tempfile.TemporaryDirectory() as tmp:
-        model = write_tiny_model(Path(tmp) / "tiny.ckpt", "ckpt")
+        model = args.model or write_tiny_model(Path(tmp) / "tiny.ckpt", "ckpt")
         out = Path(tmp) / "out"
         env = {**os.environ, "SDTUI_STATE_DIR": f"{tmp}/state", "SDTUI_CONFIG_DIR": f"{tmp}/cfg"}
         create = subprocess.run(

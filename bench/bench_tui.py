@@ -150,6 +150,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path, help="a diffusers folder (default: a tiny one)")
     parser.add_argument("--presses", type=int, default=40)
+    parser.add_argument("--frames", type=int, default=3,
+                        help="first frames timed per protocol (their median is printed)")
     parser.add_argument("--first-frame-only", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
@@ -163,10 +165,10 @@ def main() -> None:
             model = tmp / "tiny"
             subprocess.run([sys.executable, "-m", "sdtui.devtools.tiny_model", str(model),
                             "--format", "diffusers"], check=True, capture_output=True)
-        frame = first_frame_seconds(model, tmp, "halfcell")
-        frame_auto = first_frame_seconds(model, tmp, "auto")
+        frame = first_frame_seconds(model, tmp, "halfcell", args.frames)
+        frame_auto = first_frame_seconds(model, tmp, "auto", args.frames)
         for label, seconds in (("halfcell forced", frame), ("auto-detected", frame_auto)):
-            print(f"first frame ({label}; tmux, median of 3): {seconds:.3f} s   target "
+            print(f"first frame ({label}; tmux, median of {args.frames}): {seconds:.3f} s   target "
                   f"{FIRST_FRAME_TARGET_S} s   ratio {seconds / FIRST_FRAME_TARGET_S:.2f}")
         if args.first_frame_only:
             return

@@ -80,9 +80,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--size", type=int, nargs="+", default=[64, 256])
+    ap.add_argument("--model", type=Path, help="a tiny diffusers folder (default: one written "
+                    "here)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_tiny_model(Path(tmp) / "tiny", "diffusers")
+        path = args.model or write_tiny_model(Path(tmp) / "tiny", "diffusers")
         model = load_model(str(path))
         print(f"torch threads {torch.get_num_threads()}, {args.runs} interleaved runs, "
               f"{args.steps} steps")

@@ -19,3 +19,18 @@ def scratch_dir(keep: Path | None, prefix: str) -> Iterator[Path]:
     finally:
         if keep is None:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def reset_peak_rss() -> None:
+    """Start this process's peak RSS (VmHWM) afresh from its current RSS (Linux)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def status_kib(field: str) -> int:
+    """A /proc/self/status figure in KiB ("VmRSS:", "VmHWM:")."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    return 0

@@ -112,11 +112,57 @@ def t5_config(path: Path, shapes: dict[str, Any]) -> dict[str, Any]:
 
 
 def t5_encoder(path: Path, dtype: torch.dtype, prefix: str = "") -> Any:
+    """T5-XXL; a t5xxl_fp8_e4m3fn file's fp8 matrices stay fp8 in memory
+    (sdtui.worker.fp8_storage), each block's upcast while it computes."""
     from transformers import T5Config, T5EncoderModel
 
-    state, shapes = _read(path, dtype, prefix)
-    return T5EncoderModel.from_pretrained(None, config=T5Config(**t5_config(path, shapes)),
-                                          state_dict=state, dtype=dtype).eval()
+    from sdtui.worker.checkpoint import safetensors_header
+    from sdtui.worker.fp8_storage import is_fp8, upcast_per_block
+
+    header, _ = safetensors_header(path)
+    fp8 = {key for key, entry in header.items() if key.startswith(prefix) and isinstance(
+        entry, dict) and entry.get("dtype", "").startswith("F8_") and not key.endswith(
+        "shared.weight")}  # the embedding is read whole: it is no block's
+    if not fp8:
+        state, shapes = _read(path, dtype, prefix)
+        return T5EncoderModel.from_pretrained(None, config=T5Config(**t5_config(path, shapes)),
+                                              state_dict=state, dtype=dtype).eval()
+    checkpoint = Checkpoint(path, "safetensors")
+    shapes = {key.removeprefix(prefix): shape for key, shape in checkpoint.shapes.items()
+              if key.startswith(prefix)}
+    state = checkpoint.read(lambda key: key.startswith(prefix) and key not in fp8, dtype)
+    stored = read_as_stored(checkpoint, fp8)
+    state = {key.removeprefix(prefix): value for key, value in {**state, **stored}.items()}
+    with torch.device("meta"):
+        model = T5EncoderModel(T5Config(**t5_config(path, shapes)))
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    model.encoder.embed_tokens.weight = model.shared.weight  # tied, as from_pretrained ties
+    absent = set(missing) - {"encoder.embed_tokens.weight"}
+    if absent or unexpected:
+        raise ModelInvalid(f"model file {path} is not a T5-XXL text encoder in transformers' "
+                           f"layout: {len(absent)} weights missing, {len(unexpected)} unknown",
+                           family="flux1")
+    for param in model.parameters():
+        if param.dtype != dtype and not is_fp8(param.dtype):
+            param.data = param.data.to(dtype)
+    # transformers keeps T5's `wo` in float32 when it computes in float16
+    # (T5PreTrainedModel._keep_in_fp32_modules): its activations overflow float16.
+    upcast_per_block(model.encoder.block, dtype,
+                     keep_fp32=(".wo.weight",) if dtype == torch.float16 else ())
+    return model.eval()
+
+
+def read_as_stored(checkpoint: Checkpoint, names: set[str]) -> dict[str, torch.Tensor]:
+    """The named tensors in the dtype the file stores them in (one read per stored dtype)."""
+    from sdtui.worker.checkpoint import SAFETENSORS_DTYPES, safetensors_header
+
+    header, _ = safetensors_header(checkpoint.path)
+    kinds = {SAFETENSORS_DTYPES[header[name]["dtype"]] for name in names}
+    out: dict[str, torch.Tensor] = {}
+    for kind in kinds:
+        out.update(checkpoint.read(lambda key, kind=kind: key in names and SAFETENSORS_DTYPES[
+            header[key]["dtype"]] == kind, kind))
+    return out
 
 
 def t5_gguf(path: Path, dtype: torch.dtype) -> Any:

@@ -54,15 +54,34 @@ def read_architecture(path: Path, expected: str, what: str,
 def read_gguf(path: Path, expected: str, what: str,
               runs: str) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
     """The tensors of a GGUF whose architecture is `expected` as stored (see
-    read_architecture), and their shapes."""
-    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+    read_architecture), and their shapes: what diffusers' load_gguf_checkpoint gives (quantized
+    tensors as GGUFParameter, F16/F32 as plain tensors), read in one sequential pass straight
+    into the tensors the model keeps. (load_gguf_checkpoint copies each tensor out of a memory
+    map of the file, so the mapped pages and the copies together held twice the file.)"""
+    import numpy as np
+    from diffusers.quantizers.gguf.utils import SUPPORTED_GGUF_QUANT_TYPES, GGUFParameter
+    from gguf import GGMLQuantizationType
+
+    from sdtui.worker.checkpoint import _read_into
 
     shapes = read_architecture(path, expected, what, runs)
-    try:
-        return load_gguf_checkpoint(str(path)), shapes
-    except ValueError as error:  # a quantization type diffusers cannot dequantize
-        first = str(error).strip().splitlines()[0]
-        raise ModelInvalid(f"model file {path}: {first}") from None
+    plain = (GGMLQuantizationType.F32, GGMLQuantizationType.F16)
+    infos = sorted(_reader(path).tensors, key=lambda info: int(info.data_offset))
+    for info in infos:
+        if info.tensor_type not in plain and info.tensor_type not in SUPPORTED_GGUF_QUANT_TYPES:
+            raise ModelInvalid(f"model file {path}: {info.name} has a quantization type: "
+                               f"{info.tensor_type!s} which is unsupported.")
+    state: dict[str, Any] = {}
+    with open(path, "rb", buffering=0) as f:
+        for info in infos:
+            # The memory map's shape and dtype, without touching its pages.
+            values = np.empty(info.data.shape, dtype=info.data.dtype)
+            f.seek(int(info.data_offset))
+            _read_into(f, torch.from_numpy(values.reshape(-1).view(np.uint8)), path, info.name)
+            tensor = torch.from_numpy(values)
+            state[info.name] = (tensor if info.tensor_type in plain
+                                else GGUFParameter(tensor, quant_type=info.tensor_type))
+    return state, shapes
 
 
 def dequantize(weight: Any) -> torch.Tensor:

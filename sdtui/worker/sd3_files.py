@@ -99,9 +99,12 @@ def load_transformer(path: Path, dtype: torch.dtype, fmt: str = "safetensors") -
     shapes = {key.removeprefix(PREFIX): shape for key, shape in checkpoint.shapes.items()
               if mine(key)}
     state = checkpoint.read(mine, dtype)
-    transformer = SD3Transformer2DModel.from_config(transformer_config(shapes))
+    # Built without weights and given the file's: a model built with its own (float32, random)
+    # held twice the file in RAM before taking them.
+    with torch.device("meta"):
+        transformer = SD3Transformer2DModel.from_config(transformer_config(shapes))
     transformer.load_state_dict(convert_sd3_transformer_checkpoint_to_diffusers(state),
-                                strict=True)
+                                strict=True, assign=True)
     return transformer.to(dtype).eval()
 
 
