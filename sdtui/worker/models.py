@@ -115,6 +115,7 @@ class LoadedModel:
             "size_multiple": self.family.size_multiple,
             "guidance": self.guidance,
             "default_steps": self.default_steps,
+            "default_cfg": self.family.default_cfg if self.guidance == CFG else None,
             "sampling": self.family.sampler_table,
             "family_label": self.family.label,
             "device": self.device,
