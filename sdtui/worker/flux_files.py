@@ -43,7 +43,7 @@ def _unprefixed(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, .
             if not key.startswith(ORIGINAL_PREFIX) or MARKER not in shapes}
 
 
-def _blocks(shapes: Mapping[str, Any], name: str) -> int:
+def count_blocks(shapes: Mapping[str, Any], name: str) -> int:
     return 1 + max((int(key.split(".")[1]) for key in shapes if key.startswith(name + ".")),
                    default=-1)
 
@@ -59,8 +59,8 @@ def transformer_config(path: Path, shapes: Mapping[str, tuple[int, ...]],
             "patch_size": 1,
             "in_channels": in_channels,
             "out_channels": shapes["final_layer.linear.weight"][0],
-            "num_layers": _blocks(shapes, "double_blocks"),
-            "num_single_layers": _blocks(shapes, "single_blocks"),
+            "num_layers": count_blocks(shapes, "double_blocks"),
+            "num_single_layers": count_blocks(shapes, "single_blocks"),
             "attention_head_dim": head_dim,
             "num_attention_heads": width // head_dim,
             "joint_attention_dim": shapes["txt_in.weight"][1],
