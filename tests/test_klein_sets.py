@@ -63,14 +63,14 @@ def test_the_original_layout_is_diffusers_converter_backwards(tiny_klein):
 def test_a_set_folder_draws_the_pipelines_pixels_at_klein_base_cfg(sets, tiny_klein):
     with running_workers({"base": sets["base"].parent}) as workers:
         worker = workers["base"]
-        assert worker.client.ready["format"] == "set"
-        assert worker.client.ready["default_cfg"] == 4.0
         ours = one_image(worker, PROMPT, seed=5, steps=2)  # no cfg: the family's
+        ready = worker.client.ready
     ref = reference(tiny_klein["base"], seed=5, num_inference_steps=2, width=SIZE, height=SIZE,
                     guidance_scale=4.0)
     assert_same(ours, ref)
     params = ours["params"]
     assert (params["family"], params["cfg"], params["guidance"]) == ("flux2-klein", 4.0, None)
+    assert (ready["format"], ready["default_cfg"]) == ("set", 4.0)
     # The cfg the request leaves out is not the protocol's 7.5, in pixels too.
     other = reference(tiny_klein["base"], seed=5, num_inference_steps=2, width=SIZE,
                       height=SIZE, guidance_scale=protocol.DEFAULT_CFG)
@@ -115,12 +115,21 @@ def test_a_gguf_transformers_weights_equal_gguf_dequantize_bit_for_bit(sets):
     assert detect_format(path) == "gguf"
     transformer = load_transformer(path, torch.float32, "gguf")
     expected = _convert(dequantized(path))  # the gguf package's values, diffusers' names
-    quantized = 0
+    quantized = []
+    for name, module in transformer.named_modules():
+        weight = getattr(module, "weight", None)
+        if not hasattr(weight, "quant_type"):
+            continue
+        # The weights the layer computes with: x @ W.T + b at x = I is W.T plus b, exactly.
+        with torch.no_grad():
+            eye = torch.eye(module.in_features)
+            used = module(eye) - (module.bias if module.bias is not None else 0)
+        assert torch.equal(used.T, expected[name + ".weight"]), (
+            f"{name} computes with other weights than gguf.quants.dequantize gives")
+        quantized.append(name)
+    assert len(quantized) >= 4  # the MLPs and modulations are Q8_0, not stored as floats
     for name, weight in transformer.named_parameters():
-        quantized += hasattr(weight, "quant_type")
-        got = dequantize(weight).to(torch.float32)
-        assert torch.equal(got, expected[name]), f"{name} differs from gguf.quants.dequantize"
-    assert quantized >= 4  # the MLPs and modulations are Q8_0, not stored as floats
+        assert torch.equal(dequantize(weight).float(), expected[name]), name
 
 
 def test_a_gguf_named_as_bfl_names_klein_runs_without_guidance(sets):
