@@ -34,7 +34,7 @@ import torch
 from sdtui.modelsets import ModelSet
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families.base import ASSETS, CFG, NO_GUIDANCE
-from sdtui.worker.flux_files import count_blocks
+from sdtui.worker.flux_files import bfl_config
 from sdtui.worker.flux_parts import _count, _read, sidecar_config, vae_config
 
 FAMILY = "flux2-klein"
@@ -62,33 +62,15 @@ def _invalid(message: str) -> ModelInvalid:
 def transformer_config(path: Path, shapes: Mapping[str, tuple[int, ...]],
                        base: Mapping[str, Any]) -> dict[str, Any]:
     """Flux2Transformer2DModel's config from a transformer's (unprefixed) shapes; the rotary
-    axes and theta from `base`."""
-    try:
-        width, in_channels = shapes["img_in.weight"]
-        head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
-        config = {
-            "patch_size": 1,
-            "in_channels": in_channels,
-            "out_channels": shapes["final_layer.linear.weight"][0],
-            "num_layers": count_blocks(shapes, "double_blocks"),
-            "num_single_layers": count_blocks(shapes, "single_blocks"),
-            "attention_head_dim": head_dim,
-            "num_attention_heads": width // head_dim,
-            "joint_attention_dim": shapes["txt_in.weight"][1],
+    axes from `base`."""
+    return bfl_config(
+        path, shapes, base,
+        (FAMILY, "FLUX.2", "img_in, txt_in, time_in, final_layer or a double block's norms or "
+                           "MLP"),
+        lambda shapes, width: {
             "timestep_guidance_channels": shapes["time_in.in_layer.weight"][1],
             # SwiGLU: the first projection makes the gate and the value.
-            "mlp_ratio": shapes["double_blocks.0.img_mlp.0.weight"][0] / 2 / width,
-            "guidance_embeds": "guidance_in.in_layer.weight" in shapes,
-        }
-    except (KeyError, ValueError, IndexError, ZeroDivisionError):
-        raise _invalid(f"model file {path} is an incomplete FLUX.2 transformer: it lacks img_in, "
-                       "txt_in, time_in, final_layer or a double block's norms or MLP") from None
-    axes = list(base.get("axes_dims_rope", ()))
-    if sum(axes) != head_dim:
-        raise _invalid(f"model file {path}: its attention heads are {head_dim} wide but the "
-                       f"rotary axes {axes} sum to {sum(axes)}; put the transformer's diffusers "
-                       f"config.json in {path.stem}.config/transformer/ beside it")
-    return {**config, "axes_dims_rope": axes}
+            "mlp_ratio": shapes["double_blocks.0.img_mlp.0.weight"][0] / 2 / width})
 
 
 def _base_config(path: Path) -> Path:
