@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--negative-prompt", default="")
     g.add_argument("--steps", type=int, help="sampling steps, 1-150 (default: the model's, 30; "
                    "FLUX.1 [schnell] 4, [dev] 28)")
-    g.add_argument("--cfg", type=float, help="guidance scale (default 7.5)")
+    g.add_argument("--cfg", type=float, help="guidance scale (default: the model's, 7.5; "
+                   "FLUX.2 [klein] base 4)")
     g.add_argument("--guidance", type=float, metavar="G",
                    help="FLUX.1 [dev]'s embedded guidance, 0-100 (default 3.5; Forge's "
                    "Distilled CFG Scale); FLUX.1 runs no CFG, so --cfg does not apply to it")

@@ -17,7 +17,7 @@
 
     [generate]
     steps = 30            # leave out for the model's (30; FLUX.1 [schnell] 4, [dev] 28)
-    cfg = 7.5
+    cfg = 7.5             # leave out for the model's (7.5; FLUX.2 [klein] base 4)
     guidance = 3.5        # FLUX.1 [dev]'s embedded guidance (leave out for the model's)
     width = 512           # leave out for the model's own size (1024 for SDXL)
     height = 512
@@ -70,7 +70,7 @@ class AwsConfig:
 @dataclass(frozen=True)
 class GenerateConfig:
     steps: int | None = None  # None: the model's (30; FLUX.1 [schnell] 4, [dev] 28)
-    cfg: float = 7.5
+    cfg: float | None = None  # None: the model's (7.5; FLUX.2 [klein] base 4)
     width: int | None = None  # None: the model's own size (1024 for SDXL)
     height: int | None = None
     scheduler: str | None = None  # None: the model's (Euler a; Euler for FLUX.1)

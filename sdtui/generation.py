@@ -31,7 +31,7 @@ class GenerateSettings:
     prompt: str = ""
     negative_prompt: str = _default("negative_prompt")
     steps: int | None = _default("steps")  # None: the model's (30; FLUX.1 [schnell] 4)
-    cfg: float = _default("cfg")
+    cfg: float | None = _default("cfg")  # None: the model's (7.5; FLUX.2 [klein] base 4)
     guidance: float | None = _default("guidance")  # FLUX.1 [dev]; None: the model's (3.5)
     width: int | None = _default("width")  # None: the model's own size (1024 for SDXL)
     height: int | None = _default("height")

@@ -23,6 +23,8 @@ ARCHITECTURE = "general.architecture"
 MAX_PAIRS = 64
 MAX_STRING = 1 << 16
 MAX_ARRAY = 1 << 24
+MAX_TENSORS = 1 << 16
+MAX_DIMS = 8
 _STRING, _ARRAY = 8, 9
 # Fixed sizes of the scalar value types, by type number.
 _SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -104,3 +106,25 @@ def gguf_architecture(stream: BinaryIO) -> str:
             return _string(stream)
         _skip(stream, kind)
     return ""
+
+
+def gguf_tensor_names(stream: BinaryIO) -> list[str]:
+    """The tensor names of the GGUF open in `stream` (its tensor table follows the key-value
+    pairs), read as boundedly as its architecture."""
+    if stream.read(4) != MAGIC:
+        raise NotGguf("it does not start with GGUF's magic bytes")
+    _u32(stream)  # version
+    tensors, pairs = _u64(stream), _u64(stream)
+    if tensors > MAX_TENSORS or pairs > MAX_PAIRS:
+        raise NotGguf("its header has implausibly many tensors or keys (corrupt?)")
+    for _ in range(pairs):
+        _string(stream)
+        _skip(stream, _u32(stream))
+    names = []
+    for _ in range(tensors):
+        names.append(_string(stream))
+        dims = _u32(stream)
+        if dims > MAX_DIMS:
+            raise NotGguf("its header has a tensor of implausibly many dimensions (corrupt?)")
+        _read(stream, 8 * dims + 4 + 8)  # the dimensions, the type, the offset
+    return names

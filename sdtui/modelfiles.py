@@ -5,12 +5,12 @@ Formats (each for SD 1.x, SD 2.x and SDXL base; the worker tells the family from
 - "diffusers": a folder holding model_index.json (the layout `save_pretrained` writes).
 - "ckpt": the original single-file checkpoint, a torch pickle (the guide's sd-v1-4.ckpt).
 - "safetensors": the same weights as a .safetensors file.
-- "gguf": a FLUX.1 or SD 3.5 transformer quantized in city96's ComfyUI-GGUF layout
-  (architecture "flux" or "sd3"); a GGUF of any other architecture is refused here, from its
-  header.
-- "set": a folder of FLUX.1's or SD 3.5's split component files (sdtui.modelsets). A
-  transformer file alone (.safetensors or .gguf) is a set's transformer: its siblings complete
-  the set, and a set with a part missing is refused here.
+- "gguf": a FLUX.1, SD 3.5 or FLUX.2 Klein transformer quantized in city96's ComfyUI-GGUF
+  layout (architecture "flux" or "sd3"); a GGUF of any other architecture is refused here, from
+  its header.
+- "set": a folder of FLUX.1's, SD 3.5's or FLUX.2 Klein's split component files
+  (sdtui.modelsets). A transformer file alone (.safetensors or .gguf) is a set's transformer: its
+  siblings complete the set, and a set with a part missing is refused here.
 
 A checkpoint FILE with stem S may have sidecars beside it, found the way other SD tools find a
 same-named .yaml (the worker resolves them in this order; see sdtui.worker.models):
@@ -43,11 +43,13 @@ YAML_SUFFIX = ".yaml"
 # Legacy (pre-zip) torch.save files start with a pickle protocol 2+ opcode.
 PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 
-# GGUF architectures sdtui runs (what ComfyUI-GGUF's tools/convert.py names FLUX.1 and SD 3.5).
-GGUF_ARCHITECTURES = {kind.gguf_architecture: kind.label for kind in KINDS}
-_GGUF_FIX = ("pass a FLUX.1 or SD 3.5 transformer .gguf (e.g. flux1-dev-Q4_K_S.gguf, "
-             "sd3.5_large-Q4_0.gguf: ComfyUI-GGUF's layout) with its text encoders and VAE "
-             "beside it")
+# GGUF architectures sdtui runs (what ComfyUI-GGUF's tools/convert.py names FLUX.1 and FLUX.2,
+# and SD 3.5).
+GGUF_ARCHITECTURES = {arch: " and ".join(k.label for k in KINDS if k.gguf_architecture == arch)
+                      for arch in dict.fromkeys(kind.gguf_architecture for kind in KINDS)}
+_GGUF_FIX = ("pass a FLUX.1, SD 3.5 or FLUX.2 Klein transformer .gguf (e.g. "
+             "flux1-dev-Q4_K_S.gguf, sd3.5_large-Q4_0.gguf: ComfyUI-GGUF's layout) with its text "
+             "encoders and VAE beside it")
 _FIX = "pass the path of sd-v1-4.ckpt, of a .safetensors checkpoint or of a diffusers model folder"
 
 

@@ -1,5 +1,5 @@
 """A transformer model held as split component files, as ComfyUI users keep them, resolved to one
-set. Two families come this way (KINDS):
+set. Three families come this way (KINDS):
 
 - FLUX.1: a transformer (a .safetensors in BFL's layout, flux1-dev.safetensors, or a .gguf,
   flux1-dev-Q4_K_S.gguf, ComfyUI-GGUF's 'flux' layout); `clip_l.safetensors` (CLIP-L), a
@@ -10,6 +10,12 @@ set. Two families come this way (KINDS):
   layout); `clip_l.safetensors` and `clip_g.safetensors`; optionally a `t5xxl_*.safetensors` or a
   T5 `.gguf` (SD 3.5 runs on the two CLIPs without it); and the VAE, inside Stability's file or
   beside it as `sd3.5_vae.safetensors` / `sd3_vae.safetensors`.
+- FLUX.2 Klein: a transformer (BFL's `flux-2-klein-4b.safetensors` or `-base-`, ComfyUI's copy
+  under `model.diffusion_model.`, or a .gguf of it: ComfyUI-GGUF writes FLUX.2 as architecture
+  'flux' with BFL's tensor names, and FLUX.2's own tensors tell it from FLUX.1);
+  `qwen_3_4b.safetensors` (the Qwen3 text encoder, transformers' layout) and
+  `flux2-vae.safetensors` (the VAE, BFL's layout); Qwen3's tokenizer files in the transformer's
+  sidecar, `S.config/tokenizer/`.
 
 All in the same folder. `--model FOLDER` and `--model TRANSFORMER_FILE` inside such a folder both
 name the set. Stdlib only: the client resolves a set, and refuses one with a part missing, before
@@ -19,12 +25,12 @@ anything is created; the worker resolves it the same way from the copy.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdtui.errors import BadInput
-from sdtui.headers import NotGguf, gguf_architecture, safetensors_header
+from sdtui.headers import NotGguf, gguf_architecture, gguf_tensor_names, safetensors_header
 from sdtui.userfiles import expand
 
 # BFL's key layout: a transformer alone has this tensor without the all-in-one prefix.
@@ -32,7 +38,7 @@ FLUX_MARKER = "double_blocks.0.img_attn.qkv.weight"
 # FLUX.2's transformers share BFL's block names; this key is theirs alone (diffusers'
 # CHECKPOINT_KEY_NAMES["flux2"]).
 FLUX2_MARKER = "single_stream_modulation.lin.weight"
-FLUX_GGUF = "flux"
+FLUX_GGUF = "flux"  # ComfyUI-GGUF's architecture for FLUX.1 and FLUX.2 alike
 # Stability's MMDiT layout, alone or under the single file's prefix; ComfyUI-GGUF's name for it.
 SD3_MARKER = "joint_blocks.0.x_block.attn.qkv.weight"
 SD3_PREFIX = "model.diffusion_model."
@@ -42,6 +48,9 @@ SD3_VAE_PREFIX = "first_stage_model."
 SD3_CLIP_PREFIX = "text_encoders.clip_"
 T5_GGUF = "t5encoder"  # llama.cpp's name for a T5 encoder alone
 TRANSFORMER_SUFFIXES = (".safetensors", ".gguf")
+CONFIG_SUFFIX = ".config"
+# Files of which one makes a tokenizer folder transformers can load.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
 @dataclass(frozen=True)
@@ -61,19 +70,22 @@ class SetKind:
     label: str
     gguf_architecture: str
     parts: tuple[Part, ...]
-    # Whether a .safetensors header is this family's transformer, ready for a set.
-    is_transformer: Callable[[dict], bool] = field(repr=False)
+    # Whether a transformer file's tensor names (header or GGUF) are this family's, ready for a
+    # set.
+    is_transformer: Callable[[set[str]], bool] = field(repr=False)
+    # A tokenizer no shipped asset holds: the sidecar folder it must be in, and where from.
+    tokenizer: tuple[str, str] | None = None
 
 
 T5_PATTERNS = ("t5xxl*.safetensors", "t5*.gguf")
 T5_USUAL = "t5xxl_fp16.safetensors or t5xxl_fp8_e4m3fn.safetensors"
 
 
-def _is_flux_header(header: dict) -> bool:
+def _is_flux_header(header: Iterable[str]) -> bool:
     return FLUX_MARKER in header and not is_flux2_header(header)
 
 
-def _is_sd3_header(header: dict) -> bool:
+def _is_sd3_header(header: Iterable[str]) -> bool:
     """Stability's MMDiT, alone or with its VAE (sd3.5_large.safetensors as Stability ships it).
     A file with the CLIPs inside is a single-file model, not a set's transformer."""
     return ((SD3_MARKER in header or SD3_PREFIX + SD3_MARKER in header)
@@ -100,7 +112,17 @@ SD3 = SetKind("sd3", "SD 3.5", SD3_GGUF, (
          f"sd3.5_vae.safetensors ({SD3_REPO}: vae/diffusion_pytorch_model.safetensors, renamed)",
          inside=SD3_VAE_PREFIX),
 ), _is_sd3_header)
-KINDS = (FLUX1, SD3)
+KLEIN = SetKind("flux2-klein", "FLUX.2 Klein", FLUX_GGUF, (
+    Part("text_encoder", "Qwen3 text encoder", ("qwen_3*.safetensors", "qwen3*.safetensors"),
+         "qwen_3_4b.safetensors (ComfyUI's text_encoders/ file for FLUX.2 Klein 4B; Hugging "
+         "Face: Comfy-Org/flux2-klein-4B)"),
+    Part("vae", "VAE", ("flux2-vae*.safetensors", "flux2_vae*.safetensors"),
+         "flux2-vae.safetensors (ComfyUI's vae/ file for FLUX.2; Hugging Face: "
+         "Comfy-Org/flux2-klein-4B)"),
+), lambda keys: is_flux2_header(keys), (
+    "tokenizer", "Qwen3's tokenizer files (tokenizer.json, tokenizer_config.json: the "
+                 "tokenizer/ folder of Hugging Face black-forest-labs/FLUX.2-klein-4B)"))
+KINDS = (FLUX1, SD3, KLEIN)
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,10 @@ class ModelSet:
     @property
     def files(self) -> list[Path]:
         return [self.transformer, *self.parts.values()]
+
+    @property
+    def sidecar(self) -> Path:
+        return self.transformer.with_name(self.transformer.stem + CONFIG_SUFFIX)
 
 
 def _is_part(path: Path) -> bool:
@@ -134,21 +160,25 @@ def _header(path: Path) -> dict | None:
 
 
 def transformer_kind(path: Path) -> SetKind | None:
-    """The family whose split-set transformer `path` is: a transformer file alone in its
-    authors' layout, or a GGUF of the family's ComfyUI-GGUF architecture."""
+    """The family whose split-set transformer `path` is, from its tensor names: a transformer
+    file alone in its authors' layout, or a GGUF of the family's ComfyUI-GGUF architecture."""
     suffix = path.suffix.lower()
-    if suffix not in TRANSFORMER_SUFFIXES or not path.is_file():
+    if suffix not in TRANSFORMER_SUFFIXES or not path.is_file() or _is_part(path):
         return None
-    if suffix == ".gguf":
-        try:
-            with open(path, "rb") as stream:
+    try:
+        with open(path, "rb") as stream:
+            if suffix == ".gguf":
                 found = gguf_architecture(stream)
-        except (OSError, NotGguf):
-            return None  # detect_format says what is wrong with it
-        return next((kind for kind in KINDS if kind.gguf_architecture == found), None)
-    header = _header(path)
-    return next((kind for kind in KINDS if header is not None and kind.is_transformer(header)),
-                None)
+                kinds = [kind for kind in KINDS if kind.gguf_architecture == found]
+                if len(kinds) < 2:
+                    return kinds[0] if kinds else None
+                stream.seek(0)
+                keys = set(gguf_tensor_names(stream))
+            else:
+                keys = set(safetensors_header(stream) or {})
+    except (OSError, NotGguf):
+        return None  # detect_format says what is wrong with it
+    return next((kind for kind in KINDS if kind.is_transformer(keys)), None)
 
 
 def is_flux_transformer(path: Path) -> bool:
@@ -156,18 +186,8 @@ def is_flux_transformer(path: Path) -> bool:
     return transformer_kind(path) is FLUX1
 
 
-def is_flux2_header(header: dict) -> bool:
+def is_flux2_header(header: Iterable[str]) -> bool:
     return any(key.endswith(FLUX2_MARKER) for key in header)
-
-
-def _refuse_flux2(path: Path) -> None:
-    """A FLUX.2 transformer file alone (BFL's or ComfyUI's) is not a model sdtui loads yet."""
-    header = _header(path)
-    if header is not None and is_flux2_header(header):
-        raise BadInput(f"model file {path} is a FLUX.2 transformer alone; sdtui loads FLUX.2 "
-                       f"Klein from a diffusers folder only",
-                       fix="pass the folder (the Hub's black-forest-labs/FLUX.2-klein-4B "
-                           "layout) with --model")
 
 
 def _readable(path: Path) -> str | None:
@@ -188,7 +208,7 @@ def _readable(path: Path) -> str | None:
 
 def _transformer_in(folder: Path) -> tuple[Path, SetKind] | None:
     found = [(f, kind) for f in sorted(folder.iterdir())
-             if not _is_part(f) and (kind := transformer_kind(f)) is not None]
+             if (kind := transformer_kind(f)) is not None]
     if len(found) > 1:
         raise BadInput(f"model folder {folder} holds {len(found)} transformers "
                        f"({', '.join(f.name for f, _ in found)})",
@@ -203,8 +223,7 @@ def find_set(path: str | Path) -> ModelSet | None:
     if path.is_dir():
         found = _transformer_in(path)
     else:
-        _refuse_flux2(path)
-        kind = None if _is_part(path) else transformer_kind(path)
+        kind = transformer_kind(path)
         found = (path, kind) if kind is not None else None
     if found is None:
         return None
@@ -230,4 +249,11 @@ def find_set(path: str | Path) -> ModelSet | None:
             raise BadInput(f"{kind.label} model set {folder}: {match} is {why}",
                            fix=f"download it again: {part.usual}")
         parts[part.component] = folder / match
-    return ModelSet(transformer, parts, kind.family, tuple(inside))
+    model_set = ModelSet(transformer, parts, kind.family, tuple(inside))
+    if kind.tokenizer:
+        name, usual = kind.tokenizer
+        tokenizer = model_set.sidecar / name
+        if not any((tokenizer / file).is_file() for file in TOKENIZER_FILES):
+            raise BadInput(f"{kind.label} model set {folder} has no tokenizer for its "
+                           f"text encoder in {tokenizer}", fix=f"put {usual} in {tokenizer}")
+    return model_set

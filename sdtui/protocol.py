@@ -27,6 +27,8 @@ DEFAULT_SCHEDULE = samplers.DEFAULT_SCHEDULE
 # The steps of a request that names none, where the model's `ready` gives no default_steps
 # (Stable Diffusion's).
 DEFAULT_STEPS = 30
+# The cfg of a request that names none, where the model's `ready` gives no default_cfg.
+DEFAULT_CFG = 7.5
 
 MAX_SEED = 2**32 - 1
 MAX_LINE_BYTES = 64 * 1024 * 1024
@@ -148,7 +150,8 @@ GENERATE_FIELDS: dict[str, Field] = {
     # No steps or sampler (null) means the model's own: 30 steps of Euler a for Stable
     # Diffusion, Euler for FLUX.1 at 4 steps ([schnell]) or 28 ([dev]); see with_model_defaults.
     "steps": Field(_INT, default=None, check=_int_range(1, 150), nullable=True),
-    "cfg": Field(_NUM, default=7.5, check=_float_range(0.0, 50.0)),
+    # No cfg (null) means the model's own: 7.5, FLUX.2 [klein] base 4; see with_model_defaults.
+    "cfg": Field(_NUM, default=None, check=_float_range(0.0, 50.0), nullable=True),
     # The guidance strength a guidance-distilled model (FLUX.1 [dev]) takes as an input, in
     # place of cfg; null means the model's own default (3.5). Other models refuse it.
     "guidance": Field(_NUM, default=None, check=_float_range(0.0, 100.0), nullable=True),
@@ -213,6 +216,7 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         # request's guidance) or "none" (FLUX.1 [schnell]).
         "guidance": Field(str, default="cfg", check=_one_of("cfg", "embedded", "none")),
         "default_steps": Field(_INT, default=None, nullable=True),
+        "default_cfg": Field(_NUM, default=None, nullable=True),
         # Which sampler table it runs (sdtui.samplers): "diffusion", or "flow" (FLUX.1).
         "sampling": Field(str, default="diffusion", check=_one_of("diffusion", "flow")),
         "family_label": Field(str, default=None, nullable=True),  # for messages: "FLUX.1"
@@ -353,10 +357,12 @@ def model_refusal(ready: dict[str, Any], req: dict[str, Any]) -> str | None:
 
 
 def with_model_defaults(ready: dict[str, Any], req: dict[str, Any]) -> dict[str, Any]:
-    """The request with what it leaves to the model (null steps, null sampler) filled in from
-    the model's `ready`: its default steps and its family's sampler."""
+    """The request with what it leaves to the model (null steps, cfg, sampler) filled in from
+    the model's `ready`: its default steps and cfg and its family's sampler."""
     table = ready.get("sampling") or samplers.DIFFUSION
+    cfg = req.get("cfg")
     return {**req, "steps": req.get("steps") or ready.get("default_steps") or DEFAULT_STEPS,
+            "cfg": cfg if cfg is not None else ready.get("default_cfg") or DEFAULT_CFG,
             "scheduler": req.get("scheduler") or samplers.DEFAULT_SAMPLERS[table]}
 
 

@@ -5,6 +5,7 @@ written with the `gguf` package as city96's ComfyUI-GGUF tools/convert.py writes
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -289,3 +290,22 @@ def write_set(folder: Path, references: dict[str, torch.nn.Module]) -> Path:
     sidecar.mkdir(parents=True)
     (sidecar / "config.json").write_text(json.dumps(TINY_CLIP))
     return transformer
+
+
+def refused_before_anything(tmp_path: Path, model: Path) -> str:
+    """`sdtui --no-ui --model MODEL` as a user runs it: refused with exit 2, no traceback, no
+    ledger written. Its stderr."""
+    from sdtui.errors import EXIT_BAD_INPUT
+
+    state = tmp_path / "state"
+    result = subprocess.run(
+        [sys.executable, "-m", "sdtui", "--no-ui", "--model", str(model), "--prompt",
+         "a lighthouse"],
+        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120,
+        check=False, env={"SDTUI_STATE_DIR": str(state),
+                          "SDTUI_CONFIG_DIR": str(tmp_path / "config"),
+                          "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert result.returncode == EXIT_BAD_INPUT, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not state.exists() or not any(state.rglob("*.json"))
+    return result.stderr

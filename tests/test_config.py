@@ -41,7 +41,7 @@ def test_missing_file_gives_the_defaults() -> None:
     assert config.aws.region == "us-east-1" and config.aws.instance_type == "g4dn.xlarge"
     assert (config.aws.spot, config.aws.idle_minutes, config.aws.bucket) == (False, 30, None)
     # No steps or sampler: the model's own (sdtui.protocol.with_model_defaults).
-    assert config.generate == GenerateConfig(None, 7.5, None, None, None, None)
+    assert config.generate == GenerateConfig(None, None, None, None, None, None)
 
 
 def test_full_file_is_read_with_types(config_dir: Path, monkeypatch) -> None:

@@ -1,6 +1,6 @@
 """A FLUX.2 transformer file alone (BFL's `flux-2-klein-4b.safetensors`, ComfyUI's
-diffusion_models/ copy) shares FLUX.1's block names: it is named for what it is, in one line
-before anything is created, not taken for a FLUX.1 set missing its parts."""
+diffusion_models/ copy) shares FLUX.1's block names: beside FLUX.1's parts it is a FLUX.2 Klein
+set missing its own, named in one line before anything is created, not taken for FLUX.1."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from sdtui.modelfiles import detect_format
 
 
 @pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
-def test_a_flux2_transformer_file_is_named_and_refused(tmp_path, prefix):
+def test_a_flux2_transformer_beside_flux1_parts_is_a_klein_set_missing_its_own(tmp_path,
+                                                                              prefix):
     # The keys diffusers' own single-file loader tells FLUX.2 by, beside BFL's block names.
     state = {f"{prefix}double_blocks.0.img_attn.qkv.weight": torch.zeros(6, 2),
              f"{prefix}single_stream_modulation.lin.weight": torch.zeros(6, 2)}
@@ -23,8 +24,7 @@ def test_a_flux2_transformer_file_is_named_and_refused(tmp_path, prefix):
         save_file({"x": torch.zeros(1)}, tmp_path / name)  # a FLUX.1 set's other parts
     with pytest.raises(BadInput) as refused:
         detect_format(path)
-    message = str(refused.value)
-    assert f"model file {path} is a FLUX.2 transformer alone; sdtui loads FLUX.2 Klein from a " \
-           "diffusers folder only" in message
-    assert "black-forest-labs/FLUX.2-klein-4B" in message and "\n" not in message
+    message = f"{refused.value} ({refused.value.fix})"
+    assert f"FLUX.2 Klein model set {tmp_path} has no Qwen3 text encoder" in message
+    assert "qwen_3_4b.safetensors" in message and "\n" not in message
     assert refused.value.exit_code == 2

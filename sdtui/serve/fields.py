@@ -191,7 +191,9 @@ def _given(route: str, body: Mapping[str, Any]) -> dict[str, Any]:
         "prompt": get("prompt"),
         "negative_prompt": get("negative_prompt"),
         "steps": _number("steps", get("steps"), int),
-        "cfg": _number("cfg_scale", get("cfg_scale"), float),
+        # No cfg_scale: the model's own (A1111's 7 is one model's; FLUX.2 [klein] base's is 4).
+        "cfg": (None if body.get("cfg_scale") is None
+                else _number("cfg_scale", body["cfg_scale"], float)),
         "width": _number("width", get("width"), int),
         "height": _number("height", get("height"), int),
         "seed": None if seed == -1 else seed,

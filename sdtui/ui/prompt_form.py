@@ -54,7 +54,8 @@ FIELDS: dict[str, PromptField] = {f.name: f for f in (
                 "(20–30 is usual); empty: the model's (30; FLUX.1 [schnell] 4, [dev] 28).",
                 "model's"),
     PromptField("cfg", "cfg", "float", "Guidance scale, 0–50: how closely the image follows "
-                "the prompt (7–8 is usual; high values look harsh)."),
+                "the prompt (7–8 is usual; high values look harsh); empty: the model's (7.5; "
+                "FLUX.2 [klein] base 4).", "model's"),
     PromptField("count", "count", "int", "Images per Generate, 1–16; they use seeds seed, "
                 "seed+1, …"),
     PromptField("width", "width", "int", "Image width in pixels: a multiple of 8, 64–2048; "

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +43,19 @@ def _unprefixed(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, .
             if not key.startswith(ORIGINAL_PREFIX) or MARKER not in shapes}
 
 
-def _blocks(shapes: Mapping[str, Any], name: str) -> int:
+def count_blocks(shapes: Mapping[str, Any], name: str) -> int:
     return 1 + max((int(key.split(".")[1]) for key in shapes if key.startswith(name + ".")),
                    default=-1)
 
 
-def transformer_config(path: Path, shapes: Mapping[str, tuple[int, ...]],
-                       base: Mapping[str, Any]) -> dict[str, Any]:
-    """The diffusers config of the transformer these (unquantized) shapes describe."""
-    shapes = _unprefixed(shapes)
+def bfl_config(path: Path, shapes: Mapping[str, tuple[int, ...]], base: Mapping[str, Any],
+               family: tuple[str, str, str],
+               own: Callable[[Mapping[str, tuple[int, ...]], int], dict[str, Any]]
+               ) -> dict[str, Any]:
+    """The diffusers config of a transformer in BFL's block layout (FLUX.1's and FLUX.2's) from
+    its unprefixed shapes: what both share, then `own(shapes, width)`; the rotary axes from
+    `base`. `family` is (id, label, what a file lacking a key lacks)."""
+    family_id, label, lacks = family
     try:
         width, in_channels = shapes["img_in.weight"]
         head_dim = shapes["double_blocks.0.img_attn.norm.query_norm.scale"][0]
@@ -59,25 +63,33 @@ def transformer_config(path: Path, shapes: Mapping[str, tuple[int, ...]],
             "patch_size": 1,
             "in_channels": in_channels,
             "out_channels": shapes["final_layer.linear.weight"][0],
-            "num_layers": _blocks(shapes, "double_blocks"),
-            "num_single_layers": _blocks(shapes, "single_blocks"),
+            "num_layers": count_blocks(shapes, "double_blocks"),
+            "num_single_layers": count_blocks(shapes, "single_blocks"),
             "attention_head_dim": head_dim,
             "num_attention_heads": width // head_dim,
             "joint_attention_dim": shapes["txt_in.weight"][1],
-            "pooled_projection_dim": shapes["vector_in.in_layer.weight"][1],
             "guidance_embeds": "guidance_in.in_layer.weight" in shapes,
+            **own(shapes, width),
         }
     except (KeyError, ValueError, IndexError, ZeroDivisionError):
-        raise ModelInvalid(f"model file {path} is an incomplete FLUX.1 transformer: it lacks "
-                           "img_in, txt_in, vector_in, final_layer or a double block's norms",
-                           family="flux1") from None
+        raise ModelInvalid(f"model file {path} is an incomplete {label} transformer: it lacks "
+                           f"{lacks}", family=family_id) from None
     axes = list(base.get("axes_dims_rope", ()))
     if sum(axes) != head_dim:
         raise ModelInvalid(
             f"model file {path}: its attention heads are {head_dim} wide but the rotary axes "
             f"{axes} sum to {sum(axes)}; put the transformer's diffusers config.json in "
-            f"{path.stem}.config/transformer/ beside it", family="flux1")
+            f"{path.stem}.config/transformer/ beside it", family=family_id)
     return {**config, "axes_dims_rope": axes}
+
+
+def transformer_config(path: Path, shapes: Mapping[str, tuple[int, ...]],
+                       base: Mapping[str, Any]) -> dict[str, Any]:
+    """The diffusers config of the FLUX.1 transformer these (unquantized) shapes describe."""
+    return bfl_config(
+        path, _unprefixed(shapes), base,
+        ("flux1", "FLUX.1", "img_in, txt_in, vector_in, final_layer or a double block's norms"),
+        lambda shapes, width: {"pooled_projection_dim": shapes["vector_in.in_layer.weight"][1]})
 
 
 def converter(width: int) -> Any:

@@ -1,8 +1,8 @@
 """Load a model (SD 1.x, SD 2.x, SDXL base; FLUX.1, also from its split sets, GGUF and
 all-in-one files: sdtui.worker.flux_parts; SD 3.5, also from Stability's single files and split
-sets: sdtui.worker.sd3_files; FLUX.2 Klein) from a diffusers
-folder or a single-file checkpoint, with no network: every config and tokenizer comes from
-local files.
+sets: sdtui.worker.sd3_files; FLUX.2 Klein, also from its split sets and GGUF:
+sdtui.worker.klein_files) from a diffusers folder or a single-file checkpoint, with no network:
+every config and tokenizer comes from local files.
 
 The family is detected from the key layout (sdtui.worker.families); reading the file is
 sdtui.worker.checkpoint's job and building each component from the original layout is
@@ -29,7 +29,7 @@ import torch
 
 from sdtui.errors import BadInput
 from sdtui.modelfiles import detect_format
-from sdtui.modelsets import ModelSet, find_set
+from sdtui.modelsets import KLEIN, ModelSet, find_set
 from sdtui.worker import ldm
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families import (
@@ -41,6 +41,7 @@ from sdtui.worker.families import (
     detect,
     detect_folder,
     flux1,
+    flux2_klein,
     folder_absent_encoders,
     folder_guidance,
     folder_inpainting,
@@ -117,6 +118,7 @@ class LoadedModel:
             "size_multiple": self.family.size_multiple,
             "guidance": self.guidance,
             "default_steps": self.default_steps,
+            "default_cfg": self.family.default_cfg if self.guidance == CFG else None,
             "sampling": self.family.sampler_table,
             "family_label": self.family.label,
             "device": self.device,
@@ -169,6 +171,8 @@ def load_model(path: str, device: str | None = None,
             _load_diffusers_folder(model, Path(path), dtype)
         elif model_set is not None and model_set.family == sd3.FAMILY.id:
             _load_sd3_files(model, Path(path), dtype, model_set)
+        elif model_set is not None and model_set.family == KLEIN.family:
+            _load_klein_files(model, model_set, dtype)
         elif fmt in ("set", "gguf") or is_flux_layout(shapes):
             _load_flux_files(model, Path(path), dtype)
         elif is_sd3_layout(shapes):
@@ -311,6 +315,24 @@ def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) 
     if sources.sidecar("scheduler") is None:
         config.update(flux1.SCHEDULER_BY_GUIDANCE.get(model.guidance, {}))
     _assemble(model, parts, sources, getattr(diffusers, config["_class_name"]).from_config(config))
+
+
+def _load_klein_files(model: LoadedModel, model_set: ModelSet, dtype: torch.dtype | None) -> None:
+    """FLUX.2 Klein from a split set (sdtui.worker.klein_files), with the scheduler from the
+    transformer's `S.config/` sidecar or FLUX.2 Klein's assets."""
+    import diffusers
+
+    from sdtui.worker import klein_files
+
+    family = model.family = flux2_klein.FAMILY
+    dtype = _dtype_for(model, dtype)
+    sources = ldm.ConfigSources.beside(model_set.transformer, family)
+    log.info("loading %s (%s) with configs from %s", model_set.transformer, family.label, sources)
+    model.guidance = klein_files.guidance(model_set)
+    parts = klein_files.components(model_set, dtype)
+    config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
+    scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
+    _assemble(model, {**parts, "is_distilled": model.guidance != CFG}, sources, scheduler)
 
 
 def _load_sd3_files(model: LoadedModel, path: Path, dtype: torch.dtype | None,

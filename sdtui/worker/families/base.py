@@ -91,6 +91,8 @@ class Family:
     guidance_config: str | None = None
     # Steps a request that names none gets, by guidance kind (a distilled model needs fewer).
     steps: dict[str, int] = field(default_factory=lambda: {CFG: 30})
+    # The cfg a request that names none gets (a CFG model); None: the protocol's 7.5.
+    default_cfg: float | None = None
     # Embedded guidance a request that names none gets.
     default_guidance: float | None = None
     # Prompts go through compel (weights, blends, long prompts); otherwise the pipeline's own

@@ -65,8 +65,9 @@ FAMILY = Family(
     sampler_table=FLOW,
     guidance_of=guidance_of,
     guidance_config="model_index.json",
-    # BFL's and diffusers' defaults: [klein] 4 steps, base 50 (at CFG 4: --cfg 4).
+    # BFL's and diffusers' defaults: [klein] 4 steps, base 50 at CFG 4.
     steps={NO_GUIDANCE: 4, CFG: 50},
+    default_cfg=4.0,
     # What [klein]'s pipeline is given in place of guidance (it ignores it; diffusers' own
     # examples pass 1.0).
     default_guidance=1.0,
