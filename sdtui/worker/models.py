@@ -28,10 +28,11 @@ import torch
 
 from sdtui.errors import BadInput
 from sdtui.modelfiles import detect_format
-from sdtui.worker import ldm
+from sdtui.worker import ldm, memory_fit
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families import (
     CFG,
+    EMBEDDED,
     EPSILON,
     V_PREDICTION,
     Family,
@@ -83,6 +84,7 @@ class LoadedModel:
     prediction: str = EPSILON
     guidance: str = CFG  # CFG, EMBEDDED (FLUX.1 [dev]) or NO_GUIDANCE (FLUX.1 [schnell])
     warnings: list[str] = field(default_factory=list)
+    memory: memory_fit.Plan | None = None  # where the components sit on a GPU
 
     @property
     def default_size(self) -> int:
@@ -119,6 +121,7 @@ class LoadedModel:
             "family_label": self.family.label,
             "device": self.device,
             "dtype": self.dtype,
+            "memory": self.memory.line() if self.memory else None,
             "load_seconds": round(self.load_seconds, 3),
             "warnings": list(self.warnings),
         }
@@ -162,6 +165,7 @@ def load_model(path: str, device: str | None = None,
                         load_seconds=0.0)
     try:
         shapes = Checkpoint(Path(path), fmt).shapes if fmt == "safetensors" else {}
+        model.memory = _fit(Path(path), fmt, shapes, device, dtype)  # before reading weights
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
         elif fmt in ("set", "gguf") or is_flux_layout(shapes):
@@ -170,7 +174,7 @@ def load_model(path: str, device: str | None = None,
             _load_sd3_file(model, Path(path), dtype)
         else:
             _load_single_file(model, Path(path), dtype, device)
-        model.pipe.to(device)
+        memory_fit.place(model.pipe, model.memory, device)
     except ModelInvalid:
         raise
     except Exception as error:  # any loader failure is a bad model to the user
@@ -202,6 +206,32 @@ def align_weights(pipe: Any) -> None:
                 for tensor in getattr(module, kind).values():
                     if tensor is not None and tensor.data_ptr() % ALIGNMENT:
                         tensor.data = tensor.data.clone()
+
+
+def _family_of(path: Path, fmt: str, shapes: dict[str, Any]) -> tuple[Family, str]:
+    """The family and guidance kind the loader will find, from configs and headers alone."""
+    if fmt == "diffusers":
+        family = detect_folder(path)
+        return family, folder_guidance(path, family)
+    if fmt in ("set", "gguf") or is_flux_layout(shapes):
+        return flux1.FAMILY, EMBEDDED
+    if is_sd3_layout(shapes):
+        return sd3.FAMILY, sd3.FAMILY.guidance_of({"_name_or_path": str(path)})
+    return detect(path, shapes), CFG
+
+
+def _fit(path: Path, fmt: str, shapes: dict[str, Any], device: str,
+         dtype: torch.dtype | None) -> memory_fit.Plan | None:
+    """Where the model's components will sit on this GPU (None off CUDA, or for a file no header
+    describes); DoesNotFit, before anything is read, when nothing fits."""
+    gpu = memory_fit.device_memory(device)
+    if gpu is None:
+        return None
+    family, guidance = _family_of(path, fmt, shapes)
+    dtype = dtype or family_dtype(family, device, _capability(device))
+    request = memory_fit.Request.at_default_size(family, guidance, dtype.itemsize,
+                                                 dtype == torch.float16)
+    return memory_fit.check(path, fmt, request, *gpu)
 
 
 def _dtype_for(model: LoadedModel, dtype: torch.dtype | None) -> torch.dtype:
