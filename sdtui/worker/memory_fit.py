@@ -346,11 +346,20 @@ def check(path: str | Path, fmt: str, request: Request, gpu: str,
     r = request
     denoiser = sum(p.bytes for p in parts if p.role == DENOISER)
     need = denoiser + activations(r.family, r.width, r.height, r.dtype_size, r.guidance)
+    free = total_memory - RESERVE
+    encoder = max((p for p in parts if p.role == TEXT_ENCODER), key=lambda p: p.bytes,
+                  default=None)
+    if need > free:
+        why = (f"its {r.family.denoiser} needs {gib(need)} to denoise {r.width}×{r.height} "
+               f"({gib(denoiser)} of weights) with the text encoders offloaded")
+    elif encoder is not None and encoder.bytes > free:
+        why = f"its text encoder {encoder.name} alone needs {gib(encoder.bytes)}"
+    else:
+        why = (f"decoding {r.width}×{r.height} needs "
+               f"{gib(_peaks(parts, request)[MODEL])}")
     raise DoesNotFit(
         f"model {path} ({r.family.label}) does not fit this GPU ({gpu}, "
-        f"{gib(total_memory)}): its {r.family.denoiser} needs {gib(need)} to denoise "
-        f"{r.width}×{r.height} ({gib(denoiser)} of weights) with the text encoders offloaded, "
-        f"and {gib(total_memory - RESERVE)} is free for it — "
+        f"{gib(total_memory)}): {why}, and {gib(free)} is free for it — "
         f"{way_out(parts, request, total_memory)}", family=r.family.id)
 
 
