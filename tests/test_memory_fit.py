@@ -400,3 +400,17 @@ def test_a_size_that_cannot_fit_the_placement_is_refused_before_sampling(release
     finally:
         loaded_schnell.memory = None
     assert "image" not in events and "progress" not in events
+
+
+def test_a_text_encoder_too_big_even_alone_is_named(released, tmp_path: Path) -> None:
+    """The refusal names the phase that does not fit: here a (made-up) 16 GiB T5, too big for a
+    T4 even with the transformer off the GPU."""
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name in ("flux1-dev-Q4_K_S.gguf", "clip_l.safetensors", "ae.safetensors"):
+        (folder / name).symlink_to(released["flux1-dev Q4_K_S"] / name)
+    write_safetensors(folder / "t5xxl_fp16.safetensors", {"shared.weight": (4096, 2 * 1024**2)},
+                      torch.float16)
+    with pytest.raises(DoesNotFit, match=r"\): its text encoder t5xxl_fp16.safetensors alone "
+                                         r"needs 16.0 GiB, and 13.7 GiB is free for it — "):
+        memory_fit.check(folder, "set", request(flux1.FAMILY, EMBEDDED, T4), *T4[:2])
