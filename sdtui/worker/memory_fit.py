@@ -7,14 +7,15 @@ What each component occupies on the device is what the loader keeps: safetensors
 compute dtype (fp8-stored ones are upcast as they are read), a GGUF transformer's quantized
 blocks as stored (its F32/F16 tensors at the compute dtype), a T5 GGUF dequantized whole.
 
-Denoising's activations follow ComfyUI's estimate (Comfy-Org/ComfyUI@01f03bbdc7df9462d3fc4c0918f
-80049333450f3, GPL-3.0; numbers only): batch × latent area (1/8 of the image) × dtype size ×
-0.01 × memory_usage_factor MiB (comfy/model_base.py memory_required; the factor per family in
-comfy/supported_models.py). The VAE decode's are measured: diffusers' AutoencoderKL at FLUX.1's
-and SD 3.5's full size decoding 1024² in float32 on the CPU peaks 966 bytes above its weights per
-pixel and dtype byte (linear from 256² to 1024²); sdtui counts 1208 (+25% for the CUDA caching
-allocator). ComfyUI counts 2178 (comfy/sd.py memory_used_decode) because it falls back to a
-tiled decode; diffusers' pipelines do not, and 2178 would refuse FLUX.1 at 1536² on a T4.
+Denoising's activations follow ComfyUI's estimate
+(Comfy-Org/ComfyUI@01f03bbdc7df9462d3fc4c0918f80049333450f3, GPL-3.0; numbers only):
+batch × latent area (1/8 of the image) × dtype size × 0.01 × memory_usage_factor MiB
+(comfy/model_base.py memory_required; the factor per family in comfy/supported_models.py).
+The VAE decode's are measured: diffusers' AutoencoderKL at FLUX.1's and SD 3.5's full size,
+decoding 1024² in float32 on the CPU, peaks 966 bytes above its weights per pixel and dtype
+byte (linear from 256² to 1024²); sdtui counts 1208 (+25% for the CUDA caching allocator).
+ComfyUI counts 2178 (comfy/sd.py memory_used_decode) because it falls back to a tiled decode;
+diffusers' pipelines do not, and 2178 would refuse FLUX.1 at 1536² on a T4.
 
 Two placements, the first that fits: everything on the GPU; or diffusers' model CPU offload
 (each component moves to the GPU for its own forward and back: the text encoders are on the CPU
