@@ -224,6 +224,8 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "warnings": Field(list, default=None, nullable=True),
         "device": Field(str, required=True),
         "dtype": Field(str, required=True),
+        # Where the components sit on a GPU (text encoders offloaded or not), in one line.
+        "memory": Field(str, default=None, nullable=True),
         "torch": Field(str, required=True),
         "diffusers": Field(str, required=True),
         "load_seconds": Field(_NUM, required=True),

@@ -30,10 +30,11 @@ import torch
 from sdtui.errors import BadInput
 from sdtui.modelfiles import detect_format
 from sdtui.modelsets import KLEIN, ModelSet, find_set
-from sdtui.worker import ldm
+from sdtui.worker import ldm, memory_fit
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families import (
     CFG,
+    EMBEDDED,
     EPSILON,
     V_PREDICTION,
     Family,
@@ -86,6 +87,7 @@ class LoadedModel:
     prediction: str = EPSILON
     guidance: str = CFG  # CFG, EMBEDDED (FLUX.1 [dev]) or NO_GUIDANCE (FLUX.1 [schnell])
     warnings: list[str] = field(default_factory=list)
+    memory: memory_fit.Plan | None = None  # where the components sit on a GPU
 
     @property
     def default_size(self) -> int:
@@ -123,6 +125,7 @@ class LoadedModel:
             "family_label": self.family.label,
             "device": self.device,
             "dtype": self.dtype,
+            "memory": self.memory.line() if self.memory else None,
             "load_seconds": round(self.load_seconds, 3),
             "warnings": list(self.warnings),
         }
@@ -167,6 +170,8 @@ def load_model(path: str, device: str | None = None,
     try:
         shapes = Checkpoint(Path(path), fmt).shapes if fmt == "safetensors" else {}
         model_set = find_set(path) if fmt in ("set", "safetensors", "gguf") else None
+        # before reading weights
+        model.memory = _fit(Path(path), fmt, shapes, model_set, device, dtype)
         if fmt == "diffusers":
             _load_diffusers_folder(model, Path(path), dtype)
         elif model_set is not None and model_set.family == sd3.FAMILY.id:
@@ -179,7 +184,7 @@ def load_model(path: str, device: str | None = None,
             _load_sd3_files(model, Path(path), dtype)
         else:
             _load_single_file(model, Path(path), dtype, device)
-        model.pipe.to(device)
+        memory_fit.place(model.pipe, model.memory, device)
     except ModelInvalid:
         raise
     except Exception as error:  # any loader failure is a bad model to the user
@@ -211,6 +216,46 @@ def align_weights(pipe: Any) -> None:
                 for tensor in getattr(module, kind).values():
                     if tensor is not None and tensor.data_ptr() % ALIGNMENT:
                         tensor.data = tensor.data.clone()
+
+
+def _family_of(path: Path, fmt: str, shapes: dict[str, Any],
+               model_set: ModelSet | None) -> tuple[Family, str]:
+    """The family and guidance kind the loader will find, from configs and headers alone."""
+    from sdtui.worker import klein_files
+
+    if fmt == "diffusers":
+        family = detect_folder(path)
+        return family, folder_guidance(path, family)
+    if model_set is not None and model_set.family == sd3.FAMILY.id:
+        return sd3.FAMILY, _sd3_guidance(path, model_set.transformer)
+    if model_set is not None and model_set.family == KLEIN.family:
+        return flux2_klein.FAMILY, klein_files.guidance(model_set)
+    if fmt in ("set", "gguf") or is_flux_layout(shapes):
+        return flux1.FAMILY, EMBEDDED
+    if is_sd3_layout(shapes):
+        return sd3.FAMILY, _sd3_guidance(path, path)
+    return detect(path, shapes), CFG
+
+
+def _sd3_guidance(path: Path, configured: Path) -> str:
+    """Large Turbo is told apart by the name given or the transformer's (it ships Large's
+    configs)."""
+    named = [sd3.FAMILY.guidance_of({"_name_or_path": str(name)}) for name in (path, configured)]
+    return next((guidance for guidance in named if guidance != CFG), CFG)
+
+
+def _fit(path: Path, fmt: str, shapes: dict[str, Any], model_set: ModelSet | None, device: str,
+         dtype: torch.dtype | None) -> memory_fit.Plan | None:
+    """Where the model's components will sit on this GPU (None off CUDA, or for a file no header
+    describes); DoesNotFit, before anything is read, when nothing fits."""
+    gpu = memory_fit.device_memory(device)
+    if gpu is None:
+        return None
+    family, guidance = _family_of(path, fmt, shapes, model_set)
+    dtype = dtype or family_dtype(family, device, _capability(device))
+    request = memory_fit.Request.at_default_size(family, guidance, dtype.itemsize,
+                                                 dtype == torch.float16)
+    return memory_fit.check(path, fmt, request, *gpu)
 
 
 def _dtype_for(model: LoadedModel, dtype: torch.dtype | None) -> torch.dtype:
@@ -351,8 +396,7 @@ def _load_sd3_files(model: LoadedModel, path: Path, dtype: torch.dtype | None,
     sources = ldm.ConfigSources.beside(configured, family)
     log.info("loading %s (%s) with configs from %s", path, family.label, sources)
     parts = set_components(model_set, dtype) if model_set else components(path, dtype)
-    named = [family.guidance_of({"_name_or_path": str(name)}) for name in (path, configured)]
-    model.guidance = next((guidance for guidance in named if guidance != CFG), CFG)
+    model.guidance = _sd3_guidance(path, configured)
     t5 = family.text_encoders[-1]
     if parts[t5.name] is None:
         model.warnings.append(absent_encoder_note(path, family, t5))

@@ -19,7 +19,7 @@ from PIL import Image
 
 from sdtui import __version__, loras, protocol, samplers
 from sdtui.errors import BadInput
-from sdtui.worker import inpaint
+from sdtui.worker import inpaint, memory_fit
 from sdtui.worker.families import CFG, EMBEDDED, Family
 from sdtui.worker.img2img import decode_init_image, fit_image
 from sdtui.worker.lora import LoraSet
@@ -105,6 +105,8 @@ class Sampler:
                    if k not in components}
         pipe = self.model.pipeline_class(kind)(**components, **options)
         pipe.set_progress_bar_config(disable=True)
+        if self.model.memory is not None:  # the same placement, freed at the end of each call
+            memory_fit.place(pipe, self.model.memory, self.model.device)
         return pipe
 
     @property
@@ -265,7 +267,8 @@ class Sampler:
         req["height"] = req["height"] or self.model.default_size
         info = self.model.info()
         req.update(protocol.with_model_defaults(info, req))  # the params record what ran
-        refusal = protocol.model_refusal(info, req)
+        refusal = protocol.model_refusal(info, req) or (
+            self.model.memory and self.model.memory.size_refusal(req["width"], req["height"]))
         if refusal:
             raise BadInput(refusal)
         if self.model.family.sampler_table == samplers.FLOW:

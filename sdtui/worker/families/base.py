@@ -100,6 +100,9 @@ class Family:
     compel: bool = True
     # Trained in bfloat16: computed in it where the GPU can (see models.family_dtype).
     bf16: bool = False
+    # What denoising needs beyond the weights, per latent pixel (1/8 of the image): ComfyUI's
+    # memory_usage_factor for the family (see sdtui.worker.memory_fit).
+    memory_factor: float = 1.0
 
     def default_size(self, prediction: str) -> int:
         return self.sizes[prediction]

@@ -78,6 +78,7 @@ FAMILY = Family(
     default_guidance=3.5,
     compel=False,
     bf16=True,
+    memory_factor=3.1,  # ComfyUI's Flux
     # float16 (a T4) decodes the VAE in float32, as the VAE's own config asks (force_upcast).
     upcast_vae=True,
 )

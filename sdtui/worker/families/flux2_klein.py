@@ -73,4 +73,7 @@ FAMILY = Family(
     default_guidance=1.0,
     compel=False,
     bf16=True,
+    # ComfyUI's Flux2: Flux's 3.1 × 4 × hidden size / 2604 per 1/16 latent pixel; 4B's 3072
+    # wide, per 1/8 pixel.
+    memory_factor=3.1 * 3072 / 2604,
 )

@@ -81,5 +81,6 @@ FAMILY = Family(
     steps={CFG: 28, NO_GUIDANCE: 4},
     compel=False,
     bf16=True,
+    memory_factor=1.6,  # ComfyUI's SD3
     upcast_vae=True,
 )

@@ -8,6 +8,7 @@ from sdtui.worker.families.base import ASSETS, EPSILON, V_PREDICTION, Family, Pi
 TEXT_PREFIX_2 = "conditioner.embedders.1.model."
 
 FAMILY = Family(
+    memory_factor=0.8,  # ComfyUI's SDXL
     id="sdxl",
     label="SDXL",
     assets=ASSETS / "sdxl",
