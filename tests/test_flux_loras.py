@@ -156,9 +156,10 @@ def sets(tmp_path_factory):
 
 
 def test_a_lora_applies_to_a_gguf_transformer_as_to_its_safetensors_twin(sets):
+    """On the transformer alone (text-encoder weight 0): the GGUF layers are what is tested."""
     gguf_plain, _ = generate(sets["gguf"], PROMPT)
-    gguf_lora, _ = generate(sets["gguf"], f"<lora:kohya:1> {PROMPT}")
-    twin_lora, _ = generate(sets["safetensors"], f"<lora:kohya:1> {PROMPT}")
+    gguf_lora, _ = generate(sets["gguf"], f"<lora:kohya:0:1> {PROMPT}")
+    twin_lora, _ = generate(sets["safetensors"], f"<lora:kohya:0:1> {PROMPT}")
     moved = np.abs(gguf_lora.astype(int) - gguf_plain).max()
     apart = np.abs(gguf_lora.astype(int) - twin_lora).max()
     assert moved > 4 * GGUF_MAX_LEVELS, f"the LoRA moved the GGUF image by {moved} levels only"
