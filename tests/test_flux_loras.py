@@ -135,6 +135,13 @@ def test_a_lora_for_another_family_is_refused_in_one_line(models, model, name, m
     assert np.array_equal(generate(models["samplers"][model], PROMPT)[0], plain(models, model))
 
 
+def test_an_sd35_lora_in_kohyas_layout_is_refused_saying_what_sd35_reads(models):
+    with pytest.raises(LoraInvalid, match=r"loras/sd3-kohya.safetensors is in a layout diffusers "
+                                          r"cannot convert for SD 3.5 \(key 'lora_unet_joint_"
+                                          r".*it takes diffusers' layout"):
+        generate(models["samplers"]["sd3"], f"<lora:sd3-kohya:1> {PROMPT}")
+
+
 def test_ready_lists_a_flux_lora_with_the_family_its_header_names(models):
     listed = {entry["name"]: entry for entry in lora.listed(str(models["flux"]))}
     assert listed["kohya"]["family"] == "flux1" and listed["sd1"]["family"] == "sd1"

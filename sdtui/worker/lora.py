@@ -53,6 +53,9 @@ _LAYOUT_FAMILIES = (
     (re.compile(r"^(lora_unet_(down|up|input|output)_blocks_|lora_unet_mid(dle)?_block_|"
                 r"unet\.)"), UNET),
 )
+# What each transformer family's diffusers loader (0.42.1) reads.
+_LAYOUTS = {"flux1": "kohya's, ai-toolkit's, xlabs' or diffusers' layout",
+            "sd3": "diffusers' layout (transformer.…, text_encoder.…) only"}
 _CACHED_FILES = 4
 # What `ready` lists (the API's /sdapi/v1/loras): a bounded event whatever the folder holds.
 MAX_LISTED = 256
@@ -315,7 +318,15 @@ class LoraSet:
                 f"LoRA file {self._shown(ref)} cannot be read as a "
                 f"{_FAMILY_NAMES[self.family]} LoRA (kohya/ai-toolkit's or diffusers' layout): "
                 f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
-        return out[0] if isinstance(out, tuple) else out
+        state = out[0] if isinstance(out, tuple) else out
+        components = tuple(f"{name}." for name in self.pipe._lora_loadable_modules)
+        unread = next((key for key in state if not key.startswith(components)), None)
+        if unread is not None:
+            raise LoraInvalid(
+                f"LoRA file {self._shown(ref)} is in a layout diffusers cannot convert for "
+                f"{_FAMILY_NAMES[self.family]} (key {unread!r}); it takes "
+                f"{_LAYOUTS[self.family]}")
+        return state
 
     def _misfit(self, lora: LoraFile, ref: LoraRef, problem: str) -> LoraInvalid:
         trained = lora.made_for()
