@@ -1,6 +1,6 @@
 """Tiny FLUX.1 LoRAs in the layouts people download, written the way their tools write them:
 
-- kohya's (sd-scripts networks/lora_flux.py, Apache-2.0; ai-toolkit saves the same names):
+- kohya's (sd-scripts networks/lora_flux.py, Apache-2.0):
   `lora_unet_` + the dotted path of every Linear inside BFL's DoubleStreamBlock and
   SingleStreamBlock modules with "." as "_", `lora_te1_` for CLIP-L's attention and MLP
   Linears, three tensors each (`lora_down`, `lora_up`, `alpha`). The names come from BFL's own
@@ -8,7 +8,8 @@
   `linear1` (fused q, k, v and MLP) is left out: diffusers' converter splits it at FLUX.1's
   full widths (3072 ×3 + 12288, as sd-scripts' get_qkv_mlp_split_dims), which a tiny model
   does not have; a LoRA trained on some layers only is an ordinary kohya file.
-- diffusers' (its training scripts): peft adapters on the pipeline's own transformer and CLIP,
+- diffusers' (its training scripts; ai-toolkit saves FLUX.1 LoRAs in the same peft keys,
+  `transformer.….lora_A.weight`): peft adapters on the pipeline's own transformer and CLIP,
   saved by `FluxPipeline.save_lora_weights`.
 """
 

@@ -1,13 +1,13 @@
 """LoRA files named in a prompt (`<lora:NAME:W>`), applied for one request and removed after it.
 
 NAME.safetensors comes from the `loras/` folder beside the model. Files in the kohya/A1111 key
-layout (what people download; kohya's and ai-toolkit's for FLUX.1) and in diffusers' own layout
-are accepted; the family's own diffusers LoRA loader converts them (FLUX.1's converts kohya's,
-xlabs' and ComfyUI's layouts too; SD 3.5's reads diffusers' layout only) and peft wraps the
-layers. Before anything is applied, a file whose metadata or key layout says it was made for
-another family is refused naming that family, and every layer the file names must exist in
-this model with the same shape: a LoRA for another family is never half-applied. After the
-request every adapter is unloaded, so no request's LoRA reaches the next one.
+layout (what people download; sd-scripts' for FLUX.1) and in diffusers' own layout (ai-toolkit's
+FLUX.1 files) are accepted; the family's own diffusers LoRA loader converts them (FLUX.1's
+converts xlabs' and ComfyUI's layouts too; SD 3.5's reads diffusers' layout only) and peft
+wraps the layers. Before anything is applied, a file whose metadata or key layout says it was
+made for another family is refused naming that family, and every layer the file names must
+exist in this model with the same shape: a LoRA for another family is never half-applied.
+After the request every adapter is unloaded, so no request's LoRA reaches the next one.
 """
 
 from __future__ import annotations
@@ -285,8 +285,9 @@ class LoraSet:
         made_for = lora.made_for()
         if made_for and made_for != self.family and not (
                 made_for in UNET_FAMILIES | {UNET} and self.family in UNET_FAMILIES):
-            # Refused before diffusers' converters see it: FLUX.1's would widen this model's
-            # layers to fit a control LoRA's, and SD 3.5's layers share FLUX.1's names.
+            # Refused before any converter sees it: SD 3.5's and FLUX.1's transformers share
+            # their layer names, so only the widths would tell, and an SD UNet's kohya names
+            # fail FLUX.1's converter with a list of keys rather than a family.
             raise self._misfit(lora, ref, "its metadata or key layout says so")
         if self.denoiser != "unet":
             return self._converted_transformer(lora, ref)
@@ -310,7 +311,8 @@ class LoraSet:
 
     def _converted_transformer(self, lora: LoraFile, ref: LoraRef) -> dict[str, torch.Tensor]:
         """FLUX.1's and SD 3.5's files, in whatever layout the family's diffusers loader
-        converts; a layout it cannot convert is refused by the layer check after."""
+        converts; keys it leaves outside the pipeline's components are a layout it cannot
+        convert (kohya's SD3 names: diffusers 0.42.1 has no converter for them)."""
         try:
             out = self.pipe.lora_state_dict(lora.copy())
         except Exception as exc:
