@@ -172,7 +172,8 @@ def test_a_full_variation_is_the_variation_seeds_own_image(workers, tiny_flux):
     assert not np.array_equal(pixels(halfway), ref)
 
 
-def test_a_lora_on_flux_is_refused_in_one_line(workers):
-    with pytest.raises(GenerationError, match="LoRAs do not run on FLUX.1 models yet"):
+def test_a_missing_flux_lora_is_refused_in_one_line_through_the_worker(workers):
+    """The LoRAs themselves are tests/test_flux_loras.py's."""
+    with pytest.raises(GenerationError, match="LoRA 'style' not found: no loras/style"):
         list(workers["schnell"].client.generate(prompt="a cat <lora:style:0.5>", steps=1,
                                                 width=SIZE, height=SIZE, scheduler="euler"))

@@ -159,7 +159,8 @@ def test_previews_every_step_are_the_latents_projected(workers, tiny_sd3):
                                "--height 80"),
     ("medium", {"guidance": 3.0}, "--guidance does not apply to SD 3.5: it uses cfg (--cfg)"),
     ("turbo", {"negative_prompt": "blurry"}, "SD 3.5 takes no negative prompt"),
-    ("medium", {"prompt": "a cat <lora:style:0.5>"}, "LoRAs do not run on SD 3.5 models yet"),
+    ("medium", {"prompt": "a cat <lora:style:0.5>"}, "LoRA 'style' not found: no "
+                                                     "loras/style.safetensors beside the model"),
 ])
 def test_what_sd3_cannot_take_is_refused_in_one_line(workers, variant, params, needle):
     with pytest.raises(GenerationError) as refused:

@@ -91,6 +91,12 @@ def lora_state_dict(unet: torch.nn.Module, text_encoder: torch.nn.Module, rank: 
             *kohya_modules(text_encoder_2, TEXT_ENCODER_PREFIX + "2", TEXT_ENCODER_TARGETS,
                            "" if hasattr(text_encoder_2, "text_model") else "text_model."),
             *_sgm_named(unet)]
+    return random_lora(modules, rank, alpha, generator, scale)
+
+
+def random_lora(modules: list[tuple[str, torch.nn.Module]], rank: int, alpha: float,
+                generator: torch.Generator, scale: float) -> dict[str, torch.Tensor]:
+    """kohya's three tensors for each (name, module), random."""
     state = {}
     for name, module in modules:
         down, up = _shapes(module, rank)

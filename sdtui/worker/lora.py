@@ -1,11 +1,13 @@
 """LoRA files named in a prompt (`<lora:NAME:W>`), applied for one request and removed after it.
 
 NAME.safetensors comes from the `loras/` folder beside the model. Files in the kohya/A1111 key
-layout (what people download) and in diffusers' own layout are accepted; diffusers' LoRA
-loader converts them and peft wraps the layers. Before anything is applied, every layer the
-file names must exist in this model with the same shape: a LoRA for another family (SDXL's,
-SD 2.x's) is refused naming the file, never half-applied. After the request every adapter is
-unloaded, so no request's LoRA reaches the next one.
+layout (what people download; sd-scripts' for FLUX.1) and in diffusers' own layout (ai-toolkit's
+FLUX.1 files) are accepted; the family's own diffusers LoRA loader converts them (FLUX.1's
+converts xlabs' and ComfyUI's layouts too; SD 3.5's reads diffusers' layout only) and peft
+wraps the layers. Before anything is applied, a file whose metadata or key layout says it was
+made for another family is refused naming that family, and every layer the file names must
+exist in this model with the same shape: a LoRA for another family is never half-applied.
+After the request every adapter is unloaded, so no request's LoRA reaches the next one.
 """
 
 from __future__ import annotations
@@ -27,11 +29,33 @@ from sdtui.loras import LORA_DIR, LORA_SUFFIX, LoraRef
 
 log = logging.getLogger(__name__)
 
+UNET = "unet"  # a LoRA for one of SD's UNets, its family unsaid
+
 MAX_LORA_BYTES = 2 * 1024**3
 _KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 _DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.")
 # kohya's metadata names the family it trained on (A1111 reads the same fields).
-_FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+_FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "flux1": "FLUX.1",
+                 "sd3": "SD 3.5", UNET: "a Stable Diffusion UNet (SD 1.x, SD 2.x or SDXL)"}
+UNET_FAMILIES = frozenset({"sd1", "sd2", "sdxl"})
+# The families a prompt's LoRAs apply to (FLUX.2 [klein]'s are refused).
+LORA_FAMILIES = UNET_FAMILIES | {"flux1", "sd3"}
+# The key layouts only one kind of model has, for a file whose metadata is silent: kohya's
+# names are the original models' module paths (BFL's FLUX.1 blocks, SD3's joint blocks, SD's
+# UNet), ComfyUI's keep them dotted; diffusers' name its own modules (FLUX.1's single-stream
+# blocks, SD 3.5 Medium's second attention).
+_LAYOUT_FAMILIES = (
+    (re.compile(r"^(lora_unet_(double|single)_blocks_|lora_transformer_single_transformer_"
+                r"blocks_|diffusion_model\.(double|single)_blocks\.|transformer\.single_"
+                r"transformer_blocks\.)"), "flux1"),
+    (re.compile(r"^(lora_unet_joint_blocks_|diffusion_model\.joint_blocks\.|transformer\."
+                r"transformer_blocks\.\d+\.attn2\.)"), "sd3"),
+    (re.compile(r"^(lora_unet_(down|up|input|output)_blocks_|lora_unet_mid(dle)?_block_|"
+                r"unet\.)"), UNET),
+)
+# What each transformer family's diffusers loader (0.42.1) reads.
+_LAYOUTS = {"flux1": "kohya's, ai-toolkit's, xlabs' or diffusers' layout",
+            "sd3": "diffusers' layout (transformer.…, text_encoder.…) only"}
 _CACHED_FILES = 4
 # What `ready` lists (the API's /sdapi/v1/loras): a bounded event whatever the folder holds.
 MAX_LISTED = 256
@@ -50,15 +74,44 @@ class LoraFile:
     sha256: str  # of the whole file
     a1111_hash: str  # A1111's "Lora hashes": sha256 of the tensor data after the header
 
+    def copy(self) -> dict[str, torch.Tensor]:
+        """The tensors for diffusers' converters, which may scale them in place (FLUX.1's
+        kohya converter multiplies text-encoder weights by alpha/rank with `*=`): a cached
+        file must not take that again on every read."""
+        return {key: tensor.clone() for key, tensor in self.tensors.items()}
+
     def trained_family(self) -> str | None:
-        base = str(self.metadata.get("ss_base_model_version", ""))
-        if base.startswith("sdxl"):
-            return "sdxl"
-        if self.metadata.get("ss_v2") == "True" or base.startswith("sd_v2"):
-            return "sd2"
-        if base.startswith("sd_v1"):
-            return "sd1"
-        return None
+        return metadata_family(self.metadata)
+
+    def made_for(self) -> str | None:
+        """The family the file was made for: its metadata's, else its key layout's (UNET
+        for an SD UNet's keys, whose family the UNet's own shapes tell)."""
+        return self.trained_family() or layout_family(self.tensors)
+
+
+def metadata_family(metadata: dict[str, str]) -> str | None:
+    """The family kohya's `ss_base_model_version` or the model spec's architecture names
+    (kohya-ss/sd-scripts library/sai_model_spec.py: flux-1-dev, stable-diffusion-3...)."""
+    base = str(metadata.get("ss_base_model_version", "")).lower()
+    arch = str(metadata.get("modelspec.architecture", "")).lower()
+    if base.startswith("sdxl"):
+        return "sdxl"
+    if metadata.get("ss_v2") == "True" or base.startswith("sd_v2"):
+        return "sd2"
+    if base.startswith("sd_v1"):
+        return "sd1"
+    if base.startswith(("flux1", "flux_1", "flux.1")) or arch.startswith("flux-1"):
+        return "flux1"
+    if base.startswith("sd3") or arch.startswith("stable-diffusion-3"):
+        return "sd3"
+    return None
+
+
+def layout_family(keys: Any) -> str | None:
+    for pattern, family in _LAYOUT_FAMILIES:
+        if any(pattern.match(key) for key in keys):
+            return family
+    return None
 
 
 def read_lora(path: Path, shown: str) -> LoraFile:
@@ -114,8 +167,14 @@ def listed(model_path: str) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return []
     found = sorted(folder.rglob("*" + LORA_SUFFIX))[:MAX_LISTED]
-    return [{"name": path.stem, "path": str(path), "metadata": _listed_metadata(path)}
-            for path in found if path.is_file()]
+    entries = []
+    for path in found:
+        if path.is_file():
+            metadata = _listed_metadata(path)
+            family = metadata_family(metadata)
+            entries.append({"name": path.stem, "path": str(path), "metadata": metadata,
+                            **({"family": family} if family else {})})
+    return entries
 
 
 # The layouts diffusers' LoRA conversion leaves keys in: `<layer>.lora.down.weight`,
@@ -169,7 +228,7 @@ def misfit(pipe: Any, state: dict[str, torch.Tensor]) -> str | None:
         root = getattr(pipe, component, None)
         if root is None:
             return f"{component} is missing"
-        if component != "unet" and not hasattr(root, "text_model"):
+        if component.startswith("text_encoder") and not hasattr(root, "text_model"):
             path = path.removeprefix("text_model.")  # transformers 5 dropped that level
         try:
             module = root.get_submodule(path)
@@ -183,8 +242,10 @@ def misfit(pipe: Any, state: dict[str, torch.Tensor]) -> str | None:
 class LoraSet:
     """The LoRAs of the loaded model: found, checked, applied for a request, then removed."""
 
-    def __init__(self, pipe: Any, model_path: str, family: str = "sd1") -> None:
+    def __init__(self, pipe: Any, model_path: str, family: str = "sd1",
+                 denoiser: str = "unet") -> None:
         self.pipe = pipe
+        self.denoiser = denoiser  # the pipeline component the `UNET` weight of a tag goes to
         # A diffusers folder or a checkpoint file: either way its parent is /data.
         self.folder = Path(model_path).parent / LORA_DIR
         self.family = family
@@ -220,7 +281,16 @@ class LoraSet:
         self._files.move_to_end(key)
         return self._files[key]
 
-    def _converted(self, lora: LoraFile, ref: LoraRef) -> tuple[dict[str, torch.Tensor], Any]:
+    def _converted(self, lora: LoraFile, ref: LoraRef) -> dict[str, torch.Tensor]:
+        made_for = lora.made_for()
+        if made_for and made_for != self.family and not (
+                made_for in UNET_FAMILIES | {UNET} and self.family in UNET_FAMILIES):
+            # Refused before any converter sees it: SD 3.5's and FLUX.1's transformers share
+            # their layer names, so only the widths would tell, and an SD UNet's kohya names
+            # fail FLUX.1's converter with a list of keys rather than a family.
+            raise self._misfit(lora, ref, "its metadata or key layout says so")
+        if self.denoiser != "unet":
+            return self._converted_transformer(lora, ref)
         keys = list(lora.tensors)
         if not keys or not (all(k.startswith(_KOHYA_PREFIXES) for k in keys)
                             or all(k.startswith(_DIFFUSERS_PREFIXES) for k in keys)):
@@ -231,16 +301,41 @@ class LoraSet:
         try:
             # The UNet's config lets diffusers map SDXL's sgm block names (kohya trains SDXL on
             # the original UNet) onto this model's blocks.
-            return self.pipe.lora_state_dict(dict(lora.tensors),
-                                             unet_config=self.pipe.unet.config)
+            return self.pipe.lora_state_dict(lora.copy(),
+                                             unet_config=self.pipe.unet.config)[0]
         except Exception as exc:
             if lora.trained_family() not in (None, self.family):
                 raise self._misfit(lora, ref, "its blocks do not map onto this UNet") from None
             raise LoraInvalid(f"LoRA file {self._shown(ref)} cannot be read as a LoRA: "
                               f"{type(exc).__name__}: {' '.join(str(exc).split())}") from None
 
+    def _converted_transformer(self, lora: LoraFile, ref: LoraRef) -> dict[str, torch.Tensor]:
+        """FLUX.1's and SD 3.5's files, in whatever layout the family's diffusers loader
+        converts; keys it leaves outside the pipeline's components are a layout it cannot
+        convert (kohya's SD3 names: diffusers 0.42.1 has no converter for them)."""
+        try:
+            out = self.pipe.lora_state_dict(lora.copy())
+        except Exception as exc:
+            raise LoraInvalid(
+                f"LoRA file {self._shown(ref)} cannot be read as a "
+                f"{_FAMILY_NAMES[self.family]} LoRA (kohya/ai-toolkit's or diffusers' layout): "
+                f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from None
+        state = out[0] if isinstance(out, tuple) else out
+        components = tuple(f"{name}." for name in self.pipe._lora_loadable_modules)
+        unread = next((key for key in state if not key.startswith(components)), None)
+        if unread is not None:
+            raise LoraInvalid(
+                f"LoRA file {self._shown(ref)} is in a layout diffusers cannot convert for "
+                f"{_FAMILY_NAMES[self.family]} (key {unread!r}); it takes "
+                f"{_LAYOUTS[self.family]}")
+        return state
+
     def _misfit(self, lora: LoraFile, ref: LoraRef, problem: str) -> LoraInvalid:
-        trained = lora.trained_family()
+        trained = lora.made_for()
+        if trained == UNET and self.family in UNET_FAMILIES:
+            trained = lora.trained_family()  # the layout says no more than this model's kind
+        elif trained == self.family and self.family not in UNET_FAMILIES:
+            trained = None  # FLUX.2's kohya names are FLUX.1's
         made_for = (f"it was trained for {_FAMILY_NAMES.get(trained, trained)}" if trained
                     else "it is for another model")
         return LoraInvalid(
@@ -251,7 +346,7 @@ class LoraSet:
     def check(self, lora: LoraFile, ref: LoraRef) -> None:
         """Every layer the LoRA adapts exists here with the same shape, or one line naming
         the file and the family it was made for."""
-        state, _ = self._converted(lora, ref)
+        state = self._converted(lora, ref)
         problem = misfit(self.pipe, state)
         if problem:
             raise self._misfit(lora, ref, f"layer {problem}")
@@ -268,12 +363,12 @@ class LoraSet:
         try:
             for index, (ref, lora) in enumerate(files):
                 adapter = f"sdtui_lora_{index}"
-                self.pipe.load_lora_weights(dict(lora.tensors), adapter_name=adapter)
+                self.pipe.load_lora_weights(lora.copy(), adapter_name=adapter)
                 self._applied.append(adapter)
                 names.append(adapter)
                 # The text-encoder weight applies to every text encoder the file adapts
                 # (SDXL's second one too: diffusers would leave it at 1).
-                weights.append({part: ref.unet if part == "unet" else ref.text_encoder
+                weights.append({part: ref.unet if part == self.denoiser else ref.text_encoder
                                 for part, adapters in self.pipe.get_list_adapters().items()
                                 if adapter in adapters})
                 records.append({"name": ref.name, "weight": ref.unet,

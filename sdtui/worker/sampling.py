@@ -22,7 +22,7 @@ from sdtui.errors import BadInput
 from sdtui.worker import inpaint, memory_fit
 from sdtui.worker.families import CFG, EMBEDDED, Family
 from sdtui.worker.img2img import decode_init_image, fit_image
-from sdtui.worker.lora import LoraSet
+from sdtui.worker.lora import LORA_FAMILIES, LoraSet
 from sdtui.worker.models import LoadedModel
 from sdtui.worker.postprocess import PostProcessor
 from sdtui.worker.prompts import PipelinePrompts, PromptEncoder
@@ -94,7 +94,7 @@ class Sampler:
         self._scheduler_cache: dict[str, Any] = {}
         self._img2img: Any = None
         self._inpaint: Any = None
-        self.loras = LoraSet(self.pipe, model.path, model.family.id)
+        self.loras = LoraSet(self.pipe, model.path, model.family.id, model.family.denoiser)
         self._prompts: PromptEncoder | PipelinePrompts | None = None
         self.post = PostProcessor(model.path, model.device)
 
@@ -278,7 +278,7 @@ class Sampler:
             raise BadInput(f"{self.model.family.label} has no img2img (its pipeline takes an "
                            f"image as a reference to edit, not as a start); add --mask FILE to "
                            f"repaint part of it, or drop --init-image")
-        if refs and self.model.family.denoiser != "unet":
+        if refs and self.model.family.id not in LORA_FAMILIES:
             raise BadInput(f"LoRAs do not run on {self.model.family.label} models yet; drop "
                            f"the <lora:...> tags")
         self.use_scheduler(req["scheduler"], req["schedule"])
