@@ -54,6 +54,12 @@ def teardown(session, name: str, ledger: Ledger | None, *, purge_bucket: bool = 
         lambda: compute.delete(batch, name, sleep=sleep),
         "free while idle; running instances bill until Batch stops them; ")
     run_ids = [e.id for e in ledger.resources("run")] if ledger is not None else []
+    run_ids += [e.meta["run"] for e in ledger.resources("role") if e.meta.get("run")
+                and e.meta["run"] not in run_ids] if ledger is not None else []
+    ssm = client(session, "ssm")
+    for entry in ledger.resources("parameter") if ledger is not None else []:
+        # a fetch's tokens a crash left behind
+        attempt("parameter", entry.id, lambda p=entry.id: _delete_parameter(ssm, p), "free; ")
     attempt("job_definition", names.job_definition(name),
             lambda: jobdef.deregister_all(batch, name, run_ids), "free; ")
     if compute_gone:
@@ -107,6 +113,16 @@ def _bucket(s3, ledger: Ledger | None, purge: bool, report: TeardownReport,
             why = ("it was there before this deployment" if purge
                    else "--purge-bucket deletes it")
             report.kept.append(Resource("bucket", entry.id, "kept", True, f"{cost}; {why}"))
+
+
+def _delete_parameter(ssm, name: str) -> bool:
+    try:
+        ssm.delete_parameter(Name=name)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
+            return False
+        raise
+    return True
 
 
 def _purge(s3, name: str) -> bool:
