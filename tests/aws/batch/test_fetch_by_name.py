@@ -156,3 +156,26 @@ def test_the_scale_out_fetches_a_named_model_into_the_bucket_never_through_here(
             for tag in image.tags:
                 if f"/sdtui-{name}:" in tag:
                     docker_client.images.remove(tag)
+
+
+def test_teardown_removes_what_a_crashed_fetch_left(aws) -> None:
+    """A fetch cut short before its `finally` (the process killed) leaves its role and its
+    tokens' parameter: the ledger recorded each before it was made, so teardown deletes them."""
+    from sdtui.deploy.aws import iam
+    from sdtui.deploy.aws.naming import tags
+    from sdtui.deploy.batch import teardown
+    from sdtui.ledger import Ledger
+
+    name, fetch_id = "crashed", fetch.new_fetch_id()
+    role, parameter = names.run_role(name, fetch_id), fetch.parameter_name(name, fetch_id)
+    ledger = Ledger.open(name, "batch")
+    ledger.record("role", role, run=fetch_id)
+    ledger.record("parameter", parameter)
+    aws["ssm"].put_parameter(Name=parameter, Type="SecureString", Value="{}")
+    iam.ensure_role_named(aws["iam"], role, policies.job_trust_policy("123456789012"), "left",
+                          tags(name), inline={FETCH_POLICY_NAME: fetch.fetch_role_policy(
+                              "b", fetch_id, None)}, path=names.run_role_path(name))
+    report = teardown.teardown(boto3.Session(region_name="us-east-1"), name, Ledger.load(name))
+    assert not report.left, report.left
+    assert parameters(aws["ssm"], name) == [] and fetch_roles(aws["iam"], name) == {}
+    assert Ledger.load(name) is None
