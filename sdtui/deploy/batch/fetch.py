@@ -178,16 +178,23 @@ def _wait(ctx: StepContext, batch, job: str, sleep: Callable[[float], None]) -> 
         sleep(POLL_S)
 
 
+def delete_parameter(ssm, parameter: str) -> bool:
+    """False when it was already gone."""
+    try:
+        ssm.delete_parameter(Name=parameter)
+    except ClientError as exc:
+        if error_code(exc) != "ParameterNotFound":
+            raise
+        return False
+    return True
+
+
 def take_back(aws: Clients, ledger: Ledger, name: str, bucket: str, fetch_id: str,
               parameter: str | None) -> None:
     """The tokens, the role, the job definition and the job's JSON, each gone (teardown does it
     for whatever a crash left: it was recorded before it was made)."""
     if parameter:
-        try:
-            aws.ssm.delete_parameter(Name=parameter)
-        except ClientError as exc:
-            if error_code(exc) != "ParameterNotFound":
-                raise
+        delete_parameter(aws.ssm, parameter)
         ledger.forget("parameter", parameter)
     role = names.run_role(name, fetch_id)
     if iam.role_tagged(aws.iam, role, names.TAG_KEY, name):

@@ -16,7 +16,7 @@ from sdtui.deploy.aws.naming import TAG_KEY
 from sdtui.deploy.aws.session import client
 from sdtui.deploy.aws.teardown import S3_USD_PER_GB_MONTH, bucket_size_gb
 from sdtui.deploy.base import Resource, TeardownReport
-from sdtui.deploy.batch import compute, jobdef, launch_template, names, network
+from sdtui.deploy.batch import compute, fetch, jobdef, launch_template, names, network
 from sdtui.deploy.batch import queue as job_queue
 from sdtui.errors import SdtuiError
 from sdtui.ledger import Ledger
@@ -59,7 +59,7 @@ def teardown(session, name: str, ledger: Ledger | None, *, purge_bucket: bool = 
     ssm = client(session, "ssm")
     for entry in ledger.resources("parameter") if ledger is not None else []:
         # a fetch's tokens a crash left behind
-        attempt("parameter", entry.id, lambda p=entry.id: _delete_parameter(ssm, p), "free; ")
+        attempt("parameter", entry.id, lambda p=entry.id: fetch.delete_parameter(ssm, p), "free; ")
     attempt("job_definition", names.job_definition(name),
             lambda: jobdef.deregister_all(batch, name, run_ids), "free; ")
     if compute_gone:
@@ -113,16 +113,6 @@ def _bucket(s3, ledger: Ledger | None, purge: bool, report: TeardownReport,
             why = ("it was there before this deployment" if purge
                    else "--purge-bucket deletes it")
             report.kept.append(Resource("bucket", entry.id, "kept", True, f"{cost}; {why}"))
-
-
-def _delete_parameter(ssm, name: str) -> bool:
-    try:
-        ssm.delete_parameter(Name=name)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") == "ParameterNotFound":
-            return False
-        raise
-    return True
 
 
 def _purge(s3, name: str) -> bool:
