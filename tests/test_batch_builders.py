@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import botocore.session
+import pytest
 from botocore.validate import validate_parameters
 
 from sdtui.deploy.aws import ecr
@@ -194,9 +195,40 @@ def test_the_readme_shows_the_policies_the_builders_write():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     section = readme.split("### Least-privilege policies", 1)[1].split("### ", 1)[0]
-    run, pass_role = (json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S))
+    run, fetching, pass_role = (json.loads(b) for b in re.findall(r"```json\n(.*?)```",
+                                                                   section, re.S))
     assert run == policies.run_role_policy(
         "BUCKET", ["sd-v1-4.ckpt", "sd-v1-4.yaml", "GFPGANv1.3.pth"], "RUN")
+    from sdtui.deploy.batch import fetch
+
+    assert fetching == fetch.fetch_role_policy("BUCKET", "FETCH", fetch.parameter_arn(
+        "REGION", "ACCOUNT", fetch.parameter_name("NAME", "FETCH")))
     assert pass_role == policies.pass_role_policy("ACCOUNT", "batch")
     # no promise of other partitions (the region check refuses them)
     assert "aws-cn" not in readme.split("## Scale-out", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_fetch_job_asks_for_no_gpu_and_its_role_writes_models_only():
+    from sdtui.deploy.batch import fetch
+
+    fetch_id = "fetch-20260101-000000-abcd"
+    params = fetch.definition_params(NAME, image="repo:tag", fetch=fetch_id,
+                                     job_role_arn=policies.role_arn(ACCOUNT, "r"))
+    valid("batch", "RegisterJobDefinition", params)
+    assert "GPU" not in json.dumps(params["containerProperties"]["resourceRequirements"])
+    parameter = fetch.parameter_arn("us-east-1", ACCOUNT, fetch.parameter_name(NAME, fetch_id))
+    policy = fetch.fetch_role_policy(BUCKET, fetch_id, parameter)
+    writes = [s for s in policy["Statement"] if "s3:PutObject" in json.dumps(s["Action"])]
+    assert [s["Resource"] for s in writes] == [f"arn:aws:s3:::{BUCKET}/models/*"]
+    assert [s["Resource"] for s in policy["Statement"] if "ssm:" in json.dumps(s)] == [parameter]
+    assert "ssm:" not in json.dumps(fetch.fetch_role_policy(BUCKET, fetch_id, None))
+
+
+@pytest.mark.parametrize(("model", "fetched"), [
+    ("sd15", True), ("hf:org/repo", True), ("civitai:5", True), ("sd35-medium@abc", True),
+    ("tiny-sd", False), ("sd15/", False), ("sd-v1-4.ckpt", False), ("models/hf/o/r/c/m", False),
+])
+def test_a_bare_name_is_fetched_only_when_the_catalogue_has_it(model: str, fetched: bool):
+    from sdtui.deploy.batch.settings import BatchSettings
+
+    assert BatchSettings(bucket=BUCKET, models=[model]).names_a_fetch(model) is fetched

@@ -11,7 +11,6 @@ from sdtui.deploy.kept_model import recorded_gone
 from sdtui.docker_values import engine_url, image_name, volume_name
 from sdtui.errors import BadSetting
 from sdtui.fetch.named import ModelByName
-from sdtui.fetch.plan import Resolved
 from sdtui.fetch.store import Store
 from sdtui.ledger import validate_name
 from sdtui.loras import LORA_DIR
@@ -73,20 +72,6 @@ class LocalSettings(ModelByName):
         a run that needs no upload (the deployment checks its worker still holds it)."""
         ledger = recorded_gone(self.name, "local", self.models)
         return ledger is not None and bool(ledger.resources("container"))
-
-    def to_fetch(self) -> list[Resolved]:
-        """Every set named to fetch: the model's, then each LoRA's."""
-        model = self.fetched_model()
-        return [model, *self.fetched_loras()] if model else self.fetched_loras()
-
-    def fetched_loras(self) -> list[Resolved]:
-        """The LoRAs named to fetch, resolved once (over the network)."""
-        cached = getattr(self, "_loras", None)
-        if cached is None or [r.ref for r in cached] != [str(x) for x in self.lora_files]:
-            from sdtui.fetch.resolve import resolve_lora
-
-            cached = self._loras = [resolve_lora(str(x)) for x in self.lora_files]
-        return cached
 
     @property
     def store(self) -> Store:

@@ -1,5 +1,6 @@
 """The curated catalogue: short names for models sdtui runs today, each resolving to exact
-repos and files. SD 1.x and SDXL are one checkpoint each; FLUX.1 is BFL's diffusers repo whole
+repos and files. SD 1.x and SDXL are one checkpoint each; SD 3.5 and FLUX.2 Klein are their
+diffusers repos whole (what the worker loads them from); FLUX.1 is BFL's diffusers repo whole
 (`flux1-schnell`, `flux1-dev`), or a split set (`NAME:q8`, `NAME:q4`) gathered from the repos
 ComfyUI users get them from into one folder laid out as sdtui.modelsets reads it: city96's GGUF
 transformer, comfyanonymous's CLIP-L and T5-XXL, BFL's VAE, and BFL's T5 tokenizer and CLIP-L
@@ -70,8 +71,9 @@ class Entry:
     source: HfRef | SplitSet
     licence: str
     licence_url: str
-    gated: bool
+    gated: bool | None  # None: not verified from a public source (the Hub says when fetching)
     size: str  # what the download weighs, as a person reads it
+    note: str = ""  # what else to know before fetching it (the GPU it needs, what is unverified)
 
 
 def flux1_entries(variant: str, steps: int, licence: str, gated: bool) -> tuple[Entry, ...]:
@@ -100,6 +102,19 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
           "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0", False, "6.9 GB"),
     *flux1_entries("schnell", 4, "Apache-2.0", gated=False),
     *flux1_entries("dev", 28, "FLUX.1 [dev] Non-Commercial License", gated=True),
+    *(Entry(f"sd35-{size}", f"Stable Diffusion 3.5 {title} (1024x1024), diffusers repo",
+            HfRef(f"stabilityai/stable-diffusion-3.5-{size}"), "Stability AI Community License",
+            f"https://huggingface.co/stabilityai/stable-diffusion-3.5-{size}", True, weight,
+            note) for size, title, weight, note in (
+        ("medium", "Medium", "≈16 GB", "the size is reckoned from the parameter counts"),
+        ("large", "Large", "≈28 GB", "the size is reckoned from the parameter counts; needs a "
+         "48 GB GPU (g6e): its 16-bit transformer and encoders do not fit 24 GB"))),
+    Entry("flux2-klein", "FLUX.2 [klein] 4B, 4 steps (1024x1024), diffusers repo",
+          HfRef("black-forest-labs/FLUX.2-klein-4B"), "Apache-2.0",
+          "https://huggingface.co/black-forest-labs/FLUX.2-klein-4B", None, "≈16 GB",
+          "needs a 24 GB GPU (g5, g6, g6e); whether the repo is gated was not verified here "
+          "(a gated answer is met with the HF_TOKEN line); the size is reckoned from the "
+          "parameter counts"),
 )}
 
 
@@ -119,7 +134,9 @@ def listing() -> list[str]:
     lines = []
     width = max(len(name) for name in CATALOGUE)
     for e in CATALOGUE.values():
-        gated = "gated: accept the licence, set HF_TOKEN" if e.gated else "not gated"
+        gated = {True: "gated: accept the licence, set HF_TOKEN", False: "not gated",
+                 None: "gated: not verified"}[e.gated]
+        note = f" Note: {e.note}." if e.note else ""
         lines.append(f"{e.name:<{width}} {e.title} — {e.source} ({e.size}; {e.licence}, {gated}; "
-                     f"{e.licence_url})")
+                     f"{e.licence_url}){note}")
     return lines

@@ -5,6 +5,7 @@ errors), turned into the files one model needs."""
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import replace
 
 import httpx2  # huggingface_hub's HTTP client: its connection errors are its own
@@ -26,7 +27,8 @@ DIFFUSERS_INDEX = "model_index.json"
 # Components the worker never loads (sdtui runs without the safety checker).
 SKIPPED_COMPONENTS = {"safety_checker", "feature_extractor"}
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
-_VARIANT_MARKS = (".fp16.", ".non_ema.", ".ema.", ".bf16.", ".fp32.")
+# diffusers' variant names: NAME.VARIANT.safetensors, and sharded NAME.VARIANT-00001-of-00002.
+_VARIANT = re.compile(r"\.(fp16|non_ema|ema|bf16|fp32)[.-]")
 _SMALL_FILE_LIMIT = 1024 * 1024
 
 
@@ -129,7 +131,7 @@ def _components(ref: HfRef, commit: str) -> list[str]:
 def _weights(names: list[str]) -> list[str]:
     """A component folder's weights: plain (not fp16 or EMA variants) safetensors, else .bin."""
     plain = [n for n in names if n.endswith(WEIGHT_SUFFIXES)
-             and not any(m in posixpath.basename(n) for m in _VARIANT_MARKS)]
+             and not _VARIANT.search(posixpath.basename(n))]
     safetensors = [n for n in plain if n.endswith(".safetensors")]
     return safetensors or plain
 

@@ -3,8 +3,10 @@ how each is checked. No tokens here: they are added to the request when it is se
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
+
+from sdtui.loras import LORA_DIR
 
 Auth = Literal["hf", "civitai"]
 
@@ -53,6 +55,13 @@ class Resolved:
                                  auth=_auth(f["auth"])) for f in data["files"])
         return cls(str(data["ref"]), str(data["source"]), str(data["pinned"]),
                    str(data["root"]), str(data["model"]), files)
+
+
+def beside(lora: Resolved, model: Resolved) -> Resolved:
+    """A LoRA set re-rooted into the `loras/` folder beside a fetched model, where the worker
+    finds `<lora:NAME:W>` (a model's folder is its set's root, a file's or a diffusers
+    folder's alike)."""
+    return replace(lora, root=f"{model.root}/{LORA_DIR}")
 
 
 def fetched_source(params: dict) -> str | None:

@@ -11,13 +11,21 @@ in the object's metadata. A key whose object already carries that checksum is sk
 
 It writes JSON lines on stdout: `download_progress` (file, done, total, rate, eta_s), `log`
 (message), then `done` (fetched, skipped, bytes) or `error` (message, fix).
+
+`python -m sdtui.worker fetch-to-bucket --bucket B --job KEY [--tokens PARAMETER]` is the same
+fetch as the scale-out's one-shot Batch job (AWS Batch can only append arguments to the image's
+entry point, and there is no stdin): the job (no tokens) is read from the bucket, the tokens
+from an SSM SecureString parameter that the job's role may read while the fetch lasts, into this
+process's memory only. Its events are the job's log.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -145,6 +153,36 @@ def main() -> int:
         _emit({"type": "error", "message": f"the fetch job is malformed: {exc!r}",
                "fix": "run sdtui again"})
         return 2
+    return 0
+
+
+def batch_main(argv: list[str]) -> int:
+    import boto3
+
+    p = argparse.ArgumentParser(prog="python -m sdtui.worker fetch-to-bucket")
+    p.add_argument("--bucket", required=True)
+    p.add_argument("--job", required=True, metavar="KEY", help="the job's JSON in the bucket")
+    p.add_argument("--tokens", metavar="PARAMETER", help="SSM SecureString parameter: the "
+                   "tokens as a JSON object")
+    p.add_argument("--region", help="the bucket's region (default: the container's)")
+    args = p.parse_args(argv)
+    if args.region:
+        os.environ["AWS_DEFAULT_REGION"] = args.region
+    try:
+        body = boto3.client("s3").get_object(Bucket=args.bucket, Key=args.job)["Body"]
+        job = {**json.loads(body.read(JOB_LIMIT)), "bucket": args.bucket,
+               "staging": str(Path(tempfile.gettempdir()) / "sdtui-fetch")}
+        if args.tokens:
+            job["tokens"] = json.loads(boto3.client("ssm").get_parameter(
+                Name=args.tokens, WithDecryption=True)["Parameter"]["Value"])
+        _emit(run(job, _emit))
+    except SdtuiError as exc:
+        _emit({"type": "error", "message": exc.message, "fix": exc.fix})
+        return 1
+    except Exception as exc:  # noqa: BLE001 (one line in the job's log, never a token)
+        _emit({"type": "error", "message": f"the fetch failed: {type(exc).__name__}: "
+               f"{' '.join(str(exc).split())[:300]}", "fix": "run sdtui again"})
+        return 1
     return 0
 
 

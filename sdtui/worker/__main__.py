@@ -1,6 +1,8 @@
 """`python -m sdtui.worker --model PATH [--outputs DIR]`: load the model once, then serve.
 `python -m sdtui.worker batch ...` runs one shard of a scale-out run instead (see batch.py; the
-image's entry point is this module, and AWS Batch can only append arguments to it)."""
+image's entry point is this module, and AWS Batch can only append arguments to it);
+`python -m sdtui.worker fetch-to-bucket ...` the scale-out's fetch of a model into the bucket
+(see sdtui/fetch/to_bucket.py)."""
 
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         from sdtui.worker.batch import main as batch_main
 
         return batch_main(argv[1:])
+    if argv[:1] == ["fetch-to-bucket"]:
+        from sdtui.fetch.to_bucket import batch_main as fetch_main
+
+        return fetch_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m sdtui.worker", description=__doc__)
     parser.add_argument("--model", required=True, help="diffusers folder, .ckpt or .safetensors")
     parser.add_argument("--outputs", type=Path,

@@ -3,6 +3,8 @@
 stand-in: the instance fetches a gated repo's checkpoint straight into the bucket, the user's
 machine fetches none of its bytes, the instance role may write `models/` only while the fetch
 runs, and no token lands in the ledger, the instance's files or the container's configuration.
+A LoRA named with `--lora-file` comes in the same fetch, into the `loras/` folder beside the model
+in the bucket, where the worker applies it from.
 
 The instance and the user's machine both reach the stand-in from 127.0.0.1: the stand-in tells
 them apart by User-Agent (the runner sends sdtui.fetch.to_bucket.AGENT)."""
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +35,7 @@ BUCKET = "sdtui-e2e-fetch"
 NAME = "e2efetch"
 REPO = "org/gated-tiny"
 FILE = "tiny.safetensors"
+LORA_REPO = "org/style"
 
 
 def command(out: Path, *extra: str) -> list[str]:
@@ -39,7 +43,8 @@ def command(out: Path, *extra: str) -> list[str]:
 
     return [sys.executable, "-m", "sdtui", "--no-ui", "--option", "aws", "--name", NAME,
             "--bucket", BUCKET, "--model", f"hf:{REPO}/{FILE}", "--base-image", OFFLINE_BASE,
-            "--ssh-cidr", "203.0.113.7/32", "--prompt", "a lighthouse", "--steps", "2",
+            "--lora-file", f"hf:{LORA_REPO}", "--ssh-cidr", "203.0.113.7/32",
+            "--prompt", "a lighthouse <lora:style:0.8>", "--steps", "2",
             "--width", "64", "--height", "64", "--seed", "7", "--out", str(out), "--json",
             *extra]
 
@@ -63,6 +68,10 @@ def test_option_a_fetches_a_gated_model_on_the_instance_into_the_bucket(
     size = model.stat().st_size
     sha = hashlib.sha256(model.read_bytes()).hexdigest()
     hub.add_repo(REPO, checkpoint_files(model, FILE), gated=True)
+    from sdtui.devtools.tiny_lora import write_tiny_lora
+
+    lora = write_tiny_lora(tiny_models["diffusers"], tmp_path / "style.safetensors")
+    hub.add_repo(LORA_REPO, {"style.safetensors": lora}, tags=["lora"])
     monkeypatch.setenv("HF_TOKEN", hub.token)
     host, mount, boot = boot_instance(monkeypatch, tmp_path, aws["ec2"], ecr_registry, NAME)
     out = tmp_path / "out"
@@ -112,6 +121,13 @@ def test_option_a_fetches_a_gated_model_on_the_instance_into_the_bucket(
         assert len(saved) == 1
         params = Image.open(saved[0]).text["parameters"]
         assert f"Model hash: {sha[:10]}," in params
+        # The LoRA came in the same fetch, beside the model, and the worker applied it.
+        lora_key = f"models/hf/{REPO}/{COMMIT}/loras/style.safetensors"
+        lora_sha = hashlib.sha256(lora.read_bytes()).hexdigest()
+        assert aws["s3"].head_object(Bucket=BUCKET, Key=lora_key)["Metadata"]["sha256"] == \
+            lora_sha
+        assert re.search(r'Lora hashes: "?style: [0-9a-f]{12}', params), params
+        assert hub.served_as.get(AGENT, 0) >= size + lora.stat().st_size
         assert f"hf:{REPO}/{FILE}@{COMMIT}" in json.dumps(Image.open(saved[0]).text)
         # No token in the ledger, on the instance's disk, or in the fetch container's config.
         state = Path(str(tmp_path / "state"))

@@ -58,6 +58,8 @@ def test_a_diffusers_repo_brings_the_components_the_worker_loads(hub: Hub,
     hub.add_folder("org/tiny-sd", tiny_diffusers)
     repo = hub.repos["org/tiny-sd"]
     repo.files["unet/diffusion_pytorch_model.fp16.safetensors"] = b"f" * 3000
+    # diffusers' sharded variant names (SD 3.5's and Klein's encoders are sharded)
+    repo.files["text_encoder/model.fp16-00001-of-00002.safetensors"] = b"f" * 3000
     repo.files["safety_checker/model.safetensors"] = b"s" * 3000
     store, resolved, _ = fetch("https://huggingface.co/org/tiny-sd/tree/main")
     model = store.model_path(resolved)

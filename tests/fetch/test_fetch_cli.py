@@ -38,7 +38,10 @@ def test_list_models_names_each_entry_with_its_licence() -> None:
     (["--model", "https://huggingface.co/org"], "not a repo"),
     (["--model", "sd15", "--lora-file", "civitai:5"], "not a LoRA"),
     (["--option", "aws", "--bucket", "sdtui-fetch-test", "--model", "/x.ckpt",
-      "--lora-file", "civitai:5"], "--lora-file fetches with Option B"),
+      "--lora-file", "civitai:5"], "--lora-file fetches into the loras/ folder beside a model "
+                                   "named to fetch on Option A"),
+    (["--option", "batch", "--bucket", "sdtui-fetch-test", "--model", "sd15", "--lora-file",
+      "civitai:5"], "--lora-file fetches with Options A and B"),
 ])
 def test_bad_names_exit_2_with_one_line_and_nothing_created(
         hub: Hub, tmp_path: Path, args: list[str], says: str) -> None:

@@ -159,10 +159,11 @@ class AwsDeployment(WorkerSteps, Deployment):
         steps = aws_steps(self.settings, self.ledger, public_ip=self._public_ip,
                           on_cost=self._emit, sleep=self._sleep,
                           user_data=lambda: ssh.user_data(self.name))
-        fetched = self.settings.fetched_model()
-        fetch = [Step("fetch", f"Fetch {fetched.ref} on the instance into "
-                      f"s3://{self.settings.bucket}/{MODELS_PREFIX} ({fetched.total / 2**20:.1f} "
-                      "MiB)", self._fetch_models, self._models_fetched)] if fetched else []
+        sets = self.settings.bucket_sets()
+        fetch = [Step("fetch", f"Fetch {', '.join(r.ref for r in sets)} on the instance into "
+                      f"s3://{self.settings.bucket}/{MODELS_PREFIX} "
+                      f"({sum(r.total for r in sets) / 2**20:.1f} MiB)", self._fetch_models,
+                      self._models_fetched)] if sets else []
         busy = [Step("image", "Worker image: pulled from ECR, or built on the instance and "
                      "pushed", self._pull_or_build, self._image_ready),
                 *fetch, *self.container_steps()]
@@ -232,19 +233,19 @@ class AwsDeployment(WorkerSteps, Deployment):
         return f"{found.tag}: {found.how}"
 
     def _models_fetched(self) -> str | None:
-        resolved = self.settings.fetched_model()
+        sets = self.settings.bucket_sets()
         s3 = client(self.session, "s3")
-        if resolved is None or not all(
+        if not sets or not all(
                 to_bucket.present(s3, self.settings.bucket,
                                   to_bucket.key_of(MODELS_PREFIX, resolved, f), f)
-                for f in resolved.files):
+                for resolved in sets for f in resolved.files):
             return None
-        return (f"{len(resolved.files)} file(s) of {resolved.source} already in "
+        return (f"{sum(len(r.files) for r in sets)} file(s) of "
+                f"{'; '.join(r.source for r in sets)} already in "
                 f"s3://{self.settings.bucket}/{MODELS_PREFIX}")
 
     def _fetch_models(self, ctx: StepContext) -> str:
-        resolved = self.settings.fetched_model()
-        assert resolved is not None  # the step is planned only for a model named to fetch
+        sets = self.settings.bucket_sets()  # planned only for a model named to fetch
         target = self._target(self._find_running())
         staging = self.host_plan(target).path(remote_fetch.STAGING_DIR)
         sudo = "sudo -n " if target.user != "root" else ""
@@ -271,13 +272,14 @@ class AwsDeployment(WorkerSteps, Deployment):
                 done = remote_fetch.run_fetch(
                     engine, deployment=self.name, image=self._image or "", staging=staging,
                     environment=remote_fetch.environment(str(self.settings.region)),
-                    job=remote_fetch.job(self.settings.bucket, MODELS_PREFIX, [resolved]),
+                    job=remote_fetch.job(self.settings.bucket, MODELS_PREFIX, sets),
                     ledger=self.ledger, on_event=on_event, cancel=ctx.cancel)
         finally:
             engine.close()
         return (f"{len(done.get('fetched', []))} file(s) fetched by the instance "
                 f"({int(done.get('bytes') or 0) / 2**20:.1f} MiB), "
-                f"{len(done.get('skipped', []))} already there ({resolved.source})")
+                f"{len(done.get('skipped', []))} already there "
+                f"({'; '.join(r.source for r in sets)})")
 
     def _model_in_container(self) -> tuple[str, str | None]:
         """The worker's model path under /data and the model file's sha256."""

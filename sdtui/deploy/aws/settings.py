@@ -14,6 +14,7 @@ from sdtui.container.context import DEFAULT_BASE_IMAGE
 from sdtui.deploy.kept_model import recorded_gone
 from sdtui.errors import BadInput
 from sdtui.fetch.named import ModelByName
+from sdtui.fetch.plan import Resolved, beside
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import check_extras, check_models
 
@@ -48,6 +49,8 @@ class AwsSettings(ModelByName):
     bucket: str
     # Files here (uploaded), or one name to fetch (the instance fetches it into the bucket).
     models: list[Path | str] = field(default_factory=list)
+    # LoRAs to fetch (with a model to fetch) into the loras/ folder beside it in the bucket.
+    lora_files: list[str] = field(default_factory=list)
     profile: str | None = None
     instance_type: str = "g4dn.xlarge"
     spot: bool = False
@@ -76,6 +79,12 @@ class AwsSettings(ModelByName):
                 f"a {self.volume_gb} GB root volume is too small for the CUDA image",
                 fix=f"pass --volume-gb {MIN_VOLUME_GB} or more (100 is the default)",
             )
+        if self.lora_files and self.fetched_model() is None:
+            raise BadInput("--lora-file fetches into the loras/ folder beside a model named to "
+                           "fetch on Option A",
+                           fix="name the model to fetch (hf:, civitai:, a catalogue name), or "
+                           "put the LoRA in a loras/ folder beside the model file (uploaded "
+                           "with it)")
         if self.fetched_model() is None and not self.model_kept():
             check_models(self.models)
         elif self.fetched_model() is None:
@@ -85,6 +94,12 @@ class AwsSettings(ModelByName):
                            "does not upload yet",
                            fix="put the extra file in the bucket yourself, or give the model "
                            "as a file")
+        self.fetched_loras()
+
+    def bucket_sets(self) -> list[Resolved]:
+        """What the instance fetches into the bucket: the model, then each LoRA beside it."""
+        model = self.fetched_model()
+        return [model, *(beside(lora, model) for lora in self.fetched_loras())] if model else []
 
     def model_kept(self) -> bool:
         return bool(self.kept_objects())

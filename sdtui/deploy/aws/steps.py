@@ -60,7 +60,7 @@ class AwsRun(SessionClients):
             spot=s.spot, idle_minutes=s.idle_minutes, profile=s.profile,
             models=[str(m) if fetched else str(Path(m).expanduser().absolute())
                     for m in s.models], base_image=s.base_image,
-            fetched=[fetched.record()] if fetched else None,
+            fetched=[r.record() for r in s.bucket_sets()] or None,
         )
         return f"{who.arn} in {s.region}"
 

@@ -120,7 +120,8 @@ class BatchDeployment(Deployment):
         s = self.settings
         self.ledger.set_params(account=pre.who.account, region=s.region, bucket=s.bucket,
                                profile=s.profile, models=list(s.models),
-                               instance_type=s.instance_type, spot=s.spot)
+                               instance_type=s.instance_type, spot=s.spot,
+                               fetched=[r.record() for r in [s.fetched_model()] if r] or None)
         run_steps(self.work.steps(pre), on_event, cancel)
 
     def connect(self):  # noqa: ANN201

@@ -1,8 +1,9 @@
 """Which bucket keys a run's shards copy: the model (with its sidecars) and the extra files.
 
-`--model` takes local files, which are uploaded first exactly as Option A uploads them, or keys
-already in the bucket (what Option A left there, e.g. `sd-v1-4.ckpt`). Everything is looked up
-before anything is created, so a model missing from the bucket is refused up front.
+`--model` takes local files, which are uploaded first exactly as Option A uploads them, keys
+already in the bucket (what Option A left there, e.g. `sd-v1-4.ckpt`), or a model to fetch, whose
+keys under `models/` are known once it is resolved (the `fetch` step puts them there). Everything
+is looked up before anything is created, so a model missing from the bucket is refused up front.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from pathlib import Path, PurePosixPath
 
 from botocore.exceptions import ClientError
 
-from sdtui.deploy.aws.naming import error_code
+from sdtui.deploy.aws.naming import MODELS_PREFIX, error_code
 from sdtui.errors import BadInput
+from sdtui.fetch.plan import Resolved
+from sdtui.fetch.to_bucket import key_of
 from sdtui.modelfiles import (
     CONFIG_DIR_SUFFIX,
     DIFFUSERS_INDEX,
@@ -57,6 +60,18 @@ def plan(s3, bucket: str, bucket_exists: bool, models: list[str]) -> ModelFiles:
         keys += [k for k, _size in found if k not in keys]
         total += sum(size for _key, size in found)
     return ModelFiles(models[0].rstrip("/"), keys, total)
+
+
+def fetched(resolved: Resolved, models: list[str]) -> ModelFiles:
+    """A model the `fetch` step puts in the bucket: its keys, as Option A's fetch lays them."""
+    if models[1:]:
+        raise BadInput(f"{models[1]} travels beside a model to fetch, which the scale-out does "
+                       "not upload yet",
+                       fix="put the extra file in the bucket yourself, or give the model as a "
+                       "file or a key")
+    return ModelFiles(f"{MODELS_PREFIX}{resolved.root}/{resolved.model}",
+                      [key_of(MODELS_PREFIX, resolved, f) for f in resolved.files],
+                      resolved.total)
 
 
 def _bucket_files(s3, bucket: str, key: str, exists: bool, *,

@@ -11,6 +11,9 @@ from sdtui.deploy.aws.settings import (
     resolve_region,
 )
 from sdtui.errors import BadInput
+from sdtui.fetch.catalogue import CATALOGUE
+from sdtui.fetch.named import ModelByName
+from sdtui.fetch.refs import CatalogueRef, parse_ref
 from sdtui.ledger import validate_name
 
 # One GPU and 4 vCPUs each, so one shard per instance and 4·W vCPUs for W shards.
@@ -20,11 +23,12 @@ DEFAULT_NAME = "batch"
 
 
 @dataclass
-class BatchSettings:
+class BatchSettings(ModelByName):
     bucket: str
     region: str | None = None
     name: str = DEFAULT_NAME
-    # As given: local files (uploaded like Option A does) or keys already in the bucket.
+    # As given: local files (uploaded like Option A does), keys already in the bucket, or a
+    # model to fetch into the bucket (hf:, civitai:, a catalogue name).
     models: list[str] = field(default_factory=list)
     profile: str | None = None
     instance_type: str = "g4dn.xlarge"
@@ -57,8 +61,14 @@ class BatchSettings:
                            fix=f"pass {MIN_VOLUME_GB} GB or more")
         if not self.models:
             raise BadInput("no model given",
-                           fix="pass --model with a file here or a key in the bucket "
-                           "(e.g. sd-v1-4.ckpt)")
+                           fix="pass --model with a file here, a key in the bucket (e.g. "
+                           "sd-v1-4.ckpt) or a name to fetch (sdtui --list-models)")
+
+    def names_a_fetch(self, text: str) -> bool:
+        """hf:, civitai:, their URLs and the catalogue's names; any other bare name is a key in
+        the bucket (a folder key named like a catalogue entry: write it with a trailing /)."""
+        ref = parse_ref(text)
+        return ref is not None and (not isinstance(ref, CatalogueRef) or ref.name in CATALOGUE)
 
 
 def check_gpus(gpus: int, field: str | None = None) -> None:

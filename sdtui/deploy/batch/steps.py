@@ -16,6 +16,7 @@ from sdtui.deploy.aws.session import Identity, SessionClients, identity
 from sdtui.deploy.base import Step, StepContext
 from sdtui.deploy.batch import (
     compute,
+    fetch,
     jobdef,
     launch_template,
     models,
@@ -54,7 +55,9 @@ class BatchSteps(SessionClients):
         s = self.settings
         who = identity(self.session)
         exists = self._bucket_is_ours()
-        files = models.plan(self.client("s3"), s.bucket, exists, s.models)
+        resolved = s.fetched_model()  # the hub's API only: no model byte comes here
+        files = (models.fetched(resolved, s.models) if resolved
+                 else models.plan(self.client("s3"), s.bucket, exists, s.models))
         found = quota.check(self.client("service-quotas"), s.gpus, s.spot, str(s.region),
                             warn=self.warn)
         self._names_are_free_or_ours()
@@ -110,7 +113,28 @@ class BatchSteps(SessionClients):
             Step("queue", "Job queue", self.run_queue),
             Step("jobdef", "Job definition: 1 GPU, 4 vCPUs, retried on host failures",
                  self.run_jobdef),
+            *self._fetch_step(),
         ]
+
+    def _fetch_step(self) -> list[Step]:
+        resolved = self.settings.fetched_model()
+        if resolved is None:
+            return []
+        s = self.settings
+        return [Step("fetch", f"Fetch {resolved.ref} into s3://{s.bucket}/models/ with a "
+                     f"one-shot job ({resolved.total / 2**20:.1f} MiB)", self.run_fetch,
+                     lambda: f"{len(resolved.files)} file(s) of {resolved.source} already in "
+                     f"s3://{s.bucket}" if fetch.all_present(self.client("s3"), s.bucket,
+                                                            resolved) else None)]
+
+    def run_fetch(self, ctx: StepContext) -> str:
+        s, resolved = self.settings, self.settings.fetched_model()
+        assert resolved is not None  # the step is planned only for a model to fetch
+        return fetch.fetch(ctx, fetch.Clients(self.client), self.ledger, name=s.name,
+                           bucket=s.bucket, region=str(s.region),
+                           account=str(self.ledger.params.get("account", "")),
+                           image=self.ledger.params["image"], resolved=resolved,
+                           sleep=self.sleep)
 
     def run_bucket(self, ctx: StepContext) -> str:
         s = self.settings

@@ -16,7 +16,7 @@ from sdtui.deploy.aws.naming import TAG_KEY
 from sdtui.deploy.aws.session import client
 from sdtui.deploy.aws.teardown import S3_USD_PER_GB_MONTH, bucket_size_gb
 from sdtui.deploy.base import Resource, TeardownReport
-from sdtui.deploy.batch import compute, jobdef, launch_template, names, network
+from sdtui.deploy.batch import compute, fetch, jobdef, launch_template, names, network
 from sdtui.deploy.batch import queue as job_queue
 from sdtui.errors import SdtuiError
 from sdtui.ledger import Ledger
@@ -54,6 +54,12 @@ def teardown(session, name: str, ledger: Ledger | None, *, purge_bucket: bool = 
         lambda: compute.delete(batch, name, sleep=sleep),
         "free while idle; running instances bill until Batch stops them; ")
     run_ids = [e.id for e in ledger.resources("run")] if ledger is not None else []
+    run_ids += [e.meta["run"] for e in ledger.resources("role") if e.meta.get("run")
+                and e.meta["run"] not in run_ids] if ledger is not None else []
+    ssm = client(session, "ssm")
+    for entry in ledger.resources("parameter") if ledger is not None else []:
+        # a fetch's tokens a crash left behind
+        attempt("parameter", entry.id, lambda p=entry.id: fetch.delete_parameter(ssm, p), "free; ")
     attempt("job_definition", names.job_definition(name),
             lambda: jobdef.deregister_all(batch, name, run_ids), "free; ")
     if compute_gone:

@@ -1,0 +1,204 @@
+"""The scale-out's `fetch` step: a model named by reference goes from the hub into the bucket's
+`models/` in a one-shot Batch job on the worker image (`python -m sdtui.worker fetch-to-bucket`,
+sdtui/fetch/to_bucket.py), never through this machine, which only resolved it (the hub's API).
+
+For the job's length only, and taken back in a `finally` (teardown undoes what a crash leaves,
+by the ledger's record):
+- a role of its own (under the run roles' IAM path, so the caller's iam:PassRole already names
+  it): read and write `models/`, read its job's JSON, list the bucket, read one SSM parameter;
+- the tokens (HF_TOKEN, CIVITAI_API_TOKEN) in that SSM SecureString parameter, read by the job
+  into its memory: never in the job definition, the job's command or environment, its log, the
+  ledger or the image;
+- its job definition (no GPU) and its JSON at `fetch/<id>/job.json` (files and sha256s only).
+
+A key whose object already carries the file's sha256 is never fetched again: the step is skipped
+when all of them do, and the job skips each one that does."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from sdtui import bucket_layout
+from sdtui.deploy.aws import iam
+from sdtui.deploy.aws.naming import FETCH_POLICY_NAME, MODELS_PREFIX, error_code, tags
+from sdtui.deploy.aws.remote_fetch import FORWARDED, tokens
+from sdtui.deploy.aws.settings import PARTITION
+from sdtui.deploy.base import StepContext
+from sdtui.deploy.batch import jobdef, names, policies, runs
+from sdtui.errors import DeploymentError, Interrupted
+from sdtui.fetch import to_bucket
+from sdtui.fetch.plan import Resolved
+from sdtui.ledger import Ledger
+
+FETCH_PREFIX = "fetch/"
+COMMAND = "fetch-to-bucket"
+VCPUS, MEMORY_MIB = 2, 4000  # no GPU: it downloads and uploads
+ATTEMPT_S = 6 * 3600
+POLL_S = 5.0
+FINAL = {"SUCCEEDED", "FAILED"}
+
+
+def new_fetch_id() -> str:
+    return f"fetch-{bucket_layout.new_run_id()}"
+
+
+def job_key(fetch: str) -> str:
+    return f"{FETCH_PREFIX}{fetch}/job.json"
+
+
+def parameter_name(name: str, fetch: str) -> str:
+    return f"/sdtui/{name}/{fetch}/tokens"
+
+
+def parameter_arn(region: str, account: str, parameter: str) -> str:
+    return f"arn:{PARTITION}:ssm:{region}:{account}:parameter{parameter}"
+
+
+def fetch_role_policy(bucket: str, fetch: str, parameter_arn: str | None) -> dict:
+    """The fetch job's role: `models/` read and written, its job read, the bucket listed (a
+    missing key then answers 404, not 403, to the skip check), its tokens read; nothing else."""
+    statements = [
+        {"Sid": "ReadTheFetchJob", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": policies.bucket_arn(bucket, job_key(fetch))},
+        {"Sid": "ReadAndWriteModels", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": policies.bucket_arn(bucket, f"{MODELS_PREFIX}*")},
+        {"Sid": "ListTheBucket", "Effect": "Allow", "Action": "s3:ListBucket",
+         "Resource": policies.bucket_arn(bucket)},
+    ]
+    if parameter_arn:
+        statements.append({"Sid": "ReadTheTokens", "Effect": "Allow",
+                           "Action": "ssm:GetParameter", "Resource": parameter_arn})
+    return {"Version": policies.VERSION, "Statement": statements}
+
+
+def definition_params(name: str, *, image: str, job_role_arn: str, fetch: str) -> dict:
+    params = jobdef.definition_params(name, image=image, job_role_arn=job_role_arn,
+                                      attempt_s=ATTEMPT_S, run=fetch)
+    params["containerProperties"]["command"] = [COMMAND, "--help"]
+    params["containerProperties"]["resourceRequirements"] = [
+        {"type": "VCPU", "value": str(VCPUS)}, {"type": "MEMORY", "value": str(MEMORY_MIB)}]
+    return params
+
+
+def command(bucket: str, region: str, fetch: str, parameter: str | None) -> list[str]:
+    return [COMMAND, "--bucket", bucket, "--region", region, "--job", job_key(fetch),
+            *(["--tokens", parameter] if parameter else [])]
+
+
+def environment() -> list[dict[str, str]]:
+    """The shards' (tests: the endpoint and test keys) and where the hub is, if not the Hub."""
+    env = {e["name"]: e["value"] for e in runs.child_environment()}
+    env |= {k: os.environ[k] for k in FORWARDED if os.environ.get(k) and not k.startswith("AWS")}
+    return [{"name": k, "value": v} for k, v in sorted(env.items())]
+
+
+def all_present(s3, bucket: str, resolved: Resolved) -> bool:
+    return all(to_bucket.present(s3, bucket, to_bucket.key_of(MODELS_PREFIX, resolved, f), f)
+               for f in resolved.files)
+
+
+class Clients:
+    """What the step calls: s3, ssm, iam and batch clients of the deployment's session."""
+
+    def __init__(self, client: Callable[[str], object]) -> None:
+        self.s3, self.ssm = client("s3"), client("ssm")
+        self.iam, self.batch = client("iam"), client("batch")
+
+
+def fetch(ctx: StepContext, aws: Clients, ledger: Ledger, *, name: str, bucket: str,
+          region: str, account: str, image: str, resolved: Resolved,
+          sleep: Callable[[float], None]) -> str:
+    fetch_id = new_fetch_id()
+    found = tokens()
+    parameter = parameter_name(name, fetch_id) if found else None
+    role = names.run_role(name, fetch_id)
+    # Recorded before each exists: a crash leaves nothing teardown cannot find.
+    ledger.record("role", role, run=fetch_id)
+    if parameter:
+        ledger.record("parameter", parameter)
+    try:
+        aws.s3.put_object(Bucket=bucket, Key=job_key(fetch_id), ContentType="application/json",
+                          Body=json.dumps({"prefix": MODELS_PREFIX,
+                                           "sets": [resolved.to_json()]}).encode())
+        if parameter:
+            aws.ssm.put_parameter(Name=parameter, Type="SecureString", Value=json.dumps(found),
+                                  Description=f"sdtui {name}: tokens for fetch {fetch_id}, "
+                                  "deleted when it ends", Tags=tags(name))
+        arn = iam.ensure_role_named(
+            aws.iam, role, policies.job_trust_policy(account),
+            f"sdtui scale-out {name}: fetch {fetch_id} writes models/, for its length only",
+            [*tags(name), {"Key": runs.RUN_TAG, "Value": fetch_id}],
+            inline={FETCH_POLICY_NAME: fetch_role_policy(
+                bucket, fetch_id, parameter and parameter_arn(region, account, parameter))},
+            path=names.run_role_path(name))
+        definition = jobdef.register_run(aws.batch, definition_params(
+            name, image=image, job_role_arn=arn, fetch=fetch_id))
+        job = aws.batch.submit_job(
+            jobName=names.job_name(name, fetch_id), jobQueue=names.job_queue(name),
+            jobDefinition=definition, timeout={"attemptDurationSeconds": ATTEMPT_S},
+            containerOverrides={"command": command(bucket, region, fetch_id, parameter),
+                                "environment": environment()},
+            propagateTags=True, tags={**names.tag_dict(name), runs.RUN_TAG: fetch_id})["jobId"]
+        ctx.log(f"fetch job {job} submitted ({resolved.source})")
+        ended = _wait(ctx, aws.batch, job, sleep)
+    finally:
+        take_back(aws, ledger, name, bucket, fetch_id, parameter)
+    if ended["status"] != "SUCCEEDED":
+        reason = ended.get("statusReason") or ended.get("container", {}).get("reason") or ""
+        raise DeploymentError(f"the fetch job {job} failed: {reason or 'see its log'}",
+                              fix="run sdtui again: what is in the bucket is not fetched again")
+    if not all_present(aws.s3, bucket, resolved):
+        raise DeploymentError(f"the fetch job {job} ended, yet the bucket lacks files of "
+                              f"{resolved.source}", fix="run sdtui again")
+    return (f"{len(resolved.files)} file(s) of {resolved.source} fetched into "
+            f"s3://{bucket}/{MODELS_PREFIX} by job {job} ({resolved.total / 2**20:.1f} MiB)")
+
+
+def _wait(ctx: StepContext, batch, job: str, sleep: Callable[[float], None]) -> dict:
+    status = None
+    while True:
+        if ctx.cancel.is_set():
+            with contextlib.suppress(ClientError, BotoCoreError):
+                batch.terminate_job(jobId=job, reason="cancelled with sdtui")
+            raise Interrupted("the fetch job was stopped",
+                              fix="run the same command again: files already in the bucket "
+                              "are kept")
+        described = batch.describe_jobs(jobs=[job])["jobs"][0]
+        if described["status"] != status:
+            status = described["status"]
+            ctx.log(f"fetch job {job}: {status.lower()}")
+        if status in FINAL:
+            return described
+        sleep(POLL_S)
+
+
+def delete_parameter(ssm, parameter: str) -> bool:
+    """False when it was already gone."""
+    try:
+        ssm.delete_parameter(Name=parameter)
+    except ClientError as exc:
+        if error_code(exc) != "ParameterNotFound":
+            raise
+        return False
+    return True
+
+
+def take_back(aws: Clients, ledger: Ledger, name: str, bucket: str, fetch_id: str,
+              parameter: str | None) -> None:
+    """The tokens, the role, the job definition and the job's JSON, each gone (teardown does it
+    for whatever a crash left: it was recorded before it was made)."""
+    if parameter:
+        delete_parameter(aws.ssm, parameter)
+        ledger.forget("parameter", parameter)
+    role = names.run_role(name, fetch_id)
+    if iam.role_tagged(aws.iam, role, names.TAG_KEY, name):
+        iam.delete_role_named(aws.iam, role)
+    ledger.forget("role", role)
+    jobdef.deregister_run(aws.batch, name, fetch_id)
+    aws.s3.delete_object(Bucket=bucket, Key=job_key(fetch_id))
