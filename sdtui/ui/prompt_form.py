@@ -152,8 +152,8 @@ FAMILY_HELP = (
     ("SD 1.x, 2.x, SDXL", "cfg and a negative prompt, every sampler, 30 steps; any GPU "
      "(a g4dn.xlarge's T4) or the CPU."),
     ("FLUX.1 [dev]", "Distilled CFG (3.5) in place of cfg, no negative prompt, Euler (Uniform "
-     "or Simple), 28 steps; 16-bit weights need a 24 GB GPU (g5, g6), a T4 a GGUF set "
-     "(flux1-dev:q4)."),
+     "or Simple), 28 steps; at 16 bits (a 24 GB transformer) a g6e, as GGUF sets (flux1-dev:q8, "
+     ":q4) a g5/g6, a T4 at Q4 (not yet measured on a GPU)."),
     ("FLUX.1 [schnell]", "no guidance and no negative prompt, Euler, 4 steps; instances as "
      "[dev]."),
     ("SD 3.5", "cfg and a negative prompt, Euler, 28 steps (Large Turbo: neither, 4 steps); "
