@@ -13,8 +13,10 @@ from local_cli import events, labelled, one_line, throwaway_cli
 from PIL import Image
 
 from sdtui.client import decode_png
+from sdtui.metadata.png_chunks import embed_text
 from sdtui.modelfiles import model_files
 from sdtui.outputs import read_metadata
+from tests.test_flux_metadata import FORGE_FLUX, png
 from tests.test_worker_container import model_volume, start_worker
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -60,6 +62,20 @@ def test_flux1_dev_on_option_b_with_no_ui(tmp_path, worker_image, docker_client,
         assert meta["params"]["family"] == "flux1" and meta["params"]["guidance"] == 5
         assert ("Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 5,"
                 in meta["parameters"])
+        # A Forge FLUX.1 [dev] PNG re-runs on it: its Distilled CFG, sampler, schedule and seed;
+        # the size and steps given as flags; Forge's module list named in the warning.
+        forge = tmp_path / "forge-flux.png"
+        forge.write_bytes(embed_text(png(), {"parameters": FORGE_FLUX}))
+        r = cli.run(*model, "--from-png", str(forge), "--steps", "2", "--width", "64",
+                    "--height", "64", "--json")
+        assert r.returncode == 0, r.stderr
+        (warned,) = [e["message"] for e in events(r.stdout) if e["event"] == "warning"]
+        assert warned == ("forge-flux.png (A1111): sdtui cannot reproduce Module 1: ae, Module "
+                          "2: clip_l, Module 3: t5xxl_fp16; re-running without them")
+        (saved,) = [e["path"] for e in events(r.stdout) if e["event"] == "image"]
+        rerun = read_metadata(Path(saved))["params"]
+        assert (rerun["guidance"], rerun["cfg"], rerun["scheduler"], rerun["schedule"],
+                rerun["seed"]) == (3.5, 1.0, "euler", "simple", 42), rerun
         # What FLUX.1 cannot take is refused in one line, exit 2, and nothing is generated.
         for argv, needle in [
             (["--scheduler", "euler_a"], "FLUX.1 is a flow-matching model: it runs the Euler "
@@ -72,7 +88,7 @@ def test_flux1_dev_on_option_b_with_no_ui(tmp_path, worker_image, docker_client,
                         *(["--width", "64"] if "--width" not in argv else []), *argv)
             assert r.returncode == 2, (argv, r.stderr)
             assert needle in one_line(r.stderr), argv
-        assert len(list(cli.out.glob("*.png"))) == 1
+        assert len(list(cli.out.glob("*.png"))) == 2
         assert len(labelled(docker_client, cli.name)[0]) == 1
 
 

@@ -56,6 +56,9 @@ FIELDS: dict[str, PromptField] = {f.name: f for f in (
     PromptField("cfg", "cfg", "float", "Guidance scale, 0–50: how closely the image follows "
                 "the prompt (7–8 is usual; high values look harsh); empty: the model's (7.5; "
                 "FLUX.2 [klein] base 4).", "model's"),
+    PromptField("guidance", "Distilled CFG", "float", "FLUX.1 [dev]'s embedded guidance, "
+                "0–100 (Forge's Distilled CFG Scale; 3.5 is usual): [dev] runs no CFG, so "
+                "this takes cfg's place.", "model's (3.5)"),
     PromptField("count", "count", "int", "Images per Generate, 1–16; they use seeds seed, "
                 "seed+1, …"),
     PromptField("width", "width", "int", "Image width in pixels: a multiple of 8, 64–2048; "
@@ -94,7 +97,7 @@ FIELDS: dict[str, PromptField] = {f.name: f for f in (
     PromptField("grid", "Grid of the batch", "bool", "Also save one PNG with the batch's "
                 "images side by side (-g)."),
 )}
-MAIN_GRID = ("steps", "cfg", "count", "width", "height")
+MAIN_GRID = ("steps", "cfg", "guidance", "count", "width", "height")
 SAMPLER_ROW = ("scheduler", "schedule")
 MORE_GRID = ("strength", "fit", "gfpgan", "upscale", "upscale_strength", "variation_amount",
              "variation_seed")
@@ -132,12 +135,95 @@ def parse(name: str, raw: Any) -> Any:
         raise BadSetting(name, f"{field.label} must be {kind}") from None
 
 
-def schedule_choices(sampler: str | None) -> tuple[tuple[str, str], ...]:
-    """The schedule list, each schedule the sampler lacks marked as such."""
+def schedule_choices(sampler: str | None, flow: bool = False) -> tuple[tuple[str, str], ...]:
+    """The schedule list, each schedule the sampler lacks marked as such; a flow-matching
+    family's own schedules only."""
+    if flow:
+        return tuple((samplers.SCHEDULE_A1111[s], s) for s in samplers.FLOW_SCHEDULES)
     usable = samplers.SAMPLERS[sampler].schedules if sampler in samplers.SAMPLERS else None
     return tuple((shown if usable is None or value in usable or value in (
         samplers.DEFAULT_SCHEDULE, samplers.AUTOMATIC) else f"{shown} ✗ not for {sampler}",
                   value) for shown, value in _schedule_choices())
+
+
+# --- the loaded model's family ------------------------------------------------------------------
+
+# What each family takes and where it runs, for the help (the README's family table has more).
+FAMILY_HELP = (
+    ("SD 1.x, 2.x, SDXL", "cfg and a negative prompt, every sampler, 30 steps; any GPU "
+     "(a g4dn.xlarge's T4) or the CPU."),
+    ("FLUX.1 [dev]", "Distilled CFG (3.5) in place of cfg, no negative prompt, Euler (Uniform "
+     "or Simple), 28 steps; GGUF sets (flux1-dev:q8, :q4) on a g4dn.xlarge's T4 with the text "
+     "encoders offloaded, at 16 bits a g6e (estimates, not yet measured on a GPU)."),
+    ("FLUX.1 [schnell]", "no guidance and no negative prompt, Euler, 4 steps; instances as "
+     "[dev]."),
+    ("SD 3.5", "cfg and a negative prompt, Euler, 28 steps (Large Turbo: neither, 4 steps); "
+     "Medium on a g4dn.xlarge, Large on a g5/g6 (24 GB), or on a T4 as a Q4/Q5 GGUF."),
+    ("FLUX.2 [klein] 4B", "no guidance and no negative prompt, Euler, 4 steps (base: cfg 4, 50 "
+     "steps); a g4dn.xlarge with its text encoder offloaded (estimate), whole on g5, g6, g6e."),
+)
+# Which fields a family's way of guiding leaves out (see `ready`'s "guidance").
+_HIDDEN_BY_GUIDANCE = {
+    "cfg": frozenset({"guidance"}),
+    "embedded": frozenset({"cfg", "negative_prompt"}),  # FLUX.1 [dev]: Distilled CFG instead
+    "none": frozenset({"cfg", "guidance", "negative_prompt"}),  # distilled: neither
+}
+# What a field left out sends, so that the form never sends what the family refuses.
+_LEFT_OUT = {"negative_prompt": "", "guidance": None}
+
+
+@dataclass(frozen=True)
+class FamilyView:
+    """How the prompt form fits the loaded model's family, from the worker's `ready`: the
+    fields it leaves out, the steps it runs, the samplers and schedules it takes."""
+
+    label: str | None
+    hidden: frozenset[str]
+    steps: int | None  # the model's default steps
+    flow: bool  # a flow-matching family: Euler, schedules Uniform and Simple
+
+    def choices(self, name: str) -> tuple[tuple[str, str], ...]:
+        if name == "scheduler" and self.flow:
+            euler = samplers.FLOW_SAMPLERS[0]
+            return ((f"model's ({euler})", MODEL_SAMPLER), *((s, s) for s in
+                                                             samplers.FLOW_SAMPLERS))
+        if name == "schedule" and self.flow:
+            return schedule_choices(None, flow=True)
+        return FIELDS[name].choices
+
+    def placeholder(self, name: str) -> str:
+        if name == "steps" and self.steps:
+            return f"model's ({self.steps})"
+        return FIELDS[name].placeholder
+
+    def note(self) -> str:
+        """One line on what the form leaves out for this family; empty when nothing."""
+        if not self.label or not self.hidden - {"guidance"}:
+            return ""
+        takes = "Distilled CFG in place of cfg" if "guidance" not in self.hidden else \
+            "no guidance (distilled)"
+        sampler = ", Euler only" if self.flow else ""
+        return f"{self.label}: {takes}, no negative prompt{sampler}"
+
+    def fit(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Request parameters without what this family refuses that a left-out field or the
+        config would otherwise send: a negative prompt, guidance, another family's sampler
+        (the model's own runs instead)."""
+        fitted = {**params, **{k: v for k, v in _LEFT_OUT.items() if k in self.hidden}}
+        if self.flow and fitted.get("scheduler") not in (None, *samplers.FLOW_SAMPLERS):
+            fitted["scheduler"] = None
+        if self.flow and fitted.get("schedule") not in samplers.FLOW_SCHEDULES:
+            fitted["schedule"] = samplers.DEFAULT_SCHEDULE
+        return fitted
+
+
+def family_view(ready: Mapping[str, Any] | None) -> FamilyView:
+    """The form for the model a worker's `ready` describes (an unknown one: every field)."""
+    ready = ready or {}
+    guidance = ready.get("guidance") or "cfg"
+    return FamilyView(ready.get("family_label"), _HIDDEN_BY_GUIDANCE.get(
+        guidance, _HIDDEN_BY_GUIDANCE["cfg"]), ready.get("default_steps"),
+        ready.get("sampling") == samplers.FLOW)
 
 
 def _check_schedule(sampler: Any, schedule: str) -> None:

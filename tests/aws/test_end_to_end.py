@@ -14,8 +14,10 @@ with the instance role."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import boto3
 import pytest
@@ -45,13 +47,18 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
                              ecr_registry, tiny_models):
     from conftest import OFFLINE_BASE
 
-    model = tiny_models["ckpt"]
+    laptop = tmp_path / "laptop"  # the user's copy: deleted halfway through
+    laptop.mkdir()
+    model = Path(shutil.copy(tiny_models["ckpt"], laptop))
+    shutil.copytree(tiny_models["ckpt"].with_suffix(".config"), laptop / "tiny.config")
     host, mount, boot = boot_instance(monkeypatch, tmp_path, aws["ec2"], ecr_registry, NAME)
     out = tmp_path / "out"
     try:
-        run = sdtui("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,
-                   "--ssh-cidr", "203.0.113.7/32", "--idle-minutes", "20",
-                   "--prompt", "a lighthouse at dusk", "-n", "2", "--steps", "2",
+        # The command as the user types it again (the SSH address is looked up on each run:
+        # there is no internet here to look it up).
+        deploy = ("--bucket", BUCKET, "--model", str(model), "--base-image", OFFLINE_BASE,
+                  "--ssh-cidr", "203.0.113.7/32", "--idle-minutes", "20")
+        run = sdtui(*deploy, "--prompt", "a lighthouse at dusk", "-n", "2", "--steps", "2",
                    "--width", "64", "--height", "64", "--seed", "7", "--out", str(out))
         assert boot.error is None
         assert run.returncode == 0, run.stderr
@@ -83,6 +90,18 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert worker.image.id == docker_client.images.get(pushed).id
         assert boto3.client("ecr").describe_repositories()["repositories"][0][
             "repositoryName"] == f"sdtui-{NAME}"
+
+        # The model file deleted on this machine (issue 19, section 8): a run needs no upload,
+        # so the bucket's copy serves the same worker, which is not replaced.
+        worker_id = worker.id
+        model.unlink()
+        shutil.rmtree(laptop / "tiny.config")
+        again = sdtui(*deploy, "--prompt", "a lighthouse at dusk", "--steps", "2", "--width",
+                      "64", "--height", "64", "--seed", "9", "--out", str(out))
+        assert again.returncode == 0, again.stderr
+        assert "tiny.ckpt is gone from this machine, the bucket's copy serves" in again.stderr
+        assert len(list(out.glob("*.png"))) == 3
+        assert docker_client.containers.get(f"sdtui-{NAME}-worker").id == worker_id
 
         # status: running, the idle stop counting down from 20 minutes, the bucket kept
         status = sdtui("--status")

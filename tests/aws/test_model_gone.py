@@ -1,7 +1,8 @@
 """Option A after the model file is deleted on this machine: the bucket holds the copy this
 deployment uploaded, so a rerun's upload step serves from the bucket and the worker is given the
 same model as before. Once the bucket no longer holds it, the run is refused in one line. The
-steps run against moto over HTTP; the instance's side (sshd) is not needed to show it."""
+steps run against moto over HTTP; test_end_to_end.py runs the same rerun on the sshd "instance"
+(the worker kept, one more image saved)."""
 
 from __future__ import annotations
 

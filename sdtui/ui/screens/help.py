@@ -38,6 +38,10 @@ class HelpScreen(ModalScreen[None]):
             if fields:
                 yield Label("Fields", classes="section")
                 yield Static(self.fields_table(fields), id="help-fields")
+            families = self.target.family_help() if hasattr(self.target, "family_help") else []
+            if families:
+                yield Label("Model families: what each takes, where it runs", classes="section")
+                yield Static(self.fields_table(families), id="help-families")
             yield Label("escape, F1 or q closes this help.", id="help-close")
 
     def keys_table(self) -> Table:
@@ -63,7 +67,7 @@ class HelpScreen(ModalScreen[None]):
         table.add_column(style="bold", no_wrap=True)
         table.add_column(ratio=1)
         for label, text in fields:
-            table.add_row(label, Text(text))
+            table.add_row(Text(label), Text(text))  # "[dev]" is no markup
         return table
 
     def action_close(self) -> None:

@@ -131,6 +131,8 @@ class PromptScreen(Screen[None]):
         self._refused: dict[str, Any] = {}  # the fields Generate refused, as they were
         self._frames: Any = None
         self._index_seen: tuple[int, int, int] | None = None
+        # The form fits the loaded model's family: FLUX.1 [dev] has Distilled CFG, not cfg...
+        self.family = prompt_form.family_view(getattr(client, "ready", None))
         self.title = f"sdtui — {deployment.name} ({deployment.option})"
 
     # --- layout --------------------------------------------------------------------------------
@@ -141,13 +143,16 @@ class PromptScreen(Screen[None]):
             with VerticalScroll(id="prompt-form"):
                 yield from self._block("prompt", TextArea(id="prompt", soft_wrap=True,
                                                           show_line_numbers=False))
+                note = Static(self.family.note(), id="family-note")
+                note.display = bool(self.family.note())
+                yield note
                 yield from self._block("negative_prompt")
                 with Grid(id="main-grid", classes="param-grid"):
                     for name in MAIN_GRID:
-                        yield Vertical(*self._block(name), classes="param")
+                        yield self._param(name)
                 with Horizontal(id="sampler-row", classes="param-row"):
                     for name in SAMPLER_ROW:
-                        yield Vertical(*self._block(name), classes="param")
+                        yield self._param(name)
                 with Horizontal(id="seed-row", classes="param-row"):
                     yield Vertical(*self._block("seed"), classes="param")
                     yield Checkbox("Lock seed", id="lock-seed",
@@ -174,27 +179,44 @@ class PromptScreen(Screen[None]):
         yield Footer(compact=True)
 
     def _block(self, name: str, widget: Widget | None = None) -> list[Widget]:
-        """A field's label, its widget and the line for its error, right under it."""
+        """A field's label, its widget and the line for its error, right under it; none of
+        them shown when the model's family does not take the field."""
         field = FIELDS[name]
         widget = widget or self._widget(name)
         widget.tooltip = field.help
         parts: list[Widget] = [] if field.kind == "bool" else [
             Label(field.label, classes="field-label")]
-        return [*parts, widget, Static("", id=f"{name}-error", classes="field-error")]
+        block = [*parts, widget, Static("", id=f"{name}-error", classes="field-error")]
+        for part in block:
+            part.display = name not in self.family.hidden
+        return block
 
-    @staticmethod
-    def _widget(name: str) -> Widget:
+    def _param(self, name: str) -> Widget:
+        """A field in a grid or row: its cell too is gone when the family leaves it out."""
+        cell = Vertical(*self._block(name), classes="param")
+        cell.display = name not in self.family.hidden
+        return cell
+
+    def _widget(self, name: str) -> Widget:
         field = FIELDS[name]
         if field.kind == "select":
-            return Select(field.choices, id=name, allow_blank=False, value=field.choices[0][1])
+            choices = self.family.choices(name)
+            return Select(choices, id=name, allow_blank=False, value=choices[0][1])
         if field.kind == "bool":
             return Checkbox(field.label, id=name)
         kind = {"int": "integer", "float": "number"}.get(field.kind, "text")
-        return Input(id=name, type=kind, placeholder=field.placeholder)  # type: ignore[arg-type]
+        return Input(id=name, type=kind,  # type: ignore[arg-type]
+                     placeholder=self.family.placeholder(name))
 
     def field_help(self) -> list[tuple[str, str]]:
         lock = ("Lock seed", "Keep the seed for every Generate; otherwise each picks a new one.")
         return [(f.label, f.help) for f in FIELDS.values()] + [lock]
+
+    def family_help(self) -> list[tuple[str, str]]:
+        """What each model family takes and where it runs; this model's first."""
+        loaded = self.family.note() or (f"{self.family.label}: every field applies"
+                                        if self.family.label else "")
+        return [("This model", loaded)] * bool(loaded) + list(prompt_form.FAMILY_HELP)
 
     def on_mount(self) -> None:
         self.app.worker_state = "ready"
@@ -263,7 +285,7 @@ class PromptScreen(Screen[None]):
         return asdict(settings)
 
     def _fill(self, values: dict[str, Any]) -> None:
-        for name, field in FIELDS.items():
+        for name in FIELDS:
             if name not in values:
                 continue
             value = values[name]
@@ -274,7 +296,7 @@ class PromptScreen(Screen[None]):
                 widget.value = bool(value)
             elif isinstance(widget, Select):
                 shown = "off" if name == "upscale" and not value else str(value)
-                if shown in {v for _, v in field.choices}:
+                if shown in {v for _, v in self.family.choices(name)}:
                     widget.value = shown
             elif isinstance(widget, Input):
                 widget.value = prompt_form.shown(value)
@@ -326,7 +348,7 @@ class PromptScreen(Screen[None]):
         select = self.query_one("#schedule", Select)
         value = select.value
         with select.prevent(Select.Changed):
-            select.set_options(prompt_form.schedule_choices(sampler))
+            select.set_options(prompt_form.schedule_choices(sampler, self.family.flow))
             select.value = value
 
     @on(TextArea.Changed, "#prompt")
@@ -355,6 +377,8 @@ class PromptScreen(Screen[None]):
                 continue
             if value is not None:
                 given[name] = value
+        for name in self.family.hidden:  # kept for the next model, never sent to this one
+            errors.pop(name, None)
         result = None
         if not errors:
             settings = resolve_generate(given, config=self.app.services.load_config())
@@ -366,7 +390,7 @@ class PromptScreen(Screen[None]):
                     errors[name] = exc
             if not errors:
                 try:
-                    result = settings, request_params(settings, **images)
+                    result = settings, self.family.fit(request_params(settings, **images))
                 except BadSetting as exc:
                     errors[exc.setting if exc.setting in FIELDS else "prompt"] = exc
         for name in FIELDS:
