@@ -298,7 +298,7 @@ def test_sillytavern_auto_calls_work_end_to_end(server, cli):
     assert default.ok, default.text
     assert "scheduler: A1111 runs DDIM on its own timesteps, whatever the schedule type; " \
         "'normal' ignored" in json.loads(default.json()["info"])["warnings"]
-    assert "Normal" in schedulers
+    assert "normal" in schedulers
     r = generate({**body, "scheduler": schedulers[0]})
     assert r.ok, r.text
     data = r.json()
