@@ -81,10 +81,15 @@ def run(args: argparse.Namespace) -> int:
     report = Reporter(False)
     credentials = credentials_for(args.listen, args.api_auth)
     out_dir = outputs_folder(args.out)
-    target = choose(Given(name=args.name))
+    given = Given(name=args.name,
+                  deployment={"ssh_cidr": args.ssh_cidr} if args.ssh_cidr else {})
+    target = choose(given)
     if target.option == "batch":
         raise errors.BadInput("a scale-out run cannot be served: it has no worker to ask",
                               fix="serve an Option A or B deployment (--name NAME)")
+    if args.ssh_cidr and target.option != "aws":
+        raise errors.BadInput(f"--ssh-cidr is for Option A deployments; {target.name} is "
+                              "Option B", fix="leave --ssh-cidr out")
     if Ledger.load(target.name) is None:
         raise errors.BadInput(f"there is no deployment {target.name!r} to serve",
                               fix="create it first: sdtui --no-ui --model MODEL --prompt ... "
@@ -93,8 +98,7 @@ def run(args: argparse.Namespace) -> int:
     server = _bind(args.listen, args.port, credentials, report)
     previous = _stop_on_sigterm()
     try:
-        target, deployment = open_deployment(Given(name=args.name), for_use=True,
-                                             target=target)
+        target, deployment = open_deployment(given, for_use=True, target=target)
         report.using(target)
         provision_or_interrupt(deployment, report.deploy)
         remember_use(deployment)
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             deployment object (nothing cached from before, an SSH connection included)."""
             report.line(f"the worker of {target.name} is gone; starting it again for the "
                         "next request")
-            _, again = open_deployment(Given(name=args.name), for_use=True, target=target)
+            _, again = open_deployment(given, for_use=True, target=target)
             again.provision(lambda ev: (on_event(ev), report.deploy(ev)), cancel)
             return Session(again.connect(), out_dir, again.name)
 

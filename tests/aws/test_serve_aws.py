@@ -57,7 +57,7 @@ def test_serve_answers_over_http_and_starts_the_stopped_instance_for_a_request(
             capture_output=True, text=True, timeout=600)
         assert made.returncode == 0, made.stderr
         server = Server(SimpleNamespace(name=NAME, out=out, env=dict(os.environ)),
-                        "--api-auth", ":".join(AUTH))
+                        "--api-auth", ":".join(AUTH), "--ssh-cidr", "203.0.113.7/32")
         body = {**BASE_BODY, "prompt": "a harbour at night", "steps": 2}
 
         r = server.post("txt2img", body)
