@@ -213,6 +213,8 @@ def build_serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-auth", metavar="USER:PASS",
                    help="HTTP basic auth, as A1111's flag (several: comma-separated)")
     p.add_argument("--out", type=Path, help="where images are saved (default: ~/Pictures/sdtui)")
+    p.add_argument("--ssh-cidr", metavar="CIDR", help="Option A: who may SSH in when the "
+                   "instance is started (default: this machine's public address /32)")
     return p
 
 

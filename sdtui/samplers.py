@@ -46,11 +46,22 @@ _SCHEDULE_TABLE = (
     Schedule("beta", "Beta", (("use_beta_sigmas", True),), "linspace"),
     # Forge/ComfyUI's "Simple": flow models only (see FLOW_SAMPLERS).
     Schedule("simple", "Simple"),
+    # A1111's normal_scheduler: timesteps evenly spaced from the largest sigma's to the
+    # smallest's, which for SD's discrete schedule is the sampler's own linspace spacing (see
+    # NORMAL_SAMPLERS; tests/test_schedules_a1111.py checks it against A1111's function).
+    Schedule("normal", "Normal"),
 )
 SCHEDULE_TABLE: dict[str, Schedule] = {s.id: s for s in _SCHEDULE_TABLE}
 SCHEDULES = tuple(SCHEDULE_TABLE)
 SCHEDULE_A1111 = {s.id: s.a1111 for s in _SCHEDULE_TABLE}
 _RESHAPING = ("karras", "exponential", "beta")
+NORMAL = "normal"
+# Why a sampler's diffusers class cannot give A1111's Normal sigmas, by class.
+_NOT_NORMAL = {
+    cls: f"diffusers' {cls} stops one step short of the last timestep, which A1111's Normal "
+         "reaches"
+    for cls in ("DPMSolverMultistepScheduler", "UniPCMultistepScheduler")
+}
 # Why the diffusion samplers (SD 1.x/2.x/SDXL) refuse a schedule the table knows.
 _DIFFUSION_REFUSED = {"simple": "diffusers' nearest (trailing spacing) rounds timesteps "
                                 "differently"}
@@ -61,7 +72,6 @@ _REFUSED_SCHEDULES = {
     "SGM Uniform": "diffusers' nearest (trailing spacing) picks other timesteps",
     "KL Optimal": "diffusers has no KL-optimal sigmas",
     "Align Your Steps": "diffusers has no Align Your Steps sigmas for this scheduler family",
-    "Normal": "diffusers has no sgm-style normal schedule",
     "DDIM": "the DDIM schedule type is not a diffusers sigma schedule",
 }
 
@@ -78,7 +88,7 @@ class Sampler:
     diffusers_class: str
     options: tuple[tuple[str, object], ...] = ()
     # Schedules the diffusers class can apply besides "default".
-    schedules: tuple[str, ...] = _RESHAPING
+    schedules: tuple[str, ...] = (*_RESHAPING, NORMAL)
     aliases: tuple[str, ...] = ()
     # Timestep spacing, pinned so that a model's format (a diffusers folder carries its own
     # scheduler config, a single file ours) never changes the picture: "leading" for DDIM and
@@ -96,33 +106,36 @@ _TABLE = (
             spacing="leading"),
     Sampler("lms", "LMS", "k_lms", "LMSDiscreteScheduler"),
     Sampler("euler", "Euler", "k_euler", "EulerDiscreteScheduler"),
-    Sampler("euler_a", "Euler a", "k_euler_a", "EulerAncestralDiscreteScheduler", schedules=(),
-            aliases=("k_euler_ancestral",)),
+    Sampler("euler_a", "Euler a", "k_euler_a", "EulerAncestralDiscreteScheduler",
+            schedules=(NORMAL,), aliases=("k_euler_ancestral",)),
     Sampler("heun", "Heun", "k_heun", "HeunDiscreteScheduler"),
     Sampler("dpm2", "DPM2", "k_dpm_2", "KDPM2DiscreteScheduler", automatic="karras"),
     Sampler("dpm2_a", "DPM2 a", "k_dpm_2_a", "KDPM2AncestralDiscreteScheduler",
             automatic="karras"),
     Sampler("dpmpp_2m", "DPM++ 2M", "k_dpmpp_2", "DPMSolverMultistepScheduler",
-            aliases=("dpm++_2m", "k_dpmpp_2m"), automatic="karras"),
+            schedules=_RESHAPING, aliases=("dpm++_2m", "k_dpmpp_2m"), automatic="karras"),
     # k-diffusion's sample_dpmpp_sde (Brownian-tree noise, needs torchsde). diffusers' table
     # names DPMSolverSinglestepScheduler, a deterministic ODE solver; DPMSolverSDEScheduler is
     # its port of this very sampler.
     Sampler("dpmpp_sde", "DPM++ SDE", "k_dpmpp_sde", "DPMSolverSDEScheduler",
             aliases=("dpm++_sde",), automatic="karras"),
     Sampler("dpmpp_2m_sde", "DPM++ 2M SDE", "k_dpmpp_2m_sde", "DPMSolverMultistepScheduler",
-            (_SDE,), aliases=("dpm++_2m_sde",), automatic="exponential"),
+            (_SDE,), schedules=_RESHAPING, aliases=("dpm++_2m_sde",), automatic="exponential"),
     Sampler("dpmpp_2m_sde_heun", "DPM++ 2M SDE Heun", "k_dpmpp_2m_sde_heun",
             "DPMSolverMultistepScheduler", (_SDE, ("solver_type", "heun")),
-            aliases=("dpm++_2m_sde_heun",), automatic="exponential"),
+            schedules=_RESHAPING, aliases=("dpm++_2m_sde_heun",), automatic="exponential"),
     # A1111's UniPC defaults (its options uni_pc_variant, uni_pc_order, uni_pc_lower_order_final).
     # Like A1111's UniPC it stops at the smallest sigma: diffusers' bh1 step to sigma 0 divides
     # by an infinite log-SNR step and returns NaN.
     Sampler("unipc", "UniPC", "unipc", "UniPCMultistepScheduler",
             (("solver_type", "bh1"), ("solver_order", 3), ("lower_order_final", True),
-             ("final_sigmas_type", "sigma_min"))),
+             ("final_sigmas_type", "sigma_min")), schedules=_RESHAPING),
     Sampler("lcm", "LCM", "lcm", "LCMScheduler", schedules=(), spacing="leading"),
 )
 SAMPLERS: dict[str, Sampler] = {s.id: s for s in _TABLE}
+# A1111 runs these on their own timesteps whatever its Schedule type says (DDIM and PLMS in its
+# sd_samplers_timesteps.py), so a schedule named with them asks for nothing there.
+OWN_TIMESTEPS = ("ddim", "pndm")
 
 # A1111 samplers diffusers cannot reproduce: label, other spellings, why.
 _REFUSED = (
@@ -154,7 +167,7 @@ def _spellings() -> dict[str, tuple[str, str | None]]:
     for s in _TABLE:
         for spelling in (s.id, s.a1111, s.dream, *s.aliases):
             names[_key(spelling)] = (s.id, None)
-            for schedule in s.schedules:
+            for schedule in (x for x in s.schedules if x in _RESHAPING):  # A1111's old names
                 for suffix in _schedule_suffixes(schedule):
                     names[_key(f"{spelling} {suffix}")] = (s.id, schedule)
     return names
@@ -209,8 +222,10 @@ def check_combination(sampler: str, schedule: str) -> None:
         return  # a flow model's schedule: which family runs it decides (see `refusal`)
     if schedule != DEFAULT_SCHEDULE and schedule not in SAMPLERS[sampler].schedules:
         usable = ", ".join(SAMPLERS[sampler].schedules) or "none besides default"
+        why = _NOT_NORMAL.get(SAMPLERS[sampler].diffusers_class) if schedule == NORMAL else None
         raise UnknownSampler(
-            f"sampler {sampler} has no {schedule} schedule; its schedules: {usable}"
+            f"sampler {sampler} has no {schedule} schedule" + (f" ({why})" if why else "")
+            + f"; its schedules: {usable}"
         )
 
 
@@ -235,7 +250,7 @@ def scheduler_options(sampler: str, schedule: str) -> dict[str, object]:
     may carry use_karras_sigmas) cannot change the schedule asked for."""
     spec = SAMPLERS[sampler]
     options = dict(spec.options)
-    if spec.schedules:
+    if set(spec.schedules) & set(_RESHAPING):  # its class has the sigma flags
         for other in _RESHAPING:
             options |= {flag: False for flag, _ in SCHEDULE_TABLE[other].options}
     options |= dict(SCHEDULE_TABLE[schedule].options)
@@ -269,6 +284,8 @@ _FLOW_REFUSED_SCHEDULES = {
                    "schedule's",
     "beta": "diffusers' beta sigmas interpolate between the shifted schedule's ends, Forge's "
             "pick the shifted schedule at beta-spaced timesteps",
+    NORMAL: "Forge's Normal steps down to the model's smallest sigma, where Simple (the "
+            "scheduler's own) stops one step above zero",
 }
 
 

@@ -19,6 +19,11 @@ DEFAULT_PREVIEW_EVERY = 10
 MAX_PREVIEW_EVERY = 150  # the protocol's preview_every range
 
 
+# A1111's sd_vae values that mean the checkpoint's own VAE here: "Automatic" (a VAE file named
+# like the checkpoint, else its own; sdtui has no VAE files) and "None" (its own).
+VAE_OWN = ("Automatic", "None")
+
+
 class HttpError(Exception):
     def __init__(self, status: int, detail: Any, error: str = "HTTPException") -> None:
         super().__init__(str(detail))
@@ -54,6 +59,8 @@ class Api:
             ("GET", "/sdapi/v1/schedulers"): lambda q, b: answers.scheduler_items(),
             ("GET", "/sdapi/v1/loras"): lambda q, b: answers.lora_items(self.model),
             ("GET", "/sdapi/v1/upscalers"): lambda q, b: answers.upscaler_items(self.model),
+            # A1111 lists the VAE files it may swap in; sdtui runs the model's own VAE only.
+            ("GET", "/sdapi/v1/sd-vae"): lambda q, b: [],
             # The hires fix's latent modes: sdtui has no hires fix (SillyTavern asks for them
             # beside the upscalers).
             ("GET", "/sdapi/v1/latent-upscale-modes"): lambda q, b: [],
@@ -92,6 +99,8 @@ class Api:
                 if not isinstance(value, str) or not self.model.is_named(value):
                     raise HttpError(404, f"Model not found: {value!r}; this deployment "
                                     f"serves {self.model.title}")
+            elif key == "sd_vae":
+                _check_vae(f"override_settings.{key}", value)
             else:
                 request.warnings.append(f"override_settings.{key}: not a setting sdtui "
                                         "maps; ignored")
@@ -111,7 +120,7 @@ class Api:
         """The options that map (A1111's OptionsModel has hundreds; the rest mean nothing
         here)."""
         return {"sd_model_checkpoint": self.model.title,
-                "sd_checkpoint_hash": self.model.sha256,
+                "sd_checkpoint_hash": self.model.sha256, "sd_vae": VAE_OWN[0],
                 "show_progress_every_n_steps": self.preview_every,
                 "live_previews_enable": self.preview_every > 0,
                 "samples_format": "png", "samples_save": True}
@@ -125,6 +134,8 @@ class Api:
                 if not isinstance(value, str) or not self.model.is_named(value):
                     raise field_error(FieldError(key, f"model {value!r} not found; this "
                                                  f"deployment serves {self.model.title}"))
+            elif key == "sd_vae":
+                _check_vae(key, value)
             elif key == "show_progress_every_n_steps":
                 if isinstance(value, bool) or not isinstance(value, int) \
                         or value > MAX_PREVIEW_EVERY:
@@ -135,3 +146,9 @@ class Api:
         if "show_progress_every_n_steps" in body:
             self.preview_every = max(0, body["show_progress_every_n_steps"])
         return {"warnings": warnings}
+
+
+def _check_vae(field: str, value: Any) -> None:
+    if value not in VAE_OWN:
+        raise field_error(FieldError(field, f"{field}: no VAE file {value!r}; sdtui runs the "
+                                     "model's own VAE (Automatic or None)"))

@@ -173,7 +173,7 @@ def _number(field: str, value: Any, kind: type) -> Any:
     return float(value)
 
 
-def _given(route: str, body: Mapping[str, Any]) -> dict[str, Any]:
+def _given(route: str, body: Mapping[str, Any], warnings: list[str]) -> dict[str, Any]:
     """The sdtui settings the mapped fields ask for."""
     def get(name: str) -> Any:
         value = body.get(name)
@@ -183,9 +183,15 @@ def _given(route: str, body: Mapping[str, Any]) -> dict[str, Any]:
     count = _number("batch_size", get("batch_size"), int) * _number("n_iter", get("n_iter"), int)
     seed = _number("seed", get("seed"), int)
     sampler = body.get("sampler_name") or get("sampler_index")
-    _named("sampler_name", samplers.parse, sampler)
-    if body.get("scheduler") is not None:
-        _named("scheduler", samplers.parse_schedule, body["scheduler"])
+    name = _named("sampler_name", samplers.parse, sampler)[0]
+    schedule = body.get("scheduler")
+    if schedule is not None and name in samplers.OWN_TIMESTEPS \
+            and _key(schedule) not in ("", "automatic", "uniform"):
+        warnings.append(f"scheduler: A1111 runs {samplers.a1111_label(name)} on its own "
+                        f"timesteps, whatever the schedule type; {schedule!r} ignored")
+        schedule = None
+    elif schedule is not None:
+        _named("scheduler", samplers.parse_schedule, schedule)
     subseed = _number("subseed", get("subseed"), int)
     given: dict[str, Any] = {
         "prompt": get("prompt"),
@@ -198,7 +204,7 @@ def _given(route: str, body: Mapping[str, Any]) -> dict[str, Any]:
         "height": _number("height", get("height"), int),
         "seed": None if seed == -1 else seed,
         "scheduler": sampler,
-        "schedule": body.get("scheduler") or _schedule_of(sampler),
+        "schedule": schedule or _schedule_of(sampler),
         "count": count,
         "variation_amount": _number("subseed_strength", get("subseed_strength"), float),
         "variation_seed": None if subseed == -1 else subseed,
@@ -232,6 +238,10 @@ def _named(field: str, parse: Any, value: Any) -> Any:
         return parse(value)
     except samplers.UnknownSampler as exc:
         raise FieldError(field, f"{field}: {exc}") from None
+
+
+def _key(name: Any) -> str:
+    return str(name).strip().lower()
 
 
 def _schedule_of(sampler: str) -> str:
@@ -268,7 +278,7 @@ def translate(route: str, body: Any, *, preview_every: int = 0) -> Translated:
     overrides = body.get("override_settings") or {}
     if not isinstance(overrides, dict):
         raise FieldError("override_settings", "override_settings must be a JSON object")
-    given = _given(route, body)
+    given = _given(route, body, warnings)
     given["preview_every"] = preview_every
     try:
         settings = resolve_generate(given, config=_NO_CONFIG)

@@ -5,6 +5,11 @@ is written, so a client that hangs up loses nothing: its images are in the outpu
 same. /interrupt stops the running request (the images it finished are kept and answered).
 Every request is kept on disk (pending.py) from the moment it is queued until it is over, so a
 restarted `sdtui serve` runs what the last one left.
+
+A worker that went away while nothing ran (an Option A instance stopped by its idle auto-stop,
+the container stopped) is brought back for the next request, as a restarted `sdtui serve`
+would: the deployment's steps run again (the stopped instance is started), the images it holds
+are saved, and the request waits in the queue meanwhile (`progress` says what is starting).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sdtui.client import RunningRequest
-from sdtui.errors import GenerationError, SdtuiError
+from sdtui.deploy.base import DeployEvent, StepStarted
+from sdtui.errors import Detached, GenerationError, SdtuiError, WorkerDied
 from sdtui.serve import pending
-from sdtui.session import SavedImage, Session
+from sdtui.session import Recovery, SavedImage, Session
 
 
 class Stopping(GenerationError):
@@ -45,10 +51,15 @@ class Job:
         return int(self.params.get("count", 1))
 
 
+# Brings the deployment up again and attaches: (its events, a cancel) -> a new session.
+Reconnect = Callable[[Callable[[DeployEvent], None], threading.Event], Session]
+
+
 @dataclass
 class _Progress:
     job: Job | None = None
     started: float = 0.0
+    starting: str | None = None  # what is being started for the job, while it is
     index: int = 0
     step: int = 0
     total: int = 0
@@ -59,11 +70,17 @@ class _Progress:
 
 class JobQueue:
     def __init__(self, session: Session, on_saved: Callable[[str], None] | None = None,
-                 deployment: str | None = None) -> None:
-        """`deployment`: keep the queue on disk under that name (none: in memory only)."""
+                 deployment: str | None = None, reconnect: Reconnect | None = None,
+                 starting: str = "starting the worker") -> None:
+        """`deployment`: keep the queue on disk under that name (none: in memory only).
+        `reconnect`: how to bring a worker that is gone back (none: its requests fail);
+        `starting` says so in `progress` ("starting instance")."""
         self.session = session
         self._on_saved = on_saved
         self._deployment = deployment
+        self._reconnect = reconnect
+        self._starting = starting
+        self._cancel = threading.Event()  # stops a bring-up when sdtui serve stops
         self._kept: dict[str, pending.Pending] = {}  # on disk, in order: waiting or running
         self._pending: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
@@ -116,6 +133,7 @@ class JobQueue:
             self._stopping = True
             waiting, self._pending = list(self._pending), collections.deque()
             self._cond.notify_all()
+        self._cancel.set()
         kept = self._deployment is not None
         for job in waiting:
             job.error = Stopping(
@@ -147,8 +165,7 @@ class JobQueue:
                 if job.adopted is not None:
                     job.images, job.cancelled = self.session.follow(job.adopted, self._event)
                 else:
-                    job.images, job.cancelled = self.session.generate(job.params, self._event,
-                                                                      rid=job.rid)
+                    self._run_job(job)
             except SdtuiError as exc:
                 job.error = exc
             finally:
@@ -159,6 +176,60 @@ class JobQueue:
                             self._keep({k: v for k, v in self._kept.items() if k != job.rid})
                 job.finished.set()
 
+    def _run_job(self, job: Job) -> None:
+        if self.session.client.closed and self._reconnect is not None:
+            self._bring_up(job)
+        seen: list[dict[str, Any]] = []
+        try:
+            job.images, job.cancelled = self.session.generate(
+                job.params, lambda ev: (seen.append(ev), self._event(ev)), rid=job.rid)
+        except WorkerDied as exc:
+            # Gone before the request was heard of (the stream ended as it was sent): bring it
+            # back, then the worker's own record says whether to run it, follow it or not.
+            if seen or isinstance(exc, Detached) or self._reconnect is None \
+                    or not self.session.client.closed:
+                raise
+            recovery = self._bring_up(job)
+            if recovery.adopted is not None and recovery.adopted.id == job.rid:
+                job.images, job.cancelled = self.session.follow(recovery.adopted, self._event)
+            elif any(image.request_id == job.rid for image in recovery.saved):
+                job.images = [i for i in recovery.saved if i.request_id == job.rid]
+            else:
+                job.images, job.cancelled = self.session.generate(job.params, self._event,
+                                                                  rid=job.rid)
+
+    def _bring_up(self, job: Job) -> Recovery:
+        """The deployment up again and a new session attached to its worker; what the worker
+        holds unsaved is saved, and a request another client left running is followed to its
+        end, unless it is `job`'s own (returned in the recovery for the caller to follow)."""
+        assert self._reconnect is not None
+
+        def on_event(ev: DeployEvent) -> None:
+            if isinstance(ev, StepStarted):
+                with self._cond:
+                    self._now.starting = f"{self._starting} ({ev.title})"
+
+        with self._cond:
+            self._now.starting = self._starting
+        try:
+            self.session.close()
+            self.session = self._reconnect(on_event, self._cancel)
+        finally:
+            with self._cond:
+                self._now.starting = None
+        recovery = self.session.take_over()
+        for image in recovery.saved:
+            if self._on_saved is not None:
+                self._on_saved(str(image.path))
+        if recovery.adopted is not None and recovery.adopted.id != job.rid:
+            self.session.follow(recovery.adopted, self._notify_saved)
+            recovery.adopted = None
+        return recovery
+
+    def _notify_saved(self, ev: dict[str, Any]) -> None:
+        if ev["type"] == "image" and self._on_saved is not None:
+            self._on_saved(ev["path"])
+
     def _event(self, ev: dict[str, Any]) -> None:
         with self._cond:
             now = self._now
@@ -168,8 +239,7 @@ class JobQueue:
                 now.preview = ev["png"]
             elif ev["type"] == "image":
                 now.index, now.step = ev["index"] + 1, 0
-        if ev["type"] == "image" and self._on_saved is not None:
-            self._on_saved(ev["path"])
+        self._notify_saved(ev)
 
     def interrupt(self, *, skip: bool = False) -> bool:
         """Stop the running request after its current step; its finished images are kept."""
@@ -197,6 +267,9 @@ class JobQueue:
         state |= {"job": now.job.route, "job_count": count, "job_no": min(now.index, count),
                   "job_timestamp": now.job.stamp, "sampling_step": now.step,
                   "sampling_steps": now.total}
+        if now.starting is not None:  # A1111 clients show textinfo as the job's state
+            return {"progress": 0.01, "eta_relative": 0, "state": state, "current_image": None,
+                    "textinfo": f"{now.starting}; {waiting} more request(s) queued"}
         # A1111's formula: a small start, then the images done and the current image's steps.
         done = 0.01 + now.index / count + (now.step / now.total / count if now.total else 0)
         elapsed = time.monotonic() - now.started

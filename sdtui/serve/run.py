@@ -4,7 +4,9 @@ Everything that can be refused is refused before anything is started: an address
 the loopback without --api-auth, bad credentials syntax, a port that is taken, a deployment
 that does not exist. Then the deployment is brought up as the other front ends do (its steps
 are skipped when it runs), what a departed client left is saved and its running request
-adopted, and requests are served until Ctrl-C or SIGTERM.
+adopted, and requests are served until Ctrl-C or SIGTERM. A worker that goes away meanwhile (an
+Option A instance stopped by its idle auto-stop) is brought back the same way for the next
+request.
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import signal
+import threading
 from typing import Any
 
 from sdtui import errors
-from sdtui.deploy.base import provision_or_interrupt
+from sdtui.deploy.base import OnEvent, provision_or_interrupt
 from sdtui.deploy.settings import choose, open_deployment, remember_use
 from sdtui.inputs import outputs_folder
 from sdtui.ledger import Ledger
@@ -31,6 +34,8 @@ from sdtui.settings import Given
 
 DEFAULT_LISTEN = "127.0.0.1"
 DEFAULT_PORT = 7860  # A1111's
+# What `progress` says while a worker that went away is brought back, by option.
+STARTING = {"aws": "starting instance", "local": "starting the worker container"}
 
 
 def _is_loopback(address: str) -> bool:
@@ -76,10 +81,15 @@ def run(args: argparse.Namespace) -> int:
     report = Reporter(False)
     credentials = credentials_for(args.listen, args.api_auth)
     out_dir = outputs_folder(args.out)
-    target = choose(Given(name=args.name))
+    given = Given(name=args.name,
+                  deployment={"ssh_cidr": args.ssh_cidr} if args.ssh_cidr else {})
+    target = choose(given)
     if target.option == "batch":
         raise errors.BadInput("a scale-out run cannot be served: it has no worker to ask",
                               fix="serve an Option A or B deployment (--name NAME)")
+    if args.ssh_cidr and target.option != "aws":
+        raise errors.BadInput(f"--ssh-cidr is for Option A deployments; {target.name} is "
+                              "Option B", fix="leave --ssh-cidr out")
     if Ledger.load(target.name) is None:
         raise errors.BadInput(f"there is no deployment {target.name!r} to serve",
                               fix="create it first: sdtui --no-ui --model MODEL --prompt ... "
@@ -88,17 +98,29 @@ def run(args: argparse.Namespace) -> int:
     server = _bind(args.listen, args.port, credentials, report)
     previous = _stop_on_sigterm()
     try:
-        target, deployment = open_deployment(Given(name=args.name), for_use=True,
-                                             target=target)
+        target, deployment = open_deployment(given, for_use=True, target=target)
         report.using(target)
         provision_or_interrupt(deployment, report.deploy)
         remember_use(deployment)
-        client = deployment.connect()
-        session = Session(client, out_dir, deployment.name)
+
+        def reconnect(on_event: OnEvent, cancel: threading.Event) -> Session:
+            """The deployment brought up again, as this command did at its start: a fresh
+            deployment object (nothing cached from before, an SSH connection included)."""
+            report.line(f"the worker of {target.name} is gone; starting it again for the "
+                        "next request")
+            _, again = open_deployment(given, for_use=True, target=target)
+            again.provision(lambda ev: (on_event(ev), report.deploy(ev)), cancel)
+            return Session(again.connect(), out_dir, again.name)
+
+        queue = JobQueue(Session(deployment.connect(), out_dir, deployment.name),
+                         on_saved=lambda path: report.line(f"saved {path}"),
+                         deployment=target.name, reconnect=reconnect,
+                         starting=STARTING[target.option])
         try:
-            return _serve(server, session, report, target.name, target.option, left)
+            return _serve(server, queue, report, target.name, target.option, left)
         finally:
-            session.close()
+            queue.stop()
+            queue.session.close()  # the one attached now (a gone worker's was replaced)
     except KeyboardInterrupt:
         report.line("stopped serving")
         return errors.EXIT_OK
@@ -115,10 +137,9 @@ def _still_to_run(left: list[pending.Pending], session: Session, adopted: str | 
     return [p for p in left if p.rid != adopted and p.rid not in done]
 
 
-def _serve(server: ApiServer, session: Session, report: Reporter, name: str,
-           option: str, left: list[pending.Pending]) -> int:
-    queue = JobQueue(session, on_saved=lambda path: report.line(f"saved {path}"),
-                     deployment=name)
+def _serve(server: ApiServer, queue: JobQueue, report: Reporter, name: str, option: str,
+           left: list[pending.Pending]) -> int:
+    session = queue.session
     recovery = session.take_over()
     for image in recovery.saved:
         report.line(f"saved an image that finished while no client was attached: {image.path}")
@@ -138,8 +159,5 @@ def _serve(server: ApiServer, session: Session, report: Reporter, name: str,
     auth = f"basic auth for {', '.join(server.credentials)}" if server.credentials else "no auth"
     report.line(f"serving {name} ({option}) at {server.url} (A1111 API, {auth}); "
                 "Ctrl-C stops")
-    try:
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        queue.stop()
+    server.serve_forever(poll_interval=0.2)
     return errors.EXIT_OK

@@ -57,3 +57,25 @@ def boot_instance(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, ec2, registry
     boot = FakeBoot(ec2, name, tmp_path / "sshd", port)
     boot.start()
     return host, host / "mnt/sd-data", boot
+
+
+def stop_instance(ec2, docker_client, boot, mount: Path, name: str):  # -> sshd.FakeBoot
+    """The "instance" of deployment `name` stopped, as its idle auto-stop stops it: the host
+    shuts down (the worker container stops, the s3fs mount and every SSH session go) and EC2
+    shows it stopped. Returns the FakeBoot that boots it again once something starts it."""
+    from sdtui.deploy.aws.naming import tag_filter
+    from sdtui.deploy.worker_container import LABEL
+
+    from .sshd import FakeBoot
+
+    for container in docker_client.containers.list(filters={"label": f"{LABEL}={name}"}):
+        container.stop(timeout=30)
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+    boot.sshd.drop_sessions()
+    boot.sshd.stop()
+    (reservation,) = ec2.describe_instances(Filters=[tag_filter(name), {
+        "Name": "instance-state-name", "Values": ["running"]}])["Reservations"]
+    ec2.stop_instances(InstanceIds=[reservation["Instances"][0]["InstanceId"]])
+    again = FakeBoot(ec2, name, boot.folder, boot.port)
+    again.start()
+    return again

@@ -30,6 +30,7 @@ from sdtui.modelfiles import sha256_file
 from sdtui.ui.core import resume_deployment
 
 from .instance_sandbox import boot_instance, clean_up_instance
+from .serve_phase import serve_starts_the_stopped_instance
 
 BUCKET = "sdtui-e2e-models"
 NAME = "e2e"
@@ -52,6 +53,7 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
     model = Path(shutil.copy(tiny_models["ckpt"], laptop))
     shutil.copytree(tiny_models["ckpt"].with_suffix(".config"), laptop / "tiny.config")
     host, mount, boot = boot_instance(monkeypatch, tmp_path, aws["ec2"], ecr_registry, NAME)
+    boots = [boot]  # the last boots the instance again after serve_phase stops it
     out = tmp_path / "out"
     try:
         # The command as the user types it again (the SSH address is looked up on each run:
@@ -116,6 +118,10 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert cost is not None and cost.hourly_usd == 0.526  # g4dn.xlarge on demand
         assert cost.idle_stop_in_s is not None and 19 * 60 <= cost.idle_stop_in_s <= 20 * 60
 
+        # sdtui serve over HTTP; a request for the instance stopped by its idle stop starts it
+        serve_starts_the_stopped_instance(NAME, out, host, mount, boots, aws["ec2"],
+                                          docker_client)
+
         # teardown leaves nothing tagged in moto, and the worker container is gone
         down = sdtui("--teardown", "--purge-bucket")
         assert down.returncode == 0, down.stderr
@@ -131,4 +137,6 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         assert boto3.client("ecr").describe_repositories()["repositories"] == []
         assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={NAME}"})
     finally:
-        clean_up_instance(docker_client, boot, mount, ecr_registry, NAME)
+        for stale in boots[:-1]:
+            stale.stop.set()
+        clean_up_instance(docker_client, boots[-1], mount, ecr_registry, NAME)

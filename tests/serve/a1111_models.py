@@ -31,6 +31,7 @@ _OPTIONS = {
     "live_previews_enable": (True, "Show live previews of the created image"),
     "samples_format": ("png", "File format for images"),
     "samples_save": (True, "Always save all generated images"),
+    "sd_vae": ("Automatic", "SD VAE"),
 }
 
 

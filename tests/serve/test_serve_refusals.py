@@ -141,6 +141,22 @@ def test_a1111_spellings_become_the_request_sdtui_runs():
     assert translate("txt2img", {"prompt": "x", "seed": -1}).params["seed"] is None
 
 
+def test_sillytavern_s_normal_scheduler_runs_where_a1111_s_normal_is_reproduced():
+    """SillyTavern's default Scheduler is A1111's "Normal" (tests/test_schedules_a1111.py
+    checks which samplers sdtui reproduces it for). With DDIM (its default sampler) A1111
+    applies no schedule type: ignored, and said."""
+    euler = translate("txt2img", {"prompt": "x", "sampler_name": "Euler", "scheduler": "normal"})
+    assert (euler.params["scheduler"], euler.params["schedule"], euler.warnings) == (
+        "euler", "normal", [])
+    ddim = translate("txt2img", {"prompt": "x", "sampler_name": "DDIM", "scheduler": "normal"})
+    assert (ddim.params["scheduler"], ddim.params["schedule"]) == ("ddim", "default")
+    assert ddim.warnings == ["scheduler: A1111 runs DDIM on its own timesteps, whatever the "
+                             "schedule type; 'normal' ignored"]
+    with pytest.raises(FieldError) as caught:
+        translate("txt2img", {"prompt": "x", "sampler_name": "DPM++ 2M", "scheduler": "Normal"})
+    assert caught.value.setting == "scheduler" and "A1111's Normal" in str(caught.value)
+
+
 def test_the_readme_table_gives_every_field_its_one_behaviour():
     text = README.read_text()
     section = text[text.index("## Serving the A1111 API"):]
