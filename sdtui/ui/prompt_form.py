@@ -160,7 +160,8 @@ FAMILY_HELP = (
     ("SD 3.5", "cfg and a negative prompt, Euler, 28 steps (Large Turbo: neither, 4 steps); "
      "Medium on a g4dn.xlarge, Large on a g5/g6 (24 GB), or on a T4 as a Q4/Q5 GGUF."),
     ("FLUX.2 [klein] 4B", "no guidance and no negative prompt, Euler, 4 steps (base: cfg 4, 50 "
-     "steps); a g4dn.xlarge with its text encoder offloaded (estimate), whole on g5, g6, g6e."),
+     "steps); a g4dn.xlarge with its text encoder offloaded (estimate), whole on a g5, g6 or "
+     "g6e."),
 )
 # Which fields a family's way of guiding leaves out (see `ready`'s "guidance").
 _HIDDEN_BY_GUIDANCE = {

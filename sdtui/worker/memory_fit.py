@@ -4,7 +4,8 @@ infos), the size a request asks for, and the device's total memory. One decision
 family.
 
 What each component occupies on the device is what the loader keeps: safetensors weights at the
-compute dtype (fp8-stored ones are upcast as they are read), a GGUF transformer's quantized
+compute dtype (fp8-stored ones are upcast as they are read, but a T5 encoder's fp8 matrices stay
+fp8 and are upcast a block at a time while it computes), a GGUF transformer's quantized
 blocks as stored (its F32/F16 tensors at the compute dtype), a T5 GGUF dequantized whole.
 
 Denoising's activations follow ComfyUI's estimate
@@ -61,6 +62,14 @@ INSTANCES = (("g4dn.xlarge", "16 GB T4", 15_828_320_256),
              ("g6e.xlarge", "48 GB L40S", 47_697_362_944))
 _FLOAT_SIZES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1}
 _STORED_SIZES = {**_FLOAT_SIZES, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+_FP8 = ("F8_E4M3", "F8_E5M2")
+
+
+def _keeps_fp8(name: str, key: str) -> bool:
+    """A T5 encoder keeps its fp8 matrices as stored, each block upcast while it computes
+    (sdtui.worker.flux_parts.t5_encoder; its embedding is read whole); other fp8 weights are
+    upcast at load."""
+    return "t5" in name.lower() and not key.endswith("shared.weight")
 
 
 class DoesNotFit(ModelInvalid):
@@ -152,6 +161,8 @@ def _safetensors_parts(path: Path, size: int,
         count = _product(shape)
         dtype = str(info.get("dtype", "F32"))
         each = size if dtype in _FLOAT_SIZES else _STORED_SIZES.get(dtype, 4)
+        if dtype in _FP8 and _keeps_fp8(where[1], key):
+            each = 1
         total = sums.setdefault(where, [0, 0, 0])
         total[0] += count * each
         total[1] += count
