@@ -98,7 +98,8 @@ def bench_model(path: Path, size: int, steps: int, runs: int, device: str = "cud
         vae_dtype = model.pipe.vae.dtype
         model.pipe.vae.to(model.denoiser.dtype)
         model.pipe(prompt=PROMPT, num_inference_steps=steps, width=size, height=size,
-                   guidance_scale=worker.sampler._guidance_scale(generate()),
+                   guidance_scale=worker.sampler._guidance_scale(
+                       protocol.with_model_defaults(model.info(), generate())),
                    generator=torch.Generator("cpu").manual_seed(7), output_type="pil")
         model.pipe.vae.to(vae_dtype)
 
