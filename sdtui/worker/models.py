@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from sdtui.errors import BadInput
+from sdtui.headers import read_once
 from sdtui.modelfiles import detect_format
 from sdtui.modelsets import KLEIN, ModelSet, find_set
 from sdtui.worker import ldm, memory_fit
@@ -157,6 +158,7 @@ def _capability(device: str) -> tuple[int, int] | None:
     return torch.cuda.get_device_capability(device) if device.startswith("cuda") else None
 
 
+@read_once()  # the format check, the set, the memory check and the loader share the headers
 def load_model(path: str, device: str | None = None,
                dtype: torch.dtype | None = None) -> LoadedModel:
     started = time.perf_counter()
