@@ -205,3 +205,34 @@ def test_a_set_without_t5s_tokenizer_is_refused_in_one_line(models, tmp_path):
                        r".*flux1-schnell\.config/tokenizer_2/") as caught:
         load_model(str(tmp_path / "set"))
     assert "\n" not in str(caught.value) and transformer.exists()
+
+
+def test_a_load_parses_each_files_header_once(models, monkeypatch):
+    """The format check, the set's resolution, the memory check (run here: a T4's memory is
+    faked) and the loader all ask for the set's headers; each file's is parsed once."""
+    from collections import Counter
+
+    import gguf as gguf_package
+
+    from sdtui import headers
+    from sdtui.worker import memory_fit
+    from sdtui.worker.models import load_model
+
+    parsed: Counter = Counter()
+
+    def counted(kind, parse):
+        def spy(file, *args, **kwargs):
+            parsed[kind, Path(getattr(file, "name", file)).name] += 1
+            return parse(file, *args, **kwargs)
+        return spy
+
+    for name in ("_safetensors_table", "_gguf_architecture", "_gguf_tensor_names"):
+        monkeypatch.setattr(headers, name, counted(name, getattr(headers, name)))
+    monkeypatch.setattr(gguf_package, "GGUFReader", counted("GGUFReader",
+                                                            gguf_package.GGUFReader))
+    monkeypatch.setattr(memory_fit, "device_memory", lambda device: ("Tesla T4", 15_828_320_256))
+
+    folder = models["dev gguf"].parent
+    assert load_model(str(folder)).memory is not None  # the memory check ran
+    assert {name for _, name in parsed} == {f.name for f in folder.iterdir() if f.is_file()}
+    assert {what: n for what, n in parsed.items() if n > 1} == {}

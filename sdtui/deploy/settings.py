@@ -149,7 +149,7 @@ OPTIONS: dict[str, OptionSpec] = {
     "local": OptionSpec("local", "Option B — local Docker", "local", _local_class,
                         _local_complete, _local_build, fill_in=_local_fill_in),
     "aws": OptionSpec("aws", "Option A — AWS GPU instance", "aws", _aws_class, _aws_complete,
-                      _aws_build, not_remembered=("ami", "ssh_cidr", "dockerfile")),
+                      _aws_build, not_remembered=("ami", "dockerfile")),
     "batch": OptionSpec("batch", "Scale-out — a prompt file over N GPUs (AWS Batch)", "batch",
                         _batch_class, _batch_complete, _batch_build,
                         not_remembered=("gpus", "dockerfile", "push")),

@@ -27,6 +27,7 @@ class Model:
         # What the worker found beside the model when it loaded (older workers list none).
         self.loras: list[dict[str, Any]] = list(ready.get("loras") or [])
         self.upscalers: list[dict[str, Any]] = list(ready.get("upscalers") or [])
+        self.default_cfg = ready.get("default_cfg")  # None for a model that runs no CFG
 
     @property
     def title(self) -> str:
@@ -53,6 +54,9 @@ def generation(job: Job, request: Translated, model: Model, *, send_images: bool
     if images and images[0].params.get("model_sha256"):
         model.sha256 = str(images[0].params["model_sha256"])
     first = images[0].params if images else {**request.params, "seed": None}
+    cfg = first.get("cfg")
+    if cfg is None and not images:  # a body without cfg_scale runs at the model's own
+        cfg = model.default_cfg
     seeds = [image.seed for image in images]
     variation = first.get("variation_seed")
     info = {
@@ -66,7 +70,7 @@ def generation(job: Job, request: Translated, model: Model, *, send_images: bool
         "width": first.get("width"), "height": first.get("height"),
         "sampler_name": samplers.a1111_label(first["scheduler"])
         if first.get("scheduler") in samplers.SAMPLERS else first.get("scheduler"),
-        "cfg_scale": first.get("cfg"), "steps": first.get("steps"),
+        "cfg_scale": cfg, "steps": first.get("steps"),
         "batch_size": request.parameters.get("batch_size", 1),
         "restore_faces": bool(first.get("gfpgan")),
         "face_restoration_model": a1111.GFPGAN_LABEL if first.get("gfpgan") else None,
@@ -82,8 +86,11 @@ def generation(job: Job, request: Translated, model: Model, *, send_images: bool
         # sdtui's: what the request asked for that it did not do, and whether it was stopped.
         "warnings": request.warnings, "interrupted": job.cancelled,
     }
+    parameters = request.parameters
+    if parameters.get("cfg_scale") is None:  # the body left it out: echo what ran
+        parameters = {**parameters, "cfg_scale": cfg}
     return {"images": [png_base64(i) for i in images] if send_images else [],
-            "parameters": request.parameters, "info": json.dumps(info)}
+            "parameters": parameters, "info": json.dumps(info)}
 
 
 def lora_items(model: Model) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ _COMMON: dict[str, Rule] = {
     "batch_size": Rule(MAPPED, 1),
     "n_iter": Rule(MAPPED, 1),
     "steps": Rule(MAPPED, 50),
-    "cfg_scale": Rule(MAPPED, 7.0),
+    "cfg_scale": Rule(MAPPED, None),  # left out: the model's own, echoed as it ran
     "width": Rule(MAPPED, 512),
     "height": Rule(MAPPED, 512),
     "restore_faces": Rule(MAPPED, None, "", (False,)),

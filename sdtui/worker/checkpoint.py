@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from sdtui.headers import safetensors_table
+
 log = logging.getLogger(__name__)
 
 Wanted = Callable[[str], bool]
@@ -69,6 +71,11 @@ MAX_HEADER = 100 * 1024 * 1024
 def safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
     """The tensor entries (name -> dtype, shape, data_offsets) and where the data starts."""
     with open(path, "rb") as f:
+        found = safetensors_table(f)
+        if found is not None:
+            table, data_start = found
+            return {k: v for k, v in table.items() if k != "__metadata__"}, data_start
+        f.seek(0)  # say what is wrong with it
         prefix = f.read(8)
         if len(prefix) < 8:
             raise ModelInvalid(f"model file {path} is empty or truncated (no safetensors header)")

@@ -17,16 +17,19 @@ from typing import Any
 
 import torch
 
+from sdtui.headers import once
 from sdtui.worker.checkpoint import ModelInvalid
 
 ARCHITECTURE_KEY = "general.architecture"
 
 
-def _reader(path: Path) -> Any:
+def reader(path: Path) -> Any:
+    """The gguf package's reader of the file (its tensor infos; the data stays unread), made
+    once within sdtui.headers.read_once()."""
     from gguf import GGUFReader
 
     try:
-        return GGUFReader(path)
+        return once("gguf reader", path, lambda: GGUFReader(path))
     except (ValueError, OSError, IndexError, KeyError) as error:
         raise ModelInvalid(f"model file {path} is not a readable GGUF file (truncated or "
                            f"corrupt?): {type(error).__name__}") from None
@@ -42,13 +45,13 @@ def read_architecture(path: Path, expected: str, what: str,
     """Each tensor's shape as the model sees it (a quantized tensor's own shape counts bytes),
     by name, of a GGUF whose architecture is `expected`. Any other architecture is refused
     naming it (`what` says what sdtui wanted, `runs` what it runs as GGUF)."""
-    reader = _reader(path)
-    found = architecture(reader)
+    opened = reader(path)
+    found = architecture(opened)
     if found != expected:
         raise ModelInvalid(f"model file {path} is a GGUF of architecture "
                            f"{found or '(none named)'!r}, not {what}; sdtui runs {runs}")
     # GGUF lists dimensions innermost first.
-    return {t.name: tuple(int(n) for n in reversed(t.shape.tolist())) for t in reader.tensors}
+    return {t.name: tuple(int(n) for n in reversed(t.shape.tolist())) for t in opened.tensors}
 
 
 def read_gguf(path: Path, expected: str, what: str,
@@ -66,7 +69,7 @@ def read_gguf(path: Path, expected: str, what: str,
 
     shapes = read_architecture(path, expected, what, runs)
     plain = (GGMLQuantizationType.F32, GGMLQuantizationType.F16)
-    infos = sorted(_reader(path).tensors, key=lambda info: int(info.data_offset))
+    infos = sorted(reader(path).tensors, key=lambda info: int(info.data_offset))
     for info in infos:
         if info.tensor_type not in plain and info.tensor_type not in SUPPORTED_GGUF_QUANT_TYPES:
             raise ModelInvalid(f"model file {path}: {info.name} has a quantization type: "

@@ -20,12 +20,15 @@ import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from sdtui.errors import BadInput
 from sdtui.loras import LORA_DIR, LORA_SUFFIX, LoraRef
+
+if TYPE_CHECKING:  # families reads LoRA keys with this module's helpers
+    from sdtui.worker.families.base import Family
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +245,12 @@ def misfit(pipe: Any, state: dict[str, torch.Tensor]) -> str | None:
 class LoraSet:
     """The LoRAs of the loaded model: found, checked, applied for a request, then removed."""
 
-    def __init__(self, pipe: Any, model_path: str, family: str = "sd1",
-                 denoiser: str = "unet") -> None:
+    def __init__(self, pipe: Any, model_path: str, family: Family) -> None:
         self.pipe = pipe
-        self.denoiser = denoiser  # the pipeline component the `UNET` weight of a tag goes to
+        self.denoiser = family.denoiser  # the component the `UNET` weight of a tag goes to
         # A diffusers folder or a checkpoint file: either way its parent is /data.
         self.folder = Path(model_path).parent / LORA_DIR
-        self.family = family
+        self.family = family.id
         self._files: OrderedDict[tuple[str, int, int], LoraFile] = OrderedDict()
         self._applied: list[str] = []
 

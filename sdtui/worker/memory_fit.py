@@ -179,16 +179,13 @@ def _product(shape: Iterable[int]) -> int:
 
 def _gguf_part(path: Path, role: str, size: int, dequantized: bool) -> Part:
     """A GGUF's footprint: quantized blocks as stored unless the loader dequantizes it whole."""
-    from gguf import GGMLQuantizationType, GGUFReader
+    from gguf import GGMLQuantizationType
 
-    try:
-        reader = GGUFReader(path)
-    except (ValueError, OSError, IndexError, KeyError) as error:
-        raise ModelInvalid(f"model file {path} is not a readable GGUF file (truncated or "
-                           f"corrupt?): {type(error).__name__}") from None
+    from sdtui.worker.gguf_files import reader
+
     plain = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
     total = elements = quantizable = 0
-    for tensor in reader.tensors:
+    for tensor in reader(path).tensors:
         count = int(tensor.n_elements)
         elements += count
         quantizable += count if len(tensor.shape) == 2 else 0

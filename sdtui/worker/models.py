@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from sdtui.errors import BadInput
+from sdtui.headers import read_once
 from sdtui.modelfiles import detect_format
 from sdtui.modelsets import KLEIN, ModelSet, find_set
 from sdtui.worker import ldm, memory_fit
@@ -157,6 +158,7 @@ def _capability(device: str) -> tuple[int, int] | None:
     return torch.cuda.get_device_capability(device) if device.startswith("cuda") else None
 
 
+@read_once()  # the format check, the set, the memory check and the loader share the headers
 def load_model(path: str, device: str | None = None,
                dtype: torch.dtype | None = None) -> LoadedModel:
     started = time.perf_counter()
@@ -170,20 +172,10 @@ def load_model(path: str, device: str | None = None,
     try:
         shapes = Checkpoint(Path(path), fmt).shapes if fmt == "safetensors" else {}
         model_set = find_set(path) if fmt in ("set", "safetensors", "gguf") else None
-        # before reading weights
-        model.memory = _fit(Path(path), fmt, shapes, model_set, device, dtype)
-        if fmt == "diffusers":
-            _load_diffusers_folder(model, Path(path), dtype)
-        elif model_set is not None and model_set.family == sd3.FAMILY.id:
-            _load_sd3_files(model, Path(path), dtype, model_set)
-        elif model_set is not None and model_set.family == KLEIN.family:
-            _load_klein_files(model, model_set, dtype)
-        elif fmt in ("set", "gguf") or is_flux_layout(shapes):
-            _load_flux_files(model, Path(path), dtype)
-        elif is_sd3_layout(shapes):
-            _load_sd3_files(model, Path(path), dtype)
-        else:
-            _load_single_file(model, Path(path), dtype, device)
+        found = _Found(Path(path), fmt, shapes, model_set)
+        loader = next(row for row in LOADERS if row.takes(found))
+        model.memory = _fit(found, loader, device, dtype)  # before reading weights
+        loader.load(model, found, dtype)
         memory_fit.place(model.pipe, model.memory, device)
     except ModelInvalid:
         raise
@@ -218,25 +210,6 @@ def align_weights(pipe: Any) -> None:
                         tensor.data = tensor.data.clone()
 
 
-def _family_of(path: Path, fmt: str, shapes: dict[str, Any],
-               model_set: ModelSet | None) -> tuple[Family, str]:
-    """The family and guidance kind the loader will find, from configs and headers alone."""
-    from sdtui.worker import klein_files
-
-    if fmt == "diffusers":
-        family = detect_folder(path)
-        return family, folder_guidance(path, family)
-    if model_set is not None and model_set.family == sd3.FAMILY.id:
-        return sd3.FAMILY, _sd3_guidance(path, model_set.transformer)
-    if model_set is not None and model_set.family == KLEIN.family:
-        return flux2_klein.FAMILY, klein_files.guidance(model_set)
-    if fmt in ("set", "gguf") or is_flux_layout(shapes):
-        return flux1.FAMILY, EMBEDDED
-    if is_sd3_layout(shapes):
-        return sd3.FAMILY, _sd3_guidance(path, path)
-    return detect(path, shapes), CFG
-
-
 def _sd3_guidance(path: Path, configured: Path) -> str:
     """Large Turbo is told apart by the name given or the transformer's (it ships Large's
     configs)."""
@@ -244,18 +217,18 @@ def _sd3_guidance(path: Path, configured: Path) -> str:
     return next((guidance for guidance in named if guidance != CFG), CFG)
 
 
-def _fit(path: Path, fmt: str, shapes: dict[str, Any], model_set: ModelSet | None, device: str,
+def _fit(found: _Found, loader: _Loader, device: str,
          dtype: torch.dtype | None) -> memory_fit.Plan | None:
     """Where the model's components will sit on this GPU (None off CUDA, or for a file no header
     describes); DoesNotFit, before anything is read, when nothing fits."""
     gpu = memory_fit.device_memory(device)
     if gpu is None:
         return None
-    family, guidance = _family_of(path, fmt, shapes, model_set)
+    family, guidance = loader.finds(found)
     dtype = dtype or family_dtype(family, device, _capability(device))
     request = memory_fit.Request.at_default_size(family, guidance, dtype.itemsize,
                                                  dtype == torch.float16)
-    return memory_fit.check(path, fmt, request, *gpu)
+    return memory_fit.check(found.path, found.fmt, request, *gpu)
 
 
 def _dtype_for(model: LoadedModel, dtype: torch.dtype | None) -> torch.dtype:
@@ -264,7 +237,8 @@ def _dtype_for(model: LoadedModel, dtype: torch.dtype | None) -> torch.dtype:
     return dtype
 
 
-def _load_diffusers_folder(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
+def _load_diffusers_folder(model: LoadedModel, found: _Found, dtype: torch.dtype | None) -> None:
+    path = found.path
     model.family = detect_folder(path)
     model.inpainting = folder_inpainting(path)
     model.prediction = folder_prediction(path)
@@ -288,8 +262,8 @@ def _skipped(family: Family) -> Callable[[str], bool]:
     return lambda key: is_leftover(key) or family.unused(key) or key == V_PRED_MARKER
 
 
-def _load_single_file(model: LoadedModel, path: Path, dtype: torch.dtype | None,
-                      device: str) -> None:
+def _load_single_file(model: LoadedModel, found: _Found, dtype: torch.dtype | None) -> None:
+    path, device = found.path, model.device
     checkpoint = Checkpoint(path, model.format)
     family = model.family = detect(path, checkpoint.shapes)
     dtype = _dtype_for(model, dtype)
@@ -335,7 +309,7 @@ def _assemble(model: LoadedModel, parts: dict[str, Any], sources: ldm.ConfigSour
                                                   **model.family.pipeline_options)
 
 
-def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) -> None:
+def _load_flux_files(model: LoadedModel, found: _Found, dtype: torch.dtype | None) -> None:
     """FLUX.1 from the files people have (sdtui.worker.flux_parts): a split set, its transformer
     file (.safetensors or .gguf), BFL's single file among its parts, or an all-in-one file.
     The sidecar beside the transformer file is the set's."""
@@ -343,6 +317,7 @@ def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) 
 
     from sdtui.worker.flux_parts import components_from_files, configured_file
 
+    path = found.path
     family = model.family = flux1.FAMILY
     dtype = _dtype_for(model, dtype)
     parts = components_from_files(path, dtype)
@@ -362,13 +337,14 @@ def _load_flux_files(model: LoadedModel, path: Path, dtype: torch.dtype | None) 
     _assemble(model, parts, sources, getattr(diffusers, config["_class_name"]).from_config(config))
 
 
-def _load_klein_files(model: LoadedModel, model_set: ModelSet, dtype: torch.dtype | None) -> None:
+def _load_klein_files(model: LoadedModel, found: _Found, dtype: torch.dtype | None) -> None:
     """FLUX.2 Klein from a split set (sdtui.worker.klein_files), with the scheduler from the
     transformer's `S.config/` sidecar or FLUX.2 Klein's assets."""
     import diffusers
 
     from sdtui.worker import klein_files
 
+    model_set = found.model_set
     family = model.family = flux2_klein.FAMILY
     dtype = _dtype_for(model, dtype)
     sources = ldm.ConfigSources.beside(model_set.transformer, family)
@@ -380,8 +356,7 @@ def _load_klein_files(model: LoadedModel, model_set: ModelSet, dtype: torch.dtyp
     _assemble(model, {**parts, "is_distilled": model.guidance != CFG}, sources, scheduler)
 
 
-def _load_sd3_files(model: LoadedModel, path: Path, dtype: torch.dtype | None,
-                    model_set: ModelSet | None = None) -> None:
+def _load_sd3_files(model: LoadedModel, found: _Found, dtype: torch.dtype | None) -> None:
     """SD 3.5 from Stability's single file or a split set (sdtui.worker.sd3_files), with the
     tokenizers and scheduler from the `S.config/` sidecar beside the file (a set's: beside its
     transformer) or SD 3.5's assets. T5 is optional; its tokenizer, not shipped, must then be in
@@ -390,9 +365,9 @@ def _load_sd3_files(model: LoadedModel, path: Path, dtype: torch.dtype | None,
 
     from sdtui.worker.sd3_files import components, set_components
 
+    path, model_set, configured = found.path, found.model_set, found.configured
     family = model.family = sd3.FAMILY
     dtype = _dtype_for(model, dtype)
-    configured = model_set.transformer if model_set else path
     sources = ldm.ConfigSources.beside(configured, family)
     log.info("loading %s (%s) with configs from %s", path, family.label, sources)
     parts = set_components(model_set, dtype) if model_set else components(path, dtype)
@@ -411,6 +386,63 @@ def _load_sd3_files(model: LoadedModel, path: Path, dtype: torch.dtype | None,
     config = json.loads((sources.folder("scheduler") / "scheduler_config.json").read_text())
     scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
     _assemble(model, parts, sources, scheduler)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """What is known of a model before a loader is chosen: its path and format, a .safetensors
+    file's tensor shapes, and the split set it names."""
+
+    path: Path
+    fmt: str
+    shapes: dict[str, Any]
+    model_set: ModelSet | None
+
+    @property
+    def configured(self) -> Path:
+        """The file whose `S.config/` sidecar configures the model: a set's transformer."""
+        return self.model_set.transformer if self.model_set else self.path
+
+    def set_of(self, family: str) -> bool:
+        return self.model_set is not None and self.model_set.family == family
+
+
+@dataclass(frozen=True)
+class _Loader:
+    """One way models are loaded: which it takes, the family and guidance kind it will find
+    (from configs and headers alone: the memory check's, before any weight is read), and the
+    loading itself."""
+
+    takes: Callable[[_Found], bool]
+    finds: Callable[[_Found], tuple[Family, str]]
+    load: Callable[[LoadedModel, _Found, torch.dtype | None], None]
+
+
+def _folder_family(found: _Found) -> tuple[Family, str]:
+    family = detect_folder(found.path)
+    return family, folder_guidance(found.path, family)
+
+
+def _sd3_family(found: _Found) -> tuple[Family, str]:
+    return sd3.FAMILY, _sd3_guidance(found.path, found.configured)
+
+
+def _klein_family(found: _Found) -> tuple[Family, str]:
+    from sdtui.worker import klein_files
+
+    return flux2_klein.FAMILY, klein_files.guidance(found.model_set)
+
+
+# The first loader that takes a model loads it; a new family is one row.
+LOADERS = (
+    _Loader(lambda f: f.fmt == "diffusers", _folder_family, _load_diffusers_folder),
+    _Loader(lambda f: f.set_of(sd3.FAMILY.id), _sd3_family, _load_sd3_files),
+    _Loader(lambda f: f.set_of(KLEIN.family), _klein_family, _load_klein_files),
+    _Loader(lambda f: f.fmt in ("set", "gguf") or is_flux_layout(f.shapes),
+            lambda f: (flux1.FAMILY, EMBEDDED), _load_flux_files),
+    _Loader(lambda f: is_sd3_layout(f.shapes), _sd3_family, _load_sd3_files),
+    _Loader(lambda f: True, lambda f: (detect(f.path, f.shapes), CFG), _load_single_file),
+)
 
 
 def _prediction(sources: ldm.ConfigSources, shapes: dict[str, Any], unet: Any,

@@ -94,7 +94,7 @@ class Sampler:
         self._scheduler_cache: dict[str, Any] = {}
         self._img2img: Any = None
         self._inpaint: Any = None
-        self.loras = LoraSet(self.pipe, model.path, model.family.id, model.family.denoiser)
+        self.loras = LoraSet(self.pipe, model.path, model.family)
         self._prompts: PromptEncoder | PipelinePrompts | None = None
         self.post = PostProcessor(model.path, model.device)
 

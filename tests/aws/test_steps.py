@@ -16,6 +16,7 @@ from sdtui.deploy.aws.naming import TAG_KEY
 from sdtui.deploy.aws.steps import aws_steps
 from sdtui.deploy.aws.teardown import teardown
 from sdtui.deploy.base import CostUpdate
+from sdtui.deploy.settings import Target, resolve_settings
 from sdtui.errors import EXIT_BAD_INPUT
 from sdtui.ledger import Ledger
 from sdtui.paths import state_dir
@@ -118,9 +119,14 @@ def count_resources(aws) -> dict[str, int]:
 
 
 def test_running_the_steps_twice_creates_nothing_twice(model, aws):
-    provision(model)
+    """The second run is a bare rerun, settings from the ledger: --ssh-cidr is kept with the
+    others, so no address is looked up (offline) and the access step finds its rule."""
+    provision(model)  # with --ssh-cidr CIDR
     before = count_resources(aws)
-    _, events, _ = provision(model)
+    again = resolve_settings(Target("t1", "aws", "name"), {}, for_use=True)
+    assert again.ssh_cidr == CIDR
+    events = run(aws_steps(again, Ledger.open("t1", "aws"), public_ip=no_public_ip,
+                           sleep=lambda s: None))
     assert count_resources(aws) == before
     assert before["instances"] == 1 and before["roles"] == 1 and before["repositories"] == 1
     result = outcomes(events)

@@ -124,7 +124,29 @@ def test_ignored_fields_are_named_in_the_warnings_and_neutral_ones_are_not():
     named = {w.split(":")[0] for w in t.warnings}
     assert named == {"eta", "foo", "mask_blur"}  # mask_blur is not a txt2img field
     assert t.params["steps"] == 4 and t.parameters["eta"] == 0.67
-    assert t.parameters["cfg_scale"] == 7.0  # A1111's default, echoed
+    assert t.parameters["steps"] == 4 and t.parameters["width"] == 512  # A1111's default
+
+
+def test_parameters_echo_the_cfg_the_image_ran_at_when_the_body_leaves_it_out(tmp_path):
+    """Left out, cfg_scale is the model's own (SD 1.x's 7.5, as the worker records it in the
+    image's params and says in `ready`), not A1111's 7; a cfg_scale given is echoed as given."""
+    from sdtui.serve.answers import Model, generation
+    from sdtui.serve.queue import Job
+    from sdtui.session import SavedImage
+
+    model = Model({"model": "/data/tiny.safetensors", "default_cfg": 7.5})
+    for body, ran, echoed in (({"prompt": "x"}, 7.5, 7.5),
+                              ({"prompt": "x", "cfg_scale": 5}, 5.0, 5)):
+        request = translate("txt2img", body)
+        job = Job(request.params)
+        job.images.append(SavedImage(tmp_path / "0.png", "r1", 0, 1,
+                                     {**request.params, "cfg": ran}))
+        answer = generation(job, request, model, send_images=False)
+        assert (answer["parameters"]["cfg_scale"], json.loads(answer["info"])["cfg_scale"]) == (
+            echoed, ran)
+    interrupted = translate("txt2img", {"prompt": "x"})  # before its first image: none ran
+    answer = generation(Job(interrupted.params), interrupted, model, send_images=False)
+    assert answer["parameters"]["cfg_scale"] == 7.5
 
 
 def test_a1111_spellings_become_the_request_sdtui_runs():

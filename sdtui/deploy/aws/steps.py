@@ -59,7 +59,7 @@ class AwsRun(SessionClients):
             account=who.account, region=s.region, bucket=s.bucket, instance_type=s.instance_type,
             spot=s.spot, idle_minutes=s.idle_minutes, profile=s.profile,
             models=[str(m) if fetched else str(Path(m).expanduser().absolute())
-                    for m in s.models], base_image=s.base_image,
+                    for m in s.models], base_image=s.base_image, ssh_cidr=s.ssh_cidr,
             fetched=[r.record() for r in s.bucket_sets()] or None,
         )
         return f"{who.arn} in {s.region}"
