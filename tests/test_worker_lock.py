@@ -211,11 +211,19 @@ def test_the_cuda_image_installs_exactly_what_the_cpu_image_does():
                for line in instructions("Dockerfile"))
 
 
+# What the worker's libraries import only on the path that needs it, never named in sdtui's
+# source (a LoRA without peft: "PEFT backend is required for `load_lora_weights()`").
+LIBRARY_BACKENDS = {"peft": "diffusers' load_lora_weights (every LoRA)",
+                    "gguf": "diffusers' GGUF quantizer (every .gguf transformer)",
+                    "accelerate": "diffusers' enable_model_cpu_offload (offloaded text encoders)",
+                    "torchsde": "diffusers' DPMSolverSDEScheduler (DPM++ SDE)"}
+
+
 def test_every_package_the_worker_imports_is_in_the_lock():
     """Both images hold the lock and nothing more, so a package the worker's code imports that
     the lock lacks fails only inside a container, at that import: for the CUDA image, on a GPU
     instance. Read from the source the images hold (the build context), lazy imports included
-    (`gguf` is imported only as a GGUF file loads)."""
+    (`gguf` is imported only as a GGUF file loads), and what its libraries import lazily."""
     import ast
     import tarfile
 
@@ -238,6 +246,7 @@ def test_every_package_the_worker_imports_is_in_the_lock():
                 if top not in sys.stdlib_module_names and top not in ("sdtui", "__future__"):
                     imported.setdefault(top, name)
     assert "gguf" in imported and "safetensors" in imported
+    imported |= LIBRARY_BACKENDS
     providers = metadata.packages_distributions()
     missing = [f"{module} (imported by {where})" for module, where in sorted(imported.items())
                if not any(canonical(d) in pins() for d in providers.get(module, []))]
