@@ -240,6 +240,15 @@ def comfy_t5(t5: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]
             for key, value in t5.state_dict().items() if key != "encoder.embed_tokens.weight"}
 
 
+def stored_as(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Weights as an all-in-one file stores them: fp16/bf16 throughout; fp8 for matrices only
+    (norms and biases stay bf16, as the released fp8 files keep them)."""
+    if dtype == torch.float8_e4m3fn:
+        return {k: (v.to(dtype) if v.ndim > 1 else v.to(torch.bfloat16)).contiguous()
+                for k, v in state.items()}
+    return {k: v.to(dtype).contiguous() for k, v in state.items()}
+
+
 def write_t5_gguf(t5: torch.nn.Module, path: Path, qtype) -> dict[str, str]:
     """A T5 encoder as llama.cpp's convert_hf_to_gguf.py writes one (city96's
     t5-v1_1-xxl-encoder-*.gguf): architecture `t5encoder`, the package's own tensor names, 1-D

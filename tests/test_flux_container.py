@@ -1,6 +1,7 @@
 """FLUX.1 [schnell] and [dev] diffusers folders load offline and generate through the real
 worker container (the CPU image's locked dependency set), as the other families do
-(tests/test_families_container.py), and `sdtui --no-ui` runs FLUX.1 [dev] on Option B."""
+(tests/test_families_container.py), and `sdtui --no-ui` runs FLUX.1 [dev] and a split set with
+a LoRA on Option B."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import io
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from local_cli import events, labelled, one_line, throwaway_cli
 from PIL import Image
 
 from sdtui.client import decode_png
 from sdtui.metadata.png_chunks import embed_text
-from sdtui.modelfiles import model_files
+from sdtui.modelfiles import model_files, sha256_file
 from sdtui.outputs import read_metadata
 from tests.test_flux_metadata import FORGE_FLUX, png
 from tests.test_worker_container import model_volume, start_worker
@@ -109,32 +111,32 @@ def test_no_steps_or_sampler_given_means_the_models_own(tmp_path, worker_image, 
             assert f"Steps: {steps}, {sampler}" in meta["parameters"], meta["parameters"]
 
 
-def test_flux1_sets_generate_in_the_container_and_on_option_b(tmp_path, worker_image,
-                                                              docker_client):
-    """The CPU image's locked dependency set (gguf included) loads a split set and a GGUF
-    transformer's set; `sdtui --no-ui --model SET_FOLDER` saves a FLUX.1 image on Option B."""
+def test_a_flux1_set_with_a_lora_on_option_b_with_no_ui(tmp_path, worker_image, docker_client):
+    """`sdtui --no-ui --model SET_FOLDER` saves a FLUX.1 image on Option B, and `<lora:NAME:W>`
+    in the prompt applies the kohya LoRA from the loras/ folder beside the set, which the
+    deployment copied with it: another image, recorded. (Every other format in the container:
+    test_formats_container.py.)"""
+    from tests.helpers_flux_loras import kohya_flux_lora
     from tests.test_flux_formats import references, write_set
 
     refs = references("dev")
-    sets = {"set": write_set(tmp_path / "set" / "flux1-dev", "dev", refs).parent,
-            "gguf": write_set(tmp_path / "gguf" / "flux1-dev", "dev", refs, transformer="gguf")}
-    with model_volume(docker_client, worker_image, model_files(sets["gguf"])) as volume:
-        container, client = start_worker(docker_client, worker_image, volume,
-                                         sets["gguf"].name)
-        try:
-            assert (client.ready["family"], client.ready["format"]) == ("flux1", "gguf")
-            (image,) = [e for e in client.generate(prompt="a tiny castle", seed=5, steps=2,
-                                                   width=64, height=64, preview_every=0)
-                        if e["type"] == "image"]
-            assert Image.open(io.BytesIO(decode_png(image))).size == (64, 64)
-        finally:
-            client.close()
-            container.remove(force=True)
+    folder = write_set(tmp_path / "models" / "flux1-dev", "dev", refs).parent
+    lora = kohya_flux_lora(refs["flux"], refs["clip"],
+                           folder.parent / "loras" / "style.safetensors")
+    drawn = {}
     with throwaway_cli(tmp_path, docker_client) as cli:
-        r = cli.run("--model", str(sets["set"]), "--prompt", "a red barn", "--steps", "2",
-                    "--width", "64", "--height", "64", "--seed", "7", "--json")
-        assert r.returncode == 0, r.stderr
-        (saved,) = [e["path"] for e in events(r.stdout) if e["event"] == "image"]
-        params = read_metadata(Path(saved))["params"]
-        assert (params["family"], params["scheduler"], params["guidance"]) == (
-            "flux1", "euler", 3.5)
+        for prompt in ("a red barn", "a red barn <lora:style:0.8>"):
+            r = cli.run("--model", str(folder), "--prompt", prompt, "--steps", "2", "--width",
+                        "64", "--height", "64", "--seed", "7", "--json")
+            assert r.returncode == 0, r.stderr
+            (saved,) = [e["path"] for e in events(r.stdout) if e["event"] == "image"]
+            drawn[prompt] = (np.asarray(Image.open(saved).convert("RGB"), dtype=int),
+                             read_metadata(Path(saved)))
+    (plain, meta), (styled, styled_meta) = drawn.values()
+    params = meta["params"]
+    assert (params["family"], params["scheduler"], params["guidance"]) == ("flux1", "euler", 3.5)
+    assert "loras" not in params
+    assert [(r["name"], r["weight"], r["sha256"]) for r in styled_meta["params"]["loras"]] == [
+        ("style", 0.8, sha256_file(lora)[:12])]
+    assert 'Lora hashes: "style: ' in styled_meta["parameters"]
+    assert np.abs(styled - plain).mean() > 1, "the LoRA did not change the image"

@@ -26,6 +26,7 @@ from tests.helpers_flux_files import (
     reference_forward,
     refused_before_anything,
     state_dict,
+    stored_as,
     tiny_clip,
     tiny_t5,
     write_set,
@@ -172,15 +173,6 @@ def test_a_set_copied_into_a_volume_arrives_whole(
     assert {prefix + part for part in parts} <= arrived.keys()
 
 
-def _stored(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Weights as an all-in-one file stores them: fp16/bf16 throughout; fp8 for matrices only
-    (norms and biases stay bf16, as the released fp8 files keep them)."""
-    if dtype == torch.float8_e4m3fn:
-        return {k: (v.to(dtype) if v.ndim > 1 else v.to(torch.bfloat16)).contiguous()
-                for k, v in state.items()}
-    return {k: v.to(dtype).contiguous() for k, v in state.items()}
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float8_e4m3fn],
                          ids=["fp16", "bf16", "fp8_e4m3fn"])
 def test_an_all_in_one_checkpoint_loads_all_four_components(
@@ -193,7 +185,7 @@ def test_an_all_in_one_checkpoint_loads_all_four_components(
     }
     path = tmp_path / "flux1-dev-aio.safetensors"
     save_file({prefix + key: value for prefix, state in parts.items()
-               for key, value in _stored(state, dtype).items()}, path)
+               for key, value in stored_as(state, dtype).items()}, path)
     sidecar = tmp_path / "flux1-dev-aio.config" / "text_encoder"
     sidecar.mkdir(parents=True)
     (sidecar / "config.json").write_text(json.dumps(TINY_CLIP))
@@ -202,7 +194,7 @@ def test_an_all_in_one_checkpoint_loads_all_four_components(
     loaded = components_from_files(path, torch.float32)
 
     # The references hold the same stored weights, upcast.
-    upcast = {prefix: {k: v.float() for k, v in _stored(state, dtype).items()}
+    upcast = {prefix: {k: v.float() for k, v in stored_as(state, dtype).items()}
               for prefix, state in parts.items()}
     flux, clip, t5, ae = bfl_flux(guidance=True), tiny_clip(), tiny_t5(), bfl_autoencoder()
     flux.load_state_dict(upcast["model.diffusion_model."])

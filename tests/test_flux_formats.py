@@ -30,6 +30,7 @@ from tests.helpers_flux_files import (
     comfy_t5,
     gguf,
     state_dict,
+    stored_as,
     write_gguf,
     write_t5_gguf,
 )
@@ -69,18 +70,24 @@ def sidecar(beside: Path, refs: dict[str, torch.nn.Module]) -> None:
 
 
 def write_set(folder: Path, variant: str, refs: dict[str, torch.nn.Module],
-              transformer: str = "safetensors", t5: str = "safetensors") -> Path:
-    """A split set as ComfyUI users keep it; returns its transformer file."""
+              transformer: str = "safetensors", t5: str = "safetensors", qtype=None) -> Path:
+    """A split set as ComfyUI users keep it; returns its transformer file. transformer:
+    "safetensors" (BFL's flux1-VARIANT.safetensors) or "gguf" (Q8_0, or `qtype`); t5:
+    "safetensors" (t5xxl_fp16.safetensors, stored in float32), "fp8" (t5xxl_fp8_e4m3fn) or
+    "gguf" (t5-v1_1-xxl-encoder-Q8_0.gguf)."""
     folder.mkdir(parents=True)
     name = folder / f"flux1-{variant}.{transformer}"
     if transformer == "gguf":
-        write_gguf(state_dict(refs["flux"]), name, gguf().GGMLQuantizationType.Q8_0)
+        write_gguf(state_dict(refs["flux"]), name, qtype or gguf().GGMLQuantizationType.Q8_0)
     else:
         save_file(state_dict(refs["flux"]), name)
     save_file(comfy_clip_l(refs["clip"]), folder / "clip_l.safetensors")
     if t5 == "gguf":
         write_t5_gguf(refs["t5"], folder / "t5-v1_1-xxl-encoder-Q8_0.gguf",
                       gguf().GGMLQuantizationType.Q8_0)
+    elif t5 == "fp8":
+        save_file(comfy_t5(refs["t5"], torch.float8_e4m3fn),
+                  folder / "t5xxl_fp8_e4m3fn.safetensors")
     else:
         save_file(comfy_t5(refs["t5"], torch.float32), folder / "t5xxl_fp16.safetensors")
     save_file(state_dict(refs["ae"]), folder / "ae.safetensors")
@@ -88,14 +95,16 @@ def write_set(folder: Path, variant: str, refs: dict[str, torch.nn.Module],
     return name
 
 
-def write_all_in_one(path: Path, refs: dict[str, torch.nn.Module]) -> Path:
+def write_all_in_one(path: Path, refs: dict[str, torch.nn.Module],
+                     dtype: torch.dtype = torch.float32) -> Path:
+    """An all-in-one checkpoint, its weights stored in `dtype` as the released ones are."""
     parts = {"model.diffusion_model.": state_dict(refs["flux"]),
              "text_encoders.clip_l.transformer.": comfy_clip_l(refs["clip"]),
              "text_encoders.t5xxl.transformer.": comfy_t5(refs["t5"], torch.float32),
              "vae.": state_dict(refs["ae"])}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({prefix + key: value for prefix, state in parts.items()
-               for key, value in state.items()}, path)
+               for key, value in stored_as(state, dtype).items()}, path)
     sidecar(path, refs)
     return path
 

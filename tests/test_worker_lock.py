@@ -187,3 +187,69 @@ def test_the_cuda_dockerfile_refuses_a_base_whose_torch_is_not_the_locked_one(
     assert f"the base image carries torch 2.5.1, the worker's lock pins torch=={pins()['torch']}" \
         in message
     assert not any("Collecting" in line for line in lines)
+
+
+def instructions(name: str) -> list[str]:
+    """A Dockerfile's instructions, comments dropped and continuation lines joined, with what
+    only the CUDA image has taken out: torch's index (its variant, checked above) and the
+    NVIDIA runtime's variables."""
+    text = re.sub(r"^\s*#.*\n", "", (CONTAINER / name).read_text(), flags=re.MULTILINE)
+    out = []
+    for line in re.sub(r"\\\n", " ", text).splitlines():
+        line = re.sub(r"\s+NVIDIA_\w+=\S+", "", line).strip()
+        out.append(re.sub(r"^ARG TORCH_INDEX_URL=\S+$", "ARG TORCH_INDEX_URL", line))
+    return [line for line in out if line]
+
+
+def test_the_cuda_image_installs_exactly_what_the_cpu_image_does():
+    """What the CPU image's container tests prove it reads (every model format: the `gguf`
+    package, torch's float8, diffusers' converters) the CUDA image has too: the same install
+    script on the same lock, the same package, nothing else. Only torch's wheel index (the
+    lock's torch version in either) and the NVIDIA runtime's variables differ."""
+    assert instructions("Dockerfile") == instructions("Dockerfile.local")
+    assert any(line.startswith("RUN") and "install-worker-deps.sh" in line
+               for line in instructions("Dockerfile"))
+
+
+# What the worker's libraries import only on the path that needs it, never named in sdtui's
+# source (a LoRA without peft: "PEFT backend is required for `load_lora_weights()`").
+LIBRARY_BACKENDS = {"peft": "diffusers' load_lora_weights (every LoRA)",
+                    "gguf": "diffusers' GGUF quantizer (every .gguf transformer)",
+                    "accelerate": "diffusers' enable_model_cpu_offload (offloaded text encoders)",
+                    "torchsde": "diffusers' DPMSolverSDEScheduler (DPM++ SDE)"}
+
+
+def test_every_package_the_worker_imports_is_in_the_lock():
+    """Both images hold the lock and nothing more, so a package the worker's code imports that
+    the lock lacks fails only inside a container, at that import: for the CUDA image, on a GPU
+    instance. Read from the source the images hold (the build context), lazy imports included
+    (`gguf` is imported only as a GGUF file loads), and what its libraries import lazily."""
+    import ast
+    import tarfile
+
+    from sdtui.container.context import build_context
+
+    with tarfile.open(fileobj=io.BytesIO(build_context("Dockerfile").data)) as tar:
+        sources = {m.name: tar.extractfile(m).read() for m in tar.getmembers()
+                   if m.isfile() and m.name.endswith(".py")}
+    imported: dict[str, str] = {}
+    for name, source in sources.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top not in sys.stdlib_module_names and top not in ("sdtui", "__future__"):
+                    imported.setdefault(top, name)
+    assert "gguf" in imported and "safetensors" in imported
+    imported |= LIBRARY_BACKENDS
+    providers = metadata.packages_distributions()
+    missing = [f"{module} (imported by {where})" for module, where in sorted(imported.items())
+               if not any(canonical(d) in pins() for d in providers.get(module, []))]
+    assert not missing, (f"the worker imports what {LOCK.name} does not hold: "
+                         + "; ".join(missing) + f". Add it to {REQUIREMENT_FILES[0]} and run "
+                         f"`{REGENERATE}`")
