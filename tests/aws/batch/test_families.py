@@ -25,7 +25,9 @@ from sdtui.modelfiles import sha256_file
 from sdtui.outputs import read_metadata
 
 from .test_end_to_end import (  # noqa: F401 (moto_url: a fixture)
+    bridge_moto_gaps,
     moto_url,
+    remove_ecr_tags,
     sdtui,
     tagged_leftovers,
     wait_until,
@@ -84,10 +86,7 @@ def test_each_transformer_family_generates_on_the_scale_out(
     name = f"families-{uuid.uuid4().hex[:6]}"
     bucket = f"sdtui-batch-{name}"
     batch, ecr = boto3.client("batch"), boto3.client("ecr")
-    monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
-    monkeypatch.setenv("SDTUI_TEST_ECR_PUSH", "0")
-    monkeypatch.setenv("SDTUI_TEST_ARRAY_INDEX_FROM_JOB_ID", "1")
-    monkeypatch.setenv("SDTUI_TEST_SHARD_CREDENTIALS", "shard-key:shard-secret")
+    bridge_moto_gaps(monkeypatch)
     watchers: dict[str, tuple[subprocess.Popen, Path, Path]] = {}
     try:
         for family, (prompts, flags, _expected) in RUNS.items():
@@ -109,9 +108,10 @@ def test_each_transformer_family_generates_on_the_scale_out(
 
         for family, (prompts, _flags, expected) in RUNS.items():
             watcher, events, log = watchers[family]
+            code = watcher.wait(timeout=600)
             found = [json.loads(line) for line in events.read_text().splitlines()]
             job = next(e["job_id"] for e in found if e["event"] == "submitted")
-            assert watcher.wait(timeout=600) == 0, (
+            assert code == 0, (
                 f"{family}: {log.read_text()}\nthe shard's log:\n{shard_log(batch, job)}")
             saved = [Path(e["path"]) for e in found if e["event"] == "image"]
             assert sorted(saved) == sorted((tmp_path / "out" / family).glob("*.png")), family
@@ -133,7 +133,4 @@ def test_each_transformer_family_generates_on_the_scale_out(
         for watcher, _events, _log in watchers.values():
             if watcher.poll() is None:
                 watcher.kill()
-        for image in docker_client.images.list():
-            for tag in image.tags:
-                if f"/sdtui-{name}:" in tag:
-                    docker_client.images.remove(tag)
+        remove_ecr_tags(docker_client, name)
