@@ -1,9 +1,10 @@
 """FLUX.1, SD 3.5 and FLUX.2 Klein generating on the scale-out (moto Batch, job containers on this
 engine; the harness and its gaps: test_end_to_end.py). One deployment, three runs of the real
-`sdtui --no-ui --option batch`, one model each, held as ComfyUI users hold them:
+`sdtui --no-ui --option batch`, one model each and one shard each (arrays: test_end_to_end.py),
+held as ComfyUI users hold them:
 
 - FLUX.1 [dev]: a split set whose transformer is a GGUF, given as that file inside its folder
-  (its siblings travel to the bucket root beside it); an array job of 2;
+  (its siblings travel to the bucket root beside it), with its distilled guidance; two prompts;
 - SD 3.5: a split set given as its folder (Stability's file with the VAE inside, the two CLIPs,
   T5 in fp8), with CFG and a negative prompt;
 - FLUX.2 Klein: a split set given as its transformer file.
