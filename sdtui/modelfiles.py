@@ -156,6 +156,15 @@ def model_files(path: str | Path) -> list[tuple[Path, str]]:
         (part, prefix + part.name) for part in model_set.parts.values()]
 
 
+def hashed_name(path: str | Path) -> str | None:
+    """The file whose sha256 names the model in its images, as `model_files` names it: the
+    checkpoint, or a set's transformer; None for a diffusers folder, which has no single model
+    file."""
+    if detect_format(path) == "diffusers":
+        return None
+    return model_files(path)[0][1]
+
+
 def _with_sidecars(path: Path, prefix: str) -> list[tuple[Path, str]]:
     files = [(path, prefix + path.name)]
     for sidecar in sidecars(path):

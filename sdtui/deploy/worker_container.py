@@ -66,11 +66,10 @@ def container_name(deployment: str) -> str:
 def model_sha256(models: list, digests: dict[str, str]) -> str | None:
     """The primary model file's sha256 from `digests` (name under /data -> sha256, what the
     models step computed), or None for a diffusers folder, which has no single model file."""
-    from sdtui.modelfiles import detect_format, model_files
+    from sdtui.modelfiles import hashed_name
 
-    if detect_format(models[0]) == "diffusers":
-        return None
-    return digests.get(model_files(models[0])[0][1])
+    name = hashed_name(models[0])
+    return digests.get(name) if name else None
 
 
 def find_worker(client: docker.DockerClient, deployment: str, recorded: set[str]

@@ -23,10 +23,11 @@ import tempfile
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from sdtui import bucket_layout, protocol, sharding
+from sdtui.modelfiles import hashed_name
 
 log = logging.getLogger("sdtui.worker.batch")
 
@@ -128,6 +129,14 @@ def fetch_files(store: Any, keys: list[str], scratch: Path) -> dict[str, str]:
         log.info("fetching s3://%s/%s", store.bucket, key)
         digests[key] = store.download(key, scratch / key)
     return digests
+
+
+def model_digest(model: str, digests: dict[str, str], scratch: Path) -> str | None:
+    """The model's sha256 as the other options record it: its checkpoint's, or its set's
+    transformer's (a set given as its folder has no file of the model's own key); None for a
+    diffusers folder."""
+    name = hashed_name(scratch / model)
+    return digests.get(str(PurePosixPath(model).parent / name)) if name else None
 
 
 # --- the shard ---------------------------------------------------------------------------------
@@ -236,11 +245,12 @@ def _main(args: argparse.Namespace) -> int:
         raise ChildError(f"model {args.model}: {exc}") from None
     log.info("model loaded in %.1f s (fetched in %.1f s) on %s", model.load_seconds,
              fetch_seconds, model.device)
+    sha256 = model_digest(args.model, digests, args.scratch / "model")
     extra = {"load_seconds": round(model.load_seconds + fetch_seconds, 3),
              "device": model.device}
     try:
         made = run_shard(run=args.run, lines=lines, shard=shard, shards=args.shards, store=store,
-                         sampler=Sampler(model, digests.get(args.model)), scratch=args.scratch,
+                         sampler=Sampler(model, sha256), scratch=args.scratch,
                          extra=extra)
     except ChildError:
         raise

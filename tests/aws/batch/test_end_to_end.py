@@ -88,6 +88,23 @@ def tagged_leftovers(aws, batch, ecr, name: str) -> list[str]:
     return left
 
 
+def bridge_moto_gaps(monkeypatch) -> None:
+    """The test-only settings for moto's gaps (the module docstring says which), and the CPU
+    image tagged with the ECR URI instead of pushed."""
+    monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
+    monkeypatch.setenv("SDTUI_TEST_ECR_PUSH", "0")
+    monkeypatch.setenv("SDTUI_TEST_ARRAY_INDEX_FROM_JOB_ID", "1")
+    monkeypatch.setenv("SDTUI_TEST_SHARD_CREDENTIALS", "shard-key:shard-secret")
+
+
+def remove_ecr_tags(docker_client, name: str) -> None:
+    """The ECR-URI tags the deployment's image step put on the worker image here."""
+    for image in docker_client.images.list():
+        for tag in image.tags:
+            if f"/sdtui-{name}:" in tag:
+                docker_client.images.remove(tag)
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_scale_out_end_to_end(worker_image, docker_client, aws, tmp_path, monkeypatch):
@@ -97,10 +114,7 @@ def test_scale_out_end_to_end(worker_image, docker_client, aws, tmp_path, monkey
     name = f"e2e-{uuid.uuid4().hex[:6]}"
     bucket = f"sdtui-batch-{name}"
     batch, ecr = boto3.client("batch"), boto3.client("ecr")
-    monkeypatch.setenv("SDTUI_TEST_DOCKERFILE", "Dockerfile.local")
-    monkeypatch.setenv("SDTUI_TEST_ECR_PUSH", "0")
-    monkeypatch.setenv("SDTUI_TEST_ARRAY_INDEX_FROM_JOB_ID", "1")
-    monkeypatch.setenv("SDTUI_TEST_SHARD_CREDENTIALS", "shard-key:shard-secret")
+    bridge_moto_gaps(monkeypatch)
     model = tiny_checkpoint(tmp_path / "models")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("\n".join(PROMPTS) + "\n")
@@ -203,10 +217,7 @@ def test_scale_out_end_to_end(worker_image, docker_client, aws, tmp_path, monkey
         assert tagged_leftovers(aws, batch, ecr, name) == []
         assert bucket not in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
     finally:
-        for image in docker_client.images.list():
-            for tag in image.tags:
-                if f"/sdtui-{name}:" in tag:
-                    docker_client.images.remove(tag)
+        remove_ecr_tags(docker_client, name)
 
 
 @pytest.mark.docker
