@@ -38,7 +38,7 @@ from sdtui.ledger import Ledger
 from tests.fetch.conftest import checkpoint_files, hub  # noqa: F401 (a fixture)
 from tests.fetch.standin import COMMIT, Hub
 
-from .test_end_to_end import moto_url, tagged_leftovers  # noqa: F401 (a fixture)
+from .test_end_to_end import moto_url, tagged_leftovers, wait_until  # noqa: F401 (a fixture)
 
 REPO, FILE = "org/gated-tiny", "tiny.safetensors"
 
@@ -90,7 +90,7 @@ def collected(proc: subprocess.Popen) -> list[dict]:
 def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_c(
         worker_image, docker_client, aws, tmp_path: Path, monkeypatch, tiny_models,
         hub: Hub) -> None:  # noqa: F811
-    """The real command, three times: the job fails on a checksum (one line with the job's
+    """The real command, three times: the job fails on the Hub's 403 (one line with the job's
     reason and fix, exit 3), then Ctrl-C while it runs, held at half way (the job terminated,
     exit 130), each time with everything the job had for its length gone; the third run fetches
     the model and the LoRA, and a shard generates with both."""
@@ -105,7 +105,8 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
     hub.add_repo(REPO, checkpoint_files(model, FILE), gated=True)
     lora = write_tiny_lora(tiny_models["diffusers"], tmp_path / "style.safetensors")
     hub.add_repo("org/style", {"style.safetensors": lora}, tags=["lora"])
-    for var, value in (("HF_TOKEN", hub.token), ("SDTUI_TEST_DOCKERFILE", "Dockerfile.local"),
+    token = hub.token
+    for var, value in (("HF_TOKEN", token), ("SDTUI_TEST_DOCKERFILE", "Dockerfile.local"),
                        ("SDTUI_TEST_ECR_PUSH", "0"),
                        ("SDTUI_TEST_SHARD_CREDENTIALS", "shard-key:shard-secret")):
         monkeypatch.setenv(var, value)
@@ -128,14 +129,16 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
         assert (planned.primary, planned.keys[-1], planned.local) == (key, lora_key, [])
         assert key in planned.keys
 
-        # 1. The bytes arrive corrupt: the job fails, and says why in one line.
-        hub.corrupt = True
+        # 1. The Hub refuses the job's token (403: another account's): the job fails, and the
+        # command ends with its reason and fix in one line.
+        hub.token = "hf_another_accounts_token"
         failed = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-        hub.corrupt = False
+        hub.token = token
         assert failed.returncode == EXIT_DEPLOYMENT, failed.stderr[-3000:]
         (line,) = [x for x in failed.stderr.splitlines() if x.startswith("sdtui: error:")]
-        assert re.fullmatch(r"sdtui: error: the fetch job \S+ failed: \S+ arrived corrupt "
-                            r"\(sha256 .*nothing was loaded — run again to fetch it anew", line)
+        assert re.fullmatch(rf"sdtui: error: the fetch job \S+ failed: {REPO} is a gated repo: "
+                            rf".* — accept the licence at {hub.url}/{REPO} while logged in, "
+                            r"then set HF_TOKEN .*", line), line
         assert fetch_left(aws, batch, name, bucket) == []
 
         # 2. Held at half way: what the job has while it runs; then Ctrl-C terminates it.
@@ -146,9 +149,9 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
         try:
             wait_for(hub.paused.is_set, unless=lambda: proc.poll() is not None, timeout=600)
             # The job's bytes reach the client: download_progress, not only the job's state.
-            wait_for(lambda: any(e["event"] == "download_progress" and e["file"] == FILE
-                                 for e in seen), unless=lambda: proc.poll() is not None,
-                     timeout=60)
+            wait_until(lambda: proc.poll() is not None or any(
+                e["event"] == "download_progress" and e["file"] == FILE for e in seen),
+                "the job's bytes as download_progress", timeout=60)
             during = fetch_roles(aws["iam"], name)
             (parameter,) = parameters(aws["ssm"], name)
             value = aws["ssm"].get_parameter(Name=parameter, WithDecryption=True)["Parameter"][
@@ -162,9 +165,10 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
                           if c.attrs["Config"]["Cmd"][:1] == [fetch.COMMAND]]
             proc.send_signal(signal.SIGINT)
             assert proc.wait(timeout=120) == EXIT_INTERRUPTED
-        except AssertionError:
+        except (AssertionError, ValueError) as exc:
             proc.kill()
-            raise AssertionError(f"{(tmp_path / 'stderr').read_text()[-3000:]}") from None
+            raise AssertionError(f"{exc}; the last events: {seen[-3:]}; "
+                                 f"{(tmp_path / 'stderr').read_text()[-3000:]}") from None
         finally:
             hub.pause_at = None
             hub.resume.set()
@@ -187,8 +191,12 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
         for path in (tmp_path / "state").rglob("*"):
             assert not path.is_file() or hub.token.encode() not in path.read_bytes(), path
         # After Ctrl-C: the job terminated, its container gone, nothing of it left.
-        wait_for(lambda: batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0]["status"] ==
-                 "FAILED", unless=lambda: False, timeout=60)
+        def ended() -> str | None:
+            status = batch.describe_jobs(jobs=[job["jobId"]])["jobs"][0]["status"]
+            return status if status in fetch.FINAL else None
+
+        status = wait_until(ended, "the fetch job's end", timeout=60)
+        assert status == "FAILED", f"the fetch job ran on after Ctrl-C: {status}"
         assert not [c for c in docker_client.containers.list()
                     if c.attrs["Config"]["Cmd"][:1] == [fetch.COMMAND]]
         assert fetch_left(aws, batch, name, bucket) == []
