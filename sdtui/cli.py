@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: the deployment's last models)")
     d.add_argument("--lora-file", action="append", default=[], metavar="NAME",
                    help="a LoRA to fetch into loras/ beside the model: hf:ORG/REPO/FILE"
-                   ".safetensors, civitai:ID or their URLs (Option B); <lora:FILE:W> in the "
+                   ".safetensors, civitai:ID or their URLs (Options A and batch: beside a model to "
+                   "fetch); <lora:FILE:W> in the "
                    "prompt applies it (FILE: its name without .safetensors); repeatable")
     d.add_argument("--list-models", action="store_true",
                    help="print the catalogue's model names and exit")

@@ -146,10 +146,6 @@ def run(args: argparse.Namespace) -> int:
                                           ("--gpus", args.gpus is not None),
                                           ("--status RUN", isinstance(args.status, str)))
                   if used]
-    if args.lora_file and option == "batch":
-        raise errors.BadInput("--lora-file fetches with Options A and B so far",
-                              fix="put the LoRA file in the bucket's loras/ folder beside the "
-                              "model")
     if batch_only and option != "batch":
         raise errors.BadInput(f"{batch_only[0]} applies to the scale-out only",
                               fix="add --option batch (and --name, if it has another name)")

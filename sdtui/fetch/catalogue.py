@@ -129,14 +129,18 @@ def entry(name: str) -> Entry:
                        "or civitai:ID also work") from None
 
 
+def gating(e: Entry) -> str:
+    """Whether the entry's repo is gated, in the words `--list-models` and the app both use."""
+    return {True: "gated: accept the licence, set HF_TOKEN", False: "not gated",
+            None: "gated: not verified"}[e.gated]
+
+
 def listing() -> list[str]:
     """`sdtui --list-models`: one line per name."""
     lines = []
     width = max(len(name) for name in CATALOGUE)
     for e in CATALOGUE.values():
-        gated = {True: "gated: accept the licence, set HF_TOKEN", False: "not gated",
-                 None: "gated: not verified"}[e.gated]
         note = f" Note: {e.note}." if e.note else ""
-        lines.append(f"{e.name:<{width}} {e.title} — {e.source} ({e.size}; {e.licence}, {gated}; "
-                     f"{e.licence_url}){note}")
+        lines.append(f"{e.name:<{width}} {e.title} — {e.source} ({e.size}; {e.licence}, "
+                     f"{gating(e)}; {e.licence_url}){note}")
     return lines

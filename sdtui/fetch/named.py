@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sdtui.fetch.plan import Resolved
+from sdtui.errors import BadInput
+from sdtui.fetch.plan import Resolved, beside
 from sdtui.fetch.refs import is_remote
 
 
@@ -33,6 +34,22 @@ class ModelByName:
 
             cached = self._loras = [resolve_lora(str(x)) for x in self.lora_files]
         return cached
+
+    def bucket_sets(self) -> list[Resolved]:
+        """What a cloud option fetches into the bucket: the model, then each LoRA in the
+        `loras/` folder beside it (where the worker finds it)."""
+        model = self.fetched_model()
+        return [model, *(beside(lora, model) for lora in self.fetched_loras())] if model else []
+
+    def check_lora_files(self, option: str) -> None:
+        """In the bucket, a LoRA goes beside a model fetched into it: refused otherwise."""
+        if self.lora_files and self.fetched_model() is None:
+            raise BadInput("--lora-file fetches into the loras/ folder beside a model named to "
+                           f"fetch on {option}",
+                           fix="name the model to fetch (hf:, civitai:, a catalogue name), or "
+                           "put the LoRA in a loras/ folder beside the model file (uploaded "
+                           "with it)")
+        self.fetched_loras()
 
     def to_fetch(self) -> list[Resolved]:
         """Every set named to fetch: the model's, then each LoRA's."""

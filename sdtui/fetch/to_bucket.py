@@ -16,7 +16,8 @@ It writes JSON lines on stdout: `download_progress` (file, done, total, rate, et
 fetch as the scale-out's one-shot Batch job (AWS Batch can only append arguments to the image's
 entry point, and there is no stdin): the job (no tokens) is read from the bucket, the tokens
 from an SSM SecureString parameter that the job's role may read while the fetch lasts, into this
-process's memory only. Its events are the job's log.
+process's memory only. Its events are the job's log; with `--progress KEY` it also keeps its
+state in that object for the client to poll (`JobState`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ TOKEN_VARS = ("HF_TOKEN", "CIVITAI_API_TOKEN")
 JOB_LIMIT = 1024 * 1024  # bytes of the one JSON line read
 # A policy just put on the role takes a while to reach S3: AccessDenied is retried this long.
 POLICY_WAIT_S = 60.0
+STATE_EVERY_S = 2.0  # a PUT each: hours of download cost cents, not dollars
 
 Emit = Callable[[dict], None]
 
@@ -156,6 +158,51 @@ def main() -> int:
     return 0
 
 
+class JobState:
+    """The scale-out job's events to its log, and its state to the bucket for the client:
+    `{"state": "running" | "done" | "failed", "files": {FILE: {"done", "total", "rate",
+    "eta_s"}}}` (every file begun, in order, so a client that polls less often than files end
+    still sees each one's last byte), plus `message` and `fix` when it failed. Written at most
+    every STATE_EVERY_S, and always on a file's last byte and at the end. A state that cannot
+    be written costs the client its view, never the fetch."""
+
+    def __init__(self, s3, bucket: str, key: str | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.s3, self.bucket, self.key, self.clock = s3, bucket, key, clock
+        self.state: dict = {"state": "running", "files": {}}
+        self._written = float("-inf")
+
+    def __call__(self, event: dict) -> None:
+        _emit(event)
+        kind = event.get("type")
+        if kind == "download_progress":
+            self.state["files"][event["file"]] = {k: event[k] for k in ("done", "total", "rate",
+                                                                         "eta_s")}
+            if (self.clock() - self._written < STATE_EVERY_S
+                    and event["done"] != event["total"]):
+                return
+        elif kind == "done":
+            self.state["state"] = "done"
+        elif kind == "error":
+            self.state |= {"state": "failed", "message": event.get("message"),
+                           "fix": event.get("fix")}
+        else:
+            return
+        self._write()
+
+    def _write(self) -> None:
+        if self.key is None:
+            return
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self._written = self.clock()
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(
+                self.state).encode(), ContentType="application/json")
+        except (BotoCoreError, ClientError) as exc:
+            print(f"could not write the fetch's state: {exc}", file=sys.stderr)
+
+
 def batch_main(argv: list[str]) -> int:
     import boto3
 
@@ -165,9 +212,12 @@ def batch_main(argv: list[str]) -> int:
     p.add_argument("--tokens", metavar="PARAMETER", help="SSM SecureString parameter: the "
                    "tokens as a JSON object")
     p.add_argument("--region", help="the bucket's region (default: the container's)")
+    p.add_argument("--progress", metavar="KEY", help="where to keep the fetch's state (JSON) "
+                   "for the client")
     args = p.parse_args(argv)
     if args.region:
         os.environ["AWS_DEFAULT_REGION"] = args.region
+    emit = JobState(boto3.client("s3"), args.bucket, args.progress)
     try:
         body = boto3.client("s3").get_object(Bucket=args.bucket, Key=args.job)["Body"]
         job = {**json.loads(body.read(JOB_LIMIT)), "bucket": args.bucket,
@@ -175,13 +225,13 @@ def batch_main(argv: list[str]) -> int:
         if args.tokens:
             job["tokens"] = json.loads(boto3.client("ssm").get_parameter(
                 Name=args.tokens, WithDecryption=True)["Parameter"]["Value"])
-        _emit(run(job, _emit))
+        emit(run(job, emit))
     except SdtuiError as exc:
-        _emit({"type": "error", "message": exc.message, "fix": exc.fix})
+        emit({"type": "error", "message": exc.message, "fix": exc.fix})
         return 1
     except Exception as exc:  # noqa: BLE001 (one line in the job's log, never a token)
-        _emit({"type": "error", "message": f"the fetch failed: {type(exc).__name__}: "
-               f"{' '.join(str(exc).split())[:300]}", "fix": "run sdtui again"})
+        emit({"type": "error", "message": f"the fetch failed: {type(exc).__name__}: "
+              f"{' '.join(str(exc).split())[:300]}", "fix": "run sdtui again"})
         return 1
     return 0
 

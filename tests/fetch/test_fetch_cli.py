@@ -40,8 +40,9 @@ def test_list_models_names_each_entry_with_its_licence() -> None:
     (["--option", "aws", "--bucket", "sdtui-fetch-test", "--model", "/x.ckpt",
       "--lora-file", "civitai:5"], "--lora-file fetches into the loras/ folder beside a model "
                                    "named to fetch on Option A"),
-    (["--option", "batch", "--bucket", "sdtui-fetch-test", "--model", "sd15", "--lora-file",
-      "civitai:5"], "--lora-file fetches with Options A and B"),
+    (["--option", "batch", "--bucket", "sdtui-fetch-test", "--model", "sd-v1-4.ckpt",
+      "--lora-file", "civitai:5"], "--lora-file fetches into the loras/ folder beside a model "
+                                   "named to fetch on the scale-out"),
 ])
 def test_bad_names_exit_2_with_one_line_and_nothing_created(
         hub: Hub, tmp_path: Path, args: list[str], says: str) -> None:

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, OptionList
 
 from sdtui import recent
 from sdtui.deploy.base import run_steps
 from sdtui.deploy.settings import open_deployment
+from sdtui.fetch.catalogue import CATALOGUE, gating
 from sdtui.ledger import Ledger
 from sdtui.settings import Given
 from sdtui.ui.app import SdtuiApp
@@ -300,6 +301,13 @@ async def test_picking_from_the_catalogue_fills_the_model_field_as_model_name_do
         models.value = f"{tiny_model}, GFPGANv1.3.pth"
         screen.query_one("#local-catalogue").focus()
         await pilot.press("enter")  # opens the list: the prompt, sd15, sdxl
+        # Each entry shows its licence and gating as --list-models words them.
+        shown = screen.query_one("#local-catalogue").query_one(OptionList)
+        labels = [str(shown.get_option_at_index(i).prompt) for i in range(shown.option_count)]
+        for e in CATALOGUE.values():
+            (label,) = [x for x in labels if x.startswith(f"{e.name} — ")]
+            assert label.endswith(f"{e.licence}, {gating(e)}"), label
+        assert any(x.endswith(", gated: not verified") for x in labels)
         await pilot.press("down", "down", "enter")
         await until(pilot, lambda: not models.value.startswith(str(tiny_model)), timeout=10)
         assert models.value == "sdxl, GFPGANv1.3.pth"  # the extra file stays

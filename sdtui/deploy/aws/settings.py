@@ -14,7 +14,6 @@ from sdtui.container.context import DEFAULT_BASE_IMAGE
 from sdtui.deploy.kept_model import recorded_gone
 from sdtui.errors import BadInput
 from sdtui.fetch.named import ModelByName
-from sdtui.fetch.plan import Resolved, beside
 from sdtui.ledger import validate_name
 from sdtui.modelfiles import check_extras, check_models
 
@@ -79,12 +78,7 @@ class AwsSettings(ModelByName):
                 f"a {self.volume_gb} GB root volume is too small for the CUDA image",
                 fix=f"pass --volume-gb {MIN_VOLUME_GB} or more (100 is the default)",
             )
-        if self.lora_files and self.fetched_model() is None:
-            raise BadInput("--lora-file fetches into the loras/ folder beside a model named to "
-                           "fetch on Option A",
-                           fix="name the model to fetch (hf:, civitai:, a catalogue name), or "
-                           "put the LoRA in a loras/ folder beside the model file (uploaded "
-                           "with it)")
+        self.check_lora_files("Option A")
         if self.fetched_model() is None and not self.model_kept():
             check_models(self.models)
         elif self.fetched_model() is None:
@@ -94,12 +88,6 @@ class AwsSettings(ModelByName):
                            "does not upload yet",
                            fix="put the extra file in the bucket yourself, or give the model "
                            "as a file")
-        self.fetched_loras()
-
-    def bucket_sets(self) -> list[Resolved]:
-        """What the instance fetches into the bucket: the model, then each LoRA beside it."""
-        model = self.fetched_model()
-        return [model, *(beside(lora, model) for lora in self.fetched_loras())] if model else []
 
     def model_kept(self) -> bool:
         return bool(self.kept_objects())

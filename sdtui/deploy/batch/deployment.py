@@ -121,7 +121,7 @@ class BatchDeployment(Deployment):
         self.ledger.set_params(account=pre.who.account, region=s.region, bucket=s.bucket,
                                profile=s.profile, models=list(s.models),
                                instance_type=s.instance_type, spot=s.spot,
-                               fetched=[r.record() for r in [s.fetched_model()] if r] or None)
+                               fetched=[r.record() for r in s.bucket_sets()] or None)
         run_steps(self.work.steps(pre), on_event, cancel)
 
     def connect(self):  # noqa: ANN201

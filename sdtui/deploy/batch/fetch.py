@@ -11,6 +11,11 @@ by the ledger's record):
   ledger or the image;
 - its job definition (no GPU) and its JSON at `fetch/<id>/job.json` (files and sha256s only).
 
+The job writes its state to `fetch/<id>/progress.json` (the only key it may write outside
+`models/`): each file's bytes, with rate and ETA, which this machine polls and shows as download
+progress, and at the end `done`, or `failed` with the one line and fix that this
+machine then ends with. Ctrl-C here terminates the job before its role and tokens are taken back.
+
 A key whose object already carries the file's sha256 is never fetched again: the step is skipped
 when all of them do, and the job skips each one that does."""
 
@@ -39,8 +44,9 @@ FETCH_PREFIX = "fetch/"
 COMMAND = "fetch-to-bucket"
 VCPUS, MEMORY_MIB = 2, 4000  # no GPU: it downloads and uploads
 ATTEMPT_S = 6 * 3600
-POLL_S = 5.0
+POLL_S = 2.0
 FINAL = {"SUCCEEDED", "FAILED"}
+STATE_LIMIT = 64 * 1024  # bytes of the job's state read
 
 
 def new_fetch_id() -> str:
@@ -49,6 +55,10 @@ def new_fetch_id() -> str:
 
 def job_key(fetch: str) -> str:
     return f"{FETCH_PREFIX}{fetch}/job.json"
+
+
+def state_key(fetch: str) -> str:
+    return f"{FETCH_PREFIX}{fetch}/progress.json"
 
 
 def parameter_name(name: str, fetch: str) -> str:
@@ -65,6 +75,8 @@ def fetch_role_policy(bucket: str, fetch: str, parameter_arn: str | None) -> dic
     statements = [
         {"Sid": "ReadTheFetchJob", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": policies.bucket_arn(bucket, job_key(fetch))},
+        {"Sid": "WriteItsState", "Effect": "Allow", "Action": "s3:PutObject",
+         "Resource": policies.bucket_arn(bucket, state_key(fetch))},
         {"Sid": "ReadAndWriteModels", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
          "Resource": policies.bucket_arn(bucket, f"{MODELS_PREFIX}*")},
@@ -88,7 +100,7 @@ def definition_params(name: str, *, image: str, job_role_arn: str, fetch: str) -
 
 def command(bucket: str, region: str, fetch: str, parameter: str | None) -> list[str]:
     return [COMMAND, "--bucket", bucket, "--region", region, "--job", job_key(fetch),
-            *(["--tokens", parameter] if parameter else [])]
+            "--progress", state_key(fetch), *(["--tokens", parameter] if parameter else [])]
 
 
 def environment() -> list[dict[str, str]]:
@@ -98,9 +110,9 @@ def environment() -> list[dict[str, str]]:
     return [{"name": k, "value": v} for k, v in sorted(env.items())]
 
 
-def all_present(s3, bucket: str, resolved: Resolved) -> bool:
-    return all(to_bucket.present(s3, bucket, to_bucket.key_of(MODELS_PREFIX, resolved, f), f)
-               for f in resolved.files)
+def all_present(s3, bucket: str, sets: list[Resolved]) -> bool:
+    return all(to_bucket.present(s3, bucket, to_bucket.key_of(MODELS_PREFIX, r, f), f)
+               for r in sets for f in r.files)
 
 
 class Clients:
@@ -112,9 +124,9 @@ class Clients:
 
 
 def fetch(ctx: StepContext, aws: Clients, ledger: Ledger, *, name: str, bucket: str,
-          region: str, account: str, image: str, resolved: Resolved,
+          region: str, account: str, image: str, sets: list[Resolved],
           sleep: Callable[[float], None]) -> str:
-    fetch_id = new_fetch_id()
+    fetch_id, sources = new_fetch_id(), "; ".join(r.source for r in sets)
     found = tokens()
     parameter = parameter_name(name, fetch_id) if found else None
     role = names.run_role(name, fetch_id)
@@ -125,7 +137,7 @@ def fetch(ctx: StepContext, aws: Clients, ledger: Ledger, *, name: str, bucket: 
     try:
         aws.s3.put_object(Bucket=bucket, Key=job_key(fetch_id), ContentType="application/json",
                           Body=json.dumps({"prefix": MODELS_PREFIX,
-                                           "sets": [resolved.to_json()]}).encode())
+                                           "sets": [r.to_json() for r in sets]}).encode())
         if parameter:
             aws.ssm.put_parameter(Name=parameter, Type="SecureString", Value=json.dumps(found),
                                   Description=f"sdtui {name}: tokens for fetch {fetch_id}, "
@@ -145,36 +157,88 @@ def fetch(ctx: StepContext, aws: Clients, ledger: Ledger, *, name: str, bucket: 
             containerOverrides={"command": command(bucket, region, fetch_id, parameter),
                                 "environment": environment()},
             propagateTags=True, tags={**names.tag_dict(name), runs.RUN_TAG: fetch_id})["jobId"]
-        ctx.log(f"fetch job {job} submitted ({resolved.source})")
-        ended = _wait(ctx, aws.batch, job, sleep)
+        ctx.log(f"fetch job {job} submitted ({sources})")
+        ended, state = _wait(ctx, aws, bucket, fetch_id, job, sleep)
     finally:
         take_back(aws, ledger, name, bucket, fetch_id, parameter)
     if ended["status"] != "SUCCEEDED":
-        reason = ended.get("statusReason") or ended.get("container", {}).get("reason") or ""
-        raise DeploymentError(f"the fetch job {job} failed: {reason or 'see its log'}",
-                              fix="run sdtui again: what is in the bucket is not fetched again")
-    if not all_present(aws.s3, bucket, resolved):
+        raise _failure(job, ended, state)
+    if not all_present(aws.s3, bucket, sets):
         raise DeploymentError(f"the fetch job {job} ended, yet the bucket lacks files of "
-                              f"{resolved.source}", fix="run sdtui again")
-    return (f"{len(resolved.files)} file(s) of {resolved.source} fetched into "
-            f"s3://{bucket}/{MODELS_PREFIX} by job {job} ({resolved.total / 2**20:.1f} MiB)")
+                              f"{sources}", fix="run sdtui again")
+    return (f"{sum(len(r.files) for r in sets)} file(s) of {sources} fetched into "
+            f"s3://{bucket}/{MODELS_PREFIX} by job {job} "
+            f"({sum(r.total for r in sets) / 2**20:.1f} MiB)")
 
 
-def _wait(ctx: StepContext, batch, job: str, sleep: Callable[[float], None]) -> dict:
-    status = None
+def _failure(job: str, ended: dict, state: dict) -> DeploymentError:
+    """The job's own line and fix when it wrote them; else what Batch says, and where its log
+    is (a job that never ran its code: no image, no memory, no host)."""
+    if state.get("state") == "failed" and state.get("message"):
+        return DeploymentError(f"the fetch job {job} failed: {state['message']}",
+                               fix=str(state.get("fix") or "run sdtui again"))
+    reason = ended.get("statusReason") or ended.get("container", {}).get("reason") or ""
+    return DeploymentError(f"the fetch job {job} failed: {reason or 'it wrote no reason'}",
+                           fix="read its log in CloudWatch (/aws/batch/job), then run sdtui "
+                           "again: what is in the bucket is not fetched again")
+
+
+def read_state(s3, bucket: str, fetch_id: str) -> dict:
+    """The job's state (see the module's doc); {} before it wrote one."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=state_key(fetch_id))["Body"].read(STATE_LIMIT)
+        state = json.loads(body)
+    except ClientError as exc:
+        if error_code(exc) in {"NoSuchKey", "404", "NotFound"}:
+            return {}
+        raise
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _wait(ctx: StepContext, aws: Clients, bucket: str, fetch_id: str, job: str,
+          sleep: Callable[[float], None]) -> tuple[dict, dict]:
+    """Until the job ends: its description and its last state."""
+    try:
+        return _poll(ctx, aws, bucket, fetch_id, job, sleep)
+    except KeyboardInterrupt:  # Ctrl-C here: the job does not go on without its client
+        _terminate(aws.batch, job)
+        raise
+
+
+def _terminate(batch, job: str) -> None:
+    with contextlib.suppress(ClientError, BotoCoreError):
+        batch.terminate_job(jobId=job, reason="cancelled with sdtui")
+
+
+def _show(ctx: StepContext, state: dict, shown: dict) -> None:
+    """Each file's progress that changed since the last poll, as download progress."""
+    files = state.get("files")
+    for file, p in files.items() if isinstance(files, dict) else ():
+        if isinstance(p, dict) and shown.get(file) != p.get("done"):
+            shown[file] = p.get("done")
+            ctx.download(str(file), int(p.get("done") or 0), p.get("total"),
+                         float(p.get("rate") or 0.0), p.get("eta_s"))
+
+
+def _poll(ctx: StepContext, aws: Clients, bucket: str, fetch_id: str, job: str,
+          sleep: Callable[[float], None]) -> tuple[dict, dict]:
+    status, shown = None, {}
     while True:
         if ctx.cancel.is_set():
-            with contextlib.suppress(ClientError, BotoCoreError):
-                batch.terminate_job(jobId=job, reason="cancelled with sdtui")
+            _terminate(aws.batch, job)
             raise Interrupted("the fetch job was stopped",
                               fix="run the same command again: files already in the bucket "
                               "are kept")
-        described = batch.describe_jobs(jobs=[job])["jobs"][0]
+        described = aws.batch.describe_jobs(jobs=[job])["jobs"][0]
         if described["status"] != status:
             status = described["status"]
             ctx.log(f"fetch job {job}: {status.lower()}")
+        state = read_state(aws.s3, bucket, fetch_id) if status in FINAL | {"RUNNING"} else {}
+        _show(ctx, state, shown)
         if status in FINAL:
-            return described
+            return described, state
         sleep(POLL_S)
 
 
@@ -191,8 +255,8 @@ def delete_parameter(ssm, parameter: str) -> bool:
 
 def take_back(aws: Clients, ledger: Ledger, name: str, bucket: str, fetch_id: str,
               parameter: str | None) -> None:
-    """The tokens, the role, the job definition and the job's JSON, each gone (teardown does it
-    for whatever a crash left: it was recorded before it was made)."""
+    """The tokens, the role, the job definition, the job's JSON and state, each gone (teardown
+    does it for whatever a crash left: it was recorded before it was made)."""
     if parameter:
         delete_parameter(aws.ssm, parameter)
         ledger.forget("parameter", parameter)
@@ -201,4 +265,5 @@ def take_back(aws: Clients, ledger: Ledger, name: str, bucket: str, fetch_id: st
         iam.delete_role_named(aws.iam, role)
     ledger.forget("role", role)
     jobdef.deregister_run(aws.batch, name, fetch_id)
-    aws.s3.delete_object(Bucket=bucket, Key=job_key(fetch_id))
+    for key in (job_key(fetch_id), state_key(fetch_id)):
+        aws.s3.delete_object(Bucket=bucket, Key=key)

@@ -62,16 +62,18 @@ def plan(s3, bucket: str, bucket_exists: bool, models: list[str]) -> ModelFiles:
     return ModelFiles(models[0].rstrip("/"), keys, total)
 
 
-def fetched(resolved: Resolved, models: list[str]) -> ModelFiles:
-    """A model the `fetch` step puts in the bucket: its keys, as Option A's fetch lays them."""
+def fetched(sets: list[Resolved], models: list[str]) -> ModelFiles:
+    """A model the `fetch` step puts in the bucket (the LoRAs fetched with it in its `loras/`
+    folder): its keys, as Option A's fetch lays them."""
     if models[1:]:
         raise BadInput(f"{models[1]} travels beside a model to fetch, which the scale-out does "
                        "not upload yet",
                        fix="put the extra file in the bucket yourself, or give the model as a "
                        "file or a key")
-    return ModelFiles(f"{MODELS_PREFIX}{resolved.root}/{resolved.model}",
-                      [key_of(MODELS_PREFIX, resolved, f) for f in resolved.files],
-                      resolved.total)
+    model = sets[0]
+    return ModelFiles(f"{MODELS_PREFIX}{model.root}/{model.model}",
+                      [key_of(MODELS_PREFIX, r, f) for r in sets for f in r.files],
+                      sum(r.total for r in sets))
 
 
 def _bucket_files(s3, bucket: str, key: str, exists: bool, *,

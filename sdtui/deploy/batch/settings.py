@@ -30,6 +30,8 @@ class BatchSettings(ModelByName):
     # As given: local files (uploaded like Option A does), keys already in the bucket, or a
     # model to fetch into the bucket (hf:, civitai:, a catalogue name).
     models: list[str] = field(default_factory=list)
+    # LoRAs to fetch (with a model to fetch) into the loras/ folder beside it in the bucket.
+    lora_files: list[str] = field(default_factory=list)
     profile: str | None = None
     instance_type: str = "g4dn.xlarge"
     spot: bool = False
@@ -63,6 +65,7 @@ class BatchSettings(ModelByName):
             raise BadInput("no model given",
                            fix="pass --model with a file here, a key in the bucket (e.g. "
                            "sd-v1-4.ckpt) or a name to fetch (sdtui --list-models)")
+        self.check_lora_files("the scale-out")
 
     def names_a_fetch(self, text: str) -> bool:
         """hf:, civitai:, their URLs and the catalogue's names; any other bare name is a key in

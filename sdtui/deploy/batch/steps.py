@@ -55,8 +55,8 @@ class BatchSteps(SessionClients):
         s = self.settings
         who = identity(self.session)
         exists = self._bucket_is_ours()
-        resolved = s.fetched_model()  # the hub's API only: no model byte comes here
-        files = (models.fetched(resolved, s.models) if resolved
+        sets = s.bucket_sets()  # the hub's API only: no model byte comes here
+        files = (models.fetched(sets, s.models) if sets
                  else models.plan(self.client("s3"), s.bucket, exists, s.models))
         found = quota.check(self.client("service-quotas"), s.gpus, s.spot, str(s.region),
                             warn=self.warn)
@@ -117,23 +117,22 @@ class BatchSteps(SessionClients):
         ]
 
     def _fetch_step(self) -> list[Step]:
-        resolved = self.settings.fetched_model()
-        if resolved is None:
+        s, sets = self.settings, self.settings.bucket_sets()
+        if not sets:
             return []
-        s = self.settings
-        return [Step("fetch", f"Fetch {resolved.ref} into s3://{s.bucket}/models/ with a "
-                     f"one-shot job ({resolved.total / 2**20:.1f} MiB)", self.run_fetch,
-                     lambda: f"{len(resolved.files)} file(s) of {resolved.source} already in "
-                     f"s3://{s.bucket}" if fetch.all_present(self.client("s3"), s.bucket,
-                                                            resolved) else None)]
+        return [Step("fetch", f"Fetch {', '.join(r.ref for r in sets)} into s3://{s.bucket}/"
+                     f"models/ with a one-shot job ({sum(r.total for r in sets) / 2**20:.1f} "
+                     "MiB)", self.run_fetch,
+                     lambda: f"{sum(len(r.files) for r in sets)} file(s) of "
+                     f"{'; '.join(r.source for r in sets)} already in s3://{s.bucket}"
+                     if fetch.all_present(self.client("s3"), s.bucket, sets) else None)]
 
     def run_fetch(self, ctx: StepContext) -> str:
-        s, resolved = self.settings, self.settings.fetched_model()
-        assert resolved is not None  # the step is planned only for a model to fetch
+        s = self.settings
         return fetch.fetch(ctx, fetch.Clients(self.client), self.ledger, name=s.name,
                            bucket=s.bucket, region=str(s.region),
                            account=str(self.ledger.params.get("account", "")),
-                           image=self.ledger.params["image"], resolved=resolved,
+                           image=self.ledger.params["image"], sets=s.bucket_sets(),
                            sleep=self.sleep)
 
     def run_bucket(self, ctx: StepContext) -> str:

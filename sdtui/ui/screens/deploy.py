@@ -176,11 +176,11 @@ class DeployScreen(Screen[None]):
     def _catalogue_picker() -> Select[str]:
         """Option B fetches these by name: choosing one puts its name in “Model files”, as
         `--model NAME` does on the command line."""
-        from sdtui.fetch.catalogue import CATALOGUE
+        from sdtui.fetch.catalogue import CATALOGUE, gating
 
         picker: Select[str] = Select(
-            [(f"{e.name} — {e.title}, {e.size}, {e.licence}{', gated' if e.gated else ''}",
-              e.name) for e in CATALOGUE.values()],
+            [(f"{e.name} — {e.title}, {e.size}, {e.licence}, {gating(e)}", e.name)
+             for e in CATALOGUE.values()],
             prompt="…or pick a model to fetch", id="local-catalogue")
         picker.tooltip = CATALOGUE_HELP
         return picker
