@@ -203,6 +203,16 @@ class JobState:
             print(f"could not write the fetch's state: {exc}", file=sys.stderr)
 
 
+# The job's scratch disk goes with the job: the partial file that resumes on a host folder
+# (Option A's instance, Option B's machine) is not there for the next run's job.
+JOB_RESTARTS_FILE = ("run sdtui again: the files already in the bucket are kept, the one it "
+                     "was fetching starts over")
+
+
+def job_fix(fix: str | None) -> str | None:
+    return JOB_RESTARTS_FILE if fix and "resume" in fix else fix
+
+
 def batch_main(argv: list[str]) -> int:
     import boto3
 
@@ -227,7 +237,7 @@ def batch_main(argv: list[str]) -> int:
                 Name=args.tokens, WithDecryption=True)["Parameter"]["Value"])
         emit(run(job, emit))
     except SdtuiError as exc:
-        emit({"type": "error", "message": exc.message, "fix": exc.fix})
+        emit({"type": "error", "message": exc.message, "fix": job_fix(exc.fix)})
         return 1
     except Exception as exc:  # noqa: BLE001 (one line in the job's log, never a token)
         emit({"type": "error", "message": f"the fetch failed: {type(exc).__name__}: "
