@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Runs in the helper process: single-threaded, so fork is safe.
 _HELPER = r"""
-import json, os, runpy, signal, sys, traceback
+import json, os, runpy, sys
 sys.path.insert(0, sys.argv[1])
 import sdtui.cli  # noqa: F401  (the imports every run shares)
 import sdtui.headless  # noqa: F401
@@ -38,44 +38,20 @@ os.dup2(2, 1)
 for line in sys.stdin:
     request = json.loads(line)
     pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setpgid(0, 0)
-            os.chdir(request["cwd"])
-            os.environ.clear()
-            os.environ.update(request["env"])
-            for fd, path, flags in ((0, request["stdin"], os.O_RDONLY),
-                                    (1, request["stdout"], os.O_WRONLY),
-                                    (2, request["stderr"], os.O_WRONLY)):
-                opened = os.open(path, flags)
-                os.dup2(opened, fd)
-                os.close(opened)
-            sys.argv = [sys.executable, *request["argv"]]
-            try:
-                runpy.run_module("sdtui", run_name="__main__", alter_sys=True)
-                code = 0
-            except SystemExit as exc:
-                if exc.code is None:
-                    code = 0
-                elif isinstance(exc.code, int):
-                    code = exc.code
-                else:
-                    print(exc.code, file=sys.stderr)
-                    code = 1
-            except KeyboardInterrupt:
-                traceback.print_exc()
-                code = 128 + signal.SIGINT
-            except BaseException:
-                traceback.print_exc()
-                code = 1
-        finally:
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except Exception:
-                    pass
-            os._exit(code & 0xFF)
+    if pid == 0:  # from here on, exactly as `python -m sdtui` runs and ends
+        os.setpgid(0, 0)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, path, flags in ((0, request["stdin"], os.O_RDONLY),
+                                (1, request["stdout"], os.O_WRONLY),
+                                (2, request["stderr"], os.O_WRONLY)):
+            opened = os.open(path, flags)
+            os.dup2(opened, fd)
+            os.close(opened)
+        sys.argv = [sys.executable, *request["argv"]]
+        runpy.run_module("sdtui", run_name="__main__", alter_sys=True)
+        sys.exit(0)  # the interpreter's own ending: exit code, traceback, atexit, threads
     replies.write(json.dumps({"pid": pid}) + "\n")
     replies.flush()
     _, status = os.waitpid(pid, 0)
