@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 _HELPER = r"""
 import json, os, runpy, sys
 sys.path.insert(0, sys.argv[1])
-import sdtui.cli  # noqa: F401  (the imports every run shares)
-import sdtui.headless  # noqa: F401
+# What the runs import (no module of sdtui's reads the environment when imported)
+import sdtui.cli, sdtui.headless, sdtui.deploy.local, sdtui.deploy.aws.deployment  # noqa
+import sdtui.deploy.batch.deployment, sdtui.serve.run  # noqa
 replies = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 for line in sys.stdin:
