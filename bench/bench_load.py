@@ -60,9 +60,10 @@ class Row:
 def _sd15(fmt: str) -> Callable[[Path, bool], tuple[Path, Path]]:
     def write(folder: Path, tiny: bool) -> tuple[Path, Path]:
         path = folder / f"{'tiny' if tiny else 'sd15-random'}.{fmt}"
-        if tiny:
-            subprocess.run([sys.executable, "-m", "sdtui.devtools.tiny_model", str(path),
-                            "--format", fmt], cwd=REPO, check=True, capture_output=True)
+        if tiny:  # in this process, which --tiny loads in: no second start of torch
+            from sdtui.devtools.tiny_model import write_tiny_model
+
+            write_tiny_model(path, fmt)
         elif not path.exists():
             subprocess.run([sys.executable, "-m", "sdtui.devtools.random_checkpoint",
                             str(path), "--family", "sd1"], cwd=REPO, check=True,

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cli_zygote
 import docker
 
 BASE = os.environ.get("SDTUI_TEST_BASE_IMAGE", "sdtui-base:offline")
@@ -39,8 +40,10 @@ class Cli:
                 "--volume", self.volume, "--base-image", BASE, "--out", str(self.out), *args]
 
     def run(self, *args: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), env=self.env, capture_output=True, text=True,
-                              timeout=900, **kw)
+        """The command run to its end, forked from a process with sdtui imported."""
+        argv = self.argv(*args)
+        assert argv[:3] == [sys.executable, "-m", "sdtui"], argv
+        return cli_zygote.run(argv[3:], env=self.env, text=True, **{"timeout": 900, **kw})
 
     def popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen(self.argv(*args), env=self.env, stdout=subprocess.PIPE,

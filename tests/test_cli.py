@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import cli_zygote
 import pytest
 from local_cli import one_line
 
@@ -70,12 +71,16 @@ def test_bad_generation_values_exit_2_before_anything_is_created(tmp_path, monke
 NO_ENGINE = ("--docker-host", "unix:///nonexistent/docker.sock")
 
 
-def run_sdtui(tmp_path, *argv, **kw) -> subprocess.CompletedProcess:
-    """`sdtui ARGV` with its own state and config dirs (nothing of the machine's is used)."""
+def run_sdtui(tmp_path, *argv, real: bool = False, **kw) -> subprocess.CompletedProcess:
+    """`sdtui ARGV` with its own state and config dirs (nothing of the machine's is used), as a
+    process forked from one that has sdtui imported (tests/cli_zygote.py); `real`: a fresh
+    `python -m sdtui`, for what the interpreter's start-up decides (the locale, UTF-8 mode)."""
     env = {**os.environ, "SDTUI_STATE_DIR": str(tmp_path / "state"),
            "SDTUI_CONFIG_DIR": str(tmp_path / "config"), **kw.pop("env", {})}
-    return subprocess.run([sys.executable, "-m", "sdtui", *argv], capture_output=True,
-                          env=env, timeout=120, **kw)
+    if real:
+        return subprocess.run([sys.executable, "-m", "sdtui", *argv], capture_output=True,
+                              env=env, timeout=120, **kw)
+    return cli_zygote.run(list(argv), env=env, timeout=120, **kw)
 
 
 def refused(run: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -116,11 +121,13 @@ def test_conflicting_flags_are_refused_in_one_line(tmp_path, argv, needle):
 
 
 def test_a_prompt_that_is_not_utf8_is_refused_before_provisioning(tmp_path):
-    line = refused(run_sdtui(tmp_path, "--no-ui", "--prompt", b"bad \xff byte", *NO_ENGINE))
+    line = refused(run_sdtui(tmp_path, "--no-ui", "--prompt", b"bad \xff byte", *NO_ENGINE,
+                             real=True))
     assert "prompt is not valid UTF-8 text (byte 0xff at character 5)" in line
     for locale in ("C", "C.UTF-8"):  # stdin decoded leniently (C: UTF-8 mode) or strictly
         line = refused(run_sdtui(tmp_path, "--no-ui", "--prompt-file", "-", *NO_ENGINE,
-                             input=b"fine\nbad \xff byte\n", env={"LC_ALL": locale}))
+                                 input=b"fine\nbad \xff byte\n", env={"LC_ALL": locale},
+                                 real=True))
         assert "UTF-8" in line, locale
     assert not (tmp_path / "state").exists()
 
@@ -194,3 +201,16 @@ def test_text_from_a_png_reaches_the_terminal_escaped(tmp_path):
     assert "Clip skip: 2\\x1b]0;owned\\x07, ENSD: 1\\nsdtui: error: forged;" in warning
     assert "\x1b" not in run.stderr and "\x07" not in run.stderr
     assert "forged" not in one_line(run.stderr)  # the one error line is sdtui's own
+
+
+def test_a_forked_run_answers_as_a_fresh_python_m_sdtui_does(tmp_path):
+    """The helper the tests above run sdtui through (tests/cli_zygote.py) against a real
+    `python -m sdtui`: the same exit code, stdout and stderr, its environment included."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.toml").write_text('[local]\nvolume = "bad vol"\n')
+    for argv in (["--no-ui", "--bogus"], ["--version"], ["--no-ui", "--status"],
+                 ["--no-ui", "--status", "--json", *NO_ENGINE]):
+        forked = run_sdtui(tmp_path, *argv, text=True)
+        real = run_sdtui(tmp_path, *argv, text=True, real=True)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (
+            real.returncode, real.stdout, real.stderr), argv

@@ -3,8 +3,7 @@ anything is created."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import cli_zygote
 
 from tests.helpers_generation import INIT
 
@@ -26,8 +25,7 @@ def test_bad_generation_input_exits_2_before_anything_is_created(tmp_path, monke
     for argv, needle in cases:
         if "--prompt" not in argv:
             argv = [*argv, "--prompt", "a fox"]
-        r = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--model",
-                            str(tmp_path / "init.png"), *argv], capture_output=True, text=True)
+        r = cli_zygote.run(["--no-ui", "--model", str(tmp_path / "init.png"), *argv], text=True)
         assert r.returncode == 2, (argv, r.stderr)
         assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, (argv, r.stderr)
     assert not (tmp_path / "state").exists()

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_zygote
 import pytest
 
 from sdtui import recent
@@ -142,8 +142,7 @@ def test_unknown_generation_keys_are_a_programming_error() -> None:
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", *argv],
-                          capture_output=True, text=True, timeout=120)
+    return cli_zygote.run(["--no-ui", *argv], text=True, timeout=120)
 
 
 def test_bare_status_says_which_deployment_it_uses_and_name_picks_another() -> None:

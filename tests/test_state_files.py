@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import cli_zygote
 import pytest
 
 from sdtui.ledger import Ledger, damaged_ledgers, list_ledgers
@@ -18,8 +17,7 @@ from sdtui.ledger import Ledger, damaged_ledgers, list_ledgers
 def sdtui(state: Path, *argv: str) -> tuple[int, str]:
     env = {**os.environ, "SDTUI_STATE_DIR": str(state),
            "SDTUI_CONFIG_DIR": str(state.parent / "config")}
-    proc = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", *argv], capture_output=True,
-                          text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    proc = cli_zygote.run(["--no-ui", *argv], text=True, env=env, timeout=60)
     return proc.returncode, proc.stderr
 
 

@@ -10,6 +10,7 @@ package, base image and build arguments always give the same tag.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import io
 import json
@@ -160,11 +161,26 @@ def worker_modules() -> list[str]:
         if module in seen:
             continue
         seen.add(module)
-        tree = ast.parse(root.joinpath(module).read_text("utf-8"))
-        for node in ast.walk(tree):
-            for name in _imported_sdtui_modules(node):
-                todo.extend(_module_files(root, name))
+        for name in _sdtui_imports(root.joinpath(module).read_text("utf-8")):
+            todo.extend(_module_files(root, name))
     return sorted(seen)
+
+
+@functools.lru_cache(maxsize=512)
+def _sdtui_imports(source: str) -> tuple[str, ...]:
+    """Every sdtui name that `source`'s import statements may load. Keyed by the text, so a
+    changed file is read afresh; the image step asks twice per run (is it there, then build)."""
+    return tuple(name for node in _statements(ast.parse(source))
+                 for name in _imported_sdtui_modules(node))
+
+
+def _statements(node: ast.AST) -> Iterator[ast.AST]:
+    """The statements under `node`, nested ones included. Only these can import; walking
+    expressions too (ast.walk) made this most of an image step's time."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.stmt | ast.excepthandler | ast.match_case):
+            yield child
+            yield from _statements(child)
 
 
 def _imported_sdtui_modules(node: ast.AST) -> Iterator[str]:

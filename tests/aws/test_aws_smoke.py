@@ -1,7 +1,8 @@
 """scripts/aws-smoke.sh, the run a person with an AWS account does, run here as it is against
 moto and the sshd stand-in for the instance: it provisions, generates one image, prints each
 step's time and the cold-start total, tears everything down (bucket included) and checks by tag
-that nothing is left. The image is the script's default 512x512 (tiny model, 2 steps on CPU).
+that nothing is left. The image is 64x64 through the script's --size (tiny model, 2 steps on
+CPU): its default 512x512 costs the tiny model's VAE seconds per launch on two CPU cores.
 
 Unlike test_end_to_end.py, the "instance" gets no static keys: the whole run sits in a network
 namespace with an IMDSv2-only metadata stand-in at 169.254.169.254 (netns_smoke.py), so s3fs
@@ -32,7 +33,7 @@ from .sshd import free_port
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "smoke"
 BUCKET = "sdtui-smoke-models"
-SIZE = 512
+SIZE = 64
 
 
 @pytest.mark.docker
@@ -55,7 +56,8 @@ def test_the_smoke_script_runs_option_a_and_leaves_nothing(worker_image, docker_
         "amis": str(amis_file(tmp_path / "amis.json")), "timeout": 1200,
         "mount_point": str(host / "mnt/sd-data"),
         "command": ["scripts/aws-smoke.sh", "--model", str(tiny_models["ckpt"]), "--bucket",
-                    BUCKET, "--name", NAME, "--steps", "2", "--relaunch", "--purge-bucket", "--",
+                    BUCKET, "--name", NAME, "--steps", "2", "--size", str(SIZE), "--relaunch",
+                    "--purge-bucket", "--",
                     "--base-image", base, "--ssh-cidr", "203.0.113.7/32"],
         "instance_images": [worker, repository],
         "env": {"SDTUI_PYTHON": sys.executable, "SDTUI_TEST_HOST_PREFIX": str(host),

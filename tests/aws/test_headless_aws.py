@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 
+import cli_zygote
 import pytest
 
 from sdtui import cli
@@ -54,8 +55,7 @@ def test_flags_beat_the_ledger_which_beats_the_config(model, tmp_path, monkeypat
 
 
 def run_cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--option", "aws", *argv],
-                          capture_output=True, text=True, timeout=120)
+    return cli_zygote.run(["--no-ui", "--option", "aws", *argv], text=True, timeout=120)
 
 
 def nothing_created(aws) -> bool:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 import stat
 import subprocess
-import sys
 
 import boto3
+import cli_zygote
 import pytest
 from botocore.exceptions import ClientError
 
@@ -261,5 +261,4 @@ def test_purging_a_named_bucket_that_no_ledger_records_is_refused(aws):
 
 
 def cli(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--option", "aws", *argv],
-                          capture_output=True, text=True, timeout=300)
+    return cli_zygote.run(["--no-ui", "--option", "aws", *argv], text=True, timeout=300)

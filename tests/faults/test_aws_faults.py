@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import boto3
+import cli_zygote
 import docker
 import pytest
 from aws.conftest import aws, aws_env  # noqa: F401 (the moto harness; its servers: tests/conftest.py)
@@ -117,8 +118,7 @@ class Cell:
                                 stderr=subprocess.PIPE, text=True)
 
     def run(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self.argv(*args), env=self.env(), capture_output=True, text=True,
-                              timeout=900)
+        return cli_zygote.run(self.argv(*args)[3:], env=self.env(), text=True, timeout=900)
 
     def worker(self):
         found = labelled(self.engine, self.name)[0]

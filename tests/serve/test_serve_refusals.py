@@ -7,9 +7,9 @@ import json
 import re
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
+import cli_zygote
 import pytest
 
 from sdtui.serve.fields import IGNORED, IMG2IMG, MAPPED, REFUSED, TXT2IMG, FieldError, translate
@@ -20,8 +20,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"SDTUI_STATE_DIR": str(tmp_path / "state"), "SDTUI_CONFIG_DIR": str(tmp_path / "cfg"),
            "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "sdtui", "serve", "--out", str(tmp_path / "out"),
-                           *args], env=env, capture_output=True, text=True, timeout=60)
+    return cli_zygote.run(["serve", "--out", str(tmp_path / "out"), *args], env=env, text=True,
+                          timeout=60)
 
 
 def one_error_line(r: subprocess.CompletedProcess) -> str:
