@@ -34,6 +34,12 @@ sys.path.insert(0, sys.argv[1])
 # What the runs import (no module of sdtui's reads the environment when imported)
 import sdtui.cli, sdtui.headless, sdtui.deploy.local, sdtui.deploy.aws.deployment  # noqa
 import sdtui.deploy.batch.deployment, sdtui.serve.run  # noqa
+# A module that reads the environment when it is imported would keep the helper's in every run
+# (huggingface_hub: HF_ENDPOINT, HF_HOME); sdtui imports those where it uses them.
+frozen = sorted({"huggingface_hub", "httpx2", "textual", "torch"} & set(sys.modules))
+if frozen:
+    sys.exit(f"cli_zygote: {frozen} imported with the deployments would keep this process's "
+             "environment in every run")
 replies = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 for line in sys.stdin:

@@ -8,15 +8,7 @@ import posixpath
 import re
 from dataclasses import replace
 
-import httpx2  # huggingface_hub's HTTP client: its connection errors are its own
 import requests
-from huggingface_hub import HfApi, constants, get_token, hf_hub_url
-from huggingface_hub.errors import (
-    GatedRepoError,
-    HfHubHTTPError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
 
 from sdtui.errors import BadInput, DeploymentError
 from sdtui.fetch.http import TooLarge, get_json
@@ -32,11 +24,17 @@ _VARIANT = re.compile(r"\.(fp16|non_ema|ema|bf16|fp32)[.-]")
 _SMALL_FILE_LIMIT = 1024 * 1024
 
 
+# huggingface_hub is imported where it is used: it reads HF_ENDPOINT and HF_HOME when it is
+# imported, and every run that fetches nothing by name would pay its import (a third of a second).
 def endpoint() -> str:
+    from huggingface_hub import constants
+
     return constants.ENDPOINT
 
 
 def token() -> str | None:
+    from huggingface_hub import get_token
+
     return get_token()
 
 
@@ -47,6 +45,15 @@ def gated_line(repo: str) -> BadInput:
 
 
 def _info(ref: HfRef):  # -> huggingface_hub.ModelInfo
+    import httpx2  # huggingface_hub's HTTP client: its connection errors are its own
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     try:
         return HfApi(endpoint=endpoint()).model_info(
             ref.repo, revision=ref.revision, files_metadata=True, token=token())
@@ -65,6 +72,8 @@ def _info(ref: HfRef):  # -> huggingface_hub.ModelInfo
 
 
 def _remote(ref: HfRef, commit: str, sibling, dest: str) -> RemoteFile:
+    from huggingface_hub import hf_hub_url
+
     lfs = sibling.lfs
     return RemoteFile(
         url=hf_hub_url(ref.repo, sibling.rfilename, revision=commit, endpoint=endpoint()),
@@ -115,6 +124,8 @@ def _single(ref: HfRef, info, commit: str, path: str) -> Resolved:
 
 
 def _components(ref: HfRef, commit: str) -> list[str]:
+    from huggingface_hub import hf_hub_url
+
     url = hf_hub_url(ref.repo, DIFFUSERS_INDEX, revision=commit, endpoint=endpoint())
     headers = {"authorization": f"Bearer {token()}"} if token() else {}
     try:
