@@ -122,8 +122,8 @@ async def test_flux_gguf_then_sd35_then_klein_in_the_app_on_option_b(
         assert shown(klein) == {"cfg": False, "guidance": False, "negative_prompt": False}
         params = await generate(app, pilot, "a red barn")
         assert (params["family"], params["negative_prompt"]) == ("flux2-klein", ""), params
-        gallery = klein.query_one("#gallery", Gallery)
-        assert len(gallery.images) == 3 and all(i.path.is_file() for i in gallery.images)
+        gallery = klein.query_one("#gallery", Gallery)  # this deployment's, whatever the model
+        assert [i.params["family"] for i in gallery.images] == ["flux1", "sd3", "flux2-klein"]
 
         # Teardown, the model volume too: nothing of the deployment is left.
         await pilot.press("ctrl+t")
