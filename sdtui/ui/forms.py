@@ -33,11 +33,9 @@ class FormField:
 
 _NAME_HELP = ("What sdtui calls this deployment: lowercase letters, digits and hyphens. "
               "Another name makes a second deployment beside this one.")
-_MODELS_HELP = ("The model (.ckpt, .safetensors, a diffusers folder; a FLUX.1, SD 3.5 or "
-                "FLUX.2 Klein set of parts: its folder, or its transformer .safetensors or "
-                ".gguf with the other parts beside it; or a name to fetch: sd15, sdxl, "
-                "hf:ORG/REPO, civitai:ID), then extra files, comma-separated (e.g. "
-                "GFPGANv1.3.pth for faces).")
+_MODELS_HELP = ("The model (.ckpt, .safetensors, .gguf with its set's parts beside it, a "
+                "diffusers or parts folder, or a name to fetch: sd15, hf:ORG/REPO, "
+                "civitai:ID), then extras, comma-separated (GFPGANv1.3.pth).")
 _BASE_IMAGE_HELP = ("The image the worker image is built on; it must be on this Docker engine "
                     "or pullable (sdtui-base:offline on machines without Docker Hub).")
 
