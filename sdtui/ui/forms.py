@@ -33,9 +33,9 @@ class FormField:
 
 _NAME_HELP = ("What sdtui calls this deployment: lowercase letters, digits and hyphens. "
               "Another name makes a second deployment beside this one.")
-_MODELS_HELP = ("The model (.ckpt, .safetensors, a diffusers folder, or a name to fetch: "
-                "sd15, sdxl, hf:ORG/REPO, civitai:ID), then extra files, comma-separated "
-                "(e.g. GFPGANv1.3.pth for faces).")
+_MODELS_HELP = ("The model (.ckpt, .safetensors, .gguf with its set's parts beside it, a "
+                "diffusers or parts folder, or a name to fetch: sd15, hf:ORG/REPO, "
+                "civitai:ID), then extras, comma-separated (GFPGANv1.3.pth).")
 _BASE_IMAGE_HELP = ("The image the worker image is built on; it must be on this Docker engine "
                     "or pullable (sdtui-base:offline on machines without Docker Hub).")
 
@@ -181,7 +181,7 @@ def _check_models(text: str) -> None:
     paths = split_paths(text)
     if not paths:
         raise BadInput("no model given", fix="enter sd15 (fetched by name), hf:ORG/REPO, "
-                       "civitai:ID or the path of a .ckpt, .safetensors or folder")
+                       "civitai:ID or the path of a .ckpt, .safetensors, .gguf or folder")
     if isinstance(paths[0], str):
         parse_ref(paths[0])  # the name's form; provisioning resolves it (Option B)
     else:

@@ -41,15 +41,21 @@ def labelled(client: docker.DockerClient, name: str) -> list:
     return client.containers.list(all=True, filters={"label": f"sdtui.deployment={name}"})
 
 
-@pytest.fixture
-def deployment_name(docker_client: docker.DockerClient, worker_image: str) -> Iterator[str]:
-    """A unique deployment and volume name, removed from the engine afterwards."""
-    name = f"ui-{uuid.uuid4().hex[:6]}"
+def throwaway_deployment(docker_client: docker.DockerClient, prefix: str = "ui"
+                         ) -> Iterator[str]:
+    """A unique deployment name (its volume: sdtui-test-NAME), removed from the engine
+    afterwards."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     yield name
     for container in labelled(docker_client, name):
         container.remove(force=True)
     for volume in docker_client.volumes.list(filters={"name": f"sdtui-test-{name}"}):
         volume.remove(force=True)
+
+
+@pytest.fixture
+def deployment_name(docker_client: docker.DockerClient, worker_image: str) -> Iterator[str]:
+    yield from throwaway_deployment(docker_client)
 
 
 @pytest.mark.asyncio
