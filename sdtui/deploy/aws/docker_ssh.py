@@ -35,6 +35,13 @@ class PinnedSSHAdapter(SSHHTTPAdapter):
         self.ssh_client = pinned_client(self._known_hosts)
         self.ssh_params = connect_params(self._target, self._private_key, timeout=30)
 
+    def get_connection(self, url: str, proxies: dict | None = None):
+        # docker-py keeps a connection pool per request URL, each holding its own SSH session
+        # open until 25 pools exist, while sshd allows 10 sessions per connection (MaxSessions,
+        # the default): the 11th distinct request failed with "ChannelException(2, 'Connect
+        # failed')". Every URL goes to the one engine, so one pool serves them all.
+        return super().get_connection(SSH_PREFIX, proxies)
+
 
 def docker_over_ssh(target: SshTarget, private_key: Path, known_hosts: Path
                     ) -> docker.DockerClient:
