@@ -79,3 +79,25 @@ def stop_instance(ec2, docker_client, boot, mount: Path, name: str):  # -> sshd.
     again = FakeBoot(ec2, name, boot.folder, boot.port)
     again.start()
     return again
+
+
+def assert_nothing_left(aws, docker_client, name: str, bucket: str) -> None:
+    """After `--teardown --purge-bucket`: nothing tagged for deployment `name` in moto (the
+    instance, its security group, key pair and role), no bucket, no ECR repository, and no
+    container of the deployment on the engine."""
+    import boto3
+
+    from sdtui.deploy.aws.naming import tag_filter
+    from sdtui.deploy.worker_container import LABEL
+
+    ec2 = aws["ec2"]
+    live = ec2.describe_instances(Filters=[tag_filter(name), {
+        "Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}])
+    assert live["Reservations"] == []
+    assert ec2.describe_security_groups(Filters=[tag_filter(name)])["SecurityGroups"] == []
+    assert ec2.describe_key_pairs(Filters=[tag_filter(name)])["KeyPairs"] == []
+    assert not any(r["RoleName"].startswith(f"sdtui-{name}")
+                   for r in aws["iam"].list_roles()["Roles"])
+    assert bucket not in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
+    assert boto3.client("ecr").describe_repositories()["repositories"] == []
+    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={name}"})

@@ -23,13 +23,11 @@ import boto3
 import pytest
 from PIL import Image
 
-from sdtui.deploy.aws.naming import tag_filter
-from sdtui.deploy.worker_container import LABEL
 from sdtui.ledger import Ledger
 from sdtui.modelfiles import sha256_file
 from sdtui.ui.core import resume_deployment
 
-from .instance_sandbox import boot_instance, clean_up_instance
+from .instance_sandbox import assert_nothing_left, boot_instance, clean_up_instance
 from .serve_phase import serve_starts_the_stopped_instance
 
 BUCKET = "sdtui-e2e-models"
@@ -125,17 +123,7 @@ def test_option_a_end_to_end(worker_image, docker_client, aws, tmp_path, monkeyp
         # teardown leaves nothing tagged in moto, and the worker container is gone
         down = sdtui("--teardown", "--purge-bucket")
         assert down.returncode == 0, down.stderr
-        ec2 = aws["ec2"]
-        live = ec2.describe_instances(Filters=[tag_filter(NAME), {
-            "Name": "instance-state-name", "Values": ["pending", "running", "stopped"]}])
-        assert live["Reservations"] == []
-        assert ec2.describe_security_groups(Filters=[tag_filter(NAME)])["SecurityGroups"] == []
-        assert ec2.describe_key_pairs(Filters=[tag_filter(NAME)])["KeyPairs"] == []
-        assert not any(r["RoleName"].startswith(f"sdtui-{NAME}")
-                       for r in aws["iam"].list_roles()["Roles"])
-        assert BUCKET not in [b["Name"] for b in aws["s3"].list_buckets()["Buckets"]]
-        assert boto3.client("ecr").describe_repositories()["repositories"] == []
-        assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL}={NAME}"})
+        assert_nothing_left(aws, docker_client, NAME, BUCKET)
     finally:
         for stale in boots[:-1]:
             stale.stop.set()

@@ -41,7 +41,7 @@ DOCKERFILE = "Dockerfile.local"
 @pytest.fixture
 def instance_engine(tmp_path):
     """Connects to the instance's engine as the deployment does: Docker over SSH, with the
-    pinned host key (one connection per step, closed after it)."""
+    pinned host key (one connection per step, closed after it); and the sshd."""
     name = f"ecr-{uuid.uuid4().hex[:6]}"
     user_key = tmp_path / "id"
     write_private_key(user_key)
@@ -51,7 +51,7 @@ def instance_engine(tmp_path):
     known_hosts = ssh.pin_host_key(name, target)
     sshd = Sshd(tmp_path / "sshd", port, host_key, public_key_of(user_key))
     try:
-        yield name, lambda: closing(docker_over_ssh(target, user_key, known_hosts))
+        yield name, lambda: closing(docker_over_ssh(target, user_key, known_hosts)), sshd
     finally:
         sshd.stop()
 
@@ -82,7 +82,7 @@ def own_tags(docker_client, worker_image):
 def test_a_relaunch_pulls_the_pushed_image_and_a_changed_build_pushes_again(
         docker_client, instance_engine, own_tags, ecr_registry, monkeypatch):
     monkeypatch.setenv(ecr.TEST_REGISTRY, ecr_registry)
-    name, connect = instance_engine
+    name, connect, _ = instance_engine
     new_base, _ = own_tags
     base = new_base()
     ecr_client = boto3.client("ecr")  # moto over HTTP
@@ -158,7 +158,7 @@ def test_a_pull_refused_by_the_registry_is_one_error(instance_engine, ecr_regist
     """A registry that refuses the token (not a missing image) is a DeploymentError, not a
     build: a wrong token must never look like an empty repository."""
     monkeypatch.setenv(ecr.TEST_REGISTRY, ecr_registry)
-    name, connect = instance_engine
+    name, connect, _ = instance_engine
     ecr_client = boto3.client("ecr")
     uri = ecr.ensure_repository(ecr_client, name)
     monkeypatch.setattr(ecr, "registry_auth", lambda client: (ecr_registry, {

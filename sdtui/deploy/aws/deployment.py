@@ -219,8 +219,8 @@ class AwsDeployment(WorkerSteps, Deployment):
                                  "is on the instance and in ECR")
 
     def _pull_or_build(self, ctx: StepContext) -> str:
-        # A connection of its own, closed after: each Docker SDK request over ssh:// leaves an
-        # SSH session open, and sshd allows 10 per connection (MaxSessions).
+        # A connection of its own, closed after: the build's and the push's streams hold SSH
+        # sessions of their own for minutes (sshd allows 10 per connection: MaxSessions).
         engine = self._docker(self._target(self._find_running()))
         try:
             found = image.ensure_worker_image(

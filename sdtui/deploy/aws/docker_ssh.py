@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 import paramiko
 from docker.constants import DEFAULT_DOCKER_API_VERSION
-from docker.transport.sshconn import SSHHTTPAdapter
+from docker.transport.sshconn import SSHConnection, SSHConnectionPool, SSHHTTPAdapter
 from docker.utils import version_lt
 
 from sdtui.deploy.aws.ssh import SshTarget, connect_params, host_key_refused, pinned_client
@@ -34,6 +34,35 @@ class PinnedSSHAdapter(SSHHTTPAdapter):
     def _create_paramiko_client(self, base_url: str) -> None:
         self.ssh_client = pinned_client(self._known_hosts)
         self.ssh_params = connect_params(self._target, self._private_key, timeout=30)
+
+    def get_connection(self, url: str, proxies: dict | None = None) -> SSHConnectionPool:
+        # docker-py keeps a connection pool per request URL, each holding its own SSH session
+        # open until 25 pools exist, while sshd allows 10 sessions per connection (MaxSessions,
+        # the default): the 11th distinct request failed with "ChannelException(2, 'Connect
+        # failed')". Every URL goes to the one engine, so one pool serves them all.
+        with self.pools.lock:
+            pool = self.pools.get(SSH_PREFIX)
+            if pool is None:
+                if not self.ssh_client.get_transport():
+                    self._connect()
+                pool = LiveSessionPool(ssh_client=self.ssh_client, timeout=self.timeout,
+                                       maxsize=self.max_pool_size, host=self.ssh_host)
+                self.pools[SSH_PREFIX] = pool
+        return pool
+
+
+class LiveSessionPool(SSHConnectionPool):
+    """Hands out only sessions the engine has not closed: dockerd closes a connection idle for
+    5 minutes (its ReadHeaderTimeout), so the one after a long build or push is dead, and
+    docker-py's pool never checks (it skips urllib3's check, which calls fileno())."""
+
+    def _get_conn(self, timeout: float | None) -> SSHConnection:
+        conn = super()._get_conn(timeout)
+        channel = conn.sock
+        if channel is not None and (channel.closed or channel.eof_received):
+            conn.close()
+            return self._new_conn()
+        return conn
 
 
 def docker_over_ssh(target: SshTarget, private_key: Path, known_hosts: Path
