@@ -1,9 +1,10 @@
 """Which bucket keys a run's shards copy: the model (with its sidecars) and the extra files.
 
 `--model` takes local files, which are uploaded first exactly as Option A uploads them, keys
-already in the bucket (what Option A left there, e.g. `sd-v1-4.ckpt`), or a model to fetch, whose
-keys under `models/` are known once it is resolved (the `fetch` step puts them there). Everything
-is looked up before anything is created, so a model missing from the bucket is refused up front.
+already in the bucket (what Option A left there, e.g. `sd-v1-4.ckpt`, or a split set's folder or
+transformer file, resolved by `bucket_sets`), or a model to fetch, whose keys under `models/` are
+known once it is resolved (the `fetch` step puts them there). Everything is looked up before
+anything is created, so a model missing from the bucket is refused up front.
 """
 
 from __future__ import annotations

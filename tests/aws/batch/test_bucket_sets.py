@@ -22,90 +22,76 @@ OPTION_A = {"TagSet": [{"Key": "sdtui:deployment", "Value": "aws"}]}
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory, tiny_sd3, tiny_klein) -> dict[str, Path]:
-    """Each family's transformer file (the set's folder is its parent): FLUX.1 with a GGUF
-    transformer, SD 3.5 as Stability's file (its VAE inside) with a T5 GGUF, Klein as BFL's
-    file with the tokenizer in its sidecar."""
-    from tests.helpers_klein_files import write_klein_set
-    from tests.helpers_sd3_files import write_sd3_set
-    from tests.test_flux_formats import references, write_set
-    from tests.test_sd3_files import stability_mmditx
+    """Each family's transformer file (the set's folder is its parent); SD 3.5's T5 a GGUF."""
+    from tests.helpers_sd3_files import family_sets
 
-    root = tmp_path_factory.mktemp("bucket-sets")
-    return {
-        "flux1": write_set(root / "flux1-dev", "dev", references("dev"), transformer="gguf"),
-        "sd3": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"], stability_mmditx(),
-                             "safetensors", "gguf"),
-        "flux2-klein": write_klein_set(tiny_klein["distilled"], root / "klein",
-                                       "flux-2-klein-4b.safetensors"),
-    }
+    return family_sets(tmp_path_factory.mktemp("bucket-sets"), tiny_sd3, tiny_klein, "gguf")
 
 
-def uploaded(aws, model: Path) -> list[str]:
-    """The keys Option A's upload writes for `--model MODEL`, into an Option A bucket that also
-    holds a checkpoint and a run of someone else's."""
+def option_a_bucket(aws, models: list[Path]) -> dict[Path, list[str]]:
+    """An Option A bucket holding `models` (each uploaded by Option A's own upload), a checkpoint
+    and a run of someone else's; the keys each model's upload wrote."""
     s3 = aws["s3"]
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_tagging(Bucket=BUCKET, Tagging=OPTION_A)
     s3.put_object(Bucket=BUCKET, Key="sd-v1-4.ckpt", Body=b"\x80\x02 not copied")
     s3.put_object(Bucket=BUCKET, Key="runs/20250601-120000-abcd/prompts.jsonl", Body=b"{}\n")
-    return upload.upload_models(s3, BUCKET, [model]).uploaded
+    return {model: upload.upload_models(s3, BUCKET, [model]).uploaded for model in models}
 
 
-@pytest.mark.parametrize("family", ["flux1", "sd3", "flux2-klein"])
-@pytest.mark.parametrize("named", ["folder", "transformer file"])
-def test_a_set_in_the_bucket_is_copied_whole(aws, sets, family, named):
-    transformer = sets[family]
-    model = transformer.parent if named == "folder" else transformer
-    keys = uploaded(aws, model)
+def test_a_set_in_the_bucket_is_copied_whole(aws, sets):
+    """Each family's set by its folder's key; FLUX.1's (a GGUF) and Klein's by their transformer
+    file's key at the root, where their parts lie side by side (SD 3.5's clip_l would collide
+    with FLUX.1's there: its transformer is named inside its folder)."""
+    folders = [transformer.parent for transformer in sets.values()]
+    at_root = [sets["flux1"], sets["flux2-klein"]]
+    uploaded = option_a_bucket(aws, folders + at_root)
+    cases = {model.name: uploaded[model] for model in folders + at_root}
+    sd3 = sets["sd3"]
+    cases[f"{sd3.parent.name}/{sd3.name}"] = uploaded[sd3.parent]
     gets = []
     aws["s3"].meta.events.register("provide-client-params.s3.GetObject",
                                    lambda params, **_: gets.append(dict(params)))
+    for key, expected in cases.items():
+        gets.clear()
 
-    files = plan(aws["s3"], BUCKET, True, [model.name])
+        files = plan(aws["s3"], BUCKET, True, [key])
 
-    assert files.primary == model.name
-    assert sorted(files.keys) == sorted(keys)  # every part and the sidecar, nothing else
-    assert files.total_bytes == sum(
-        path.stat().st_size for path in model.parent.rglob("*") if path.is_file()
-        and (named == "transformer file" or path.is_relative_to(model)))
-    # headers only: every GET ranged, and no more than one per model file beyond the first
-    assert gets and all(get["Range"].startswith("bytes=") for get in gets)
-    models = [k for k in keys if k.endswith((".safetensors", ".gguf"))]
-    assert {get["Key"] for get in gets} == set(models)
-    assert len(gets) <= 2 * len(models)
+        assert files.primary == key
+        assert sorted(files.keys) == sorted(expected), key  # every part and sidecar, no more
+        assert files.total_bytes == sum(
+            aws["s3"].head_object(Bucket=BUCKET, Key=k)["ContentLength"] for k in expected)
+        # headers only: every GET ranged, at most two for each model file beside the key
+        assert gets and [get["Key"] for get in gets if "Range" not in get] == [], key
+        assert len(gets) <= 2 * len({get["Key"] for get in gets}), key
 
 
-# The FLUX.1 set by its transformer file (its parts at the bucket root; its folder's name,
-# flux1-dev, is a catalog name to fetch), the SD 3.5 set by its folder.
-@pytest.mark.parametrize("family, named, leave_out, where, label", [
-    ("flux1", "transformer file", "t5xxl_fp16.safetensors", "", "FLUX.1 model set {where} has "
-     "no T5-XXL text encoder (t5xxl*.safetensors or t5*.gguf) beside flux1-dev.gguf"),
-    ("sd3", "folder", "clip_g.safetensors", "/sd3.5_large", "SD 3.5 model set {where} has no "
-     "CLIP-G text encoder (clip_g*.safetensors) beside sd3.5_large.safetensors"),
-])
 def test_a_set_with_a_part_missing_is_refused_before_anything(capsys, aws, tmp_path, sets,
-                                                               family, named, leave_out, where,
-                                                               label):
-    transformer = sets[family]
-    model = transformer.parent if named == "folder" else transformer
-    prefix = f"{model.name}/" if named == "folder" else ""
-    uploaded(aws, model)
-    aws["s3"].delete_object(Bucket=BUCKET, Key=prefix + leave_out)
+                                                               monkeypatch):
+    """FLUX.1's T5 missing beside its transformer file key (through the command: nothing
+    created, no run written), SD 3.5's CLIP-G missing from its folder, and a header claiming
+    more than the limit."""
+    flux, sd3 = sets["flux1"], sets["sd3"].parent
+    option_a_bucket(aws, [flux, sd3])
+    aws["s3"].delete_object(Bucket=BUCKET, Key="t5xxl_fp16.safetensors")
+    aws["s3"].delete_object(Bucket=BUCKET, Key="sd3.5_large/clip_g.safetensors")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a lighthouse\n")
     before = aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"]
 
-    err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, "--model", model.name,
+    err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, "--model", flux.name,
                   "--prompt-file", str(prompts), theirs=(BUCKET,))
 
-    where = f"s3://{BUCKET}{where}"
-    assert label.format(where=where) in err
-    assert err.rstrip().endswith(f" in {where}")  # the fix: where to put the part
+    assert (f"FLUX.1 model set s3://{BUCKET} has no T5-XXL text encoder (t5xxl*.safetensors or "
+            f"t5*.gguf) beside {flux.name}") in err
+    assert err.rstrip().endswith(f" in s3://{BUCKET}")  # the fix: where to put the part
     assert aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"] == before  # no run written
-
-
-def test_a_header_over_the_limit_is_refused(aws, sets, monkeypatch):
-    uploaded(aws, sets["flux1"])
+    with pytest.raises(BadInput) as refusal:
+        plan(aws["s3"], BUCKET, True, [sd3.name])
+    assert str(refusal.value).startswith(
+        f"SD 3.5 model set s3://{BUCKET}/sd3.5_large has no CLIP-G text encoder "
+        "(clip_g*.safetensors) beside sd3.5_large.safetensors — put clip_g.safetensors")
     monkeypatch.setattr(bucket_sets, "MAX_HEADER_BYTES", 1024)
-    with pytest.raises(BadInput, match=r"flux1-dev\.gguf has a header over 1024 bytes"):
-        plan(aws["s3"], BUCKET, True, ["flux1-dev.gguf"])
+    with pytest.raises(BadInput, match=rf"^s3://{BUCKET}/flux1-dev\.gguf has a header over "
+                       "1024 bytes"):
+        plan(aws["s3"], BUCKET, True, [flux.name])
