@@ -68,23 +68,24 @@ def test_a_set_in_the_bucket_is_copied_whole(aws, sets):
 
 def test_a_set_with_a_part_missing_is_refused_before_anything(capsys, aws, tmp_path, sets,
                                                                monkeypatch):
-    """FLUX.1's T5 missing beside its transformer file key (through the command: nothing
-    created, no run written), SD 3.5's CLIP-G missing from its folder, and a header claiming
-    more than the limit."""
+    """FLUX.1's T5 missing from its folder (through the command, the folder's key written with
+    the trailing slash that tells it from the catalogue's flux1-dev: nothing created, no run
+    written), SD 3.5's CLIP-G missing from its folder, and a header claiming more than the
+    limit."""
     flux, sd3 = sets["flux1"], sets["sd3"].parent
-    option_a_bucket(aws, [flux, sd3])
-    aws["s3"].delete_object(Bucket=BUCKET, Key="t5xxl_fp16.safetensors")
+    option_a_bucket(aws, [flux.parent, sd3])
+    aws["s3"].delete_object(Bucket=BUCKET, Key="flux1-dev/t5xxl_fp16.safetensors")
     aws["s3"].delete_object(Bucket=BUCKET, Key="sd3.5_large/clip_g.safetensors")
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a lighthouse\n")
     before = aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"]
 
-    err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, "--model", flux.name,
+    err = refused(capsys, aws, tmp_path, "--bucket", BUCKET, "--model", "flux1-dev/",
                   "--prompt-file", str(prompts), theirs=(BUCKET,))
 
-    assert (f"FLUX.1 model set s3://{BUCKET} has no T5-XXL text encoder (t5xxl*.safetensors or "
-            f"t5*.gguf) beside {flux.name}") in err
-    assert err.rstrip().endswith(f" in s3://{BUCKET}")  # the fix: where to put the part
+    assert (f"FLUX.1 model set s3://{BUCKET}/flux1-dev has no T5-XXL text encoder "
+            f"(t5xxl*.safetensors or t5*.gguf) beside {flux.name}") in err
+    assert err.rstrip().endswith(f" in s3://{BUCKET}/flux1-dev")  # the fix: where to put it
     assert aws["s3"].list_objects_v2(Bucket=BUCKET)["KeyCount"] == before  # no run written
     with pytest.raises(BadInput) as refusal:
         plan(aws["s3"], BUCKET, True, [sd3.name])
@@ -92,6 +93,6 @@ def test_a_set_with_a_part_missing_is_refused_before_anything(capsys, aws, tmp_p
         f"SD 3.5 model set s3://{BUCKET}/sd3.5_large has no CLIP-G text encoder "
         "(clip_g*.safetensors) beside sd3.5_large.safetensors — put clip_g.safetensors")
     monkeypatch.setattr(bucket_sets, "MAX_HEADER_BYTES", 1024)
-    with pytest.raises(BadInput, match=rf"^s3://{BUCKET}/flux1-dev\.gguf has a header over "
-                       "1024 bytes"):
-        plan(aws["s3"], BUCKET, True, [flux.name])
+    with pytest.raises(BadInput, match=rf"^s3://{BUCKET}/flux1-dev/flux1-dev\.gguf has a "
+                       "header over 1024 bytes"):
+        plan(aws["s3"], BUCKET, True, ["flux1-dev/flux1-dev.gguf"])
