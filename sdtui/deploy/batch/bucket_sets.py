@@ -2,8 +2,8 @@
 resolved exactly as the worker resolves a local one: by `sdtui.modelfiles` on sparse stubs of
 the key's folder, each file truncated to its real size with only its header fetched.
 
-A header is fetched by ranged GETs as the parser reads it (a safetensors file's in two, a GGUF's
-in a few growing ones), never past MAX_HEADER_BYTES: a file claiming more is refused.
+A header is fetched by ranged GETs as the parser reads it (a safetensors file's in one or two, a
+GGUF's in a few growing ones), never past MAX_HEADER_BYTES: a file claiming more is refused.
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def bucket_set(s3, bucket: str, key: str, size: int | None) -> list[tuple[str, i
             if sidecar.endswith(CONFIG_DIR_SUFFIX + "/"):
                 files += listed(s3, bucket, sidecar)[0]
         for name, length in files:
-            if name not in sizes:
+            # a key no path can be (`a/../b`, `a//b`) is no part of a set: it stays out of the stubs
+            if name not in sizes and all(p not in ("", ".", "..") for p in name.split("/")):
                 sizes[name] = length
                 _stub(root, s3, bucket, name, length)
         try:

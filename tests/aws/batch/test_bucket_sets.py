@@ -46,6 +46,9 @@ def test_a_set_in_the_bucket_is_copied_whole(aws, sets):
     folders = [transformer.parent for transformer in sets.values()]
     at_root = [sets["flux1"], sets["flux2-klein"]]
     uploaded = option_a_bucket(aws, folders + at_root)
+    escape = Path(f"/tmp/{BUCKET}-escaped")  # a key naming a path outside the stubs' folder
+    aws["s3"].put_object(Bucket=BUCKET, Key=f"klein/flux-2-klein-4b.config/{'../' * 16}{escape}",
+                         Body=b"x")
     cases = {model.name: uploaded[model] for model in folders + at_root}
     sd3 = sets["sd3"]
     cases[f"{sd3.parent.name}/{sd3.name}"] = uploaded[sd3.parent]
@@ -64,6 +67,7 @@ def test_a_set_in_the_bucket_is_copied_whole(aws, sets):
         # headers only: every GET ranged, at most two for each model file beside the key
         assert gets and [get["Key"] for get in gets if "Range" not in get] == [], key
         assert len(gets) <= 2 * len({get["Key"] for get in gets}), key
+    assert not escape.exists()
 
 
 def test_a_set_with_a_part_missing_is_refused_before_anything(capsys, aws, tmp_path, sets,
