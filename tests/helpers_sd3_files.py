@@ -96,3 +96,22 @@ def both_sets(root: Path, tiny_sd3: dict[str, Path], sd3_t5: str | None = None
                 "ae": bfl_autoencoder()}),
             "sd3.5_large": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"],
                                          stability_mmditx(), "gguf", sd3_t5, vae="diffusers")}
+
+
+def family_sets(root: Path, tiny_sd3: dict[str, Path], tiny_klein: dict[str, Path],
+                sd3_t5: str = "fp8") -> dict[str, Path]:
+    """One split set of each family, by its transformer file (the set's folder is its parent),
+    keyed by family: FLUX.1 [dev] with a GGUF transformer; SD 3.5 as Stability's file (its VAE
+    inside) with the two CLIPs and T5 as `sd3_t5` says; FLUX.2 Klein as BFL's file with the
+    tokenizer in its sidecar."""
+    from tests.helpers_klein_files import write_klein_set
+    from tests.test_flux_formats import references
+    from tests.test_flux_formats import write_set as write_flux_set
+
+    return {
+        "flux1": write_flux_set(root / "flux1-dev", "dev", references("dev"), transformer="gguf"),
+        "sd3": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"], stability_mmditx(),
+                             "safetensors", sd3_t5),
+        "flux2-klein": write_klein_set(tiny_klein["distilled"], root / "klein",
+                                       "flux-2-klein-4b.safetensors"),
+    }

@@ -252,7 +252,8 @@ def unchecked_settings(target: Target, given: Mapping[str, Any],
     shows). Values that belong to another option are ignored."""
     found = layers(target, given, cleared)
     for layer in found:
-        if layer.get("models"):
+        # The scale-out's are text (bucket keys too): a folder key keeps its trailing slash.
+        if layer.get("models") and target.option != "batch":
             layer["models"] = [m if is_remote(m) else Path(m)  # type: ignore[index]
                                for m in layer["models"]]
     return resolve(option_spec(target.option).settings_class(), found, name=target.name)

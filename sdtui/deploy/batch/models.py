@@ -1,9 +1,10 @@
 """Which bucket keys a run's shards copy: the model (with its sidecars) and the extra files.
 
 `--model` takes local files, which are uploaded first exactly as Option A uploads them, keys
-already in the bucket (what Option A left there, e.g. `sd-v1-4.ckpt`), or a model to fetch, whose
-keys under `models/` are known once it is resolved (the `fetch` step puts them there). Everything
-is looked up before anything is created, so a model missing from the bucket is refused up front.
+already in the bucket (what Option A left there, e.g. `sd-v1-4.ckpt`, or a split set's folder or
+transformer file, resolved by `bucket_sets`), or a model to fetch, whose keys under `models/` are
+known once it is resolved (the `fetch` step puts them there). Everything is looked up before
+anything is created, so a model missing from the bucket is refused up front.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path, PurePosixPath
 from botocore.exceptions import ClientError
 
 from sdtui.deploy.aws.naming import MODELS_PREFIX, error_code
+from sdtui.deploy.batch.bucket_sets import bucket_set, listed
 from sdtui.errors import BadInput
 from sdtui.fetch.plan import Resolved
 from sdtui.fetch.to_bucket import key_of
@@ -88,10 +90,18 @@ def _bucket_files(s3, bucket: str, key: str, exists: bool, *,
     if not exists:
         raise missing
     size = _size(s3, bucket, key)
+    folder = [] if size is not None else _listed(s3, bucket, key + "/")
+    if size is None and not folder:
+        raise missing
+    diffusers = f"{key}/{DIFFUSERS_INDEX}" in {k for k, _ in folder}
+    if primary and not diffusers:
+        found_set = bucket_set(s3, bucket, key, size)  # keyed as Option A uploads a set
+        if found_set is not None:
+            return found_set
     if size is not None:
         if primary and not key.endswith(MODEL_SUFFIXES):
-            raise BadInput(f"model {key} is not a .ckpt, .safetensors or diffusers folder",
-                           fix="pass the model first, then the extra files")
+            raise BadInput(f"model {key} is not a .ckpt, .safetensors, diffusers folder or "
+                           "model set", fix="pass the model first, then the extra files")
         found = [(key, size)]
         if primary:  # its sidecars, found as the worker looks for them
             stem = key[: key.rfind(".")]
@@ -100,12 +110,11 @@ def _bucket_files(s3, bucket: str, key: str, exists: bool, *,
             if yaml is not None:
                 found.append((stem + YAML_SUFFIX, yaml))
         return found
-    folder = _listed(s3, bucket, key + "/")
-    if not folder:
-        raise missing
-    if primary and f"{key}/{DIFFUSERS_INDEX}" not in {k for k, _ in folder}:
-        raise BadInput(f"s3://{bucket}/{key}/ is not a diffusers model (no {DIFFUSERS_INDEX})",
-                       fix="pass a .ckpt, .safetensors or diffusers folder key")
+    if primary and not diffusers:
+        raise BadInput(f"s3://{bucket}/{key}/ is neither a diffusers model (no "
+                       f"{DIFFUSERS_INDEX}) nor a model set (no transformer)",
+                       fix="pass a .ckpt, .safetensors or diffusers folder key, or a FLUX.1, "
+                       "SD 3.5 or FLUX.2 Klein set's folder or transformer file key")
     return folder
 
 
@@ -119,7 +128,4 @@ def _size(s3, bucket: str, key: str) -> int | None:
 
 
 def _listed(s3, bucket: str, prefix: str) -> list[tuple[str, int]]:
-    found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        found += [(o["Key"], int(o["Size"])) for o in page.get("Contents", [])]
-    return found
+    return listed(s3, bucket, prefix)[0]

@@ -38,19 +38,9 @@ from .test_end_to_end import (  # noqa: F401 (moto_url: a fixture)
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory, tiny_sd3, tiny_klein) -> dict[str, Path]:
     """Each family's transformer file (the set's folder is its parent)."""
-    from tests.helpers_klein_files import write_klein_set
-    from tests.helpers_sd3_files import write_sd3_set
-    from tests.test_flux_formats import references, write_set
-    from tests.test_sd3_files import stability_mmditx
+    from tests.helpers_sd3_files import family_sets
 
-    root = tmp_path_factory.mktemp("family-sets")
-    return {
-        "flux1": write_set(root / "flux1-dev", "dev", references("dev"), transformer="gguf"),
-        "sd3": write_sd3_set(root / "sd3.5_large", tiny_sd3["medium"], stability_mmditx(),
-                             "safetensors", "fp8"),
-        "flux2-klein": write_klein_set(tiny_klein["distilled"], root / "klein",
-                                       "flux-2-klein-4b.safetensors"),
-    }
+    return family_sets(tmp_path_factory.mktemp("family-sets"), tiny_sd3, tiny_klein)
 
 
 def shard_log(batch, job_id: str) -> str:
