@@ -10,6 +10,11 @@ import os
 import signal
 from collections.abc import Iterator
 
+# The worker's setting (sdtui/worker/__main__.py) for the tests' own torch, set before anything
+# imports it: beside another busy process OpenMP's spinning threads made CPU work many times
+# slower (bench/bench_contention.py).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import docker
 import pytest
 

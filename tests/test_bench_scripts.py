@@ -25,6 +25,8 @@ HANG_GUARD_S = 900  # a guard against a hang, not a time bound
 # script: (its smallest run, a line it prints only once it has measured everything). {ckpt}
 # and {diffusers}: the session's tiny model in that format.
 SMALLEST = {
+    "bench_contention.py": (["--runs", "1", "--steps", "2", "--size", "64", "--model",
+                             "{diffusers}"], "passive/default"),
     "bench_container.py": (["--base-image", BASE, "--runs", "1", "--steps", "2", "--size", "64",
                             "--model", "{ckpt}"], "64x64: in-process"),
     "bench_features.py": (["--size", "64", "--steps", "2", "--runs", "1", "--scale", "2",

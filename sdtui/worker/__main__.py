@@ -15,6 +15,12 @@ from pathlib import Path
 
 from sdtui import protocol
 
+# On the CPU, OpenMP's threads spin while they wait for each other. Beside any other busy
+# process one of them is descheduled and the rest spin out their time slices: a tiny generation
+# took 8 times as long beside one busy loop (bench/bench_contention.py). Read by torch's OpenMP
+# runtime when torch is imported, so it is set before; the user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 EXIT_MODEL_INVALID = 2
 
 
