@@ -208,7 +208,7 @@ def test_the_readme_shows_the_policies_the_builders_write():
     assert "aws-cn" not in readme.split("## Scale-out", 1)[1].split("\n## ", 1)[0]
 
 
-def test_the_fetch_job_asks_for_no_gpu_and_its_role_writes_models_only():
+def test_the_fetch_job_asks_for_no_gpu_and_its_role_writes_models_and_its_state_only():
     from sdtui.deploy.batch import fetch
 
     fetch_id = "fetch-20260101-000000-abcd"
@@ -219,7 +219,8 @@ def test_the_fetch_job_asks_for_no_gpu_and_its_role_writes_models_only():
     parameter = fetch.parameter_arn("us-east-1", ACCOUNT, fetch.parameter_name(NAME, fetch_id))
     policy = fetch.fetch_role_policy(BUCKET, fetch_id, parameter)
     writes = [s for s in policy["Statement"] if "s3:PutObject" in json.dumps(s["Action"])]
-    assert [s["Resource"] for s in writes] == [f"arn:aws:s3:::{BUCKET}/models/*"]
+    assert [s["Resource"] for s in writes] == [
+        f"arn:aws:s3:::{BUCKET}/fetch/{fetch_id}/progress.json", f"arn:aws:s3:::{BUCKET}/models/*"]
     assert [s["Resource"] for s in policy["Statement"] if "ssm:" in json.dumps(s)] == [parameter]
     assert "ssm:" not in json.dumps(fetch.fetch_role_policy(BUCKET, fetch_id, None))
 
