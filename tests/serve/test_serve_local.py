@@ -374,13 +374,17 @@ def test_serve_killed_with_three_requests_queued_runs_them_all_after_a_restart(s
                 if line["params"]["prompt"] == prompt]
 
     try:
-        send(prompts[0], 2, 6)
+        send(prompts[0], 2, 40)
         wait_until(running(first, 2))
+        # Held mid-request (its 80 steps outlast the call), so that it is still running when the
+        # server is killed, however fast this machine generates.
+        container.pause()
         for n, prompt in enumerate(prompts[1:], start=1):
             send(prompt, 1, 2)
             wait_until(lambda n=n: first.get("progress").json()["state"]["queued"] >= n)
         first.proc.kill()  # SIGKILL: one request running in the worker, two waiting
         first.proc.wait(timeout=60)
+        container.unpause()
         second = Server(cli, "--api-auth", ":".join(AUTH))
         try:
             # the queue left on disk is taken before the server answers: idle means all ran
@@ -388,6 +392,9 @@ def test_serve_killed_with_three_requests_queued_runs_them_all_after_a_restart(s
         finally:
             second.stop()
     finally:
+        container.reload()
+        if container.status == "paused":
+            container.unpause()
         first.stop()
     sent = finished_by_worker(container)
     for prompt, count in zip(prompts, (2, 1, 1), strict=True):
