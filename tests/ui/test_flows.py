@@ -42,6 +42,18 @@ async def until(pilot: object, condition: Callable[[], bool], timeout: float = 6
     await pilot.pause()  # type: ignore[attr-defined]  # let a screen that just opened mount
 
 
+async def type_ahead(app: SdtuiApp, pilot: object, *keys: str) -> None:
+    """Keys as a fast typist's arrive: all queued before the app handles the first (Pilot.press
+    waits for the app to go idle between keys, which hides what a key leaves for later)."""
+    from textual import events
+
+    for key in keys:
+        event = events.Key(key, key if len(key) == 1 else None)
+        event.set_sender(app)
+        app._driver.send_message(event)  # type: ignore[union-attr]
+    await pilot.pause()  # type: ignore[attr-defined]
+
+
 def text_of(app: SdtuiApp, selector: str) -> str:
     return str(app.screen.query_one(selector, Static).render())
 

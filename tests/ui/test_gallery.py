@@ -23,7 +23,7 @@ from sdtui.ui.widgets.gallery import COLUMNS, Gallery, describe, row_of
 
 from .conftest import fake_services
 from .fakes import FakeDeployment, IdleWorker
-from .test_flows import SIZE, generate, make_app, provision, text_of, until
+from .test_flows import SIZE, generate, make_app, provision, text_of, type_ahead, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,7 +60,9 @@ async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_
         await until(pilot, lambda: len(gallery.images) == 2 and not screen.generating)
         first, second = gallery.images
         assert screen.query_one("#image").image == second.path  # the newest is shown
-        await pilot.press("ctrl+l", "up")
+        # ctrl+l then up before the app is idle: the up must reach the gallery, not the prompt
+        # (CI, the stop of 2026-12-07: focus was moved only at the next idle).
+        await type_ahead(app, pilot, "ctrl+l", "up")
         # The table's highlight reaches the screen as a message: waited for, not read at once.
         await until(pilot, lambda: screen.query_one("#image").image == first.path)
         caption = text_of(app, "#saved-path")

@@ -646,7 +646,9 @@ class PromptScreen(Screen[None]):
         return image
 
     def action_focus_gallery(self) -> None:
-        self.query_one("#gallery", Gallery).focus()
+        # At once, not at the next idle as Widget.focus does: keys typed right after ctrl+l
+        # (up, o, r, d) are already queued and must reach the gallery, not the prompt.
+        self.set_focus(self.query_one("#gallery", Gallery))
 
     def action_open_image(self) -> None:
         from sdtui.ui.viewer import open_and_tell
