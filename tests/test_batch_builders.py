@@ -202,13 +202,13 @@ def test_the_readme_shows_the_policies_the_builders_write():
     from sdtui.deploy.batch import fetch
 
     assert fetching == fetch.fetch_role_policy("BUCKET", "FETCH", fetch.parameter_arn(
-        "REGION", "ACCOUNT", fetch.parameter_name("NAME", "FETCH")))
+        "REGION", "ACCOUNT", fetch.parameter_name("NAME", "FETCH")), ["fetch/partial/SHA256/"])
     assert pass_role == policies.pass_role_policy("ACCOUNT", "batch")
     # no promise of other partitions (the region check refuses them)
     assert "aws-cn" not in readme.split("## Scale-out", 1)[1].split("\n## ", 1)[0]
 
 
-def test_the_fetch_job_asks_for_no_gpu_and_its_role_writes_models_and_its_state_only():
+def test_the_fetch_job_asks_for_no_gpu_and_its_role_writes_models_its_state_and_partials_only():
     from sdtui.deploy.batch import fetch
 
     fetch_id = "fetch-20260101-000000-abcd"
@@ -217,10 +217,14 @@ def test_the_fetch_job_asks_for_no_gpu_and_its_role_writes_models_and_its_state_
     valid("batch", "RegisterJobDefinition", params)
     assert "GPU" not in json.dumps(params["containerProperties"]["resourceRequirements"])
     parameter = fetch.parameter_arn("us-east-1", ACCOUNT, fetch.parameter_name(NAME, fetch_id))
-    policy = fetch.fetch_role_policy(BUCKET, fetch_id, parameter)
+    partials = [f"fetch/partial/{'a' * 64}/", f"fetch/partial/{'b' * 64}/"]
+    policy = fetch.fetch_role_policy(BUCKET, fetch_id, parameter, partials)
     writes = [s for s in policy["Statement"] if "s3:PutObject" in json.dumps(s["Action"])]
     assert [s["Resource"] for s in writes] == [
-        f"arn:aws:s3:::{BUCKET}/fetch/{fetch_id}/progress.json", f"arn:aws:s3:::{BUCKET}/models/*"]
+        f"arn:aws:s3:::{BUCKET}/fetch/{fetch_id}/progress.json", f"arn:aws:s3:::{BUCKET}/models/*",
+        [f"arn:aws:s3:::{BUCKET}/{p}*" for p in partials]]
+    deletes = [s for s in policy["Statement"] if "s3:DeleteObject" in json.dumps(s["Action"])]
+    assert [s["Resource"] for s in deletes] == [[f"arn:aws:s3:::{BUCKET}/{p}*" for p in partials]]
     assert [s["Resource"] for s in policy["Statement"] if "ssm:" in json.dumps(s)] == [parameter]
     assert "ssm:" not in json.dumps(fetch.fetch_role_policy(BUCKET, fetch_id, None))
 

@@ -2,7 +2,9 @@
 an HTTP Range request after anything that cut it short (a dropped connection, Ctrl-C, a killed
 client), checked against its sha256 (or the hub's git blob id), and only then moved under the
 name the model is read by. A file already in the store, under this set or another with the
-same checksum, is never fetched again."""
+same checksum, is never fetched again. Where the store's disk does not outlive the run (the
+scale-out's job), its keeper keeps the partial file elsewhere and puts it back first
+(bucket_partial)."""
 
 from __future__ import annotations
 
@@ -65,8 +67,8 @@ def _digest(path: Path, f: RemoteFile) -> str:
     return digest.hexdigest()
 
 
-def _transfer(f: RemoteFile, part: Path, meter: Meter, cancel: threading.Event | None,
-              agent: str) -> None:
+def _transfer(store: Store, f: RemoteFile, part: Path, meter: Meter,
+              cancel: threading.Event | None, agent: str) -> None:
     """One request from where the partial file ends; raises on a cut connection."""
     have = part.stat().st_size if part.exists() else 0
     if f.size is not None and have > f.size:
@@ -77,8 +79,10 @@ def _transfer(f: RemoteFile, part: Path, meter: Meter, cancel: threading.Event |
             return  # the partial file is already whole
         if response.status_code not in (200, 206):
             raise _refused(f, response)
-        if response.status_code == 200:
+        if response.status_code == 200 and have:
             have = 0  # the server sent it all again
+            if store.keeper is not None:
+                store.keeper.restart(f)
         length = response.headers.get("content-length")
         total = have + int(length) if length and length.isdigit() else f.size
         with part.open("r+b" if have else "wb") as out:
@@ -87,6 +91,9 @@ def _transfer(f: RemoteFile, part: Path, meter: Meter, cancel: threading.Event |
             for block in response.iter_content(CHUNK):
                 out.write(block)
                 have += len(block)
+                if store.keeper is not None:
+                    out.flush()
+                    store.keeper.wrote(have)
                 meter.update(f.dest, have, total)
                 if cancel is not None and cancel.is_set():
                     raise Interrupted(f"the download of {f.dest} was interrupted",
@@ -116,13 +123,12 @@ def fetch_file(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
             _fetch_locked(store, resolved, f, meter, cancel, agent)
 
 
-def _fetch_locked(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
-                  cancel: threading.Event | None, agent: str) -> None:
-    part = store.part(f)
+def _transfer_retrying(store: Store, f: RemoteFile, part: Path, meter: Meter,
+                       cancel: threading.Event | None, agent: str) -> None:
     for attempt in range(RETRIES + 1):
         try:
-            _transfer(f, part, meter, cancel, agent)
-            break
+            _transfer(store, f, part, meter, cancel, agent)
+            return
         except (requests.ConnectionError, requests.Timeout,
                 requests.exceptions.ChunkedEncodingError) as exc:
             if attempt == RETRIES:
@@ -134,13 +140,24 @@ def _fetch_locked(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise DeploymentError(
                     f"the disk filled up while fetching {f.dest} into {store.root}",
-                    fix="free space (or set SDTUI_MODELS_DIR elsewhere) and run again: it "
-                    "resumes") from None
+                    fix=store.space_fix + " and run again: it resumes") from None
             raise
+
+
+def _fetch_locked(store: Store, resolved: Resolved, f: RemoteFile, meter: Meter,
+                  cancel: threading.Event | None, agent: str) -> None:
+    part = store.part(f)
+    keeper = store.keeper
+    if keeper is not None:
+        keeper.restore(f, part)
+    with keeper.keeping(f, part) if keeper is not None else contextlib.nullcontext():
+        _transfer_retrying(store, f, part, meter, cancel, agent)
     got = _digest(part, f)
     want = f.sha256 or f.git_sha1
     if got != want:
         part.unlink(missing_ok=True)
+        if keeper is not None:
+            keeper.forget(f)
         raise DeploymentError(f"{f.dest} arrived corrupt (sha256 {got[:12]}…, expected "
                               f"{str(want)[:12]}…): the partial file was deleted and nothing "
                               "was loaded", fix="run again to fetch it anew")
@@ -164,7 +181,7 @@ def check_space(store: Store, files: list[RemoteFile]) -> None:
         raise DeploymentError(
             f"not enough free space in {store.root} to fetch the model: {need / 2**20:.0f} MiB "
             f"needed (plus {margin(need) / 2**20:.0f} MiB margin), {free / 2**20:.0f} MiB free",
-            fix="free space, or set SDTUI_MODELS_DIR to a disk with room")
+            fix=store.space_fix)
 
 
 def fetch(store: Store, resolved: Resolved, meter: Meter,

@@ -8,9 +8,12 @@ import contextlib
 import os
 import shutil
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from sdtui.errors import DeploymentError
 from sdtui.fetch.plan import RemoteFile, Resolved
+
+SPACE_FIX = "free space, or set SDTUI_MODELS_DIR to a disk with room"
 
 
 def key(f: RemoteFile) -> str:
@@ -22,11 +25,24 @@ def key(f: RemoteFile) -> str:
                           "cannot check; download it yourself and pass its path")
 
 
+class Keeper(Protocol):
+    """Keeps partial files past a disk that goes with the run (bucket_partial.BucketKeeper)."""
+
+    def restore(self, f: RemoteFile, part: Path) -> int: ...
+    def keeping(self, f: RemoteFile, part: Path) -> contextlib.AbstractContextManager[None]: ...
+    def wrote(self, have: int) -> None: ...
+    def restart(self, f: RemoteFile) -> None: ...
+    def forget(self, f: RemoteFile) -> None: ...
+
+
 class Store:
     """The verified files, by set (`root/<set>/...`) and by checksum (`root/blobs/KEY`)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path, *, keeper: Keeper | None = None,
+                 space_fix: str = SPACE_FIX) -> None:
+        """`keeper`: where partial files outlive a disk that goes with the run (None: this
+        disk keeps them); `space_fix`: what gives this disk room."""
+        self.root, self.keeper, self.space_fix = root, keeper, space_fix
         self.staging = root / ".staging"
         self.blobs = root / "blobs"
 

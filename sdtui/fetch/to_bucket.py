@@ -17,22 +17,26 @@ fetch as the scale-out's one-shot Batch job (AWS Batch can only append arguments
 entry point, and there is no stdin): the job (no tokens) is read from the bucket, the tokens
 from an SSM SecureString parameter that the job's role may read while the fetch lasts, into this
 process's memory only. Its events are the job's log; with `--progress KEY` it also keeps its
-state in that object for the client to poll (`JobState`).
+state in that object for the client to poll (`JobState`). Its scratch disk goes with it, so the
+file it is fetching is kept in the bucket as it grows (bucket_partial) and the next job resumes
+it; SIGTERM (Batch stopping the job) stops the fetch, keeping what it has.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from sdtui.bucket_layout import SHA256_META
-from sdtui.errors import DeploymentError, SdtuiError
+from sdtui.errors import DeploymentError, Interrupted, SdtuiError
 from sdtui.fetch.plan import RemoteFile, Resolved
 from sdtui.modelfiles import sha256_file
 
@@ -95,10 +99,13 @@ def _upload(s3, bucket: str, key: str, path: Path, f: RemoteFile,
             delay = min(delay * 2, 10.0)
 
 
-def run(job: dict, emit: Emit) -> dict:
+def run(job: dict, emit: Emit, *, keep_partials: bool = False) -> dict:
+    """`keep_partials`: the staging disk goes with this run (the scale-out's job), so partial
+    files are kept in the bucket for the next run to resume (bucket_partial)."""
     import boto3
 
     from sdtui.fetch import download
+    from sdtui.fetch.bucket_partial import BucketKeeper
     from sdtui.fetch.progress import Meter
     from sdtui.fetch.store import Store
     from sdtui.fetch.store import key as blob_key
@@ -109,7 +116,9 @@ def run(job: dict, emit: Emit) -> dict:
         if token := (job.get("tokens") or {}).get(var):
             os.environ[var] = str(token)
     s3 = boto3.client("s3")
-    store = Store(Path(job["staging"]))
+    keeper = BucketKeeper(s3, bucket) if keep_partials else None
+    store = Store(Path(job["staging"]), keeper=keeper, space_fix=JOB_SPACE_FIX if keeper else
+                  INSTANCE_SPACE_FIX)
     todo, skipped = [], []
     for resolved in sets:
         for f in resolved.files:
@@ -132,6 +141,8 @@ def run(job: dict, emit: Emit) -> dict:
         sent += path.stat().st_size
         path.unlink()
         (store.blobs / blob_key(f)).unlink(missing_ok=True)
+        if keeper is not None:
+            keeper.forget(f)
     return {"type": "done", "fetched": [k for _, _, k in todo], "skipped": skipped,
             "bytes": sent}
 
@@ -203,14 +214,27 @@ class JobState:
             print(f"could not write the fetch's state: {exc}", file=sys.stderr)
 
 
-# The job's scratch disk goes with the job: the partial file that resumes on a host folder
-# (Option A's instance, Option B's machine) is not there for the next run's job.
-JOB_RESTARTS_FILE = ("run sdtui again: the files already in the bucket are kept, the one it "
-                     "was fetching starts over")
+# Where each run's staging disk gets room: the instance's root volume, or the job's (the compute
+# environment's instances, from the same flag).
+INSTANCE_SPACE_FIX = ("free space on the instance, or tear it down and deploy with a larger "
+                      "--volume-gb")
+JOB_SPACE_FIX = "run sdtui again with a larger --volume-gb (the scale-out instances' disk)"
 
 
-def job_fix(fix: str | None) -> str | None:
-    return JOB_RESTARTS_FILE if fix and "resume" in fix else fix
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """Batch stops a job (TerminateJob: Ctrl-C on the client) with SIGTERM, and SIGKILL only after
+    its stop timeout: time to keep the partial file's last bytes in the bucket. Raised where the
+    job is, a read from a stalled hub included; a second SIGTERM is ignored."""
+    def stop(*_: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Interrupted("the fetch job was stopped", fix="run sdtui again: it resumes")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def batch_main(argv: list[str]) -> int:
@@ -235,9 +259,10 @@ def batch_main(argv: list[str]) -> int:
         if args.tokens:
             job["tokens"] = json.loads(boto3.client("ssm").get_parameter(
                 Name=args.tokens, WithDecryption=True)["Parameter"]["Value"])
-        emit(run(job, emit))
+        with _stopped_by_sigterm():
+            emit(run(job, emit, keep_partials=True))
     except SdtuiError as exc:
-        emit({"type": "error", "message": exc.message, "fix": job_fix(exc.fix)})
+        emit({"type": "error", "message": exc.message, "fix": exc.fix})
         return 1
     except Exception as exc:  # noqa: BLE001 (one line in the job's log, never a token)
         emit({"type": "error", "message": f"the fetch failed: {type(exc).__name__}: "

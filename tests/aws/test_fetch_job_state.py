@@ -1,7 +1,7 @@
 """The scale-out's fetch job (`python -m sdtui.worker fetch-to-bucket`, sdtui.fetch.to_bucket's
 batch_main) on moto S3 and the Hub stand-in: when a download fails, the state it leaves for the
-client says what the next run does. On a host folder the partial file is kept and resumed; the
-job's scratch disk goes with the job, so its line must not promise a resume."""
+client says what the next run does: the job's scratch disk goes with the job, yet what it fetched
+is kept in the bucket (tests/aws/test_fetch_job_resume.py), so the next run resumes it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from tests.fetch.standin import Hub
 BUCKET = "sdtui-fetch-state"
 
 
-def test_a_failed_download_in_the_job_says_the_file_starts_over(aws, hub: Hub):  # noqa: F811
+def test_a_failed_download_in_the_job_says_the_next_run_resumes(aws, hub: Hub):  # noqa: F811
     s3 = aws["s3"]
     s3.create_bucket(Bucket=BUCKET)
     gone = RemoteFile(url=f"{hub.url}/org/gone/resolve/main/gone.safetensors",
@@ -30,7 +30,6 @@ def test_a_failed_download_in_the_job_says_the_file_starts_over(aws, hub: Hub): 
     state = json.loads(s3.get_object(Bucket=BUCKET, Key="fetch/f1/progress.json")["Body"].read())
     assert code == 1
     assert state["state"] == "failed" and "gone.safetensors failed: HTTP 401" in state["message"]
-    assert state["fix"] == ("run sdtui again: the files already in the bucket are kept, the one "
-                            "it was fetching starts over")
+    assert state["fix"] == "retry; the partial file is kept and the next run resumes it"
     assert "models/hf/org/gone/gone.safetensors" not in [
         o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]

@@ -11,10 +11,12 @@ by the ledger's record):
   ledger or the image;
 - its job definition (no GPU) and its JSON at `fetch/<id>/job.json` (files and sha256s only).
 
-The job writes its state to `fetch/<id>/progress.json` (the only key it may write outside
-`models/`): each file's bytes, with rate and ETA, which this machine polls and shows as download
-progress, and at the end `done`, or `failed` with the one line and fix that this
-machine then ends with. Ctrl-C here terminates the job before its role and tokens are taken back.
+The job writes its state to `fetch/<id>/progress.json`: each file's bytes, with rate and ETA,
+which this machine polls and shows as download progress, and at the end `done`, or `failed`
+with the one line and fix that this machine then ends with. Ctrl-C here terminates the job
+before its role and tokens are taken back. The file it is fetching is kept in
+`fetch/partial/<sha256>/` as it grows (besides its state and `models/`, the only keys it may
+write), so the next run's job resumes it; those spans stay until that file is in `models/`.
 
 A key whose object already carries the file's sha256 is never fetched again: the step is skipped
 when all of them do, and the job skips each one that does."""
@@ -36,7 +38,7 @@ from sdtui.deploy.aws.settings import PARTITION
 from sdtui.deploy.base import StepContext
 from sdtui.deploy.batch import jobdef, names, policies, runs
 from sdtui.errors import DeploymentError, Interrupted
-from sdtui.fetch import to_bucket
+from sdtui.fetch import bucket_partial, to_bucket
 from sdtui.fetch.plan import Resolved
 from sdtui.ledger import Ledger
 
@@ -69,9 +71,16 @@ def parameter_arn(region: str, account: str, parameter: str) -> str:
     return f"arn:{PARTITION}:ssm:{region}:{account}:parameter{parameter}"
 
 
-def fetch_role_policy(bucket: str, fetch: str, parameter_arn: str | None) -> dict:
+def partial_prefixes(sets: list[Resolved]) -> list[str]:
+    """Where the job keeps each of its files while fetching it (bucket_partial)."""
+    return sorted({bucket_partial.prefix_of(f) for r in sets for f in r.files})
+
+
+def fetch_role_policy(bucket: str, fetch: str, parameter_arn: str | None,
+                      partials: list[str] = ()) -> dict:
     """The fetch job's role: `models/` read and written, its job read, the bucket listed (a
-    missing key then answers 404, not 403, to the skip check), its tokens read; nothing else."""
+    missing key then answers 404, not 403, to the skip check), its own files' partial copies
+    kept, read and deleted, its tokens read; nothing else."""
     statements = [
         {"Sid": "ReadTheFetchJob", "Effect": "Allow", "Action": "s3:GetObject",
          "Resource": policies.bucket_arn(bucket, job_key(fetch))},
@@ -83,6 +92,10 @@ def fetch_role_policy(bucket: str, fetch: str, parameter_arn: str | None) -> dic
         {"Sid": "ListTheBucket", "Effect": "Allow", "Action": "s3:ListBucket",
          "Resource": policies.bucket_arn(bucket)},
     ]
+    if partials:
+        statements.append({"Sid": "KeepItsPartialFiles", "Effect": "Allow",
+                           "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                           "Resource": [policies.bucket_arn(bucket, f"{p}*") for p in partials]})
     if parameter_arn:
         statements.append({"Sid": "ReadTheTokens", "Effect": "Allow",
                            "Action": "ssm:GetParameter", "Resource": parameter_arn})
@@ -147,7 +160,8 @@ def fetch(ctx: StepContext, aws: Clients, ledger: Ledger, *, name: str, bucket: 
             f"sdtui scale-out {name}: fetch {fetch_id} writes models/, for its length only",
             [*tags(name), {"Key": runs.RUN_TAG, "Value": fetch_id}],
             inline={FETCH_POLICY_NAME: fetch_role_policy(
-                bucket, fetch_id, parameter and parameter_arn(region, account, parameter))},
+                bucket, fetch_id, parameter and parameter_arn(region, account, parameter),
+                partial_prefixes(sets))},
             path=names.run_role_path(name))
         definition = jobdef.register_run(aws.batch, definition_params(
             name, image=image, job_role_arn=arn, fetch=fetch_id))

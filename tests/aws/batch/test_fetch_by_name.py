@@ -33,6 +33,8 @@ from sdtui.deploy.batch import fetch, names, policies
 from sdtui.deploy.batch.deployment import BatchDeployment
 from sdtui.deploy.batch.settings import BatchSettings
 from sdtui.errors import EXIT_DEPLOYMENT, EXIT_INTERRUPTED
+from sdtui.fetch import bucket_partial, download
+from sdtui.fetch.plan import RemoteFile
 from sdtui.fetch.to_bucket import AGENT
 from sdtui.ledger import Ledger
 from tests.fetch.conftest import checkpoint_files, hub  # noqa: F401 (a fixture)
@@ -71,6 +73,12 @@ def fetch_left(aws, batch, name: str, bucket: str) -> list[str]:
     left += [f"ledger: {e.kind} {e.id}" for e in (ledger.resources() if ledger else [])
              if e.kind == "parameter" or str(e.meta.get("run", "")).startswith("fetch-")]
     return left
+
+
+def kept(s3, bucket: str) -> int:
+    """The bytes fetch jobs keep of the files they were fetching (bucket_partial)."""
+    return sum(o["Size"] for o in s3.list_objects_v2(
+        Bucket=bucket, Prefix=bucket_partial.PREFIX).get("Contents", []))
 
 
 def collected(proc: subprocess.Popen) -> list[dict]:
@@ -141,13 +149,19 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
                             r"then set HF_TOKEN .*", line), line
         assert fetch_left(aws, batch, name, bucket) == []
 
-        # 2. Held at half way: what the job has while it runs; then Ctrl-C terminates it.
-        hub.pause_at = size // 2
+        # 2. Held at half way (on a boundary of the job's reads, so it then holds exactly these
+        # bytes): what the job has while it runs; once it kept them in the bucket (a span
+        # SPAN_S after the hub stalled), Ctrl-C terminates it (moto kills the container
+        # outright: no time to keep anything then).
+        half = size // 2 // download.CHUNK * download.CHUNK
+        hub.pause_at = half
         with (tmp_path / "stderr").open("w") as stderr:
             proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
         seen = collected(proc)
         try:
             wait_for(hub.paused.is_set, unless=lambda: proc.poll() is not None, timeout=600)
+            wait_for(lambda: kept(aws["s3"], bucket) == half,
+                     unless=lambda: proc.poll() is not None, timeout=bucket_partial.SPAN_S + 60)
             # The job's bytes reach the client: download_progress, not only the job's state.
             wait_until(lambda: proc.poll() is not None or any(
                 e["event"] == "download_progress" and e["file"] == FILE for e in seen),
@@ -173,14 +187,20 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
             hub.pause_at = None
             hub.resume.set()
         progress = [e for e in seen if e["event"] == "download_progress" and e["file"] == FILE]
-        assert progress[0]["total"] == size and 0 < progress[0]["done"] <= size // 2
+        assert progress[0]["total"] == size and 0 < progress[0]["done"] <= half
         assert progress[0]["step"] == "fetch" and {"rate", "eta_s"} <= progress[0].keys()
         # During the job: one role, allowed models/, its state and that one parameter.
         (role, inline), = during.items()
         fetch_id = described["jobName"].removeprefix(f"sdtui-{name}-")
         assert role == names.run_role(name, fetch_id)
-        assert inline == {FETCH_POLICY_NAME: fetch.fetch_role_policy(
-            bucket, fetch_id, fetch.parameter_arn("us-east-1", "123456789012", parameter))}
+        policy = inline.pop(FETCH_POLICY_NAME)
+        (keep,) = [s for s in policy["Statement"] if s["Sid"] == "KeepItsPartialFiles"]
+        model_file = RemoteFile(url="", dest=FILE, size=size, sha256=sha)
+        assert policies.bucket_arn(bucket, f"{bucket_partial.prefix_of(model_file)}*") in \
+            keep["Resource"]
+        assert (inline, {**policy, "Statement": [s for s in policy["Statement"] if s != keep]}) \
+            == ({}, fetch.fetch_role_policy(
+                bucket, fetch_id, fetch.parameter_arn("us-east-1", "123456789012", parameter)))
         assert described["container"]["command"][-2:] == ["--tokens", parameter]
         # The token is nowhere but in the parameter: not in the job, its definition, the
         # container's configuration, the ledger.
@@ -199,9 +219,10 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
         assert status == "FAILED", f"the fetch job ran on after Ctrl-C: {status}"
         assert not [c for c in docker_client.containers.list()
                     if c.attrs["Config"]["Cmd"][:1] == [fetch.COMMAND]]
-        assert fetch_left(aws, batch, name, bucket) == []
+        # Nothing of the job is left but the half it fetched, kept for the next job.
+        assert fetch_left(aws, batch, name, bucket) == [bucket_partial.span_key(model_file, 0)]
 
-        # 3. The next run fetches the model and the LoRA, and a shard generates with both.
+        # 3. The next run resumes the model, fetches the LoRA, and a shard generates with both.
         done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
         evs = events(done.stdout)
@@ -209,6 +230,8 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
         progress = [e for e in evs if e["event"] == "download_progress" and e["file"] == FILE]
         assert progress[-1]["done"] == progress[-1]["total"] == size
         assert fetch_left(aws, batch, name, bucket) == []
+        # Resumed, not restarted: the hub sent each of the model's bytes once over both jobs.
+        assert hub.served_of(model.read_bytes()) == size
         # The job fetched every byte, this machine none; the bucket holds each with its sha256.
         assert hub.served_as.get(AGENT, 0) >= size + lora.stat().st_size
         assert {a: n for a, n in hub.served_as.items() if a != AGENT and n} == {}
