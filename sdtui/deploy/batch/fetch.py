@@ -19,7 +19,11 @@ before its role and tokens are taken back. The file it is fetching is kept in
 write), so the next run's job resumes it; those spans stay until that file is in `models/`.
 
 A key whose object already carries the file's sha256 is never fetched again: the step is skipped
-when all of them do, and the job skips each one that does."""
+when all of them do, and the job skips each one that does.
+
+The client holds a lock on its fetch (client_locks, by fetch id) while it follows the job. A
+client that died leaves the job running: the next run on this state dir follows that job to its
+end rather than start a second one, then takes back its role and tokens."""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from collections.abc import Callable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from sdtui import bucket_layout
+from sdtui.client_locks import RequestLocks
 from sdtui.deploy.aws import iam
 from sdtui.deploy.aws.naming import FETCH_POLICY_NAME, MODELS_PREFIX, error_code, tags
 from sdtui.deploy.aws.remote_fetch import FORWARDED, tokens
@@ -48,6 +53,7 @@ VCPUS, MEMORY_MIB = 2, 4000  # no GPU: it downloads and uploads
 ATTEMPT_S = 6 * 3600
 POLL_S = 2.0
 FINAL = {"SUCCEEDED", "FAILED"}
+ACTIVE = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 STATE_LIMIT = 64 * 1024  # bytes of the job's state read
 
 
@@ -136,10 +142,71 @@ class Clients:
         self.iam, self.batch = client("iam"), client("batch")
 
 
+def _job_of(batch, name: str, fetch_id: str) -> str | None:
+    """The fetch's job while it has not ended (Batch keeps ended jobs' names too)."""
+    for status in ACTIVE:
+        pages = batch.get_paginator("list_jobs").paginate(jobQueue=names.job_queue(name),
+                                                          jobStatus=status)
+        for page in pages:
+            for job in page["jobSummaryList"]:
+                if job["jobName"] == names.job_name(name, fetch_id):
+                    return str(job["jobId"])
+    return None
+
+
+def finish_left(ctx: StepContext, aws: Clients, ledger: Ledger, locks: RequestLocks, *,
+                name: str, bucket: str, sleep: Callable[[float], None]) -> list[str]:
+    """A fetch whose client died (SIGKILL, a closed laptop) left its job running and its role
+    and tokens in place: followed to its end here, then taken back. Only this state dir's own
+    (its ledger recorded each), and never one a live client still follows (its lock). The jobs
+    followed."""
+    followed = []
+    for fetch_id in sorted({str(e.meta.get("run")) for e in ledger.resources("role")
+                            if str(e.meta.get("run", "")).startswith("fetch-")}):
+        if not locks.claim(fetch_id):
+            raise DeploymentError(f"another sdtui is fetching a model for {name} ({fetch_id})",
+                                  fix="let it finish, then run again: what it fetched is not "
+                                  "fetched again")
+        try:
+            parameter = parameter_name(name, fetch_id)
+            recorded = any(e.id == parameter for e in ledger.resources("parameter"))
+            try:
+                if job := _job_of(aws.batch, name, fetch_id):
+                    ctx.log(f"fetch job {job} was left running by a client that quit: "
+                            "following it to its end")
+                    ended, state = _wait(ctx, aws, bucket, fetch_id, job, sleep)
+                    ctx.log(f"fetch job {job}: {ended['status'].lower()}"
+                            f"{': ' + str(state['message']) if state.get('message') else ''}")
+                    followed.append(job)
+            finally:
+                take_back(aws, ledger, name, bucket, fetch_id, parameter if recorded else None)
+        finally:
+            locks.release(fetch_id)
+    return followed
+
+
 def fetch(ctx: StepContext, aws: Clients, ledger: Ledger, *, name: str, bucket: str,
           region: str, account: str, image: str, sets: list[Resolved],
           sleep: Callable[[float], None]) -> str:
-    fetch_id, sources = new_fetch_id(), "; ".join(r.source for r in sets)
+    sources, locks = "; ".join(r.source for r in sets), RequestLocks(name)
+    followed = finish_left(ctx, aws, ledger, locks, name=name, bucket=bucket, sleep=sleep)
+    if followed and all_present(aws.s3, bucket, sets):
+        return (f"{sum(len(r.files) for r in sets)} file(s) of {sources} fetched into "
+                f"s3://{bucket}/{MODELS_PREFIX} by job {followed[-1]}, which a client that quit "
+                "left running")
+    fetch_id = new_fetch_id()
+    locks.claim(fetch_id)
+    try:
+        return _fetch(ctx, aws, ledger, fetch_id, name=name, bucket=bucket, region=region,
+                      account=account, image=image, sets=sets, sleep=sleep)
+    finally:
+        locks.release(fetch_id)
+
+
+def _fetch(ctx: StepContext, aws: Clients, ledger: Ledger, fetch_id: str, *, name: str,
+           bucket: str, region: str, account: str, image: str, sets: list[Resolved],
+           sleep: Callable[[float], None]) -> str:
+    sources = "; ".join(r.source for r in sets)
     found = tokens()
     parameter = parameter_name(name, fetch_id) if found else None
     role = names.run_role(name, fetch_id)

@@ -222,11 +222,40 @@ def test_the_scale_out_fetches_by_name_into_the_bucket_through_failure_and_ctrl_
         # Nothing of the job is left but the half it fetched, kept for the next job.
         assert fetch_left(aws, batch, name, bucket) == [bucket_partial.span_key(model_file, 0)]
 
-        # 3. The next run resumes the model, fetches the LoRA, and a shard generates with both.
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-3000:]
-        evs = events(done.stdout)
+        # 3. The next run resumes the model, held again at three quarters; its client is killed
+        # outright (no time to stop the job), and the job runs on.
+        hub.paused.clear()
+        hub.resume.clear()
+        hub.pause_at = size * 3 // 4 // download.CHUNK * download.CHUNK
+        killed = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(hub.paused.is_set, unless=lambda: killed.poll() is not None, timeout=600)
+        finally:
+            killed.kill()
+            killed.wait()
+
+        # 4. The next run follows that job to its end rather than start another, and a shard
+        # generates with the model and the LoRA.
+        with (tmp_path / "stderr").open("w") as stderr:
+            done = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        lines: list[str] = []
+        try:
+            reader = threading.Thread(target=lambda: lines.extend(done.stdout), daemon=True)
+            reader.start()
+            wait_until(lambda: done.poll() is not None or any(
+                "left running by a client that quit" in line for line in lines),
+                "the killed client's job followed", timeout=120)
+        finally:
+            hub.pause_at = None
+            hub.resume.set()
+        assert done.wait(timeout=600) == 0, (tmp_path / "stderr").read_text()[-3000:]
+        reader.join(timeout=60)
+        evs = events("".join(lines))
         assert step_outcomes(evs)["fetch"] == "done"
+        fetch_jobs = [j for status in ("SUCCEEDED", "FAILED", "RUNNING") for j in batch.list_jobs(
+            jobQueue=names.job_queue(name), jobStatus=status)["jobSummaryList"]
+            if j["jobName"].startswith(f"sdtui-{name}-fetch-")]
+        assert len(fetch_jobs) == 3, fetch_jobs  # the 403, the Ctrl-C, the one followed
         progress = [e for e in evs if e["event"] == "download_progress" and e["file"] == FILE]
         assert progress[-1]["done"] == progress[-1]["total"] == size
         assert fetch_left(aws, batch, name, bucket) == []
@@ -286,3 +315,23 @@ def test_teardown_removes_what_a_crashed_fetch_left(aws) -> None:
     assert not report.left, report.left
     assert parameters(aws["ssm"], name) == [] and fetch_roles(aws["iam"], name) == {}
     assert Ledger.load(name) is None
+
+
+def test_a_fetch_a_live_client_follows_is_left_to_it(aws) -> None:
+    """Only a dead client's fetch is followed and taken back: one whose client still holds its
+    lock (another terminal, still running) is refused in one line, and nothing of it touched."""
+    from sdtui.client_locks import RequestLocks
+    from sdtui.errors import DeploymentError
+
+    name, fetch_id = "live", fetch.new_fetch_id()
+    ledger = Ledger.open(name, "batch")
+    ledger.record("role", names.run_role(name, fetch_id), run=fetch_id)
+    ledger.record("parameter", fetch.parameter_name(name, fetch_id))
+    live = RequestLocks(name)
+    assert live.claim(fetch_id)  # the client following it, alive
+    clients = fetch.Clients(boto3.Session(region_name="us-east-1").client)
+    with pytest.raises(DeploymentError, match=rf"another sdtui is fetching a model for {name} "):
+        fetch.finish_left(None, clients, ledger, RequestLocks(name), name=name, bucket="b",
+                          sleep=lambda s: None)
+    assert {e.kind for e in Ledger.load(name).resources()} == {"role", "parameter"}
+    live.release(fetch_id)
