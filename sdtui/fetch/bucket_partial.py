@@ -36,7 +36,6 @@ def span_key(f: RemoteFile, offset: int) -> str:
 class BucketKeeper:
     """What download.fetch_file calls while it fetches into a disk that does not outlive it."""
 
-
     def __init__(self, s3, bucket: str, *, span_bytes: int = SPAN_BYTES,
                  span_s: float = SPAN_S) -> None:
         self.s3, self.bucket = s3, bucket

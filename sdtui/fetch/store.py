@@ -13,7 +13,7 @@ from typing import Protocol
 from sdtui.errors import DeploymentError
 from sdtui.fetch.plan import RemoteFile, Resolved
 
-SPACE_FIX = "free space, or set SDTUI_MODELS_DIR to a disk with room"
+SPACE_FIX = "free space (or set SDTUI_MODELS_DIR to a disk with room)"
 
 
 def key(f: RemoteFile) -> str:

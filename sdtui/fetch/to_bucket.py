@@ -216,9 +216,8 @@ class JobState:
 
 # Where each run's staging disk gets room: the instance's root volume, or the job's (the compute
 # environment's instances, from the same flag).
-INSTANCE_SPACE_FIX = ("free space on the instance, or tear it down and deploy with a larger "
-                      "--volume-gb")
-JOB_SPACE_FIX = "run sdtui again with a larger --volume-gb (the scale-out instances' disk)"
+INSTANCE_SPACE_FIX = "free space on the instance (or deploy it anew with a larger --volume-gb)"
+JOB_SPACE_FIX = "give the scale-out's instances a larger disk (--volume-gb)"
 
 
 @contextlib.contextmanager
