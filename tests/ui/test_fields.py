@@ -12,7 +12,7 @@ from sdtui.ui.screens.prompt import PromptScreen
 
 from .conftest import fake_services
 from .fakes import FakeDeployment, IdleWorker
-from .test_flows import SIZE, text_of, until
+from .test_flows import SIZE, steps_ended, text_of, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -172,8 +172,7 @@ async def test_the_footer_shows_only_the_keys_that_act(worker, tiny_model, isola
         await pilot.press("ctrl+t")
         await until(pilot, lambda: type(app.screen).__name__ == "TeardownModal")
         await pilot.click("#confirm")
-        await until(pilot, lambda: type(app.screen).__name__ == "ProvisionScreen"
-                    and not app.screen.running)
+        await until(pilot, lambda: steps_ended(app, "teardown"))
         await pilot.pause()
         shown = footer()
         assert "Back" in shown and not {"Retry", "Tear down", "Cancel"} & shown

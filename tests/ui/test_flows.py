@@ -31,13 +31,16 @@ pytestmark = pytest.mark.asyncio
 SIZE = (140, 45)
 
 
-async def until(pilot: object, condition: Callable[[], bool], timeout: float = 60) -> None:
-    """Let the app run until condition holds (a worker thread is doing the work)."""
+async def until(pilot: object, condition: Callable[[], bool], timeout: float = 60,
+                state: Callable[[], object] | None = None) -> None:
+    """Let the app run until condition holds (a worker thread is doing the work); on a timeout,
+    say what `state` shows then."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
         if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {condition}")
+            shown = f"; then: {state()}" if state is not None else ""
+            raise AssertionError(f"timed out waiting for {condition}{shown}")
         await pilot.pause(0.05)  # type: ignore[attr-defined]
     await pilot.pause()  # type: ignore[attr-defined]  # let a screen that just opened mount
 
@@ -52,6 +55,15 @@ async def type_ahead(app: SdtuiApp, pilot: object, *keys: str) -> None:
         event.set_sender(app)
         app._driver.send_message(event)  # type: ignore[union-attr]
     await pilot.pause()  # type: ignore[attr-defined]
+
+
+def steps_ended(app: SdtuiApp, mode: str = "provision") -> bool:
+    """The steps screen's run (provisioning or teardown) has ended. `not running` alone holds
+    too for a screen pushed and not yet mounted, before its run starts (CI, 2026-12-07: a test
+    looked for the volume while the teardown was still removing it)."""
+    screen = app.screen
+    return (isinstance(screen, ProvisionScreen) and screen.mode == mode
+            and screen.finished_at is not None and not screen.running)
 
 
 def text_of(app: SdtuiApp, selector: str) -> str:
@@ -144,8 +156,7 @@ async def test_failure_shows_error_with_fix_then_retry(worker, tiny_model, isola
     app = make_app(deployment, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and not app.screen.running)
+        await until(pilot, lambda: steps_ended(app))
         error = text_of(app, "#error")
         assert "disk quota exceeded" in error and "fix: free some space, then retry" in error
         assert app.screen.query_one("#failure-actions").display
@@ -292,8 +303,7 @@ async def test_teardown_modal_lists_deleted_and_kept_then_purges(worker, tiny_mo
         await pilot.click("#purge")
         assert "volume sdtui-models" in text_of(app, "#teardown-list").split("Kept:")[0]
         await pilot.click("#confirm")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and not app.screen.running)
+        await until(pilot, lambda: steps_ended(app, "teardown"))
         assert deployment.teardowns == [True]
         assert "removed volume sdtui-models" in text_of(app, "#error")
         await pilot.press("ctrl+b")

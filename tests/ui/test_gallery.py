@@ -63,8 +63,15 @@ async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_
         # ctrl+l then up before the app is idle: the up must reach the gallery, not the prompt
         # (CI, the stop of 2026-12-07: focus was moved only at the next idle).
         await type_ahead(app, pilot, "ctrl+l", "up")
+
+        def state() -> dict:
+            return {"focused": app.focused, "cursor": gallery.cursor_row,
+                    "shown": screen.query_one("#image").image,
+                    "rows": [image.path.name for image in gallery.images],
+                    "generating": screen.generating}
+
         # The table's highlight reaches the screen as a message: waited for, not read at once.
-        await until(pilot, lambda: screen.query_one("#image").image == first.path)
+        await until(pilot, lambda: screen.query_one("#image").image == first.path, state=state)
         caption = text_of(app, "#saved-path")
         assert str(first.path) in caption and f"seed {first.seed}" in caption
         assert "variation 0.4 → seed" in caption

@@ -20,12 +20,11 @@ from sdtui.ui.core import Services
 from sdtui.ui.forms import from_form
 from sdtui.ui.screens.deploy import DeployScreen
 from sdtui.ui.screens.prompt import PromptScreen
-from sdtui.ui.screens.provision import ProvisionScreen
 from sdtui.ui.screens.teardown import TeardownModal
 
 from .conftest import quiet_checks
 from .fakes import FakeDeployment
-from .test_flows import SIZE, generate, make_app, provision, text_of, until
+from .test_flows import SIZE, generate, make_app, provision, steps_ended, text_of, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -49,8 +48,7 @@ async def test_a_deployment_that_created_nothing_does_not_become_the_default(tin
     app = make_app(failing, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and not app.screen.running and app.screen.failed)
+        await until(pilot, lambda: steps_ended(app) and app.screen.failed)
     done = subprocess.run([sys.executable, "-m", "sdtui", "--no-ui", "--status", "--json"],
                           capture_output=True, text=True, timeout=120)
     first = json.loads(done.stdout.splitlines()[0])
@@ -103,8 +101,7 @@ async def test_the_deployment_form_survives_a_teardown(worker, tiny_model,
         await pilot.press("ctrl+t")
         await until(pilot, lambda: isinstance(app.screen, TeardownModal))
         await pilot.click("#confirm")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and not app.screen.running)
+        await until(pilot, lambda: steps_ended(app, "teardown"))
     app = app_()  # after a teardown and a restart
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
@@ -120,8 +117,7 @@ async def test_fix_lines_in_the_app_name_the_form_field(isolated_dirs, tiny_mode
     app = make_app(failing, isolated_dirs, tiny_model)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("ctrl+s")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and not app.screen.running)
+        await until(pilot, lambda: steps_ended(app))
         error = text_of(app, "#error")
         assert "fix: pull it (docker pull IMAGE) or enter “Base image” with an image" in error
         assert "--base-image" not in error and "scripts/" not in error

@@ -22,7 +22,7 @@ from sdtui.ui.screens.teardown import TeardownModal
 from sdtui.ui.widgets.steps import StepRow
 
 from .fakes import FakeAwsDeployment
-from .test_flows import SIZE, make_app, text_of, until
+from .test_flows import SIZE, make_app, steps_ended, text_of, until
 
 
 @pytest.fixture
@@ -57,8 +57,7 @@ async def test_option_a_form_is_checked_inline_then_provisions_for_real(
         screen.query_one("#aws-instance_type", Input).value = "g4dn.xlarge"
         await pilot.press("ctrl+s")
         # The real Option A: without credentials it stops at its first step and says why.
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and not app.screen.running)
+        await until(pilot, lambda: steps_ended(app))
         provision = app.screen
         assert type(provision.deployment).__name__ == "AwsDeployment"
         assert provision.query_one("#step-identity", StepRow).state == "failed"
@@ -112,8 +111,7 @@ async def test_option_a_teardown_lists_cloud_resources_and_keeps_the_bucket(
         assert "bucket my-sd-models" in kept and "your images in" in kept
         assert "bucket and its model files" in str(app.screen.query_one("#purge", Checkbox).label)
         await pilot.click("#confirm")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and not app.screen.running)
+        await until(pilot, lambda: steps_ended(app, "teardown"))
         assert deployment.teardowns == [False]
         summary = text_of(app, "#error")
         assert "removed instance i-0fake" in summary and "kept bucket my-sd-models" in summary

@@ -24,7 +24,7 @@ from sdtui.ui.screens.teardown import TeardownModal
 from sdtui.ui.widgets.gallery import Gallery
 
 from .conftest import given
-from .test_flows import SIZE, text_of, until
+from .test_flows import SIZE, steps_ended, text_of, until
 from .test_real_local import BASE, SLOW_S, labelled, throwaway_deployment
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -130,8 +130,7 @@ async def test_flux_gguf_then_sd35_then_klein_in_the_app_on_option_b(
         await until(pilot, lambda: isinstance(app.screen, TeardownModal), timeout=120)
         app.screen.query_one("#purge", Checkbox).value = True
         await pilot.click("#confirm")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and app.screen.mode == "teardown" and not app.screen.running, timeout=300)
+        await until(pilot, lambda: steps_ended(app, "teardown"), timeout=300)
     assert labelled(docker_client, deployment_name) == []
     assert docker_client.volumes.list(filters={"name": volume}) == []
     assert Ledger.load(deployment_name) is None

@@ -29,7 +29,7 @@ from sdtui.ui.widgets.steps import StepRow
 
 from .conftest import given
 from .terminal import Tmux
-from .test_flows import SIZE, text_of, until
+from .test_flows import SIZE, steps_ended, text_of, until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -116,8 +116,7 @@ async def test_pilot_choose_provision_generate_teardown(
         deleted, kept = text_of(app, "#teardown-list").split("Kept:")
         assert "container" in deleted and f"volume {volume}" in kept
         await pilot.click("#confirm")
-        await until(pilot, lambda: isinstance(app.screen, ProvisionScreen)
-                    and app.screen.mode == "teardown" and not app.screen.running, timeout=300)
+        await until(pilot, lambda: steps_ended(app, "teardown"), timeout=300)
         assert "removed container" in text_of(app, "#error")
         assert labelled(docker_client, deployment_name) == []
         assert docker_client.volumes.get(volume).name == volume  # the models are kept

@@ -247,6 +247,7 @@ class ProvisionScreen(Screen[None]):
 
     def _failed(self, exc: BaseException | None) -> None:
         self.running = False
+        self.finished_at = self.finished_at or time.monotonic()  # the plan failed: never ran
         self.failed = True
         self.refresh_bindings()
         self.app.worker_state = "cancelled" if isinstance(exc, Interrupted) else "failed"
