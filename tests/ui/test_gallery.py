@@ -3,12 +3,14 @@ restart and Resume), see each one with its parameters, open, re-run, copy and de
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from textual import events
 from textual.widgets import Input, TextArea
 
 from sdtui.catalog import CatalogImage
@@ -75,8 +77,16 @@ async def test_selecting_a_row_shows_that_image_and_its_parameters(worker, tiny_
         caption = text_of(app, "#saved-path")
         assert str(first.path) in caption and f"seed {first.seed}" in caption
         assert "variation 0.4 → seed" in caption
-        await pilot.press("down")
-        await until(pilot, lambda: screen.query_one("#image").image == second.path)
+        # A resize due as the user moves (the progress bar hiding, the caption wrapping), handled
+        # before the key and its scroll after it: the cursor stays on the row the user chose
+        # (it was put back on the row it had at the resize, showing the other image again).
+        gallery.on_resize(events.Resize(gallery.size, gallery.virtual_size))
+        gallery.action_cursor_down()
+        refreshed = asyncio.Event()
+        gallery.call_after_refresh(refreshed.set)  # runs after the resize's own callback
+        await until(pilot, lambda: refreshed.is_set()
+                    and screen.query_one("#image").image == second.path)
+        assert gallery.cursor_row == 1
 
 
 async def test_the_gallery_is_loaded_from_the_index_and_survives_resume_and_restart(

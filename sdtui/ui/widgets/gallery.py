@@ -102,7 +102,12 @@ class Gallery(DataTable[str]):
         # The caption above wraps onto more lines once a new image is shown, so the table
         # shrinks after its cursor was scrolled into view; the selected row must stay in sight.
         if self.images:
-            self.call_after_refresh(self.move_cursor, row=self.cursor_row)
+            self.call_after_refresh(self._cursor_in_sight)
+
+    def _cursor_in_sight(self) -> None:
+        # The row the cursor is on after the refresh, not at the resize: a key typed meanwhile
+        # (up, down) has moved it, and moving it back would show the image it left.
+        self.move_cursor(row=self.cursor_row)
 
     def load(self, images: list[CatalogImage]) -> None:
         self.clear()
