@@ -54,11 +54,11 @@ def running_workers(folders: dict[str, Path]) -> Iterator[dict[str, Any]]:
 
 def reference_pipeline(folder: Path, kind: str, **components: object) -> Any:
     """diffusers' own pipeline `kind` on a folder, its weights aligned as the worker's are
-    (sdtui.worker.models.align_weights): CPU kernels round differently on unaligned weights,
+    (sdtui.worker.aligned.align_weights): CPU kernels round differently on unaligned weights,
     and a diffusers folder's tensors are views at whatever offset each sits in its file."""
     import diffusers
 
-    from sdtui.worker.models import align_weights
+    from sdtui.worker.aligned import align_weights
 
     pipe = getattr(diffusers, kind).from_pretrained(folder, local_files_only=True, **components)
     align_weights(pipe)

@@ -3,7 +3,7 @@ a reference we did not write: diffusers' own FluxPipeline, FluxImg2ImgPipeline a
 FluxInpaintPipeline on the same folder, seed, steps, guidance and scheduler settings.
 
 The reference's weights are put in their own aligned memory as the worker's are
-(sdtui.worker.models.align_weights): CPU kernels round differently on unaligned weights, and a
+(sdtui.worker.aligned.align_weights): CPU kernels round differently on unaligned weights, and a
 diffusers folder's tensors are views at whatever offset each sits in its file.
 """
 
@@ -101,8 +101,8 @@ def test_previews_every_step_are_the_unpacked_latents_projected(workers, tiny_fl
     holds at that step, unpacked by diffusers' own _unpack_latents."""
     import diffusers
 
+    from sdtui.worker.aligned import align_weights
     from sdtui.worker.families.flux1 import FAMILY
-    from sdtui.worker.models import align_weights
     from sdtui.worker.sampling import latent_preview
 
     width, height = 96, 64

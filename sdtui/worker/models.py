@@ -32,6 +32,7 @@ from sdtui.headers import read_once
 from sdtui.modelfiles import detect_format
 from sdtui.modelsets import KLEIN, ModelSet, find_set
 from sdtui.worker import ldm, memory_fit
+from sdtui.worker.aligned import align_weights
 from sdtui.worker.checkpoint import Checkpoint, ModelInvalid
 from sdtui.worker.families import (
     CFG,
@@ -191,23 +192,6 @@ def load_model(path: str, device: str | None = None,
     for warning in model.warnings:
         log.warning("%s", warning)
     return model
-
-
-# CPU kernels pick their path by the weights' alignment, and a diffusers folder's weights are
-# views into its files at whatever offset each sits: unaligned, they give other float rounding
-# than the same weights read into their own memory. Every format runs from aligned memory.
-ALIGNMENT = 64
-
-
-def align_weights(pipe: Any) -> None:
-    for component in pipe.components.values():
-        if not isinstance(component, torch.nn.Module):
-            continue
-        for module in component.modules():
-            for kind in ("_parameters", "_buffers"):
-                for tensor in getattr(module, kind).values():
-                    if tensor is not None and tensor.data_ptr() % ALIGNMENT:
-                        tensor.data = tensor.data.clone()
 
 
 def _sd3_guidance(path: Path, configured: Path) -> str:
