@@ -39,8 +39,8 @@ def align_weights(pipe: Any) -> None:
 def _hand_back(address: int, size: int) -> None:
     """Reclaim the whole pages inside [address, address + size). A clean page of a mapped file
     leaves this process (read from the file again should anything touch it); a page of anonymous
-    memory, or one written to, stays where it is: there is no swap to put it in, and PAGEOUT
-    only reclaims, so no weight another tensor still shares is lost either way."""
+    memory, or one written to, is at most swapped out (without swap, as on the instances, it
+    stays): PAGEOUT only reclaims, so no weight another tensor still shares is ever lost."""
     global _LIBC
     start = -(-address // mmap.PAGESIZE) * mmap.PAGESIZE
     end = (address + size) // mmap.PAGESIZE * mmap.PAGESIZE
