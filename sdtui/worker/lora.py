@@ -253,6 +253,7 @@ class LoraSet:
         self.family = family.id
         self._files: OrderedDict[tuple[str, int, int], LoraFile] = OrderedDict()
         self._applied: list[str] = []
+        self._requires_grad: list[tuple[torch.nn.Parameter, bool]] = []
 
     def _shown(self, ref: LoraRef) -> str:
         return f"{LORA_DIR}/{ref.file_name}"
@@ -362,6 +363,14 @@ class LoraSet:
         for ref, lora in files:
             self.check(lora, ref)
         records, names, weights = [], [], []
+        # peft freezes the layers it wraps (requires_grad False) and unloading leaves them so.
+        # That flag picks torch's matmul path for a non-contiguous input, and on some CPUs
+        # (AVX-512) the paths round differently: frozen, a LoRA at weight 0 and the next request
+        # without one drew other pixels than before (tests/test_lora_families.py). Put back.
+        self._requires_grad = [(param, param.requires_grad) for component in
+                               self.pipe.components.values()
+                               if isinstance(component, torch.nn.Module)
+                               for param in component.parameters()]
         try:
             for index, (ref, lora) in enumerate(files):
                 adapter = f"sdtui_lora_{index}"
@@ -377,6 +386,7 @@ class LoraSet:
                                 "te_weight": ref.text_encoder, "sha256": lora.sha256[:12],
                                 "hash": lora.a1111_hash[:12]})
             self.pipe.set_adapters(names, adapter_weights=weights)
+            self._thaw()
         except Exception:
             self.reset()
             raise
@@ -387,3 +397,9 @@ class LoraSet:
         if self._applied:
             self.pipe.unload_lora_weights()
             self._applied.clear()
+        self._thaw()
+        self._requires_grad.clear()
+
+    def _thaw(self) -> None:
+        for param, flag in self._requires_grad:
+            param.requires_grad_(flag)
