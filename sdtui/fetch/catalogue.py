@@ -112,7 +112,8 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
     Entry("flux2-klein", "FLUX.2 [klein] 4B, 4 steps (1024x1024), diffusers repo",
           HfRef("black-forest-labs/FLUX.2-klein-4B"), "Apache-2.0",
           "https://huggingface.co/black-forest-labs/FLUX.2-klein-4B", None, "≈16 GB",
-          "needs a 24 GB GPU (g5, g6, g6e); whether the repo is gated was not verified here "
+          "runs on a g4dn.xlarge's T4 with its text encoder offloaded, whole on a g5, g6 or "
+          "g6e (estimates); whether the repo is gated was not verified here "
           "(a gated answer is met with the HF_TOKEN line); the size is reckoned from the "
           "parameter counts"),
 )}
