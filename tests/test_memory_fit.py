@@ -210,6 +210,9 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_safetensors(sd35 / "clip_g.safetensors", _clip(1280, 32, 20, 5120, 1280),
                       torch.float16)
     write_safetensors(sd35 / "t5xxl_fp8_e4m3fn.safetensors", _t5_xxl(), torch.float8_e4m3fn)
+    # Large at 16 bits, as the catalogue's sd35-large (the diffusers repo) holds it.
+    write_safetensors(sd35 / "sd3.5_large.safetensors", large, torch.float16)
+    write_safetensors(sd35 / "t5xxl_fp16.safetensors", _t5_xxl(), torch.float16)
     write_safetensors(sd35 / "vae.safetensors", _vae16(), torch.float16)
     return {"flux1-dev fp16": _flux_set(root / "flux1-dev-fp16", "flux1-dev.safetensors"),
             "flux1-dev Q4_K_S": _flux_set(root / "flux1-dev-q4", "flux1-dev-Q4_K_S.gguf",
@@ -223,10 +226,10 @@ def request(family, guidance: str, gpu: tuple) -> Request:
     return Request.at_default_size(family, guidance, dtype.itemsize, dtype == torch.float16)
 
 
-def sd35_parts(folder: Path, transformer: str, size: int) -> list[memory_fit.Part]:
+def sd35_parts(folder: Path, transformer: str, size: int,
+               t5: str = "t5xxl_fp8_e4m3fn.safetensors") -> list[memory_fit.Part]:
     roles = {transformer: DENOISER, "clip_l.safetensors": TEXT_ENCODER,
-             "clip_g.safetensors": TEXT_ENCODER, "t5xxl_fp8_e4m3fn.safetensors": TEXT_ENCODER,
-             "vae.safetensors": VAE}
+             "clip_g.safetensors": TEXT_ENCODER, t5: TEXT_ENCODER, "vae.safetensors": VAE}
     return [memory_fit.file_part(folder / name, role, size) for name, role in roles.items()]
 
 
@@ -256,6 +259,21 @@ def test_sd35_large_gguf_with_t5_fp8_fits_a_t4_with_the_text_encoders_offloaded(
     assert found is not None and found.offload == MODEL
     assert {p.name for p in found.offloaded} == {
         "clip_l.safetensors", "clip_g.safetensors", "t5xxl_fp8_e4m3fn.safetensors"}
+
+
+@pytest.mark.parametrize("gpu", GPUS)
+def test_sd35_large_at_16_bits_needs_a_24_gb_gpu_with_the_text_encoders_offloaded(
+        released, gpu: str) -> None:
+    """What the README, the app's help and the catalogue say of Large at 16 bits: a g5 or g6
+    with its text encoders on the CPU while the transformer denoises; a T4 cannot hold it."""
+    req = request(sd3.FAMILY, "cfg", GPUS[gpu])
+    parts = sd35_parts(released["sd3.5-large"], "sd3.5_large.safetensors", req.dtype_size,
+                       t5="t5xxl_fp16.safetensors")
+    found = memory_fit.plan(parts, req, GPUS[gpu][1])
+    if gpu == "T4":
+        assert found is None
+    else:
+        assert found is not None and found.offload == MODEL
 
 
 def test_flux2_klein_4b_fits_a_t4_with_its_qwen3_encoder_offloaded(released) -> None:

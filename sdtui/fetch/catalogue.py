@@ -107,8 +107,9 @@ CATALOGUE: dict[str, Entry] = {e.name: e for e in (
             f"https://huggingface.co/stabilityai/stable-diffusion-3.5-{size}", True, weight,
             note) for size, title, weight, note in (
         ("medium", "Medium", "≈16 GB", "the size is reckoned from the parameter counts"),
-        ("large", "Large", "≈28 GB", "the size is reckoned from the parameter counts; needs a "
-         "48 GB GPU (g6e): its 16-bit transformer and encoders do not fit 24 GB"))),
+        ("large", "Large", "≈28 GB", "the size is reckoned from the parameter counts; runs on "
+         "a g5 or g6 (24 GB) with its text encoders offloaded, whole on a g6e, not on a T4 "
+         "(estimates; on a T4 use a Q4/Q5 GGUF set)"))),
     Entry("flux2-klein", "FLUX.2 [klein] 4B, 4 steps (1024x1024), diffusers repo",
           HfRef("black-forest-labs/FLUX.2-klein-4B"), "Apache-2.0",
           "https://huggingface.co/black-forest-labs/FLUX.2-klein-4B", None, "≈16 GB",
